@@ -1,0 +1,320 @@
+/*
+ * coda.h - the whole public API of coda, a C web framework whose headline
+ * feature is work that runs after the response has been sent.
+ *
+ * Conventions (read once, they hold everywhere below):
+ *  - Functions that can fail return int: 0 on success, a negative CODA_E*
+ *    code on failure. coda_strerror() names a code.
+ *  - Long-lived objects are opaque handles (coda_app). Request and response
+ *    handles (coda_req, coda_res) are valid only during the call that hands
+ *    them to you, unless a function says otherwise.
+ *  - Threads: coda_app_* configuration calls are made from one thread before
+ *    coda_app_run(). Handlers and middleware run on one of the app's event
+ *    loop threads; everything a handler receives belongs to that thread.
+ *    coda_app_stop() may be called from any thread or a signal handler.
+ *  - Memory: strings passed to coda are copied unless the function name says
+ *    static or borrow. Strings coda returns are owned by coda and live as long
+ *    as the object they came from.
+ */
+#ifndef CODA_H
+#define CODA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CODA_BUILDING) && defined(__GNUC__)
+#define CODA_API __attribute__((visibility("default")))
+#else
+#define CODA_API
+#endif
+
+#define CODA_VERSION_MAJOR 0
+#define CODA_VERSION_MINOR 1
+#define CODA_VERSION_PATCH 0
+
+/* Error codes: one table, expanded into the enum and into coda_strerror(). */
+#define CODA_ERRNO_MAP(X)                                                      \
+  X(NOMEM, -1, "out of memory")                                                \
+  X(INVAL, -2, "invalid argument")                                             \
+  X(STATE, -3, "operation not allowed in this state")                          \
+  X(IO, -4, "input/output error")                                              \
+  X(ADDR, -5, "bad or unusable listen address")                                \
+  X(EXIST, -6, "already exists")                                               \
+  X(LIMIT, -7, "a configured limit was reached")                               \
+  X(CLOSED, -8, "connection closed")                                           \
+  X(FULL, -9, "queue full")                                                    \
+  X(HANDLER, -10, "handler failed")
+
+typedef enum {
+#define CODA_ERRNO_ENUM(name, value, text) CODA_E##name = (value),
+  CODA_ERRNO_MAP(CODA_ERRNO_ENUM)
+#undef CODA_ERRNO_ENUM
+} coda_errno;
+
+/** Returns a static, human-readable message for a CODA_E* code (or
+ *  "unknown error"). Thread-safe. */
+CODA_API const char *coda_strerror(int err);
+
+/** Returns the library version as "MAJOR.MINOR.PATCH". */
+CODA_API const char *coda_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Application                                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef struct coda_app coda_app;
+typedef struct coda_req coda_req;
+typedef struct coda_res coda_res;
+typedef struct coda_next coda_next;
+typedef struct coda_stream coda_stream;
+
+/** Integer options for coda_app_set(). Sizes in bytes, times in
+ *  milliseconds. Defaults are in brackets; 0 is never a valid time. */
+typedef enum {
+  CODA_OPT_THREADS = 1,        /* event loops, each on its own thread [cores] */
+  CODA_OPT_MAX_HEADER_BYTES,   /* request line + fields [8192] -> 431 */
+  CODA_OPT_MAX_HEADERS,        /* field lines per request [64] -> 431 */
+  CODA_OPT_MAX_URI,            /* request-target length [4096] -> 414 */
+  CODA_OPT_MAX_BODY,           /* request body [1 MiB] -> 413 */
+  CODA_OPT_HEADER_TIMEOUT,     /* first byte to end of head [10000] -> 408 */
+  CODA_OPT_KEEPALIVE_TIMEOUT,  /* idle keep-alive connection [5000] -> close */
+  CODA_OPT_BODY_TIMEOUT,       /* longest gap between body bytes [10000] -> 408 */
+  CODA_OPT_SEND_TIMEOUT,       /* longest stall of unsent output [10000] -> close */
+  CODA_OPT_MAX_CONNECTIONS,    /* open connections, whole app [10000] */
+  CODA_OPT_WRITE_HIGH_WATER,   /* unsent bytes that pause reading [1 MiB] */
+  CODA_OPT_SHUTDOWN_TIMEOUT,   /* graceful shutdown deadline [10000] */
+  CODA_OPT_ACCESS_LOG,         /* 1: one log line per request [0] */
+  CODA_OPT_LOG_LEVEL,          /* a coda_log_level [CODA_LOG_INFO] */
+  CODA_OPT_HANDLE_SIGNALS      /* 1: SIGINT/SIGTERM stop coda_app_run [1] */
+} coda_option;
+
+typedef enum {
+  CODA_LOG_DEBUG = 0,
+  CODA_LOG_INFO,
+  CODA_LOG_WARN,
+  CODA_LOG_ERROR,
+  CODA_LOG_OFF
+} coda_log_level;
+
+/** Creates an application with default options and no routes. Returns NULL
+ *  when out of memory. Free with coda_app_free(). */
+CODA_API coda_app *coda_app_new(void);
+
+/** Frees an app that is not running, with its routes and middleware. */
+CODA_API void coda_app_free(coda_app *app);
+
+/** Sets an integer option. Returns CODA_EINVAL for an unknown option or a
+ *  value out of range, CODA_ESTATE once the app runs. */
+CODA_API int coda_app_set(coda_app *app, coda_option opt, long value);
+
+/** Reads an integer option (its default if never set), or -1 if unknown. */
+CODA_API long coda_app_get(const coda_app *app, coda_option opt);
+
+/** Sets the address to listen on, as "HOST:PORT" (IPv4 "127.0.0.1:8000" or
+ *  IPv6 "[::1]:8000"). Port 0 asks the kernel for a free port; read it back
+ *  with coda_app_port() once coda_app_listen() has returned. */
+CODA_API int coda_app_listen(coda_app *app, const char *host_port);
+
+/** The bound TCP port after coda_app_listen(), or 0. */
+CODA_API int coda_app_port(const coda_app *app);
+
+/** Runs the server on the calling thread until coda_app_stop(), SIGINT or
+ *  SIGTERM (if CODA_OPT_HANDLE_SIGNALS). It starts CODA_OPT_THREADS event
+ *  loops, each with its own SO_REUSEPORT listener. On stop it stops
+ *  accepting, finishes in-flight requests, closes idle connections and
+ *  returns within CODA_OPT_SHUTDOWN_TIMEOUT (0, or CODA_ESTATE if some
+ *  connections had to be cut at the deadline). A second signal cuts every
+ *  connection at once. Binds first if coda_app_listen() was not called to
+ *  bind (default "127.0.0.1:8000"). */
+CODA_API int coda_app_run(coda_app *app);
+
+/** Binds the listening sockets now, so that coda_app_port() is known before
+ *  coda_app_run(). Called by coda_app_run() if not called before. */
+CODA_API int coda_app_bind(coda_app *app);
+
+/** Asks a running app to shut down gracefully, as SIGTERM does. Safe from any
+ *  thread and from a signal handler; calling it again forces the stop. */
+CODA_API void coda_app_stop(coda_app *app);
+
+/** Writes a log line at the given level through coda's logger (one writer
+ *  thread, never blocks the caller on I/O). Thread-safe. */
+CODA_API void coda_log(coda_app *app, coda_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ------------------------------------------------------------------------ */
+/* Routes, handlers and middleware                                           */
+/* ------------------------------------------------------------------------ */
+
+/** A request handler. It runs on an event loop thread and must not block.
+ *  Fill `res` and return 0. Returning a negative value means the handler
+ *  failed: the response it built is discarded and the app's error handler
+ *  answers (500 by default). */
+typedef int (*coda_handler)(coda_req *req, coda_res *res, void *user);
+
+/** A middleware. It wraps everything after it: code before
+ *  coda_next_call(next) runs before the handler, code after it sees (and may
+ *  change) the response. Return what coda_next_call() returned to pass the
+ *  outcome on, or answer by itself without calling next. */
+typedef int (*coda_middleware)(coda_req *req, coda_res *res, coda_next *next,
+                               void *user);
+
+/** Called when a handler (or middleware) fails, to build the error response.
+ *  `err` is the handler's negative return value. The response has been reset
+ *  to an empty 500. */
+typedef void (*coda_error_handler)(coda_req *req, coda_res *res, int err,
+                                   void *user);
+
+/** Registers a route. `method` is an HTTP method ("GET", "POST", ...);
+ *  `pattern` is a path where a segment "{name}" captures one path segment,
+ *  e.g. "/users/{id}". A GET route also serves HEAD. Routes are matched in
+ *  registration order, static segments before captures at the same depth is
+ *  NOT implied: register the more specific pattern first. Returns
+ *  CODA_EEXIST for the same method and pattern twice, CODA_EINVAL for a bad
+ *  pattern. Call before coda_app_run(). */
+CODA_API int coda_app_route(coda_app *app, const char *method,
+                            const char *pattern, coda_handler handler,
+                            void *user);
+
+/** Appends a middleware; the first added is the outermost. Call before
+ *  coda_app_run(). */
+CODA_API int coda_app_use(coda_app *app, coda_middleware middleware, void *user);
+
+/** Runs the rest of the chain (further middleware, then routing and the
+ *  handler). Call at most once per middleware invocation. */
+CODA_API int coda_next_call(coda_next *next);
+
+/** Replaces the default error handler (500 with a JSON error body). */
+CODA_API void coda_app_on_error(coda_app *app, coda_error_handler handler,
+                                void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Requests (read-only; valid during the handler call)                       */
+/* ------------------------------------------------------------------------ */
+
+/** The method, e.g. "GET". NUL-terminated. */
+CODA_API const char *coda_req_method(const coda_req *req);
+
+/** The percent-decoded path without the query, e.g. "/users/42". For an
+ *  absolute-form target ("http://host/p?q") this is "/p". */
+CODA_API const char *coda_req_path(const coda_req *req);
+
+/** The raw request-target as sent, e.g. "/users/42?x=1". */
+CODA_API const char *coda_req_target(const coda_req *req);
+
+/** The raw query string after '?', or "" if none. */
+CODA_API const char *coda_req_query_string(const coda_req *req);
+
+/** The percent-decoded value of the first query parameter `name` ('+' is a
+ *  space), "" for a parameter with no value, NULL if absent. */
+CODA_API const char *coda_req_query(coda_req *req, const char *name);
+
+/** The value of path capture `name` of the matched route ("{id}"), decoded,
+ *  or NULL. */
+CODA_API const char *coda_req_param(const coda_req *req, const char *name);
+
+/** The value of the first header field `name` (case-insensitive), without
+ *  surrounding whitespace, or NULL. */
+CODA_API const char *coda_req_header(const coda_req *req, const char *name);
+
+/** Number of header fields, and the i-th one (0-based). Returns CODA_EINVAL
+ *  out of range. */
+CODA_API int coda_req_header_count(const coda_req *req);
+CODA_API int coda_req_header_at(const coda_req *req, int i, const char **name,
+                                const char **value);
+
+/** The request body (de-chunked) and its length; never NULL (an empty body is
+ *  ""). The bytes are followed by a NUL that is not counted. */
+CODA_API const char *coda_req_body(const coda_req *req, size_t *len);
+
+/** The HTTP minor version: 0 or 1. */
+CODA_API int coda_req_version(const coda_req *req);
+
+/** The peer as "IP:PORT". */
+CODA_API const char *coda_req_peer(const coda_req *req);
+
+/** A process-unique request id (for logs and, later, tasks). */
+CODA_API uint64_t coda_req_id(const coda_req *req);
+
+/** Allocates `size` bytes that live until the response is done (the
+ *  per-request arena). NULL when out of memory. Never free it. */
+CODA_API void *coda_req_alloc(coda_req *req, size_t size);
+
+/* ------------------------------------------------------------------------ */
+/* Responses                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/** Sets the status code (100-999 excluding 1xx; default 200). */
+CODA_API int coda_res_status(coda_res *res, int status);
+
+/** The status code set so far. */
+CODA_API int coda_res_get_status(const coda_res *res);
+
+/** Sets header `name` to `value`, replacing an earlier value of the same
+ *  name (case-insensitive). Both are copied. Content-Length,
+ *  Transfer-Encoding, Date and Connection are managed by coda and rejected
+ *  with CODA_EINVAL. A NULL value removes the header. */
+CODA_API int coda_res_header(coda_res *res, const char *name, const char *value);
+
+/** Adds header `name` without replacing existing ones (e.g. Set-Cookie). */
+CODA_API int coda_res_add_header(coda_res *res, const char *name,
+                                 const char *value);
+
+/** A response header set so far (case-insensitive), or NULL. */
+CODA_API const char *coda_res_get_header(const coda_res *res, const char *name);
+
+/** Sets the body to a copy of `len` bytes. */
+CODA_API int coda_res_body(coda_res *res, const void *data, size_t len);
+
+/** Sets the body to bytes that live for the whole program (not copied). */
+CODA_API int coda_res_body_static(coda_res *res, const void *data, size_t len);
+
+/** Release callback for borrowed bodies; called once, on the loop thread,
+ *  when coda no longer needs the bytes (sent, failed or replaced). */
+typedef void (*coda_release_fn)(void *data, void *arg);
+
+/** Sets the body to borrowed bytes (not copied); `release` (may be NULL) is
+ *  called with (data, arg) once coda is done with them. */
+CODA_API int coda_res_body_borrow(coda_res *res, const void *data, size_t len,
+                                  coda_release_fn release, void *arg);
+
+/** Sets status, "Content-Type: application/json" and the body to the
+ *  compact serialisation of a jansson value (struct json_t from
+ *  <jansson.h>). The value is not stolen. */
+struct json_t;
+CODA_API int coda_res_json(coda_res *res, int status, const struct json_t *value);
+
+/** Sets status, "Content-Type: application/json" and a copy of a JSON text
+ *  the caller already has. */
+CODA_API int coda_res_json_text(coda_res *res, int status, const char *json);
+
+/** Starts a streaming (chunked) response with the status and headers set so
+ *  far. The returned stream stays valid until coda_stream_end(), which must
+ *  be called exactly once, possibly later, from the same loop thread (a
+ *  timer, a loop task). Requests pipelined behind it wait for it. */
+CODA_API coda_stream *coda_res_stream(coda_res *res);
+
+/** Sends `len` bytes as one chunk (copied). Returns CODA_ECLOSED if the
+ *  client has gone; keep calling coda_stream_end() anyway. */
+CODA_API int coda_stream_write(coda_stream *stream, const void *data, size_t len);
+
+/** Ends the stream (the last chunk) and frees it. */
+CODA_API int coda_stream_end(coda_stream *stream);
+
+/** The app a stream belongs to (for coda_log and timers). */
+CODA_API coda_app *coda_stream_app(coda_stream *stream);
+
+/** The libuv loop (uv_loop_t *) of the thread running this request, for
+ *  handlers that start timers or other non-blocking work. */
+CODA_API void *coda_req_loop(coda_req *req);
+
+/** The app serving a request. */
+CODA_API coda_app *coda_req_app(const coda_req *req);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CODA_H */

@@ -1,0 +1,60 @@
+/*
+ * router.h - routes by method and path pattern ("/users/{id}").
+ *
+ * Built on one thread before the server runs, then read-only: every loop
+ * thread matches against it without locks. Matching allocates nothing: it
+ * reports captures as spans of the caller's path.
+ */
+#ifndef CODA_APP_ROUTER_H
+#define CODA_APP_ROUTER_H
+
+#include "coda.h"
+
+#include <stddef.h>
+
+#define CODA__MAX_PARAMS 8
+
+typedef struct coda__router coda__router;
+
+typedef struct coda__route {
+  char *method;
+  char *pattern;
+  struct coda__segment *segs;
+  int nsegs;
+  int nstatic;
+  coda_handler handler;
+  void *user;
+} coda__route;
+
+typedef struct coda__param {
+  const char *name;  /* the route's capture name, NUL-terminated */
+  const char *value; /* span of the raw path, not terminated */
+  size_t len;
+} coda__param;
+
+typedef struct coda__match {
+  const coda__route *route; /* NULL when nothing matched */
+  int nparams;
+  coda__param params[CODA__MAX_PARAMS];
+  int path_matched; /* some route has this path, for another method */
+} coda__match;
+
+coda__router *coda__router_new(void);
+void coda__router_free(coda__router *r);
+
+/* 0, CODA_EINVAL (bad pattern or method), CODA_EEXIST, CODA_ENOMEM. */
+int coda__router_add(coda__router *r, const char *method, const char *pattern,
+                     coda_handler handler, void *user);
+
+/* Finds the route for method and raw path (no query). A GET route serves
+ * HEAD. Among matches, the one with the most literal segments wins, so
+ * "/users/me" beats "/users/{id}" whatever the order of registration. */
+void coda__router_match(const coda__router *r, const char *method, size_t mlen,
+                        const char *path, size_t plen, coda__match *m);
+
+/* Writes the methods allowed for `path` as "GET, HEAD, POST" into buf
+ * (NUL-terminated, truncated to cap). */
+void coda__router_allow(const coda__router *r, const char *path, size_t plen,
+                        char *buf, size_t cap);
+
+#endif /* CODA_APP_ROUTER_H */

@@ -1,0 +1,49 @@
+/*
+ * log.h - coda's logger: callers on any thread format a line and hand it to
+ * one writer thread through a bounded ring, so no event loop ever blocks on
+ * a slow terminal or disk. When the ring is full, lines are dropped and
+ * counted (the count is written once there is room again): logging must
+ * never stall serving.
+ *
+ * Lock rule: `mu` protects the ring, `stop` and `dropped`; the writer thread
+ * holds it only to copy bytes out, never while calling write(2).
+ */
+#ifndef CODA_COMMON_LOG_H
+#define CODA_COMMON_LOG_H
+
+#include "coda.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct coda__logger {
+  uv_mutex_t mu;
+  uv_cond_t cond;
+  uv_thread_t thread;
+  char *ring;
+  size_t cap;
+  uint64_t head; /* next byte to write out */
+  uint64_t tail; /* next byte to fill */
+  uint64_t dropped;
+  int fd;
+  int running;
+  int stop;
+} coda__logger;
+
+int coda__logger_init(coda__logger *lg, int fd, size_t ring_bytes);
+/* Starts the writer thread; before that, lines are written synchronously. */
+int coda__logger_start(coda__logger *lg);
+/* Writes out what is buffered and joins the writer thread. */
+void coda__logger_stop(coda__logger *lg);
+void coda__logger_free(coda__logger *lg);
+
+/* Queues bytes (whole lines). Thread-safe. */
+void coda__logger_write(coda__logger *lg, const char *p, size_t n);
+
+/* Formats "LEVEL:    message\n" into buf; returns its length (<= cap). */
+size_t coda__log_format(char *buf, size_t cap, coda_log_level level,
+                        const char *fmt, va_list ap);
+
+#endif /* CODA_COMMON_LOG_H */

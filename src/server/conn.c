@@ -1,0 +1,713 @@
+/*
+ * conn.c - one client connection (see conn.h).
+ *
+ * Thread: the connection's loop, always. Life: accepted by the loop's
+ * listener, freed in the close callback, except that an open stream keeps
+ * the memory alive until coda_stream_end().
+ *
+ * Flow: every read appends to `rbuf` and runs process(), which parses and
+ * dispatches every complete request in the buffer (pipelining), queues all
+ * their responses in `pending`, and flushes once: the responses of one read
+ * leave in one write. A partial write moves `pending` to `inflight` and
+ * continues through uv_write; later responses wait in `pending`. Responses
+ * therefore always leave in request order.
+ *
+ * Must never: block, allocate on the keep-alive fast path, or read a byte of
+ * the next request before the current one is answered (streaming pauses
+ * parsing, not reading).
+ */
+#include "server/conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_BUF_MIN 16384
+#define READ_BUF_SHRINK 65536 /* a buffer grown past this shrinks when idle */
+#define LINGER_MS 2000        /* reading after our FIN, so the peer gets it */
+#define CHUNK_FRAMING_SLACK 16384
+
+static void process(coda__conn *c);
+static void close_now(coda__conn *c);
+static void update_reading(coda__conn *c);
+
+static uint64_t loop_now(const coda__conn *c) { return uv_now(&c->loop->uv); }
+
+static coda_app *conn_app(const coda__conn *c) { return c->loop->app; }
+
+/* ---- output ---------------------------------------------------------- */
+
+coda__buf *coda__conn_out(coda__conn *c) { return &c->pending.bytes; }
+
+static size_t batch_size(const coda__out_batch *b) {
+  size_t n = b->bytes.len;
+  for (int i = 0; i < b->nsegs; i++)
+    n += b->segs[i].len;
+  return n;
+}
+
+static size_t out_unsent(const coda__conn *c) {
+  return batch_size(&c->pending) + batch_size(&c->inflight) - c->inflight_done;
+}
+
+static void batch_release(coda__out_batch *b) {
+  for (int i = 0; i < b->nsegs; i++)
+    if (b->segs[i].release)
+      b->segs[i].release(b->segs[i].release_data, b->segs[i].release_arg);
+  b->nsegs = 0;
+  b->bytes.len = 0;
+}
+
+static void batch_free(coda__out_batch *b) {
+  batch_release(b);
+  coda__buf_free(&b->bytes);
+  free(b->segs);
+  b->segs = NULL;
+  b->segs_cap = 0;
+}
+
+int coda__conn_out_external(coda__conn *c, const char *data, size_t len,
+                            coda_release_fn release, void *release_data,
+                            void *release_arg) {
+  coda__out_batch *b = &c->pending;
+  if (b->nsegs == b->segs_cap) {
+    int cap = b->segs_cap ? b->segs_cap * 2 : 4;
+    coda__out_segment *segs = realloc(b->segs, (size_t)cap * sizeof *segs);
+    if (!segs)
+      return CODA_ENOMEM;
+    b->segs = segs;
+    b->segs_cap = cap;
+  }
+  b->segs[b->nsegs++] = (coda__out_segment){b->bytes.len, data, len, release,
+                                            release_data, release_arg};
+  return 0;
+}
+
+int coda__conn_mark_response(coda__conn *c, coda__written_cb cb, void *arg) {
+  if (!cb)
+    return 0;
+  if (c->nmarks == c->marks_cap) {
+    int cap = c->marks_cap ? c->marks_cap * 2 : 8;
+    coda__out_mark *m = malloc((size_t)cap * sizeof *m);
+    if (!m)
+      return CODA_ENOMEM;
+    for (int i = 0; i < c->nmarks; i++)
+      m[i] = c->marks[(c->marks_head + i) % c->marks_cap];
+    free(c->marks);
+    c->marks = m;
+    c->marks_cap = cap;
+    c->marks_head = 0;
+  }
+  uint64_t end = c->written_total + out_unsent(c);
+  c->marks[(c->marks_head + c->nmarks) % c->marks_cap] =
+      (coda__out_mark){end, cb, arg};
+  c->nmarks++;
+  return 0;
+}
+
+/* Calls the written callbacks of every response now fully written; with
+ * failed set, of every response left (the connection died). */
+static void fire_marks(coda__conn *c, int failed) {
+  while (c->nmarks > 0) {
+    coda__out_mark *m = &c->marks[c->marks_head];
+    if (!failed && m->end > c->written_total)
+      return;
+    coda__out_mark done = *m;
+    c->marks_head = (c->marks_head + 1) % c->marks_cap;
+    c->nmarks--;
+    done.cb(done.arg, !failed);
+  }
+}
+
+/* Fills iov with the batch's pieces after `skip` bytes; returns the count
+ * and the bytes covered in *total. */
+static int build_iov(const coda__out_batch *b, size_t skip, uv_buf_t *iov,
+                     int max, size_t *total) {
+  int n = 0;
+  size_t at = 0, sum = 0;
+  for (int i = 0; i <= b->nsegs && n < max; i++) {
+    size_t end = i < b->nsegs ? b->segs[i].at : b->bytes.len;
+    const char *pieces[2] = {b->bytes.base + at, i < b->nsegs ? b->segs[i].data : NULL};
+    size_t lens[2] = {end - at, i < b->nsegs ? b->segs[i].len : 0};
+    for (int k = 0; k < 2 && n < max; k++) {
+      size_t len = lens[k];
+      const char *p = pieces[k];
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      p += skip;
+      len -= skip;
+      skip = 0;
+      iov[n++] = uv_buf_init((char *)p, (unsigned)len);
+      sum += len;
+    }
+    at = end;
+  }
+  *total = sum;
+  return n;
+}
+
+static void start_linger(coda__conn *c);
+static void on_write(uv_write_t *req, int status);
+
+static void start_write(coda__conn *c) {
+  size_t total;
+  int n = build_iov(&c->inflight, c->inflight_done, c->iov, 16, &total);
+  c->write_active = 1;
+  c->write_req.data = c;
+  int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, c->iov, (unsigned)n,
+                    on_write);
+  if (rc) {
+    c->write_active = 0;
+    close_now(c);
+  }
+}
+
+static void wrote(coda__conn *c, size_t n) {
+  c->written_total += n;
+  c->last_write = loop_now(c);
+  fire_marks(c, 0);
+}
+
+static void after_output_drained(coda__conn *c) {
+  if (c->state == CODA__CONN_CLOSING && !c->stream_open)
+    start_linger(c);
+  else
+    update_reading(c);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  coda__conn *c = req->data;
+  c->write_active = 0;
+  if (status < 0) {
+    if (status != UV_ECANCELED)
+      close_now(c);
+    return;
+  }
+  /* uv_write wrote every byte of the iov start_write() gave it. */
+  size_t n;
+  build_iov(&c->inflight, c->inflight_done, c->iov, 16, &n);
+  c->inflight_done += n;
+  wrote(c, n);
+  if (c->inflight_done < batch_size(&c->inflight)) {
+    start_write(c);
+    return;
+  }
+  batch_release(&c->inflight);
+  c->inflight_done = 0;
+  coda__conn_flush(c);
+}
+
+void coda__conn_flush(coda__conn *c) {
+  if (c->write_active || c->closed)
+    return;
+  coda__out_batch *b = &c->pending;
+  size_t total = batch_size(b);
+  if (total == 0) {
+    after_output_drained(c);
+    return;
+  }
+  size_t covered;
+  int n = build_iov(b, 0, c->iov, 16, &covered);
+  int w = uv_try_write((uv_stream_t *)&c->tcp, c->iov, (unsigned)n);
+  if (w == UV_EAGAIN || w == UV_ENOSYS)
+    w = 0;
+  if (w < 0) {
+    close_now(c);
+    return;
+  }
+  if (w > 0)
+    wrote(c, (size_t)w);
+  if ((size_t)w == total) {
+    batch_release(b);
+    after_output_drained(c);
+    return;
+  }
+  /* Partial: the rest goes through uv_write while new output accumulates
+   * in the other batch. */
+  coda__out_batch tmp = c->inflight;
+  c->inflight = c->pending;
+  c->pending = tmp;
+  c->inflight_done = (size_t)w;
+  start_write(c);
+  update_reading(c);
+}
+
+/* ---- closing --------------------------------------------------------- */
+
+static void conn_free(coda__conn *c) {
+  batch_free(&c->pending);
+  batch_free(&c->inflight);
+  free(c->marks);
+  free(c->rbuf);
+  free(c->fields);
+  coda__arena_reset(&c->arena);
+  free(c);
+}
+
+static void on_close(uv_handle_t *h) {
+  coda__conn *c = h->data;
+  coda__loop *loop = c->loop;
+  fire_marks(c, 1);
+  coda__res_release(&c->res);
+  batch_release(&c->pending);
+  batch_release(&c->inflight);
+  coda__queue_remove(&c->link);
+  atomic_fetch_sub(&loop->app->nconnections, 1);
+  if (!c->stream_open)
+    conn_free(c);
+  coda__loop_conn_closed(loop);
+}
+
+static void close_now(coda__conn *c) {
+  if (c->closed)
+    return;
+  c->closed = 1;
+  c->read_active = 0;
+  uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  coda__conn *c = req->data;
+  if (status < 0 || c->read_eof)
+    close_now(c);
+}
+
+/* Sends FIN after the last response, then reads and discards until the
+ * peer closes or LINGER_MS: closing with unread input would send RST and
+ * could destroy the response before the client reads it. */
+static void start_linger(coda__conn *c) {
+  if (c->lingering || c->closed)
+    return;
+  c->lingering = 1;
+  c->linger_until = loop_now(c) + LINGER_MS;
+  c->shutdown_req.data = c;
+  if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    close_now(c);
+    return;
+  }
+  c->rlen = 0;
+  update_reading(c);
+}
+
+int coda__conn_idle(const coda__conn *c) {
+  return c->state == CODA__CONN_HEAD && c->rlen == 0 && !c->write_active &&
+         batch_size(&c->pending) == 0 && !c->stream_open;
+}
+
+void coda__conn_shutdown(coda__conn *c, int now) {
+  if (c->closed)
+    return;
+  if (now || coda__conn_idle(c) || c->lingering) {
+    close_now(c);
+    return;
+  }
+  c->keep_alive = 0;
+  if (c->state == CODA__CONN_HEAD && c->rlen == 0) {
+    c->state = CODA__CONN_CLOSING;
+    coda__conn_flush(c);
+  }
+}
+
+/* ---- reading --------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  coda__conn *c = h->data;
+  /* One byte stays free so a body can be NUL-terminated in place. */
+  if (c->rlen + 1 >= c->rcap) {
+    *buf = uv_buf_init(NULL, 0);
+    return;
+  }
+  *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen - 1));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  (void)buf;
+  coda__conn *c = s->data;
+  if (n > 0) {
+    c->last_read = loop_now(c);
+    if (c->lingering) {
+      c->rlen = 0; /* discard: we are done with this peer */
+      return;
+    }
+    c->rlen += (size_t)n;
+    process(c);
+    return;
+  }
+  if (n == 0)
+    return;
+  if (n == UV_ENOBUFS) {
+    update_reading(c);
+    return;
+  }
+  c->read_eof = 1;
+  uv_read_stop(s);
+  c->read_active = 0;
+  if (n != UV_EOF || c->lingering || coda__conn_idle(c) ||
+      c->state == CODA__CONN_BODY || (c->state == CODA__CONN_HEAD && c->rlen > 0)) {
+    close_now(c);
+    return;
+  }
+  /* The peer half-closed after its requests: answer them, then close. */
+  c->keep_alive = 0;
+  if (c->state == CODA__CONN_HEAD)
+    c->state = CODA__CONN_CLOSING;
+  coda__conn_flush(c);
+}
+
+static void update_reading(coda__conn *c) {
+  if (c->closed)
+    return;
+  coda_app *app = conn_app(c);
+  int want = !c->read_eof &&
+             (c->lingering || ((c->state == CODA__CONN_HEAD ||
+                                c->state == CODA__CONN_BODY ||
+                                c->state == CODA__CONN_STREAMING) &&
+                               c->rlen + 1 < c->rcap &&
+                               out_unsent(c) < (size_t)app->opt.write_high_water));
+  if (want && !c->read_active) {
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+      c->read_active = 1;
+  } else if (!want && c->read_active) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->read_active = 0;
+  }
+}
+
+static int grow_rbuf(coda__conn *c, size_t need) {
+  if (need <= c->rcap)
+    return 0;
+  size_t cap = c->rcap;
+  while (cap < need)
+    cap *= 2;
+  char *p = realloc(c->rbuf, cap);
+  if (!p)
+    return CODA_ENOMEM;
+  c->rbuf = p;
+  c->rcap = cap;
+  return 0;
+}
+
+/* ---- access log ------------------------------------------------------ */
+
+void coda__conn_access_log(coda__conn *c, int status) {
+  coda__loop *loop = c->loop;
+  if (!conn_app(c)->opt.access_log)
+    return;
+  const char *method = "-", *target = "-";
+  int minor = 1;
+  if (c->req.method) {
+    method = c->req.method;
+    target = c->req.target;
+    minor = c->req.head->version_minor;
+  }
+  size_t need = strlen(target) + strlen(method) + strlen(c->peer) + 96;
+  if (coda__buf_reserve(&loop->log, need) != 0)
+    return;
+  int n = snprintf(loop->log.base + loop->log.len, need,
+                   "INFO:     %s - \"%s %s HTTP/1.%d\" %d %s\n", c->peer, method,
+                   target, minor, status, coda__status_reason(status));
+  if (n > 0)
+    loop->log.len += (size_t)n < need ? (size_t)n : need - 1;
+}
+
+/* ---- requests -------------------------------------------------------- */
+
+/* Answers a request that cannot be served (4xx/5xx from the parser or a
+ * timeout) and closes after it: after a framing error nothing that follows
+ * on the connection can be trusted. */
+static void error_response(coda__conn *c, int status) {
+  coda__loop *loop = c->loop;
+  const char *reason = coda__status_reason(status);
+  coda__buf *out = coda__conn_out(c);
+  coda__loop_update_date(loop);
+  size_t rlen = strlen(reason);
+  int rc = coda__buf_append_lit(out, "HTTP/1.1 ");
+  rc |= coda__buf_append_u64(out, (unsigned)status);
+  rc |= coda__buf_append_lit(out, " ");
+  rc |= coda__buf_append(out, reason, rlen);
+  rc |= coda__buf_append_lit(out, "\r\nServer: coda\r\n");
+  rc |= coda__buf_append(out, loop->date_line, loop->date_len);
+  rc |= coda__buf_append_lit(out, "Content-Type: text/plain; charset=utf-8\r\n"
+                                  "Content-Length: ");
+  rc |= coda__buf_append_u64(out, rlen + 1);
+  rc |= coda__buf_append_lit(out, "\r\nConnection: close\r\n\r\n");
+  rc |= coda__buf_append(out, reason, rlen);
+  rc |= coda__buf_append_lit(out, "\n");
+  c->req.method = NULL;
+  coda__conn_access_log(c, status);
+  c->keep_alive = 0;
+  c->state = CODA__CONN_CLOSING;
+  if (rc)
+    close_now(c);
+}
+
+static void begin_body(coda__conn *c) {
+  c->state = CODA__CONN_BODY;
+  c->body_need = 0;
+  if (c->head.flags & CODA__HTTP_CHUNKED) {
+    coda__chunked_init(&c->chunked);
+    c->chunk_in = c->chunk_out = c->head_len;
+  } else if (c->head.flags & CODA__HTTP_HAS_LENGTH) {
+    c->body_need = c->head.content_length;
+  }
+}
+
+/* Returns 1 with *end set when the whole request is in the buffer, 0 when
+ * more is needed, or a negative status. */
+static int read_body(coda__conn *c, char *start, size_t avail, size_t *end) {
+  coda_app *app = conn_app(c);
+  if (!(c->head.flags & CODA__HTTP_CHUNKED)) {
+    if (avail - c->head_len < c->body_need)
+      return 0;
+    *end = c->head_len + (size_t)c->body_need;
+    return 1;
+  }
+  size_t in = c->chunk_in, out = c->chunk_out;
+  int rc = coda__chunked_decode(&c->chunked, start, avail, &in, &out,
+                                app->limits.max_body, app->limits.max_header_bytes);
+  if (rc < 0)
+    return rc;
+  if (rc == 1) {
+    c->chunk_in = in;
+    c->chunk_out = out;
+    *end = in;
+    return 1;
+  }
+  /* Close the gap the framing left, so the buffer holds only data. */
+  memmove(start + out, start + in, avail - in);
+  c->rlen -= in - out;
+  c->chunk_in = c->chunk_out = out;
+  return 0;
+}
+
+/* More body bytes are needed: make room, and say 100 Continue if asked. */
+static int need_more_body(coda__conn *c, size_t rpos) {
+  coda_app *app = conn_app(c);
+  size_t need;
+  if (c->head.flags & CODA__HTTP_CHUNKED) {
+    need = c->rlen - rpos + 1;
+    if (c->rlen + 1 >= c->rcap)
+      need = (c->rlen - rpos) * 2;
+    size_t cap = c->head_len + (size_t)app->limits.max_body + CHUNK_FRAMING_SLACK;
+    if (need > cap)
+      need = cap;
+  } else {
+    need = c->head_len + (size_t)c->body_need + 1;
+  }
+  if (c->head.flags & CODA__HTTP_EXPECT_CONTINUE && !c->continue_sent) {
+    c->continue_sent = 1;
+    if (coda__buf_append_lit(coda__conn_out(c), "HTTP/1.1 100 Continue\r\n\r\n"))
+      return CODA_ENOMEM;
+  }
+  /* Compaction below moves the request to offset 0. */
+  return grow_rbuf(c, need);
+}
+
+static void finish_exchange(coda__conn *c) {
+  coda__arena_reset(&c->arena);
+  c->head_scan = 0;
+  c->head_started = 0;
+  c->continue_sent = 0;
+  c->req.method = NULL;
+  c->idle_since = loop_now(c);
+  c->state = c->keep_alive ? CODA__CONN_HEAD : CODA__CONN_CLOSING;
+}
+
+static void dispatch(coda__conn *c, char *start, size_t end) {
+  coda__loop *loop = c->loop;
+  coda_app *app = loop->app;
+  size_t body_off = c->head_len;
+  size_t body_end = c->head.flags & CODA__HTTP_CHUNKED ? c->chunk_out : end;
+  char saved = start[body_end];
+  start[body_end] = '\0';
+  if (!(c->head.flags & CODA__HTTP_KEEP_ALIVE) || loop->stopping)
+    c->keep_alive = 0;
+  uint64_t id = ((uint64_t)loop->index << 48) | ++loop->next_request;
+  coda__req_begin(&c->req, c, &c->arena, start, &c->head, id);
+  c->req.body = start + body_off;
+  c->req.body_len = body_end - body_off;
+  coda__res_reset(&c->res, c, &c->arena);
+  c->dispatching = 1;
+  coda__app_dispatch(app, &c->req, &c->res);
+  c->dispatching = 0;
+  start[body_end] = saved;
+  c->requests++;
+  if (!c->res.streaming && coda__res_commit(&c->res) != 0) {
+    c->keep_alive = 0; /* out of memory: the response is lost, so is the link */
+    close_now(c);
+  }
+}
+
+/* Moves the unparsed tail of the buffer to its start. */
+static void compact(coda__conn *c, size_t rpos) {
+  if (rpos == 0)
+    return;
+  memmove(c->rbuf, c->rbuf + rpos, c->rlen - rpos);
+  c->rlen -= rpos;
+  if (c->rlen == 0 && c->rcap > READ_BUF_SHRINK && c->state == CODA__CONN_HEAD) {
+    char *p = realloc(c->rbuf, READ_BUF_MIN);
+    if (p) {
+      c->rbuf = p;
+      c->rcap = READ_BUF_MIN;
+    }
+  }
+}
+
+static void process(coda__conn *c) {
+  if (c->dispatching || c->closed)
+    return;
+  coda_app *app = conn_app(c);
+  size_t rpos = 0;
+  while (c->state == CODA__CONN_HEAD || c->state == CODA__CONN_BODY) {
+    char *start = c->rbuf + rpos;
+    size_t avail = c->rlen - rpos;
+    if (c->state == CODA__CONN_HEAD) {
+      if (avail == 0)
+        break;
+      if (!c->head_started)
+        c->head_started = loop_now(c);
+      int n = coda__http_head_end(start, avail, &c->head_scan, &app->limits);
+      if (n == 0)
+        break;
+      if (n > 0) {
+        int rc = coda__http_parse_head(start, (size_t)n, &app->limits, &c->head);
+        if (rc < 0)
+          n = rc;
+      }
+      if (n < 0) {
+        error_response(c, -n);
+        break;
+      }
+      c->head_len = (size_t)n;
+      begin_body(c);
+    }
+    size_t end;
+    int rc = read_body(c, start, avail, &end);
+    if (rc < 0) {
+      error_response(c, -rc);
+      break;
+    }
+    if (rc == 0) {
+      if (need_more_body(c, rpos) != 0)
+        error_response(c, 500);
+      break;
+    }
+    dispatch(c, start, end);
+    rpos += end;
+    if (c->state == CODA__CONN_STREAMING)
+      break;
+    finish_exchange(c);
+  }
+  compact(c, rpos);
+  coda__conn_flush(c);
+  update_reading(c);
+}
+
+void coda__conn_stream_done(coda__conn *c) {
+  if (c->state == CODA__CONN_STREAMING)
+    finish_exchange(c);
+  if (c->closed) {
+    if (!c->stream_open)
+      conn_free(c);
+    return;
+  }
+  if (!c->dispatching)
+    process(c);
+}
+
+/* ---- timeouts -------------------------------------------------------- */
+
+void coda__conn_check_timeouts(coda__conn *c, uint64_t now) {
+  const coda__options *o = &conn_app(c)->opt;
+  if (c->closed)
+    return;
+  if (c->lingering) {
+    if (now >= c->linger_until)
+      close_now(c);
+    return;
+  }
+  if (c->write_active && now - c->last_write > (uint64_t)o->send_timeout) {
+    close_now(c); /* the client stopped reading */
+    return;
+  }
+  if (c->state == CODA__CONN_HEAD) {
+    if (c->rlen > 0) {
+      if (now - c->head_started > (uint64_t)o->header_timeout) {
+        error_response(c, 408);
+        coda__conn_flush(c);
+      }
+    } else if (!c->write_active && batch_size(&c->pending) == 0) {
+      uint64_t limit = c->requests ? (uint64_t)o->keepalive_timeout
+                                   : (uint64_t)o->header_timeout;
+      if (now - c->idle_since > limit)
+        close_now(c);
+    }
+  } else if (c->state == CODA__CONN_BODY) {
+    if (now - c->last_read > (uint64_t)o->body_timeout) {
+      error_response(c, 408);
+      coda__conn_flush(c);
+    }
+  }
+}
+
+/* ---- accept ---------------------------------------------------------- */
+
+static void format_peer(coda__conn *c) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  char ip[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+    if (ss.ss_family == AF_INET6) {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+      uv_ip6_name(a, ip, sizeof ip);
+      port = ntohs(a->sin6_port);
+    } else {
+      struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+      uv_ip4_name(a, ip, sizeof ip);
+      port = ntohs(a->sin_port);
+    }
+  }
+  snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+}
+
+static void on_close_unaccepted(uv_handle_t *h) { conn_free(h->data); }
+
+int coda__conn_accept(coda__loop *loop) {
+  coda_app *app = loop->app;
+  coda__conn *c = calloc(1, sizeof *c);
+  if (!c)
+    return CODA_ENOMEM;
+  c->loop = loop;
+  c->rcap = (size_t)app->limits.max_header_bytes + 2 > READ_BUF_MIN
+                ? (size_t)app->limits.max_header_bytes + 2
+                : READ_BUF_MIN;
+  c->rbuf = malloc(c->rcap);
+  c->fields = malloc(app->limits.max_headers * sizeof *c->fields);
+  coda__queue_init(&c->link);
+  coda__arena_init(&c->arena, c->arena_block, sizeof c->arena_block);
+  if (!c->rbuf || !c->fields) {
+    conn_free(c);
+    return CODA_ENOMEM;
+  }
+  uv_tcp_init(&loop->uv, &c->tcp);
+  c->tcp.data = c;
+  int rc = uv_accept((uv_stream_t *)&loop->listener, (uv_stream_t *)&c->tcp);
+  if (rc) {
+    uv_close((uv_handle_t *)&c->tcp, on_close_unaccepted);
+    return CODA_EIO;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  format_peer(c);
+  c->head.fields = c->fields;
+  c->keep_alive = 1;
+  c->state = CODA__CONN_HEAD;
+  c->idle_since = c->last_read = c->last_write = loop_now(c);
+  coda__queue_insert_tail(&loop->conns, &c->link);
+  loop->nconns++;
+  atomic_fetch_add(&app->nconnections, 1);
+  update_reading(c);
+  return 0;
+}

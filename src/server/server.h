@@ -1,0 +1,66 @@
+/*
+ * server.h - the running server: one event loop per thread, each with its
+ * own SO_REUSEPORT listener, plus a control loop on the thread that called
+ * coda_app_run() for signals and shutdown.
+ *
+ * Loops share nothing mutable. The control loop talks to a worker loop only
+ * through the worker's `wakeup` async handle and the atomic `stop_level`.
+ */
+#ifndef CODA_SERVER_SERVER_H
+#define CODA_SERVER_SERVER_H
+
+#include "app/app.h"
+#include "common/buf.h"
+#include "common/queue.h"
+
+#include <stdatomic.h>
+#include <time.h>
+#include <uv.h>
+
+typedef struct coda__loop {
+  uv_loop_t uv;
+  coda_app *app;
+  coda__server *server;
+  int index;
+  uv_thread_t thread;
+  int listen_fd;
+  uv_tcp_t listener;
+  uv_async_t wakeup;    /* from the control loop: look at stop_level */
+  uv_timer_t sweep;     /* timeouts, checked every sweep_ms */
+  uv_timer_t deadline;  /* the graceful shutdown deadline */
+  uv_prepare_t prepare; /* once per iteration: flush the access log */
+  atomic_int stop_level; /* 0 run, 1 graceful, 2 now */
+  int stopping;
+  int listener_closed;
+  int accept_pending; /* a connection waits in the backlog (limit reached) */
+  coda__queue conns;
+  long nconns;
+  uint64_t next_request;
+  time_t date_second;
+  char date_line[40]; /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
+  size_t date_len;
+  coda__buf log; /* access log lines of this iteration */
+  int cut_connections; /* connections closed at the shutdown deadline */
+} coda__loop;
+
+struct coda__server {
+  coda_app *app;
+  int nloops;
+  coda__loop *loops;
+  uv_loop_t control;
+  uv_async_t stop_async;  /* coda_app_stop() */
+  uv_async_t done_async;  /* a worker loop finished */
+  uv_signal_t sigint;
+  uv_signal_t sigterm;
+  atomic_int stop_requests;
+  atomic_int loops_done;
+  int handled_stop;
+};
+
+/* Refreshes the cached Date line when the second changed. */
+void coda__loop_update_date(coda__loop *loop);
+
+/* A connection closed: accept a waiting one, or finish shutting down. */
+void coda__loop_conn_closed(coda__loop *loop);
+
+#endif /* CODA_SERVER_SERVER_H */
