@@ -80,6 +80,8 @@ int coda__http_head_end(const char *buf, size_t len, size_t *scan,
     size_t p = (size_t)(nl - buf);
     if (buf[p - 1] != '\r')
       return -400;
+    if (line == start && p - start > (size_t)limits->max_uri + REQUEST_LINE_SLACK)
+      return -414;
     if (p == line + 1) {
       if (p + 1 > limits->max_header_bytes)
         return -431;
@@ -316,6 +318,9 @@ static int interpret_field(const char *buf, const coda__http_field *f,
     if (fs->has_host)
       return -400; /* RFC 9112 3.2: more than one Host is a 400 */
     fs->has_host = 1;
+    for (size_t i = 0; i < vlen; i++)
+      if (!authority_char((unsigned char)val[i]))
+        return -400; /* RFC 9112 3.2: an invalid Host is a 400 */
     if (!(out->flags & CODA__HTTP_ABSOLUTE_FORM))
       out->host = f->value;
     return 0;
@@ -407,6 +412,9 @@ int coda__http_parse_head(const char *buf, size_t len,
   if (len > limits->max_header_bytes)
     return -431;
   size_t pos = skip_leading_crlf(buf, len);
+  const char *eol = memchr(buf + pos, '\n', len - pos);
+  if (eol && (size_t)(eol - buf) - pos > (size_t)limits->max_uri + REQUEST_LINE_SLACK)
+    return -414; /* the same bound coda__http_head_end applies */
   int rc = parse_request_line(buf, len, &pos, limits, out);
   if (rc)
     return rc;
@@ -433,7 +441,14 @@ int coda__http_parse_head(const char *buf, size_t len,
 enum {
   CH_SIZE,       /* hex digits of the chunk size */
   CH_SIZE_WS,    /* BWS after the size, before ';' or CR */
-  CH_EXT,        /* chunk extensions, ignored, up to CR */
+  CH_EXT_NAME0,  /* chunk-ext (RFC 9112 7.1.1), checked and ignored: */
+  CH_EXT_NAME,   /*   BWS ";" BWS name [ BWS "=" BWS value ] */
+  CH_EXT_POST_NAME,
+  CH_EXT_VALUE0,
+  CH_EXT_TOKEN,
+  CH_EXT_QUOTED,
+  CH_EXT_QUOTED_ESC,
+  CH_EXT_POST_VALUE,
   CH_SIZE_LF,    /* the LF ending the size line */
   CH_DATA,       /* chunk data */
   CH_DATA_CR,    /* the CRLF after chunk data */
@@ -461,6 +476,66 @@ static int hex_value(unsigned char c) {
   return -1;
 }
 
+/* One byte of a chunk extension. Extensions are ignored, but only once
+ * they parse: a lenient reader here is a smuggling vector when a proxy in
+ * front reads the same bytes differently. */
+static int extension_step(coda__chunked *d, unsigned char c) {
+  int ows = c == ' ' || c == '\t', tchar = coda__http_tchar[c];
+  switch (d->state) {
+  case CH_EXT_NAME0:
+    d->state = tchar ? CH_EXT_NAME : d->state;
+    return tchar || ows ? 0 : -400;
+  case CH_EXT_NAME:
+  case CH_EXT_POST_NAME:
+    if (tchar && d->state == CH_EXT_NAME)
+      return 0;
+    if (ows)
+      d->state = CH_EXT_POST_NAME;
+    else if (c == '=')
+      d->state = CH_EXT_VALUE0;
+    else if (c == ';')
+      d->state = CH_EXT_NAME0;
+    else if (c == '\r')
+      d->state = CH_SIZE_LF;
+    else
+      return -400;
+    return 0;
+  case CH_EXT_VALUE0:
+    if (ows)
+      return 0;
+    if (c == '"')
+      d->state = CH_EXT_QUOTED;
+    else if (tchar)
+      d->state = CH_EXT_TOKEN;
+    else
+      return -400;
+    return 0;
+  case CH_EXT_QUOTED:
+    if (c == '"')
+      d->state = CH_EXT_POST_VALUE;
+    else if (c == '\\')
+      d->state = CH_EXT_QUOTED_ESC;
+    else if (!field_value_char(c))
+      return -400;
+    return 0;
+  case CH_EXT_QUOTED_ESC:
+    d->state = CH_EXT_QUOTED;
+    return field_value_char(c) ? 0 : -400;
+  default: /* CH_EXT_TOKEN, CH_EXT_POST_VALUE */
+    if (tchar && d->state == CH_EXT_TOKEN)
+      return 0;
+    if (ows)
+      d->state = CH_EXT_POST_VALUE;
+    else if (c == ';')
+      d->state = CH_EXT_NAME0;
+    else if (c == '\r')
+      d->state = CH_SIZE_LF;
+    else
+      return -400;
+    return 0;
+  }
+}
+
 /* One byte of the framing (everything but chunk data). */
 static int chunked_step(coda__chunked *d, unsigned char c, uint64_t max_body,
                         uint32_t max_trailer_bytes) {
@@ -478,7 +553,7 @@ static int chunked_step(coda__chunked *d, unsigned char c, uint64_t max_body,
     if (c == ' ' || c == '\t')
       d->state = CH_SIZE_WS;
     else if (c == ';')
-      d->state = CH_EXT;
+      d->state = CH_EXT_NAME0;
     else if (c == '\r')
       d->state = CH_SIZE_LF;
     else
@@ -487,20 +562,23 @@ static int chunked_step(coda__chunked *d, unsigned char c, uint64_t max_body,
   }
   case CH_SIZE_WS:
     if (c == ';')
-      d->state = CH_EXT;
+      d->state = CH_EXT_NAME0;
     else if (c == '\r')
       d->state = CH_SIZE_LF;
     else if (c != ' ' && c != '\t')
       return -400;
     return 0;
-  case CH_EXT:
+  case CH_EXT_NAME0:
+  case CH_EXT_NAME:
+  case CH_EXT_POST_NAME:
+  case CH_EXT_VALUE0:
+  case CH_EXT_TOKEN:
+  case CH_EXT_QUOTED:
+  case CH_EXT_QUOTED_ESC:
+  case CH_EXT_POST_VALUE:
     if (++d->trailer_bytes > max_trailer_bytes)
       return -431;
-    if (c == '\r')
-      d->state = CH_SIZE_LF;
-    else if (!field_value_char(c))
-      return -400;
-    return 0;
+    return extension_step(d, c);
   case CH_SIZE_LF:
     if (c != '\n')
       return -400;

@@ -169,9 +169,17 @@ static void wrote(coda__conn *c, size_t n) {
   fire_marks(c, 0);
 }
 
+static int can_process(const coda__conn *c) {
+  return (c->state == CODA__CONN_HEAD || c->state == CODA__CONN_BODY) &&
+         c->rlen > 0 && !c->closed &&
+         out_unsent(c) < (size_t)conn_app(c)->opt.write_high_water;
+}
+
 static void after_output_drained(coda__conn *c) {
   if (c->state == CODA__CONN_CLOSING && !c->stream_open)
     start_linger(c);
+  else if (!c->in_process && can_process(c))
+    process(c); /* requests parked behind the high-water mark */
   else
     update_reading(c);
 }
@@ -269,7 +277,9 @@ static void close_now(coda__conn *c) {
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
   coda__conn *c = req->data;
-  if (status < 0 || c->read_eof)
+  /* While the server stops, the FIN is enough: waiting for the peer's
+   * would hold the shutdown for LINGER_MS. */
+  if (status < 0 || c->read_eof || c->loop->stopping)
     close_now(c);
 }
 
@@ -555,16 +565,17 @@ static void compact(coda__conn *c, size_t rpos) {
   }
 }
 
-static void process(coda__conn *c) {
-  if (c->dispatching || c->closed)
-    return;
+/* Parses and answers the requests in the buffer, in order, stopping at an
+ * incomplete one, an open stream, or output above the high-water mark
+ * (so a client that pipelines without reading cannot grow our memory). */
+static size_t process_batch(coda__conn *c) {
   coda_app *app = conn_app(c);
   size_t rpos = 0;
   while (c->state == CODA__CONN_HEAD || c->state == CODA__CONN_BODY) {
     char *start = c->rbuf + rpos;
     size_t avail = c->rlen - rpos;
     if (c->state == CODA__CONN_HEAD) {
-      if (avail == 0)
+      if (avail == 0 || out_unsent(c) >= (size_t)app->opt.write_high_water)
         break;
       if (!c->head_started)
         c->head_started = loop_now(c);
@@ -601,7 +612,19 @@ static void process(coda__conn *c) {
     finish_exchange(c);
   }
   compact(c, rpos);
-  coda__conn_flush(c);
+  return rpos;
+}
+
+static void process(coda__conn *c) {
+  if (c->dispatching || c->closed || c->in_process)
+    return;
+  c->in_process = 1;
+  size_t consumed;
+  do {
+    consumed = process_batch(c);
+    coda__conn_flush(c);
+  } while (consumed > 0 && can_process(c));
+  c->in_process = 0;
   update_reading(c);
 }
 

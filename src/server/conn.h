@@ -81,6 +81,7 @@ struct coda__conn {
   unsigned lingering : 1;
   unsigned stream_open : 1;
   unsigned dispatching : 1;
+  unsigned in_process : 1;
   /* Timing (loop time, ms). */
   uint64_t head_started; /* first byte of the current head, 0 if none */
   uint64_t last_read;

@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# Benchmarks coda-demo's GET /plain side by side with nginx serving the same response, in
+# one run, and prints requests/s, p99 latency and the coda/nginx ratio.
+#
+# One-core comparison: each server runs one event loop (coda --threads 1, nginx
+# worker_processes 1) pinned to CPU 1 while wrk is pinned to CPU 0, so the servers get the
+# same single core and do not compete with the load generator. Cases: keep-alive requests
+# one at a time, and 16 requests pipelined per write (bench/pipeline.lua). nginx and coda are
+# measured in alternation, each run after an unmeasured warm-up.
+# Scaling: coda --threads 2 against --threads 1, all unpinned with wrk -t2. On a 2-core
+# machine wrk shares those cores, so the factor is a lower bound.
+#
+# Everything it starts listens on 127.0.0.1 on ephemeral ports, and the EXIT trap stops it
+# (TERM, then KILL after 5 s) and removes the temp dir.
+#
+# Usage: bench/http.sh   (or `make bench`)
+# Env:   DURATION  seconds per measured run (default 10)
+#        BUILD     build directory holding coda-demo (default build)
+#        RAW       if set, a directory that receives every wrk output and server log
+# Exit status: 0 when every run completed cleanly, 1 when a server failed or wrk saw
+# socket errors or non-2xx responses (the table is still printed).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+DURATION=${DURATION:-10}
+WARMUP=2
+CONNECTIONS=64
+DEPTH=16
+TARGET=1.2
+SERVER_CPU=1
+CLIENT_CPU=0
+
+die() { echo "bench/http.sh: $*" >&2; exit 1; }
+
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive number of seconds"
+
+scripts/deps bench
+for tool in wrk nginx curl taskset python3; do
+  command -v "$tool" >/dev/null || die "$tool not found (scripts/deps bench installs it)"
+done
+[ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU)"
+
+coda=$BUILD/coda-demo
+if [ ! -x "$coda" ]; then
+  [ -f "$BUILD/CMakeCache.txt" ] ||
+    cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$BUILD" -j"$(nproc)"
+fi
+[ -x "$coda" ] || die "$coda was not built"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/coda-bench.XXXXXX")
+servers=()   # pids of running servers, for the EXIT trap
+failed=0
+
+# Stops one server: TERM, up to 5 s for it to exit, then KILL it and its children (nginx
+# workers). Returns the server's exit status.
+stop_server() {
+  local pid=$1 kids i status=0
+  kids=$(pgrep -P "$pid" 2>/dev/null || true)
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    case $(ps -o stat= -p "$pid" 2>/dev/null) in '' | Z*) break ;; esac
+    sleep 0.1
+  done
+  if ((i == 50)); then
+    echo "bench/http.sh: pid $pid ignored SIGTERM for 5 s; killing it" >&2
+    # shellcheck disable=SC2086 # kids is a list of pids
+    kill -KILL "$pid" $kids 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || status=$?
+  local rest=()
+  for i in "${servers[@]}"; do [ "$i" = "$pid" ] || rest+=("$i"); done
+  servers=("${rest[@]}")
+  return "$status"
+}
+
+# shellcheck disable=SC2317 # called from the EXIT trap
+cleanup() {
+  local pid
+  for pid in "${servers[@]}"; do stop_server "$pid" || true; done
+  if [ -n "${RAW:-}" ]; then
+    mkdir -p "$RAW"
+    cp "$tmp"/*.txt "$tmp"/*.log "$tmp/nginx.conf" "$RAW"/ 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Reads a variable by name; empty when unset.
+get() { eval "echo \"\${$1:-}\""; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits up to 5 s for http://127.0.0.1:PORT/plain, then insists on 200 and the demo's body.
+check_server() {
+  local name=$1 pid=$2 port=$3 code="" body i
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || { cat "$tmp/$name.log" >&2; die "$name exited during start-up"; }
+    code=$(curl -s --noproxy '*' --max-time 2 -o "$tmp/$name.body" -w '%{http_code}' \
+      "http://127.0.0.1:$port/plain" || true)
+    [ "$code" = 000 ] || break
+    sleep 0.1
+  done
+  body=$(cat "$tmp/$name.body" 2>/dev/null || true)
+  if [ "$code" != 200 ] || [ "$body" != '{"status":"ok"}' ]; then
+    cat "$tmp/$name.log" >&2
+    die "$name on 127.0.0.1:$port answered GET /plain with status $code, body '${body:0:200}'"
+  fi
+}
+
+# start_coda NAME THREADS [CPU]: sets pid_NAME and port_NAME.
+start_coda() {
+  local name=$1 threads=$2 pin=() port
+  [ $# -lt 3 ] || pin=(taskset -c "$3")
+  port=$(free_port)
+  "${pin[@]}" "$coda" --listen "127.0.0.1:$port" --threads "$threads" --quiet \
+    >"$tmp/$name.log" 2>&1 &
+  servers+=($!)
+  declare -g "pid_$name=$!" "port_$name=$port"
+  check_server "$name" "$!" "$port"
+}
+
+# start_nginx NAME CPU: sets pid_NAME and port_NAME.
+start_nginx() {
+  local name=$1 port user=""
+  port=$(free_port)
+  # A root master switches its workers to `user`; root keeps the temp dir readable without
+  # depending on which unprivileged accounts exist. Non-root masters ignore the directive.
+  [ "$(id -u)" -ne 0 ] || user="user root;"
+  sed -e "s|@PREFIX@|$tmp|g" -e "s|@PORT@|$port|g" -e "s|@USER@|$user|g" \
+    bench/nginx.conf.in >"$tmp/nginx.conf"
+  taskset -c "$2" nginx -p "$tmp/" -c "$tmp/nginx.conf" -e "$tmp/nginx-error.log" \
+    -g 'daemon off;' >"$tmp/$name.log" 2>&1 &
+  servers+=($!)
+  declare -g "pid_$name=$!" "port_$name=$port"
+  check_server "$name" "$!" "$port"
+}
+
+# CPU time (ticks) of a process and its children, e.g. nginx master + worker.
+cpu_ticks() {
+  local pid total=0 fields
+  for pid in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    fields=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+    # After the command name: field 12 is utime, 13 stime (stat(5) fields 14 and 15).
+    total=$((total + $(echo "$fields" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
+
+# TICKS of CPU time over one measured run, in % of one core.
+percent() {
+  awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v d="$DURATION" 'BEGIN {printf "%.0f", 100 * t / hz / d}'
+}
+
+# Busy (not idle) ticks of one CPU so far, from /proc/stat.
+cpu_busy_ticks() {
+  awk -v cpu="cpu$1" '$1 == cpu {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+
+# wrk_run NAME CPU|- THREADS MODE(plain|pipelined): warm-up, measured run, then sets
+# rps_NAME_MODE, p99_NAME_MODE, cpu_NAME_MODE (server, % of one core), wrkcpu_NAME_MODE
+# (how busy wrk's pinned CPU was) and flags errors.
+wrk_run() {
+  local name=$1 cpu=$2 threads=$3 mode=$4 pid port pin=() args out before after
+  local client_before=0 client_after=0
+  pid=$(get "pid_$name") port=$(get "port_$name")
+  [ "$cpu" = - ] || pin=(taskset -c "$cpu")
+  args=(-t"$threads" -c"$CONNECTIONS" --timeout 5s)
+  [ "$mode" = plain ] || args+=(-s bench/pipeline.lua)
+  local url=http://127.0.0.1:$port/plain extra=()
+  [ "$mode" = plain ] || extra=(-- "$DEPTH")
+  out=$tmp/wrk-$name-$mode.txt
+
+  timeout $((WARMUP + 30)) "${pin[@]}" wrk "${args[@]}" -d"${WARMUP}s" "$url" "${extra[@]}" \
+    >/dev/null || true
+  before=$(cpu_ticks "$pid")
+  [ "$cpu" = - ] || client_before=$(cpu_busy_ticks "$cpu")
+  timeout $((DURATION + 30)) "${pin[@]}" wrk "${args[@]}" -d"${DURATION}s" --latency \
+    "$url" "${extra[@]}" >"$out" 2>&1 || true
+  after=$(cpu_ticks "$pid")
+  [ "$cpu" = - ] || client_after=$(cpu_busy_ticks "$cpu")
+
+  local rps p99 cpu errors
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+  p99=$(awk 'function ms(v) {
+               if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0
+               if (v ~ /m$/) return v * 60000; if (v ~ /s$/) return v * 1000
+               return v + 0 }
+             # wrk 4.1 sometimes prints 0.00us for high percentiles of pipelined runs
+             # (wg/wrk#236); report that as unknown rather than as zero.
+             $1 == "99%" {v = ms($2); if (v > 0) printf "%.2fms", v; else print "n/a"}' "$out")
+  cpu=$(percent $((after - before)))
+  declare -g "rps_${name}_$mode=${rps:-0}" "p99_${name}_$mode=${p99:--}" \
+    "cpu_${name}_$mode=$cpu" "wrkcpu_${name}_$mode=$(percent $((client_after - client_before)))"
+
+  errors=$(grep -E 'Socket errors|Non-2xx' "$out" || true)
+  if ! kill -0 "$pid" 2>/dev/null; then
+    errors+=$'\n'"server exited during the run (see its log below)"
+  fi
+  if [ -z "$rps" ]; then
+    errors+=$'\n'"no Requests/sec in wrk's output"
+  fi
+  if [ -n "$errors" ]; then
+    failed=1
+    declare -g "err_${name}_$mode=!"
+    echo "!! $name, $mode: wrk reported:" >&2
+    # shellcheck disable=SC2001 # prefixes every line
+    sed 's/^/!!   /' <<<"${errors#$'\n'}" >&2
+    echo "!!   full wrk output:" >&2
+    sed 's/^/!!   | /' "$out" >&2
+  fi
+}
+
+# CPU that the whole machine used over the next second, in % of one core. Anything above a
+# few percent before or after the runs means something else competes with the benchmark.
+machine_busy() {
+  local before after
+  before=$(head -n1 /proc/stat)
+  sleep 1
+  after=$(head -n1 /proc/stat)
+  # Fields 2-9: user nice system idle iowait irq softirq steal; 5 and 6 are idle time.
+  awk -v a="$before" -v b="$after" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    split(a, x); split(b, y)
+    for (i = 2; i <= 9; i++) total += y[i] - x[i]
+    printf "%.0f", 100 * (total - (y[5] - x[5]) - (y[6] - x[6])) / hz }'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2fx", a / b; else print "-"}'; }
+
+echo "coda vs nginx, GET /plain: $CONNECTIONS connections, ${DURATION}s per run after" \
+  "${WARMUP}s warm-up, pipelined depth $DEPTH"
+echo "$(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}'), $coda," \
+  "$(nproc) CPUs"
+echo
+
+busy_before=$(machine_busy)
+
+# One core: servers on CPU 1, wrk -t1 on CPU 0, nginx and coda measured in alternation.
+start_nginx nginx "$SERVER_CPU"
+start_coda coda 1 "$SERVER_CPU"
+for mode in plain pipelined; do
+  echo "running 1 core, $mode ..." >&2
+  wrk_run nginx "$CLIENT_CPU" 1 "$mode"
+  wrk_run coda "$CLIENT_CPU" 1 "$mode"
+done
+grep -E '\[(alert|emerg|crit|error)\]' "$tmp/nginx-error.log" >&2 || true
+stop_server "$(get pid_nginx)" || { echo "!! nginx exited with status $?" >&2; failed=1; }
+stop_server "$(get pid_coda)" || { echo "!! coda --threads 1 exited with status $?" >&2; failed=1; }
+grep -vE '^INFO' "$tmp/coda.log" >&2 || true
+
+# Scaling: coda with two loops against one, everything unpinned, wrk -t2.
+start_coda coda1 1
+start_coda coda2 2
+for mode in plain pipelined; do
+  echo "running scaling, $mode ..." >&2
+  wrk_run coda1 - 2 "$mode"
+  wrk_run coda2 - 2 "$mode"
+done
+for name in coda1 coda2; do
+  stop_server "$(get "pid_$name")" || { echo "!! $name exited with status $?" >&2; failed=1; }
+  grep -vE '^INFO' "$tmp/$name.log" >&2 || true
+done
+
+busy_after=$(machine_busy)
+
+echo
+fmt='%-18s %11s %11s %6s %9s %9s %9s %9s %9s %9s\n'
+# shellcheck disable=SC2059 # fmt is the table layout
+printf "$fmt" case "nginx req/s" "coda req/s" ratio "nginx p99" "coda p99" "nginx cpu" "coda cpu" \
+  "wrk cpu" "ratio/cpu"
+met=1 ratios="" notes=()
+for mode in plain pipelined; do
+  n=$(get "rps_nginx_$mode") c=$(get "rps_coda_$mode")
+  cn=$(get "cpu_nginx_$mode") cc=$(get "cpu_coda_$mode")
+  r=$(ratio "$c" "$n")
+  # Requests per second of server CPU: what each server would do on a fully busy core.
+  per_cpu=$(ratio "$(awk -v r="$c" -v u="$cc" 'BEGIN {print u > 0 ? r / u : 0}')" \
+    "$(awk -v r="$n" -v u="$cn" 'BEGIN {print u > 0 ? r / u : 0}')")
+  # shellcheck disable=SC2059
+  printf "$fmt" "1 core, $mode" "$n$(get "err_nginx_$mode")" "$c$(get "err_coda_$mode")" "$r" \
+    "$(get "p99_nginx_$mode")" "$(get "p99_coda_$mode")" "$cn%" "$cc%" \
+    "$(get "wrkcpu_nginx_$mode")/$(get "wrkcpu_coda_$mode")%" "$per_cpu"
+  awk -v a="$c" -v b="$n" -v t="$TARGET" 'BEGIN {exit !(b > 0 && a / b >= t)}' || met=0
+  ratios+="${ratios:+, }$mode $r"
+  for name in nginx coda; do
+    if (($(get "cpu_${name}_$mode") < 90 && $(get "wrkcpu_${name}_$mode") >= 90)); then
+      notes+=("1 core, $mode: $name's core was $(get "cpu_${name}_$mode")% busy and wrk's" \
+        "$(get "wrkcpu_${name}_$mode")%, so wrk set the pace; ratio/cpu compares req/s per" \
+        "second of server CPU instead")
+    fi
+  done
+done
+if grep -q 'n/a' <<<"$(get p99_nginx_pipelined)$(get p99_coda_pipelined)"; then
+  notes+=("n/a: wrk printed 0.00us for p99, its pipelined latency bug (wg/wrk#236)")
+fi
+for note in "${notes[@]}"; do echo "  note: $note"; done
+echo
+for mode in plain pipelined; do
+  one=$(get "rps_coda1_$mode") two=$(get "rps_coda2_$mode")
+  echo "scaling, $mode: coda --threads 2 / --threads 1 = $(ratio "$two" "$one")" \
+    "($two / $one req/s$(get "err_coda1_$mode")$(get "err_coda2_$mode"))"
+done
+echo "  (unpinned, wrk -t2 on the same $(nproc) cores: wrk competes with the server, so" \
+  "this understates scaling)"
+echo
+echo "target: coda >= ${TARGET}x nginx on one core: $([ $met = 1 ] && echo MET || echo NOT MET)" \
+  "($ratios)"
+if ((busy_before > 15 || busy_after > 15)); then
+  echo "warning: other processes used ${busy_before}% / ${busy_after}% of a core before /" \
+    "after the runs; the numbers above are unreliable (see top)"
+fi
+[ $failed = 0 ] || echo "!! some runs had errors (marked !); see the messages above" >&2
+exit $failed

@@ -1,0 +1,66 @@
+/*
+ * harness.h - what integration tests share: a real coda server on an
+ * ephemeral loopback port, run on its own thread, and raw-socket clients
+ * for the bytes libcurl would never send.
+ */
+#ifndef CODA_TEST_HARNESS_H
+#define CODA_TEST_HARNESS_H
+
+#include <coda.h>
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct test_server {
+  coda_app *app;
+  uv_thread_t thread;
+  int port;
+  int run_rc;
+} test_server;
+
+/* Binds app to 127.0.0.1:0 (signals not handled, access log off unless
+ * set) and runs it on a thread. Returns 0 or a CODA_E* code. */
+int ts_start(test_server *ts, coda_app *app);
+
+/* coda_app_stop() and join; returns what coda_app_run() returned. */
+int ts_stop(test_server *ts);
+
+/* A connected blocking socket to the test server (-1 on failure) with a
+ * receive timeout of `timeout_ms`. */
+int tc_connect(int port, int timeout_ms);
+
+/* The same with a small receive buffer (bytes), for clients that must
+ * not absorb a large response in kernel buffers. */
+int tc_connect_rcvbuf(int port, int timeout_ms, int rcvbuf);
+
+/* Sends all bytes; 0 or -1. */
+int tc_send(int fd, const void *p, size_t n);
+int tc_send_str(int fd, const char *s);
+
+/* Reads until the peer closes, the buffer is full or the timeout passes.
+ * Returns the bytes read (NUL-terminated), and sets *closed when EOF was
+ * seen. */
+size_t tc_read_all(int fd, char *buf, size_t cap, int *closed);
+
+/* Reads exactly one HTTP/1.1 response (head, then Content-Length or
+ * chunked body) into buf. Returns its length, 0 on timeout or EOF first. */
+size_t tc_read_response(int fd, char *buf, size_t cap);
+
+/* Reads only a response head (for HEAD requests). */
+size_t tc_read_head(int fd, char *buf, size_t cap);
+
+/* The status code of the response in buf, or -1. */
+int tc_status(const char *resp);
+
+/* The body of the response in buf (after the blank line), or NULL. */
+const char *tc_body(const char *resp);
+
+/* Counts non-overlapping occurrences of needle. */
+int tc_count(const char *hay, const char *needle);
+
+/* Milliseconds of a monotonic clock. */
+uint64_t tc_now_ms(void);
+
+/* Sleeps ms milliseconds. */
+void tc_sleep_ms(int ms);
+
+#endif /* CODA_TEST_HARNESS_H */
