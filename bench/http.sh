@@ -278,8 +278,8 @@ for mode in plain pipelined; do
   cn=$(get "cpu_nginx_$mode") cc=$(get "cpu_coda_$mode")
   r=$(ratio "$c" "$n")
   # Requests per second of server CPU: what each server would do on a fully busy core.
-  per_cpu=$(ratio "$(awk -v r="$c" -v u="$cc" 'BEGIN {print u > 0 ? r / u : 0}')" \
-    "$(awk -v r="$n" -v u="$cn" 'BEGIN {print u > 0 ? r / u : 0}')")
+  per_cpu=$(ratio "$(awk -v r="$c" -v u="$cc" 'BEGIN {print (u > 0 ? r / u : 0)}')" \
+    "$(awk -v r="$n" -v u="$cn" 'BEGIN {print (u > 0 ? r / u : 0)}')")
   # shellcheck disable=SC2059
   printf "$fmt" "1 core, $mode" "$n$(get "err_nginx_$mode")" "$c$(get "err_coda_$mode")" "$r" \
     "$(get "p99_nginx_$mode")" "$(get "p99_coda_$mode")" "$cn%" "$cc%" \
@@ -288,15 +288,16 @@ for mode in plain pipelined; do
   ratios+="${ratios:+, }$mode $r"
   for name in nginx coda; do
     if (($(get "cpu_${name}_$mode") < 90 && $(get "wrkcpu_${name}_$mode") >= 90)); then
-      notes+=("1 core, $mode: $name's core was $(get "cpu_${name}_$mode")% busy and wrk's" \
-        "$(get "wrkcpu_${name}_$mode")%, so wrk set the pace; ratio/cpu compares req/s per" \
-        "second of server CPU instead")
+      notes+=("1 core, $mode: $name's core was $(get "cpu_${name}_$mode")% busy, wrk's\
+ $(get "wrkcpu_${name}_$mode")%: wrk set the pace, see ratio/cpu")
     fi
   done
 done
 if grep -q 'n/a' <<<"$(get p99_nginx_pipelined)$(get p99_coda_pipelined)"; then
-  notes+=("n/a: wrk printed 0.00us for p99, its pipelined latency bug (wg/wrk#236)")
+  notes+=("n/a: wrk printed 0.00us for p99 (its pipelined latency bug, wg/wrk#236)")
 fi
+echo "  cpu: server process time, and how busy wrk's CPU was (nginx run/coda run);" \
+  "ratio/cpu: coda/nginx req/s per second of server CPU"
 for note in "${notes[@]}"; do echo "  note: $note"; done
 echo
 for mode in plain pipelined; do

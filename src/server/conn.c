@@ -25,6 +25,9 @@
 #define READ_BUF_SHRINK 65536 /* a buffer grown past this shrinks when idle */
 #define LINGER_MS 2000        /* reading after our FIN, so the peer gets it */
 #define CHUNK_FRAMING_SLACK 16384
+/* uv_write is handed at most this much at a time, so a slow but steady
+ * reader shows progress to the send-stall timeout between completions. */
+#define WRITE_SLICE (256 * 1024)
 
 static void process(coda__conn *c);
 static void close_now(coda__conn *c);
@@ -121,10 +124,10 @@ static void fire_marks(coda__conn *c, int failed) {
 /* Fills iov with the batch's pieces after `skip` bytes; returns the count
  * and the bytes covered in *total. */
 static int build_iov(const coda__out_batch *b, size_t skip, uv_buf_t *iov,
-                     int max, size_t *total) {
+                     int max, size_t limit, size_t *total) {
   int n = 0;
   size_t at = 0, sum = 0;
-  for (int i = 0; i <= b->nsegs && n < max; i++) {
+  for (int i = 0; i <= b->nsegs && n < max && sum < limit; i++) {
     size_t end = i < b->nsegs ? b->segs[i].at : b->bytes.len;
     const char *pieces[2] = {b->bytes.base + at, i < b->nsegs ? b->segs[i].data : NULL};
     size_t lens[2] = {end - at, i < b->nsegs ? b->segs[i].len : 0};
@@ -138,6 +141,10 @@ static int build_iov(const coda__out_batch *b, size_t skip, uv_buf_t *iov,
       p += skip;
       len -= skip;
       skip = 0;
+      if (len > limit - sum)
+        len = limit - sum;
+      if (len == 0)
+        break;
       iov[n++] = uv_buf_init((char *)p, (unsigned)len);
       sum += len;
     }
@@ -152,7 +159,7 @@ static void on_write(uv_write_t *req, int status);
 
 static void start_write(coda__conn *c) {
   size_t total;
-  int n = build_iov(&c->inflight, c->inflight_done, c->iov, 16, &total);
+  int n = build_iov(&c->inflight, c->inflight_done, c->iov, 16, WRITE_SLICE, &total);
   c->write_active = 1;
   c->write_req.data = c;
   int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, c->iov, (unsigned)n,
@@ -176,6 +183,8 @@ static int can_process(const coda__conn *c) {
 }
 
 static void after_output_drained(coda__conn *c) {
+  if (c->state == CODA__CONN_HEAD && c->rlen == 0)
+    c->idle_since = loop_now(c); /* keep-alive idleness starts now */
   if (c->state == CODA__CONN_CLOSING && !c->stream_open)
     start_linger(c);
   else if (!c->in_process && can_process(c))
@@ -194,7 +203,7 @@ static void on_write(uv_write_t *req, int status) {
   }
   /* uv_write wrote every byte of the iov start_write() gave it. */
   size_t n;
-  build_iov(&c->inflight, c->inflight_done, c->iov, 16, &n);
+  build_iov(&c->inflight, c->inflight_done, c->iov, 16, WRITE_SLICE, &n);
   c->inflight_done += n;
   wrote(c, n);
   if (c->inflight_done < batch_size(&c->inflight)) {
@@ -216,7 +225,7 @@ void coda__conn_flush(coda__conn *c) {
     return;
   }
   size_t covered;
-  int n = build_iov(b, 0, c->iov, 16, &covered);
+  int n = build_iov(b, 0, c->iov, 16, SIZE_MAX, &covered);
   int w = uv_try_write((uv_stream_t *)&c->tcp, c->iov, (unsigned)n);
   if (w == UV_EAGAIN || w == UV_ENOSYS)
     w = 0;
@@ -657,7 +666,9 @@ void coda__conn_check_timeouts(coda__conn *c, uint64_t now) {
   }
   if (c->state == CODA__CONN_HEAD) {
     if (c->rlen > 0) {
-      if (now - c->head_started > (uint64_t)o->header_timeout) {
+      /* head_started is 0 for requests parked behind the high-water mark:
+       * they wait on us, not on the client. */
+      if (c->head_started && now - c->head_started > (uint64_t)o->header_timeout) {
         error_response(c, 408);
         coda__conn_flush(c);
       }

@@ -231,7 +231,7 @@ static long curl_get(CURL *c, const char *path, sink *body, sink *head) {
   curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, sink_write);
   curl_easy_setopt(c, CURLOPT_HEADERDATA, head);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
   long status = 0;
   if (curl_easy_perform(c) == CURLE_OK)
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
