@@ -156,17 +156,21 @@ percent() {
   awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v d="$DURATION" 'BEGIN {printf "%.0f", 100 * t / hz / d}'
 }
 
-# Busy (not idle) ticks of one CPU so far, from /proc/stat.
-cpu_busy_ticks() {
-  awk -v cpu="cpu$1" '$1 == cpu {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+# CPU ticks used so far by the script's reaped children (wrk runs in one). `times` must run
+# in this shell, not in a $(...) subshell, whose counters start at zero.
+children_ticks() {
+  times >"$tmp/times"
+  awk -v hz="$(getconf CLK_TCK)" 'NR == 2 {
+    split($1, u, /[ms]/); split($2, s, /[ms]/)
+    printf "%.0f", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * hz }' "$tmp/times"
 }
 
 # wrk_run NAME CPU|- THREADS MODE(plain|pipelined): warm-up, measured run, then sets
-# rps_NAME_MODE, p99_NAME_MODE, cpu_NAME_MODE (server, % of one core), wrkcpu_NAME_MODE
-# (how busy wrk's pinned CPU was) and flags errors.
+# rps_NAME_MODE, p99_NAME_MODE, cpu_NAME_MODE and wrkcpu_NAME_MODE (server and wrk CPU time,
+# % of one core) and flags errors.
 wrk_run() {
   local name=$1 cpu=$2 threads=$3 mode=$4 pid port pin=() args out before after
-  local client_before=0 client_after=0
+  local client_before client_after
   pid=$(get "pid_$name") port=$(get "port_$name")
   [ "$cpu" = - ] || pin=(taskset -c "$cpu")
   args=(-t"$threads" -c"$CONNECTIONS" --timeout 5s)
@@ -178,11 +182,13 @@ wrk_run() {
   timeout $((WARMUP + 30)) "${pin[@]}" wrk "${args[@]}" -d"${WARMUP}s" "$url" "${extra[@]}" \
     >/dev/null || true
   before=$(cpu_ticks "$pid")
-  [ "$cpu" = - ] || client_before=$(cpu_busy_ticks "$cpu")
+  children_ticks >"$tmp/ticks"
+  client_before=$(<"$tmp/ticks")
   timeout $((DURATION + 30)) "${pin[@]}" wrk "${args[@]}" -d"${DURATION}s" --latency \
     "$url" "${extra[@]}" >"$out" 2>&1 || true
   after=$(cpu_ticks "$pid")
-  [ "$cpu" = - ] || client_after=$(cpu_busy_ticks "$cpu")
+  children_ticks >"$tmp/ticks"
+  client_after=$(<"$tmp/ticks")
 
   local rps p99 cpu errors
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
@@ -296,7 +302,7 @@ done
 if grep -q 'n/a' <<<"$(get p99_nginx_pipelined)$(get p99_coda_pipelined)"; then
   notes+=("n/a: wrk printed 0.00us for p99 (its pipelined latency bug, wg/wrk#236)")
 fi
-echo "  cpu: server process time, and how busy wrk's CPU was (nginx run/coda run);" \
+echo "  cpu: server and wrk (nginx run/coda run) CPU time in % of one core;" \
   "ratio/cpu: coda/nginx req/s per second of server CPU"
 for note in "${notes[@]}"; do echo "  note: $note"; done
 echo
