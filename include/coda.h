@@ -47,7 +47,10 @@ extern "C" {
   X(LIMIT, -7, "a configured limit was reached")                               \
   X(CLOSED, -8, "connection closed")                                           \
   X(FULL, -9, "queue full")                                                    \
-  X(HANDLER, -10, "handler failed")
+  X(HANDLER, -10, "handler failed")                                           \
+  X(TIMEDOUT, -11, "timed out")                                                \
+  X(CRASHED, -12, "worker process crashed")                                    \
+  X(NOTFOUND, -13, "not found")
 
 typedef enum {
 #define CODA_ERRNO_ENUM(name, value, text) CODA_E##name = (value),
@@ -89,7 +92,14 @@ typedef enum {
   CODA_OPT_SHUTDOWN_TIMEOUT,   /* graceful shutdown deadline [10000] */
   CODA_OPT_ACCESS_LOG,         /* 1: one log line per request [0] */
   CODA_OPT_LOG_LEVEL,          /* a coda_log_level [CODA_LOG_INFO] */
-  CODA_OPT_HANDLE_SIGNALS      /* 1: SIGINT/SIGTERM stop coda_app_run [1] */
+  CODA_OPT_HANDLE_SIGNALS,     /* 1: SIGINT/SIGTERM stop coda_app_run [1] */
+  CODA_OPT_THREAD_POOL_SIZE,   /* THREAD executor threads [16] */
+  CODA_OPT_THREAD_QUEUE,       /* THREAD tasks added and not finished [10000] */
+  CODA_OPT_LOOP_QUEUE,         /* LOOP tasks added and not finished [10000] */
+  CODA_OPT_PROCESS_WORKERS,    /* PROCESS worker processes [cores] */
+  CODA_OPT_PROCESS_QUEUE,      /* PROCESS tasks added and not finished [1000] */
+  CODA_OPT_TASK_DRAIN_TIMEOUT, /* shutdown: time tasks get to finish [10000] */
+  CODA_OPT_RETRY_AFTER         /* seconds in Retry-After when full [1] */
 } coda_option;
 
 typedef enum {
@@ -313,6 +323,176 @@ CODA_API void *coda_req_loop(coda_req *req);
 
 /** The app serving a request. */
 CODA_API coda_app *coda_req_app(const coda_req *req);
+
+
+/* ------------------------------------------------------------------------ */
+/* Background tasks                                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A task is work attached to a response that starts only after the
+ * response's last byte has been written to the socket (or the connection
+ * failed: committed tasks still run and can ask coda_task_delivered()).
+ *
+ *   static int send_email(coda_task *t) {
+ *     const char *to = coda_task_str(t, 0);
+ *     ...                                   // blocking is fine on THREAD
+ *     return 0;                             // or coda_task_fail(t, "...")
+ *   }
+ *   coda_task_def *email = coda_app_task(app, "send_email", send_email,
+ *                                        CODA_EXEC_THREAD);   // at start-up
+ *   ...
+ *   int rc = coda_res_add_task(res, email, "s", address);     // in a handler
+ *   if (rc) return rc;        // CODA_EFULL becomes 503 + Retry-After
+ *
+ * Tasks added to one response run one after another in the order added,
+ * across executors, unless the list is marked parallel. A failed task does
+ * not stop the ones after it unless the list is marked stop-on-failure. If
+ * the handler fails, its tasks are dropped except those added with
+ * CODA_TASK_ALWAYS. Arguments are copied when added; a task never sees the
+ * request's memory. Every failure, crash and timeout is logged (task name,
+ * executor, request id, duration), counted and passed to the error hook.
+ */
+
+/** Where a task runs. */
+typedef enum {
+  CODA_EXEC_DEFAULT = 0, /* THREAD */
+  CODA_EXEC_LOOP,    /* on the connection's event loop: must not block; may
+                        return CODA_TASK_PENDING and call coda_task_done() */
+  CODA_EXEC_THREAD,  /* a bounded pool of coda's own threads: blocking I/O */
+  CODA_EXEC_PROCESS, /* pre-started worker processes: CPU work, isolation */
+  CODA_EXEC_COUNT_
+} coda_executor;
+
+typedef struct coda_task coda_task;
+typedef struct coda_task_def coda_task_def;
+typedef struct coda_tasks coda_tasks;
+
+/** A task function. Return 0 for success, a negative value (or
+ *  coda_task_fail()) for failure, or CODA_TASK_PENDING from a LOOP task that
+ *  will finish later through coda_task_done(). */
+typedef int (*coda_task_fn)(coda_task *task);
+
+#define CODA_TASK_PENDING 1
+
+/** Task flags for coda_res_add_task_flags() / coda_tasks_add_flags(). */
+#define CODA_TASK_ALWAYS 0x1u /* run even if the handler fails */
+
+/** Task list flags for coda_tasks_set_flags(). */
+#define CODA_TASKS_PARALLEL 0x1u        /* start all at once */
+#define CODA_TASKS_STOP_ON_FAILURE 0x2u /* skip the rest after a failure */
+
+/** Registers a task under a unique name, at start-up (before
+ *  coda_app_run()). PROCESS tasks are found by this name in the worker
+ *  processes, which run the same program: register them unconditionally,
+ *  before coda_app_run(). Returns NULL on a duplicate name or no memory. The
+ *  definition lives as long as the app. */
+CODA_API coda_task_def *coda_app_task(coda_app *app, const char *name,
+                                      coda_task_fn fn, coda_executor executor);
+
+/** If this process was started by coda as a PROCESS worker, serves tasks
+ *  until the server stops it and never returns; otherwise returns 0 at once.
+ *  coda_app_run() and coda_app_bind() call it first. Call it yourself right
+ *  after registering tasks if main() does work before coda_app_run() that a
+ *  worker must skip (a worker runs your program again from main()). */
+CODA_API int coda_app_worker(coda_app *app);
+
+/** Sets a per-attempt timeout in milliseconds (0: none). A PROCESS task past
+ *  it is killed and its worker replaced; a THREAD task is reported as timed
+ *  out and sees coda_task_cancelled() become true; a LOOP task is reported
+ *  and its late completion ignored. */
+CODA_API int coda_task_def_timeout(coda_task_def *def, long timeout_ms);
+
+/** Adds a task to the response's list. `fmt` describes the arguments, one
+ *  letter each: 's' (const char *, copied), 'i' (int64_t), 'd' (double),
+ *  'b' (const void *, size_t: raw bytes, copied). Returns 0, CODA_EFULL when
+ *  the executor's queue is full (the default answer is then 503 with
+ *  Retry-After), CODA_EINVAL for a bad format. Loop thread of the request. */
+CODA_API int coda_res_add_task(coda_res *res, coda_task_def *def, const char *fmt, ...);
+
+/** The same, with CODA_TASK_* flags. */
+CODA_API int coda_res_add_task_flags(coda_res *res, coda_task_def *def,
+                                     unsigned flags, const char *fmt, ...);
+
+/** Sets CODA_TASKS_* flags on the response's own list. */
+CODA_API int coda_res_tasks_flags(coda_res *res, unsigned flags);
+
+/** A task list built apart from any response (for example by a helper
+ *  function), then attached with coda_res_attach_tasks(). Queue slots are
+ *  taken when tasks are added. Free with coda_tasks_free() unless attached. */
+CODA_API coda_tasks *coda_tasks_new(coda_app *app);
+CODA_API int coda_tasks_add(coda_tasks *list, coda_task_def *def, const char *fmt, ...);
+CODA_API int coda_tasks_add_flags(coda_tasks *list, coda_task_def *def, unsigned flags,
+                                  const char *fmt, ...);
+CODA_API int coda_tasks_set_flags(coda_tasks *list, unsigned flags);
+/** Moves every task of `list` to the end of the response's list (keeping
+ *  their order and the list's flags) and frees `list`. */
+CODA_API int coda_res_attach_tasks(coda_res *res, coda_tasks *list);
+/** Frees a list that was not attached, dropping its tasks. */
+CODA_API void coda_tasks_free(coda_tasks *list);
+
+/** Declares a task that runs after every response of a route (for example
+ *  request logging), with fixed arguments copied now. Added as ALWAYS. Call
+ *  after coda_app_route() for that method and pattern. */
+CODA_API int coda_app_route_task(coda_app *app, const char *method, const char *pattern,
+                                  coda_task_def *def, const char *fmt, ...);
+
+/* -- inside a task (any executor's thread; the task handle is valid until
+ *    the task function returns, or until coda_task_done for PENDING) -- */
+
+CODA_API int coda_task_nargs(const coda_task *t);
+/** Argument i as a string (NULL if out of range or not 's'). */
+CODA_API const char *coda_task_str(const coda_task *t, int i);
+/** Argument i as an integer (0 if out of range or not 'i'). */
+CODA_API int64_t coda_task_int(const coda_task *t, int i);
+CODA_API double coda_task_double(const coda_task *t, int i);
+/** Argument i as bytes (NULL if out of range or not 'b'). */
+CODA_API const void *coda_task_bytes(const coda_task *t, int i, size_t *len);
+/** Records a failure message (copied) and returns CODA_EHANDLER, so a task
+ *  can `return coda_task_fail(t, "smtp: %s", why);`. */
+CODA_API int coda_task_fail(coda_task *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/** True once a THREAD task has passed its timeout (or shutdown forced). */
+CODA_API int coda_task_cancelled(const coda_task *t);
+/** True if the response this task belongs to reached the client's socket. */
+CODA_API int coda_task_delivered(const coda_task *t);
+CODA_API const char *coda_task_name(const coda_task *t);
+CODA_API coda_executor coda_task_executor(const coda_task *t);
+CODA_API uint64_t coda_task_id(const coda_task *t);
+CODA_API uint64_t coda_task_request_id(const coda_task *t);
+CODA_API coda_app *coda_task_app(const coda_task *t);
+/** The loop (uv_loop_t *) of a LOOP task. NULL elsewhere. */
+CODA_API void *coda_task_loop(coda_task *t);
+/** Finishes a LOOP task that returned CODA_TASK_PENDING: rc 0 or negative,
+ *  with an optional message. Call once, on the task's loop thread. */
+CODA_API void coda_task_done(coda_task *t, int rc, const char *message);
+/** Human name of an executor: "loop", "thread", "process". */
+CODA_API const char *coda_executor_name(coda_executor ex);
+
+/** Called for every failed, crashed or timed-out task, on the thread that
+ *  saw it end (any thread: make it thread-safe). `message` says why. */
+typedef void (*coda_task_error_hook)(const coda_task *t, const char *message, void *user);
+CODA_API void coda_app_on_task_error(coda_app *app, coda_task_error_hook hook, void *user);
+
+/** Counters, per executor, for coda_task_stat(). */
+typedef enum {
+  CODA_STAT_QUEUED = 0, /* added, not started (includes waiting for the response) */
+  CODA_STAT_RUNNING,
+  CODA_STAT_SUCCEEDED,
+  CODA_STAT_FAILED,   /* includes crashed and timed out */
+  CODA_STAT_TIMED_OUT,
+  CODA_STAT_CRASHED,
+  CODA_STAT_REJECTED, /* queue full at add time */
+  CODA_STAT_DROPPED,  /* handler failed, or skipped after a failure */
+  CODA_STAT_COUNT_
+} coda_task_stat_kind;
+
+/** Reads one counter (thread-safe, relaxed). */
+CODA_API long coda_task_stat(const coda_app *app, coda_executor ex, coda_task_stat_kind kind);
+
+/** Fills `buf` with all counters as JSON ({"requests":N,"tasks":{"thread":
+ *  {"queued":..},..}}); returns the length needed (like snprintf). */
+CODA_API size_t coda_stats_json(const coda_app *app, char *buf, size_t cap);
 
 #ifdef __cplusplus
 }

@@ -9,6 +9,7 @@
 
 #include "app/exchange.h"
 #include "app/router.h"
+#include "tasks/task.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -35,6 +36,13 @@ static const coda__options default_options = {
     .access_log = 0,
     .log_level = CODA_LOG_INFO,
     .handle_signals = 1,
+    .thread_pool_size = 16,
+    .thread_queue = 10000,
+    .loop_queue = 10000,
+    .process_workers = 0, /* 0: one per core */
+    .process_queue = 1000,
+    .task_drain_timeout = 10000,
+    .retry_after = 1,
 };
 
 coda_app *coda_app_new(void) {
@@ -43,8 +51,11 @@ coda_app *coda_app_new(void) {
     return NULL;
   app->opt = default_options;
   app->router = coda__router_new();
-  if (!app->router || coda__logger_init(&app->logger, 2, LOG_RING_BYTES) != 0) {
+  app->engine = coda__engine_new(app);
+  if (!app->router || !app->engine ||
+      coda__logger_init(&app->logger, 2, LOG_RING_BYTES) != 0) {
     coda__router_free(app->router);
+    coda__engine_free(app->engine);
     free(app);
     return NULL;
   }
@@ -56,6 +67,7 @@ void coda_app_free(coda_app *app) {
   if (!app)
     return;
   coda__router_free(app->router);
+  coda__engine_free(app->engine);
   free(app->middleware);
   free(app->listen_host);
   coda__logger_free(&app->logger);
@@ -85,6 +97,13 @@ static const option_info option_table[] = {
     [CODA_OPT_ACCESS_LOG] = OPT(access_log, 0, 1),
     [CODA_OPT_LOG_LEVEL] = OPT(log_level, CODA_LOG_DEBUG, CODA_LOG_OFF),
     [CODA_OPT_HANDLE_SIGNALS] = OPT(handle_signals, 0, 1),
+    [CODA_OPT_THREAD_POOL_SIZE] = OPT(thread_pool_size, 1, 1024),
+    [CODA_OPT_THREAD_QUEUE] = OPT(thread_queue, 1, 100000000),
+    [CODA_OPT_LOOP_QUEUE] = OPT(loop_queue, 1, 100000000),
+    [CODA_OPT_PROCESS_WORKERS] = OPT(process_workers, 0, 1024),
+    [CODA_OPT_PROCESS_QUEUE] = OPT(process_queue, 1, 100000000),
+    [CODA_OPT_TASK_DRAIN_TIMEOUT] = OPT(task_drain_timeout, 0, 86400000),
+    [CODA_OPT_RETRY_AFTER] = OPT(retry_after, 0, 86400),
 };
 #undef OPT
 
@@ -188,6 +207,7 @@ struct coda_next {
 static const char not_found_body[] = "{\"error\":\"not found\"}";
 static const char not_allowed_body[] = "{\"error\":\"method not allowed\"}";
 static const char internal_body[] = "{\"error\":\"internal server error\"}";
+static const char busy_body[] = "{\"error\":\"busy, retry later\"}";
 
 static int answer_static_json(coda_res *res, int status, const char *body,
                               size_t len) {
@@ -212,7 +232,8 @@ static int route_request(coda_app *app, coda_req *req, coda_res *res) {
   if (coda__req_decode_params(req) != 0)
     return CODA_ENOMEM;
   const coda__route *rt = req->match.route;
-  return rt->handler(req, res, rt->user);
+  int rc = coda__res_add_route_tasks(res, rt);
+  return rc ? rc : rt->handler(req, res, rt->user);
 }
 
 int coda_next_call(coda_next *next) {
@@ -240,10 +261,26 @@ void coda__app_dispatch(coda_app *app, coda_req *req, coda_res *res) {
   CODA__LOG(app, CODA_LOG_ERROR, "handler failed: \"%s %s\" request %llu: %s",
             req->method, req->target, (unsigned long long)req->id,
             coda_strerror(rc));
+  /* The failed response goes, and so do its tasks, except ALWAYS ones. */
+  struct coda_tasks *run = res->run;
+  res->run = NULL;
   coda__res_reset(res, res->conn, res->arena);
+  if (run) {
+    coda__run_drop_failed(run);
+    res->run = run;
+  }
   res->status = 500;
+  if (rc == CODA_EFULL) {
+    /* A full task queue is back-pressure, not a bug: 503 + Retry-After. */
+    char secs[24];
+    snprintf(secs, sizeof secs, "%ld", app->opt.retry_after);
+    res->status = 503;
+    coda_res_header(res, "Retry-After", secs);
+  }
   if (app->on_error)
     app->on_error(req, res, rc, app->on_error_user);
+  else if (rc == CODA_EFULL)
+    answer_static_json(res, 503, busy_body, sizeof busy_body - 1);
   else
     answer_static_json(res, 500, internal_body, sizeof internal_body - 1);
 }

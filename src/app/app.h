@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 typedef struct coda__router coda__router;
+typedef struct coda__engine coda__engine;
 typedef struct coda__server coda__server;
 
 typedef struct coda__options {
@@ -35,6 +36,13 @@ typedef struct coda__options {
   long access_log;
   long log_level;
   long handle_signals;
+  long thread_pool_size;
+  long thread_queue;
+  long loop_queue;
+  long process_workers;
+  long process_queue;
+  long task_drain_timeout;
+  long retry_after;
 } coda__options;
 
 typedef struct coda__middleware_entry {
@@ -56,9 +64,13 @@ struct coda_app {
   int bound_port;
   coda__logger logger;
   coda__server *server; /* while bound or running */
+  coda__engine *engine; /* background tasks */
   atomic_int running;
   atomic_long nconnections;
 };
+
+/* Requests served so far, all loops (for /stats). */
+uint64_t coda__app_requests(const coda_app *app);
 
 /* Logs when `level` is enabled; arguments are not evaluated otherwise. */
 #define CODA__LOG(app, level, ...)                                             \

@@ -65,6 +65,7 @@ struct coda_res {
   coda__written_cb written_cb;
   void *written_arg;
   int streaming;
+  struct coda_tasks *run; /* background tasks added so far, or NULL */
 };
 
 /* Prepares req from a parsed head: NUL-terminates its strings in place. */

@@ -9,6 +9,7 @@
  */
 #include "app/exchange.h"
 #include "server/conn.h"
+#include "tasks/task.h"
 
 #include <jansson.h>
 #include <strings.h>
@@ -75,6 +76,7 @@ void coda__res_reset(coda_res *res, coda__conn *conn, coda__arena *arena) {
   res->written_cb = NULL;
   res->written_arg = NULL;
   res->streaming = 0;
+  res->run = NULL; /* handed on by commit, or by the failure path */
 }
 
 int coda__res_on_written(coda_res *res, coda__written_cb cb, void *arg) {
@@ -286,6 +288,13 @@ int coda__res_commit(coda_res *res) {
   if (rc == 0)
     rc = coda__conn_mark_response(c, res->written_cb, res->written_arg);
   coda__conn_access_log(c, res->status);
+  if (rc == 0) {
+    coda__res_tasks_commit(res);
+  } else if (res->run) {
+    /* The response is lost; its committed tasks still run. */
+    coda__run_start(res->run, 0);
+    res->run = NULL;
+  }
   return rc;
 }
 
@@ -343,12 +352,17 @@ int coda_stream_end(coda_stream *s) {
       rc = coda__buf_append_lit(coda__conn_out(c), "0\r\n\r\n") ? CODA_ENOMEM : 0;
     if (rc == 0)
       rc = coda__conn_mark_response(c, c->res.written_cb, c->res.written_arg);
+    coda__res_tasks_commit(&c->res);
     if (!c->dispatching)
       coda__conn_flush(c);
   } else {
     rc = CODA_ECLOSED;
     if (c->res.written_cb)
       c->res.written_cb(c->res.written_arg, 0);
+    if (c->res.run) {
+      coda__run_start(c->res.run, 0); /* the client left; the work was accepted */
+      c->res.run = NULL;
+    }
   }
   c->stream_open = 0;
   coda__conn_stream_done(c);

@@ -121,6 +121,14 @@ int coda__router_add(coda__router *r, const char *method, const char *pattern,
   return 0;
 }
 
+coda__route *coda__router_find(coda__router *r, const char *method, const char *pattern) {
+  for (int i = 0; i < r->n; i++)
+    if (strcmp(r->routes[i].method, method) == 0 &&
+        strcmp(r->routes[i].pattern, pattern) == 0)
+      return &r->routes[i];
+  return NULL;
+}
+
 /* Matches one route's segments against the path; fills captures. */
 static int match_path(const coda__route *rt, const char *path, size_t plen,
                       coda__param *params, int *nparams) {

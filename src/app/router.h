@@ -24,6 +24,7 @@ typedef struct coda__route {
   int nstatic;
   coda_handler handler;
   void *user;
+  struct coda_tasks *tasks; /* route-level task templates, owned by the engine */
 } coda__route;
 
 typedef struct coda__param {
@@ -45,6 +46,9 @@ void coda__router_free(coda__router *r);
 /* 0, CODA_EINVAL (bad pattern or method), CODA_EEXIST, CODA_ENOMEM. */
 int coda__router_add(coda__router *r, const char *method, const char *pattern,
                      coda_handler handler, void *user);
+
+/* The route registered for exactly this method and pattern, or NULL. */
+coda__route *coda__router_find(coda__router *r, const char *method, const char *pattern);
 
 /* Finds the route for method and raw path (no query). A GET route serves
  * HEAD. Among matches, the one with the most literal segments wins, so

@@ -544,6 +544,7 @@ static void dispatch(coda__conn *c, char *start, size_t end) {
   if (!(c->head.flags & CODA__HTTP_KEEP_ALIVE) || loop->stopping)
     c->keep_alive = 0;
   uint64_t id = ((uint64_t)loop->index << 48) | ++loop->next_request;
+  atomic_fetch_add_explicit(&loop->requests, 1, memory_order_relaxed);
   coda__req_begin(&c->req, c, &c->arena, start, &c->head, id);
   c->req.body = start + body_off;
   c->req.body_len = body_end - body_off;

@@ -17,6 +17,7 @@
 
 #include "app/router.h"
 #include "server/conn.h"
+#include "tasks/task.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -95,6 +96,7 @@ static void server_free(coda__server *s) {
 }
 
 int coda_app_bind(coda_app *app) {
+  coda_app_worker(app); /* a worker process never gets past this */
   if (app->server)
     return 0;
   derive_limits(app);
@@ -137,15 +139,35 @@ static void close_if_open(uv_handle_t *h) {
     uv_close(h, on_handle_closed);
 }
 
-/* The loop ends once it is stopping and its last connection is gone. */
+/* Shutdown, per loop: once stopping and its last connection is gone, the
+ * loop reports "responses done" to the control loop but stays up, because
+ * LOOP tasks may still arrive or be pending. It ends when the control loop
+ * says so (stop_level 3), after the task drain. */
 static void maybe_finish(coda__loop *loop) {
-  if (!loop->stopping || loop->nconns > 0)
+  if (!loop->stopping || loop->nconns > 0 || loop->responses_done)
     return;
+  loop->responses_done = 1;
   close_if_open((uv_handle_t *)&loop->listener);
-  close_if_open((uv_handle_t *)&loop->wakeup);
   close_if_open((uv_handle_t *)&loop->sweep);
   close_if_open((uv_handle_t *)&loop->deadline);
-  close_if_open((uv_handle_t *)&loop->prepare);
+  atomic_fetch_add(&loop->server->loops_done, 1);
+  uv_async_send(&loop->server->done_async);
+}
+
+static void on_prepare_flush(coda__loop *loop);
+
+static void close_any(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+/* The end of the loop: the inbox closes (dropping what is left) and every
+ * handle still open is closed, so nothing can hold the thread. */
+static void loop_exit(coda__loop *loop) {
+  coda__loop_executor_close(loop);
+  on_prepare_flush(loop);
+  uv_walk(&loop->uv, close_any, NULL);
 }
 
 static void accept_one(coda__loop *loop) {
@@ -212,6 +234,10 @@ static void on_wakeup(uv_async_t *a) {
   int level = atomic_load(&loop->stop_level);
   if (level == 0)
     return;
+  if (level >= 3) {
+    loop_exit(loop);
+    return;
+  }
   if (!loop->stopping) {
     loop->stopping = 1;
     close_if_open((uv_handle_t *)&loop->listener);
@@ -239,13 +265,14 @@ static void on_sweep(uv_timer_t *t) {
 
 /* Once per loop iteration: hand this iteration's access log lines to the
  * logger thread in one piece. */
-static void on_prepare(uv_prepare_t *p) {
-  coda__loop *loop = p->data;
+static void on_prepare_flush(coda__loop *loop) {
   if (loop->log.len) {
     coda__logger_write(&loop->app->logger, loop->log.base, loop->log.len);
     loop->log.len = 0;
   }
 }
+
+static void on_prepare(uv_prepare_t *p) { on_prepare_flush(p->data); }
 
 static uint64_t sweep_interval(const coda__options *o) {
   long m = o->header_timeout;
@@ -261,9 +288,8 @@ static void worker_main(void *arg) {
   coda__loop *loop = arg;
   coda__server *s = loop->server;
   uv_run(&loop->uv, UV_RUN_DEFAULT);
-  on_prepare(&loop->prepare); /* the last lines */
-  atomic_fetch_add(&s->loops_done, 1);
-  uv_async_send(&s->done_async);
+  on_prepare_flush(loop); /* the last lines */
+  (void)s;
 }
 
 static int loop_init(coda__server *s, int index) {
@@ -291,6 +317,8 @@ static int loop_init(coda__server *s, int index) {
   uv_prepare_init(&loop->uv, &loop->prepare);
   loop->prepare.data = loop;
   uv_prepare_start(&loop->prepare, on_prepare);
+  if (coda__loop_executor_init(loop) != 0)
+    rc = rc ? rc : UV_ENOMEM;
   uint64_t every = sweep_interval(&s->app->opt);
   uv_timer_start(&loop->sweep, on_sweep, every, every);
   uv_unref((uv_handle_t *)&loop->deadline);
@@ -303,8 +331,7 @@ static int loop_init(coda__server *s, int index) {
 
 static void loop_close(coda__loop *loop) {
   /* Close whatever a failed start left open, then drain the callbacks. */
-  loop->stopping = 1;
-  maybe_finish(loop);
+  uv_walk(&loop->uv, close_any, NULL);
   uv_run(&loop->uv, UV_RUN_DEFAULT);
   uv_loop_close(&loop->uv);
   coda__buf_free(&loop->log);
@@ -336,14 +363,66 @@ static void on_signal(uv_signal_t *h, int signum) {
   request_stop(s);
 }
 
-static void on_done_async(uv_async_t *a) {
-  coda__server *s = a->data;
-  if (atomic_load(&s->loops_done) < s->nloops)
-    return;
+static void close_control(coda__server *s) {
   close_if_open((uv_handle_t *)&s->stop_async);
   close_if_open((uv_handle_t *)&s->done_async);
+  close_if_open((uv_handle_t *)&s->drain_async);
   close_if_open((uv_handle_t *)&s->sigint);
   close_if_open((uv_handle_t *)&s->sigterm);
+  close_if_open((uv_handle_t *)&s->drain_timer);
+  close_if_open((uv_handle_t *)&s->watch_timer);
+}
+
+/* The end of the task drain, by idleness or deadline: report what did not
+ * run, then end every loop. */
+static void finish_drain(coda__server *s) {
+  if (s->drain_finished)
+    return;
+  s->drain_finished = 1;
+  atomic_store(&s->app->engine->draining, 0);
+  coda__engine_report_unfinished(s->app->engine);
+  for (int i = 0; i < s->nloops; i++) {
+    atomic_store(&s->loops[i].stop_level, 3);
+    uv_async_send(&s->loops[i].wakeup);
+  }
+  close_control(s);
+}
+
+static void on_drain_idle(uv_async_t *a) {
+  coda__server *s = a->data;
+  if (atomic_load(&s->app->engine->outstanding) == 0)
+    finish_drain(s);
+}
+
+static void on_drain_deadline(uv_timer_t *t) { finish_drain(t->data); }
+
+/* Every loop has finished its responses: give tasks until the drain
+ * deadline (none after a second signal). */
+static void on_done_async(uv_async_t *a) {
+  coda__server *s = a->data;
+  if (atomic_load(&s->loops_done) < s->nloops || s->drain_started)
+    return;
+  s->drain_started = 1;
+  coda__engine *e = s->app->engine;
+  e->idle_async = &s->drain_async;
+  atomic_store(&e->draining, 1);
+  long left = atomic_load(&e->outstanding);
+  if (left == 0 || atomic_load(&s->stop_requests) >= 2) {
+    finish_drain(s);
+    return;
+  }
+  coda_log(s->app, CODA_LOG_INFO, "Waiting for %ld background tasks (up to %ld ms)", left,
+           s->app->opt.task_drain_timeout);
+  uv_timer_start(&s->drain_timer, on_drain_deadline,
+                 (uint64_t)s->app->opt.task_drain_timeout, 0);
+  if (atomic_load(&e->outstanding) == 0) /* finished meanwhile */
+    finish_drain(s);
+}
+
+static void on_watch(uv_timer_t *t) {
+  coda__server *s = t->data;
+  if (s->app->engine->threads)
+    coda__thread_pool_watch(s->app->engine->threads, uv_hrtime());
 }
 
 void coda_app_stop(coda_app *app) {
@@ -361,6 +440,14 @@ static int control_init(coda__server *s) {
   s->stop_async.data = s;
   uv_async_init(&s->control, &s->done_async, on_done_async);
   s->done_async.data = s;
+  uv_async_init(&s->control, &s->drain_async, on_drain_idle);
+  s->drain_async.data = s;
+  uv_timer_init(&s->control, &s->drain_timer);
+  s->drain_timer.data = s;
+  uv_timer_init(&s->control, &s->watch_timer);
+  s->watch_timer.data = s;
+  uv_timer_start(&s->watch_timer, on_watch, 20, 20);
+  uv_unref((uv_handle_t *)&s->watch_timer);
   uv_signal_init(&s->control, &s->sigint);
   uv_signal_init(&s->control, &s->sigterm);
   s->sigint.data = s->sigterm.data = s;
@@ -383,6 +470,8 @@ int coda_app_run(coda_app *app) {
   coda__server *s = app->server;
   coda__logger_start(&app->logger);
   rc = control_init(s);
+  if (rc == 0)
+    rc = coda__engine_start(app->engine, &s->control);
   int started = 0;
   for (int i = 0; rc == 0 && i < s->nloops; i++) {
     rc = loop_init(s, i);
@@ -397,6 +486,8 @@ int coda_app_run(coda_app *app) {
     coda_log(app, CODA_LOG_INFO, "coda %s listening on http://%s:%d (%d loops)",
              coda_version(), app->listen_host, app->bound_port, s->nloops);
   else if (started) {
+    /* Loops that never started count as done, so the drain can end. */
+    atomic_store(&s->loops_done, s->nloops - started);
     atomic_store(&s->stop_requests, 2);
     request_stop(s);
   }
@@ -409,14 +500,12 @@ int coda_app_run(coda_app *app) {
     uv_loop_close(&s->loops[i].uv);
     coda__buf_free(&s->loops[i].log);
   }
+  coda__engine_stop(app->engine);
   if (cut)
     coda_log(app, CODA_LOG_WARN, "shutdown deadline: %d connections cut", cut);
   else if (rc == 0)
     coda_log(app, CODA_LOG_INFO, "Shutdown complete");
-  close_if_open((uv_handle_t *)&s->stop_async);
-  close_if_open((uv_handle_t *)&s->done_async);
-  close_if_open((uv_handle_t *)&s->sigint);
-  close_if_open((uv_handle_t *)&s->sigterm);
+  close_control(s);
   uv_run(&s->control, UV_RUN_DEFAULT);
   uv_loop_close(&s->control);
   coda__logger_stop(&app->logger);
@@ -425,4 +514,12 @@ int coda_app_run(coda_app *app) {
   server_free(s);
   atomic_store(&app->running, 0);
   return rc;
+}
+
+uint64_t coda__app_requests(const coda_app *app) {
+  coda__server *s = app->server;
+  uint64_t n = 0;
+  for (int i = 0; s && i < s->nloops; i++)
+    n += atomic_load_explicit(&s->loops[i].requests, memory_order_relaxed);
+  return n;
 }

@@ -31,6 +31,7 @@ typedef struct coda__loop {
   uv_prepare_t prepare; /* once per iteration: flush the access log */
   atomic_int stop_level; /* 0 run, 1 graceful, 2 now */
   int stopping;
+  int responses_done; /* stopping and no connection left */
   int listener_closed;
   int accept_pending; /* a connection waits in the backlog (limit reached) */
   coda__queue conns;
@@ -41,6 +42,14 @@ typedef struct coda__loop {
   size_t date_len;
   coda__buf log; /* access log lines of this iteration */
   int cut_connections; /* connections closed at the shutdown deadline */
+  atomic_ulong requests; /* served, for /stats (written by this loop only) */
+  /* LOOP executor: tasks handed to this loop from any thread. task_mu
+   * protects task_inbox; task_async wakes the loop, coalesced, and its
+   * callback drains the inbox in full. */
+  uv_mutex_t task_mu;
+  coda__queue task_inbox;
+  uv_async_t task_async;
+  int task_inbox_open;
 } coda__loop;
 
 struct coda__server {
@@ -49,7 +58,12 @@ struct coda__server {
   coda__loop *loops;
   uv_loop_t control;
   uv_async_t stop_async;  /* coda_app_stop() */
-  uv_async_t done_async;  /* a worker loop finished */
+  uv_async_t done_async;  /* a worker loop finished its responses */
+  uv_async_t drain_async; /* the task engine went idle while draining */
+  uv_timer_t drain_timer; /* the task drain deadline */
+  uv_timer_t watch_timer; /* thread task timeouts */
+  int drain_started;
+  int drain_finished;
   uv_signal_t sigint;
   uv_signal_t sigterm;
   atomic_int stop_requests;

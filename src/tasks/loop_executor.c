@@ -1,0 +1,107 @@
+/*
+ * loop_executor.c - the LOOP executor: tasks that run on the event loop of
+ * the connection whose response they follow. They must not block; one that
+ * returns CODA_TASK_PENDING finishes later through coda_task_done(), from a
+ * libuv callback on the same loop (a timer, a socket, libcurl's multi
+ * interface).
+ *
+ * Any thread may submit (the previous task of the list may have run on the
+ * thread pool): the task goes into the loop's inbox under task_mu and one
+ * coalescing uv_async_t wakes the loop, which drains the inbox in full.
+ */
+#include "server/server.h"
+#include "tasks/task.h"
+
+#include <stdlib.h>
+
+static void on_timeout(uv_timer_t *timer) {
+  coda_task *t = timer->data;
+  coda__task_report(t, CODA_STAT_TIMED_OUT, "no coda_task_done() before its timeout");
+  t->orphaned = 1; /* freed when coda_task_done() finally comes */
+  coda__task_finish(t, CODA_ETIMEDOUT, NULL);
+}
+
+static void run_task(coda__loop *loop, coda_task *t) {
+  coda__task_begin(t);
+  int rc = t->def->fn(t);
+  if (rc != CODA_TASK_PENDING) {
+    if (t->deadline_ns && uv_hrtime() > t->deadline_ns)
+      coda__task_report(t, CODA_STAT_TIMED_OUT, "blocked its loop past its timeout");
+    coda__task_finish(t, rc, NULL);
+    return;
+  }
+  t->pending = 1;
+  if (t->def->timeout_ms <= 0)
+    return;
+  t->timer = malloc(sizeof *t->timer);
+  if (!t->timer)
+    return; /* no timeout then; the task still finishes on its own */
+  uv_timer_init(&loop->uv, t->timer);
+  t->timer->data = t;
+  uv_timer_start(t->timer, on_timeout, (uint64_t)t->def->timeout_ms, 0);
+}
+
+static void on_inbox(uv_async_t *a) {
+  coda__loop *loop = a->data;
+  coda__queue local;
+  coda__queue_init(&local);
+  uv_mutex_lock(&loop->task_mu);
+  while (!coda__queue_empty(&loop->task_inbox)) {
+    coda__queue *q = coda__queue_head(&loop->task_inbox);
+    coda__queue_remove(q);
+    coda__queue_insert_tail(&local, q);
+  }
+  uv_mutex_unlock(&loop->task_mu);
+  while (!coda__queue_empty(&local)) {
+    coda__queue *q = coda__queue_head(&local);
+    coda__queue_remove(q);
+    run_task(loop, coda__container_of(q, coda_task, link));
+  }
+}
+
+int coda__loop_executor_init(coda__loop *loop) {
+  coda__queue_init(&loop->task_inbox);
+  if (uv_mutex_init(&loop->task_mu) != 0)
+    return CODA_ENOMEM;
+  if (uv_async_init(&loop->uv, &loop->task_async, on_inbox) != 0) {
+    uv_mutex_destroy(&loop->task_mu);
+    return CODA_ENOMEM;
+  }
+  loop->task_async.data = loop;
+  /* The inbox does not keep the loop alive; open connections and the
+   * shutdown sequence do. */
+  uv_unref((uv_handle_t *)&loop->task_async);
+  uv_mutex_lock(&loop->task_mu);
+  loop->task_inbox_open = 1;
+  uv_mutex_unlock(&loop->task_mu);
+  return 0;
+}
+
+int coda__loop_submit(coda__loop *loop, coda_task *t) {
+  uv_mutex_lock(&loop->task_mu);
+  int open = loop->task_inbox_open;
+  if (open) {
+    coda__queue_insert_tail(&loop->task_inbox, &t->link);
+    uv_async_send(&loop->task_async);
+  }
+  uv_mutex_unlock(&loop->task_mu);
+  return open ? 0 : CODA_ESTATE;
+}
+
+/* Closes the inbox (the loop is ending): what is in it is dropped. */
+void coda__loop_executor_close(coda__loop *loop) {
+  uv_mutex_lock(&loop->task_mu);
+  loop->task_inbox_open = 0;
+  uv_mutex_unlock(&loop->task_mu);
+  while (!coda__queue_empty(&loop->task_inbox)) {
+    coda__queue *q = coda__queue_head(&loop->task_inbox);
+    coda__queue_remove(q);
+    coda_task *t = coda__container_of(q, coda_task, link);
+    coda_tasks *run = t->run;
+    coda__task_drop(t, "shutdown before it ran");
+    if (run)
+      coda__run_advance(run, 1);
+  }
+  if (!uv_is_closing((uv_handle_t *)&loop->task_async))
+    uv_close((uv_handle_t *)&loop->task_async, NULL);
+}

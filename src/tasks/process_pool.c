@@ -1,0 +1,584 @@
+/*
+ * process_pool.c - the PROCESS executor: worker processes started with the
+ * server, each running one task at a time, for CPU work with true
+ * parallelism and crash isolation.
+ *
+ * No fork after threads exist, except to exec: a worker is this same
+ * program, started again through uv_spawn (fork immediately followed by
+ * exec) with CODA_WORKER_FD in its environment. Its main() registers the
+ * same tasks and reaches coda_app_worker() or coda_app_run(), which see the
+ * variable and serve tasks instead of HTTP. So a task is found by its
+ * registered name, and its arguments cross the process boundary as bytes.
+ *
+ * Threads: the pool lives on the control loop (the thread that called
+ * coda_app_run). Other threads submit through `inbox` (under `mu`) and one
+ * coalescing async. Everything else is touched by the control loop only.
+ *
+ * Wire format, both ways: u32 payload length, u32 kind, payload.
+ *   TASK (parent to worker): u64 id, u16 name length, name, u16 nargs, then
+ *     per argument a type byte and 8 bytes (i, d) or u32 length + bytes (s, b).
+ *   DONE (worker to parent): u64 id, i32 rc, u32 message length, message.
+ */
+#include "common/buf.h"
+#include "tasks/task.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MSG_TASK 1
+#define MSG_DONE 2
+#define WORKER_NICE 10 /* below the server, so responses stay fast */
+#define MAX_MESSAGE (64u << 20)
+
+extern char **environ;
+
+typedef struct worker {
+  coda__process_pool *pool;
+  uv_process_t proc;
+  uv_pipe_t pipe;
+  uv_timer_t timer;
+  coda__buf in;
+  coda_task *task;
+  int alive;
+  int killed_for_timeout;
+  int handles_open;
+  int index;
+} worker;
+
+struct coda__process_pool {
+  coda__engine *engine;
+  uv_loop_t *loop;
+  uv_mutex_t mu;
+  coda__queue inbox; /* any thread -> control loop, under mu */
+  int accepting;     /* under mu */
+  uv_async_t async;
+  coda__queue waiting; /* control loop only */
+  worker *workers;
+  int nworkers;
+  int stopping;
+  char **argv; /* this program's command line, for the workers */
+  char **envp;
+};
+
+/* ---- encoding ------------------------------------------------------- */
+
+static void put(coda__buf *b, const void *p, size_t n, int *rc) {
+  if (coda__buf_append(b, p, n) != 0)
+    *rc = CODA_ENOMEM;
+}
+
+static int encode_task(coda__buf *b, const coda_task *t) {
+  int rc = 0;
+  uint32_t hdr[2] = {0, MSG_TASK};
+  put(b, hdr, sizeof hdr, &rc);
+  uint16_t nlen = (uint16_t)strlen(t->def->name), nargs = (uint16_t)t->nargs;
+  put(b, &t->id, 8, &rc);
+  put(b, &nlen, 2, &rc);
+  put(b, t->def->name, nlen, &rc);
+  put(b, &nargs, 2, &rc);
+  for (int i = 0; i < t->nargs; i++) {
+    const coda__arg *a = &t->args[i];
+    put(b, &a->type, 1, &rc);
+    if (a->type == 's' || a->type == 'b') {
+      put(b, &a->len, 4, &rc);
+      put(b, a->v.p, a->len, &rc);
+    } else {
+      put(b, &a->v, 8, &rc);
+    }
+  }
+  if (rc == 0) {
+    uint32_t len = (uint32_t)(b->len - sizeof hdr);
+    memcpy(b->base, &len, 4);
+  }
+  return rc;
+}
+
+typedef struct reader {
+  const char *p;
+  size_t left;
+  int bad;
+} reader;
+
+static const void *take(reader *r, size_t n) {
+  if (r->bad || r->left < n) {
+    r->bad = 1;
+    return NULL;
+  }
+  const void *p = r->p;
+  r->p += n;
+  r->left -= n;
+  return p;
+}
+
+#define TAKE(r, var)                                                           \
+  do {                                                                         \
+    const void *p_ = take((r), sizeof(var));                                   \
+    if (p_)                                                                    \
+      memcpy(&(var), p_, sizeof(var));                                         \
+  } while (0)
+
+/* ---- the worker side -------------------------------------------------- */
+
+static int read_full(int fd, void *p, size_t n) {
+  char *c = p;
+  while (n > 0) {
+    ssize_t r = read(fd, c, n);
+    if (r == 0)
+      return -1;
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    c += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+static int write_full(int fd, const void *p, size_t n) {
+  const char *c = p;
+  while (n > 0) {
+    ssize_t w = write(fd, c, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    c += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* Rebuilds a task from a TASK message; its strings point into `msg`. */
+static coda_task *decode_task(coda__engine *e, const char *msg, size_t len,
+                              coda__arg *args, int max_args) {
+  static coda_task t;
+  memset(&t, 0, sizeof t);
+  reader r = {msg, len, 0};
+  uint16_t nlen = 0, nargs = 0;
+  TAKE(&r, t.id);
+  TAKE(&r, nlen);
+  const char *name = take(&r, nlen);
+  TAKE(&r, nargs);
+  if (r.bad || nargs > max_args)
+    return NULL;
+  char namebuf[256];
+  if (nlen >= sizeof namebuf)
+    return NULL;
+  memcpy(namebuf, name, nlen);
+  namebuf[nlen] = '\0';
+  t.def = coda__engine_find(e, namebuf);
+  if (!t.def)
+    return NULL;
+  t.executor = CODA_EXEC_PROCESS;
+  t.args = args;
+  t.nargs = nargs;
+  for (int i = 0; i < nargs; i++) {
+    coda__arg *a = &args[i];
+    TAKE(&r, a->type);
+    if (a->type == 's' || a->type == 'b') {
+      TAKE(&r, a->len);
+      a->v.p = take(&r, a->len);
+    } else {
+      TAKE(&r, a->v);
+    }
+  }
+  return r.bad ? NULL : &t;
+}
+
+void coda__process_worker_main(coda__engine *e, int fd) {
+  coda__arg args[32];
+  setpriority(PRIO_PROCESS, 0, WORKER_NICE);
+  signal(SIGINT, SIG_IGN); /* the server decides when workers stop */
+  signal(SIGPIPE, SIG_IGN);
+  for (;;) {
+    uint32_t hdr[2];
+    if (read_full(fd, hdr, sizeof hdr) != 0 || hdr[0] > MAX_MESSAGE)
+      _exit(0);
+    char *msg = malloc((size_t)hdr[0] + 1);
+    if (!msg || read_full(fd, msg, hdr[0]) != 0)
+      _exit(1);
+    coda_task *t = decode_task(e, msg, hdr[0], args, 32);
+    int32_t rc;
+    const char *why = NULL;
+    if (!t) {
+      rc = CODA_ENOTFOUND;
+      why = "unknown task name or bad message (is it registered before coda_app_run?)";
+    } else {
+      /* Strings and bytes are followed by the next field, not a NUL:
+       * give the task NUL-terminated copies. */
+      for (int i = 0; i < t->nargs; i++)
+        if (t->args[i].type == 's' || t->args[i].type == 'b') {
+          char *copy = malloc(t->args[i].len + 1);
+          if (!copy)
+            _exit(1);
+          memcpy(copy, t->args[i].v.p, t->args[i].len);
+          copy[t->args[i].len] = '\0';
+          t->args[i].v.p = copy;
+        }
+      rc = t->def->fn(t);
+      if (rc > 0)
+        rc = 0;
+      why = t->error;
+    }
+    uint64_t id = t ? t->id : 0;
+    uint32_t mlen = why ? (uint32_t)strlen(why) : 0;
+    uint32_t out_hdr[2] = {8 + 4 + 4 + mlen, MSG_DONE};
+    char head[8 + 8 + 4 + 4];
+    memcpy(head, out_hdr, 8);
+    memcpy(head + 8, &id, 8);
+    memcpy(head + 16, &rc, 4);
+    memcpy(head + 20, &mlen, 4);
+    if (write_full(fd, head, sizeof head) != 0 || write_full(fd, why, mlen) != 0)
+      _exit(1);
+    if (t) {
+      for (int i = 0; i < t->nargs; i++)
+        if (t->args[i].type == 's' || t->args[i].type == 'b')
+          free((void *)t->args[i].v.p);
+      free(t->error);
+    }
+    free(msg);
+  }
+}
+
+/* ---- the server side --------------------------------------------------- */
+
+static void spawn_worker(worker *w);
+static void dispatch(coda__process_pool *p);
+
+static void on_handle_closed(uv_handle_t *h) {
+  worker *w = h->data;
+  if (--w->handles_open == 0 && !w->pool->stopping)
+    spawn_worker(w); /* the replacement */
+}
+
+static void close_worker(worker *w) {
+  w->alive = 0;
+  w->in.len = 0;
+  uv_close((uv_handle_t *)&w->proc, on_handle_closed);
+  uv_close((uv_handle_t *)&w->pipe, on_handle_closed);
+  uv_close((uv_handle_t *)&w->timer, on_handle_closed);
+}
+
+static void finish_current(worker *w, int rc, const char *message) {
+  coda_task *t = w->task;
+  if (!t)
+    return;
+  w->task = NULL;
+  uv_timer_stop(&w->timer);
+  coda__task_finish(t, rc, message);
+}
+
+static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
+  worker *w = proc->data;
+  coda__process_pool *p = w->pool;
+  char why[128];
+  if (w->task && w->killed_for_timeout) {
+    finish_current(w, CODA_ETIMEDOUT, NULL); /* already reported */
+  } else if (w->task) {
+    if (signo)
+      snprintf(why, sizeof why, "worker %d killed by signal %d (%s)", (int)proc->pid, signo,
+               strsignal(signo));
+    else
+      snprintf(why, sizeof why, "worker %d exited with status %lld", (int)proc->pid,
+               (long long)status);
+    coda__task_report(w->task, CODA_STAT_CRASHED, why);
+    finish_current(w, CODA_ECRASHED, why);
+  }
+  if (!p->stopping)
+    coda_log(p->engine->app, CODA_LOG_WARN, "process worker %d ended (%s %d); replacing it",
+             (int)proc->pid, signo ? "signal" : "status", signo ? signo : (int)status);
+  w->killed_for_timeout = 0;
+  close_worker(w);
+}
+
+static void on_timeout(uv_timer_t *timer) {
+  worker *w = timer->data;
+  if (!w->task || !w->alive)
+    return;
+  w->killed_for_timeout = 1;
+  coda__task_report(w->task, CODA_STAT_TIMED_OUT, "past its timeout; its worker is killed");
+  uv_process_kill(&w->proc, SIGKILL);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  worker *w = h->data;
+  if (coda__buf_reserve(&w->in, suggested) != 0) {
+    *buf = uv_buf_init(NULL, 0);
+    return;
+  }
+  *buf = uv_buf_init(w->in.base + w->in.len, (unsigned)(w->in.cap - w->in.len));
+}
+
+/* Handles every complete DONE message in the worker's input. */
+static void consume_input(worker *w) {
+  size_t at = 0;
+  while (w->in.len - at >= 8) {
+    uint32_t hdr[2];
+    memcpy(hdr, w->in.base + at, 8);
+    if (w->in.len - at - 8 < hdr[0])
+      break;
+    reader r = {w->in.base + at + 8, hdr[0], 0};
+    uint64_t id = 0;
+    int32_t rc = 0;
+    uint32_t mlen = 0;
+    TAKE(&r, id);
+    TAKE(&r, rc);
+    TAKE(&r, mlen);
+    const char *msg = take(&r, mlen);
+    if (hdr[1] == MSG_DONE && !r.bad && w->task && w->task->id == id) {
+      char text[512];
+      size_t n = mlen < sizeof text - 1 ? mlen : sizeof text - 1;
+      memcpy(text, msg ? msg : "", n);
+      text[n] = '\0';
+      finish_current(w, rc, n ? text : NULL);
+    }
+    at += 8 + hdr[0];
+  }
+  memmove(w->in.base, w->in.base + at, w->in.len - at);
+  w->in.len -= at;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  (void)buf;
+  worker *w = s->data;
+  if (n < 0) {
+    uv_read_stop(s); /* the exit callback will follow */
+    return;
+  }
+  w->in.len += (size_t)n;
+  consume_input(w);
+  dispatch(w->pool);
+}
+
+typedef struct write_req {
+  uv_write_t req;
+  coda__buf buf;
+} write_req;
+
+static void on_written(uv_write_t *req, int status) {
+  write_req *wr = (write_req *)req;
+  (void)status; /* a dead worker is seen by its exit callback */
+  coda__buf_free(&wr->buf);
+  free(wr);
+}
+
+static void send_task(worker *w, coda_task *t) {
+  write_req *wr = calloc(1, sizeof *wr);
+  if (!wr || encode_task(&wr->buf, t) != 0) {
+    if (wr)
+      coda__buf_free(&wr->buf);
+    free(wr);
+    coda__task_begin(t);
+    coda__task_finish(t, CODA_ENOMEM, "out of memory sending it to a worker");
+    return;
+  }
+  w->task = t;
+  coda__task_begin(t);
+  uv_buf_t b = uv_buf_init(wr->buf.base, (unsigned)wr->buf.len);
+  if (uv_write(&wr->req, (uv_stream_t *)&w->pipe, &b, 1, on_written) != 0) {
+    coda__buf_free(&wr->buf);
+    free(wr); /* the worker is going away; its exit reports the task */
+  }
+  if (t->def->timeout_ms > 0)
+    uv_timer_start(&w->timer, on_timeout, (uint64_t)t->def->timeout_ms, 0);
+}
+
+static void dispatch(coda__process_pool *p) {
+  for (int i = 0; i < p->nworkers && !coda__queue_empty(&p->waiting); i++) {
+    worker *w = &p->workers[i];
+    if (!w->alive || w->task)
+      continue;
+    coda__queue *q = coda__queue_head(&p->waiting);
+    coda__queue_remove(q);
+    send_task(w, coda__container_of(q, coda_task, link));
+  }
+}
+
+static void on_inbox(uv_async_t *a) {
+  coda__process_pool *p = a->data;
+  uv_mutex_lock(&p->mu);
+  while (!coda__queue_empty(&p->inbox)) {
+    coda__queue *q = coda__queue_head(&p->inbox);
+    coda__queue_remove(q);
+    coda__queue_insert_tail(&p->waiting, q);
+  }
+  uv_mutex_unlock(&p->mu);
+  dispatch(p);
+}
+
+int coda__process_pool_submit(coda__process_pool *p, coda_task *t) {
+  uv_mutex_lock(&p->mu);
+  int ok = p->accepting;
+  if (ok) {
+    coda__queue_insert_tail(&p->inbox, &t->link);
+    uv_async_send(&p->async);
+  }
+  uv_mutex_unlock(&p->mu);
+  return ok ? 0 : CODA_ESTATE;
+}
+
+static void spawn_worker(worker *w) {
+  coda__process_pool *p = w->pool;
+  uv_stdio_container_t stdio[4];
+  uv_pipe_init(p->loop, &w->pipe, 0);
+  uv_timer_init(p->loop, &w->timer);
+  w->pipe.data = w->timer.data = w->proc.data = w;
+  stdio[0].flags = UV_IGNORE;
+  stdio[1].flags = UV_INHERIT_FD;
+  stdio[1].data.fd = 1;
+  stdio[2].flags = UV_INHERIT_FD;
+  stdio[2].data.fd = 2;
+  stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
+  stdio[3].data.stream = (uv_stream_t *)&w->pipe;
+  uv_process_options_t o;
+  memset(&o, 0, sizeof o);
+  o.file = "/proc/self/exe";
+  o.args = p->argv;
+  o.env = p->envp;
+  o.stdio = stdio;
+  o.stdio_count = 4;
+  o.exit_cb = on_worker_exit;
+  w->handles_open = 3;
+  int rc = uv_spawn(p->loop, &w->proc, &o);
+  if (rc) {
+    coda_log(p->engine->app, CODA_LOG_ERROR, "cannot start a process worker: %s",
+             uv_strerror(rc));
+    w->handles_open = 2; /* the process handle closes itself on failure */
+    uv_close((uv_handle_t *)&w->proc, NULL);
+    uv_close((uv_handle_t *)&w->pipe, NULL);
+    uv_close((uv_handle_t *)&w->timer, NULL);
+    return;
+  }
+  w->alive = 1;
+  uv_read_start((uv_stream_t *)&w->pipe, on_alloc, on_read);
+  dispatch(p);
+}
+
+/* This program's argv, from /proc, so workers start the same way. */
+static char **read_cmdline(void) {
+  FILE *f = fopen("/proc/self/cmdline", "rb");
+  if (!f)
+    return NULL;
+  static char data[8192];
+  size_t n = fread(data, 1, sizeof data - 1, f);
+  fclose(f);
+  data[n] = '\0';
+  int argc = 0;
+  for (size_t i = 0; i < n; i++)
+    argc += data[i] == '\0';
+  char **argv = calloc((size_t)argc + 2, sizeof *argv);
+  if (!argv)
+    return NULL;
+  size_t at = 0;
+  for (int i = 0; i < argc && at < n; i++) {
+    argv[i] = data + at;
+    at += strlen(data + at) + 1;
+  }
+  return argv;
+}
+
+static char **worker_env(void) {
+  int n = 0;
+  while (environ[n])
+    n++;
+  char **env = calloc((size_t)n + 2, sizeof *env);
+  if (!env)
+    return NULL;
+  int k = 0;
+  for (int i = 0; i < n; i++)
+    if (strncmp(environ[i], "CODA_WORKER_FD=", 15) != 0)
+      env[k++] = environ[i];
+  env[k] = "CODA_WORKER_FD=3";
+  return env;
+}
+
+coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int workers) {
+  coda__process_pool *p = calloc(1, sizeof *p);
+  if (!p)
+    return NULL;
+  p->engine = e;
+  p->loop = loop;
+  p->nworkers = workers;
+  p->workers = calloc((size_t)workers, sizeof *p->workers);
+  p->argv = read_cmdline();
+  p->envp = worker_env();
+  coda__queue_init(&p->inbox);
+  coda__queue_init(&p->waiting);
+  if (!p->workers || !p->argv || !p->envp || uv_mutex_init(&p->mu) != 0) {
+    free(p->workers);
+    free(p->argv);
+    free(p->envp);
+    free(p);
+    return NULL;
+  }
+  uv_async_init(loop, &p->async, on_inbox);
+  p->async.data = p;
+  uv_unref((uv_handle_t *)&p->async);
+  p->accepting = 1;
+  for (int i = 0; i < workers; i++) {
+    p->workers[i].pool = p;
+    p->workers[i].index = i;
+    spawn_worker(&p->workers[i]);
+  }
+  return p;
+}
+
+/* Called after the control loop stopped: kill the workers, drop what is
+ * left, and let one more turn of the loop close the handles. */
+void coda__process_pool_stop(coda__process_pool *p) {
+  uv_mutex_lock(&p->mu);
+  p->accepting = 0;
+  while (!coda__queue_empty(&p->inbox)) {
+    coda__queue *q = coda__queue_head(&p->inbox);
+    coda__queue_remove(q);
+    coda__queue_insert_tail(&p->waiting, q);
+  }
+  uv_mutex_unlock(&p->mu);
+  p->stopping = 1;
+  for (int i = 0; i < p->nworkers; i++) {
+    worker *w = &p->workers[i];
+    if (w->alive) {
+      uv_process_kill(&w->proc, SIGKILL);
+      waitpid(w->proc.pid, NULL, 0);
+      if (w->task)
+        finish_current(w, CODA_ECRASHED, "the server stopped while it ran");
+      close_worker(w);
+    }
+    coda__buf_free(&w->in);
+  }
+  while (!coda__queue_empty(&p->waiting)) {
+    coda__queue *q = coda__queue_head(&p->waiting);
+    coda__queue_remove(q);
+    coda_task *t = coda__container_of(q, coda_task, link);
+    coda_tasks *run = t->run;
+    coda__task_drop(t, "shutdown before it ran");
+    if (run)
+      coda__run_advance(run, 1);
+  }
+  uv_close((uv_handle_t *)&p->async, NULL);
+  uv_run(p->loop, UV_RUN_NOWAIT);
+  uv_mutex_destroy(&p->mu);
+  free(p->workers);
+  free(p->argv);
+  free(p->envp);
+  free(p);
+}
+
+int coda_app_worker(coda_app *app) {
+  const char *fd = getenv("CODA_WORKER_FD");
+  if (!fd)
+    return 0;
+  int n = atoi(fd);
+  unsetenv("CODA_WORKER_FD");
+  coda__process_worker_main(app->engine, n);
+  return 0; /* not reached */
+}

@@ -1,0 +1,667 @@
+/*
+ * task.c - task definitions, argument packing, runs, outcomes and counters
+ * (see task.h for the threading rules).
+ *
+ * A task is one allocation: the struct, its argument descriptors and the
+ * copied argument bytes. Its queue slot is taken when it is added and given
+ * back when it ends, however it ends, so an executor's queue can never hold
+ * more than its configured bound, counting tasks that wait for their
+ * response to be written.
+ */
+#include "tasks/task.h"
+
+#include "app/exchange.h"
+#include "app/router.h"
+#include "server/server.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_TASK_ARGS 32
+
+static const char *const executor_names[] = {"default", "loop", "thread", "process"};
+
+const char *coda_executor_name(coda_executor ex) {
+  return ex >= 0 && ex < CODA_EXEC_COUNT_ ? executor_names[ex] : "unknown";
+}
+
+static coda_executor resolve_executor(coda_executor ex) {
+  return ex == CODA_EXEC_DEFAULT ? CODA_EXEC_THREAD : ex;
+}
+
+static void run_free(coda_tasks *run);
+
+/* ---- engine and definitions ----------------------------------------- */
+
+coda__engine *coda__engine_new(coda_app *app) {
+  coda__engine *e = calloc(1, sizeof *e);
+  if (e)
+    e->app = app;
+  return e;
+}
+
+void coda__engine_free(coda__engine *e) {
+  if (!e)
+    return;
+  for (int i = 0; i < e->ndefs; i++) {
+    free(e->defs[i]->name);
+    free(e->defs[i]);
+  }
+  free(e->defs);
+  for (int i = 0; i < e->nroute_lists; i++) {
+    coda_tasks *l = e->route_lists[i];
+    for (int k = 0; k < l->n; k++)
+      coda__task_free_template(l->tasks[k]);
+    run_free(l);
+  }
+  free(e->route_lists);
+  free(e);
+}
+
+int coda__engine_start(coda__engine *e, uv_loop_t *control) {
+  const coda__options *o = &e->app->opt;
+  e->threads = coda__thread_pool_new(e, (int)o->thread_pool_size);
+  if (!e->threads)
+    return CODA_ENOMEM;
+  for (int i = 0; i < e->ndefs; i++) {
+    if (e->defs[i]->executor != CODA_EXEC_PROCESS)
+      continue;
+    int workers = o->process_workers ? (int)o->process_workers
+                                     : (int)uv_available_parallelism();
+    e->procs = coda__process_pool_new(e, control, workers);
+    if (!e->procs)
+      return CODA_EIO;
+    break; /* only apps with PROCESS tasks pay for workers */
+  }
+  return 0;
+}
+
+void coda__engine_stop(coda__engine *e) {
+  if (e->procs)
+    coda__process_pool_stop(e->procs);
+  e->procs = NULL;
+  if (e->threads)
+    coda__thread_pool_stop(e->threads);
+  e->threads = NULL;
+}
+
+coda_task_def *coda__engine_find(coda__engine *e, const char *name) {
+  for (int i = 0; i < e->ndefs; i++)
+    if (strcmp(e->defs[i]->name, name) == 0)
+      return e->defs[i];
+  return NULL;
+}
+
+coda_task_def *coda_app_task(coda_app *app, const char *name, coda_task_fn fn,
+                             coda_executor executor) {
+  coda__engine *e = app->engine;
+  if (!name || !*name || !fn || executor < 0 || executor >= CODA_EXEC_COUNT_ ||
+      coda__engine_find(e, name) || atomic_load(&app->running))
+    return NULL;
+  if (e->ndefs == e->defs_cap) {
+    int cap = e->defs_cap ? e->defs_cap * 2 : 16;
+    coda_task_def **defs = realloc(e->defs, (size_t)cap * sizeof *defs);
+    if (!defs)
+      return NULL;
+    e->defs = defs;
+    e->defs_cap = cap;
+  }
+  coda_task_def *d = calloc(1, sizeof *d);
+  if (!d || !(d->name = strdup(name))) {
+    free(d);
+    return NULL;
+  }
+  d->fn = fn;
+  d->executor = resolve_executor(executor);
+  d->engine = e;
+  e->defs[e->ndefs++] = d;
+  return d;
+}
+
+int coda_task_def_timeout(coda_task_def *def, long timeout_ms) {
+  if (!def || timeout_ms < 0)
+    return CODA_EINVAL;
+  def->timeout_ms = timeout_ms;
+  return 0;
+}
+
+void coda_app_on_task_error(coda_app *app, coda_task_error_hook hook, void *user) {
+  app->engine->hook = hook;
+  app->engine->hook_user = user;
+}
+
+/* ---- creating tasks ---------------------------------------------------- */
+
+/* Takes a slot in the executor's bounded queue. */
+static int reserve(coda__engine *e, coda_executor ex) {
+  const coda__options *o = &e->app->opt;
+  long cap = ex == CODA_EXEC_LOOP     ? o->loop_queue
+             : ex == CODA_EXEC_THREAD ? o->thread_queue
+                                      : o->process_queue;
+  if (atomic_fetch_add_explicit(&e->reserved[ex], 1, memory_order_relaxed) >= cap) {
+    atomic_fetch_sub_explicit(&e->reserved[ex], 1, memory_order_relaxed);
+    coda__stat_add(e, ex, CODA_STAT_REJECTED, 1);
+    return CODA_EFULL;
+  }
+  coda__stat_add(e, ex, CODA_STAT_QUEUED, 1);
+  atomic_fetch_add_explicit(&e->outstanding, 1, memory_order_relaxed);
+  return 0;
+}
+
+static void unreserve(coda_task *t) {
+  coda__engine *e = t->def->engine;
+  atomic_fetch_sub_explicit(&e->reserved[t->executor], 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&t->def->outstanding, 1, memory_order_relaxed);
+  if (atomic_fetch_sub_explicit(&e->outstanding, 1, memory_order_acq_rel) == 1 &&
+      atomic_load(&e->draining) && e->idle_async)
+    uv_async_send(e->idle_async);
+}
+
+/* Measures the arguments: count and bytes to copy. */
+static int measure_args(const char *fmt, va_list ap, int *nargs, size_t *bytes) {
+  va_list aq;
+  va_copy(aq, ap);
+  int n = 0, rc = 0;
+  size_t b = 0;
+  for (const char *f = fmt ? fmt : ""; *f && rc == 0; f++, n++) {
+    if (n == MAX_TASK_ARGS) {
+      rc = CODA_EINVAL;
+      break;
+    }
+    switch (*f) {
+    case 's': {
+      const char *s = va_arg(aq, const char *);
+      b += (s ? strlen(s) : 0) + 1;
+      break;
+    }
+    case 'i':
+      (void)va_arg(aq, int64_t);
+      break;
+    case 'd':
+      (void)va_arg(aq, double);
+      break;
+    case 'b':
+      (void)va_arg(aq, const void *);
+      b += va_arg(aq, size_t) + 1;
+      break;
+    default:
+      rc = CODA_EINVAL;
+    }
+  }
+  va_end(aq);
+  *nargs = n;
+  *bytes = b;
+  return rc;
+}
+
+static void fill_args(coda_task *t, const char *fmt, va_list ap, char *data) {
+  for (int i = 0; i < t->nargs; i++) {
+    coda__arg *a = &t->args[i];
+    a->type = fmt[i];
+    switch (fmt[i]) {
+    case 's': {
+      const char *s = va_arg(ap, const char *);
+      size_t n = s ? strlen(s) : 0;
+      memcpy(data, s ? s : "", n + 1);
+      a->v.p = data;
+      a->len = (uint32_t)n;
+      data += n + 1;
+      break;
+    }
+    case 'i':
+      a->v.i = va_arg(ap, int64_t);
+      break;
+    case 'd':
+      a->v.d = va_arg(ap, double);
+      break;
+    default: { /* 'b' */
+      const void *p = va_arg(ap, const void *);
+      size_t n = va_arg(ap, size_t);
+      if (n)
+        memcpy(data, p, n);
+      data[n] = '\0';
+      a->v.p = data;
+      a->len = (uint32_t)n;
+      data += n + 1;
+    }
+    }
+  }
+}
+
+static coda_task *task_alloc(coda_task_def *def, int nargs, size_t bytes) {
+  size_t size = sizeof(coda_task) + (size_t)nargs * sizeof(coda__arg) + bytes;
+  coda_task *t = malloc(size);
+  if (!t)
+    return NULL;
+  memset(t, 0, sizeof *t);
+  coda__queue_init(&t->link);
+  t->def = def;
+  t->executor = def->executor;
+  t->nargs = nargs;
+  t->args = (coda__arg *)(t + 1);
+  t->wire_len = bytes;
+  t->id = atomic_fetch_add_explicit(&def->engine->next_id, 1, memory_order_relaxed) + 1;
+  return t;
+}
+
+int coda__task_new(coda__engine *e, coda_task_def *def, unsigned flags,
+                   const char *fmt, va_list ap, coda_task **out) {
+  int nargs;
+  size_t bytes;
+  if (!def || def->engine != e)
+    return CODA_EINVAL;
+  int rc = measure_args(fmt, ap, &nargs, &bytes);
+  if (rc)
+    return rc;
+  if ((rc = reserve(e, def->executor)) != 0)
+    return rc;
+  coda_task *t = task_alloc(def, nargs, bytes);
+  if (!t) {
+    coda__stat_add(e, def->executor, CODA_STAT_QUEUED, -1);
+    atomic_fetch_sub(&e->reserved[def->executor], 1);
+    atomic_fetch_sub(&e->outstanding, 1);
+    return CODA_ENOMEM;
+  }
+  atomic_fetch_add_explicit(&def->outstanding, 1, memory_order_relaxed);
+  t->flags = flags;
+  fill_args(t, fmt, ap, (char *)(t->args + nargs));
+  *out = t;
+  return 0;
+}
+
+int coda__task_clone(const coda_task *src, coda_task **out) {
+  coda__engine *e = src->def->engine;
+  int rc = reserve(e, src->executor);
+  if (rc)
+    return rc;
+  coda_task *t = task_alloc(src->def, src->nargs, src->wire_len);
+  if (!t) {
+    coda__stat_add(e, src->executor, CODA_STAT_QUEUED, -1);
+    atomic_fetch_sub(&e->reserved[src->executor], 1);
+    atomic_fetch_sub(&e->outstanding, 1);
+    return CODA_ENOMEM;
+  }
+  atomic_fetch_add_explicit(&src->def->outstanding, 1, memory_order_relaxed);
+  t->flags = src->flags;
+  char *data = (char *)(t->args + t->nargs);
+  for (int i = 0; i < t->nargs; i++) {
+    t->args[i] = src->args[i];
+    if (src->args[i].type == 's' || src->args[i].type == 'b') {
+      memcpy(data, src->args[i].v.p, src->args[i].len + 1);
+      t->args[i].v.p = data;
+      data += src->args[i].len + 1;
+    }
+  }
+  *out = t;
+  return 0;
+}
+
+static void task_free(coda_task *t) {
+  free(t->error);
+  free(t);
+}
+
+int coda__task_template(coda_task_def *def, unsigned flags, const char *fmt, va_list ap,
+                        coda_task **out) {
+  int nargs;
+  size_t bytes;
+  int rc = measure_args(fmt, ap, &nargs, &bytes);
+  if (rc)
+    return rc;
+  coda_task *t = task_alloc(def, nargs, bytes);
+  if (!t)
+    return CODA_ENOMEM;
+  t->flags = flags;
+  fill_args(t, fmt, ap, (char *)(t->args + nargs));
+  *out = t;
+  return 0;
+}
+
+void coda__task_free_template(coda_task *t) { task_free(t); }
+
+void coda__task_drop(coda_task *t, const char *why) {
+  coda__engine *e = t->def->engine;
+  coda__stat_add(e, t->executor, CODA_STAT_QUEUED, -1);
+  coda__stat_add(e, t->executor, CODA_STAT_DROPPED, 1);
+  CODA__LOG(e->app, CODA_LOG_WARN, "task %s (id %llu, %s, request %llu) dropped: %s",
+            t->def->name, (unsigned long long)t->id, coda_executor_name(t->executor),
+            (unsigned long long)t->request_id, why);
+  unreserve(t);
+  task_free(t);
+}
+
+/* ---- running and finishing ------------------------------------------- */
+
+void coda__task_begin(coda_task *t) {
+  coda__engine *e = t->def->engine;
+  coda__stat_add(e, t->executor, CODA_STAT_QUEUED, -1);
+  coda__stat_add(e, t->executor, CODA_STAT_RUNNING, 1);
+  t->started_ns = uv_hrtime();
+  if (t->def->timeout_ms > 0)
+    t->deadline_ns = t->started_ns + (uint64_t)t->def->timeout_ms * 1000000u;
+}
+
+static void log_failure(coda_task *t, const char *what, const char *message) {
+  coda__engine *e = t->def->engine;
+  uint64_t ms = (uv_hrtime() - t->started_ns) / 1000000u;
+  CODA__LOG(e->app, CODA_LOG_ERROR,
+            "task %s (id %llu, %s executor, request %llu, attempt 1) %s after %llu ms: %s",
+            t->def->name, (unsigned long long)t->id, coda_executor_name(t->executor),
+            (unsigned long long)t->request_id, what, (unsigned long long)ms,
+            message ? message : "no message");
+  if (e->hook)
+    e->hook(t, message ? message : what, e->hook_user);
+}
+
+void coda__task_report(coda_task *t, coda_task_stat_kind kind, const char *message) {
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&t->reported, &expected, 1))
+    return;
+  coda__stat_add(t->def->engine, t->executor, kind, 1);
+  if (kind == CODA_STAT_TIMED_OUT)
+    atomic_store(&t->cancelled, 1);
+  log_failure(t, kind == CODA_STAT_TIMED_OUT ? "timed out" : "crashed", message);
+}
+
+
+void coda__task_finish(coda_task *t, int rc, const char *message) {
+  coda__engine *e = t->def->engine;
+  coda__stat_add(e, t->executor, CODA_STAT_RUNNING, -1);
+  int failed = rc < 0 || atomic_load(&t->reported);
+  if (failed) {
+    coda__stat_add(e, t->executor, CODA_STAT_FAILED, 1);
+    if (!atomic_load(&t->reported))
+      log_failure(t, "failed", message ? message : t->error ? t->error : coda_strerror(rc));
+  } else {
+    coda__stat_add(e, t->executor, CODA_STAT_SUCCEEDED, 1);
+  }
+  coda_tasks *run = t->run;
+  unreserve(t);
+  if (!t->orphaned)
+    task_free(t);
+  if (run)
+    coda__run_advance(run, failed);
+}
+
+/* ---- dispatching to executors --------------------------------------- */
+
+static void submit(coda_task *t) {
+  coda__engine *e = t->def->engine;
+  int rc = CODA_ESTATE;
+  switch (t->executor) {
+  case CODA_EXEC_LOOP:
+    rc = coda__loop_submit(t->loop, t);
+    break;
+  case CODA_EXEC_PROCESS:
+    if (e->procs)
+      rc = coda__process_pool_submit(e->procs, t);
+    break;
+  default:
+    if (e->threads)
+      rc = coda__thread_pool_submit(e->threads, t);
+  }
+  if (rc == 0)
+    return;
+  /* The executor is not running (shutdown): the task cannot run; say so. */
+  coda_tasks *run = t->run;
+  coda__task_drop(t, "its executor is not running");
+  if (run)
+    coda__run_advance(run, 1);
+}
+
+/* ---- runs ---------------------------------------------------------------- */
+
+coda_tasks *coda_tasks_new(coda_app *app) {
+  coda_tasks *run = calloc(1, sizeof *run);
+  if (!run)
+    return NULL;
+  run->app = app;
+  run->tasks = run->inline_tasks;
+  run->cap = (int)(sizeof run->inline_tasks / sizeof run->inline_tasks[0]);
+  return run;
+}
+
+static void run_free(coda_tasks *run) {
+  if (run->tasks != run->inline_tasks)
+    free(run->tasks);
+  free(run);
+}
+
+void coda_tasks_free(coda_tasks *run) {
+  if (!run)
+    return;
+  for (int i = run->next; i < run->n; i++)
+    coda__task_drop(run->tasks[i], "task list freed");
+  run_free(run);
+}
+
+int coda__run_append(coda_tasks *run, coda_task *t) {
+  if (run->n == run->cap) {
+    int cap = run->cap * 2;
+    coda_task **tasks = malloc((size_t)cap * sizeof *tasks);
+    if (!tasks)
+      return CODA_ENOMEM;
+    memcpy(tasks, run->tasks, (size_t)run->n * sizeof *tasks);
+    if (run->tasks != run->inline_tasks)
+      free(run->tasks);
+    run->tasks = tasks;
+    run->cap = cap;
+  }
+  run->tasks[run->n++] = t;
+  return 0;
+}
+
+static int add_to_run(coda_tasks *run, coda_task_def *def, unsigned flags,
+                      const char *fmt, va_list ap) {
+  coda_task *t;
+  int rc = coda__task_new(run->app->engine, def, flags, fmt, ap, &t);
+  if (rc)
+    return rc;
+  if ((rc = coda__run_append(run, t)) != 0)
+    coda__task_drop(t, "out of memory");
+  return rc;
+}
+
+int coda_tasks_add(coda_tasks *list, coda_task_def *def, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = add_to_run(list, def, 0, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+int coda_tasks_add_flags(coda_tasks *list, coda_task_def *def, unsigned flags,
+                         const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = add_to_run(list, def, flags, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+int coda_tasks_set_flags(coda_tasks *list, unsigned flags) {
+  if (flags & ~(CODA_TASKS_PARALLEL | CODA_TASKS_STOP_ON_FAILURE))
+    return CODA_EINVAL;
+  list->flags = flags;
+  return 0;
+}
+
+void coda__run_drop_failed(coda_tasks *run) {
+  int kept = 0;
+  for (int i = 0; i < run->n; i++) {
+    coda_task *t = run->tasks[i];
+    if (t->flags & CODA_TASK_ALWAYS)
+      run->tasks[kept++] = t;
+    else
+      coda__task_drop(t, "the handler failed");
+  }
+  run->n = kept;
+}
+
+/* The next task of a sequential run, or the end of the run. */
+static void run_next(coda_tasks *run) {
+  while (run->next < run->n) {
+    coda_task *t = run->tasks[run->next++];
+    if ((run->flags & CODA_TASKS_STOP_ON_FAILURE) && run->failed) {
+      coda__task_drop(t, "an earlier task of its list failed");
+      continue;
+    }
+    submit(t);
+    return;
+  }
+  run_free(run);
+}
+
+void coda__run_advance(coda_tasks *run, int failed) {
+  if (run->flags & CODA_TASKS_PARALLEL) {
+    if (atomic_fetch_sub(&run->remaining, 1) == 1)
+      run_free(run);
+    return;
+  }
+  if (failed)
+    run->failed = 1;
+  run_next(run);
+}
+
+void coda__run_start(coda_tasks *run, int delivered) {
+  run->delivered = delivered;
+  for (int i = 0; i < run->n; i++) {
+    run->tasks[i]->run = run;
+    run->tasks[i]->loop = run->loop;
+    run->tasks[i]->request_id = run->request_id;
+  }
+  if (run->n == 0) {
+    run_free(run);
+    return;
+  }
+  if (run->flags & CODA_TASKS_PARALLEL) {
+    atomic_store(&run->remaining, run->n);
+    int n = run->n;
+    run->next = n;
+    for (int i = 0; i < n; i++)
+      submit(run->tasks[i]); /* the run may be freed after the last */
+    return;
+  }
+  run_next(run);
+}
+
+/* ---- the task's own view --------------------------------------------- */
+
+static const coda__arg *arg(const coda_task *t, int i, char type) {
+  return i >= 0 && i < t->nargs && t->args[i].type == type ? &t->args[i] : NULL;
+}
+
+int coda_task_nargs(const coda_task *t) { return t->nargs; }
+
+const char *coda_task_str(const coda_task *t, int i) {
+  const coda__arg *a = arg(t, i, 's');
+  return a ? a->v.p : NULL;
+}
+
+int64_t coda_task_int(const coda_task *t, int i) {
+  const coda__arg *a = arg(t, i, 'i');
+  return a ? a->v.i : 0;
+}
+
+double coda_task_double(const coda_task *t, int i) {
+  const coda__arg *a = arg(t, i, 'd');
+  return a ? a->v.d : 0.0;
+}
+
+const void *coda_task_bytes(const coda_task *t, int i, size_t *len) {
+  const coda__arg *a = arg(t, i, 'b');
+  if (len)
+    *len = a ? a->len : 0;
+  return a ? a->v.p : NULL;
+}
+
+int coda_task_fail(coda_task *t, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  free(t->error);
+  t->error = strdup(msg);
+  return CODA_EHANDLER;
+}
+
+int coda_task_cancelled(const coda_task *t) {
+  return atomic_load_explicit(&((coda_task *)t)->cancelled, memory_order_relaxed);
+}
+int coda_task_delivered(const coda_task *t) { return t->run ? t->run->delivered : 0; }
+const char *coda_task_name(const coda_task *t) { return t->def->name; }
+coda_executor coda_task_executor(const coda_task *t) { return t->executor; }
+uint64_t coda_task_id(const coda_task *t) { return t->id; }
+uint64_t coda_task_request_id(const coda_task *t) { return t->request_id; }
+coda_app *coda_task_app(const coda_task *t) { return t->def->engine->app; }
+
+static void close_timer(uv_handle_t *h) { free(h); }
+
+void coda_task_done(coda_task *t, int rc, const char *message) {
+  if (t->timer) {
+    uv_timer_stop(t->timer);
+    uv_close((uv_handle_t *)t->timer, close_timer);
+    t->timer = NULL;
+  }
+  if (t->orphaned) { /* its timeout already finished it */
+    task_free(t);
+    return;
+  }
+  t->pending = 0;
+  coda__task_finish(t, rc > 0 ? 0 : rc, message);
+}
+
+/* ---- counters ---------------------------------------------------------- */
+
+long coda_task_stat(const coda_app *app, coda_executor ex, coda_task_stat_kind kind) {
+  if (ex < CODA_EXEC_LOOP || ex >= CODA_EXEC_COUNT_ || kind < 0 || kind >= CODA_STAT_COUNT_)
+    return -1;
+  return atomic_load_explicit(&app->engine->stats[ex][kind], memory_order_relaxed);
+}
+
+size_t coda_stats_json(const coda_app *app, char *buf, size_t cap) {
+  static const char *const names[CODA_STAT_COUNT_] = {
+      "queued", "running", "succeeded", "failed", "timed_out", "crashed", "rejected", "dropped"};
+  char tmp[2048];
+  size_t n = (size_t)snprintf(tmp, sizeof tmp, "{\"requests\":%llu,\"tasks\":{",
+                              (unsigned long long)coda__app_requests(app));
+  for (int ex = CODA_EXEC_LOOP; ex < CODA_EXEC_COUNT_; ex++) {
+    n += (size_t)snprintf(tmp + n, sizeof tmp - n, "%s\"%s\":{", ex > CODA_EXEC_LOOP ? "," : "",
+                          coda_executor_name((coda_executor)ex));
+    for (int k = 0; k < CODA_STAT_COUNT_; k++)
+      n += (size_t)snprintf(tmp + n, sizeof tmp - n, "%s\"%s\":%ld", k ? "," : "", names[k],
+                            coda_task_stat(app, (coda_executor)ex, (coda_task_stat_kind)k));
+    n += (size_t)snprintf(tmp + n, sizeof tmp - n, "}");
+  }
+  n += (size_t)snprintf(tmp + n, sizeof tmp - n, "}}");
+  if (cap) {
+    size_t c = n < cap ? n : cap - 1;
+    memcpy(buf, tmp, c);
+    buf[c] = '\0';
+  }
+  return n;
+}
+
+/* ---- shutdown report ---------------------------------------------------- */
+
+long coda__engine_report_unfinished(coda__engine *e) {
+  long total = 0;
+  char list[1024];
+  size_t n = 0;
+  list[0] = '\0';
+  for (int i = 0; i < e->ndefs; i++) {
+    long left = atomic_load(&e->defs[i]->outstanding);
+    if (left <= 0)
+      continue;
+    total += left;
+    if (n < sizeof list)
+      n += (size_t)snprintf(list + n, sizeof list - n, "%s%s x%ld", n ? ", " : "",
+                            e->defs[i]->name, left);
+  }
+  if (total)
+    coda_log(e->app, CODA_LOG_WARN, "shutdown: %ld tasks did not finish: %s", total, list);
+  return total;
+}

@@ -1,0 +1,172 @@
+/*
+ * task.h - the background-task engine: definitions, tasks, ordered lists
+ * ("runs"), counters and the executors' common entry points.
+ *
+ * Threads: a task is created on its request's loop thread, started on that
+ * thread once the response is written, then handed to its executor (loop,
+ * thread pool, process pool), whose thread finishes it. A run (the tasks of
+ * one response) is touched by one thread at a time when sequential: each
+ * hand-off goes through an executor queue whose mutex orders the accesses.
+ * Parallel runs count down an atomic. Counters are relaxed atomics.
+ */
+#ifndef CODA_TASKS_TASK_H
+#define CODA_TASKS_TASK_H
+
+#include "app/app.h"
+#include "common/queue.h"
+
+#include <stdatomic.h>
+#include <uv.h>
+
+typedef struct coda__loop coda__loop;
+struct coda__route;
+typedef struct coda__thread_pool coda__thread_pool;
+typedef struct coda__process_pool coda__process_pool;
+
+struct coda_task_def {
+  char *name;
+  coda_task_fn fn;
+  coda_executor executor;
+  long timeout_ms;
+  atomic_long outstanding; /* added and not finished, for the shutdown report */
+  coda__engine *engine;
+};
+
+typedef struct coda__arg {
+  char type; /* 's', 'i', 'd', 'b' */
+  uint32_t len;
+  union {
+    int64_t i;
+    double d;
+    const char *p;
+  } v;
+} coda__arg;
+
+struct coda_task {
+  coda__queue link; /* in an executor queue */
+  struct coda_tasks *run;
+  coda_task_def *def;
+  coda_executor executor;
+  unsigned flags;
+  uint64_t id;
+  uint64_t request_id;
+  uint64_t started_ns;
+  uint64_t deadline_ns; /* 0: none */
+  atomic_int cancelled;
+  atomic_int reported; /* a timeout or crash was already reported */
+  int pending;         /* a LOOP task waiting for coda_task_done */
+  int orphaned;        /* finished by its timeout; freed at coda_task_done */
+  char *error;
+  coda__loop *loop;
+  uv_timer_t *timer; /* LOOP task timeout */
+  int nargs;
+  coda__arg *args;
+  size_t wire_len; /* PROCESS: bytes of the serialised arguments */
+};
+
+struct coda_tasks {
+  coda_app *app;
+  coda_task **tasks;
+  int n;
+  int cap;
+  unsigned flags;
+  int next;
+  atomic_int remaining;
+  int failed;
+  int delivered;
+  coda__loop *loop;
+  uint64_t request_id;
+  coda_task *inline_tasks[4];
+};
+
+struct coda__engine {
+  coda_app *app;
+  coda_task_def **defs;
+  int ndefs;
+  int defs_cap;
+  atomic_long stats[CODA_EXEC_COUNT_][CODA_STAT_COUNT_];
+  atomic_long reserved[CODA_EXEC_COUNT_];
+  atomic_ullong next_id;
+  atomic_long outstanding;
+  coda_task_error_hook hook;
+  void *hook_user;
+  coda__thread_pool *threads;
+  coda__process_pool *procs;
+  uv_async_t *idle_async; /* while draining: poked when outstanding hits 0 */
+  coda_tasks **route_lists; /* templates of route-level tasks, owned here */
+  int nroute_lists;
+  atomic_int draining;
+};
+
+coda__engine *coda__engine_new(coda_app *app);
+void coda__engine_free(coda__engine *e);
+
+/* Starts the thread and process pools (before the loops). */
+int coda__engine_start(coda__engine *e, uv_loop_t *control);
+/* Stops the pools; tasks still queued are dropped and counted. */
+void coda__engine_stop(coda__engine *e);
+/* Logs, by name, the tasks added and not finished. Returns how many. */
+long coda__engine_report_unfinished(coda__engine *e);
+
+coda_task_def *coda__engine_find(coda__engine *e, const char *name);
+
+/* Builds a task with copied arguments and takes a queue slot. */
+int coda__task_new(coda__engine *e, coda_task_def *def, unsigned flags,
+                   const char *fmt, va_list ap, coda_task **out);
+/* Copies a task (its arguments included), taking a new queue slot. */
+int coda__task_clone(const coda_task *src, coda_task **out);
+
+/* Drops a task that will not run: counted, slot released, freed. */
+void coda__task_drop(coda_task *t, const char *why);
+
+/* An executor says the task is starting on the current thread. */
+void coda__task_begin(coda_task *t);
+/* An executor says the task is over (rc 0 or negative, message may be
+ * NULL); advances its run. Any thread. */
+void coda__task_finish(coda_task *t, int rc, const char *message);
+/* Reports a timeout or crash as soon as it is seen (once per task). */
+void coda__task_report(coda_task *t, coda_task_stat_kind kind, const char *message);
+
+/* A response's run: appends, starts once written. */
+int coda__run_append(coda_tasks *run, coda_task *t);
+void coda__run_start(coda_tasks *run, int delivered);
+/* The handler failed: keep only ALWAYS tasks. */
+void coda__run_drop_failed(coda_tasks *run);
+/* The current task of a run ended (failed or not): start the next one. */
+void coda__run_advance(coda_tasks *run, int failed);
+
+/* Executors. */
+int coda__loop_executor_init(coda__loop *loop);
+void coda__loop_executor_close(coda__loop *loop);
+int coda__loop_submit(coda__loop *loop, coda_task *t);
+
+coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int workers);
+int coda__process_pool_submit(coda__process_pool *p, coda_task *t);
+void coda__process_pool_stop(coda__process_pool *p);
+/* In a worker process: serve tasks from fd until it closes. Never returns. */
+void coda__process_worker_main(coda__engine *e, int fd);
+
+/* A task that never runs, only cloned (route-level tasks). */
+int coda__task_template(coda_task_def *def, unsigned flags, const char *fmt, va_list ap,
+                        coda_task **out);
+void coda__task_free_template(coda_task *t);
+
+/* Response side (attach.c): hands the response's run to the written
+ * event, or starts it at once when the response cannot be written. */
+void coda__res_tasks_commit(coda_res *res);
+/* Adds the matched route's declared tasks to the response. */
+int coda__res_add_route_tasks(coda_res *res, const struct coda__route *route);
+
+coda__thread_pool *coda__thread_pool_new(coda__engine *e, int nthreads);
+/* 0, or CODA_ESTATE once stopped (the caller drops the task). */
+int coda__thread_pool_submit(coda__thread_pool *p, coda_task *t);
+void coda__thread_pool_watch(coda__thread_pool *p, uint64_t now_ns);
+/* Joins the threads when `wait`; otherwise detaches the busy ones. */
+void coda__thread_pool_stop(coda__thread_pool *p);
+
+static inline void coda__stat_add(coda__engine *e, coda_executor ex, coda_task_stat_kind k,
+                                  long v) {
+  atomic_fetch_add_explicit(&e->stats[ex][k], v, memory_order_relaxed);
+}
+
+#endif /* CODA_TASKS_TASK_H */

@@ -1,0 +1,150 @@
+/*
+ * thread_pool.c - the THREAD executor: a fixed set of coda's own threads
+ * (not libuv's shared pool, which file system calls also use) taking tasks
+ * from one FIFO queue.
+ *
+ * Lock rule: `mu` protects `queue`, `stop` and `running[]`. A worker holds
+ * it to take a task and to mark its slot, never while the task runs or
+ * while finishing it (finishing may submit the next task of the same list
+ * back to this pool). The watchdog (control loop thread) holds it to look
+ * at running tasks' deadlines.
+ */
+#include "tasks/task.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+typedef struct worker_slot {
+  coda__thread_pool *pool;
+  int index;
+} worker_slot;
+
+struct coda__thread_pool {
+  coda__engine *engine;
+  uv_mutex_t mu;
+  uv_cond_t cond;
+  coda__queue queue;
+  int stop;
+  int nthreads;
+  uv_thread_t *threads;
+  worker_slot *slots;
+  coda_task **running;
+};
+
+static void worker_main(void *arg) {
+  worker_slot *slot = arg;
+  coda__thread_pool *p = slot->pool;
+  uv_mutex_lock(&p->mu);
+  for (;;) {
+    while (coda__queue_empty(&p->queue) && !p->stop)
+      uv_cond_wait(&p->cond, &p->mu);
+    if (p->stop)
+      break;
+    coda__queue *q = coda__queue_head(&p->queue);
+    coda__queue_remove(q);
+    coda_task *t = coda__container_of(q, coda_task, link);
+    p->running[slot->index] = t;
+    coda__task_begin(t); /* under mu: the watchdog reads the deadline */
+    uv_mutex_unlock(&p->mu);
+    int rc = t->def->fn(t);
+    uv_mutex_lock(&p->mu);
+    p->running[slot->index] = NULL;
+    uv_mutex_unlock(&p->mu);
+    coda__task_finish(t, rc > 0 ? 0 : rc, NULL);
+    uv_mutex_lock(&p->mu);
+  }
+  uv_mutex_unlock(&p->mu);
+}
+
+coda__thread_pool *coda__thread_pool_new(coda__engine *e, int nthreads) {
+  coda__thread_pool *p = calloc(1, sizeof *p);
+  if (!p)
+    return NULL;
+  p->engine = e;
+  p->threads = calloc((size_t)nthreads, sizeof *p->threads);
+  p->slots = calloc((size_t)nthreads, sizeof *p->slots);
+  p->running = calloc((size_t)nthreads, sizeof *p->running);
+  coda__queue_init(&p->queue);
+  if (!p->threads || !p->slots || !p->running || uv_mutex_init(&p->mu) != 0) {
+    free(p->threads);
+    free(p->slots);
+    free(p->running);
+    free(p);
+    return NULL;
+  }
+  uv_cond_init(&p->cond);
+  for (int i = 0; i < nthreads; i++) {
+    p->slots[i] = (worker_slot){p, i};
+    if (uv_thread_create(&p->threads[i], worker_main, &p->slots[i]) != 0)
+      break;
+    p->nthreads++;
+  }
+  if (p->nthreads == 0) {
+    coda__thread_pool_stop(p);
+    return NULL;
+  }
+  return p;
+}
+
+int coda__thread_pool_submit(coda__thread_pool *p, coda_task *t) {
+  uv_mutex_lock(&p->mu);
+  int stopped = p->stop;
+  if (!stopped) {
+    coda__queue_insert_tail(&p->queue, &t->link);
+    uv_cond_signal(&p->cond);
+  }
+  uv_mutex_unlock(&p->mu);
+  return stopped ? CODA_ESTATE : 0;
+}
+
+void coda__thread_pool_watch(coda__thread_pool *p, uint64_t now_ns) {
+  uv_mutex_lock(&p->mu);
+  for (int i = 0; i < p->nthreads; i++) {
+    coda_task *t = p->running[i];
+    if (t && t->deadline_ns && now_ns > t->deadline_ns)
+      coda__task_report(t, CODA_STAT_TIMED_OUT,
+                        "past its timeout; cancellation requested, the thread goes on");
+  }
+  uv_mutex_unlock(&p->mu);
+}
+
+void coda__thread_pool_stop(coda__thread_pool *p) {
+  uv_mutex_lock(&p->mu);
+  p->stop = 1;
+  uv_cond_broadcast(&p->cond);
+  int busy = 0;
+  for (int i = 0; i < p->nthreads; i++)
+    if (p->running[i]) {
+      atomic_store(&p->running[i]->cancelled, 1);
+      busy = 1;
+    }
+  uv_mutex_unlock(&p->mu);
+  if (busy) {
+    /* A thread stuck in a blocking call cannot be stopped; it is left to
+     * finish on its own and the pool is not freed under it. */
+    for (int i = 0; i < p->nthreads; i++)
+      pthread_detach(p->threads[i]);
+    coda_log(p->engine->app, CODA_LOG_WARN,
+             "shutdown: thread tasks still running were left to finish");
+  } else {
+    for (int i = 0; i < p->nthreads; i++)
+      uv_thread_join(&p->threads[i]);
+  }
+  while (!coda__queue_empty(&p->queue)) {
+    coda__queue *q = coda__queue_head(&p->queue);
+    coda__queue_remove(q);
+    coda_task *t = coda__container_of(q, coda_task, link);
+    coda_tasks *run = t->run;
+    coda__task_drop(t, "shutdown before it ran");
+    if (run)
+      coda__run_advance(run, 1); /* the rest of its list follows it */
+  }
+  if (busy)
+    return;
+  uv_cond_destroy(&p->cond);
+  uv_mutex_destroy(&p->mu);
+  free(p->threads);
+  free(p->slots);
+  free(p->running);
+  free(p);
+}
