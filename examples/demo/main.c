@@ -3,36 +3,195 @@
  *
  *   coda-demo [--listen HOST:PORT] [--threads N] [--quiet]
  *
- * Routes are listed by GET /. Handlers here run on the event loop threads
- * and never block.
+ * Routes are listed by GET /. Handlers run on the event loop threads and
+ * never block; the slow work is in background tasks that start once the
+ * response has been written.
  */
 #include <coda.h>
 
+#include <jansson.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <time.h>
+
+static coda_app *app;
+static atomic_long trivial_runs;
+static coda_task_def *trivial_def, *email_def, *cpu_def, *profile_def, *notify_def,
+    *upload_def;
 
 static const char plain_body[] = "{\"status\":\"ok\"}";
+static const char queued_body[] = "{\"status\":\"queued\"}";
 
 static const char index_body[] =
     "{\"name\":\"coda-demo\",\"routes\":["
     "{\"method\":\"GET\",\"path\":\"/\",\"does\":\"this list\"},"
     "{\"method\":\"GET\",\"path\":\"/plain\",\"does\":\"{\\\"status\\\":\\\"ok\\\"}, no task\"},"
-    "{\"method\":\"POST\",\"path\":\"/echo\",\"does\":\"the request body back, verbatim\"}"
+    "{\"method\":\"GET\",\"path\":\"/trivial\",\"does\":\"one trivial thread task\"},"
+    "{\"method\":\"GET\",\"path\":\"/thread/\",\"does\":\"2 s blocking email on the thread executor\"},"
+    "{\"method\":\"GET\",\"path\":\"/process/\",\"does\":\"cpu_heavy_task on a worker process\"},"
+    "{\"method\":\"POST\",\"path\":\"/register\",\"does\":\"201, then email, profile, admin note in order\"},"
+    "{\"method\":\"POST\",\"path\":\"/upload\",\"does\":\"202, saves the body, processes it in a task\"},"
+    "{\"method\":\"POST\",\"path\":\"/echo\",\"does\":\"the request body back, verbatim\"},"
+    "{\"method\":\"GET\",\"path\":\"/stats\",\"does\":\"request and task counters\"}"
     "]}";
 
-static int get_index(coda_req *req, coda_res *res, void *user) {
-  (void)req;
-  (void)user;
+/* ---- tasks (they run after the response is sent) ---------------------- */
+
+static int trivial_task(coda_task *t) {
+  (void)t;
+  atomic_fetch_add_explicit(&trivial_runs, 1, memory_order_relaxed);
+  return 0;
+}
+
+/* The Flama seed's blocking_io_task: a 2 s "email" on a thread. */
+static int blocking_io_task(coda_task *t) {
+  const char *email = coda_task_str(t, 0);
+  coda_log(app, CODA_LOG_INFO, "[Thread] \u23f3 Starting email to %s...", email);
+  int64_t ms = coda_task_int(t, 1);
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL); /* stands for the SMTP round trips */
+  coda_log(app, CODA_LOG_INFO, "[Thread] \u2705 Email sent to %s!", email);
+  return 0;
+}
+
+/* The Flama seed's cpu_heavy_task, on a worker process. */
+static int cpu_heavy_task(coda_task *t) {
+  int64_t id = coda_task_int(t, 0);
+  coda_log(NULL, CODA_LOG_INFO, "[Process] \u2699\ufe0f  Processing data %lld on PID %d...",
+           (long long)id, (int)getpid());
+  unsigned long long sum = 0;
+  for (unsigned long long i = 0; i < 10000000ull; i++)
+    sum += i * i;
+  coda_log(NULL, CODA_LOG_INFO, "[Process] \u2705 Data %lld processed! (sum %llu)",
+           (long long)id, sum);
+  return 0;
+}
+
+static int create_profile_task(coda_task *t) {
+  coda_log(app, CODA_LOG_INFO, "[Thread] profile created for %s", coda_task_str(t, 0));
+  return 0;
+}
+
+/* Runs on the event loop: quick, non-blocking. */
+static int notify_admin_task(coda_task *t) {
+  coda_log(app, CODA_LOG_INFO, "[Loop] admin notified: new user %s", coda_task_str(t, 0));
+  return 0;
+}
+
+/* Processes an uploaded file, then removes it. */
+static int process_upload_task(coda_task *t) {
+  const char *path = coda_task_str(t, 0);
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return coda_task_fail(t, "cannot open %s", path);
+  long bytes = 0, lines = 0;
+  int c;
+  while ((c = fgetc(f)) != EOF) {
+    bytes++;
+    lines += c == '\n';
+  }
+  fclose(f);
+  unlink(path);
+  coda_log(app, CODA_LOG_INFO, "[Thread] upload %s processed: %ld bytes, %ld lines", path,
+           bytes, lines);
+  return 0;
+}
+
+/* ---- handlers ------------------------------------------------------------ */
+
+static int static_json(coda_res *res, int status, const char *body, size_t len) {
+  coda_res_status(res, status);
   coda_res_header(res, "Content-Type", "application/json");
-  return coda_res_body_static(res, index_body, sizeof index_body - 1);
+  return coda_res_body_static(res, body, len);
+}
+
+static int get_index(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  return static_json(res, 200, index_body, sizeof index_body - 1);
 }
 
 static int get_plain(coda_req *req, coda_res *res, void *user) {
-  (void)req;
+  (void)req, (void)user;
+  return static_json(res, 200, plain_body, sizeof plain_body - 1);
+}
+
+static int get_trivial(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  int rc = coda_res_add_task(res, trivial_def, "");
+  return rc ? rc : static_json(res, 200, queued_body, sizeof queued_body - 1);
+}
+
+static int get_thread(coda_req *req, coda_res *res, void *user) {
   (void)user;
-  coda_res_header(res, "Content-Type", "application/json");
-  return coda_res_body_static(res, plain_body, sizeof plain_body - 1);
+  const char *to = coda_req_query(req, "email");
+  int rc = coda_res_add_task(res, email_def, "si", to ? to : "user@example.com", (int64_t)2000);
+  return rc ? rc
+            : coda_res_json_text(res, 200,
+                                 "{\"message\":\"Email task started in a thread\"}");
+}
+
+static int get_process(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  int rc = coda_res_add_task(res, cpu_def, "i", (int64_t)101);
+  return rc ? rc
+            : coda_res_json_text(res, 200,
+                                 "{\"message\":\"CPU task started in a separate process\"}");
+}
+
+/* POST /register {"email": "..."}: 201 now; email, profile and admin note
+ * after, in that order, across the thread and loop executors. */
+static int post_register(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  size_t len;
+  const char *body = coda_req_body(req, &len);
+  json_t *in = json_loadb(body, len, 0, NULL);
+  const char *email = in ? json_string_value(json_object_get(in, "email")) : NULL;
+  if (!email) {
+    json_decref(in);
+    return coda_res_json_text(res, 422, "{\"error\":\"body must be {\\\"email\\\": ...}\"}");
+  }
+  int rc = coda_res_add_task(res, email_def, "si", email, (int64_t)300);
+  if (rc == 0)
+    rc = coda_res_add_task(res, profile_def, "s", email);
+  if (rc == 0)
+    rc = coda_res_add_task(res, notify_def, "s", email);
+  json_t *out = json_pack("{s:s, s:s}", "registered", email, "message",
+                          "Registration successful");
+  json_decref(in);
+  if (rc == 0)
+    rc = coda_res_json(res, 201, out);
+  json_decref(out);
+  return rc;
+}
+
+/* POST /upload: the body is saved to a temp file now (small writes; a real
+ * service would stream it), 202 Accepted, and processed in a task. */
+static int post_upload(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  size_t len;
+  const char *body = coda_req_body(req, &len);
+  char path[] = "/tmp/coda-upload-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0)
+    return CODA_EIO;
+  ssize_t w = write(fd, body, len);
+  close(fd);
+  if (w != (ssize_t)len) {
+    unlink(path);
+    return CODA_EIO;
+  }
+  int rc = coda_res_add_task(res, upload_def, "s", path);
+  if (rc) {
+    unlink(path);
+    return rc;
+  }
+  json_t *out = json_pack("{s:s, s:I}", "file", path, "bytes", (json_int_t)len);
+  rc = coda_res_json(res, 202, out);
+  json_decref(out);
+  return rc;
 }
 
 static int post_echo(coda_req *req, coda_res *res, void *user) {
@@ -44,6 +203,16 @@ static int post_echo(coda_req *req, coda_res *res, void *user) {
   return coda_res_body(res, body, len);
 }
 
+static int get_stats(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  char buf[2048];
+  size_t n = coda_stats_json(app, buf, sizeof buf);
+  coda_res_header(res, "Content-Type", "application/json");
+  return coda_res_body(res, buf, n < sizeof buf ? n : sizeof buf - 1);
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
 static void usage(const char *argv0) {
   fprintf(stderr,
           "usage: %s [--listen HOST:PORT] [--threads N] [--quiet]\n"
@@ -51,6 +220,37 @@ static void usage(const char *argv0) {
           "  --threads  event loops, one per thread (default: one per core)\n"
           "  --quiet    no access log\n",
           argv0);
+}
+
+static int register_tasks(void) {
+  trivial_def = coda_app_task(app, "trivial", trivial_task, CODA_EXEC_THREAD);
+  email_def = coda_app_task(app, "blocking_io_task", blocking_io_task, CODA_EXEC_THREAD);
+  cpu_def = coda_app_task(app, "cpu_heavy_task", cpu_heavy_task, CODA_EXEC_PROCESS);
+  profile_def = coda_app_task(app, "create_profile", create_profile_task, CODA_EXEC_THREAD);
+  notify_def = coda_app_task(app, "notify_admin", notify_admin_task, CODA_EXEC_LOOP);
+  upload_def = coda_app_task(app, "process_upload", process_upload_task, CODA_EXEC_THREAD);
+  return trivial_def && email_def && cpu_def && profile_def && notify_def && upload_def
+             ? 0
+             : CODA_ENOMEM;
+}
+
+static int register_routes(void) {
+  static const struct {
+    const char *method, *path;
+    coda_handler fn;
+  } routes[] = {
+      {"GET", "/", get_index},         {"GET", "/plain", get_plain},
+      {"GET", "/trivial", get_trivial}, {"GET", "/thread/", get_thread},
+      {"GET", "/process/", get_process}, {"POST", "/register", post_register},
+      {"POST", "/upload", post_upload}, {"POST", "/echo", post_echo},
+      {"GET", "/stats", get_stats},
+  };
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    int rc = coda_app_route(app, routes[i].method, routes[i].path, routes[i].fn, NULL);
+    if (rc)
+      return rc;
+  }
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -69,22 +269,22 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  coda_app *app = coda_app_new();
+  app = coda_app_new();
   if (!app) {
     fprintf(stderr, "coda-demo: out of memory\n");
     return 1;
   }
-  int rc = coda_app_listen(app, listen);
+  int rc = register_tasks();
+  if (rc == 0)
+    coda_app_worker(app); /* a process worker stops here */
+  if (rc == 0)
+    rc = coda_app_listen(app, listen);
   if (rc == 0 && threads > 0)
     rc = coda_app_set(app, CODA_OPT_THREADS, threads);
   if (rc == 0)
     rc = coda_app_set(app, CODA_OPT_ACCESS_LOG, access_log);
   if (rc == 0)
-    rc = coda_app_route(app, "GET", "/", get_index, NULL);
-  if (rc == 0)
-    rc = coda_app_route(app, "GET", "/plain", get_plain, NULL);
-  if (rc == 0)
-    rc = coda_app_route(app, "POST", "/echo", post_echo, NULL);
+    rc = register_routes();
   if (rc == 0)
     rc = coda_app_run(app);
   if (rc != 0)

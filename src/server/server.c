@@ -274,6 +274,8 @@ static void on_prepare_flush(coda__loop *loop) {
 
 static void on_prepare(uv_prepare_t *p) { on_prepare_flush(p->data); }
 
+void coda__loop_flush_log(coda__loop *loop) { on_prepare_flush(loop); }
+
 static uint64_t sweep_interval(const coda__options *o) {
   long m = o->header_timeout;
   long others[] = {o->keepalive_timeout, o->body_timeout, o->send_timeout};

@@ -74,6 +74,10 @@ struct coda__server {
 /* Refreshes the cached Date line when the second changed. */
 void coda__loop_update_date(coda__loop *loop);
 
+/* Hands the access log lines buffered so far to the logger, so that lines a
+ * task logs next come after its request's line. */
+void coda__loop_flush_log(coda__loop *loop);
+
 /* A connection closed: accept a waiting one, or finish shutting down. */
 void coda__loop_conn_closed(coda__loop *loop);
 

@@ -120,7 +120,11 @@ int coda__res_add_route_tasks(coda_res *res, const coda__route *route) {
   return 0;
 }
 
-static void on_response_written(void *arg, int ok) { coda__run_start(arg, ok); }
+static void on_response_written(void *arg, int ok) {
+  coda_tasks *run = arg;
+  coda__loop_flush_log(run->loop); /* the request's log line comes first */
+  coda__run_start(run, ok);
+}
 
 void coda__res_tasks_commit(coda_res *res) {
   coda_tasks *run = res->run;

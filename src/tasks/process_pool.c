@@ -459,6 +459,11 @@ static void spawn_worker(worker *w) {
     return;
   }
   w->alive = 1;
+  /* Workers never keep the control loop alive: the server's own handles
+   * decide when it ends. */
+  uv_unref((uv_handle_t *)&w->proc);
+  uv_unref((uv_handle_t *)&w->pipe);
+  uv_unref((uv_handle_t *)&w->timer);
   uv_read_start((uv_stream_t *)&w->pipe, on_alloc, on_read);
   dispatch(p);
 }
