@@ -150,6 +150,8 @@ static size_t read_one(int fd, char *buf, size_t cap, int head_only) {
   size_t n = 0;
   for (;;) {
     ssize_t r = recv(fd, buf + n, cap - n - 1, MSG_PEEK);
+    if (r < 0 && errno == EINTR)
+      continue; /* SIGCHLD from process workers interrupts timed recv */
     if (r <= 0)
       return 0;
     size_t have = n + (size_t)r;
@@ -162,9 +164,15 @@ static size_t read_one(int fd, char *buf, size_t cap, int head_only) {
       len = response_length(buf, have);
     }
     size_t take = len ? len - n : (size_t)r;
-    if (recv(fd, buf + n, take, MSG_WAITALL) != (ssize_t)take)
-      return 0;
-    n += take;
+    while (take > 0) {
+      ssize_t got = recv(fd, buf + n, take, MSG_WAITALL);
+      if (got < 0 && errno == EINTR)
+        continue;
+      if (got <= 0)
+        return 0;
+      n += (size_t)got;
+      take -= (size_t)got;
+    }
     buf[n] = '\0';
     if (len)
       return len;

@@ -1,0 +1,564 @@
+/*
+ * tasks_test.c - background tasks end to end: a real server, real clients,
+ * real worker processes.
+ *
+ * Tasks record what they do by appending one line to a journal file (O_APPEND
+ * writes are atomic for short lines), so that thread, loop and process tasks,
+ * which share no memory, can all be checked in the order they ran.
+ *
+ * PROCESS workers re-run this program: main() registers the tasks on a
+ * registry app and calls coda_app_worker() before anything else.
+ */
+#include "harness.h"
+#include "test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static char journal_path[256];
+
+static void journal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void journal(const char *fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+  va_end(ap);
+  line[n++] = '\n';
+  int fd = open(journal_path, O_WRONLY | O_APPEND | O_CREAT, 0600);
+  if (fd >= 0) {
+    ssize_t w = write(fd, line, (size_t)n);
+    (void)w;
+    close(fd);
+  }
+}
+
+static void journal_read(char *buf, size_t cap) {
+  buf[0] = '\0';
+  int fd = open(journal_path, O_RDONLY);
+  if (fd < 0)
+    return;
+  ssize_t n = read(fd, buf, cap - 1);
+  close(fd);
+  buf[n > 0 ? n : 0] = '\0';
+}
+
+static void journal_reset(void) { unlink(journal_path); }
+
+/* Waits until the journal contains `needle` (or ms pass). */
+static int journal_wait(const char *needle, int ms) {
+  char buf[8192];
+  for (int i = 0; i < ms / 5; i++) {
+    journal_read(buf, sizeof buf);
+    if (strstr(buf, needle))
+      return 1;
+    tc_sleep_ms(5);
+  }
+  return 0;
+}
+
+/* ---- tasks ------------------------------------------------------------ */
+
+/* Writes its first argument to the journal, after sleeping arg 1 ms. */
+static int note_task(coda_task *t) {
+  if (coda_task_int(t, 1) > 0)
+    tc_sleep_ms((int)coda_task_int(t, 1));
+  journal("%s %s", coda_task_str(t, 0), coda_executor_name(coda_task_executor(t)));
+  return 0;
+}
+
+static int fail_task(coda_task *t) {
+  journal("fail %s", coda_task_str(t, 0));
+  return coda_task_fail(t, "failing on purpose: %s", coda_task_str(t, 0));
+}
+
+static int crash_task(coda_task *t) {
+  (void)t;
+  raise(SIGSEGV);
+  return 0;
+}
+
+static int spin_task(coda_task *t) {
+  (void)t;
+  for (;;) {
+  }
+  return 0;
+}
+
+/* A thread task past its timeout sees the cancellation flag. */
+static int slow_thread_task(coda_task *t) {
+  for (int i = 0; i < 100 && !coda_task_cancelled(t); i++)
+    tc_sleep_ms(10);
+  journal("slow cancelled=%d", coda_task_cancelled(t));
+  return 0;
+}
+
+/* Checks its copied arguments long after the request is gone. */
+static int args_task(coda_task *t) {
+  tc_sleep_ms(50);
+  size_t len;
+  const unsigned char *b = coda_task_bytes(t, 2, &len);
+  journal("args %s %lld %zu %02x%02x delivered=%d", coda_task_str(t, 0),
+          (long long)coda_task_int(t, 1), len, b ? b[0] : 0, b && len > 1 ? b[len - 1] : 0,
+          coda_task_delivered(t));
+  return 0;
+}
+
+typedef struct {
+  coda_task_def *note_thread, *note_loop, *note_process, *fail_thread, *crash, *spin,
+      *slow, *args;
+} defs;
+
+static defs register_tasks(coda_app *app) {
+  defs d;
+  d.note_thread = coda_app_task(app, "note_thread", note_task, CODA_EXEC_THREAD);
+  d.note_loop = coda_app_task(app, "note_loop", note_task, CODA_EXEC_LOOP);
+  d.note_process = coda_app_task(app, "note_process", note_task, CODA_EXEC_PROCESS);
+  d.fail_thread = coda_app_task(app, "fail_thread", fail_task, CODA_EXEC_THREAD);
+  d.crash = coda_app_task(app, "crash", crash_task, CODA_EXEC_PROCESS);
+  d.spin = coda_app_task(app, "spin", spin_task, CODA_EXEC_PROCESS);
+  d.slow = coda_app_task(app, "slow", slow_thread_task, CODA_EXEC_THREAD);
+  d.args = coda_app_task(app, "args", args_task, CODA_EXEC_THREAD);
+  coda_task_def_timeout(d.spin, 200);
+  coda_task_def_timeout(d.slow, 100);
+  return d;
+}
+
+/* ---- handlers ------------------------------------------------------------ */
+
+static defs D;
+
+/* GET /order: thread, loop, process, thread, in that order. */
+static int h_order(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  int rc = coda_res_add_task(res, D.note_thread, "si", "1", (int64_t)60);
+  rc = rc ? rc : coda_res_add_task(res, D.note_loop, "si", "2", (int64_t)0);
+  rc = rc ? rc : coda_res_add_task(res, D.note_process, "si", "3", (int64_t)30);
+  rc = rc ? rc : coda_res_add_task(res, D.note_thread, "si", "4", (int64_t)0);
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+/* GET /failing?stop=1: a failing task, then one that runs unless stop. */
+static int h_failing(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  if (coda_req_query(req, "stop"))
+    coda_res_tasks_flags(res, CODA_TASKS_STOP_ON_FAILURE);
+  int rc = coda_res_add_task(res, D.fail_thread, "s", "first");
+  rc = rc ? rc : coda_res_add_task(res, D.note_thread, "si", "after-failure", (int64_t)0);
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+/* GET /handler-fails: adds two tasks, one ALWAYS, then fails. */
+static int h_handler_fails(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  coda_res_add_task(res, D.note_thread, "si", "dropped", (int64_t)0);
+  coda_res_add_task_flags(res, D.note_thread, CODA_TASK_ALWAYS, "si", "always", (int64_t)0);
+  return CODA_EIO;
+}
+
+static char big[16 << 20];
+
+/* GET /big: a 16 MiB body, then a loop task. */
+static int h_big(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  coda_res_add_task(res, D.note_loop, "si", "after-big", (int64_t)0);
+  return coda_res_body_static(res, big, sizeof big);
+}
+
+/* GET /slowtask: the task sleeps 300 ms; the response must not wait. */
+static int h_slowtask(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  int rc = coda_res_add_task(res, D.note_thread, "si", "slow-done", (int64_t)300);
+  return rc ? rc : coda_res_body_static(res, "fast", 4);
+}
+
+/* POST /args: arguments from request memory, which is reused right after. */
+static int h_args(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  size_t len;
+  const char *body = coda_req_body(req, &len);
+  int rc = coda_res_add_task(res, D.args, "sib", coda_req_header(req, "X-Name"),
+                             (int64_t)42, body, len);
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+static int h_crash(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  int rc = coda_res_add_task(res, D.crash, "");
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+static int h_spin(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  int rc = coda_res_add_task(res, D.spin, "");
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+static int h_slowthread(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  int rc = coda_res_add_task(res, D.slow, "");
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+static int h_process_note(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  int rc = coda_res_add_task(res, D.note_process, "si", coda_req_query(req, "n"), (int64_t)0);
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+static int h_plain(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  return coda_res_body_static(res, "plain", 5);
+}
+
+/* A list built apart from the response, marked parallel, then attached. */
+static int h_parallel(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  coda_tasks *l = coda_tasks_new(coda_req_app(req));
+  coda_tasks_set_flags(l, CODA_TASKS_PARALLEL);
+  coda_tasks_add(l, D.note_thread, "si", "par-slow", (int64_t)200);
+  coda_tasks_add(l, D.note_thread, "si", "par-fast", (int64_t)0);
+  int rc = coda_res_attach_tasks(res, l);
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+/* Middleware adding a task before and after the handler. */
+static int mw_tasks(coda_req *req, coda_res *res, coda_next *next, void *user) {
+  (void)user;
+  if (strcmp(coda_req_path(req), "/mw") != 0)
+    return coda_next_call(next);
+  coda_res_add_task(res, D.note_thread, "si", "mw-before", (int64_t)0);
+  int rc = coda_next_call(next);
+  coda_res_add_task(res, D.note_loop, "si", "mw-after", (int64_t)0);
+  return rc;
+}
+
+static int h_mw(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  coda_res_add_task(res, D.note_thread, "si", "handler", (int64_t)0);
+  return coda_res_body_static(res, "ok", 2);
+}
+
+static atomic_int hook_calls;
+static char hook_message[256];
+
+static void on_task_error(const coda_task *t, const char *message, void *user) {
+  (void)user;
+  snprintf(hook_message, sizeof hook_message, "%s: %s", coda_task_name(t), message);
+  atomic_fetch_add(&hook_calls, 1);
+}
+
+/* ---- fixture ------------------------------------------------------------- */
+
+static test_server ts;
+static coda_app *app;
+
+static coda_app *make_app(void) {
+  coda_app *a = coda_app_new();
+  D = register_tasks(a);
+  coda_app_set(a, CODA_OPT_LOG_LEVEL, CODA_LOG_OFF);
+  coda_app_set(a, CODA_OPT_PROCESS_WORKERS, 2);
+  coda_app_on_task_error(a, on_task_error, NULL);
+  coda_app_use(a, mw_tasks, NULL);
+  coda_app_route(a, "GET", "/order", h_order, NULL);
+  coda_app_route(a, "GET", "/failing", h_failing, NULL);
+  coda_app_route(a, "GET", "/handler-fails", h_handler_fails, NULL);
+  coda_app_route(a, "GET", "/big", h_big, NULL);
+  coda_app_route(a, "GET", "/slowtask", h_slowtask, NULL);
+  coda_app_route(a, "POST", "/args", h_args, NULL);
+  coda_app_route(a, "GET", "/crash", h_crash, NULL);
+  coda_app_route(a, "GET", "/spin", h_spin, NULL);
+  coda_app_route(a, "GET", "/slowthread", h_slowthread, NULL);
+  coda_app_route(a, "GET", "/pnote", h_process_note, NULL);
+  coda_app_route(a, "GET", "/plain", h_plain, NULL);
+  coda_app_route(a, "GET", "/parallel", h_parallel, NULL);
+  coda_app_route(a, "GET", "/mw", h_mw, NULL);
+  coda_app_route(a, "GET", "/routed", h_plain, NULL);
+  coda_app_route_task(a, "GET", "/routed", D.note_loop, "si", "route-task", (int64_t)0);
+  return a;
+}
+
+static int get(int port, const char *path, char *buf, size_t cap) {
+  int fd = tc_connect(port, 5000);
+  if (fd < 0) {
+    fprintf(stderr, "  GET %s: connect: %s\n", path, strerror(errno));
+    return -1;
+  }
+  char req[512];
+  snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+  tc_send_str(fd, req);
+  size_t n = tc_read_response(fd, buf, cap);
+  if (!n)
+    fprintf(stderr, "  GET %s: no response: %s\n", path, strerror(errno));
+  close(fd);
+  return n ? tc_status(buf) : -1;
+}
+
+static long stat_of(coda_executor ex, coda_task_stat_kind k) {
+  return coda_task_stat(app, ex, k);
+}
+
+/* ---- tests ----------------------------------------------------------------- */
+
+TEST(tasks_run_in_order_across_executors) {
+  char buf[8192];
+  journal_reset();
+  REQUIRE(get(ts.port, "/order", buf, sizeof buf) == 200);
+  REQUIRE(journal_wait("4 thread", 5000));
+  journal_read(buf, sizeof buf);
+  CHECK_EQ_STR(buf, "1 thread\n2 loop\n3 process\n4 thread\n");
+}
+
+TEST(a_failed_task_does_not_stop_the_next_unless_asked) {
+  char buf[8192];
+  journal_reset();
+  int before = atomic_load(&hook_calls);
+  REQUIRE(get(ts.port, "/failing", buf, sizeof buf) == 200);
+  REQUIRE(journal_wait("after-failure thread", 3000));
+  journal_read(buf, sizeof buf);
+  CHECK_EQ_STR(buf, "fail first\nafter-failure thread\n");
+  CHECK(atomic_load(&hook_calls) == before + 1);
+  CHECK(strstr(hook_message, "fail_thread: failing on purpose: first") != NULL);
+  journal_reset();
+  long dropped = stat_of(CODA_EXEC_THREAD, CODA_STAT_DROPPED);
+  REQUIRE(get(ts.port, "/failing?stop=1", buf, sizeof buf) == 200);
+  REQUIRE(journal_wait("fail first", 3000));
+  for (int i = 0; i < 100 && stat_of(CODA_EXEC_THREAD, CODA_STAT_DROPPED) == dropped; i++)
+    tc_sleep_ms(5);
+  journal_read(buf, sizeof buf);
+  CHECK_EQ_STR(buf, "fail first\n"); /* the second was skipped */
+  CHECK_EQ_INT(stat_of(CODA_EXEC_THREAD, CODA_STAT_DROPPED), dropped + 1);
+}
+
+TEST(a_failing_handler_drops_its_tasks_but_not_always_ones) {
+  char buf[8192];
+  journal_reset();
+  REQUIRE(get(ts.port, "/handler-fails", buf, sizeof buf) == 500);
+  REQUIRE(journal_wait("always thread", 3000));
+  tc_sleep_ms(50);
+  journal_read(buf, sizeof buf);
+  CHECK_EQ_STR(buf, "always thread\n");
+}
+
+TEST(the_response_is_complete_before_the_task_starts) {
+  char buf[4096];
+  journal_reset();
+  int fd = tc_connect(ts.port, 5000);
+  tc_send_str(fd, "GET /slowtask HTTP/1.1\r\nHost: x\r\n\r\n");
+  uint64_t t0 = tc_now_ms();
+  REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  CHECK(tc_now_ms() - t0 < 150); /* the 300 ms task does not hold it */
+  CHECK_EQ_STR(tc_body(buf), "fast");
+  journal_read(buf, sizeof buf);
+  CHECK_EQ_STR(buf, ""); /* the client has it all; the task still sleeps */
+  CHECK(journal_wait("slow-done thread", 3000));
+  close(fd);
+}
+
+/* The strong form: with a 16 MiB body and a client not reading, the task
+ * must not start; it starts once the last byte is in the socket. */
+TEST(no_task_starts_before_the_last_byte_is_written) {
+  journal_reset();
+  int fd = tc_connect_rcvbuf(ts.port, 10000, 4096);
+  tc_send_str(fd, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+  tc_sleep_ms(300);
+  char small[64];
+  journal_read(small, sizeof small);
+  CHECK_EQ_STR(small, "");
+  static char buf[sizeof big + 4096];
+  CHECK(tc_read_response(fd, buf, sizeof buf) > sizeof big);
+  CHECK(journal_wait("after-big loop", 3000));
+  close(fd);
+}
+
+TEST(arguments_are_copied_and_outlive_the_request) {
+  journal_reset();
+  int fd = tc_connect(ts.port, 5000);
+  char buf[4096];
+  /* Two pipelined requests: the second overwrites the read buffer the first
+   * one's strings came from, while the first one's task is still asleep. */
+  tc_send_str(fd, "POST /args HTTP/1.1\r\nHost: x\r\nX-Name: first\r\nContent-Length: 3\r\n\r\n\x01\x02\x03"
+                  "POST /args HTTP/1.1\r\nHost: x\r\nX-Name: second\r\nContent-Length: 2\r\n\r\n\xaa\xbb");
+  REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  close(fd);
+  REQUIRE(journal_wait("args second", 3000));
+  REQUIRE(journal_wait("args first", 3000));
+  journal_read(buf, sizeof buf);
+  CHECK(strstr(buf, "args first 42 3 0103 delivered=1\n") != NULL);
+  CHECK(strstr(buf, "args second 42 2 aabb delivered=1\n") != NULL);
+}
+
+TEST(route_level_and_middleware_tasks) {
+  char buf[8192];
+  journal_reset();
+  REQUIRE(get(ts.port, "/routed", buf, sizeof buf) == 200);
+  CHECK(journal_wait("route-task loop", 3000));
+  journal_reset();
+  REQUIRE(get(ts.port, "/mw", buf, sizeof buf) == 200);
+  REQUIRE(journal_wait("mw-after loop", 3000));
+  journal_read(buf, sizeof buf);
+  CHECK_EQ_STR(buf, "mw-before thread\nhandler thread\nmw-after loop\n");
+}
+
+TEST(a_parallel_list_runs_its_tasks_together) {
+  char buf[8192];
+  journal_reset();
+  REQUIRE(get(ts.port, "/parallel", buf, sizeof buf) == 200);
+  REQUIRE(journal_wait("par-slow thread", 3000));
+  journal_read(buf, sizeof buf);
+  CHECK_EQ_STR(buf, "par-fast thread\npar-slow thread\n"); /* fast did not wait */
+}
+
+TEST(a_crashing_process_task_is_reported_and_its_worker_replaced) {
+  char buf[4096];
+  long crashed = stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED);
+  long failed = stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED);
+  for (int i = 0; i < 3; i++) /* more crashes than workers */
+    REQUIRE(get(ts.port, "/crash", buf, sizeof buf) == 200);
+  for (int i = 0; i < 20; i++)
+    CHECK_EQ_INT(get(ts.port, "/plain", buf, sizeof buf), 200); /* serving goes on */
+  for (int i = 0; i < 400 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED) < crashed + 3; i++)
+    tc_sleep_ms(10);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED), crashed + 3);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED), failed + 3);
+  CHECK(strstr(hook_message, "crash: worker") && strstr(hook_message, "signal 11"));
+  journal_reset();
+  REQUIRE(get(ts.port, "/pnote?n=after-crash", buf, sizeof buf) == 200);
+  CHECK(journal_wait("after-crash process", 5000)); /* replaced workers run tasks */
+}
+
+TEST(a_process_task_past_its_timeout_is_killed) {
+  char buf[4096];
+  long timed_out = stat_of(CODA_EXEC_PROCESS, CODA_STAT_TIMED_OUT);
+  uint64_t t0 = tc_now_ms();
+  REQUIRE(get(ts.port, "/spin", buf, sizeof buf) == 200);
+  for (int i = 0; i < 300 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_TIMED_OUT) == timed_out; i++)
+    tc_sleep_ms(10);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_TIMED_OUT), timed_out + 1);
+  CHECK(tc_now_ms() - t0 < 1500);
+  journal_reset();
+  REQUIRE(get(ts.port, "/pnote?n=after-spin", buf, sizeof buf) == 200);
+  CHECK(journal_wait("after-spin process", 5000));
+}
+
+TEST(a_thread_task_past_its_timeout_is_reported_and_cancelled) {
+  char buf[4096];
+  journal_reset();
+  long timed_out = stat_of(CODA_EXEC_THREAD, CODA_STAT_TIMED_OUT);
+  REQUIRE(get(ts.port, "/slowthread", buf, sizeof buf) == 200);
+  REQUIRE(journal_wait("slow cancelled=", 3000));
+  journal_read(buf, sizeof buf);
+  CHECK_EQ_STR(buf, "slow cancelled=1\n");
+  CHECK_EQ_INT(stat_of(CODA_EXEC_THREAD, CODA_STAT_TIMED_OUT), timed_out + 1);
+}
+
+/* ---- own servers ------------------------------------------------------------- */
+
+static int h_block(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  int rc = coda_res_add_task(res, D.note_thread, "si", "block", (int64_t)300);
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+TEST(a_full_queue_answers_503_with_retry_after) {
+  coda_app *a = make_app();
+  coda_app_set(a, CODA_OPT_THREAD_POOL_SIZE, 1);
+  coda_app_set(a, CODA_OPT_THREAD_QUEUE, 2);
+  coda_app_set(a, CODA_OPT_RETRY_AFTER, 7);
+  coda_app_set(a, CODA_OPT_PROCESS_WORKERS, 1);
+  coda_app_route(a, "GET", "/block", h_block, NULL);
+  test_server s;
+  REQUIRE(ts_start(&s, a) == 0);
+  char buf[4096];
+  CHECK_EQ_INT(get(s.port, "/block", buf, sizeof buf), 200);
+  CHECK_EQ_INT(get(s.port, "/block", buf, sizeof buf), 200);
+  CHECK_EQ_INT(get(s.port, "/block", buf, sizeof buf), 503);
+  CHECK(strstr(buf, "\r\nRetry-After: 7\r\n") != NULL);
+  CHECK_EQ_INT(coda_task_stat(a, CODA_EXEC_THREAD, CODA_STAT_REJECTED), 1);
+  CHECK_EQ_INT(get(s.port, "/plain", buf, sizeof buf), 200); /* no task: still served */
+  ts_stop(&s);
+  coda_app_free(a);
+}
+
+/* Shutdown waits for tasks up to the drain deadline, then says, by name,
+ * what did not finish. */
+TEST(shutdown_drains_tasks_and_reports_the_rest) {
+  coda_app *a = make_app();
+  coda_app_set(a, CODA_OPT_THREAD_POOL_SIZE, 1);
+  coda_app_set(a, CODA_OPT_TASK_DRAIN_TIMEOUT, 450);
+  coda_app_set(a, CODA_OPT_LOG_LEVEL, CODA_LOG_INFO);
+  coda_app_set(a, CODA_OPT_PROCESS_WORKERS, 1);
+  coda_app_route(a, "GET", "/block", h_block, NULL);
+  test_server s;
+  char logpath[] = "/tmp/coda-tasks-log-XXXXXX";
+  int logfd = mkstemp(logpath);
+  int saved = dup(2);
+  dup2(logfd, 2);
+  REQUIRE(ts_start(&s, a) == 0);
+  char buf[4096];
+  journal_reset();
+  for (int i = 0; i < 4; i++) /* 4 x 300 ms on one thread: 1.2 s of work */
+    CHECK_EQ_INT(get(s.port, "/block", buf, sizeof buf), 200);
+  uint64_t t0 = tc_now_ms();
+  ts_stop(&s);
+  uint64_t took = tc_now_ms() - t0;
+  dup2(saved, 2);
+  close(saved);
+  CHECK(took >= 400 && took < 1100); /* the drain deadline, not the work */
+  journal_read(buf, sizeof buf);
+  CHECK(tc_count(buf, "block thread") >= 1); /* some ran to completion */
+  CHECK(tc_count(buf, "block thread") <= 2);
+  char log[16384];
+  lseek(logfd, 0, SEEK_SET);
+  ssize_t n = read(logfd, log, sizeof log - 1);
+  log[n > 0 ? n : 0] = '\0';
+  close(logfd);
+  unlink(logpath);
+  CHECK(strstr(log, "Waiting for 4 background tasks") != NULL);
+  CHECK(strstr(log, "tasks did not finish: note_thread x") != NULL);
+  coda_app_free(a);
+}
+
+int main(void) {
+  snprintf(journal_path, sizeof journal_path, "/tmp/coda-tasks-journal-%d", (int)getpid());
+  /* Worker processes re-run main(); the journal path must be the parent's. */
+  const char *inherited = getenv("CODA_TEST_JOURNAL");
+  if (inherited)
+    snprintf(journal_path, sizeof journal_path, "%s", inherited);
+  else
+    setenv("CODA_TEST_JOURNAL", journal_path, 1);
+  app = make_app();
+  coda_app_worker(app); /* a PROCESS worker stops here */
+  memset(big, 'b', sizeof big);
+  if (ts_start(&ts, app) != 0)
+    return 1;
+  static const test__case cases[] = {
+      TEST_CASE(tasks_run_in_order_across_executors),
+      TEST_CASE(a_failed_task_does_not_stop_the_next_unless_asked),
+      TEST_CASE(a_failing_handler_drops_its_tasks_but_not_always_ones),
+      TEST_CASE(the_response_is_complete_before_the_task_starts),
+      TEST_CASE(no_task_starts_before_the_last_byte_is_written),
+      TEST_CASE(arguments_are_copied_and_outlive_the_request),
+      TEST_CASE(route_level_and_middleware_tasks),
+      TEST_CASE(a_parallel_list_runs_its_tasks_together),
+      TEST_CASE(a_crashing_process_task_is_reported_and_its_worker_replaced),
+      TEST_CASE(a_process_task_past_its_timeout_is_killed),
+      TEST_CASE(a_thread_task_past_its_timeout_is_reported_and_cancelled),
+      TEST_CASE(a_full_queue_answers_503_with_retry_after),
+      TEST_CASE(shutdown_drains_tasks_and_reports_the_rest),
+  };
+  int rc = test__run("tasks", cases, sizeof cases / sizeof cases[0]);
+  ts_stop(&ts);
+  coda_app_free(app);
+  unlink(journal_path);
+  return rc;
+}
