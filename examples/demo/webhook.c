@@ -149,12 +149,17 @@ static void on_timer(uv_timer_t *timer) {
   finish_done(ctx);
 }
 
+/* On a socket error (a reset, say) libuv stops the poller and reports no
+ * events. We let curl read and write so it meets the error itself: a reset
+ * on a reused keep-alive connection that the peer had just closed is then
+ * retried on a fresh one, which CURL_CSELECT_ERR would turn into a failure
+ * ("select/poll returned error"). */
 static void on_poll(uv_poll_t *poll, int status, int events) {
   webhook_socket *s = poll->data;
   webhook_loop *ctx = s->ctx; /* s may be closed by the call below */
   int flags = 0;
   if (status < 0)
-    flags = CURL_CSELECT_ERR;
+    flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
   if (events & UV_READABLE)
     flags |= CURL_CSELECT_IN;
   if (events & UV_WRITABLE)

@@ -162,12 +162,18 @@ static void close_any(uv_handle_t *h, void *arg) {
     uv_close(h, NULL);
 }
 
-/* The end of the loop: the inbox closes (dropping what is left) and every
- * handle still open is closed, so nothing can hold the thread. */
+/* The end of the loop: the inbox closes (dropping what is left) and coda's
+ * own handles close. Handles the application started (a timer that will
+ * end a stream, a LOOP task's socket) run their course: closing them here
+ * would leak what their callbacks free. */
 static void loop_exit(coda__loop *loop) {
   coda__loop_executor_close(loop);
   on_prepare_flush(loop);
-  uv_walk(&loop->uv, close_any, NULL);
+  close_if_open((uv_handle_t *)&loop->listener);
+  close_if_open((uv_handle_t *)&loop->sweep);
+  close_if_open((uv_handle_t *)&loop->deadline);
+  close_if_open((uv_handle_t *)&loop->prepare);
+  close_if_open((uv_handle_t *)&loop->wakeup);
 }
 
 static void accept_one(coda__loop *loop) {
@@ -427,12 +433,18 @@ static void on_watch(uv_timer_t *t) {
     coda__thread_pool_watch(s->app->engine->threads, uv_hrtime());
 }
 
+/* A stop may come before the control loop exists (a thread calling
+ * coda_app_stop() while coda_app_run() starts): the request is counted
+ * first, and sent only once `control_ready` says the async exists; the
+ * control loop looks at the count right after setting it. Both sides use
+ * sequentially consistent atomics, so one of them sees the other. */
 void coda_app_stop(coda_app *app) {
   coda__server *s = app->server;
   if (!s || !atomic_load(&app->running))
     return;
   atomic_fetch_add(&s->stop_requests, 1);
-  uv_async_send(&s->stop_async);
+  if (atomic_load(&s->control_ready))
+    uv_async_send(&s->stop_async);
 }
 
 static int control_init(coda__server *s) {
@@ -493,8 +505,12 @@ int coda_app_run(coda_app *app) {
     atomic_store(&s->stop_requests, 2);
     request_stop(s);
   }
-  if (started)
+  if (started) {
+    atomic_store(&s->control_ready, 1);
+    if (atomic_load(&s->stop_requests))
+      request_stop(s); /* a stop that came while starting */
     uv_run(&s->control, UV_RUN_DEFAULT);
+  }
   int cut = 0;
   for (int i = 0; i < started; i++) {
     uv_thread_join(&s->loops[i].thread);

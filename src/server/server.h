@@ -67,6 +67,7 @@ struct coda__server {
   uv_signal_t sigint;
   uv_signal_t sigterm;
   atomic_int stop_requests;
+  atomic_int control_ready; /* stop_async may be sent */
   atomic_int loops_done;
   int handled_stop;
 };
