@@ -3,20 +3,21 @@
  * interface driven by the task's own libuv loop, so a POST never blocks
  * the loop and needs no thread of its own.
  *
- * One context per uv loop: a CURLM, one uv_timer_t for curl's timeouts and
- * one uv_poll_t per socket curl asks us to watch. Contexts are found by
- * loop pointer in a process-wide registry; registry_mu protects only the
- * registry list. Everything inside a context is touched only by the thread
- * running its loop, and curl is never re-entered from its own callbacks.
+ * A loop with transfers in flight has one webhook_loop: a CURLM, one
+ * uv_timer_t for curl's timeouts and one uv_poll_t per socket curl asks us
+ * to watch. It is found by loop pointer in a process-wide registry;
+ * registry_mu protects only the registry list. Everything inside a
+ * webhook_loop is touched only by the thread running its loop, and curl is
+ * never re-entered from its own callbacks.
  *
- * Contexts are never freed. coda ends a loop by closing every handle on it
- * (uv_walk + uv_close without a callback), so a context can outlive its
- * loop with its timer and pollers closed under it, and nothing of ours runs
- * after that. A later loop that gets the same address finds the context
- * with a closed timer and resets it: transfers of the dead loop are dropped
- * without touching their tasks (coda gave up on them with the loop) and the
- * pollers coda closed are freed. Our handles are unreferenced: coda, not a
- * webhook, decides when a loop may end.
+ * It lives exactly as long as its transfers. coda leaves the handles an
+ * application started alone when it ends a loop, so ours must never be
+ * left open: while a transfer runs, its active timer and pollers keep the
+ * loop running (at most the 10 s transfer timeout past coda's task drain),
+ * and when the last transfer finishes everything is closed and freed. An
+ * idle loop holds nothing of ours, and a later loop that happens to get
+ * the same address cannot find a stale entry. The price is that
+ * keep-alive connections are reused only between transfers that overlap.
  *
  * curl_global_init() runs once, on first use; the program must not call
  * curl_global_cleanup() while loops can still send webhooks.
@@ -34,8 +35,8 @@
 #define WEBHOOK_TIMEOUT_MS 10000L
 #define WEBHOOK_CONNECT_TIMEOUT_MS 5000L
 
-/* A node in a context's list of transfers or of pollers. It is the first
- * member of both, so a node converts back with a cast. */
+/* A node in a webhook_loop's list of transfers or of pollers. It is the
+ * first member of both, so a node converts back with a cast. */
 typedef struct webhook_link {
   struct webhook_link *next;
   struct webhook_link **pprev;
@@ -43,18 +44,19 @@ typedef struct webhook_link {
 
 typedef struct webhook_loop {
   struct webhook_loop *next_loop; /* registry, under registry_mu */
-  uv_loop_t *loop;                /* the key; never changes */
-  CURLM *multi;                   /* NULL until set up, or after a reset */
-  uv_timer_t timer;               /* curl's next timeout */
-  struct curl_slist *headers;     /* shared by every transfer */
-  webhook_link *requests;         /* transfers in flight */
-  webhook_link *sockets;          /* pollers not yet closed by us */
-  int resetting;                  /* curl callbacks do nothing */
+  uv_loop_t *loop;
+  CURLM *multi;               /* NULL once closing */
+  uv_timer_t timer;           /* curl's next timeout */
+  struct curl_slist *headers; /* shared by every transfer */
+  webhook_link *requests;     /* transfers in flight */
+  webhook_link *sockets;      /* pollers, until their close callback */
+  int handles;                /* open uv handles; freed when 0 and closing */
+  int closing;
 } webhook_loop;
 
 typedef struct webhook_request {
   webhook_link link;
-  webhook_loop *ctx;
+  webhook_loop *wl;
   coda_task *task;
   CURL *easy;
   char error[CURL_ERROR_SIZE];
@@ -62,7 +64,7 @@ typedef struct webhook_request {
 
 typedef struct webhook_socket {
   webhook_link link;
-  webhook_loop *ctx;
+  webhook_loop *wl;
   curl_socket_t fd;
   uv_poll_t poll;
 } webhook_socket;
@@ -93,12 +95,59 @@ static void global_init(void) {
     global_rc = CODA_ENOMEM;
 }
 
+/* ---- a loop's webhook state ------------------------------------------- */
+
+/* The close callback of every handle we open: the last one frees. */
+static void on_handle_closed(uv_handle_t *h) {
+  webhook_loop *wl;
+  if (h->type == UV_POLL) {
+    webhook_socket *s = h->data;
+    wl = s->wl;
+    link_remove(&s->link);
+    free(s);
+  } else {
+    wl = h->data;
+  }
+  if (--wl->handles == 0 && wl->closing) {
+    curl_slist_free_all(wl->headers);
+    free(wl);
+  }
+}
+
+static void socket_close(webhook_socket *s) {
+  uv_poll_stop(&s->poll);
+  uv_close((uv_handle_t *)&s->poll, on_handle_closed);
+}
+
+/* Called once the last transfer is gone; the memory goes with the last
+ * close callback. */
+static void loop_close(webhook_loop *wl) {
+  uv_mutex_lock(&registry_mu);
+  webhook_loop **p = &registry;
+  while (*p != wl)
+    p = &(*p)->next_loop;
+  *p = wl->next_loop;
+  uv_mutex_unlock(&registry_mu);
+  wl->closing = 1;
+  /* No transfer is left, so curl watches no socket; it only closes the
+   * connections it kept alive (a socket it still watched would get
+   * CURL_POLL_REMOVE first, and the callback below closes the poller). */
+  curl_multi_cleanup(wl->multi);
+  wl->multi = NULL;
+  for (webhook_link *l = wl->sockets; l; l = l->next) {
+    webhook_socket *s = (webhook_socket *)l;
+    if (!uv_is_closing((uv_handle_t *)&s->poll))
+      socket_close(s);
+  }
+  uv_close((uv_handle_t *)&wl->timer, on_handle_closed);
+}
+
 /* ---- finishing transfers ----------------------------------------------- */
 
 /* Takes the transfer off the multi handle and frees it; the task is not
  * touched. */
 static void request_free(webhook_request *req) {
-  curl_multi_remove_handle(req->ctx->multi, req->easy);
+  curl_multi_remove_handle(req->wl->multi, req->easy);
   curl_easy_cleanup(req->easy);
   link_remove(&req->link);
   free(req);
@@ -120,16 +169,19 @@ static void request_finish(webhook_request *req, CURLcode result) {
   }
   coda_task *t = req->task;
   request_free(req);
-  /* Last: finishing may start the list's next task, which may post again. */
+  /* Finishing may start the list's next task, which may post again on
+   * this loop: that transfer joins this webhook_loop. */
   coda_task_done(t, rc, rc ? why : NULL);
 }
 
-/* Finishes every transfer curl reports done. Called after each
- * curl_multi_socket_action(), never from inside a curl callback. */
-static void finish_done(webhook_loop *ctx) {
+/* Finishes every transfer curl reports done, then closes the loop's
+ * webhook state if nothing is left. Called after each
+ * curl_multi_socket_action(), never from inside a curl callback; `wl` may
+ * be closing when it returns. */
+static void finish_done(webhook_loop *wl) {
   CURLMsg *msg;
   int left;
-  while ((msg = curl_multi_info_read(ctx->multi, &left)) != NULL) {
+  while ((msg = curl_multi_info_read(wl->multi, &left)) != NULL) {
     if (msg->msg != CURLMSG_DONE)
       continue;
     /* Read msg before request_free() invalidates it. */
@@ -138,15 +190,17 @@ static void finish_done(webhook_loop *ctx) {
     curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
     request_finish((webhook_request *)priv, result);
   }
+  if (!wl->requests)
+    loop_close(wl);
 }
 
 /* ---- libuv side ------------------------------------------------------- */
 
 static void on_timer(uv_timer_t *timer) {
-  webhook_loop *ctx = timer->data;
+  webhook_loop *wl = timer->data;
   int running;
-  curl_multi_socket_action(ctx->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  finish_done(ctx);
+  curl_multi_socket_action(wl->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  finish_done(wl);
 }
 
 /* On a socket error (a reset, say) libuv stops the poller and reports no
@@ -156,7 +210,7 @@ static void on_timer(uv_timer_t *timer) {
  * ("select/poll returned error"). */
 static void on_poll(uv_poll_t *poll, int status, int events) {
   webhook_socket *s = poll->data;
-  webhook_loop *ctx = s->ctx; /* s may be closed by the call below */
+  webhook_loop *wl = s->wl; /* s may be closed by the call below */
   int flags = 0;
   if (status < 0)
     flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
@@ -165,29 +219,23 @@ static void on_poll(uv_poll_t *poll, int status, int events) {
   if (events & UV_WRITABLE)
     flags |= CURL_CSELECT_OUT;
   int running;
-  curl_multi_socket_action(ctx->multi, s->fd, flags, &running);
-  finish_done(ctx);
+  curl_multi_socket_action(wl->multi, s->fd, flags, &running);
+  finish_done(wl);
 }
 
-static void on_socket_closed(uv_handle_t *h) {
-  webhook_socket *s = h->data;
-  link_remove(&s->link);
-  free(s);
-}
-
-static webhook_socket *socket_open(webhook_loop *ctx, curl_socket_t fd) {
+static webhook_socket *socket_open(webhook_loop *wl, curl_socket_t fd) {
   webhook_socket *s = calloc(1, sizeof *s);
   if (!s)
     return NULL;
-  if (uv_poll_init_socket(ctx->loop, &s->poll, fd) != 0) {
+  if (uv_poll_init_socket(wl->loop, &s->poll, fd) != 0) {
     free(s);
     return NULL;
   }
   s->poll.data = s;
-  s->ctx = ctx;
+  s->wl = wl;
   s->fd = fd;
-  uv_unref((uv_handle_t *)&s->poll);
-  link_insert(&ctx->sockets, &s->link);
+  wl->handles++;
+  link_insert(&wl->sockets, &s->link);
   return s;
 }
 
@@ -200,24 +248,22 @@ static webhook_socket *socket_open(webhook_loop *ctx, curl_socket_t fd) {
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
                           void *socketp) {
   (void)easy;
-  webhook_loop *ctx = userp;
+  webhook_loop *wl = userp;
   webhook_socket *s = socketp;
-  if (ctx->resetting)
-    return 0;
   if (what == CURL_POLL_REMOVE) {
-    if (s) {
-      /* Stop now: curl closes the descriptor right after we return. */
-      uv_poll_stop(&s->poll);
-      uv_close((uv_handle_t *)&s->poll, on_socket_closed);
-      curl_multi_assign(ctx->multi, fd, NULL);
-    }
+    /* Stop now: curl closes the descriptor right after we return, and it
+     * may be reused at once by another thread. */
+    if (s)
+      socket_close(s);
+    if (s && !wl->closing)
+      curl_multi_assign(wl->multi, fd, NULL);
     return 0;
   }
   if (!s) {
-    s = socket_open(ctx, fd);
+    s = socket_open(wl, fd);
     if (!s)
       return 0;
-    curl_multi_assign(ctx->multi, fd, s);
+    curl_multi_assign(wl->multi, fd, s);
   }
   int events = 0;
   if (what & CURL_POLL_IN)
@@ -231,84 +277,55 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
 /* CURLMOPT_TIMERFUNCTION: curl's single timeout, as a one-shot uv timer. */
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
   (void)multi;
-  webhook_loop *ctx = userp;
-  if (ctx->resetting)
+  webhook_loop *wl = userp;
+  if (wl->closing)
     return 0;
   if (timeout_ms < 0)
-    uv_timer_stop(&ctx->timer);
+    uv_timer_stop(&wl->timer);
   else
-    uv_timer_start(&ctx->timer, on_timer, (uint64_t)timeout_ms, 0);
+    uv_timer_start(&wl->timer, on_timer, (uint64_t)timeout_ms, 0);
   return 0;
 }
 
-/* ---- per-loop contexts ------------------------------------------------ */
+/* ---- finding a loop's webhook state ------------------------------------ */
 
-static int context_init(webhook_loop *ctx) {
-  ctx->multi = curl_multi_init();
-  if (!ctx->multi)
-    return CODA_ENOMEM;
-  curl_multi_setopt(ctx->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-  curl_multi_setopt(ctx->multi, CURLMOPT_SOCKETDATA, ctx);
-  curl_multi_setopt(ctx->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-  curl_multi_setopt(ctx->multi, CURLMOPT_TIMERDATA, ctx);
-  uv_timer_init(ctx->loop, &ctx->timer);
-  ctx->timer.data = ctx;
-  uv_unref((uv_handle_t *)&ctx->timer);
-  return 0;
-}
-
-/* The loop this context served has ended (coda closed our timer) and a new
- * loop has its address. Nothing here belongs to a live loop any more. */
-static void context_reset(webhook_loop *ctx) {
-  ctx->resetting = 1;
-  while (ctx->requests)
-    request_free((webhook_request *)ctx->requests);
-  curl_multi_cleanup(ctx->multi); /* closes cached connections */
-  ctx->multi = NULL;
-  while (ctx->sockets) {
-    webhook_link *l = ctx->sockets;
-    link_remove(l);
-    free(l); /* closed by coda's uv_walk; its loop is gone */
-  }
-  ctx->resetting = 0;
-}
-
-static webhook_loop *context_new(uv_loop_t *loop) {
-  webhook_loop *ctx = calloc(1, sizeof *ctx);
-  if (!ctx)
+static webhook_loop *loop_new(uv_loop_t *loop) {
+  webhook_loop *wl = calloc(1, sizeof *wl);
+  if (!wl)
     return NULL;
-  ctx->loop = loop;
-  struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+  wl->loop = loop;
+  wl->headers = curl_slist_append(NULL, "Content-Type: application/json");
   /* No "Expect: 100-continue" round trip before the body. */
-  struct curl_slist *h2 = h ? curl_slist_append(h, "Expect:") : NULL;
-  if (!h2) {
-    curl_slist_free_all(h);
-    free(ctx);
+  struct curl_slist *h = wl->headers ? curl_slist_append(wl->headers, "Expect:") : NULL;
+  wl->multi = h ? curl_multi_init() : NULL;
+  if (!wl->multi) {
+    curl_slist_free_all(wl->headers);
+    free(wl);
     return NULL;
   }
-  ctx->headers = h2;
-  return ctx;
+  curl_multi_setopt(wl->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+  curl_multi_setopt(wl->multi, CURLMOPT_SOCKETDATA, wl);
+  curl_multi_setopt(wl->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+  curl_multi_setopt(wl->multi, CURLMOPT_TIMERDATA, wl);
+  uv_timer_init(loop, &wl->timer);
+  wl->timer.data = wl;
+  wl->handles = 1;
+  return wl;
 }
 
-/* The ready context of `loop`, or NULL without memory. Loop thread. */
-static webhook_loop *context_for(uv_loop_t *loop) {
+/* The webhook state of `loop`, created if it has no transfer yet; NULL
+ * without memory. Loop thread. */
+static webhook_loop *loop_find(uv_loop_t *loop) {
   uv_mutex_lock(&registry_mu);
-  webhook_loop *ctx = registry;
-  while (ctx && ctx->loop != loop)
-    ctx = ctx->next_loop;
-  if (!ctx && (ctx = context_new(loop)) != NULL) {
-    ctx->next_loop = registry;
-    registry = ctx;
+  webhook_loop *wl = registry;
+  while (wl && wl->loop != loop)
+    wl = wl->next_loop;
+  if (!wl && (wl = loop_new(loop)) != NULL) {
+    wl->next_loop = registry;
+    registry = wl;
   }
   uv_mutex_unlock(&registry_mu);
-  if (!ctx)
-    return NULL;
-  /* Only coda closes our timer, and only when it ends the loop. */
-  if (ctx->multi && uv_is_closing((uv_handle_t *)&ctx->timer))
-    context_reset(ctx);
-  if (!ctx->multi && context_init(ctx) != 0)
-    return NULL;
-  return ctx;
+  return wl;
 }
 
 /* ---- starting a transfer ---------------------------------------------- */
@@ -329,7 +346,7 @@ static CURLcode request_setup(webhook_request *req, const char *url, const char 
   if (rc == CURLE_OK)
     rc = curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body ? body : "");
   if (rc == CURLE_OK)
-    rc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->ctx->headers);
+    rc = curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->wl->headers);
   if (rc == CURLE_OK)
     rc = curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, WEBHOOK_TIMEOUT_MS);
   if (rc == CURLE_OK)
@@ -358,22 +375,26 @@ int demo_webhook_post(coda_task *t, const char *url, const char *body, size_t le
   uv_once(&global_once, global_init);
   if (global_rc)
     return global_rc;
-  webhook_loop *ctx = context_for(loop);
-  if (!ctx)
+  webhook_loop *wl = loop_find(loop);
+  if (!wl)
     return CODA_ENOMEM;
   webhook_request *req = calloc(1, sizeof *req);
-  if (!req)
-    return CODA_ENOMEM;
-  req->ctx = ctx;
-  req->task = t;
-  req->easy = curl_easy_init();
-  if (!req->easy || request_setup(req, url, body, len) != CURLE_OK ||
-      curl_multi_add_handle(ctx->multi, req->easy) != CURLM_OK) {
-    curl_easy_cleanup(req->easy);
+  if (req) {
+    req->wl = wl;
+    req->task = t;
+    req->easy = curl_easy_init();
+  }
+  if (!req || !req->easy || request_setup(req, url, body, len) != CURLE_OK ||
+      curl_multi_add_handle(wl->multi, req->easy) != CURLM_OK) {
+    if (req)
+      curl_easy_cleanup(req->easy);
     free(req);
+    if (!wl->requests)
+      loop_close(wl);
     return CODA_ENOMEM;
   }
-  /* curl only arms its timer here; the transfer starts from the loop. */
-  link_insert(&ctx->requests, &req->link);
+  /* curl only arms its timer here; the transfer starts from the loop, so
+   * coda_task_done() cannot come before we return. */
+  link_insert(&wl->requests, &req->link);
   return CODA_TASK_PENDING;
 }

@@ -66,6 +66,8 @@ coda_app *coda_app_new(void) {
 void coda_app_free(coda_app *app) {
   if (!app)
     return;
+  if (atomic_load(&app->engine->leaked))
+    return; /* a thread task still runs and may touch it (logged at stop) */
   coda__router_free(app->router);
   coda__engine_free(app->engine);
   free(app->middleware);

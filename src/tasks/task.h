@@ -96,6 +96,7 @@ struct coda__engine {
   coda_tasks **route_lists; /* templates of route-level tasks, owned here */
   int nroute_lists;
   atomic_int draining;
+  atomic_int leaked; /* threads left running at shutdown: never free */
 };
 
 coda__engine *coda__engine_new(coda_app *app);

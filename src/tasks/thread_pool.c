@@ -108,24 +108,40 @@ void coda__thread_pool_watch(coda__thread_pool *p, uint64_t now_ns) {
   uv_mutex_unlock(&p->mu);
 }
 
+/* Running tasks get this long after the stop to return on their own. */
+#define STOP_GRACE_MS 1000
+
+static int busy_threads(coda__thread_pool *p) {
+  int busy = 0;
+  uv_mutex_lock(&p->mu);
+  for (int i = 0; i < p->nthreads; i++)
+    if (p->running[i]) {
+      atomic_store(&p->running[i]->cancelled, 1);
+      busy++;
+    }
+  uv_mutex_unlock(&p->mu);
+  return busy;
+}
+
 void coda__thread_pool_stop(coda__thread_pool *p) {
   uv_mutex_lock(&p->mu);
   p->stop = 1;
   uv_cond_broadcast(&p->cond);
-  int busy = 0;
-  for (int i = 0; i < p->nthreads; i++)
-    if (p->running[i]) {
-      atomic_store(&p->running[i]->cancelled, 1);
-      busy = 1;
-    }
   uv_mutex_unlock(&p->mu);
+  int busy;
+  for (int waited = 0; (busy = busy_threads(p)) > 0 && waited < STOP_GRACE_MS; waited += 5)
+    uv_sleep(5);
   if (busy) {
-    /* A thread stuck in a blocking call cannot be stopped; it is left to
-     * finish on its own and the pool is not freed under it. */
+    /* A thread stuck in a blocking call cannot be stopped. It is left to
+     * finish, and nothing it can still touch is freed: the pool, the
+     * engine and the app stay allocated (coda_app_free sees `leaked`). */
     for (int i = 0; i < p->nthreads; i++)
       pthread_detach(p->threads[i]);
+    atomic_store(&p->engine->leaked, 1);
     coda_log(p->engine->app, CODA_LOG_WARN,
-             "shutdown: thread tasks still running were left to finish");
+             "shutdown: %d thread tasks still running after the grace period were left "
+             "to finish; the app is not freed",
+             busy);
   } else {
     for (int i = 0; i < p->nthreads; i++)
       uv_thread_join(&p->threads[i]);
