@@ -8,7 +8,7 @@ JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:8000
 FUZZ_TIME  ?= 60
 
-.PHONY: all deps build run test test-asan test-tsan fuzz bench install clean format
+.PHONY: all deps build run test test-asan test-tsan fuzz bench bench-tasks install clean format
 
 all: build
 
@@ -34,6 +34,13 @@ fuzz: deps
 bench: build
 	@scripts/deps bench
 	@bench/http.sh
+
+bench-tasks: build
+	@scripts/deps bench
+	@bench/tasks.sh
+
+test-tsan: deps
+	@scripts/test tsan
 
 install: build
 	cmake --install $(BUILD)

@@ -51,6 +51,7 @@ typedef struct webhook_loop {
   webhook_link *requests;     /* transfers in flight */
   webhook_link *sockets;      /* pollers, until their close callback */
   int handles;                /* open uv handles; freed when 0 and closing */
+  int finishing;              /* inside finish_done(): it closes, not us */
   int closing;
 } webhook_loop;
 
@@ -91,32 +92,35 @@ static void link_remove(webhook_link *l) {
 }
 
 static void global_init(void) {
-  if (uv_mutex_init(&registry_mu) != 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+  if (uv_mutex_init(&registry_mu) != 0 ||
+      curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
     global_rc = CODA_ENOMEM;
 }
 
 /* ---- a loop's webhook state ------------------------------------------- */
 
-/* The close callback of every handle we open: the last one frees. */
-static void on_handle_closed(uv_handle_t *h) {
-  webhook_loop *wl;
-  if (h->type == UV_POLL) {
-    webhook_socket *s = h->data;
-    wl = s->wl;
-    link_remove(&s->link);
-    free(s);
-  } else {
-    wl = h->data;
-  }
+/* Every handle we open ends here, through one of the close callbacks
+ * below; the last one frees the webhook_loop. */
+static void handle_closed(webhook_loop *wl) {
   if (--wl->handles == 0 && wl->closing) {
     curl_slist_free_all(wl->headers);
     free(wl);
   }
 }
 
+static void on_socket_closed(uv_handle_t *h) {
+  webhook_socket *s = h->data;
+  webhook_loop *wl = s->wl;
+  link_remove(&s->link);
+  free(s);
+  handle_closed(wl);
+}
+
+static void on_timer_closed(uv_handle_t *h) { handle_closed(h->data); }
+
 static void socket_close(webhook_socket *s) {
   uv_poll_stop(&s->poll);
-  uv_close((uv_handle_t *)&s->poll, on_handle_closed);
+  uv_close((uv_handle_t *)&s->poll, on_socket_closed);
 }
 
 /* Called once the last transfer is gone; the memory goes with the last
@@ -139,7 +143,7 @@ static void loop_close(webhook_loop *wl) {
     if (!uv_is_closing((uv_handle_t *)&s->poll))
       socket_close(s);
   }
-  uv_close((uv_handle_t *)&wl->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&wl->timer, on_timer_closed);
 }
 
 /* ---- finishing transfers ----------------------------------------------- */
@@ -181,6 +185,7 @@ static void request_finish(webhook_request *req, CURLcode result) {
 static void finish_done(webhook_loop *wl) {
   CURLMsg *msg;
   int left;
+  wl->finishing = 1;
   while ((msg = curl_multi_info_read(wl->multi, &left)) != NULL) {
     if (msg->msg != CURLMSG_DONE)
       continue;
@@ -190,6 +195,7 @@ static void finish_done(webhook_loop *wl) {
     curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
     request_finish((webhook_request *)priv, result);
   }
+  wl->finishing = 0;
   if (!wl->requests)
     loop_close(wl);
 }
@@ -389,7 +395,7 @@ int demo_webhook_post(coda_task *t, const char *url, const char *body, size_t le
     if (req)
       curl_easy_cleanup(req->easy);
     free(req);
-    if (!wl->requests)
+    if (!wl->requests && !wl->finishing)
       loop_close(wl);
     return CODA_ENOMEM;
   }

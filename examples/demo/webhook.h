@@ -21,7 +21,9 @@
  * LOOP task; CODA_ENOMEM); then nothing more happens and the task function
  * should return that code.
  *
- * `url` and `body` are copied; the caller keeps ownership. Thread: the
+ * `url` and `body` are copied; the caller keeps ownership. A POST still
+ * running when the server stops keeps its loop running until it ends (at
+ * most its 10 s timeout), then finishes the task as usual. Thread: the
  * task's loop thread, from a LOOP task function. */
 int demo_webhook_post(coda_task *t, const char *url, const char *body, size_t len);
 
