@@ -165,7 +165,12 @@ start_kore() {
     return
   fi
   port=$(free_port)
-  sed -e "s|@DIR@|$tmp|g" -e "s|@PORT@|$port|g" bench/kore.conf.in >"$tmp/kore.conf"
+  local nofile
+  nofile=$(ulimit -Hn)
+  [ "$nofile" = unlimited ] || ((nofile > 65536)) && nofile=65536
+  nofile=$((nofile - 64)) # Kore adds a few descriptors of its own to the setting
+  sed -e "s|@DIR@|$tmp|g" -e "s|@PORT@|$port|g" -e "s|@NOFILE@|$nofile|g" \
+    bench/kore.conf.in >"$tmp/kore.conf"
   # -f foreground, -n no chroot, -r keep the user: a private, unprivileged-style instance.
   start_server kore '{"status":"ok"}' kore -c "$tmp/kore.conf" -fnr
 }

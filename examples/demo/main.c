@@ -9,6 +9,8 @@
  */
 #include <coda.h>
 
+#include "webhook.h"
+
 #include <jansson.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -20,7 +22,7 @@
 static coda_app *app;
 static atomic_long trivial_runs;
 static coda_task_def *trivial_def, *email_def, *cpu_def, *profile_def, *notify_def,
-    *upload_def;
+    *upload_def, *webhook_def;
 
 static const char plain_body[] = "{\"status\":\"ok\"}";
 static const char queued_body[] = "{\"status\":\"queued\"}";
@@ -34,6 +36,7 @@ static const char index_body[] =
     "{\"method\":\"GET\",\"path\":\"/process/\",\"does\":\"cpu_heavy_task on a worker process\"},"
     "{\"method\":\"POST\",\"path\":\"/register\",\"does\":\"201, then email, profile, admin note in order\"},"
     "{\"method\":\"POST\",\"path\":\"/upload\",\"does\":\"202, saves the body, processes it in a task\"},"
+    "{\"method\":\"POST\",\"path\":\"/orders\",\"does\":\"201, then a webhook POST to the given URL\"},"
     "{\"method\":\"POST\",\"path\":\"/echo\",\"does\":\"the request body back, verbatim\"},"
     "{\"method\":\"GET\",\"path\":\"/stats\",\"does\":\"request and task counters\"}"
     "]}";
@@ -98,6 +101,14 @@ static int process_upload_task(coda_task *t) {
   coda_log(app, CODA_LOG_INFO, "[Thread] upload %s processed: %ld bytes, %ld lines", path,
            bytes, lines);
   return 0;
+}
+
+/* Delivers an order's webhook from the event loop, without blocking it. */
+static int deliver_webhook_task(coda_task *t) {
+  size_t len;
+  const char *body = coda_task_bytes(t, 1, &len);
+  coda_log(app, CODA_LOG_INFO, "[Loop] delivering webhook to %s", coda_task_str(t, 0));
+  return demo_webhook_post(t, coda_task_str(t, 0), body, len);
 }
 
 /* ---- handlers ------------------------------------------------------------ */
@@ -194,6 +205,37 @@ static int post_upload(coda_req *req, coda_res *res, void *user) {
   return rc;
 }
 
+/* POST /orders {"item": "...", "webhook": "http://..."}: 201 now; the
+ * webhook is POSTed after the response, from a LOOP task. */
+static int post_orders(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  static atomic_long next_order;
+  size_t len;
+  const char *body = coda_req_body(req, &len);
+  json_t *in = json_loadb(body, len, 0, NULL);
+  const char *url = in ? json_string_value(json_object_get(in, "webhook")) : NULL;
+  const char *item = in ? json_string_value(json_object_get(in, "item")) : NULL;
+  if (!url || strncmp(url, "http://", 7) != 0) {
+    json_decref(in);
+    return coda_res_json_text(res, 422, "{\"error\":\"webhook must be an http:// URL\"}");
+  }
+  long id = atomic_fetch_add(&next_order, 1) + 1;
+  json_t *event = json_pack("{s:s, s:I, s:s?}", "event", "order.created", "order",
+                            (json_int_t)id, "item", item);
+  char *payload = json_dumps(event, JSON_COMPACT);
+  int rc = payload ? coda_res_add_task(res, webhook_def, "sb", url, payload, strlen(payload))
+                   : CODA_ENOMEM;
+  free(payload);
+  json_decref(event);
+  json_decref(in);
+  if (rc)
+    return rc;
+  json_t *out = json_pack("{s:I, s:s}", "order", (json_int_t)id, "status", "created");
+  rc = coda_res_json(res, 201, out);
+  json_decref(out);
+  return rc;
+}
+
 static int post_echo(coda_req *req, coda_res *res, void *user) {
   (void)user;
   size_t len;
@@ -229,7 +271,10 @@ static int register_tasks(void) {
   profile_def = coda_app_task(app, "create_profile", create_profile_task, CODA_EXEC_THREAD);
   notify_def = coda_app_task(app, "notify_admin", notify_admin_task, CODA_EXEC_LOOP);
   upload_def = coda_app_task(app, "process_upload", process_upload_task, CODA_EXEC_THREAD);
-  return trivial_def && email_def && cpu_def && profile_def && notify_def && upload_def
+  webhook_def = coda_app_task(app, "deliver_webhook", deliver_webhook_task, CODA_EXEC_LOOP);
+  coda_task_def_timeout(webhook_def, 15000);
+  return trivial_def && email_def && cpu_def && profile_def && notify_def && upload_def &&
+                 webhook_def
              ? 0
              : CODA_ENOMEM;
 }
@@ -242,7 +287,8 @@ static int register_routes(void) {
       {"GET", "/", get_index},         {"GET", "/plain", get_plain},
       {"GET", "/trivial", get_trivial}, {"GET", "/thread/", get_thread},
       {"GET", "/process/", get_process}, {"POST", "/register", post_register},
-      {"POST", "/upload", post_upload}, {"POST", "/echo", post_echo},
+      {"POST", "/upload", post_upload}, {"POST", "/orders", post_orders},
+      {"POST", "/echo", post_echo},
       {"GET", "/stats", get_stats},
   };
   for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {

@@ -515,7 +515,8 @@ int coda_app_run(coda_app *app) {
   for (int i = 0; i < started; i++) {
     uv_thread_join(&s->loops[i].thread);
     cut += s->loops[i].cut_connections;
-    uv_loop_close(&s->loops[i].uv);
+    if (uv_loop_close(&s->loops[i].uv) == UV_EBUSY)
+      coda_log(app, CODA_LOG_WARN, "loop %d ended with handles still open", i);
     coda__buf_free(&s->loops[i].log);
   }
   coda__engine_stop(app->engine);

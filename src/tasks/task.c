@@ -597,6 +597,9 @@ coda_executor coda_task_executor(const coda_task *t) { return t->executor; }
 uint64_t coda_task_id(const coda_task *t) { return t->id; }
 uint64_t coda_task_request_id(const coda_task *t) { return t->request_id; }
 coda_app *coda_task_app(const coda_task *t) { return t->def->engine->app; }
+void *coda_task_loop(coda_task *t) {
+  return t->executor == CODA_EXEC_LOOP && t->loop ? &t->loop->uv : NULL;
+}
 
 static void close_timer(uv_handle_t *h) { free(h); }
 

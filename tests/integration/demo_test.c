@@ -6,12 +6,16 @@
 #include "harness.h"
 #include "test.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -111,6 +115,107 @@ TEST(demo_serves_its_routes_and_logs_them) {
   CHECK(strstr(d.log, "Shutdown complete") != NULL);
 }
 
+/* A one-shot HTTP receiver for the webhook: accepts one connection, reads
+ * one request, answers 204, and keeps what it read. */
+typedef struct {
+  int listen_fd;
+  int port;
+  char got[4096];
+  uv_thread_t thread;
+} receiver;
+
+static void receiver_main(void *arg) {
+  receiver *r = arg;
+  int fd = accept(r->listen_fd, NULL, NULL);
+  if (fd < 0)
+    return;
+  struct timeval tv = {5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  size_t n = 0;
+  while (n + 1 < sizeof r->got) {
+    ssize_t k = recv(fd, r->got + n, sizeof r->got - n - 1, 0);
+    if (k <= 0)
+      break;
+    n += (size_t)k;
+    r->got[n] = '\0';
+    const char *head_end = strstr(r->got, "\r\n\r\n");
+    const char *cl = strcasestr(r->got, "Content-Length: ");
+    if (head_end && cl && n >= (size_t)(head_end + 4 - r->got) + strtoul(cl + 16, NULL, 10))
+      break;
+  }
+  const char *answer = "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+  ssize_t w = send(fd, answer, strlen(answer), MSG_NOSIGNAL);
+  (void)w;
+  close(fd);
+}
+
+static int receiver_start(receiver *r) {
+  memset(r, 0, sizeof *r);
+  r->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  if (bind(r->listen_fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(r->listen_fd, 4) != 0 ||
+      getsockname(r->listen_fd, (struct sockaddr *)&a, &len) != 0)
+    return -1;
+  r->port = ntohs(a.sin_port);
+  return uv_thread_create(&r->thread, receiver_main, r);
+}
+
+/* The seeds' routes: answers in milliseconds, the task's lines after the
+ * response's line, a different PID for the process task, three register
+ * tasks in order, a webhook really delivered, counters that add up. */
+TEST(demo_runs_the_seeds_tasks_after_the_response) {
+  demo d;
+  REQUIRE(demo_start(&d) == 0);
+  char buf[8192];
+  int fd = tc_connect(d.port, 5000);
+  uint64_t t0 = tc_now_ms();
+  tc_send_str(fd, "GET /thread/?email=seed@example.com HTTP/1.1\r\nHost: x\r\n\r\n");
+  REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  CHECK(tc_now_ms() - t0 < 500); /* the 2 s email runs after */
+  tc_send_str(fd, "GET /process/ HTTP/1.1\r\nHost: x\r\n\r\n");
+  REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  CHECK(tc_now_ms() - t0 < 1000);
+  const char *reg = "{\"email\":\"alice@example.com\"}";
+  char req[512];
+  snprintf(req, sizeof req, "POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
+           strlen(reg), reg);
+  tc_send_str(fd, req);
+  REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  CHECK_EQ_INT(tc_status(buf), 201);
+  receiver r;
+  REQUIRE(receiver_start(&r) == 0);
+  char order[256];
+  snprintf(order, sizeof order, "{\"item\":\"latte\",\"webhook\":\"http://127.0.0.1:%d/hook\"}", r.port);
+  snprintf(req, sizeof req, "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
+           strlen(order), order);
+  tc_send_str(fd, req);
+  REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  CHECK_EQ_INT(tc_status(buf), 201);
+  uv_thread_join(&r.thread);
+  close(r.listen_fd);
+  CHECK(strstr(r.got, "POST /hook HTTP/1.1\r\n") != NULL);
+  CHECK(strstr(r.got, "{\"event\":\"order.created\",\"order\":1,\"item\":\"latte\"}") != NULL);
+  read_log(&d, 4000, "Email sent to seed@example.com!");
+  const char *resp = strstr(d.log, "\"GET /thread/?email=seed@example.com HTTP/1.1\" 200 OK");
+  const char *start = strstr(d.log, "[Thread] \u23f3 Starting email to seed@example.com...");
+  const char *sent = strstr(d.log, "[Thread] \u2705 Email sent to seed@example.com!");
+  CHECK(resp && start && sent && resp < start && start < sent);
+  const char *pid = strstr(d.log, "Processing data 101 on PID ");
+  REQUIRE(pid != NULL);
+  CHECK(atoi(pid + strlen("Processing data 101 on PID ")) != (int)d.pid);
+  const char *e1 = strstr(d.log, "Email sent to alice@example.com!");
+  const char *e2 = strstr(d.log, "profile created for alice@example.com");
+  const char *e3 = strstr(d.log, "admin notified: new user alice@example.com");
+  CHECK(e1 && e2 && e3 && e1 < e2 && e2 < e3);
+  tc_send_str(fd, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
+  REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  CHECK(strstr(buf, "\"thread\":{\"queued\":0,\"running\":0,\"succeeded\":3") != NULL);
+  CHECK(strstr(buf, "\"loop\":{\"queued\":0,\"running\":0,\"succeeded\":2") != NULL);
+  close(fd);
+  CHECK_EQ_INT(demo_stop(&d, SIGTERM, 5000), 0);
+}
+
 TEST(demo_exits_zero_on_sigint_with_an_open_connection) {
   demo d;
   REQUIRE(demo_start(&d) == 0);
@@ -141,5 +246,6 @@ TEST(demo_rejects_bad_arguments) {
 }
 
 RUN_TESTS(demo, TEST_CASE(demo_serves_its_routes_and_logs_them),
+          TEST_CASE(demo_runs_the_seeds_tasks_after_the_response),
           TEST_CASE(demo_exits_zero_on_sigint_with_an_open_connection),
           TEST_CASE(demo_rejects_bad_arguments))
