@@ -3,13 +3,14 @@
  * app's PROCESS workers busy. Used by bench/tasks.sh.
  *
  *   latency --port P [--path /plain] [--rate 2000] [--seconds 10] [--warmup 1]
- *           [--connections 16]
+ *           [--connections 16] [--samples FILE]
  *     Sends GET PATH to 127.0.0.1:P on keep-alive connections, one request in flight
  *     per connection, on a fixed schedule: request i is due at start + i / rate. A
  *     request's latency runs from the time it was due, not from the time a connection
  *     was free to send it, so a stalled server shows up in the figures instead of
  *     slowing the client down (no coordinated omission). Prints p50/p90/p99/p99.9/max
- *     of the requests due after the warm-up.
+ *     of the requests due after the warm-up, and with --samples writes each of their
+ *     latencies (us, one per line) to FILE so that runs can be pooled.
  *
  *   latency --port P --saturate PATH [--backlog 4] [--seconds 10]
  *     Keeps the PROCESS executor of a coda app busy: every 10 ms it reads GET /stats and
@@ -46,6 +47,7 @@ typedef struct options {
   int port;
   const char *path;
   const char *saturate;
+  const char *samples;
   double rate, seconds, warmup;
   int connections, backlog;
 } options;
@@ -321,6 +323,15 @@ static int rate_mode(const options *o) {
   printf("RESULT max_us %.1f\n", r.nlat ? (double)r.lat[r.nlat - 1] / 1000 : 0.0);
   printf("RESULT errors %ld\nRESULT non2xx %ld\nRESULT waited %ld\n",
          r.errors + unanswered, r.non2xx, r.waited);
+  if (o->samples) {
+    FILE *f = fopen(o->samples, "w");
+    for (size_t i = 0; f && i < r.nlat; i++)
+      fprintf(f, "%.1f\n", (double)r.lat[i] / 1000.0);
+    if (!f || fclose(f) != 0) {
+      fprintf(stderr, "latency: cannot write %s\n", o->samples);
+      r.errors++;
+    }
+  }
   for (int i = 0; i < r.nconns; i++)
     if (r.conns[i].fd >= 0)
       close(r.conns[i].fd);
@@ -423,7 +434,7 @@ static int saturate_mode(const options *o) {
 static void usage(void) {
   fprintf(stderr,
           "usage: latency --port P [--path /plain] [--rate R] [--seconds S] [--warmup S]\n"
-          "               [--connections C]\n"
+          "               [--connections C] [--samples FILE]\n"
           "       latency --port P --saturate PATH [--backlog B] [--seconds S]\n");
 }
 
@@ -452,6 +463,8 @@ int main(int argc, char **argv) {
       o.connections = atoi(v);
     else if (strcmp(a, "--backlog") == 0)
       o.backlog = atoi(v);
+    else if (strcmp(a, "--samples") == 0)
+      o.samples = v;
     else {
       usage();
       return 2;

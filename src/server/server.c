@@ -347,12 +347,19 @@ static void loop_close(coda__loop *loop) {
 
 /* ---- control loop ---------------------------------------------------- */
 
+static void finish_drain(coda__server *s);
+
 static void request_stop(coda__server *s) {
   int n = atomic_load(&s->stop_requests);
-  if (n == s->handled_stop)
+  if (n == s->handled_stop || s->drain_finished)
     return;
   s->handled_stop = n;
   int level = n >= 2 ? 2 : 1;
+  if (level == 2 && s->drain_started) {
+    coda_log(s->app, CODA_LOG_INFO, "Second stop: not waiting for tasks");
+    finish_drain(s); /* a second signal during the drain ends it now */
+    return;
+  }
   coda_log(s->app, CODA_LOG_INFO, level == 1
                                       ? "Shutting down (finishing in-flight requests)"
                                       : "Shutting down now");

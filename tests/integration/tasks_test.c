@@ -541,6 +541,29 @@ TEST(shutdown_drains_tasks_and_reports_the_rest) {
   coda_app_free(a);
 }
 
+/* A second stop during the drain does not wait for the tasks. */
+TEST(a_second_stop_skips_the_drain) {
+  coda_app *a = make_app();
+  coda_app_set(a, CODA_OPT_THREAD_POOL_SIZE, 1);
+  coda_app_set(a, CODA_OPT_TASK_DRAIN_TIMEOUT, 10000);
+  coda_app_set(a, CODA_OPT_PROCESS_WORKERS, 1);
+  coda_app_route(a, "GET", "/block", h_block, NULL);
+  test_server s;
+  REQUIRE(ts_start(&s, a) == 0);
+  char buf[4096];
+  for (int i = 0; i < 6; i++) /* 1.8 s of work on one thread */
+    CHECK_EQ_INT(get(s.port, "/block", buf, sizeof buf), 200);
+  uint64_t t0 = tc_now_ms();
+  coda_app_stop(a);
+  tc_sleep_ms(100);
+  coda_app_stop(a);
+  uv_thread_join(&s.thread);
+  uint64_t took = tc_now_ms() - t0;
+  CHECK(took < 1000); /* not the 1.8 s of queued work, nor the 10 s drain */
+  CHECK(coda_task_stat(a, CODA_EXEC_THREAD, CODA_STAT_DROPPED) >= 3);
+  coda_app_free(a);
+}
+
 int main(void) {
   uv_mutex_init(&hook_mu);
   snprintf(journal_path, sizeof journal_path, "/tmp/coda-tasks-journal-%d", (int)getpid());
@@ -569,6 +592,7 @@ int main(void) {
       TEST_CASE(a_thread_task_past_its_timeout_is_reported_and_cancelled),
       TEST_CASE(a_full_queue_answers_503_with_retry_after),
       TEST_CASE(shutdown_drains_tasks_and_reports_the_rest),
+      TEST_CASE(a_second_stop_skips_the_drain),
   };
   int rc = test__run("tasks", cases, sizeof cases / sizeof cases[0]);
   ts_stop(&ts);
