@@ -239,6 +239,8 @@ wrk_run() {
     declare -g "err_$key=!"
     problem "$name /$route: ${errors#$'\n'}"
     sed 's/^/!!   | /' "$out" >&2
+    echo "!!   $name's log, last lines:" >&2
+    tail -n 20 "$tmp/$name.log" | sed 's/^/!!   | /' >&2
   fi
 }
 

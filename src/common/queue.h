@@ -39,6 +39,18 @@ static inline coda__queue *coda__queue_head(const coda__queue *head) {
   return head->next;
 }
 
+/* Moves every element of `from` to the tail of `to`; `from` ends empty. */
+static inline void coda__queue_move(coda__queue *to, coda__queue *from) {
+  if (coda__queue_empty(from))
+    return;
+  coda__queue *first = from->next, *last = from->prev;
+  first->prev = to->prev;
+  to->prev->next = first;
+  last->next = to;
+  to->prev = last;
+  coda__queue_init(from);
+}
+
 #define coda__queue_foreach(q, head)                                           \
   for ((q) = (head)->next; (q) != (head); (q) = (q)->next)
 

@@ -27,7 +27,7 @@
 #define CHUNK_FRAMING_SLACK 16384
 /* uv_write is handed at most this much at a time, so a slow but steady
  * reader shows progress to the send-stall timeout between completions. */
-#define WRITE_SLICE (256 * 1024)
+#define WRITE_SLICE (64 * 1024)
 
 static void process(coda__conn *c);
 static void close_now(coda__conn *c);

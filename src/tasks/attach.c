@@ -23,15 +23,7 @@ static coda_tasks *res_run(coda_res *res) {
 static int res_add(coda_res *res, coda_task_def *def, unsigned flags, const char *fmt,
                    va_list ap) {
   coda_tasks *run = res_run(res);
-  if (!run)
-    return CODA_ENOMEM;
-  coda_task *t;
-  int rc = coda__task_new(run->app->engine, def, flags, fmt, ap, &t);
-  if (rc)
-    return rc;
-  if ((rc = coda__run_append(run, t)) != 0)
-    coda__task_drop(t, "out of memory");
-  return rc;
+  return run ? coda__run_add(run, def, flags, fmt, ap) : CODA_ENOMEM;
 }
 
 int coda_res_add_task(coda_res *res, coda_task_def *def, const char *fmt, ...) {

@@ -46,11 +46,7 @@ static void on_inbox(uv_async_t *a) {
   coda__queue local;
   coda__queue_init(&local);
   uv_mutex_lock(&loop->task_mu);
-  while (!coda__queue_empty(&loop->task_inbox)) {
-    coda__queue *q = coda__queue_head(&loop->task_inbox);
-    coda__queue_remove(q);
-    coda__queue_insert_tail(&local, q);
-  }
+  coda__queue_move(&local, &loop->task_inbox);
   uv_mutex_unlock(&loop->task_mu);
   while (!coda__queue_empty(&local)) {
     coda__queue *q = coda__queue_head(&local);
@@ -93,15 +89,7 @@ void coda__loop_executor_close(coda__loop *loop) {
   uv_mutex_lock(&loop->task_mu);
   loop->task_inbox_open = 0;
   uv_mutex_unlock(&loop->task_mu);
-  while (!coda__queue_empty(&loop->task_inbox)) {
-    coda__queue *q = coda__queue_head(&loop->task_inbox);
-    coda__queue_remove(q);
-    coda_task *t = coda__container_of(q, coda_task, link);
-    coda_tasks *run = t->run;
-    coda__task_drop(t, "shutdown before it ran");
-    if (run)
-      coda__run_advance(run, 1);
-  }
+  coda__tasks_drop_queue(&loop->task_inbox, "shutdown before it ran");
   if (!uv_is_closing((uv_handle_t *)&loop->task_async))
     uv_close((uv_handle_t *)&loop->task_async, NULL);
 }

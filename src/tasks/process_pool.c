@@ -406,11 +406,7 @@ static void dispatch(coda__process_pool *p) {
 static void on_inbox(uv_async_t *a) {
   coda__process_pool *p = a->data;
   uv_mutex_lock(&p->mu);
-  while (!coda__queue_empty(&p->inbox)) {
-    coda__queue *q = coda__queue_head(&p->inbox);
-    coda__queue_remove(q);
-    coda__queue_insert_tail(&p->waiting, q);
-  }
+  coda__queue_move(&p->waiting, &p->inbox);
   uv_mutex_unlock(&p->mu);
   dispatch(p);
 }
@@ -542,11 +538,7 @@ coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int
 void coda__process_pool_stop(coda__process_pool *p) {
   uv_mutex_lock(&p->mu);
   p->accepting = 0;
-  while (!coda__queue_empty(&p->inbox)) {
-    coda__queue *q = coda__queue_head(&p->inbox);
-    coda__queue_remove(q);
-    coda__queue_insert_tail(&p->waiting, q);
-  }
+  coda__queue_move(&p->waiting, &p->inbox);
   uv_mutex_unlock(&p->mu);
   p->stopping = 1;
   for (int i = 0; i < p->nworkers; i++) {
@@ -560,15 +552,7 @@ void coda__process_pool_stop(coda__process_pool *p) {
     }
     coda__buf_free(&w->in);
   }
-  while (!coda__queue_empty(&p->waiting)) {
-    coda__queue *q = coda__queue_head(&p->waiting);
-    coda__queue_remove(q);
-    coda_task *t = coda__container_of(q, coda_task, link);
-    coda_tasks *run = t->run;
-    coda__task_drop(t, "shutdown before it ran");
-    if (run)
-      coda__run_advance(run, 1);
-  }
+  coda__tasks_drop_queue(&p->waiting, "shutdown before it ran");
   uv_close((uv_handle_t *)&p->async, NULL);
   uv_run(p->loop, UV_RUN_NOWAIT);
   uv_mutex_destroy(&p->mu);

@@ -332,6 +332,18 @@ void coda__task_drop(coda_task *t, const char *why) {
   task_free(t);
 }
 
+void coda__tasks_drop_queue(coda__queue *q, const char *why) {
+  while (!coda__queue_empty(q)) {
+    coda__queue *item = coda__queue_head(q);
+    coda__queue_remove(item);
+    coda_task *t = coda__container_of(item, coda_task, link);
+    coda_tasks *run = t->run;
+    coda__task_drop(t, why);
+    if (run)
+      coda__run_advance(run, 1);
+  }
+}
+
 /* ---- running and finishing ------------------------------------------- */
 
 void coda__task_begin(coda_task *t) {
@@ -453,8 +465,8 @@ int coda__run_append(coda_tasks *run, coda_task *t) {
   return 0;
 }
 
-static int add_to_run(coda_tasks *run, coda_task_def *def, unsigned flags,
-                      const char *fmt, va_list ap) {
+int coda__run_add(coda_tasks *run, coda_task_def *def, unsigned flags, const char *fmt,
+                  va_list ap) {
   coda_task *t;
   int rc = coda__task_new(run->app->engine, def, flags, fmt, ap, &t);
   if (rc)
@@ -467,7 +479,7 @@ static int add_to_run(coda_tasks *run, coda_task_def *def, unsigned flags,
 int coda_tasks_add(coda_tasks *list, coda_task_def *def, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int rc = add_to_run(list, def, 0, fmt, ap);
+  int rc = coda__run_add(list, def, 0, fmt, ap);
   va_end(ap);
   return rc;
 }
@@ -476,7 +488,7 @@ int coda_tasks_add_flags(coda_tasks *list, coda_task_def *def, unsigned flags,
                          const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int rc = add_to_run(list, def, flags, fmt, ap);
+  int rc = coda__run_add(list, def, flags, fmt, ap);
   va_end(ap);
   return rc;
 }

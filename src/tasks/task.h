@@ -119,6 +119,9 @@ int coda__task_clone(const coda_task *src, coda_task **out);
 
 /* Drops a task that will not run: counted, slot released, freed. */
 void coda__task_drop(coda_task *t, const char *why);
+/* Drops every task queued in `q` (an executor stopping), and with each one
+ * the rest of its list, which can no longer run in order. */
+void coda__tasks_drop_queue(coda__queue *q, const char *why);
 
 /* An executor says the task is starting on the current thread. */
 void coda__task_begin(coda_task *t);
@@ -130,6 +133,9 @@ void coda__task_report(coda_task *t, coda_task_stat_kind kind, const char *messa
 
 /* A response's run: appends, starts once written. */
 int coda__run_append(coda_tasks *run, coda_task *t);
+/* Builds a task (coda__task_new) and appends it. */
+int coda__run_add(coda_tasks *run, coda_task_def *def, unsigned flags, const char *fmt,
+                  va_list ap);
 void coda__run_start(coda_tasks *run, int delivered);
 /* The handler failed: keep only ALWAYS tasks. */
 void coda__run_drop_failed(coda_tasks *run);

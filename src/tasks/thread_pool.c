@@ -146,15 +146,7 @@ void coda__thread_pool_stop(coda__thread_pool *p) {
     for (int i = 0; i < p->nthreads; i++)
       uv_thread_join(&p->threads[i]);
   }
-  while (!coda__queue_empty(&p->queue)) {
-    coda__queue *q = coda__queue_head(&p->queue);
-    coda__queue_remove(q);
-    coda_task *t = coda__container_of(q, coda_task, link);
-    coda_tasks *run = t->run;
-    coda__task_drop(t, "shutdown before it ran");
-    if (run)
-      coda__run_advance(run, 1); /* the rest of its list follows it */
-  }
+  coda__tasks_drop_queue(&p->queue, "shutdown before it ran");
   if (busy)
     return;
   uv_cond_destroy(&p->cond);
