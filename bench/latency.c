@@ -116,6 +116,7 @@ typedef struct rate_run {
   int epfd;
   conn *conns;
   int nconns;
+  int next_conn; /* round robin, so that no connection idles into the keep-alive timeout */
   char request[512];
   size_t request_len;
   uint64_t start, interval, measure_from;
@@ -126,21 +127,39 @@ typedef struct rate_run {
   long sent, ok, non2xx, errors, waited;
 } rate_run;
 
+/* Replaces c's socket with a new connection (after the server closed it). */
+static void reconnect(rate_run *r, conn *c) {
+  epoll_ctl(r->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+  close(c->fd);
+  c->busy = 0;
+  c->fd = connect_to(r->o->port, 1);
+  if (c->fd >= 0) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    epoll_ctl(r->epfd, EPOLL_CTL_ADD, c->fd, &ev);
+  }
+}
+
 static int send_on(rate_run *r, conn *c, uint64_t due) {
   c->busy = 1;
   c->due = due;
   c->have = 0;
   ssize_t w = send(c->fd, r->request, r->request_len, MSG_NOSIGNAL);
-  if (w != (ssize_t)r->request_len)
-    return -1; /* a 60-byte request always fits an idle socket's buffer */
+  if (w != (ssize_t)r->request_len) { /* a short request always fits an idle socket */
+    reconnect(r, c);
+    return -1;
+  }
   r->sent++;
   return 0;
 }
 
 static conn *idle_conn(rate_run *r) {
-  for (int i = 0; i < r->nconns; i++)
-    if (!r->conns[i].busy && r->conns[i].fd >= 0)
-      return &r->conns[i];
+  for (int k = 0; k < r->nconns; k++) {
+    conn *c = &r->conns[(r->next_conn + k) % r->nconns];
+    if (!c->busy && c->fd >= 0) {
+      r->next_conn = (int)(c - r->conns + 1) % r->nconns;
+      return c;
+    }
+  }
   return NULL;
 }
 
@@ -175,22 +194,16 @@ static void on_readable(rate_run *r, conn *c) {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
       return;
     if (n <= 0) {
-      r->errors++; /* the server closed a keep-alive connection: reconnect */
-      epoll_ctl(r->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-      close(c->fd);
-      c->fd = connect_to(r->o->port, 1);
-      if (c->fd >= 0) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        epoll_ctl(r->epfd, EPOLL_CTL_ADD, c->fd, &ev);
-      }
-      c->busy = 0;
+      /* The server closed the connection. A request in flight is lost (it counts as
+       * unanswered); an idle keep-alive connection may be closed at any time. */
+      reconnect(r, c);
       return;
     }
     c->have += (size_t)n;
     long len = response_length(c->buf, c->have);
     if (len < 0 || (len == 0 && c->have == sizeof c->buf)) {
-      r->errors++;
-      c->busy = 0;
+      fprintf(stderr, "latency: a response without Content-Length or too long\n");
+      reconnect(r, c); /* unanswered */
       return;
     }
     if (len == 0)

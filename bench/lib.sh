@@ -63,7 +63,11 @@ children_ticks() {
 # from /proc/uptime. Idle time is measured when CPUs enter and leave idle, while the
 # user/system columns of /proc/stat are sampled at timer ticks and miss most of the short
 # bursts of a server at a moderate request rate (they undercounted by 20-40% of a core
-# on the dev VM, making `other` negative). Steal counts as busy: time taken from us.
+# on the dev VM, making `other` negative). Steal counts as busy: time taken from us by
+# the hypervisor (steal_ticks reports it on its own: on a shared VM it is the usual
+# reason for a disturbed run).
+steal_ticks() { awk '$1 == "cpu" {print $9}' /proc/stat; }
+
 machine_ticks() {
   awk -v n="$(getconf _NPROCESSORS_ONLN)" -v hz="$(getconf CLK_TCK)" \
     '{printf "%.0f", (n * $1 - $2) * hz}' /proc/uptime

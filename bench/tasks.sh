@@ -185,7 +185,7 @@ wrk_requests() { awk '/requests in/ {print $1; exit}' "$1" 2>/dev/null || true; 
 # wrk and of everything else, in % of one core).
 wrk_once() {
   local name=$1 route=$2 out=$3 pid port url n
-  local server0 server1 client0 client1 machine0 machine1
+  local server0 server1 client0 client1 machine0 machine1 steal0 steal1
   local args=(-t1 -c"$CONNECTIONS" --timeout 5s)
   pid=$(get "pid_$name") port=$(get "port_$name")
   url=http://127.0.0.1:$port/$route
@@ -197,17 +197,20 @@ wrk_once() {
   children_ticks >"$tmp/ticks"
   client0=$(<"$tmp/ticks")
   machine0=$(machine_ticks)
+  steal0=$(steal_ticks)
   timeout $((DURATION + 30)) taskset -c "$CLIENT_CPU" wrk "${args[@]}" -d"${DURATION}s" \
     --latency "$url" >"$out" 2>&1 || true
   server1=$(cpu_ticks "$pid")
   children_ticks >"$tmp/ticks"
   client1=$(<"$tmp/ticks")
   machine1=$(machine_ticks)
+  steal1=$(steal_ticks)
   n=$(wrk_requests "$out")
   declare -g "sent_${name}_$route=$(($(get "sent_${name}_$route") + ${n:-0}))"
   run_cpu=$(percent $((server1 - server0)))
   run_wrk=$(percent $((client1 - client0)))
   run_other=$(percent $((machine1 - machine0 - (server1 - server0) - (client1 - client0))))
+  run_steal=$(percent $((steal1 - steal0)))
 }
 
 # wrk_run NAME ROUTE: measures GET /ROUTE on server NAME (again, up to TRIES runs, while
@@ -219,7 +222,7 @@ wrk_run() {
     wrk_once "$name" "$route" "$out"
     rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
     echo "  $name /$route: ${rps:-?} req/s; CPU: server ${run_cpu}%, wrk ${run_wrk}%," \
-      "other ${run_other}%" >&2
+      "other ${run_other}% (steal ${run_steal}%)" >&2
     ((run_other > OTHER_MAX)) || break
     grep -qE 'Socket errors|Non-2xx' "$out" && break
   done
@@ -284,13 +287,14 @@ check_tasks() {
 # latencies in $tmp/samples-MODE-ROUND.txt and sets cpu_lat_MODE and busy_sat.
 latency_run() {
   local mode=$1 round=$2 out=$tmp/latency-$1-$2.txt sat=$tmp/saturate-$2.txt try satpid=""
-  local port pid server0 server1 client0 client1 machine0 machine1 t0 t1 secs
+  local port pid server0 server1 client0 client1 machine0 machine1 steal0 t0 t1 secs
   port=$(get port_lat) pid=$(get pid_lat)
   for ((try = 1; try <= TRIES; try++)); do
     server0=$(cpu_ticks "$pid")
     children_ticks >"$tmp/ticks"
     client0=$(<"$tmp/ticks")
     machine0=$(machine_ticks)
+    steal0=$(steal_ticks)
     t0=$(date +%s.%N)
     if [ "$mode" = sat ]; then
       taskset -c "$CLIENT_CPU" "$latency" --port "$port" --saturate /process/ \
@@ -317,7 +321,7 @@ latency_run() {
     run_other=$(percent $((machine1 - machine0 - (server1 - server0) - (client1 - client0))) "$secs")
     echo "  latency $mode #$round: p99 $(awk '$2 == "p99_us" {print $3}' "$out") us;" \
       "CPU: server ${run_cpu}%, clients $(percent $((client1 - client0)) "$secs")%," \
-      "other ${run_other}%" >&2
+      "other ${run_other}% (steal $(percent $(($(steal_ticks) - steal0)) "$secs")%)" >&2
     ((run_other > OTHER_MAX)) || break
   done
   ((run_other <= OTHER_MAX)) || busy_runs+=("latency $mode #$round (${run_other}% of a core)")

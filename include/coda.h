@@ -134,12 +134,14 @@ CODA_API int coda_app_port(const coda_app *app);
 
 /** Runs the server on the calling thread until coda_app_stop(), SIGINT or
  *  SIGTERM (if CODA_OPT_HANDLE_SIGNALS). It starts CODA_OPT_THREADS event
- *  loops, each with its own SO_REUSEPORT listener. On stop it stops
- *  accepting, finishes in-flight requests, closes idle connections and
- *  returns within CODA_OPT_SHUTDOWN_TIMEOUT (0, or CODA_ESTATE if some
- *  connections had to be cut at the deadline). A second signal cuts every
- *  connection at once. Binds first if coda_app_listen() was not called to
- *  bind (default "127.0.0.1:8000"). */
+ *  loops, each with its own SO_REUSEPORT listener, and the task executors.
+ *  On stop it stops accepting, finishes in-flight requests (cutting what is
+ *  left at CODA_OPT_SHUTDOWN_TIMEOUT), closes idle connections, then lets
+ *  background tasks finish for up to CODA_OPT_TASK_DRAIN_TIMEOUT and logs
+ *  by name what did not. A second stop cuts connections and skips the drain.
+ *  Returns 0 after a stop, or a CODA_E* code if it could not start. Binds
+ *  first if coda_app_bind() was not called (default "127.0.0.1:8000"). In a
+ *  PROCESS worker it serves tasks instead and never returns. */
 CODA_API int coda_app_run(coda_app *app);
 
 /** Binds the listening sockets now, so that coda_app_port() is known before
@@ -180,9 +182,9 @@ typedef void (*coda_error_handler)(coda_req *req, coda_res *res, int err,
 
 /** Registers a route. `method` is an HTTP method ("GET", "POST", ...);
  *  `pattern` is a path where a segment "{name}" captures one path segment,
- *  e.g. "/users/{id}". A GET route also serves HEAD. Routes are matched in
- *  registration order, static segments before captures at the same depth is
- *  NOT implied: register the more specific pattern first. Returns
+ *  e.g. "/users/{id}". A GET route also serves HEAD. When several patterns
+ *  match, the one with more literal segments wins ("/users/me" beats
+ *  "/users/{id}"), whatever the registration order. Returns
  *  CODA_EEXIST for the same method and pattern twice, CODA_EINVAL for a bad
  *  pattern. Call before coda_app_run(). */
 CODA_API int coda_app_route(coda_app *app, const char *method,
@@ -230,9 +232,9 @@ CODA_API const char *coda_req_param(const coda_req *req, const char *name);
  *  surrounding whitespace, or NULL. */
 CODA_API const char *coda_req_header(const coda_req *req, const char *name);
 
-/** Number of header fields, and the i-th one (0-based). Returns CODA_EINVAL
- *  out of range. */
+/** Number of header fields. */
 CODA_API int coda_req_header_count(const coda_req *req);
+/** The i-th header field (0-based): CODA_EINVAL out of range. */
 CODA_API int coda_req_header_at(const coda_req *req, int i, const char **name,
                                 const char **value);
 
@@ -421,9 +423,12 @@ CODA_API int coda_res_tasks_flags(coda_res *res, unsigned flags);
  *  function), then attached with coda_res_attach_tasks(). Queue slots are
  *  taken when tasks are added. Free with coda_tasks_free() unless attached. */
 CODA_API coda_tasks *coda_tasks_new(coda_app *app);
+/** Adds a task to a standalone list; arguments as coda_res_add_task(). */
 CODA_API int coda_tasks_add(coda_tasks *list, coda_task_def *def, const char *fmt, ...);
+/** The same, with CODA_TASK_* flags. */
 CODA_API int coda_tasks_add_flags(coda_tasks *list, coda_task_def *def, unsigned flags,
                                   const char *fmt, ...);
+/** Sets CODA_TASKS_* flags on a standalone list (CODA_EINVAL for others). */
 CODA_API int coda_tasks_set_flags(coda_tasks *list, unsigned flags);
 /** Moves every task of `list` to the end of the response's list (keeping
  *  their order and the list's flags) and frees `list`. */
@@ -440,11 +445,13 @@ CODA_API int coda_app_route_task(coda_app *app, const char *method, const char *
 /* -- inside a task (any executor's thread; the task handle is valid until
  *    the task function returns, or until coda_task_done for PENDING) -- */
 
+/** Number of arguments the task was added with. */
 CODA_API int coda_task_nargs(const coda_task *t);
 /** Argument i as a string (NULL if out of range or not 's'). */
 CODA_API const char *coda_task_str(const coda_task *t, int i);
 /** Argument i as an integer (0 if out of range or not 'i'). */
 CODA_API int64_t coda_task_int(const coda_task *t, int i);
+/** Argument i as a double (0.0 if out of range or not 'd'). */
 CODA_API double coda_task_double(const coda_task *t, int i);
 /** Argument i as bytes (NULL if out of range or not 'b'). */
 CODA_API const void *coda_task_bytes(const coda_task *t, int i, size_t *len);
@@ -456,10 +463,15 @@ CODA_API int coda_task_fail(coda_task *t, const char *fmt, ...)
 CODA_API int coda_task_cancelled(const coda_task *t);
 /** True if the response this task belongs to reached the client's socket. */
 CODA_API int coda_task_delivered(const coda_task *t);
+/** The registered name of the task's definition. */
 CODA_API const char *coda_task_name(const coda_task *t);
+/** Where the task runs (never CODA_EXEC_DEFAULT). */
 CODA_API coda_executor coda_task_executor(const coda_task *t);
+/** A process-unique id of this task, as in the logs. */
 CODA_API uint64_t coda_task_id(const coda_task *t);
+/** The id of the request whose response the task follows (coda_req_id). */
 CODA_API uint64_t coda_task_request_id(const coda_task *t);
+/** The app the task belongs to (NULL-safe for coda_log in a worker). */
 CODA_API coda_app *coda_task_app(const coda_task *t);
 /** The loop (uv_loop_t *) of a LOOP task. NULL elsewhere. */
 CODA_API void *coda_task_loop(coda_task *t);
@@ -472,6 +484,7 @@ CODA_API const char *coda_executor_name(coda_executor ex);
 /** Called for every failed, crashed or timed-out task, on the thread that
  *  saw it end (any thread: make it thread-safe). `message` says why. */
 typedef void (*coda_task_error_hook)(const coda_task *t, const char *message, void *user);
+/** Sets the error hook (one per app; NULL removes it). Call before coda_app_run(). */
 CODA_API void coda_app_on_task_error(coda_app *app, coda_task_error_hook hook, void *user);
 
 /** Counters, per executor, for coda_task_stat(). */
