@@ -22,7 +22,6 @@
  * errors or when the server answered anything but 2xx (saturate mode: 503 is counted,
  * not an error). One thread; epoll in rate mode, blocking sockets in saturate mode.
  */
-#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -116,7 +115,8 @@ typedef struct rate_run {
   int epfd;
   conn *conns;
   int nconns;
-  int next_conn; /* round robin, so that no connection idles into the keep-alive timeout */
+  int next_conn; /* round robin, so that no connection idles into the keep-alive timeout
+                  */
   char request[512];
   size_t request_len;
   uint64_t start, interval, measure_from;
@@ -256,9 +256,9 @@ static int rate_mode(const options *o) {
     fprintf(stderr, "latency: out of resources\n");
     return 1;
   }
-  r.request_len = (size_t)snprintf(r.request, sizeof r.request,
-                                   "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->path,
-                                   o->port);
+  r.request_len =
+      (size_t)snprintf(r.request, sizeof r.request,
+                       "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", o->path, o->port);
   for (int i = 0; i < r.nconns; i++) {
     conn *c = &r.conns[i];
     c->fd = connect_to(o->port, 1);
@@ -278,7 +278,8 @@ static int rate_mode(const options *o) {
   uint64_t total = (uint64_t)((o->warmup + o->seconds) * o->rate);
   uint64_t end_due = r.start + total * r.interval;
   struct itimerspec its = {
-      .it_interval = {(time_t)(r.interval / 1000000000u), (long)(r.interval % 1000000000u)},
+      .it_interval = {(time_t)(r.interval / 1000000000u),
+                      (long)(r.interval % 1000000000u)},
       .it_value = {(time_t)(r.start / 1000000000u), (long)(r.start % 1000000000u)},
   };
   timerfd_settime(tfd, TFD_TIMER_ABSTIME, &its, NULL);
@@ -320,19 +321,22 @@ static int rate_mode(const options *o) {
   long unanswered = r.sent - r.ok - r.non2xx;
   qsort(r.lat, r.nlat, sizeof *r.lat, cmp_u64);
   double secs = (double)(now_ns() - r.start) / 1e9;
-  printf("GET %s at %.0f req/s for %.0f s (+%.0f s warm-up), %d connections: %ld sent, %ld "
-         "2xx, %ld other, %ld errors, %ld unanswered, %ld waited for a connection\n",
-         o->path, o->rate, o->seconds, o->warmup, r.nconns, r.sent, r.ok, r.non2xx,
-         r.errors, unanswered, r.waited);
-  printf("latency (us): p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (%zu samples)\n",
-         pct_us(r.lat, r.nlat, 50), pct_us(r.lat, r.nlat, 90), pct_us(r.lat, r.nlat, 99),
-         pct_us(r.lat, r.nlat, 99.9), r.nlat ? (double)r.lat[r.nlat - 1] / 1000 : 0.0,
-         r.nlat);
+  printf(
+      "GET %s at %.0f req/s for %.0f s (+%.0f s warm-up), %d connections: %ld sent, %ld "
+      "2xx, %ld other, %ld errors, %ld unanswered, %ld waited for a connection\n",
+      o->path, o->rate, o->seconds, o->warmup, r.nconns, r.sent, r.ok, r.non2xx, r.errors,
+      unanswered, r.waited);
+  printf(
+      "latency (us): p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (%zu samples)\n",
+      pct_us(r.lat, r.nlat, 50), pct_us(r.lat, r.nlat, 90), pct_us(r.lat, r.nlat, 99),
+      pct_us(r.lat, r.nlat, 99.9), r.nlat ? (double)r.lat[r.nlat - 1] / 1000 : 0.0,
+      r.nlat);
   printf("RESULT rate %.1f\n", (double)r.sent / secs);
   printf("RESULT samples %zu\n", r.nlat);
-  printf("RESULT p50_us %.1f\nRESULT p90_us %.1f\nRESULT p99_us %.1f\nRESULT p999_us %.1f\n",
-         pct_us(r.lat, r.nlat, 50), pct_us(r.lat, r.nlat, 90), pct_us(r.lat, r.nlat, 99),
-         pct_us(r.lat, r.nlat, 99.9));
+  printf(
+      "RESULT p50_us %.1f\nRESULT p90_us %.1f\nRESULT p99_us %.1f\nRESULT p999_us %.1f\n",
+      pct_us(r.lat, r.nlat, 50), pct_us(r.lat, r.nlat, 90), pct_us(r.lat, r.nlat, 99),
+      pct_us(r.lat, r.nlat, 99.9));
   printf("RESULT max_us %.1f\n", r.nlat ? (double)r.lat[r.nlat - 1] / 1000 : 0.0);
   printf("RESULT errors %ld\nRESULT non2xx %ld\nRESULT waited %ld\n",
          r.errors + unanswered, r.non2xx, r.waited);
@@ -361,8 +365,8 @@ static int rate_mode(const options *o) {
 /* One GET on a blocking keep-alive socket; returns the status (body in buf) or -1. */
 static int get(int fd, int port, const char *path, char *buf, size_t cap) {
   char req[512];
-  int len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path,
-                     port);
+  int len = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
+                     path, port);
   if (send(fd, req, (size_t)len, MSG_NOSIGNAL) != len)
     return -1;
   size_t have = 0;
@@ -386,8 +390,8 @@ static int get(int fd, int port, const char *path, char *buf, size_t cap) {
 static long process_stat(const char *response, const char *field) {
   const char *body = strstr(response, "\r\n\r\n");
   json_t *root = body ? json_loads(body + 4, 0, NULL) : NULL;
-  json_t *v = json_object_get(json_object_get(json_object_get(root, "tasks"), "process"),
-                              field);
+  json_t *v =
+      json_object_get(json_object_get(json_object_get(root, "tasks"), "process"), field);
   long out = json_is_integer(v) ? (long)json_integer_value(v) : -1;
   json_decref(root);
   return out;
@@ -445,15 +449,20 @@ static int saturate_mode(const options *o) {
 /* ---- main ----------------------------------------------------------------------- */
 
 static void usage(void) {
-  fprintf(stderr,
-          "usage: latency --port P [--path /plain] [--rate R] [--seconds S] [--warmup S]\n"
-          "               [--connections C] [--samples FILE]\n"
-          "       latency --port P --saturate PATH [--backlog B] [--seconds S]\n");
+  fprintf(
+      stderr,
+      "usage: latency --port P [--path /plain] [--rate R] [--seconds S] [--warmup S]\n"
+      "               [--connections C] [--samples FILE]\n"
+      "       latency --port P --saturate PATH [--backlog B] [--seconds S]\n");
 }
 
 int main(int argc, char **argv) {
-  options o = {.path = "/plain", .rate = 2000, .seconds = 10, .warmup = 1,
-               .connections = 16, .backlog = 4};
+  options o = {.path = "/plain",
+               .rate = 2000,
+               .seconds = 10,
+               .warmup = 1,
+               .connections = 16,
+               .backlog = 4};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) {

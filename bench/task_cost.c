@@ -44,7 +44,7 @@ static coda_app *app;
 static coda_task_def *thread_def, *process_def;
 
 /* Set by the client before each request, read by the handler and the tasks. */
-static atomic_long thread_done;  /* THREAD tasks run in this round */
+static atomic_long thread_done; /* THREAD tasks run in this round */
 static atomic_long thread_target;
 static atomic_ullong last_done_ns; /* when the last THREAD task of the round ran */
 
@@ -257,8 +257,10 @@ static int setup(void) {
     coda_option opt;
     long value;
   } opts[] = {
-      {CODA_OPT_THREADS, 1},           {CODA_OPT_HANDLE_SIGNALS, 0},
-      {CODA_OPT_LOG_LEVEL, CODA_LOG_WARN}, {CODA_OPT_THREAD_QUEUE, 10000000},
+      {CODA_OPT_THREADS, 1},
+      {CODA_OPT_HANDLE_SIGNALS, 0},
+      {CODA_OPT_LOG_LEVEL, CODA_LOG_WARN},
+      {CODA_OPT_THREAD_QUEUE, 10000000},
       {CODA_OPT_PROCESS_QUEUE, 10000000},
   };
   for (size_t i = 0; rc == 0 && i < sizeof opts / sizeof opts[0]; i++)
@@ -284,8 +286,8 @@ int main(int argc, char **argv) {
   long process_n = arg_long(argc, argv, "--process-n", 2000);
   long rounds = arg_long(argc, argv, "--rounds", 5);
   if (thread_n < 1 || process_n < 1 || rounds < 1 || rounds > MAX_ROUNDS) {
-    fprintf(stderr, "usage: %s [--thread-n N] [--process-n N] [--rounds 1..%d]\n", argv[0],
-            MAX_ROUNDS);
+    fprintf(stderr, "usage: %s [--thread-n N] [--process-n N] [--rounds 1..%d]\n",
+            argv[0], MAX_ROUNDS);
     return 2;
   }
   int rc = setup();

@@ -28,8 +28,8 @@
 # it started (TERM, then KILL after 5 s) and removes the temp dir.
 #
 # Usage: bench/tasks.sh   (or `make bench-tasks`)
-# Env:   DURATION  seconds per measured run (default 10; the whole run takes about
-#                  10 x (DURATION + 2) s)
+# Env:   DURATION  seconds per measured run (default 10: the whole run takes about 2.5
+#                  minutes, more when disturbed runs are repeated; DURATION=5 about 2)
 #        RATE      requests/s of the latency runs (default 2000)
 #        BUILD     build directory (default build)
 #        PYTHON    the Python that has Debian's fastapi and uvicorn (default /usr/bin/python3)
