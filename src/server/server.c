@@ -295,6 +295,7 @@ static uint64_t sweep_interval(const coda__options *o) {
 static void worker_main(void *arg) {
   coda__loop *loop = arg;
   coda__server *s = loop->server;
+  loop->self = uv_thread_self();
   uv_run(&loop->uv, UV_RUN_DEFAULT);
   on_prepare_flush(loop); /* the last lines */
   (void)s;

@@ -50,6 +50,13 @@ typedef struct coda__loop {
   coda__queue task_inbox;
   uv_async_t task_async;
   int task_inbox_open;
+  /* THREAD tasks started on this loop during the current iteration,
+   * submitted together by thread_batch_check (loop thread only). */
+  coda__queue thread_batch;
+  uv_check_t thread_batch_check;
+  uv_idle_t thread_batch_idle; /* active while the batch is not empty: the
+                                  next poll must not block before the flush */
+  uv_thread_t self;
 } coda__loop;
 
 struct coda__server {

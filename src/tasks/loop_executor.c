@@ -55,7 +55,37 @@ static void on_inbox(uv_async_t *a) {
   }
 }
 
+int coda__loop_on_thread(const coda__loop *loop) {
+  uv_thread_t me = uv_thread_self();
+  return uv_thread_equal(&me, &loop->self);
+}
+
+static void on_idle(uv_idle_t *h) { (void)h; }
+
+void coda__loop_defer_thread_task(coda__loop *loop, coda_task *t) {
+  if (coda__queue_empty(&loop->thread_batch))
+    uv_idle_start(&loop->thread_batch_idle, on_idle);
+  coda__queue_insert_tail(&loop->thread_batch, &t->link);
+}
+
+static void flush_thread_batch(coda__loop *loop) {
+  if (coda__queue_empty(&loop->thread_batch))
+    return;
+  uv_idle_stop(&loop->thread_batch_idle);
+  coda__engine *e = loop->app->engine;
+  if (!e->threads || coda__thread_pool_submit_batch(e->threads, &loop->thread_batch) != 0)
+    coda__tasks_drop_queue(&loop->thread_batch, "the thread pool has stopped");
+}
+
+static void on_check(uv_check_t *c) { flush_thread_batch(c->data); }
+
 int coda__loop_executor_init(coda__loop *loop) {
+  coda__queue_init(&loop->thread_batch);
+  uv_check_init(&loop->uv, &loop->thread_batch_check);
+  loop->thread_batch_check.data = loop;
+  uv_check_start(&loop->thread_batch_check, on_check);
+  uv_unref((uv_handle_t *)&loop->thread_batch_check);
+  uv_idle_init(&loop->uv, &loop->thread_batch_idle);
   coda__queue_init(&loop->task_inbox);
   if (uv_mutex_init(&loop->task_mu) != 0)
     return CODA_ENOMEM;
@@ -86,6 +116,11 @@ int coda__loop_submit(coda__loop *loop, coda_task *t) {
 
 /* Closes the inbox (the loop is ending): what is in it is dropped. */
 void coda__loop_executor_close(coda__loop *loop) {
+  flush_thread_batch(loop);
+  if (!uv_is_closing((uv_handle_t *)&loop->thread_batch_check))
+    uv_close((uv_handle_t *)&loop->thread_batch_check, NULL);
+  if (!uv_is_closing((uv_handle_t *)&loop->thread_batch_idle))
+    uv_close((uv_handle_t *)&loop->thread_batch_idle, NULL);
   uv_mutex_lock(&loop->task_mu);
   loop->task_inbox_open = 0;
   uv_mutex_unlock(&loop->task_mu);

@@ -411,8 +411,12 @@ static void submit(coda_task *t) {
       rc = coda__process_pool_submit(e->procs, t);
     break;
   default:
-    if (e->threads)
+    if (e->threads && t->loop && coda__loop_on_thread(t->loop)) {
+      coda__loop_defer_thread_task(t->loop, t); /* one hand-off per iteration */
+      rc = 0;
+    } else if (e->threads) {
       rc = coda__thread_pool_submit(e->threads, t);
+    }
   }
   if (rc == 0)
     return;

@@ -167,6 +167,13 @@ int coda__res_add_route_tasks(coda_res *res, const struct coda__route *route);
 coda__thread_pool *coda__thread_pool_new(coda__engine *e, int nthreads);
 /* 0, or CODA_ESTATE once stopped (the caller drops the task). */
 int coda__thread_pool_submit(coda__thread_pool *p, coda_task *t);
+/* Submits a whole queue of tasks with one lock and the fewest wake-ups;
+ * `tasks` ends empty on success. CODA_ESTATE once stopped. */
+int coda__thread_pool_submit_batch(coda__thread_pool *p, coda__queue *tasks);
+/* On the loop's own thread: THREAD tasks started during this iteration are
+ * collected and submitted together when the iteration's I/O is done. */
+int coda__loop_on_thread(const coda__loop *loop);
+void coda__loop_defer_thread_task(coda__loop *loop, coda_task *t);
 void coda__thread_pool_watch(coda__thread_pool *p, uint64_t now_ns);
 /* Joins the threads when `wait`; otherwise detaches the busy ones. */
 void coda__thread_pool_stop(coda__thread_pool *p);

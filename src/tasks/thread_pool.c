@@ -25,19 +25,46 @@ struct coda__thread_pool {
   uv_cond_t cond;
   coda__queue queue;
   int stop;
+  int idle;    /* workers waiting on cond */
+  int wakeups; /* signals sent and not yet taken by a waiting worker */
   int nthreads;
   uv_thread_t *threads;
   worker_slot *slots;
   coda_task **running;
 };
 
+/* How many waiting workers to wake for n new tasks: no more than are idle
+ * and not already woken. Awake workers take queued tasks before sleeping and
+ * wake one more while work is left, so a busy pool costs the submitter no
+ * wake-up at all and a burst costs one. Called with mu. */
+static int wakeups_for(coda__thread_pool *p, int n) {
+  int can = p->idle - p->wakeups;
+  if (n > can)
+    n = can;
+  if (n < 0)
+    n = 0;
+  p->wakeups += n;
+  return n;
+}
+
+/* Signals after unlocking, so a woken worker does not block on mu. */
+static void wake(coda__thread_pool *p, int n) {
+  for (int i = 0; i < n; i++)
+    uv_cond_signal(&p->cond);
+}
+
 static void worker_main(void *arg) {
   worker_slot *slot = arg;
   coda__thread_pool *p = slot->pool;
   uv_mutex_lock(&p->mu);
   for (;;) {
-    while (coda__queue_empty(&p->queue) && !p->stop)
+    while (coda__queue_empty(&p->queue) && !p->stop) {
+      p->idle++;
       uv_cond_wait(&p->cond, &p->mu);
+      p->idle--;
+      if (p->wakeups > 0)
+        p->wakeups--;
+    }
     if (p->stop)
       break;
     coda__queue *q = coda__queue_head(&p->queue);
@@ -45,7 +72,11 @@ static void worker_main(void *arg) {
     coda_task *t = coda__container_of(q, coda_task, link);
     p->running[slot->index] = t;
     coda__task_begin(t); /* under mu: the watchdog reads the deadline */
+    /* More waiting: pass the wake-up on (one at a time, so a burst of tiny
+     * tasks is drained by one thread instead of waking them all). */
+    int more = !coda__queue_empty(&p->queue) ? wakeups_for(p, 1) : 0;
     uv_mutex_unlock(&p->mu);
+    wake(p, more);
     int rc = t->def->fn(t);
     uv_mutex_lock(&p->mu);
     p->running[slot->index] = NULL;
@@ -88,12 +119,26 @@ coda__thread_pool *coda__thread_pool_new(coda__engine *e, int nthreads) {
 
 int coda__thread_pool_submit(coda__thread_pool *p, coda_task *t) {
   uv_mutex_lock(&p->mu);
-  int stopped = p->stop;
+  int stopped = p->stop, n = 0;
   if (!stopped) {
     coda__queue_insert_tail(&p->queue, &t->link);
-    uv_cond_signal(&p->cond);
+    n = wakeups_for(p, 1);
   }
   uv_mutex_unlock(&p->mu);
+  wake(p, n);
+  return stopped ? CODA_ESTATE : 0;
+}
+
+int coda__thread_pool_submit_batch(coda__thread_pool *p, coda__queue *tasks) {
+  int some = !coda__queue_empty(tasks);
+  uv_mutex_lock(&p->mu);
+  int stopped = p->stop, n = 0;
+  if (!stopped) {
+    coda__queue_move(&p->queue, tasks);
+    n = wakeups_for(p, some); /* the woken worker wakes the next */
+  }
+  uv_mutex_unlock(&p->mu);
+  wake(p, n);
   return stopped ? CODA_ESTATE : 0;
 }
 
