@@ -62,6 +62,7 @@ struct coda__process_pool {
   worker *workers;
   int nworkers;
   int stopping;
+  uv_thread_t control; /* the thread of `loop` */
   char **argv; /* this program's command line, for the workers */
   char **envp;
 };
@@ -412,6 +413,14 @@ static void on_inbox(uv_async_t *a) {
 }
 
 int coda__process_pool_submit(coda__process_pool *p, coda_task *t) {
+  uv_thread_t me = uv_thread_self();
+  if (uv_thread_equal(&me, &p->control) && !p->stopping) {
+    /* Already on the pool's thread (the previous task of an ordered list
+     * just finished here): no inbox, no async hop. */
+    coda__queue_insert_tail(&p->waiting, &t->link);
+    dispatch(p);
+    return 0;
+  }
   uv_mutex_lock(&p->mu);
   int ok = p->accepting;
   if (ok) {
@@ -508,6 +517,7 @@ coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int
     return NULL;
   p->engine = e;
   p->loop = loop;
+  p->control = uv_thread_self();
   p->nworkers = workers;
   p->workers = calloc((size_t)workers, sizeof *p->workers);
   p->argv = read_cmdline();
