@@ -12,6 +12,7 @@
 #include "tasks/task.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 
 typedef struct worker_slot {
@@ -56,6 +57,11 @@ static void wake(coda__thread_pool *p, int n) {
 static void worker_main(void *arg) {
   worker_slot *slot = arg;
   coda__thread_pool *p = slot->pool;
+  /* SCHED_BATCH: a woken worker does not preempt the event loop thread on
+   * the same core; it runs when the loop waits for I/O. Responses stay
+   * fast and tasks started together run together. */
+  struct sched_param sp = {0};
+  pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
   uv_mutex_lock(&p->mu);
   for (;;) {
     while (coda__queue_empty(&p->queue) && !p->stop) {
