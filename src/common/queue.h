@@ -29,6 +29,13 @@ static inline void coda__queue_insert_tail(coda__queue *head, coda__queue *q) {
   head->prev = q;
 }
 
+static inline void coda__queue_insert_head(coda__queue *head, coda__queue *q) {
+  q->next = head->next;
+  q->prev = head;
+  head->next->prev = q;
+  head->next = q;
+}
+
 static inline void coda__queue_remove(coda__queue *q) {
   q->prev->next = q->next;
   q->next->prev = q->prev;

@@ -20,6 +20,7 @@
 #include "tasks/task.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -480,8 +481,20 @@ static int control_init(coda__server *s) {
   return 0;
 }
 
+/* libuv writes to sockets and pipes with write(2), so a peer that has gone
+ * raises SIGPIPE, whose default action kills the process. A server must
+ * see EPIPE instead; a handler the application installed is left alone. */
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+  }
+}
+
 int coda_app_run(coda_app *app) {
   int expected = 0;
+  ignore_sigpipe();
   if (!atomic_compare_exchange_strong(&app->running, &expected, 1))
     return CODA_ESTATE;
   int rc = coda_app_bind(app);

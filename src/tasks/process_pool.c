@@ -35,6 +35,10 @@
 #define MSG_DONE 2
 #define WORKER_NICE 10 /* below the server, so responses stay fast */
 #define MAX_MESSAGE (64u << 20)
+/* Tasks sent ahead to one worker, so it finds its next task waiting instead
+ * of sleeping through a round trip. Small, because a task queued behind a
+ * long one on the same worker waits for it. */
+#define PIPELINE_DEPTH 4
 
 extern char **environ;
 
@@ -44,7 +48,9 @@ typedef struct worker {
   uv_pipe_t pipe;
   uv_timer_t timer;
   coda__buf in;
-  coda_task *task;
+  coda_task *inflight[PIPELINE_DEPTH]; /* sent, in order; the head runs */
+  int head;
+  int count;
   int alive;
   int killed_for_timeout;
   int handles_open;
@@ -269,29 +275,64 @@ static void close_worker(worker *w) {
   uv_close((uv_handle_t *)&w->timer, on_handle_closed);
 }
 
-static void finish_current(worker *w, int rc, const char *message) {
-  coda_task *t = w->task;
+static coda_task *current(const worker *w) {
+  return w->count ? w->inflight[w->head] : NULL;
+}
+
+static void on_timeout(uv_timer_t *timer);
+
+/* The head task starts running in the worker now (the one before it just
+ * finished there): its clock and its timeout start. */
+static void start_current(worker *w) {
+  coda_task *t = current(w);
   if (!t)
     return;
-  w->task = NULL;
+  coda__task_begin(t);
+  if (t->def->timeout_ms > 0)
+    uv_timer_start(&w->timer, on_timeout, (uint64_t)t->def->timeout_ms, 0);
+}
+
+static void finish_current(worker *w, int rc, const char *message) {
+  coda_task *t = current(w);
+  if (!t)
+    return;
+  w->head = (w->head + 1) % PIPELINE_DEPTH;
+  w->count--;
   uv_timer_stop(&w->timer);
-  coda__task_finish(t, rc, message);
+  if (w->alive)
+    start_current(w);
+  coda__task_finish(t, rc, message); /* may dispatch more, even to w */
+}
+
+/* The tasks sent to a dead worker behind its head never started: they go
+ * back to the front of the queue, in order, for the other workers. */
+static void requeue_unstarted(worker *w) {
+  coda__process_pool *p = w->pool;
+  for (int k = w->count - 1; k >= 1; k--) {
+    coda_task *t = w->inflight[(w->head + k) % PIPELINE_DEPTH];
+    coda__queue_insert_head(&p->waiting, &t->link);
+  }
+  if (w->count > 1)
+    w->count = 1;
 }
 
 static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
   worker *w = proc->data;
   coda__process_pool *p = w->pool;
   char why[128];
-  if (w->task && w->killed_for_timeout) {
+  w->alive = 0; /* nothing more is sent to it */
+  requeue_unstarted(w);
+  coda_task *t = current(w);
+  if (t && w->killed_for_timeout) {
     finish_current(w, CODA_ETIMEDOUT, NULL); /* already reported */
-  } else if (w->task) {
+  } else if (t) {
     if (signo)
       snprintf(why, sizeof why, "worker %d killed by signal %d (%s)", (int)proc->pid, signo,
                strsignal(signo));
     else
       snprintf(why, sizeof why, "worker %d exited with status %lld", (int)proc->pid,
                (long long)status);
-    coda__task_report(w->task, CODA_STAT_CRASHED, why);
+    coda__task_report(t, CODA_STAT_CRASHED, why);
     finish_current(w, CODA_ECRASHED, why);
   }
   if (!p->stopping)
@@ -299,14 +340,16 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
              (int)proc->pid, signo ? "signal" : "status", signo ? signo : (int)status);
   w->killed_for_timeout = 0;
   close_worker(w);
+  dispatch(p); /* its requeued tasks, to the workers still alive */
 }
 
 static void on_timeout(uv_timer_t *timer) {
   worker *w = timer->data;
-  if (!w->task || !w->alive)
+  coda_task *t = current(w);
+  if (!t || !w->alive)
     return;
   w->killed_for_timeout = 1;
-  coda__task_report(w->task, CODA_STAT_TIMED_OUT, "past its timeout; its worker is killed");
+  coda__task_report(t, CODA_STAT_TIMED_OUT, "past its timeout; its worker is killed");
   uv_process_kill(&w->proc, SIGKILL);
 }
 
@@ -335,7 +378,7 @@ static void consume_input(worker *w) {
     TAKE(&r, rc);
     TAKE(&r, mlen);
     const char *msg = take(&r, mlen);
-    if (hdr[1] == MSG_DONE && !r.bad && w->task && w->task->id == id) {
+    if (hdr[1] == MSG_DONE && !r.bad && current(w) && current(w)->id == id) {
       char text[512];
       size_t n = mlen < sizeof text - 1 ? mlen : sizeof text - 1;
       memcpy(text, msg ? msg : "", n);
@@ -382,25 +425,31 @@ static void send_task(worker *w, coda_task *t) {
     coda__task_finish(t, CODA_ENOMEM, "out of memory sending it to a worker");
     return;
   }
-  w->task = t;
-  coda__task_begin(t);
+  w->inflight[(w->head + w->count) % PIPELINE_DEPTH] = t;
+  if (++w->count == 1)
+    start_current(w);
   uv_buf_t b = uv_buf_init(wr->buf.base, (unsigned)wr->buf.len);
   if (uv_write(&wr->req, (uv_stream_t *)&w->pipe, &b, 1, on_written) != 0) {
     coda__buf_free(&wr->buf);
     free(wr); /* the worker is going away; its exit reports the task */
   }
-  if (t->def->timeout_ms > 0)
-    uv_timer_start(&w->timer, on_timeout, (uint64_t)t->def->timeout_ms, 0);
 }
 
+/* Fills the workers round-robin: every idle worker gets a task before any
+ * worker gets a second one, and none gets more than PIPELINE_DEPTH. */
 static void dispatch(coda__process_pool *p) {
-  for (int i = 0; i < p->nworkers && !coda__queue_empty(&p->waiting); i++) {
-    worker *w = &p->workers[i];
-    if (!w->alive || w->task)
-      continue;
-    coda__queue *q = coda__queue_head(&p->waiting);
-    coda__queue_remove(q);
-    send_task(w, coda__container_of(q, coda_task, link));
+  int sent = 1;
+  while (sent && !coda__queue_empty(&p->waiting)) {
+    sent = 0;
+    for (int i = 0; i < p->nworkers && !coda__queue_empty(&p->waiting); i++) {
+      worker *w = &p->workers[i];
+      if (!w->alive || w->count == PIPELINE_DEPTH)
+        continue;
+      coda__queue *q = coda__queue_head(&p->waiting);
+      coda__queue_remove(q);
+      send_task(w, coda__container_of(q, coda_task, link));
+      sent = 1;
+    }
   }
 }
 
@@ -556,7 +605,9 @@ void coda__process_pool_stop(coda__process_pool *p) {
     if (w->alive) {
       uv_process_kill(&w->proc, SIGKILL);
       waitpid(w->proc.pid, NULL, 0);
-      if (w->task)
+      w->alive = 0;
+      requeue_unstarted(w); /* dropped below with the rest of the queue */
+      if (current(w))
         finish_current(w, CODA_ECRASHED, "the server stopped while it ran");
       close_worker(w);
     }
