@@ -183,6 +183,10 @@ TEST(demo_runs_the_seeds_tasks_after_the_response) {
   tc_send_str(fd, req);
   REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
   CHECK_EQ_INT(tc_status(buf), 201);
+  tc_send_str(fd, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\none\ntwo\nsix\n");
+  REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  CHECK_EQ_INT(tc_status(buf), 202);
+  CHECK(strstr(buf, "\"bytes\":12") != NULL);
   receiver r;
   REQUIRE(receiver_start(&r) == 0);
   char order[256];
@@ -204,6 +208,7 @@ TEST(demo_runs_the_seeds_tasks_after_the_response) {
   const char *pid = strstr(d.log, "Processing data 101 on PID ");
   REQUIRE(pid != NULL);
   CHECK(atoi(pid + strlen("Processing data 101 on PID ")) != (int)d.pid);
+  CHECK(strstr(d.log, "processed: 12 bytes, 3 lines") != NULL); /* the upload task */
   const char *e1 = strstr(d.log, "Email sent to alice@example.com!");
   const char *e2 = strstr(d.log, "profile created for alice@example.com");
   const char *e3 = strstr(d.log, "admin notified: new user alice@example.com");
@@ -212,11 +217,11 @@ TEST(demo_runs_the_seeds_tasks_after_the_response) {
   for (int i = 0; i < 100; i++) {
     tc_send_str(fd, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n");
     REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
-    if (strstr(buf, "\"thread\":{\"queued\":0,\"running\":0,\"succeeded\":3"))
+    if (strstr(buf, "\"thread\":{\"queued\":0,\"running\":0,\"succeeded\":4"))
       break;
     tc_sleep_ms(20);
   }
-  CHECK(strstr(buf, "\"thread\":{\"queued\":0,\"running\":0,\"succeeded\":3") != NULL);
+  CHECK(strstr(buf, "\"thread\":{\"queued\":0,\"running\":0,\"succeeded\":4") != NULL);
   CHECK(strstr(buf, "\"loop\":{\"queued\":0,\"running\":0,\"succeeded\":2") != NULL);
   close(fd);
   CHECK_EQ_INT(demo_stop(&d, SIGTERM, 5000), 0);

@@ -112,6 +112,14 @@ static int args_task(coda_task *t) {
   return 0;
 }
 
+/* Says whether its response reached the client. */
+static int delivered_task(coda_task *t) {
+  journal("delivered=%d", coda_task_delivered(t));
+  return 0;
+}
+
+static coda_task_def *delivered_def;
+
 typedef struct {
   coda_task_def *note_thread, *note_loop, *note_process, *fail_thread, *crash, *spin,
       *slow, *args;
@@ -127,6 +135,7 @@ static defs register_tasks(coda_app *app) {
   d.spin = coda_app_task(app, "spin", spin_task, CODA_EXEC_PROCESS);
   d.slow = coda_app_task(app, "slow", slow_thread_task, CODA_EXEC_THREAD);
   d.args = coda_app_task(app, "args", args_task, CODA_EXEC_THREAD);
+  delivered_def = coda_app_task(app, "delivered", delivered_task, CODA_EXEC_THREAD);
   coda_task_def_timeout(d.spin, 200);
   coda_task_def_timeout(d.slow, 100);
   return d;
@@ -170,6 +179,13 @@ static char big[16 << 20];
 static int h_big(coda_req *req, coda_res *res, void *user) {
   (void)req, (void)user;
   coda_res_add_task(res, D.note_loop, "si", "after-big", (int64_t)0);
+  return coda_res_body_static(res, big, sizeof big);
+}
+
+/* GET /big-delivered: 16 MiB, then a task that asks if they arrived. */
+static int h_big_delivered(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  coda_res_add_task(res, delivered_def, "");
   return coda_res_body_static(res, big, sizeof big);
 }
 
@@ -282,6 +298,7 @@ static coda_app *make_app(void) {
   coda_app_route(a, "GET", "/failing", h_failing, NULL);
   coda_app_route(a, "GET", "/handler-fails", h_handler_fails, NULL);
   coda_app_route(a, "GET", "/big", h_big, NULL);
+  coda_app_route(a, "GET", "/big-delivered", h_big_delivered, NULL);
   coda_app_route(a, "GET", "/slowtask", h_slowtask, NULL);
   coda_app_route(a, "POST", "/args", h_args, NULL);
   coda_app_route(a, "GET", "/crash", h_crash, NULL);
@@ -387,6 +404,32 @@ TEST(no_task_starts_before_the_last_byte_is_written) {
   CHECK(tc_read_response(fd, buf, sizeof buf) > sizeof big);
   CHECK(journal_wait("after-big loop", 3000));
   close(fd);
+}
+
+/* The client resets the connection mid-response: the committed task still
+ * runs, and knows its response did not arrive. */
+TEST(tasks_of_an_abandoned_response_run_and_know_it) {
+  journal_reset();
+  int fd = tc_connect_rcvbuf(ts.port, 5000, 4096);
+  tc_send_str(fd, "GET /big-delivered HTTP/1.1\r\nHost: x\r\n\r\n");
+  tc_sleep_ms(100);
+  struct linger lg = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+  REQUIRE(journal_wait("delivered=", 3000));
+  char buf[256];
+  journal_read(buf, sizeof buf);
+  CHECK_EQ_STR(buf, "delivered=0\n");
+  journal_reset();
+  char resp[4096];
+  fd = tc_connect(ts.port, 5000);
+  tc_send_str(fd, "GET /big-delivered HTTP/1.1\r\nHost: x\r\n\r\n");
+  static char whole[sizeof big + 4096];
+  REQUIRE(tc_read_response(fd, whole, sizeof whole) > sizeof big);
+  close(fd);
+  REQUIRE(journal_wait("delivered=", 3000));
+  journal_read(resp, sizeof resp);
+  CHECK_EQ_STR(resp, "delivered=1\n");
 }
 
 TEST(arguments_are_copied_and_outlive_the_request) {
@@ -584,6 +627,7 @@ int main(void) {
       TEST_CASE(a_failing_handler_drops_its_tasks_but_not_always_ones),
       TEST_CASE(the_response_is_complete_before_the_task_starts),
       TEST_CASE(no_task_starts_before_the_last_byte_is_written),
+      TEST_CASE(tasks_of_an_abandoned_response_run_and_know_it),
       TEST_CASE(arguments_are_copied_and_outlive_the_request),
       TEST_CASE(route_level_and_middleware_tasks),
       TEST_CASE(a_parallel_list_runs_its_tasks_together),
