@@ -98,13 +98,20 @@ int coda_res_get_status(const coda_res *res) { return res->status; }
 
 /* ---- headers --------------------------------------------------------- */
 
-static int managed_header(const char *name) {
-  static const char *const managed[] = {"content-length", "transfer-encoding",
-                                        "date", "connection"};
-  for (size_t i = 0; i < sizeof managed / sizeof managed[0]; i++)
-    if (strcasecmp(name, managed[i]) == 0)
-      return 1;
-  return 0;
+static int managed_header(const char *name, size_t len) {
+  /* Gated by length, so common names cost one switch. */
+  switch (len) {
+  case 4:
+    return strcasecmp(name, "date") == 0;
+  case 10:
+    return strcasecmp(name, "connection") == 0;
+  case 14:
+    return strcasecmp(name, "content-length") == 0;
+  case 17:
+    return strcasecmp(name, "transfer-encoding") == 0;
+  default:
+    return 0;
+  }
 }
 
 /* Names must be tokens and values must not contain CR, LF or NUL: a header
@@ -112,19 +119,22 @@ static int managed_header(const char *name) {
 static int valid_header(const char *name, const char *value) {
   if (!name || !*name)
     return 0;
-  for (const char *p = name; *p; p++)
+  const char *p = name;
+  for (; *p; p++)
     if (!coda__http_tchar[(unsigned char)*p])
       return 0;
+  size_t len = (size_t)(p - name);
   if (value)
-    for (const unsigned char *p = (const unsigned char *)value; *p; p++)
-      if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+    for (const unsigned char *v = (const unsigned char *)value; *v; v++)
+      if ((*v < 0x20 && *v != '\t') || *v == 0x7f)
         return 0;
-  return !managed_header(name);
+  return !managed_header(name, len);
 }
 
 static coda__res_header **find_header(coda_res *res, const char *name) {
+  size_t len = strlen(name);
   for (coda__res_header **h = &res->headers; *h; h = &(*h)->next)
-    if (strcasecmp((*h)->name, name) == 0)
+    if ((*h)->name_len == len && strcasecmp((*h)->name, name) == 0)
       return h;
   return NULL;
 }

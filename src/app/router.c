@@ -117,6 +117,7 @@ int coda__router_add(coda__router *r, const char *method, const char *pattern,
   }
   rt->handler = handler;
   rt->user = user;
+  rt->pattern_len = strlen(pattern);
   r->n++;
   return 0;
 }
@@ -134,6 +135,10 @@ static int match_path(const coda__route *rt, const char *path, size_t plen,
                       coda__param *params, int *nparams) {
   if (plen == 0 || path[0] != '/')
     return 0;
+  if (rt->nstatic == rt->nsegs) { /* all literal: one compare decides */
+    *nparams = 0;
+    return plen == rt->pattern_len && memcmp(path, rt->pattern, plen) == 0;
+  }
   const char *s = path + 1, *end = path + plen;
   int np = 0;
   for (int i = 0; i < rt->nsegs; i++) {

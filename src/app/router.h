@@ -22,6 +22,7 @@ typedef struct coda__route {
   struct coda__segment *segs;
   int nsegs;
   int nstatic;
+  size_t pattern_len; /* for all-literal patterns: the whole path's length */
   coda_handler handler;
   void *user;
   struct coda_tasks *tasks; /* route-level task templates, owned by the engine */
