@@ -36,6 +36,8 @@ OTHER_MAX=20   # % of a core used outside the server and wrk that makes a run di
 TRIES=3        # runs per case at most while they are disturbed
 
 die() { echo "bench/http.sh: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive number of seconds"
 
@@ -58,27 +60,6 @@ servers=()   # pids of running servers, for the EXIT trap
 failed=0
 busy_runs=()  # runs during which something besides the server and wrk used the CPU
 
-# Stops one server: TERM, up to 5 s for it to exit, then KILL it and its children (nginx
-# workers). Returns the server's exit status.
-stop_server() {
-  local pid=$1 kids i status=0
-  kids=$(pgrep -P "$pid" 2>/dev/null || true)
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    case $(ps -o stat= -p "$pid" 2>/dev/null) in '' | Z*) break ;; esac
-    sleep 0.1
-  done
-  if ((i == 50)); then
-    echo "bench/http.sh: pid $pid ignored SIGTERM for 5 s; killing it" >&2
-    # shellcheck disable=SC2086 # kids is a list of pids
-    kill -KILL "$pid" $kids 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || status=$?
-  local rest=()
-  for i in "${servers[@]}"; do [ "$i" = "$pid" ] || rest+=("$i"); done
-  servers=("${rest[@]}")
-  return "$status"
-}
 
 # shellcheck disable=SC2317 # called from the EXIT trap
 cleanup() {
@@ -93,29 +74,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Reads a variable by name; empty when unset.
-get() { eval "echo \"\${$1:-}\""; }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits up to 5 s for http://127.0.0.1:PORT/plain, then insists on 200 and the demo's body.
-check_server() {
-  local name=$1 pid=$2 port=$3 code="" body i
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || { cat "$tmp/$name.log" >&2; die "$name exited during start-up"; }
-    code=$(curl -s --noproxy '*' --max-time 2 -o "$tmp/$name.body" -w '%{http_code}' \
-      "http://127.0.0.1:$port/plain" || true)
-    [ "$code" = 000 ] || break
-    sleep 0.1
-  done
-  body=$(cat "$tmp/$name.body" 2>/dev/null || true)
-  if [ "$code" != 200 ] || [ "$body" != '{"status":"ok"}' ]; then
-    cat "$tmp/$name.log" >&2
-    die "$name on 127.0.0.1:$port answered GET /plain with status $code, body '${body:0:200}'"
-  fi
-}
 
 # start_coda NAME THREADS [CPU]: sets pid_NAME and port_NAME.
 start_coda() {
@@ -126,7 +85,7 @@ start_coda() {
     >"$tmp/$name.log" 2>&1 &
   servers+=($!)
   declare -g "pid_$name=$!" "port_$name=$port"
-  check_server "$name" "$!" "$port"
+  check_server "$name" "$!" "$port" '{"status":"ok"}'
 }
 
 # start_nginx NAME CPU: sets pid_NAME and port_NAME.
@@ -142,38 +101,12 @@ start_nginx() {
     -g 'daemon off;' >"$tmp/$name.log" 2>&1 &
   servers+=($!)
   declare -g "pid_$name=$!" "port_$name=$port"
-  check_server "$name" "$!" "$port"
+  check_server "$name" "$!" "$port" '{"status":"ok"}'
 }
 
-# CPU time (ticks) of a process and its children, e.g. nginx master + worker.
-cpu_ticks() {
-  local pid total=0 fields
-  for pid in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
-    fields=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-    # After the command name: field 12 is utime, 13 stime (stat(5) fields 14 and 15).
-    total=$((total + $(echo "$fields" | awk '{print $12 + $13}')))
-  done
-  echo "$total"
-}
 
-# TICKS of CPU time over one measured run, in % of one core.
-percent() {
-  awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v d="$DURATION" 'BEGIN {printf "%.0f", 100 * t / hz / d}'
-}
 
-# CPU ticks used so far by the script's reaped children (wrk runs in one). `times` must run
-# in this shell, not in a $(...) subshell, whose counters start at zero.
-children_ticks() {
-  times >"$tmp/times"
-  awk -v hz="$(getconf CLK_TCK)" 'NR == 2 {
-    split($1, u, /[ms]/); split($2, s, /[ms]/)
-    printf "%.0f", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * hz }' "$tmp/times"
-}
 
-# Busy (not idle) ticks of the whole machine so far; steal counts, as time taken from us.
-machine_ticks() {
-  awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
-}
 
 # wrk_once NAME CPU|- THREADS MODE OUT: one warm-up and one measured run into OUT; sets
 # run_cpu, run_wrk and run_other, the CPU time of the server, of wrk and of everything else
@@ -248,7 +181,6 @@ wrk_run() {
   fi
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2fx", a / b; else print "-"}'; }
 
 echo "coda vs nginx, GET /plain: $CONNECTIONS connections, ${DURATION}s per run after" \
   "${WARMUP}s warm-up, pipelined depth $DEPTH"
