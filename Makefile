@@ -1,6 +1,6 @@
 # coda - the two commands a newcomer needs:
 #   make run    install what is missing, build, start coda-demo on 127.0.0.1:8000
-#   make test   install what is missing, build, run every test (plain, ASan+UBSan, fuzz)
+#   make test   install what is missing, build, run every test (plain, ASan+UBSan, TSan, fuzz)
 # Everything else is CMake; this file only strings the steps together.
 
 BUILD      ?= build
