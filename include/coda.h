@@ -50,7 +50,8 @@ extern "C" {
   X(HANDLER, -10, "handler failed")                                           \
   X(TIMEDOUT, -11, "timed out")                                                \
   X(CRASHED, -12, "worker process crashed")                                    \
-  X(NOTFOUND, -13, "not found")
+  X(NOTFOUND, -13, "not found")                                                \
+  X(STORE, -14, "task store error (see coda_app_store_error)")
 
 typedef enum {
 #define CODA_ERRNO_ENUM(name, value, text) CODA_E##name = (value),
@@ -99,7 +100,13 @@ typedef enum {
   CODA_OPT_PROCESS_WORKERS,    /* PROCESS worker processes [cores] */
   CODA_OPT_PROCESS_QUEUE,      /* PROCESS tasks added and not finished [1000] */
   CODA_OPT_TASK_DRAIN_TIMEOUT, /* shutdown: time tasks get to finish [10000] */
-  CODA_OPT_RETRY_AFTER         /* seconds in Retry-After when full [1] */
+  CODA_OPT_RETRY_AFTER,        /* seconds in Retry-After when full [1] */
+  CODA_OPT_STORE_POLL,         /* durable: how often due tasks are claimed [100] */
+  CODA_OPT_TASK_LEASE,         /* durable: a claim's lease [300000] */
+  CODA_OPT_STORE_MAX_BYTES,    /* durable: store size cap, 0 none [0] -> 503 */
+  CODA_OPT_MAX_ATTEMPTS,       /* durable: default attempts per task [5] */
+  CODA_OPT_BACKOFF,            /* durable: first retry delay [1000] */
+  CODA_OPT_BACKOFF_MAX         /* durable: longest retry delay [300000] */
 } coda_option;
 
 typedef enum {
@@ -506,6 +513,142 @@ CODA_API long coda_task_stat(const coda_app *app, coda_executor ex, coda_task_st
 /** Fills `buf` with all counters as JSON ({"requests":N,"tasks":{"thread":
  *  {"queued":..},..}}); returns the length needed (like snprintf). */
 CODA_API size_t coda_stats_json(const coda_app *app, char *buf, size_t cap);
+
+/* ------------------------------------------------------------------------ */
+/* Durable tasks                                                             */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A task added with CODA_TASK_DURABLE (or of a definition made durable with
+ * coda_task_def_durable()) is written to the app's task store before its
+ * response is sent. If the write fails, the response becomes 503 with
+ * Retry-After (the handler's own answer is discarded) and its tasks are
+ * dropped, except ALWAYS tasks that are not durable. Once written, the task
+ * runs at least once: if it fails it is retried with exponential backoff and
+ * jitter up to its maximum attempts, then marked dead; if the process dies,
+ * the next start runs it again. Its id can be given to the client and read
+ * back with coda_task_get().
+ *
+ *   coda_task_opts o = {.flags = CODA_TASK_DURABLE};
+ *   int rc = coda_res_add_task_opts(res, report, &o, "s", user);
+ *   if (rc) return rc;                        // 503 when full or store down
+ *   coda_res_header(res, "Location", ...);    // o.id is the task's id
+ *
+ * Stores: "memory" (the default: durable semantics without surviving a
+ * restart) and "sqlite:PATH" (one file, WAL, fsync on every group commit).
+ * Writes from every loop are grouped into one transaction and one fsync by
+ * the store thread; the event loops never touch the disk for a write.
+ */
+
+/** Task flag: written to the store before the response; retried; has a
+ *  status readable by id. */
+#define CODA_TASK_DURABLE 0x2u
+
+/** Chooses the task store, before coda_app_run(): "memory" or
+ *  "sqlite:PATH" (the file and its directory's WAL files are created on
+ *  first use; the schema is versioned and migrated). Opens it now, so a
+ *  corrupt, read-only or locked file, or one in use by another process, is
+ *  reported at start-up: CODA_ESTORE with the reason in
+ *  coda_app_store_error(). Durable tasks left by an earlier run (queued, or
+ *  running when that process died) run again once the app runs. */
+CODA_API int coda_app_store(coda_app *app, const char *uri);
+
+/** The last store error message ("" if none). Owned by the app, valid until
+ *  the next store call on this thread's side; copy it to keep it. */
+CODA_API const char *coda_app_store_error(const coda_app *app);
+
+/** Makes every task of this definition durable (route-level tasks too). */
+CODA_API int coda_task_def_durable(coda_task_def *def, int durable);
+
+/** Retry policy of a definition's durable tasks: attempts in all (>= 1),
+ *  first backoff and its cap in ms. The delay before attempt n+1 is
+ *  min(backoff_max, backoff * 2^(n-1)), then a random jitter takes it to
+ *  between half and all of that. 0 keeps the app's default for a field. */
+CODA_API int coda_task_def_retry(coda_task_def *def, int max_attempts, long backoff_ms,
+                                 long backoff_max_ms);
+
+/** Options of one add: coda_res_add_task_opts(), coda_app_enqueue(). */
+typedef struct coda_task_opts {
+  unsigned flags;       /* CODA_TASK_* */
+  int max_attempts;     /* durable: 0 = the definition's */
+  int64_t delay_ms;     /* durable: run no earlier than now + delay_ms */
+  int64_t run_at;       /* durable: unix time in ms to run at or after (0: now) */
+  const char *key;      /* durable: idempotency key (copied), or NULL */
+  uint64_t id;          /* out: the task's id */
+} coda_task_opts;
+
+/** Adds a task with options (see coda_res_add_task() for `fmt`). A durable
+ *  task gets its id at once, in opts->id. With a key, the id is derived
+ *  from the key: a second add of the same key (while the first is kept in
+ *  the store) gets the same id, and only the first task runs. A delayed
+ *  task is written now and runs at its time, apart from the response's
+ *  list. Returns CODA_EFULL when the queue is full, CODA_ESTORE when the
+ *  store's last write failed (both become 503 with Retry-After). */
+CODA_API int coda_res_add_task_opts(coda_res *res, coda_task_def *def, coda_task_opts *opts,
+                                    const char *fmt, ...);
+
+/** Adds a durable task from outside any request (CODA_TASK_DURABLE is
+ *  implied), from any thread, once coda_app_run() has started. It is written
+ *  by the next group commit and then runs; if that write fails it is logged
+ *  and counted as a store error and does not run. */
+CODA_API int coda_app_enqueue(coda_app *app, coda_task_def *def, coda_task_opts *opts,
+                              const char *fmt, ...);
+
+/** Waits (blocking the caller) until every durable write queued so far is
+ *  in the store. Not from an event loop thread. Returns 0 or CODA_ESTORE. */
+CODA_API int coda_app_store_sync(coda_app *app);
+
+/** States of a durable task. */
+typedef enum {
+  CODA_TASK_QUEUED = 0, /* waiting: for its response, its turn or its time */
+  CODA_TASK_RUNNING,
+  CODA_TASK_SUCCEEDED,
+  CODA_TASK_FAILED, /* the last attempt failed; another one is scheduled */
+  CODA_TASK_DEAD    /* every attempt failed */
+} coda_task_state;
+
+/** A durable task's status, as read by coda_task_get(). Times are unix ms,
+ *  0 when not reached. New fields are only ever added at the end. */
+typedef struct coda_task_info {
+  uint64_t id;
+  coda_task_state state;
+  const char *name;
+  const char *key;       /* NULL if none */
+  int attempts;          /* attempts started */
+  int max_attempts;
+  int64_t created_at;
+  int64_t run_at;        /* next attempt not before */
+  int64_t started_at;    /* last attempt */
+  int64_t finished_at;
+  double progress;       /* 0..1, as last reported */
+  const char *error;     /* last failure, NULL if none */
+  const void *result;    /* stored by coda_task_set_result(), or NULL */
+  size_t result_len;
+} coda_task_info;
+
+/** Reads a durable task's status (any thread; a read of the store). Free
+ *  *out with coda_task_info_free(). CODA_ENOTFOUND if unknown. */
+CODA_API int coda_task_get(coda_app *app, uint64_t id, coda_task_info **out);
+/** Frees what coda_task_get() returned. */
+CODA_API void coda_task_info_free(coda_task_info *info);
+/** Writes the status as JSON (a result is included as a string if it is
+ *  valid UTF-8 text). Returns the length needed, like snprintf. */
+CODA_API size_t coda_task_info_json(const coda_task_info *info, char *buf, size_t cap);
+/** "queued", "running", "succeeded", "failed", "dead". */
+CODA_API const char *coda_task_state_name(coda_task_state state);
+
+/* -- inside a durable task -- */
+
+/** True if the task is durable. */
+CODA_API int coda_task_durable(const coda_task *t);
+/** The attempt this run is (1 for the first). */
+CODA_API int coda_task_attempt(const coda_task *t);
+/** Reports progress (0..1), visible through coda_task_get() at once and
+ *  written to the store. THREAD and LOOP tasks. */
+CODA_API int coda_task_progress(coda_task *t, double fraction);
+/** Stores a result (copied), written with the task's success. THREAD and
+ *  LOOP tasks. */
+CODA_API int coda_task_set_result(coda_task *t, const void *data, size_t len);
 
 #ifdef __cplusplus
 }
