@@ -504,6 +504,10 @@ typedef enum {
   CODA_STAT_CRASHED,
   CODA_STAT_REJECTED, /* queue full at add time */
   CODA_STAT_DROPPED,  /* handler failed, or skipped after a failure */
+  CODA_STAT_RETRIED,  /* durable: failed attempts with another one scheduled */
+  CODA_STAT_DEAD,     /* durable: every attempt failed */
+  CODA_STAT_DUPLICATE, /* durable: adds whose idempotency key was known */
+  CODA_STAT_CLAIMED,  /* durable: attempts read back from the store */
   CODA_STAT_COUNT_
 } coda_task_stat_kind;
 

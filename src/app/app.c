@@ -43,6 +43,12 @@ static const coda__options default_options = {
     .process_queue = 1000,
     .task_drain_timeout = 10000,
     .retry_after = 1,
+    .store_poll = 100,
+    .task_lease = 300000,
+    .store_max_bytes = 0,
+    .max_attempts = 5,
+    .backoff = 1000,
+    .backoff_max = 300000,
 };
 
 coda_app *coda_app_new(void) {
@@ -106,6 +112,12 @@ static const option_info option_table[] = {
     [CODA_OPT_PROCESS_QUEUE] = OPT(process_queue, 1, 100000000),
     [CODA_OPT_TASK_DRAIN_TIMEOUT] = OPT(task_drain_timeout, 0, 86400000),
     [CODA_OPT_RETRY_AFTER] = OPT(retry_after, 0, 86400),
+    [CODA_OPT_STORE_POLL] = OPT(store_poll, 1, 3600000),
+    [CODA_OPT_TASK_LEASE] = OPT(task_lease, 1000, 86400000L * 30),
+    [CODA_OPT_STORE_MAX_BYTES] = OPT(store_max_bytes, 0, 1L << 50),
+    [CODA_OPT_MAX_ATTEMPTS] = OPT(max_attempts, 1, 1000000),
+    [CODA_OPT_BACKOFF] = OPT(backoff, 1, 86400000),
+    [CODA_OPT_BACKOFF_MAX] = OPT(backoff_max, 1, 86400000L * 30),
 };
 #undef OPT
 
@@ -263,6 +275,10 @@ void coda__app_dispatch(coda_app *app, coda_req *req, coda_res *res) {
   CODA__LOG(app, CODA_LOG_ERROR, "handler failed: \"%s %s\" request %llu: %s",
             req->method, req->target, (unsigned long long)req->id,
             coda_strerror(rc));
+  coda__app_fail_response(app, req, res, rc);
+}
+
+void coda__app_fail_response(coda_app *app, coda_req *req, coda_res *res, int rc) {
   /* The failed response goes, and so do its tasks, except ALWAYS ones. */
   struct coda_tasks *run = res->run;
   res->run = NULL;
@@ -272,8 +288,10 @@ void coda__app_dispatch(coda_app *app, coda_req *req, coda_res *res) {
     res->run = run;
   }
   res->status = 500;
-  if (rc == CODA_EFULL) {
-    /* A full task queue is back-pressure, not a bug: 503 + Retry-After. */
+  /* A full task queue or a store that cannot write is back-pressure, not a
+   * bug: 503 + Retry-After. */
+  int busy = rc == CODA_EFULL || rc == CODA_ESTORE;
+  if (busy) {
     char secs[24];
     snprintf(secs, sizeof secs, "%ld", app->opt.retry_after);
     res->status = 503;
@@ -281,7 +299,7 @@ void coda__app_dispatch(coda_app *app, coda_req *req, coda_res *res) {
   }
   if (app->on_error)
     app->on_error(req, res, rc, app->on_error_user);
-  else if (rc == CODA_EFULL)
+  else if (busy)
     answer_static_json(res, 503, busy_body, sizeof busy_body - 1);
   else
     answer_static_json(res, 500, internal_body, sizeof internal_body - 1);

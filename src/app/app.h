@@ -43,6 +43,12 @@ typedef struct coda__options {
   long process_queue;
   long task_drain_timeout;
   long retry_after;
+  long store_poll;
+  long task_lease;
+  long store_max_bytes;
+  long max_attempts;
+  long backoff;
+  long backoff_max;
 } coda__options;
 
 typedef struct coda__middleware_entry {

@@ -92,6 +92,12 @@ int coda__res_commit(coda_res *res);
  * needed. The response is complete (or streaming) when it returns. */
 void coda__app_dispatch(coda_app *app, coda_req *req, coda_res *res);
 
+/* Replaces the response with the framework's answer to a failure `rc`
+ * (500, or 503 + Retry-After for CODA_EFULL and CODA_ESTORE, or what the
+ * app's error handler makes of it); its tasks are dropped except ALWAYS
+ * ones. */
+void coda__app_fail_response(coda_app *app, coda_req *req, coda_res *res, int rc);
+
 /* Status line text, e.g. "Not Found". */
 const char *coda__status_reason(int status);
 

@@ -18,6 +18,8 @@
  */
 #include "server/conn.h"
 
+#include "tasks/task.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +32,7 @@
 #define WRITE_SLICE (64 * 1024)
 
 static void process(coda__conn *c);
+static void release_held(coda__conn *c, int rc);
 static void close_now(coda__conn *c);
 static void update_reading(coda__conn *c);
 
@@ -271,7 +274,7 @@ static void on_close(uv_handle_t *h) {
   batch_release(&c->inflight);
   coda__queue_remove(&c->link);
   atomic_fetch_sub(&loop->app->nconnections, 1);
-  if (!c->stream_open)
+  if (!c->stream_open && !c->hold)
     conn_free(c);
   coda__loop_conn_closed(loop);
 }
@@ -310,7 +313,7 @@ static void start_linger(coda__conn *c) {
 }
 
 int coda__conn_idle(const coda__conn *c) {
-  return c->state == CODA__CONN_HEAD && c->rlen == 0 && !c->write_active &&
+  return c->state == CODA__CONN_HEAD && c->rlen == 0 && !c->write_active && !c->hold &&
          batch_size(&c->pending) == 0 && !c->stream_open;
 }
 
@@ -554,6 +557,16 @@ static void dispatch(coda__conn *c, char *start, size_t end) {
   c->dispatching = 0;
   start[body_end] = saved;
   c->requests++;
+  if (!c->res.streaming && c->res.run && c->res.run->durable_unstored) {
+    /* Durable tasks are written before the response leaves. */
+    int rc = coda__durable_hold(c);
+    if (rc == 0) {
+      c->state = CODA__CONN_HOLDING;
+      return;
+    }
+    release_held(c, rc); /* no store thread: 503 at once */
+    return;
+  }
   if (!c->res.streaming && coda__res_commit(&c->res) != 0) {
     c->keep_alive = 0; /* out of memory: the response is lost, so is the link */
     close_now(c);
@@ -617,6 +630,12 @@ static size_t process_batch(coda__conn *c) {
     }
     dispatch(c, start, end);
     rpos += end;
+    if (c->state == CODA__CONN_HOLDING) {
+      /* The request's bytes stay where they are (the response and the
+       * access log point into them) until the hold ends. */
+      c->hold_consumed = rpos;
+      return rpos;
+    }
     if (c->state == CODA__CONN_STREAMING)
       break;
     finish_exchange(c);
@@ -636,6 +655,45 @@ static void process(coda__conn *c) {
   } while (consumed > 0 && can_process(c));
   c->in_process = 0;
   update_reading(c);
+}
+
+/* Sends the held response, or the failure answer instead of it. */
+static void release_held(coda__conn *c, int rc) {
+  if (rc != 0) {
+    coda__res_drop_unstored(&c->res);
+    coda__app_fail_response(conn_app(c), &c->req, &c->res, rc);
+  }
+  if (coda__res_commit(&c->res) != 0) {
+    c->keep_alive = 0;
+    close_now(c);
+  }
+}
+
+void coda__conn_hold_done(coda__conn *c, int rc) {
+  c->hold = NULL;
+  if (c->closed) {
+    /* The client left meanwhile: no response to send; the tasks that
+     * were written still run, knowing they were not delivered. */
+    if (rc != 0)
+      coda__res_drop_unstored(&c->res);
+    if (c->res.written_cb)
+      c->res.written_cb(c->res.written_arg, 0);
+    if (c->res.run) {
+      coda__run_start(c->res.run, 0);
+      c->res.run = NULL;
+    }
+    if (!c->stream_open)
+      conn_free(c);
+    return;
+  }
+  release_held(c, rc);
+  if (c->closed)
+    return;
+  finish_exchange(c);
+  compact(c, c->hold_consumed);
+  c->hold_consumed = 0;
+  coda__conn_flush(c);
+  process(c);
 }
 
 void coda__conn_stream_done(coda__conn *c) {

@@ -21,6 +21,7 @@ enum {
   CODA__CONN_HEAD,      /* reading a request head (or idle) */
   CODA__CONN_BODY,      /* reading a request body */
   CODA__CONN_STREAMING, /* a streaming response is open */
+  CODA__CONN_HOLDING,   /* a response waits for its durable tasks' write */
   CODA__CONN_CLOSING    /* no more requests: flush, then close */
 };
 
@@ -82,6 +83,10 @@ struct coda__conn {
   unsigned stream_open : 1;
   unsigned dispatching : 1;
   unsigned in_process : 1;
+  /* A held response: the store thread has its tasks; the connection's
+   * memory stays until coda__conn_hold_done() even if it closes. */
+  struct coda__hold *hold;
+  size_t hold_consumed; /* read-buffer bytes up to the held request's end */
   /* Timing (loop time, ms). */
   uint64_t head_started; /* first byte of the current head, 0 if none */
   uint64_t last_read;
@@ -137,6 +142,11 @@ void coda__conn_check_timeouts(coda__conn *c, uint64_t now);
 
 /* Finishes a streaming response and resumes pipelined requests. */
 void coda__conn_stream_done(coda__conn *c);
+
+/* The store thread wrote (rc 0) or failed to write (rc < 0) the durable
+ * tasks of the held response: send it, or a 503 instead, and go on with
+ * pipelined requests. Loop thread. */
+void coda__conn_hold_done(coda__conn *c, int rc);
 
 /* Appends the access log line of the current exchange. */
 void coda__conn_access_log(coda__conn *c, int status);

@@ -169,6 +169,7 @@ static void close_any(uv_handle_t *h, void *arg) {
  * would leak what their callbacks free. */
 static void loop_exit(coda__loop *loop) {
   coda__loop_executor_close(loop);
+  coda__durable_loop_close(loop);
   on_prepare_flush(loop);
   close_if_open((uv_handle_t *)&loop->listener);
   close_if_open((uv_handle_t *)&loop->sweep);
@@ -327,7 +328,7 @@ static int loop_init(coda__server *s, int index) {
   uv_prepare_init(&loop->uv, &loop->prepare);
   loop->prepare.data = loop;
   uv_prepare_start(&loop->prepare, on_prepare);
-  if (coda__loop_executor_init(loop) != 0)
+  if (coda__loop_executor_init(loop) != 0 || coda__durable_loop_init(loop) != 0)
     rc = rc ? rc : UV_ENOMEM;
   uint64_t every = sweep_interval(&s->app->opt);
   uv_timer_start(&loop->sweep, on_sweep, every, every);
@@ -420,6 +421,7 @@ static void on_done_async(uv_async_t *a) {
   if (atomic_load(&s->loops_done) < s->nloops || s->drain_started)
     return;
   s->drain_started = 1;
+  coda__durable_draining(s->app->engine); /* no new attempts from the store */
   coda__engine *e = s->app->engine;
   e->idle_async = &s->drain_async;
   atomic_store(&e->draining, 1);

@@ -57,6 +57,13 @@ typedef struct coda__loop {
   uv_idle_t thread_batch_idle; /* active while the batch is not empty: the
                                   next poll must not block before the flush */
   uv_thread_t self;
+  /* Held responses whose durable tasks the store thread has written (or
+   * failed to write): hold_mu protects hold_inbox and hold_inbox_open;
+   * hold_async wakes the loop, which drains the inbox in full. */
+  uv_mutex_t hold_mu;
+  coda__queue hold_inbox;
+  uv_async_t hold_async;
+  int hold_inbox_open;
 } coda__loop;
 
 struct coda__server {

@@ -20,27 +20,57 @@ static coda_tasks *res_run(coda_res *res) {
   return res->run;
 }
 
-static int res_add(coda_res *res, coda_task_def *def, unsigned flags, const char *fmt,
+static int res_add(coda_res *res, coda_task_def *def, coda_task_opts *opts, const char *fmt,
                    va_list ap) {
+  if (res->streaming && ((opts->flags & CODA_TASK_DURABLE) || (def && def->durable)))
+    return CODA_ESTATE; /* the response has left: too late to write first */
   coda_tasks *run = res_run(res);
-  return run ? coda__run_add(run, def, flags, fmt, ap) : CODA_ENOMEM;
+  return run ? coda__run_add(run, def, opts, fmt, ap) : CODA_ENOMEM;
 }
 
 int coda_res_add_task(coda_res *res, coda_task_def *def, const char *fmt, ...) {
+  coda_task_opts opts = {0};
   va_list ap;
   va_start(ap, fmt);
-  int rc = res_add(res, def, 0, fmt, ap);
+  int rc = res_add(res, def, &opts, fmt, ap);
   va_end(ap);
   return rc;
 }
 
 int coda_res_add_task_flags(coda_res *res, coda_task_def *def, unsigned flags,
                             const char *fmt, ...) {
+  coda_task_opts opts = {.flags = flags};
   va_list ap;
   va_start(ap, fmt);
-  int rc = res_add(res, def, flags, fmt, ap);
+  int rc = res_add(res, def, &opts, fmt, ap);
   va_end(ap);
   return rc;
+}
+
+int coda_res_add_task_opts(coda_res *res, coda_task_def *def, coda_task_opts *opts,
+                           const char *fmt, ...) {
+  coda_task_opts none = {0};
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = res_add(res, def, opts ? opts : &none, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+void coda__res_drop_unstored(coda_res *res) {
+  coda_tasks *run = res->run;
+  if (!run)
+    return;
+  int kept = 0;
+  for (int i = 0; i < run->n; i++) {
+    coda_task *t = run->tasks[i];
+    if (t->durable && !t->stored)
+      coda__task_drop(t, "the store could not write it");
+    else
+      run->tasks[kept++] = t;
+  }
+  run->n = kept;
+  run->durable_unstored = 0;
 }
 
 int coda_res_tasks_flags(coda_res *res, unsigned flags) {

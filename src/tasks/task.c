@@ -32,6 +32,7 @@ static coda_executor resolve_executor(coda_executor ex) {
 }
 
 static void run_free(coda_tasks *run);
+static void task_free(coda_task *t);
 
 /* ---- engine and definitions ----------------------------------------- */
 
@@ -57,6 +58,7 @@ void coda__engine_free(coda__engine *e) {
     run_free(l);
   }
   free(e->route_lists);
+  coda__durable_free(e);
   free(e);
 }
 
@@ -75,7 +77,7 @@ int coda__engine_start(coda__engine *e, uv_loop_t *control) {
       return CODA_EIO;
     break; /* only apps with PROCESS tasks pay for workers */
   }
-  return 0;
+  return coda__durable_start(e);
 }
 
 void coda__engine_stop(coda__engine *e) {
@@ -85,6 +87,7 @@ void coda__engine_stop(coda__engine *e) {
   if (e->threads)
     coda__thread_pool_stop(e->threads);
   e->threads = NULL;
+  coda__durable_stop(e); /* after the pools: their last outcomes get written */
 }
 
 coda_task_def *coda__engine_find(coda__engine *e, const char *name) {
@@ -150,13 +153,23 @@ static int reserve(coda__engine *e, coda_executor ex) {
   return 0;
 }
 
-static void unreserve(coda_task *t) {
-  coda__engine *e = t->def->engine;
-  atomic_fetch_sub_explicit(&e->reserved[t->executor], 1, memory_order_relaxed);
-  atomic_fetch_sub_explicit(&t->def->outstanding, 1, memory_order_relaxed);
+void coda__task_unreserve_def(coda_task_def *def) {
+  coda__engine *e = def->engine;
+  atomic_fetch_sub_explicit(&e->reserved[def->executor], 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&def->outstanding, 1, memory_order_relaxed);
   if (atomic_fetch_sub_explicit(&e->outstanding, 1, memory_order_acq_rel) == 1 &&
       atomic_load(&e->draining) && e->idle_async)
     uv_async_send(e->idle_async);
+}
+
+static void unreserve(coda_task *t) { coda__task_unreserve_def(t->def); }
+
+void coda__task_force_reserve(coda_task_def *def) {
+  coda__engine *e = def->engine;
+  atomic_fetch_add_explicit(&e->reserved[def->executor], 1, memory_order_relaxed);
+  coda__stat_add(e, def->executor, CODA_STAT_QUEUED, 1);
+  atomic_fetch_add_explicit(&e->outstanding, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&def->outstanding, 1, memory_order_relaxed);
 }
 
 /* Measures the arguments: count and bytes to copy. */
@@ -277,6 +290,16 @@ int coda__task_clone(const coda_task *src, coda_task **out) {
   if (rc)
     return rc;
   coda_task *t = task_alloc(src->def, src->nargs, src->wire_len);
+  if (t && src->def->durable) {
+    int prc = coda__durable_prepare(e, t, NULL);
+    if (prc) {
+      task_free(t);
+      coda__stat_add(e, src->executor, CODA_STAT_QUEUED, -1);
+      atomic_fetch_sub(&e->reserved[src->executor], 1);
+      atomic_fetch_sub(&e->outstanding, 1);
+      return prc;
+    }
+  }
   if (!t) {
     coda__stat_add(e, src->executor, CODA_STAT_QUEUED, -1);
     atomic_fetch_sub(&e->reserved[src->executor], 1);
@@ -300,8 +323,12 @@ int coda__task_clone(const coda_task *src, coda_task **out) {
 
 static void task_free(coda_task *t) {
   free(t->error);
+  free(t->key);
+  free(t->result);
   free(t);
 }
+
+void coda__task_free(coda_task *t) { task_free(t); }
 
 int coda__task_template(coda_task_def *def, unsigned flags, const char *fmt, va_list ap,
                         coda_task **out) {
@@ -351,6 +378,8 @@ void coda__task_begin(coda_task *t) {
   coda__stat_add(e, t->executor, CODA_STAT_QUEUED, -1);
   coda__stat_add(e, t->executor, CODA_STAT_RUNNING, 1);
   t->started_ns = uv_hrtime();
+  if (t->durable)
+    coda__durable_began(t);
   if (t->def->timeout_ms > 0)
     t->deadline_ns = t->started_ns + (uint64_t)t->def->timeout_ms * 1000000u;
 }
@@ -390,9 +419,16 @@ void coda__task_finish(coda_task *t, int rc, const char *message) {
     coda__stat_add(e, t->executor, CODA_STAT_SUCCEEDED, 1);
   }
   coda_tasks *run = t->run;
-  unreserve(t);
-  if (!t->orphaned)
-    task_free(t);
+  if (t->durable && !t->orphaned) {
+    /* Its slot is given back once the outcome is in the store. */
+    coda__durable_finished(t, failed,
+                           failed ? (message ? message : t->error ? t->error : coda_strerror(rc))
+                                  : NULL);
+  } else {
+    unreserve(t);
+    if (!t->orphaned)
+      task_free(t);
+  }
   if (run)
     coda__run_advance(run, failed);
 }
@@ -403,9 +439,14 @@ static void submit(coda_task *t) {
   coda__engine *e = t->def->engine;
   int rc = CODA_ESTATE;
   switch (t->executor) {
-  case CODA_EXEC_LOOP:
-    rc = coda__loop_submit(t->loop, t);
+  case CODA_EXEC_LOOP: {
+    coda__server *s = e->app->server;
+    if (!t->loop && s && s->loops) /* no response: any loop will do */
+      t->loop = &s->loops[t->id % (uint64_t)s->nloops];
+    if (t->loop)
+      rc = coda__loop_submit(t->loop, t);
     break;
+  }
   case CODA_EXEC_PROCESS:
     if (e->procs)
       rc = coda__process_pool_submit(e->procs, t);
@@ -425,6 +466,82 @@ static void submit(coda_task *t) {
   coda__task_drop(t, "its executor is not running");
   if (run)
     coda__run_advance(run, 1);
+}
+
+void coda__task_submit(coda_task *t) { submit(t); }
+
+/* ---- arguments as bytes (for stores) ------------------------------------ */
+
+int coda__task_encode_args(const coda_task *t, coda__buf *b) {
+  int rc = 0;
+  uint8_t n = (uint8_t)t->nargs;
+  rc |= coda__buf_append(b, &n, 1);
+  for (int i = 0; i < t->nargs; i++) {
+    const coda__arg *a = &t->args[i];
+    rc |= coda__buf_append(b, &a->type, 1);
+    if (a->type == 's' || a->type == 'b') {
+      rc |= coda__buf_append(b, &a->len, 4);
+      rc |= coda__buf_append(b, a->v.p, a->len);
+    } else {
+      rc |= coda__buf_append(b, &a->v, 8);
+    }
+  }
+  return rc ? CODA_ENOMEM : 0;
+}
+
+int coda__task_decode_args(coda_task_def *def, const void *data, size_t len, coda_task **out) {
+  const unsigned char *p = data, *end = p + len;
+  if (len < 1 || p[0] > MAX_TASK_ARGS)
+    return CODA_EINVAL;
+  int nargs = p[0];
+  size_t bytes = 0;
+  /* First pass: check the framing and measure. */
+  const unsigned char *q = p + 1;
+  for (int i = 0; i < nargs; i++) {
+    if (q >= end)
+      return CODA_EINVAL;
+    char type = (char)*q++;
+    if (type == 's' || type == 'b') {
+      uint32_t n;
+      if (end - q < 4)
+        return CODA_EINVAL;
+      memcpy(&n, q, 4);
+      q += 4;
+      if ((size_t)(end - q) < n)
+        return CODA_EINVAL;
+      q += n;
+      bytes += n + 1;
+    } else if (type == 'i' || type == 'd') {
+      if (end - q < 8)
+        return CODA_EINVAL;
+      q += 8;
+    } else {
+      return CODA_EINVAL;
+    }
+  }
+  coda_task *t = task_alloc(def, nargs, bytes);
+  if (!t)
+    return CODA_ENOMEM;
+  char *dst = (char *)(t->args + nargs);
+  q = p + 1;
+  for (int i = 0; i < nargs; i++) {
+    coda__arg *a = &t->args[i];
+    a->type = (char)*q++;
+    if (a->type == 's' || a->type == 'b') {
+      memcpy(&a->len, q, 4);
+      q += 4;
+      memcpy(dst, q, a->len);
+      dst[a->len] = '\0';
+      a->v.p = dst;
+      dst += a->len + 1;
+      q += a->len;
+    } else {
+      memcpy(&a->v, q, 8);
+      q += 8;
+    }
+  }
+  *out = t;
+  return 0;
 }
 
 /* ---- runs ---------------------------------------------------------------- */
@@ -466,33 +583,43 @@ int coda__run_append(coda_tasks *run, coda_task *t) {
     run->cap = cap;
   }
   run->tasks[run->n++] = t;
+  if (t->durable && !t->stored)
+    run->durable_unstored++;
   return 0;
 }
 
-int coda__run_add(coda_tasks *run, coda_task_def *def, unsigned flags, const char *fmt,
+int coda__run_add(coda_tasks *run, coda_task_def *def, coda_task_opts *opts, const char *fmt,
                   va_list ap) {
   coda_task *t;
-  int rc = coda__task_new(run->app->engine, def, flags, fmt, ap, &t);
+  coda__engine *e = run->app->engine;
+  int rc = coda__task_new(e, def, opts->flags, fmt, ap, &t);
   if (rc)
     return rc;
+  if ((rc = coda__durable_prepare(e, t, opts)) != 0) {
+    coda__task_drop(t, coda_strerror(rc));
+    return rc;
+  }
+  opts->id = t->id;
   if ((rc = coda__run_append(run, t)) != 0)
     coda__task_drop(t, "out of memory");
   return rc;
 }
 
 int coda_tasks_add(coda_tasks *list, coda_task_def *def, const char *fmt, ...) {
+  coda_task_opts opts = {0};
   va_list ap;
   va_start(ap, fmt);
-  int rc = coda__run_add(list, def, 0, fmt, ap);
+  int rc = coda__run_add(list, def, &opts, fmt, ap);
   va_end(ap);
   return rc;
 }
 
 int coda_tasks_add_flags(coda_tasks *list, coda_task_def *def, unsigned flags,
                          const char *fmt, ...) {
+  coda_task_opts opts = {.flags = flags};
   va_list ap;
   va_start(ap, fmt);
-  int rc = coda__run_add(list, def, flags, fmt, ap);
+  int rc = coda__run_add(list, def, &opts, fmt, ap);
   va_end(ap);
   return rc;
 }
@@ -643,8 +770,9 @@ long coda_task_stat(const coda_app *app, coda_executor ex, coda_task_stat_kind k
 
 size_t coda_stats_json(const coda_app *app, char *buf, size_t cap) {
   static const char *const names[CODA_STAT_COUNT_] = {
-      "queued", "running", "succeeded", "failed", "timed_out", "crashed", "rejected", "dropped"};
-  char tmp[2048];
+      "queued",  "running", "succeeded", "failed",    "timed_out", "crashed",
+      "rejected", "dropped", "retried",  "dead",     "duplicate", "claimed"};
+  char tmp[4096];
   size_t n = (size_t)snprintf(tmp, sizeof tmp, "{\"requests\":%llu,\"tasks\":{",
                               (unsigned long long)coda__app_requests(app));
   for (int ex = CODA_EXEC_LOOP; ex < CODA_EXEC_COUNT_; ex++) {
@@ -655,7 +783,9 @@ size_t coda_stats_json(const coda_app *app, char *buf, size_t cap) {
                             coda_task_stat(app, (coda_executor)ex, (coda_task_stat_kind)k));
     n += (size_t)snprintf(tmp + n, sizeof tmp - n, "}");
   }
-  n += (size_t)snprintf(tmp + n, sizeof tmp - n, "}}");
+  n += (size_t)snprintf(tmp + n, sizeof tmp - n, "},\"durable\":");
+  n += coda__durable_stats_json(app->engine, tmp + n, sizeof tmp - n);
+  n += (size_t)snprintf(tmp + n, sizeof tmp - n, "}");
   if (cap) {
     size_t c = n < cap ? n : cap - 1;
     memcpy(buf, tmp, c);

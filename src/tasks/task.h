@@ -13,6 +13,7 @@
 #define CODA_TASKS_TASK_H
 
 #include "app/app.h"
+#include "common/buf.h"
 #include "common/queue.h"
 
 #include <stdatomic.h>
@@ -28,6 +29,10 @@ struct coda_task_def {
   coda_task_fn fn;
   coda_executor executor;
   long timeout_ms;
+  int durable;      /* every task of this definition is durable */
+  int max_attempts; /* 0: the app's */
+  long backoff_ms;  /* 0: the app's */
+  long backoff_max_ms;
   atomic_long outstanding; /* added and not finished, for the shutdown report */
   coda__engine *engine;
 };
@@ -62,6 +67,20 @@ struct coda_task {
   int nargs;
   coda__arg *args;
   size_t wire_len; /* PROCESS: bytes of the serialised arguments */
+  /* Durable tasks (durable.c). The store thread reads them while it writes
+   * the task; the hand-offs through its queue order those accesses. */
+  unsigned durable : 1;
+  unsigned stored : 1;    /* in the store */
+  unsigned duplicate : 1; /* its key matched a task already stored */
+  int attempt;            /* 1 for the first */
+  int max_attempts;
+  int64_t created_at; /* unix ms */
+  int64_t run_at;     /* unix ms: not before (0: now) */
+  char *key;          /* idempotency key or NULL (owned) */
+  double progress;    /* under the durable registry lock */
+  int64_t began_at;   /* unix ms, under the same lock; 0: not begun */
+  void *result;       /* owned */
+  size_t result_len;
 };
 
 struct coda_tasks {
@@ -76,6 +95,7 @@ struct coda_tasks {
   int delivered;
   coda__loop *loop;
   uint64_t request_id;
+  int durable_unstored; /* durable tasks not yet in the store */
   coda_task *inline_tasks[4];
 };
 
@@ -95,6 +115,7 @@ struct coda__engine {
   uv_async_t *idle_async; /* while draining: poked when outstanding hits 0 */
   coda_tasks **route_lists; /* templates of route-level tasks, owned here */
   int nroute_lists;
+  struct coda__durable *durable; /* the store and its thread (durable.c) */
   atomic_int draining;
   atomic_int leaked; /* threads left running at shutdown: never free */
 };
@@ -134,7 +155,7 @@ void coda__task_report(coda_task *t, coda_task_stat_kind kind, const char *messa
 /* A response's run: appends, starts once written. */
 int coda__run_append(coda_tasks *run, coda_task *t);
 /* Builds a task (coda__task_new) and appends it. */
-int coda__run_add(coda_tasks *run, coda_task_def *def, unsigned flags, const char *fmt,
+int coda__run_add(coda_tasks *run, coda_task_def *def, coda_task_opts *opts, const char *fmt,
                   va_list ap);
 void coda__run_start(coda_tasks *run, int delivered);
 /* The handler failed: keep only ALWAYS tasks. */
@@ -161,6 +182,9 @@ void coda__task_free_template(coda_task *t);
 /* Response side (attach.c): hands the response's run to the written
  * event, or starts it at once when the response cannot be written. */
 void coda__res_tasks_commit(coda_res *res);
+/* Drops the response's durable tasks that are not in the store (their
+ * write failed), so that what remains can still run. */
+void coda__res_drop_unstored(coda_res *res);
 /* Adds the matched route's declared tasks to the response. */
 int coda__res_add_route_tasks(coda_res *res, const struct coda__route *route);
 
@@ -177,6 +201,44 @@ void coda__loop_defer_thread_task(coda__loop *loop, coda_task *t);
 void coda__thread_pool_watch(coda__thread_pool *p, uint64_t now_ns);
 /* Joins the threads when `wait`; otherwise detaches the busy ones. */
 void coda__thread_pool_stop(coda__thread_pool *p);
+
+/* Argument bytes for a store (native byte order): encode appends to b;
+ * decode builds a task of def with its own copy. */
+int coda__task_encode_args(const coda_task *t, struct coda__buf *b);
+int coda__task_decode_args(coda_task_def *def, const void *data, size_t len, coda_task **out);
+/* Takes a slot for a task read back from the store (may exceed the bound
+ * by what one claim brings, which the claim limits). */
+void coda__task_force_reserve(coda_task_def *def);
+/* Gives back a slot taken for def (the task itself was freed earlier). */
+void coda__task_unreserve_def(coda_task_def *def);
+void coda__task_free(coda_task *t);
+/* Submits a task with no response (read back from the store). */
+void coda__task_submit(coda_task *t);
+
+/* ---- durable tasks (durable.c) ---- */
+typedef struct coda__durable coda__durable;
+struct coda__conn;
+int coda__durable_open(coda__engine *e, const char *uri);
+void coda__durable_free(coda__engine *e);
+/* Starts the store thread (after the pools): recovery, then claims. */
+int coda__durable_start(coda__engine *e);
+/* Writes what is left and stops the thread (after the pools stopped). */
+void coda__durable_stop(coda__engine *e);
+/* At add time: makes t durable (id, key, delay, attempts) when asked. */
+int coda__durable_prepare(coda__engine *e, coda_task *t, const coda_task_opts *opts);
+/* Hands the durable tasks of the connection's held response to the store
+ * thread; coda__conn_hold_done() follows on the loop thread. */
+int coda__durable_hold(struct coda__conn *c);
+/* A durable task's attempt ended: the store thread records it (retry,
+ * dead or success) and then gives back its slot. Frees t. */
+void coda__durable_finished(coda_task *t, int failed, const char *message);
+/* The attempt begins (executor thread). */
+void coda__durable_began(coda_task *t);
+size_t coda__durable_stats_json(coda__engine *e, char *buf, size_t cap);
+/* Stops claiming new attempts (the drain has begun). */
+void coda__durable_draining(coda__engine *e);
+int coda__durable_loop_init(coda__loop *loop);
+void coda__durable_loop_close(coda__loop *loop);
 
 static inline void coda__stat_add(coda__engine *e, coda_executor ex, coda_task_stat_kind k,
                                   long v) {

@@ -1,0 +1,280 @@
+/*
+ * memory_store.c - the store for apps that want durable semantics (ids,
+ * retries with backoff, delayed tasks, idempotency keys, status by id)
+ * without a file: everything is lost with the process.
+ *
+ * Layout: a map of entries by id, a list of the
+ * entries waiting to be claimed (queued or failed, not claimed), and a
+ * FIFO of finished ones (succeeded or dead) of which the oldest are
+ * forgotten past MAX_FINISHED, so memory stays bounded under any load.
+ *
+ * Threads: one mutex guards everything; get() takes it from any thread.
+ * Batches are not transactions here (every call applies at once, and none
+ * fails but for memory), which is what a store that cannot lose power
+ * needs.
+ */
+#include "common/idmap.h"
+#include "common/queue.h"
+#include "store/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define MAX_FINISHED 100000
+
+typedef struct entry {
+  coda__queue link; /* in waiting or finished, or alone while claimed */
+  coda__task_record r;
+  int owned;
+  char *name, *key, *error;
+  void *args, *result;
+} entry;
+
+typedef struct memory_store {
+  coda__store base;
+  uv_mutex_t mu;
+  coda__idmap entries; /* id -> entry */
+  coda__queue waiting;
+  coda__queue finished;
+  size_t nfinished;
+  uint64_t next_id;
+  char err[128];
+} memory_store;
+
+static const coda__store_methods memory_methods;
+
+static void entry_free(entry *e) {
+  free(e->name);
+  free(e->key);
+  free(e->error);
+  free(e->args);
+  free(e->result);
+  free(e);
+}
+
+static void forget(memory_store *s, entry *e) {
+  coda__idmap_remove(&s->entries, e->r.id);
+  coda__queue_remove(&e->link);
+  entry_free(e);
+}
+
+static char *dup_or_null(const char *p) { return p ? strdup(p) : NULL; }
+
+static void *dup_bytes(const void *p, size_t n) {
+  void *c = malloc(n ? n : 1);
+  if (c && n)
+    memcpy(c, p, n);
+  return c;
+}
+
+coda__store *coda__memory_store_open(void) {
+  memory_store *s = calloc(1, sizeof *s);
+  if (!s)
+    return NULL;
+  s->base.m = &memory_methods;
+  uv_mutex_init(&s->mu);
+  coda__queue_init(&s->waiting);
+  coda__queue_init(&s->finished);
+  s->next_id = 1;
+  return &s->base;
+}
+
+static void free_entry_value(void *e) { entry_free(e); }
+
+static void memory_close(coda__store *base) {
+  memory_store *s = (memory_store *)base;
+  coda__idmap_each(&s->entries, free_entry_value);
+  coda__idmap_free(&s->entries);
+  uv_mutex_destroy(&s->mu);
+  free(s);
+}
+
+static int memory_recover(coda__store *base, int64_t now) {
+  (void)base;
+  (void)now;
+  return 0; /* nothing outlives a process here */
+}
+
+static int memory_noop(coda__store *base) {
+  (void)base;
+  return 0;
+}
+
+static void memory_rollback(coda__store *base) { (void)base; }
+
+static int memory_enqueue(coda__store *base, const coda__task_record *r, int owned,
+                          int64_t lease_until) {
+  memory_store *s = (memory_store *)base;
+  (void)lease_until;
+  int rc = 0;
+  uv_mutex_lock(&s->mu);
+  entry *old = coda__idmap_get(&s->entries, r->id);
+  if (old) {
+    const char *k = old->key;
+    rc = k && r->key && strcmp(k, r->key) == 0 ? CODA_EEXIST : CODA_ESTORE;
+    if (rc == CODA_ESTORE)
+      snprintf(s->err, sizeof s->err, "memory store: id taken by another key");
+    goto out;
+  }
+  entry *e = calloc(1, sizeof *e);
+  if (!e) {
+    rc = CODA_ENOMEM;
+    goto out;
+  }
+  e->r = *r;
+  e->r.state = CODA_TASK_QUEUED;
+  e->name = strdup(r->name);
+  e->key = dup_or_null(r->key);
+  e->args = dup_bytes(r->args, r->args_len);
+  if (!e->name || (r->key && !e->key) || !e->args) {
+    entry_free(e);
+    rc = CODA_ENOMEM;
+    goto out;
+  }
+  e->r.name = e->name;
+  e->r.key = e->key;
+  e->r.args = e->args;
+  e->r.error = NULL;
+  e->r.result = NULL;
+  e->r.result_len = 0;
+  e->owned = owned;
+  coda__queue_init(&e->link);
+  if (coda__idmap_put(&s->entries, r->id, e) != 0) {
+    entry_free(e);
+    rc = CODA_ENOMEM;
+    goto out;
+  }
+  if (!owned)
+    coda__queue_insert_tail(&s->waiting, &e->link);
+out:
+  uv_mutex_unlock(&s->mu);
+  return rc;
+}
+
+static int memory_claim(coda__store *base, int64_t now, int64_t lease_until, int max,
+                        coda__claim_fn fn, void *user) {
+  memory_store *s = (memory_store *)base;
+  (void)lease_until;
+  int n = 0;
+  uv_mutex_lock(&s->mu);
+  coda__queue *q = coda__queue_head(&s->waiting);
+  while (q != &s->waiting && n < max) {
+    entry *e = coda__container_of(q, entry, link);
+    q = q->next;
+    if (e->r.run_at > now)
+      continue;
+    coda__queue_remove(&e->link);
+    e->owned = 1;
+    e->r.state = CODA_TASK_RUNNING;
+    e->r.attempts++;
+    n++;
+    fn(user, &e->r);
+  }
+  uv_mutex_unlock(&s->mu);
+  return n;
+}
+
+static int memory_finish(coda__store *base, const coda__task_record *r) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  entry *e = coda__idmap_get(&s->entries, r->id);
+  if (!e) {
+    uv_mutex_unlock(&s->mu);
+    return 0; /* forgotten already */
+  }
+  free(e->error);
+  e->error = dup_or_null(r->error);
+  if (r->result) {
+    free(e->result);
+    e->result = dup_bytes(r->result, r->result_len);
+    e->r.result_len = e->result ? r->result_len : 0;
+  }
+  e->r.state = r->state;
+  e->r.attempts = r->attempts;
+  e->r.run_at = r->run_at;
+  e->r.started_at = r->started_at;
+  e->r.finished_at = r->finished_at;
+  e->r.progress = r->progress;
+  e->r.error = e->error;
+  e->r.result = e->result;
+  e->owned = 0;
+  coda__queue_remove(&e->link);
+  if (r->state == CODA_TASK_FAILED) {
+    coda__queue_insert_tail(&s->waiting, &e->link);
+  } else {
+    coda__queue_insert_tail(&s->finished, &e->link);
+    if (++s->nfinished > MAX_FINISHED) {
+      forget(s, coda__container_of(coda__queue_head(&s->finished), entry, link));
+      s->nfinished--;
+    }
+  }
+  uv_mutex_unlock(&s->mu);
+  return 0;
+}
+
+static int memory_progress(coda__store *base, uint64_t id, double progress) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  entry *e = coda__idmap_get(&s->entries, id);
+  if (e)
+    e->r.progress = progress;
+  uv_mutex_unlock(&s->mu);
+  return 0;
+}
+
+static int memory_reserve_ids(coda__store *base, uint64_t count, uint64_t *first) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  *first = s->next_id;
+  s->next_id += count;
+  uv_mutex_unlock(&s->mu);
+  return 0;
+}
+
+static int memory_get(coda__store *base, uint64_t id, coda_task_info **out) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  entry *e = coda__idmap_get(&s->entries, id);
+  int rc = CODA_ENOTFOUND;
+  if (e) {
+    *out = coda__task_info_from_record(&e->r);
+    rc = *out ? 0 : CODA_ENOMEM;
+  }
+  uv_mutex_unlock(&s->mu);
+  return rc;
+}
+
+static int64_t memory_next_due(coda__store *base) {
+  memory_store *s = (memory_store *)base;
+  int64_t when = 0;
+  coda__queue *q;
+  uv_mutex_lock(&s->mu);
+  coda__queue_foreach(q, &s->waiting) {
+    int64_t t = coda__container_of(q, entry, link)->r.run_at;
+    if (!when || t < when)
+      when = t;
+  }
+  uv_mutex_unlock(&s->mu);
+  return when;
+}
+
+static const char *memory_errmsg(coda__store *base) { return ((memory_store *)base)->err; }
+
+static const coda__store_methods memory_methods = {
+    .version = CODA__STORE_VERSION,
+    .name = "memory",
+    .recover = memory_recover,
+    .begin = memory_noop,
+    .commit = memory_noop,
+    .rollback = memory_rollback,
+    .enqueue = memory_enqueue,
+    .claim = memory_claim,
+    .finish = memory_finish,
+    .progress = memory_progress,
+    .reserve_ids = memory_reserve_ids,
+    .get = memory_get,
+    .next_due = memory_next_due,
+    .errmsg = memory_errmsg,
+    .close = memory_close,
+};

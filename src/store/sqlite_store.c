@@ -1,0 +1,531 @@
+/*
+ * sqlite_store.c - the embedded default store: one SQLite file in WAL mode,
+ * synchronous=FULL, so a commit returns only after its WAL frames are
+ * fsync'd. The engine groups many writes into one batch (one transaction,
+ * one fsync).
+ *
+ * Owner: the engine's store thread uses `db` for everything but get();
+ * get() (any thread) uses `rdb`, a second connection, under `read_mu`. WAL
+ * lets it read while the store thread writes.
+ *
+ * One process per file: an exclusive flock on PATH-lock is taken at open
+ * and held until close. That is what lets recover() release every claim at
+ * start-up: whoever held them is dead. So this store never waits for a
+ * lease to expire; leases are kept for the record and for stores shared by
+ * several processes.
+ *
+ * Schema version in PRAGMA user_version; migrate() brings an older file up
+ * to date inside one transaction, and refuses a newer one.
+ */
+#include "store/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define SCHEMA_VERSION 1
+#define BUSY_TIMEOUT_MS 5000
+
+enum {
+  ST_INSERT,
+  ST_CLAIM,
+  ST_FINISH,
+  ST_PROGRESS,
+  ST_RESERVE,
+  ST_NEXT_DUE,
+  ST_BEGIN,
+  ST_COMMIT,
+  ST_ROLLBACK,
+  ST_PAGES,
+  ST_COUNT_
+};
+
+static const char *const sql[ST_COUNT_] = {
+    [ST_INSERT] = "INSERT INTO coda_tasks(id,name,key,args,state,attempts,max_attempts,"
+                  "created_at,run_at,owned,lease_until) VALUES(?1,?2,?3,?4,0,?5,?6,?7,?8,?9,?10)",
+    [ST_CLAIM] = "UPDATE coda_tasks SET state=1,owned=1,lease_until=?1,attempts=attempts+1 "
+                 "WHERE id IN (SELECT id FROM coda_tasks WHERE owned=0 AND state IN (0,3) "
+                 "AND run_at<=?2 ORDER BY run_at LIMIT ?3) "
+                 "RETURNING id,name,key,args,attempts,max_attempts,created_at,run_at,progress",
+    [ST_FINISH] = "UPDATE coda_tasks SET state=?2,attempts=?3,run_at=?4,started_at=?5,"
+                  "finished_at=?6,progress=?7,error=?8,result=?9,owned=0,lease_until=0 "
+                  "WHERE id=?1",
+    [ST_PROGRESS] = "UPDATE coda_tasks SET progress=?2 WHERE id=?1",
+    [ST_RESERVE] = "UPDATE coda_meta SET value=value+?1 WHERE name='next_id' RETURNING value",
+    [ST_NEXT_DUE] = "SELECT min(run_at) FROM coda_tasks WHERE owned=0 AND state IN (0,3)",
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_PAGES] = "PRAGMA page_count",
+};
+
+/* Version 1. Tasks waiting for a claim are the only ones in the partial
+ * index, so writing a claimed task and finishing it never touch it. */
+static const char *const schema_v1 =
+    "CREATE TABLE coda_tasks("
+    " id INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL,"
+    " key TEXT,"
+    " args BLOB,"
+    " state INTEGER NOT NULL,"        /* coda_task_state */
+    " attempts INTEGER NOT NULL,"     /* attempts started */
+    " max_attempts INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL,"   /* unix ms */
+    " run_at INTEGER NOT NULL,"
+    " started_at INTEGER NOT NULL DEFAULT 0,"
+    " finished_at INTEGER NOT NULL DEFAULT 0,"
+    " owned INTEGER NOT NULL DEFAULT 0," /* 1: claimed by the process holding the file */
+    " lease_until INTEGER NOT NULL DEFAULT 0,"
+    " progress REAL NOT NULL DEFAULT 0,"
+    " error TEXT,"
+    " result BLOB);"
+    "CREATE INDEX coda_tasks_due ON coda_tasks(run_at) WHERE owned=0 AND state IN (0,3);"
+    "CREATE TABLE coda_meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+    "INSERT INTO coda_meta VALUES('next_id', 1);";
+
+typedef struct sqlite_store {
+  coda__store base;
+  sqlite3 *db;
+  sqlite3 *rdb;
+  sqlite3_stmt *st[ST_COUNT_];
+  sqlite3_stmt *get;
+  uv_mutex_t read_mu;
+  int lock_fd;
+  long max_bytes; /* 0: no cap */
+  long page_size;
+  int full;       /* at the cap when the batch began: new tasks refused */
+  char err[512];
+} sqlite_store;
+
+static const coda__store_methods sqlite_methods;
+
+static int fail(sqlite_store *s, sqlite3 *db, const char *what) {
+  snprintf(s->err, sizeof s->err, "sqlite store: %s: %s", what, sqlite3_errmsg(db));
+  return CODA_ESTORE;
+}
+
+static int step_done(sqlite_store *s, sqlite3_stmt *st, const char *what) {
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : fail(s, s->db, what);
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+/* mkdir -p of the directory part of path. */
+static int make_parent_dirs(const char *path) {
+  char dir[4096];
+  size_t n = strlen(path);
+  if (n >= sizeof dir)
+    return -1;
+  memcpy(dir, path, n + 1);
+  char *slash = strrchr(dir, '/');
+  if (!slash || slash == dir)
+    return 0;
+  *slash = '\0';
+  for (char *p = dir + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = '\0';
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+      return -1;
+    *p = '/';
+  }
+  return mkdir(dir, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static int take_lock(sqlite_store *s, const char *path) {
+  char lock[4200];
+  snprintf(lock, sizeof lock, "%s-lock", path);
+  s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (s->lock_fd < 0) {
+    snprintf(s->err, sizeof s->err, "sqlite store: cannot create %.300s: %s", lock,
+             strerror(errno));
+    return CODA_ESTORE;
+  }
+  if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    snprintf(s->err, sizeof s->err,
+             "sqlite store: %.300s is in use by another process (or another app in this one)",
+             path);
+    return CODA_ESTORE;
+  }
+  return 0;
+}
+
+static int exec(sqlite_store *s, const char *text, const char *what) {
+  return sqlite3_exec(s->db, text, NULL, NULL, NULL) == SQLITE_OK ? 0 : fail(s, s->db, what);
+}
+
+static int user_version(sqlite_store *s, int *v) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+    return fail(s, s->db, "reading the schema version");
+  int rc = sqlite3_step(st);
+  *v = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW ? 0 : fail(s, s->db, "reading the schema version");
+}
+
+/* Brings the schema to SCHEMA_VERSION. Each step is one migration; a later
+ * version adds `case 1:` and so on, falling through. */
+static int migrate(sqlite_store *s, const char *path) {
+  int v, rc;
+  if ((rc = user_version(s, &v)) != 0)
+    return rc;
+  if (v == SCHEMA_VERSION)
+    return 0;
+  if (v > SCHEMA_VERSION) {
+    snprintf(s->err, sizeof s->err,
+             "sqlite store: %.300s has schema version %d, newer than this coda (%d)", path, v,
+             SCHEMA_VERSION);
+    return CODA_ESTORE;
+  }
+  if ((rc = exec(s, "BEGIN IMMEDIATE", "migrating")) != 0)
+    return rc;
+  switch (v) {
+  case 0:
+    rc = exec(s, schema_v1, "creating the schema");
+    break;
+  }
+  char set[64];
+  snprintf(set, sizeof set, "PRAGMA user_version=%d", SCHEMA_VERSION);
+  if (rc == 0)
+    rc = exec(s, set, "migrating");
+  if (rc == 0)
+    rc = exec(s, "COMMIT", "migrating");
+  if (rc != 0)
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
+static int open_db(sqlite_store *s, const char *path, int flags, sqlite3 **db) {
+  if (sqlite3_open_v2(path, db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
+    return fail(s, *db, "opening the file");
+  sqlite3_busy_timeout(*db, BUSY_TIMEOUT_MS);
+  sqlite3_extended_result_codes(*db, 1);
+  return 0;
+}
+
+static int configure(sqlite_store *s, const char *path, long max_bytes) {
+  int rc = open_db(s, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &s->db);
+  if (rc)
+    return rc;
+  if (sqlite3_db_readonly(s->db, "main") == 1) {
+    snprintf(s->err, sizeof s->err, "sqlite store: %.300s is read-only", path);
+    return CODA_ESTORE;
+  }
+  /* The first statement that reads the file tells a corrupt one apart. */
+  if ((rc = exec(s, "PRAGMA journal_mode=WAL", "switching to WAL (is it a database?)")) ||
+      (rc = exec(s, "PRAGMA synchronous=FULL", "setting synchronous")) ||
+      (rc = exec(s, "PRAGMA foreign_keys=OFF", "configuring")))
+    return rc;
+  if ((rc = migrate(s, path)) != 0)
+    return rc;
+  if (max_bytes > 0) {
+    /* New tasks stop at max_bytes (see sqlite_begin); the hard limit sits
+     * above it so the outcomes of accepted tasks still fit. */
+    char q[96];
+    long room = max_bytes / 4 > (256 << 10) ? max_bytes / 4 : (256 << 10);
+    sqlite3_stmt *ps;
+    s->page_size = 4096;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA page_size", -1, &ps, NULL) == SQLITE_OK) {
+      if (sqlite3_step(ps) == SQLITE_ROW)
+        s->page_size = (long)sqlite3_column_int64(ps, 0);
+      sqlite3_finalize(ps);
+    }
+    long pages = (max_bytes + room) / s->page_size;
+    s->max_bytes = max_bytes;
+    snprintf(q, sizeof q, "PRAGMA max_page_count=%ld", pages);
+    if ((rc = exec(s, q, "setting the size cap")) != 0)
+      return rc;
+  }
+  if ((rc = exec(s, "PRAGMA quick_check(1)", "checking the file")) != 0)
+    return rc;
+  for (int i = 0; i < ST_COUNT_; i++)
+    if (sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
+        SQLITE_OK)
+      return fail(s, s->db, "preparing statements");
+  if ((rc = open_db(s, path, SQLITE_OPEN_READONLY, &s->rdb)) != 0)
+    return rc;
+  if (sqlite3_prepare_v3(s->rdb,
+                         "SELECT id,name,key,state,attempts,max_attempts,created_at,run_at,"
+                         "started_at,finished_at,progress,error,result FROM coda_tasks "
+                         "WHERE id=?1",
+                         -1, SQLITE_PREPARE_PERSISTENT, &s->get, NULL) != SQLITE_OK)
+    return fail(s, s->rdb, "preparing statements");
+  return 0;
+}
+
+static void sqlite_close(coda__store *base) {
+  sqlite_store *s = (sqlite_store *)base;
+  for (int i = 0; i < ST_COUNT_; i++)
+    sqlite3_finalize(s->st[i]);
+  sqlite3_finalize(s->get);
+  sqlite3_close(s->rdb);
+  sqlite3_close(s->db);
+  if (s->lock_fd >= 0)
+    close(s->lock_fd); /* releases the flock */
+  uv_mutex_destroy(&s->read_mu);
+  free(s);
+}
+
+int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out, char *err,
+                            size_t errlen) {
+  *out = NULL;
+  sqlite_store *s = calloc(1, sizeof *s);
+  if (!s)
+    return CODA_ENOMEM;
+  s->base.m = &sqlite_methods;
+  s->lock_fd = -1;
+  uv_mutex_init(&s->read_mu);
+  int rc = 0;
+  if (make_parent_dirs(path) != 0) {
+    snprintf(s->err, sizeof s->err, "sqlite store: cannot create the directory of %.300s: %s",
+             path, strerror(errno));
+    rc = CODA_ESTORE;
+  }
+  if (rc == 0)
+    rc = take_lock(s, path);
+  if (rc == 0)
+    rc = configure(s, path, max_bytes);
+  if (rc != 0) {
+    snprintf(err, errlen, "%s", s->err);
+    sqlite_close(&s->base);
+    return rc;
+  }
+  *out = &s->base;
+  return 0;
+}
+
+/* ---- the store thread's calls --------------------------------------------- */
+
+static int sqlite_recover(coda__store *base, int64_t now) {
+  sqlite_store *s = (sqlite_store *)base;
+  (void)now;
+  /* The flock proves the previous owner dead: its claims are void. */
+  if (exec(s,
+           "UPDATE coda_tasks SET owned=0, lease_until=0, state=0 "
+           "WHERE owned=1 AND state IN (0,1)",
+           "recovering claimed tasks") != 0)
+    return CODA_ESTORE;
+  return sqlite3_changes(s->db);
+}
+
+static int sqlite_begin(coda__store *base) {
+  sqlite_store *s = (sqlite_store *)base;
+  if (s->max_bytes) {
+    sqlite3_stmt *st = s->st[ST_PAGES];
+    long pages = sqlite3_step(st) == SQLITE_ROW ? (long)sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    s->full = pages * s->page_size >= s->max_bytes;
+  }
+  return step_done(s, s->st[ST_BEGIN], "beginning a batch");
+}
+
+static int sqlite_commit(coda__store *base) {
+  sqlite_store *s = (sqlite_store *)base;
+  return step_done(s, s->st[ST_COMMIT], "committing a batch");
+}
+
+static void sqlite_rollback(coda__store *base) {
+  sqlite_store *s = (sqlite_store *)base;
+  if (!sqlite3_get_autocommit(s->db)) {
+    sqlite3_step(s->st[ST_ROLLBACK]);
+    sqlite3_reset(s->st[ST_ROLLBACK]);
+  }
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v) {
+  if (v)
+    sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, i);
+}
+
+static void bind_blob_or_null(sqlite3_stmt *st, int i, const void *p, size_t n) {
+  if (p)
+    sqlite3_bind_blob64(st, i, p, n, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, i);
+}
+
+/* Whether the row with this id has this key (the same idempotency key). */
+static int same_key(sqlite_store *s, uint64_t id, const char *key) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(s->db, "SELECT key FROM coda_tasks WHERE id=?1", -1, &st, NULL) !=
+      SQLITE_OK)
+    return 0;
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+  int same = 0;
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    const char *k = (const char *)sqlite3_column_text(st, 0);
+    same = k && key && strcmp(k, key) == 0;
+  }
+  sqlite3_finalize(st);
+  return same;
+}
+
+static int sqlite_enqueue(coda__store *base, const coda__task_record *r, int owned,
+                          int64_t lease_until) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_INSERT];
+  if (s->full) {
+    snprintf(s->err, sizeof s->err, "sqlite store: full (its cap is %ld bytes)", s->max_bytes);
+    return CODA_ESTORE;
+  }
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)r->id);
+  sqlite3_bind_text(st, 2, r->name, -1, SQLITE_STATIC);
+  bind_text_or_null(st, 3, r->key);
+  sqlite3_bind_blob64(st, 4, r->args ? r->args : "", r->args_len, SQLITE_STATIC);
+  sqlite3_bind_int(st, 5, r->attempts);
+  sqlite3_bind_int(st, 6, r->max_attempts);
+  sqlite3_bind_int64(st, 7, r->created_at);
+  sqlite3_bind_int64(st, 8, r->run_at);
+  sqlite3_bind_int(st, 9, owned);
+  sqlite3_bind_int64(st, 10, owned ? lease_until : 0);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc == SQLITE_DONE)
+    return 0;
+  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    if (same_key(s, r->id, r->key))
+      return CODA_EEXIST;
+    snprintf(s->err, sizeof s->err, "sqlite store: task id %llu is taken by another key",
+             (unsigned long long)r->id);
+    return CODA_ESTORE;
+  }
+  return fail(s, s->db, "writing a task");
+}
+
+static int sqlite_claim(coda__store *base, int64_t now, int64_t lease_until, int max,
+                        coda__claim_fn fn, void *user) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_CLAIM];
+  sqlite3_bind_int64(st, 1, lease_until);
+  sqlite3_bind_int64(st, 2, now);
+  sqlite3_bind_int(st, 3, max);
+  int n = 0, rc;
+  /* RETURNING rows are all computed by the first step, so the callback
+   * may stop early without leaving a task half claimed. */
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    coda__task_record r = {0};
+    r.id = (uint64_t)sqlite3_column_int64(st, 0);
+    r.name = (const char *)sqlite3_column_text(st, 1);
+    r.key = (const char *)sqlite3_column_text(st, 2);
+    r.args = sqlite3_column_blob(st, 3);
+    r.args_len = (size_t)sqlite3_column_bytes(st, 3);
+    r.state = CODA_TASK_RUNNING;
+    r.attempts = sqlite3_column_int(st, 4);
+    r.max_attempts = sqlite3_column_int(st, 5);
+    r.created_at = sqlite3_column_int64(st, 6);
+    r.run_at = sqlite3_column_int64(st, 7);
+    r.progress = sqlite3_column_double(st, 8);
+    n++;
+    fn(user, &r);
+  }
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? n : fail(s, s->db, "claiming tasks");
+}
+
+static int sqlite_finish(coda__store *base, const coda__task_record *r) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_FINISH];
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)r->id);
+  sqlite3_bind_int(st, 2, (int)r->state);
+  sqlite3_bind_int(st, 3, r->attempts);
+  sqlite3_bind_int64(st, 4, r->run_at);
+  sqlite3_bind_int64(st, 5, r->started_at);
+  sqlite3_bind_int64(st, 6, r->finished_at);
+  sqlite3_bind_double(st, 7, r->progress);
+  bind_text_or_null(st, 8, r->error);
+  bind_blob_or_null(st, 9, r->result, r->result_len);
+  return step_done(s, st, "recording a task's end");
+}
+
+static int sqlite_progress(coda__store *base, uint64_t id, double progress) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_PROGRESS];
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+  sqlite3_bind_double(st, 2, progress);
+  return step_done(s, st, "recording progress");
+}
+
+static int sqlite_reserve_ids(coda__store *base, uint64_t count, uint64_t *first) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_RESERVE];
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)count);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    *first = (uint64_t)sqlite3_column_int64(st, 0) - count;
+  sqlite3_reset(st);
+  return rc == SQLITE_ROW ? 0 : fail(s, s->db, "reserving ids");
+}
+
+static int64_t sqlite_next_due(coda__store *base) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_NEXT_DUE];
+  int64_t when = 0;
+  if (sqlite3_step(st) == SQLITE_ROW)
+    when = sqlite3_column_int64(st, 0);
+  sqlite3_reset(st);
+  return when;
+}
+
+static int sqlite_get(coda__store *base, uint64_t id, coda_task_info **out) {
+  sqlite_store *s = (sqlite_store *)base;
+  uv_mutex_lock(&s->read_mu);
+  sqlite3_stmt *st = s->get;
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+  int rc = sqlite3_step(st), ret = CODA_ENOTFOUND;
+  if (rc == SQLITE_ROW) {
+    coda__task_record r = {0};
+    r.id = (uint64_t)sqlite3_column_int64(st, 0);
+    r.name = (const char *)sqlite3_column_text(st, 1);
+    r.key = (const char *)sqlite3_column_text(st, 2);
+    r.state = (coda_task_state)sqlite3_column_int(st, 3);
+    r.attempts = sqlite3_column_int(st, 4);
+    r.max_attempts = sqlite3_column_int(st, 5);
+    r.created_at = sqlite3_column_int64(st, 6);
+    r.run_at = sqlite3_column_int64(st, 7);
+    r.started_at = sqlite3_column_int64(st, 8);
+    r.finished_at = sqlite3_column_int64(st, 9);
+    r.progress = sqlite3_column_double(st, 10);
+    r.error = (const char *)sqlite3_column_text(st, 11);
+    r.result = sqlite3_column_blob(st, 12);
+    r.result_len = (size_t)sqlite3_column_bytes(st, 12);
+    *out = coda__task_info_from_record(&r);
+    ret = *out ? 0 : CODA_ENOMEM;
+  } else if (rc != SQLITE_DONE) {
+    ret = CODA_ESTORE;
+  }
+  sqlite3_reset(st);
+  uv_mutex_unlock(&s->read_mu);
+  return ret;
+}
+
+static const char *sqlite_errmsg(coda__store *base) { return ((sqlite_store *)base)->err; }
+
+static const coda__store_methods sqlite_methods = {
+    .version = CODA__STORE_VERSION,
+    .name = "sqlite",
+    .recover = sqlite_recover,
+    .begin = sqlite_begin,
+    .commit = sqlite_commit,
+    .rollback = sqlite_rollback,
+    .enqueue = sqlite_enqueue,
+    .claim = sqlite_claim,
+    .finish = sqlite_finish,
+    .progress = sqlite_progress,
+    .reserve_ids = sqlite_reserve_ids,
+    .get = sqlite_get,
+    .next_due = sqlite_next_due,
+    .errmsg = sqlite_errmsg,
+    .close = sqlite_close,
+};

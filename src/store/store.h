@@ -1,0 +1,115 @@
+/*
+ * store.h - the task store interface: a small versioned table of functions
+ * that the durable-task engine (tasks/durable.c) drives, and the records it
+ * exchanges with a store.
+ *
+ * Implementations: memory_store.c (durable semantics in memory: ids,
+ * retries, status; nothing survives the process) and sqlite_store.c (one
+ * file, WAL, an fsync per commit). A Redis store implements the same table.
+ * New members are only ever added at the end; `version` says which exist.
+ *
+ * The engine makes no assumption a store cannot keep:
+ *  - a batch (begin .. commit) is atomic and durable when commit returns 0;
+ *    rollback forgets the whole batch;
+ *  - ids are chosen by the engine (blocks from reserve_ids, or derived from
+ *    an idempotency key), never by the store;
+ *  - claiming is a store operation (several processes may claim from one
+ *    Redis store), and a claim carries a lease.
+ *
+ * Threads: every call except get() is made from the engine's store thread,
+ * one at a time. get() may be called from any thread at any moment, so a
+ * store serialises it with its own lock or connection.
+ */
+#ifndef CODA_STORE_STORE_H
+#define CODA_STORE_STORE_H
+
+#include "coda.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CODA__STORE_VERSION 1
+
+typedef struct coda__store coda__store;
+
+/* A task as a store keeps it. Pointers are borrowed for the call. */
+typedef struct coda__task_record {
+  uint64_t id;
+  const char *name;
+  const char *key; /* NULL: none */
+  const void *args;
+  size_t args_len;
+  coda_task_state state;
+  int attempts;
+  int max_attempts;
+  int64_t created_at; /* unix ms */
+  int64_t run_at;
+  int64_t started_at;
+  int64_t finished_at;
+  double progress;
+  const char *error; /* NULL: none */
+  const void *result;
+  size_t result_len;
+} coda__task_record;
+
+/* Called by claim() for each task it claimed; the record lives for the
+ * call. Returning nonzero stops the claim after this task. */
+typedef int (*coda__claim_fn)(void *user, const coda__task_record *r);
+
+typedef struct coda__store_methods {
+  int version;
+  const char *name;
+  /* Start-up, before anything else: tasks that were claimed by a process
+   * that is now known dead go back to queued (returns how many, or < 0).
+   * A store that cannot know (Redis) relies on leases instead. */
+  int (*recover)(coda__store *s, int64_t now);
+  int (*begin)(coda__store *s);
+  int (*commit)(coda__store *s);
+  void (*rollback)(coda__store *s);
+  /* Writes a new task. When a task with the same id exists: CODA_EEXIST
+   * (the same key: a duplicate) or CODA_ESTORE (a different key). `owned`:
+   * written already claimed by this process until `lease_until`. */
+  int (*enqueue)(coda__store *s, const coda__task_record *r, int owned, int64_t lease_until);
+  /* Claims up to `max` tasks that are due (queued or failed, run_at <= now,
+   * not claimed or their lease expired): each becomes running, attempts
+   * + 1, leased until `lease_until`. Returns how many, or < 0. */
+  int (*claim)(coda__store *s, int64_t now, int64_t lease_until, int max, coda__claim_fn fn,
+               void *user);
+  /* The end of an attempt: r->state is SUCCEEDED, FAILED (with run_at for
+   * the next attempt) or DEAD; attempts, times, error, progress and result
+   * as the record says. Releases the claim. */
+  int (*finish)(coda__store *s, const coda__task_record *r);
+  int (*progress)(coda__store *s, uint64_t id, double progress);
+  /* Reserves `count` ids for the engine, never handed out again, even
+   * after a crash: *first .. *first + count - 1. */
+  int (*reserve_ids)(coda__store *s, uint64_t count, uint64_t *first);
+  /* Reads one task into a coda_task_info allocated with malloc (one block,
+   * strings inside). Any thread. CODA_ENOTFOUND if unknown. */
+  int (*get)(coda__store *s, uint64_t id, coda_task_info **out);
+  /* The earliest run_at of a task waiting for its time, or 0 if none. */
+  int64_t (*next_due)(coda__store *s);
+  const char *(*errmsg)(coda__store *s);
+  void (*close)(coda__store *s);
+} coda__store_methods;
+
+struct coda__store {
+  const coda__store_methods *m;
+};
+
+/* Opens a store from a URI ("memory", "sqlite:PATH"). On failure returns
+ * CODA_ESTORE (or CODA_EINVAL for an unknown scheme) with a message in
+ * err. `max_bytes`: a size cap where the store supports one (0: none). */
+int coda__store_open(const char *uri, long max_bytes, coda__store **out, char *err,
+                     size_t errlen);
+
+coda__store *coda__memory_store_open(void);
+int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out, char *err,
+                            size_t errlen);
+
+/* Builds a coda_task_info in one malloc'd block from a record. */
+coda_task_info *coda__task_info_from_record(const coda__task_record *r);
+
+/* Unix time in ms. */
+int64_t coda__unix_ms(void);
+
+#endif /* CODA_STORE_STORE_H */
