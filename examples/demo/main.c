@@ -1,7 +1,7 @@
 /*
  * coda-demo - the seeds' examples in C, and the program `make run` starts.
  *
- *   coda-demo [--listen HOST:PORT] [--threads N] [--quiet]
+ *   coda-demo [--listen HOST:PORT] [--threads N] [--store memory|sqlite:PATH] [--quiet]
  *
  * Routes are listed by GET /. Handlers run on the event loop threads and
  * never block; the slow work is in background tasks that start once the
@@ -22,7 +22,7 @@
 static coda_app *app;
 static atomic_long trivial_runs;
 static coda_task_def *trivial_def, *email_def, *cpu_def, *profile_def, *notify_def,
-    *upload_def, *webhook_def;
+    *upload_def, *webhook_def, *report_def;
 
 static const char plain_body[] = "{\"status\":\"ok\"}";
 static const char queued_body[] = "{\"status\":\"queued\"}";
@@ -38,6 +38,8 @@ static const char index_body[] =
     "{\"method\":\"POST\",\"path\":\"/upload\",\"does\":\"202, saves the body, processes it in a task\"},"
     "{\"method\":\"POST\",\"path\":\"/orders\",\"does\":\"201, then a webhook POST to the given URL\"},"
     "{\"method\":\"POST\",\"path\":\"/echo\",\"does\":\"the request body back, verbatim\"},"
+    "{\"method\":\"POST\",\"path\":\"/reports\",\"does\":\"202 + Location, a durable report task that fails twice, then succeeds\"},"
+    "{\"method\":\"GET\",\"path\":\"/tasks/{id}\",\"does\":\"a durable task's state, attempts, progress, result\"},"
     "{\"method\":\"GET\",\"path\":\"/stats\",\"does\":\"request and task counters\"}"
     "]}";
 
@@ -109,6 +111,28 @@ static int deliver_webhook_task(coda_task *t) {
   const char *body = coda_task_bytes(t, 1, &len);
   coda_log(app, CODA_LOG_INFO, "[Loop] delivering webhook to %s", coda_task_str(t, 0));
   return demo_webhook_post(t, coda_task_str(t, 0), body, len);
+}
+
+/* A durable report: fails on its first two attempts (a flaky upstream),
+ * so the retries show in the log and in GET /tasks/{id}; then builds the
+ * "report" in five steps, reporting progress, and stores a result. */
+static int build_report_task(coda_task *t) {
+  const char *name = coda_task_str(t, 0);
+  int attempt = coda_task_attempt(t);
+  coda_log(app, CODA_LOG_INFO, "[Report] %s: attempt %d (task %llu)", name, attempt,
+           (unsigned long long)coda_task_id(t));
+  if (attempt <= 2)
+    return coda_task_fail(t, "upstream unavailable (attempt %d)", attempt);
+  for (int step = 1; step <= 5; step++) {
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+    coda_task_progress(t, step / 5.0);
+  }
+  char result[256];
+  int n = snprintf(result, sizeof result, "{\"report\":\"%s\",\"rows\":%d}", name, 42);
+  coda_task_set_result(t, result, (size_t)n);
+  coda_log(app, CODA_LOG_INFO, "[Report] %s: done", name);
+  return 0;
 }
 
 /* ---- handlers ------------------------------------------------------------ */
@@ -236,6 +260,46 @@ static int post_orders(coda_req *req, coda_res *res, void *user) {
   return rc;
 }
 
+/* POST /reports {"name": "..."}: the task is in the store before the 202
+ * leaves; the client follows Location. An Idempotency-Key header makes a
+ * retried POST return the first task instead of starting a second one. */
+static int post_reports(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  size_t len;
+  const char *body = coda_req_body(req, &len);
+  json_t *in = json_loadb(body, len, 0, NULL);
+  const char *name = in ? json_string_value(json_object_get(in, "name")) : NULL;
+  coda_task_opts opts = {.flags = CODA_TASK_DURABLE,
+                         .key = coda_req_header(req, "Idempotency-Key")};
+  int rc = coda_res_add_task_opts(res, report_def, &opts, "s", name ? name : "monthly");
+  json_decref(in);
+  if (rc)
+    return rc; /* 503 + Retry-After when full or the store cannot write */
+  char location[64];
+  snprintf(location, sizeof location, "/tasks/%llu", (unsigned long long)opts.id);
+  coda_res_header(res, "Location", location);
+  json_t *out = json_pack("{s:I, s:s}", "id", (json_int_t)opts.id, "status", location);
+  rc = coda_res_json(res, 202, out);
+  json_decref(out);
+  return rc;
+}
+
+/* GET /tasks/{id}: the durable task's status, read from the store. */
+static int get_task(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  char *end;
+  const char *param = coda_req_param(req, "id");
+  unsigned long long id = strtoull(param, &end, 10);
+  coda_task_info *info;
+  if (*end || coda_task_get(app, id, &info) != 0)
+    return coda_res_json_text(res, 404, "{\"error\":\"no such task\"}");
+  char buf[4096];
+  size_t n = coda_task_info_json(info, buf, sizeof buf);
+  coda_task_info_free(info);
+  coda_res_header(res, "Content-Type", "application/json");
+  return coda_res_body(res, buf, n < sizeof buf ? n : sizeof buf - 1);
+}
+
 static int post_echo(coda_req *req, coda_res *res, void *user) {
   (void)user;
   size_t len;
@@ -247,7 +311,7 @@ static int post_echo(coda_req *req, coda_res *res, void *user) {
 
 static int get_stats(coda_req *req, coda_res *res, void *user) {
   (void)req, (void)user;
-  char buf[2048];
+  char buf[4096];
   size_t n = coda_stats_json(app, buf, sizeof buf);
   coda_res_header(res, "Content-Type", "application/json");
   return coda_res_body(res, buf, n < sizeof buf ? n : sizeof buf - 1);
@@ -257,9 +321,10 @@ static int get_stats(coda_req *req, coda_res *res, void *user) {
 
 static void usage(const char *argv0) {
   fprintf(stderr,
-          "usage: %s [--listen HOST:PORT] [--threads N] [--quiet]\n"
+          "usage: %s [--listen HOST:PORT] [--threads N] [--store URI] [--quiet]\n"
           "  --listen   address to serve on (default 127.0.0.1:8000; port 0 = any)\n"
           "  --threads  event loops, one per thread (default: one per core)\n"
+          "  --store    durable tasks: memory or sqlite:PATH (default sqlite:data/coda.db)\n"
           "  --quiet    no access log\n",
           argv0);
 }
@@ -273,8 +338,10 @@ static int register_tasks(void) {
   upload_def = coda_app_task(app, "process_upload", process_upload_task, CODA_EXEC_THREAD);
   webhook_def = coda_app_task(app, "deliver_webhook", deliver_webhook_task, CODA_EXEC_LOOP);
   coda_task_def_timeout(webhook_def, 15000);
+  report_def = coda_app_task(app, "build_report", build_report_task, CODA_EXEC_THREAD);
+  coda_task_def_retry(report_def, 5, 1000, 10000); /* ~1 s, ~2 s, ... between attempts */
   return trivial_def && email_def && cpu_def && profile_def && notify_def && upload_def &&
-                 webhook_def
+                 webhook_def && report_def
              ? 0
              : CODA_ENOMEM;
 }
@@ -288,8 +355,8 @@ static int register_routes(void) {
       {"GET", "/trivial", get_trivial}, {"GET", "/thread/", get_thread},
       {"GET", "/process/", get_process}, {"POST", "/register", post_register},
       {"POST", "/upload", post_upload}, {"POST", "/orders", post_orders},
-      {"POST", "/echo", post_echo},
-      {"GET", "/stats", get_stats},
+      {"POST", "/echo", post_echo},     {"POST", "/reports", post_reports},
+      {"GET", "/tasks/{id}", get_task}, {"GET", "/stats", get_stats},
   };
   for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
     int rc = coda_app_route(app, routes[i].method, routes[i].path, routes[i].fn, NULL);
@@ -301,6 +368,7 @@ static int register_routes(void) {
 
 int main(int argc, char **argv) {
   const char *listen = "127.0.0.1:8000";
+  const char *store = "sqlite:data/coda.db";
   long threads = 0;
   int access_log = 1;
   for (int i = 1; i < argc; i++) {
@@ -308,6 +376,8 @@ int main(int argc, char **argv) {
       listen = argv[++i];
     } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
       threads = strtol(argv[++i], NULL, 10);
+    } else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc) {
+      store = argv[++i];
     } else if (strcmp(argv[i], "--quiet") == 0) {
       access_log = 0;
     } else {
@@ -329,6 +399,8 @@ int main(int argc, char **argv) {
     rc = coda_app_set(app, CODA_OPT_THREADS, threads);
   if (rc == 0)
     rc = coda_app_set(app, CODA_OPT_ACCESS_LOG, access_log);
+  if (rc == 0 && (rc = coda_app_store(app, store)) != 0)
+    fprintf(stderr, "coda-demo: store %s: %s\n", store, coda_app_store_error(app));
   if (rc == 0)
     rc = register_routes();
   if (rc == 0)

@@ -131,6 +131,10 @@ int coda_app_store(coda_app *app, const char *uri) {
   coda__engine *e = app->engine;
   if (!uri || atomic_load(&app->running))
     return uri ? CODA_ESTATE : CODA_EINVAL;
+  /* A PROCESS worker runs main() again: the store is the server's (whose
+   * lock it holds); the worker never writes to it. */
+  if (getenv("CODA_WORKER_FD"))
+    return 0;
   coda__durable_free(e);
   return coda__durable_open(e, uri);
 }

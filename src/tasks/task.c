@@ -388,9 +388,10 @@ static void log_failure(coda_task *t, const char *what, const char *message) {
   coda__engine *e = t->def->engine;
   uint64_t ms = (uv_hrtime() - t->started_ns) / 1000000u;
   CODA__LOG(e->app, CODA_LOG_ERROR,
-            "task %s (id %llu, %s executor, request %llu, attempt 1) %s after %llu ms: %s",
+            "task %s (id %llu, %s executor, request %llu, attempt %d) %s after %llu ms: %s",
             t->def->name, (unsigned long long)t->id, coda_executor_name(t->executor),
-            (unsigned long long)t->request_id, what, (unsigned long long)ms,
+            (unsigned long long)t->request_id, t->attempt ? t->attempt : 1, what,
+            (unsigned long long)ms,
             message ? message : "no message");
   if (e->hook)
     e->hook(t, message ? message : what, e->hook_user);
