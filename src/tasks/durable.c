@@ -106,6 +106,11 @@ struct coda__durable {
    * in it. */
   uv_mutex_t reg_mu;
   coda__idmap live;
+  /* submit_mu: the store thread submits tasks to the executors only under
+   * it and only while !no_submit; the engine sets no_submit under it
+   * before it stops the pools, so they are never reached once stopping. */
+  uv_mutex_t submit_mu;
+  int no_submit;
   /* Store thread only. */
   coda__queue retry_ops; /* outcomes a failed batch could not write */
   coda__buf scratch;
@@ -163,6 +168,7 @@ int coda__durable_open(coda__engine *e, const char *uri) {
   uv_cond_init(&d->synced);
   uv_mutex_init(&d->id_mu);
   uv_mutex_init(&d->reg_mu);
+  uv_mutex_init(&d->submit_mu);
   coda__queue_init(&d->ops);
   coda__queue_init(&d->retry_ops);
   d->rng = uv_hrtime() | 1;
@@ -182,6 +188,7 @@ void coda__durable_free(coda__engine *e) {
   uv_cond_destroy(&d->synced);
   uv_mutex_destroy(&d->id_mu);
   uv_mutex_destroy(&d->reg_mu);
+  uv_mutex_destroy(&d->submit_mu);
   free(d);
   e->durable = NULL;
 }
@@ -579,8 +586,14 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       t->stored = 1;
       if (set_aside(d, t, now))
         break;
-      register_live(d, t);
-      coda__task_submit(t);
+      uv_mutex_lock(&d->submit_mu);
+      if (d->no_submit) {
+        coda__task_drop(t, "shutdown: it runs at the next start");
+      } else {
+        register_live(d, t);
+        coda__task_submit(t);
+      }
+      uv_mutex_unlock(&d->submit_mu);
       break;
     }
     case OP_FINISH: {
@@ -807,10 +820,14 @@ static void store_main(void *arg) {
         break;
       continue;
     }
-    if (now_ms() >= d->next_poll && !atomic_load(&d->draining))
-      claim_due(d);
-    else if (now_ms() >= d->next_poll)
-      d->next_poll = now_ms() + d->engine->app->opt.store_poll;
+    if (now_ms() >= d->next_poll) {
+      uv_mutex_lock(&d->submit_mu);
+      if (!d->no_submit && !atomic_load(&d->draining))
+        claim_due(d);
+      else
+        d->next_poll = now_ms() + d->engine->app->opt.store_poll;
+      uv_mutex_unlock(&d->submit_mu);
+    }
   }
   long lost = 0;
   while (!coda__queue_empty(&d->retry_ops)) {
@@ -858,6 +875,7 @@ int coda__durable_start(coda__engine *e) {
   d->spare_first = d->spare_end = 0;
   d->refill = 0;
   d->stop = 0;
+  d->no_submit = 0;
   atomic_store(&d->draining, 0);
   atomic_store(&d->faulted, 0);
   d->next_poll = 0; /* claim what is due at once */
@@ -865,6 +883,15 @@ int coda__durable_start(coda__engine *e) {
     return CODA_ENOMEM;
   d->running = 1;
   return 0;
+}
+
+void coda__durable_quiesce(coda__engine *e) {
+  coda__durable *d = e->durable;
+  if (!d)
+    return;
+  uv_mutex_lock(&d->submit_mu);
+  d->no_submit = 1;
+  uv_mutex_unlock(&d->submit_mu);
 }
 
 void coda__durable_draining(coda__engine *e) {

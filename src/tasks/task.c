@@ -81,6 +81,7 @@ int coda__engine_start(coda__engine *e, uv_loop_t *control) {
 }
 
 void coda__engine_stop(coda__engine *e) {
+  coda__durable_quiesce(e);
   if (e->procs)
     coda__process_pool_stop(e->procs);
   e->procs = NULL;

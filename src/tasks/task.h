@@ -235,6 +235,8 @@ void coda__durable_finished(coda_task *t, int failed, const char *message);
 /* The attempt begins (executor thread). */
 void coda__durable_began(coda_task *t);
 size_t coda__durable_stats_json(coda__engine *e, char *buf, size_t cap);
+/* The store thread stops handing tasks to the executors (before they stop). */
+void coda__durable_quiesce(coda__engine *e);
 /* Stops claiming new attempts (the drain has begun). */
 void coda__durable_draining(coda__engine *e);
 int coda__durable_loop_init(coda__loop *loop);
