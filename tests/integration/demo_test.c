@@ -47,15 +47,33 @@ static void read_log(demo *d, int ms, const char *until) {
   }
 }
 
+/* Each demo gets its own store file in a temp directory (removed at exit). */
+static char store_dir[] = "/tmp/coda-demo-test-XXXXXX";
+static char store_uri[256];
+
+static void remove_store(void) {
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", store_dir);
+  if (system(cmd) != 0)
+    fprintf(stderr, "could not remove %s\n", store_dir);
+}
+
 static int demo_start(demo *d) {
   memset(d, 0, sizeof *d);
+  if (!store_uri[0]) {
+    if (!mkdtemp(store_dir))
+      return -1;
+    atexit(remove_store);
+    snprintf(store_uri, sizeof store_uri, "sqlite:%s/data/coda.db", store_dir);
+  }
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0)
     return -1;
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
-  char *argv[] = {CODA_DEMO_PATH, "--listen", "127.0.0.1:0", "--threads", "2", NULL};
+  char *argv[] = {CODA_DEMO_PATH, "--listen", "127.0.0.1:0", "--threads", "2",
+                  "--store", store_uri, NULL};
   int rc = posix_spawn(&d->pid, CODA_DEMO_PATH, &fa, NULL, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   close(fds[1]);
@@ -227,6 +245,74 @@ TEST(demo_runs_the_seeds_tasks_after_the_response) {
   CHECK_EQ_INT(demo_stop(&d, SIGTERM, 5000), 0);
 }
 
+/* GET /tasks/{id} on a fresh connection; returns the body's state field
+ * start ("queued", ...) or "" when unreadable. */
+static const char *task_state(int port, unsigned long long id, char *buf, size_t cap) {
+  int fd = tc_connect(port, 3000);
+  char req[128];
+  snprintf(req, sizeof req, "GET /tasks/%llu HTTP/1.1\r\nHost: x\r\n\r\n", id);
+  tc_send_str(fd, req);
+  size_t n = tc_read_response(fd, buf, cap);
+  close(fd);
+  const char *st = n ? strstr(buf, "\"state\":\"") : NULL;
+  return st ? st + 9 : "";
+}
+
+/* The durable route: 202 with Location once stored; two failed attempts,
+ * then success; the task survives a restart of the demo between them. */
+TEST(demo_durable_report_retries_and_survives_a_restart) {
+  demo d;
+  REQUIRE(demo_start(&d) == 0);
+  char buf[8192];
+  int fd = tc_connect(d.port, 3000);
+  const char *body = "{\"name\":\"q3\"}";
+  char req[256];
+  snprintf(req, sizeof req,
+           "POST /reports HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
+           strlen(body), body);
+  tc_send_str(fd, req);
+  REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  close(fd);
+  CHECK_EQ_INT(tc_status(buf), 202);
+  const char *loc = strstr(buf, "\r\nLocation: /tasks/");
+  REQUIRE(loc != NULL);
+  unsigned long long id = strtoull(loc + strlen("\r\nLocation: /tasks/"), NULL, 10);
+  CHECK(strstr(tc_body(buf), "\"status\":\"/tasks/") != NULL);
+  /* The first attempt fails at once; stop the demo while it waits. */
+  read_log(&d, 3000, "attempt 1 of 5 failed");
+  CHECK(strstr(d.log, "attempt 1 of 5 failed; retry in") != NULL);
+  /* The outcome is written by the next group commit, a moment later. */
+  const char *state = "";
+  for (int i = 0; i < 100 && strncmp(state, "failed\"", 7) != 0; i++) {
+    state = task_state(d.port, id, buf, sizeof buf);
+    if (strncmp(state, "failed\"", 7) != 0)
+      tc_sleep_ms(10);
+  }
+  CHECK(strncmp(state, "failed\"", 7) == 0);
+  CHECK(strstr(buf, "\"error\":\"upstream unavailable (attempt 1)\"") != NULL);
+  CHECK_EQ_INT(demo_stop(&d, SIGTERM, 5000), 0);
+  /* A new process on the same store finishes the job. */
+  REQUIRE(demo_start(&d) == 0);
+  for (int i = 0; i < 200; i++) {
+    state = task_state(d.port, id, buf, sizeof buf);
+    if (strncmp(state, "succeeded\"", 10) == 0)
+      break;
+    tc_sleep_ms(50);
+  }
+  CHECK(strncmp(state, "succeeded\"", 10) == 0);
+  CHECK(strstr(buf, "\"attempts\":3") != NULL);
+  CHECK(strstr(buf, "\"progress\":1.0") != NULL);
+  CHECK(strstr(buf, "\"result\":\"{\\\"report\\\":\\\"q3\\\",\\\"rows\\\":42}\"") != NULL);
+  read_log(&d, 2000, "[Report] q3: done");
+  CHECK(strstr(d.log, "[Report] q3: attempt 3") != NULL);
+  int nf = tc_connect(d.port, 3000);
+  tc_send_str(nf, "GET /tasks/999999 HTTP/1.1\r\nHost: x\r\n\r\n");
+  REQUIRE(tc_read_response(nf, buf, sizeof buf) > 0);
+  close(nf);
+  CHECK_EQ_INT(tc_status(buf), 404);
+  CHECK_EQ_INT(demo_stop(&d, SIGTERM, 5000), 0);
+}
+
 TEST(demo_exits_zero_on_sigint_with_an_open_connection) {
   demo d;
   REQUIRE(demo_start(&d) == 0);
@@ -258,5 +344,6 @@ TEST(demo_rejects_bad_arguments) {
 
 RUN_TESTS(demo, TEST_CASE(demo_serves_its_routes_and_logs_them),
           TEST_CASE(demo_runs_the_seeds_tasks_after_the_response),
+          TEST_CASE(demo_durable_report_retries_and_survives_a_restart),
           TEST_CASE(demo_exits_zero_on_sigint_with_an_open_connection),
           TEST_CASE(demo_rejects_bad_arguments))
