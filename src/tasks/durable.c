@@ -15,7 +15,7 @@
  * a previous run) every CODA_OPT_STORE_POLL ms, or sooner when the store
  * says one is due sooner.
  *
- * Ids: blocks of ID_BLOCK reserved in the store (so never reused, even
+ * Ids: blocks of ID_BLOCK (about a million) reserved in the store (so never reused, even
  * after a crash), handed out under `id_mu`; the store thread reserves the
  * next block when half of the current one is used. A task with an
  * idempotency key gets an id derived from the key instead, so the handler
@@ -39,7 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ID_BLOCK 65536
+#define ID_BLOCK (1u << 20)
 #define KEY_ID_BIT (1ULL << 62)
 #define MAX_CLAIM 512
 
@@ -300,7 +300,7 @@ static int enqueue_alone(coda_app *app, coda_task_def *def, coda_task_opts *opts
   coda_task *t;
   int rc = coda__task_new(e, def, opts->flags, fmt, ap, &t);
   if (rc == 0 && (rc = coda__durable_prepare(e, t, opts)) != 0)
-    coda__task_drop(t, coda_strerror(rc));
+    coda__task_reject(t);
   opts->flags = saved;
   if (rc)
     return rc;

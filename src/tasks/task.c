@@ -349,6 +349,14 @@ int coda__task_template(coda_task_def *def, unsigned flags, const char *fmt, va_
 
 void coda__task_free_template(coda_task *t) { task_free(t); }
 
+void coda__task_reject(coda_task *t) {
+  coda__engine *e = t->def->engine;
+  coda__stat_add(e, t->executor, CODA_STAT_QUEUED, -1);
+  coda__stat_add(e, t->executor, CODA_STAT_REJECTED, 1);
+  unreserve(t);
+  task_free(t);
+}
+
 void coda__task_drop(coda_task *t, const char *why) {
   coda__engine *e = t->def->engine;
   coda__stat_add(e, t->executor, CODA_STAT_QUEUED, -1);
@@ -598,7 +606,7 @@ int coda__run_add(coda_tasks *run, coda_task_def *def, coda_task_opts *opts, con
   if (rc)
     return rc;
   if ((rc = coda__durable_prepare(e, t, opts)) != 0) {
-    coda__task_drop(t, coda_strerror(rc));
+    coda__task_reject(t);
     return rc;
   }
   opts->id = t->id;

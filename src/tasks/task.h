@@ -138,6 +138,9 @@ int coda__task_new(coda__engine *e, coda_task_def *def, unsigned flags,
 /* Copies a task (its arguments included), taking a new queue slot. */
 int coda__task_clone(const coda_task *src, coda_task **out);
 
+/* Refuses a task at add time (the caller is told): counted as rejected,
+ * slot released, freed, no log line. */
+void coda__task_reject(coda_task *t);
 /* Drops a task that will not run: counted, slot released, freed. */
 void coda__task_drop(coda_task *t, const char *why);
 /* Drops every task queued in `q` (an executor stopping), and with each one
