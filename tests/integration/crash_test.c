@@ -769,12 +769,12 @@ TEST(kill_9_under_load_loses_nothing_acknowledged) {
   free(g.acked);
   free(g.attempts);
   close(g.done_fd);
-  if (test__failures_in_case == 0 && !getenv("CODA_CRASH_KEEP")) {
-    nftw(g.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-  } else {
+  if (test__failures_in_case)
     print_log_tail();
+  if (test__failures_in_case == 0 && !getenv("CODA_CRASH_KEEP"))
+    nftw(g.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  else
     fprintf(stderr, "  kept %s (seed %u)\n", g.dir, seed);
-  }
 }
 
 RUN_TESTS(crash, TEST_CASE(kill_9_under_load_loses_nothing_acknowledged))
