@@ -8,7 +8,7 @@ JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:8000
 FUZZ_TIME  ?= 60
 
-.PHONY: all deps build run test test-asan test-tsan fuzz bench bench-tasks install clean format
+.PHONY: all deps build run test test-asan test-tsan fuzz bench bench-tasks bench-durable install clean format
 
 all: build
 
@@ -38,6 +38,10 @@ bench: build
 bench-tasks: build
 	@scripts/deps bench
 	@bench/tasks.sh
+
+bench-durable: build
+	@scripts/deps bench
+	@BUILD=$(BUILD) bench/durable.sh
 
 test-tsan: deps
 	@scripts/test tsan
