@@ -1,0 +1,1504 @@
+/*
+ * durable_test.c - durable tasks end to end: a real server on a loopback
+ * port, real clients, and the two stores ("memory" and a real SQLite file
+ * in a mkdtemp directory that is removed at the end).
+ *
+ * Every case builds its own app (the options differ: poll, backoff, caps),
+ * runs it on a thread with the harness, and reads task status back with
+ * coda_task_get(), the library call behind GET /tasks/{id}. Tasks record
+ * each run (tag, attempt, monotonic and wall-clock time, phase) in one
+ * mutex-protected table, so checks compare what ran with what the store
+ * says. Tags are unique per case and per store, so a late run of one case
+ * can never satisfy another.
+ *
+ * All handlers go through one route, GET /add?def=NAME&tag=T&..., which
+ * adds a durable task of that definition with the options the query asks
+ * for and answers 202 with the id in the body and a Location header.
+ *
+ * Cases: status by id (state, attempts, times, progress, result, JSON,
+ * unknown ids), retries, backoff timing with its cap and jitter, dead
+ * after the last attempt (opts and definition policy, error hook), delayed
+ * tasks (delay_ms and run_at), idempotency keys, a full store (503 with
+ * Retry-After, nothing acknowledged lost), an outcome too big for a capped
+ * store, a failing handler's durable tasks, a durable PROCESS task,
+ * route-level durable tasks, timeouts as failed attempts, a queue wait
+ * past the lease, a restart on the same file, and store errors at start.
+ */
+#include "harness.h"
+#include "test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <linux/capability.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- clocks and run records ---------------------------------------------- */
+
+static int64_t unix_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct {
+  char tag[64];
+  int attempt;
+  uint64_t mono;
+  int64_t wall;
+  int phase;
+  int durable; /* what coda_task_durable() said */
+} run_event;
+
+#define MAX_EVENTS 8192
+static run_event events[MAX_EVENTS];
+static int nevents;
+static uv_mutex_t events_mu; /* tasks record from the executors' threads */
+static atomic_int phase = 1; /* the restart case: which app is running */
+
+static void record_run_durable(const char *tag, int attempt, int durable) {
+  uv_mutex_lock(&events_mu);
+  if (nevents < MAX_EVENTS) {
+    run_event *e = &events[nevents++];
+    snprintf(e->tag, sizeof e->tag, "%s", tag ? tag : "(null)");
+    e->attempt = attempt;
+    e->mono = tc_now_ms();
+    e->wall = unix_ms();
+    e->phase = atomic_load(&phase);
+    e->durable = durable;
+  }
+  uv_mutex_unlock(&events_mu);
+}
+
+static void record_run(const char *tag, int attempt) {
+  record_run_durable(tag, attempt, 1);
+}
+
+/* Copies up to `max` runs of `tag` (in the order they ran); returns how
+ * many there were in all. */
+static int runs_of(const char *tag, run_event *out, int max) {
+  int n = 0;
+  uv_mutex_lock(&events_mu);
+  for (int i = 0; i < nevents; i++)
+    if (strcmp(events[i].tag, tag) == 0) {
+      if (out && n < max)
+        out[n] = events[i];
+      n++;
+    }
+  uv_mutex_unlock(&events_mu);
+  return n;
+}
+
+static int runs_in_phase(const char *tag, int ph) {
+  int n = 0;
+  uv_mutex_lock(&events_mu);
+  for (int i = 0; i < nevents; i++)
+    if (strcmp(events[i].tag, tag) == 0 && events[i].phase == ph)
+      n++;
+  uv_mutex_unlock(&events_mu);
+  return n;
+}
+
+static int wait_runs(const char *tag, int n, int ms) {
+  for (int waited = 0; waited < ms; waited += 5) {
+    if (runs_of(tag, NULL, 0) >= n)
+      return 1;
+    tc_sleep_ms(5);
+  }
+  return runs_of(tag, NULL, 0) >= n;
+}
+
+/* Gates hold a task until the test opens them (or 20 s, or a stop). */
+static atomic_int gate_status, gate_blob;
+static atomic_int status_reached;
+
+static void wait_gate(coda_task *t, atomic_int *gate) {
+  for (int i = 0; i < 4000 && !atomic_load(gate) && !coda_task_cancelled(t); i++)
+    tc_sleep_ms(5);
+}
+
+/* ---- tasks ---------------------------------------------------------------- */
+
+/* Reports progress 0.5, waits at the gate, stores a result. */
+static int status_task(coda_task *t) {
+  const char *tag = coda_task_str(t, 0);
+  record_run(tag, coda_task_attempt(t));
+  if (!coda_task_durable(t))
+    return coda_task_fail(t, "not durable");
+  if (coda_task_progress(t, 0.5) != 0)
+    return coda_task_fail(t, "progress refused");
+  atomic_store(&status_reached, 1);
+  wait_gate(t, &gate_status);
+  char result[128];
+  int n = snprintf(result, sizeof result, "result:%s", tag);
+  if (coda_task_set_result(t, result, (size_t)n) != 0)
+    return coda_task_fail(t, "set_result refused");
+  return 0;
+}
+
+/* The same on the event loop, without waiting. */
+static int status_loop_task(coda_task *t) {
+  const char *tag = coda_task_str(t, 0);
+  record_run(tag, coda_task_attempt(t));
+  char result[128];
+  int n = snprintf(result, sizeof result, "loop:%s", tag);
+  if (coda_task_progress(t, 0.25) != 0 || coda_task_set_result(t, result, (size_t)n) != 0)
+    return coda_task_fail(t, "progress or result refused");
+  return 0;
+}
+
+/* Fails its first `fails` attempts (argument 1), then succeeds. */
+static int flaky_task(coda_task *t) {
+  const char *tag = coda_task_str(t, 0);
+  int attempt = coda_task_attempt(t);
+  record_run(tag, attempt);
+  if (attempt <= coda_task_int(t, 1))
+    return coda_task_fail(t, "flaky attempt %d of %s", attempt, tag);
+  return 0;
+}
+
+/* Always fails. */
+static int doomed_task(coda_task *t) {
+  const char *tag = coda_task_str(t, 0);
+  int attempt = coda_task_attempt(t);
+  record_run(tag, attempt);
+  return coda_task_fail(t, "doomed attempt %d of %s", attempt, tag);
+}
+
+/* Records its run and sleeps argument 1 ms. */
+static int note_task(coda_task *t) {
+  record_run_durable(coda_task_str(t, 0), coda_task_attempt(t), coda_task_durable(t));
+  if (coda_task_int(t, 1) > 0)
+    tc_sleep_ms((int)coda_task_int(t, 1));
+  return 0;
+}
+
+/* Bytes whose pattern depends on the sequence number, checked on arrival. */
+static size_t blob_len(int64_t seq) { return 1024 + (size_t)((seq * 997) % 3072); }
+static unsigned char blob_byte(int64_t seq, size_t i) {
+  return (unsigned char)((seq * 31 + (int64_t)i) & 0xff);
+}
+
+static int blob_task(coda_task *t) {
+  const char *tag = coda_task_str(t, 0);
+  int64_t seq = coda_task_int(t, 1);
+  size_t len = 0;
+  const unsigned char *b = coda_task_bytes(t, 2, &len);
+  if (!b || len != blob_len(seq))
+    return coda_task_fail(t, "blob %lld: %zu bytes", (long long)seq, len);
+  for (size_t i = 0; i < len; i++)
+    if (b[i] != blob_byte(seq, i))
+      return coda_task_fail(t, "blob %lld: byte %zu differs", (long long)seq, i);
+  wait_gate(t, &gate_blob);
+  record_run(tag, coda_task_attempt(t));
+  return 0;
+}
+
+/* PROCESS tasks run in worker processes that share no memory with the
+ * test: they append "TAG attempt=N durable=D" lines to a journal file
+ * (O_APPEND writes of a short line are atomic). */
+static char journal_path[256];
+
+static int proc_flaky_task(coda_task *t) {
+  const char *tag = coda_task_str(t, 0);
+  int attempt = coda_task_attempt(t);
+  char line[160];
+  int n = snprintf(line, sizeof line, "%s attempt=%d durable=%d\n", tag, attempt,
+                   coda_task_durable(t));
+  int fd = open(journal_path, O_WRONLY | O_APPEND | O_CREAT, 0600);
+  if (fd >= 0) {
+    ssize_t w = write(fd, line, (size_t)n);
+    (void)w;
+    close(fd);
+  }
+  if (attempt <= coda_task_int(t, 1))
+    return coda_task_fail(t, "process attempt %d of %s", attempt, tag);
+  return 0;
+}
+
+static void journal_read(char *buf, size_t cap) {
+  buf[0] = '\0';
+  int fd = open(journal_path, O_RDONLY);
+  if (fd < 0)
+    return;
+  ssize_t n = read(fd, buf, cap - 1);
+  close(fd);
+  buf[n > 0 ? n : 0] = '\0';
+}
+
+/* Outlives its timeout on attempt 1 (it stops when cancelled, failing),
+ * succeeds at once on attempt 2. */
+static int sleepy_task(coda_task *t) {
+  int attempt = coda_task_attempt(t);
+  record_run(coda_task_str(t, 0), attempt);
+  if (attempt > 1)
+    return 0;
+  for (int i = 0; i < 600 && !coda_task_cancelled(t); i++)
+    tc_sleep_ms(5);
+  return coda_task_fail(t, "stopped after cancellation");
+}
+
+/* Stores a result of argument 1 bytes; says what coda_task_set_result
+ * answered. */
+static atomic_int big_result_rc = 1;
+
+static int big_result_task(coda_task *t) {
+  size_t len = (size_t)coda_task_int(t, 1);
+  char *data = malloc(len);
+  if (!data)
+    return coda_task_fail(t, "no memory");
+  memset(data, 'r', len);
+  int rc = coda_task_set_result(t, data, len);
+  free(data);
+  atomic_store(&big_result_rc, rc);
+  record_run(coda_task_str(t, 0), coda_task_attempt(t));
+  return 0;
+}
+
+/* Restart case: in phase 1 it outlives the drain deadline and stops only
+ * when cancelled by the shutdown (a failure: it did not finish); in phase
+ * 2 it finishes at once. */
+static int slow_task(coda_task *t) {
+  record_run(coda_task_str(t, 0), coda_task_attempt(t));
+  if (atomic_load(&phase) == 1) {
+    for (int i = 0; i < 1000 && !coda_task_cancelled(t); i++)
+      tc_sleep_ms(5);
+    return coda_task_fail(t, "interrupted by the shutdown");
+  }
+  return 0;
+}
+
+/* ---- error hook ----------------------------------------------------------- */
+
+static uv_mutex_t hook_mu;
+static int hook_calls_total;
+static char hook_last_tag[64], hook_last_message[256];
+static int hook_max_attempt; /* for hook_last_tag's task */
+static int hook_calls_for_tag;
+
+static void on_task_error(const coda_task *t, const char *message, void *user) {
+  (void)user;
+  const char *tag = coda_task_str(t, 0);
+  uv_mutex_lock(&hook_mu);
+  hook_calls_total++;
+  if (tag && strcmp(tag, hook_last_tag) != 0) {
+    snprintf(hook_last_tag, sizeof hook_last_tag, "%s", tag);
+    hook_calls_for_tag = 0;
+    hook_max_attempt = 0;
+  }
+  hook_calls_for_tag++;
+  if (coda_task_attempt(t) > hook_max_attempt)
+    hook_max_attempt = coda_task_attempt(t);
+  snprintf(hook_last_message, sizeof hook_last_message, "%s", message ? message : "");
+  uv_mutex_unlock(&hook_mu);
+}
+
+/* ---- fixture: an app with every definition and the /add route ------------ */
+
+typedef struct {
+  coda_task_def *status, *status_loop, *flaky, *doomed, *doomed_def, *note, *blob, *slow,
+      *big_result, *proc_flaky, *route_note, *sleepy;
+} defs;
+
+typedef struct {
+  coda_app *app;
+  test_server ts;
+  defs d;
+  int started;
+} fixture;
+
+static coda_task_def *def_named(defs *d, const char *name) {
+  if (!name)
+    return NULL;
+  struct {
+    const char *name;
+    coda_task_def *def;
+  } table[] = {{"status", d->status},
+               {"status_loop", d->status_loop},
+               {"flaky", d->flaky},
+               {"doomed", d->doomed},
+               {"doomed_def", d->doomed_def},
+               {"note", d->note},
+               {"blob", d->blob},
+               {"slow", d->slow},
+               {"big_result", d->big_result},
+               {"proc_flaky", d->proc_flaky},
+               {"sleepy", d->sleepy}};
+  for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+    if (strcmp(table[i].name, name) == 0)
+      return table[i].def;
+  return NULL;
+}
+
+static long long query_int(coda_req *req, const char *name, long long dflt) {
+  const char *v = coda_req_query(req, name);
+  return v && *v ? strtoll(v, NULL, 10) : dflt;
+}
+
+/* GET /add?def=NAME&tag=T[&n=INT][&max=N][&delay=MS][&at=UNIXMS][&key=K] */
+static int h_add(coda_req *req, coda_res *res, void *user) {
+  defs *d = user;
+  coda_task_def *def = def_named(d, coda_req_query(req, "def"));
+  const char *tag = coda_req_query(req, "tag");
+  if (!def || !tag)
+    return coda_res_json_text(res, 400, "{\"error\":\"def and tag\"}");
+  coda_task_opts o;
+  memset(&o, 0, sizeof o);
+  o.flags = CODA_TASK_DURABLE;
+  o.max_attempts = (int)query_int(req, "max", 0);
+  o.delay_ms = query_int(req, "delay", 0);
+  o.run_at = query_int(req, "at", 0);
+  o.key = coda_req_query(req, "key");
+  int64_t n = query_int(req, "n", 0);
+  int rc;
+  if (def == d->blob) {
+    size_t len = blob_len(n);
+    unsigned char *b = coda_req_alloc(req, len);
+    if (!b)
+      return CODA_ENOMEM;
+    for (size_t i = 0; i < len; i++)
+      b[i] = blob_byte(n, i);
+    rc = coda_res_add_task_opts(res, def, &o, "sib", tag, n, (const void *)b, len);
+  } else {
+    rc = coda_res_add_task_opts(res, def, &o, "si", tag, n);
+  }
+  if (rc)
+    return rc;
+  char body[32], loc[64];
+  snprintf(body, sizeof body, "%" PRIu64, o.id);
+  snprintf(loc, sizeof loc, "/tasks/%" PRIu64, o.id);
+  coda_res_status(res, 202);
+  coda_res_header(res, "Location", loc);
+  return coda_res_body(res, body, strlen(body));
+}
+
+/* GET /add-then-fail?tag=T[&always=1]: adds a durable note (ALWAYS when
+ * asked), keeps its id for the test, then fails (500). */
+static _Atomic uint64_t failed_handler_id;
+
+static int h_add_then_fail(coda_req *req, coda_res *res, void *user) {
+  defs *d = user;
+  coda_task_opts o;
+  memset(&o, 0, sizeof o);
+  o.flags = CODA_TASK_DURABLE | (coda_req_query(req, "always") ? CODA_TASK_ALWAYS : 0u);
+  int rc = coda_res_add_task_opts(res, d->note, &o, "si", coda_req_query(req, "tag"),
+                                  (int64_t)0);
+  atomic_store(&failed_handler_id, rc ? 0 : o.id);
+  return rc ? rc : CODA_EIO;
+}
+
+static int h_plain(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  return coda_res_body_static(res, "plain", 5);
+}
+
+static defs register_defs(coda_app *a) {
+  defs d;
+  d.status = coda_app_task(a, "status", status_task, CODA_EXEC_THREAD);
+  d.status_loop = coda_app_task(a, "status_loop", status_loop_task, CODA_EXEC_LOOP);
+  d.flaky = coda_app_task(a, "flaky", flaky_task, CODA_EXEC_THREAD);
+  d.doomed = coda_app_task(a, "doomed", doomed_task, CODA_EXEC_THREAD);
+  d.doomed_def = coda_app_task(a, "doomed_def", doomed_task, CODA_EXEC_THREAD);
+  d.note = coda_app_task(a, "note", note_task, CODA_EXEC_THREAD);
+  d.blob = coda_app_task(a, "blob", blob_task, CODA_EXEC_THREAD);
+  d.slow = coda_app_task(a, "slow", slow_task, CODA_EXEC_THREAD);
+  d.big_result = coda_app_task(a, "big_result", big_result_task, CODA_EXEC_THREAD);
+  d.proc_flaky = coda_app_task(a, "proc_flaky", proc_flaky_task, CODA_EXEC_PROCESS);
+  d.route_note = coda_app_task(a, "route_note", note_task, CODA_EXEC_THREAD);
+  d.sleepy = coda_app_task(a, "sleepy", sleepy_task, CODA_EXEC_THREAD);
+  coda_task_def_timeout(d.sleepy, 150);
+  return d;
+}
+
+static int quiet(void) {
+  return getenv("DURABLE_TEST_LOG") ? CODA_LOG_DEBUG : CODA_LOG_OFF;
+}
+
+/* A new app on `store`, with a fast poll and a short backoff, then the
+ * options in `opts` (option, value pairs ending with 0; set before the
+ * store opens, since the size cap applies at open). Returns 0 or the
+ * coda_app_store() code (the message is printed). */
+static int fixture_init(fixture *f, const char *store, const long *opts) {
+  memset(f, 0, sizeof *f);
+  f->app = coda_app_new();
+  if (!f->app)
+    return CODA_ENOMEM;
+  f->d = register_defs(f->app);
+  coda_app_set(f->app, CODA_OPT_LOG_LEVEL, quiet());
+  coda_app_set(f->app, CODA_OPT_THREADS, 2);
+  coda_app_set(f->app, CODA_OPT_PROCESS_WORKERS, 0);
+  coda_app_set(f->app, CODA_OPT_STORE_POLL, 20);
+  coda_app_set(f->app, CODA_OPT_BACKOFF, 200);
+  for (int i = 0; opts && opts[i]; i += 2) {
+    int rc = coda_app_set(f->app, (coda_option)opts[i], opts[i + 1]);
+    if (rc) {
+      fprintf(stderr, "  coda_app_set(%ld, %ld): %s\n", opts[i], opts[i + 1],
+              coda_strerror(rc));
+      return rc;
+    }
+  }
+  coda_app_on_task_error(f->app, on_task_error, NULL);
+  coda_app_route(f->app, "GET", "/add", h_add, &f->d);
+  coda_app_route(f->app, "GET", "/plain", h_plain, NULL);
+  coda_app_route(f->app, "GET", "/add-then-fail", h_add_then_fail, &f->d);
+  /* A route whose declared task is of a definition made durable. */
+  coda_task_def_durable(f->d.route_note, 1);
+  coda_app_route(f->app, "GET", "/routed", h_plain, NULL);
+  coda_app_route_task(f->app, "GET", "/routed", f->d.route_note, "si", "route-note",
+                      (int64_t)0);
+  int rc = coda_app_store(f->app, store);
+  if (rc)
+    fprintf(stderr, "  coda_app_store(%s): %s: %s\n", store, coda_strerror(rc),
+            coda_app_store_error(f->app));
+  return rc;
+}
+
+static int fixture_start(fixture *f) {
+  int rc = ts_start(&f->ts, f->app);
+  f->started = rc == 0;
+  if (rc)
+    fprintf(stderr, "  ts_start: %s\n", coda_strerror(rc));
+  return rc;
+}
+
+static void fixture_done(fixture *f) {
+  if (f->started)
+    ts_stop(&f->ts);
+  f->started = 0;
+  coda_app_free(f->app);
+  f->app = NULL;
+}
+
+/* ---- HTTP ------------------------------------------------------------------ */
+
+/* One request on its own connection; returns the status (-1: none). */
+static int http_get(int port, const char *path, char *buf, size_t cap) {
+  int fd = tc_connect(port, 10000);
+  if (fd < 0) {
+    fprintf(stderr, "  GET %s: connect: %s\n", path, strerror(errno));
+    return -1;
+  }
+  char req[1024];
+  snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+  tc_send_str(fd, req);
+  size_t n = tc_read_response(fd, buf, cap);
+  close(fd);
+  if (!n) {
+    fprintf(stderr, "  GET %s: no response\n", path);
+    return -1;
+  }
+  return tc_status(buf);
+}
+
+/* GET path, which must answer 202 with an id in the body; 0 otherwise. */
+static uint64_t add_task(int port, const char *path) {
+  char buf[4096];
+  int status = http_get(port, path, buf, sizeof buf);
+  if (status != 202) {
+    fprintf(stderr, "  GET %s: status %d\n", path, status);
+    return 0;
+  }
+  const char *body = tc_body(buf);
+  return body ? strtoull(body, NULL, 10) : 0;
+}
+
+/* ---- status helpers ---------------------------------------------------------- */
+
+/* Polls until the task reaches `want` (or ms pass); returns the last info
+ * read (NULL if never found), which the caller frees. */
+static coda_task_info *wait_state(coda_app *a, uint64_t id, coda_task_state want,
+                                  int ms) {
+  coda_task_info *info = NULL;
+  for (int waited = 0;; waited += 5) {
+    coda_task_info_free(info);
+    info = NULL;
+    if (coda_task_get(a, id, &info) != 0)
+      info = NULL;
+    if ((info && info->state == want) || waited >= ms)
+      return info;
+    tc_sleep_ms(5);
+  }
+}
+
+static const char *state_name(const coda_task_info *info) {
+  return info ? coda_task_state_name(info->state) : "(not found)";
+}
+
+#define CHECK_STATE(info, want)                                                          \
+  do {                                                                                   \
+    if (!(info) || (info)->state != (want)) {                                            \
+      fprintf(stderr, "  %s:%d: state %s, expected %s\n", __FILE__, __LINE__,            \
+              state_name(info), coda_task_state_name(want));                             \
+      test__failures_in_case++;                                                          \
+    }                                                                                    \
+  } while (0)
+
+/* REQUIRE for a case with a running fixture `f`: stop it before leaving. */
+#define REQUIRE_F(cond)                                                                  \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
+      fprintf(stderr, "  %s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);       \
+      test__failures_in_case++;                                                          \
+      fixture_done(&f);                                                                  \
+      return;                                                                            \
+    }                                                                                    \
+  } while (0)
+
+static char store_dir[256];
+static int store_seq;
+
+/* "memory", or "sqlite:DIR/NAME-N.db" for a fresh file. */
+static const char *store_uri(const char *kind, const char *name, char *buf, size_t cap) {
+  if (strcmp(kind, "memory") == 0)
+    return "memory";
+  snprintf(buf, cap, "sqlite:%s/%s-%d.db", store_dir, name, ++store_seq);
+  return buf;
+}
+
+/* ---- 1. status by id ------------------------------------------------------ */
+
+static void status_by_id(const char *kind) {
+  char uri[512], path[512], tag[64];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri(kind, "status", uri, sizeof uri), NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  atomic_store(&gate_status, 0);
+  atomic_store(&status_reached, 0);
+  snprintf(tag, sizeof tag, "status-%s", kind);
+
+  int64_t before = unix_ms();
+  char buf[4096];
+  snprintf(path, sizeof path, "/add?def=status&tag=%s", tag);
+  int status = http_get(f.ts.port, path, buf, sizeof buf);
+  CHECK_EQ_INT(status, 202);
+  uint64_t id = tc_body(buf) ? strtoull(tc_body(buf), NULL, 10) : 0;
+  if (status != 202 || id == 0)
+    goto out;
+  char loc[64];
+  snprintf(loc, sizeof loc, "\r\nLocation: /tasks/%" PRIu64 "\r\n", id);
+  CHECK(strstr(buf, loc) != NULL);
+
+  /* Written before the response: readable the moment the client has it. */
+  coda_task_info *info = NULL;
+  CHECK_EQ_INT(coda_task_get(f.app, id, &info), 0);
+  if (info) {
+    CHECK(info->id == id);
+    CHECK_EQ_STR(info->name, "status");
+    CHECK(info->key == NULL);
+    CHECK(info->state == CODA_TASK_QUEUED || info->state == CODA_TASK_RUNNING);
+    CHECK(info->created_at >= before && info->created_at <= unix_ms());
+    CHECK_EQ_INT(info->max_attempts, 5); /* CODA_OPT_MAX_ATTEMPTS' default */
+  }
+  coda_task_info_free(info);
+
+  /* Running, held at the gate: progress 0.5 is visible, no result yet. */
+  for (int i = 0; i < 1000 && !atomic_load(&status_reached); i++)
+    tc_sleep_ms(5);
+  CHECK(atomic_load(&status_reached));
+  info = wait_state(f.app, id, CODA_TASK_RUNNING, 2000);
+  CHECK_STATE(info, CODA_TASK_RUNNING);
+  if (info) {
+    CHECK(info->progress > 0.49 && info->progress < 0.51);
+    CHECK_EQ_INT(info->attempts, 1);
+    CHECK(info->started_at >= info->created_at);
+    CHECK_EQ_INT(info->finished_at, 0);
+    CHECK(info->result == NULL);
+    CHECK(info->error == NULL);
+  }
+  coda_task_info_free(info);
+
+  atomic_store(&gate_status, 1);
+  info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  if (info && info->state == CODA_TASK_SUCCEEDED) {
+    CHECK_EQ_INT(info->attempts, 1);
+    CHECK(info->created_at >= before);
+    CHECK(info->started_at >= info->created_at);
+    CHECK(info->finished_at >= info->started_at);
+    CHECK(info->finished_at <= unix_ms());
+    char want[128];
+    int n = snprintf(want, sizeof want, "result:%s", tag);
+    CHECK(info->result != NULL && info->result_len == (size_t)n &&
+          memcmp(info->result, want, (size_t)n) == 0);
+    size_t need = coda_task_info_json(info, NULL, 0);
+    char *json = malloc(need + 1);
+    REQUIRE_F(json != NULL);
+    CHECK_EQ_INT(coda_task_info_json(info, json, need + 1), need);
+    json[need] = '\0';
+    CHECK(strstr(json, "\"state\":\"succeeded\"") != NULL);
+    CHECK(strstr(json, want) != NULL); /* the text result, as a string */
+    char idtext[40];
+    snprintf(idtext, sizeof idtext, "%" PRIu64, id);
+    CHECK(strstr(json, idtext) != NULL);
+    free(json);
+  }
+  coda_task_info_free(info);
+  CHECK_EQ_INT(runs_of(tag, NULL, 0), 1);
+
+  /* A LOOP task reports progress and a result the same way. */
+  char ltag[64];
+  snprintf(ltag, sizeof ltag, "status-loop-%s", kind);
+  snprintf(path, sizeof path, "/add?def=status_loop&tag=%s", ltag);
+  uint64_t lid = add_task(f.ts.port, path);
+  CHECK(lid != 0 && lid != id);
+  info = wait_state(f.app, lid, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  if (info && info->state == CODA_TASK_SUCCEEDED) {
+    char want[128];
+    int n = snprintf(want, sizeof want, "loop:%s", ltag);
+    CHECK(info->result_len == (size_t)n && memcmp(info->result, want, (size_t)n) == 0);
+    CHECK_EQ_STR(info->name, "status_loop");
+  }
+  coda_task_info_free(info);
+
+  /* From outside any request: enqueue, sync, then it is in the store. */
+  char etag[64];
+  snprintf(etag, sizeof etag, "enqueued-%s", kind);
+  coda_task_opts o;
+  memset(&o, 0, sizeof o);
+  CHECK_EQ_INT(coda_app_enqueue(f.app, f.d.note, &o, "si", etag, (int64_t)0), 0);
+  CHECK(o.id != 0);
+  CHECK_EQ_INT(coda_app_store_sync(f.app), 0);
+  info = NULL;
+  CHECK_EQ_INT(coda_task_get(f.app, o.id, &info), 0);
+  coda_task_info_free(info);
+  info = wait_state(f.app, o.id, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info_free(info);
+  CHECK_EQ_INT(runs_of(etag, NULL, 0), 1);
+
+  /* Unknown ids. */
+  info = NULL;
+  CHECK_EQ_INT(coda_task_get(f.app, id + 1000003, &info), CODA_ENOTFOUND);
+  CHECK_EQ_INT(coda_task_get(f.app, UINT64_C(0xfeedfacecafebeef), &info), CODA_ENOTFOUND);
+  CHECK_EQ_INT(coda_task_get(f.app, 0, &info), CODA_ENOTFOUND);
+out:
+  atomic_store(&gate_status, 1);
+  fixture_done(&f);
+}
+
+TEST(status_by_id_memory) { status_by_id("memory"); }
+TEST(status_by_id_sqlite) { status_by_id("sqlite"); }
+
+/* ---- 2. retries ------------------------------------------------------------ */
+
+static void retries(const char *kind) {
+  char uri[512], path[512], tag[64];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri(kind, "retry", uri, sizeof uri), NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  snprintf(tag, sizeof tag, "retry-%s", kind);
+  snprintf(path, sizeof path, "/add?def=flaky&tag=%s&n=2&max=4", tag);
+  uint64_t id = add_task(f.ts.port, path);
+  REQUIRE_F(id != 0);
+
+  /* Watch it: failed (with the error of the attempt that just failed)
+   * between attempts, then succeeded. */
+  int saw_failed = 0, error_ok = 1;
+  coda_task_info *info = NULL;
+  for (int waited = 0; waited < 8000; waited += 3) {
+    coda_task_info_free(info);
+    info = NULL;
+    if (coda_task_get(f.app, id, &info) != 0) {
+      info = NULL;
+      break;
+    }
+    if (info->state == CODA_TASK_FAILED) {
+      saw_failed |= 1 << info->attempts;
+      char want[128];
+      snprintf(want, sizeof want, "flaky attempt %d of %s", info->attempts, tag);
+      if (!info->error || !strstr(info->error, want)) {
+        fprintf(stderr, "  failed after attempt %d, error \"%s\"\n", info->attempts,
+                info->error ? info->error : "(null)");
+        error_ok = 0;
+      }
+      CHECK(info->run_at > info->started_at); /* the next attempt is scheduled */
+    }
+    if (info->state == CODA_TASK_SUCCEEDED || info->state == CODA_TASK_DEAD)
+      break;
+    tc_sleep_ms(3);
+  }
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  if (info) {
+    CHECK_EQ_INT(info->attempts, 3);
+    CHECK_EQ_INT(info->max_attempts, 4);
+  }
+  coda_task_info_free(info);
+  CHECK(saw_failed & (1 << 1)); /* failed after attempt 1 */
+  CHECK(saw_failed & (1 << 2)); /* and after attempt 2 */
+  CHECK(error_ok);
+
+  tc_sleep_ms(300); /* no attempt after the success */
+  run_event ev[8];
+  int n = runs_of(tag, ev, 8);
+  CHECK_EQ_INT(n, 3);
+  for (int i = 0; i < n && i < 8; i++)
+    CHECK_EQ_INT(ev[i].attempt, i + 1);
+  fixture_done(&f);
+}
+
+TEST(retries_memory) { retries("memory"); }
+TEST(retries_sqlite) { retries("sqlite"); }
+
+/* ---- 3. backoff timing -------------------------------------------------- */
+
+/* B = 200 ms, cap 300 ms, poll 20 ms; attempts 1-4 fail, 5 succeeds. The
+ * delay before attempt n+1 is d = min(300, 200 * 2^(n-1)) = 200, 300, 300,
+ * 300, jittered to [d/2, d]; a missing cap would give 400, 800, 1600. */
+#define BACKOFF_TOLERANCE 100
+
+static void backoff_timing(const char *kind) {
+  char uri[512], path[512], tag[64];
+  fixture f;
+  const long opts[] = {
+      CODA_OPT_BACKOFF, 200, CODA_OPT_BACKOFF_MAX, 300, CODA_OPT_MAX_ATTEMPTS, 6, 0};
+  REQUIRE(fixture_init(&f, store_uri(kind, "backoff", uri, sizeof uri), opts) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  snprintf(tag, sizeof tag, "backoff-%s", kind);
+  snprintf(path, sizeof path, "/add?def=flaky&tag=%s&n=4", tag);
+  uint64_t id = add_task(f.ts.port, path);
+  REQUIRE_F(id != 0);
+  coda_task_info *info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 8000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  if (info) {
+    CHECK_EQ_INT(info->attempts, 5);
+    CHECK_EQ_INT(info->max_attempts, 6); /* the app's default, as set */
+  }
+  coda_task_info_free(info);
+  run_event ev[8];
+  int n = runs_of(tag, ev, 8);
+  CHECK_EQ_INT(n, 5);
+  const long delay[] = {200, 300, 300, 300};
+  const long poll = 20;
+  int below_full = 0;
+  printf("  backoff gaps (%s):", kind);
+  for (int i = 1; i < n && i < 5; i++) {
+    long gap = (long)(ev[i].mono - ev[i - 1].mono);
+    long d = delay[i - 1];
+    printf(" %ld [%ld..%ld]", gap, d / 2, d);
+    if (gap < d / 2 - BACKOFF_TOLERANCE || gap > d + poll + BACKOFF_TOLERANCE) {
+      fprintf(stderr,
+              "  gap before attempt %d: %ld ms, expected %ld..%ld (+-%d, +poll)\n", i + 1,
+              gap, d / 2, d, BACKOFF_TOLERANCE);
+      test__failures_in_case++;
+    }
+    if (gap < d - 10)
+      below_full++;
+  }
+  printf("\n");
+  /* Jitter: with four uniform draws in [d/2, d], all four landing in the
+   * last 10 ms has a probability around 1e-4; without jitter it is sure. */
+  CHECK(below_full >= 1);
+  fixture_done(&f);
+}
+
+TEST(backoff_timing_memory) { backoff_timing("memory"); }
+TEST(backoff_timing_sqlite) { backoff_timing("sqlite"); }
+
+/* ---- 4. dead after the last attempt ------------------------------------- */
+
+static void dead_after_last_attempt(const char *kind) {
+  char uri[512], path[512], tag[64], tag2[64];
+  fixture f;
+  const long opts[] = {CODA_OPT_BACKOFF, 100, 0};
+  REQUIRE(fixture_init(&f, store_uri(kind, "dead", uri, sizeof uri), opts) == 0);
+  /* The definition's own policy: 2 attempts, 50 ms apart. */
+  CHECK_EQ_INT(coda_task_def_retry(f.d.doomed_def, 2, 50, 100), 0);
+  REQUIRE(fixture_start(&f) == 0);
+
+  snprintf(tag, sizeof tag, "dead-%s", kind);
+  uv_mutex_lock(&hook_mu);
+  int hooks_before = hook_calls_total;
+  uv_mutex_unlock(&hook_mu);
+  snprintf(path, sizeof path, "/add?def=doomed&tag=%s&max=3", tag);
+  uint64_t id = add_task(f.ts.port, path);
+  REQUIRE_F(id != 0);
+  coda_task_info *info = wait_state(f.app, id, CODA_TASK_DEAD, 8000);
+  CHECK_STATE(info, CODA_TASK_DEAD);
+  if (info) {
+    CHECK_EQ_INT(info->attempts, 3);
+    CHECK_EQ_INT(info->max_attempts, 3);
+    char want[128];
+    snprintf(want, sizeof want, "doomed attempt 3 of %s", tag);
+    CHECK(info->error && strstr(info->error, want));
+    CHECK(info->finished_at >= info->started_at && info->started_at > 0);
+  }
+  coda_task_info_free(info);
+  /* The hook heard of it, for the last attempt at least. The hook may be
+   * called just after the state is written: give it a moment. */
+  int hook_ok = 0;
+  for (int i = 0; i < 200 && !hook_ok; i++) {
+    uv_mutex_lock(&hook_mu);
+    hook_ok = hook_calls_total > hooks_before && strcmp(hook_last_tag, tag) == 0 &&
+              hook_max_attempt == 3 && strstr(hook_last_message, "doomed attempt");
+    uv_mutex_unlock(&hook_mu);
+    if (!hook_ok)
+      tc_sleep_ms(5);
+  }
+  uv_mutex_lock(&hook_mu);
+  if (!hook_ok)
+    fprintf(stderr, "  hook: %d calls, last for %s attempt %d: \"%s\"\n",
+            hook_calls_total - hooks_before, hook_last_tag, hook_max_attempt,
+            hook_last_message);
+  CHECK(hook_calls_for_tag >= 1 && hook_calls_for_tag <= 3);
+  uv_mutex_unlock(&hook_mu);
+  CHECK(hook_ok);
+
+  /* The definition's policy applies when the add names none. */
+  snprintf(tag2, sizeof tag2, "dead-def-%s", kind);
+  snprintf(path, sizeof path, "/add?def=doomed_def&tag=%s", tag2);
+  uint64_t id2 = add_task(f.ts.port, path);
+  REQUIRE_F(id2 != 0);
+  info = wait_state(f.app, id2, CODA_TASK_DEAD, 5000);
+  CHECK_STATE(info, CODA_TASK_DEAD);
+  if (info) {
+    CHECK_EQ_INT(info->attempts, 2);
+    CHECK_EQ_INT(info->max_attempts, 2);
+  }
+  coda_task_info_free(info);
+
+  /* Longer than a 4th attempt's backoff (100 * 2^2 + poll): none comes. */
+  tc_sleep_ms(700);
+  CHECK_EQ_INT(runs_of(tag, NULL, 0), 3);
+  CHECK_EQ_INT(runs_of(tag2, NULL, 0), 2);
+  info = NULL;
+  CHECK_EQ_INT(coda_task_get(f.app, id, &info), 0);
+  CHECK_STATE(info, CODA_TASK_DEAD);
+  coda_task_info_free(info);
+  fixture_done(&f);
+}
+
+TEST(dead_after_the_last_attempt_memory) { dead_after_last_attempt("memory"); }
+TEST(dead_after_the_last_attempt_sqlite) { dead_after_last_attempt("sqlite"); }
+
+/* ---- 5. delayed tasks ---------------------------------------------------- */
+
+static void delayed_check(fixture *f, const char *tag, const char *query, int64_t delay,
+                          int64_t at) {
+  char path[512];
+  snprintf(path, sizeof path, "/add?def=note&tag=%s&%s", tag, query);
+  uint64_t sent = tc_now_ms();
+  uint64_t id = add_task(f->ts.port, path);
+  uint64_t got = tc_now_ms();
+  REQUIRE(id != 0);
+  tc_sleep_ms(300);
+  coda_task_info *info = NULL;
+  CHECK_EQ_INT(coda_task_get(f->app, id, &info), 0);
+  CHECK_STATE(info, CODA_TASK_QUEUED);
+  if (info) {
+    if (at)
+      CHECK_EQ_INT(info->run_at, at);
+    else
+      CHECK(info->run_at >= info->created_at + delay - 1 &&
+            info->run_at <= info->created_at + delay + 1);
+  }
+  coda_task_info_free(info);
+  CHECK_EQ_INT(runs_of(tag, NULL, 0), 0);
+  CHECK(wait_runs(tag, 1, 5000));
+  run_event ev;
+  if (runs_of(tag, &ev, 1) == 1) {
+    if (at) { /* due at a wall-clock time */
+      printf("  %s ran %lld ms after its time\n", tag, (long long)(ev.wall - at));
+      CHECK(ev.wall >= at);
+      CHECK(ev.wall <= at + 20 + 250);
+    } else { /* due `delay` after the add, which is between sent and got */
+      long early = (long)(ev.mono - sent), late = (long)(ev.mono - got);
+      printf("  %s ran %ld ms after the request (delay %lld)\n", tag, early,
+             (long long)delay);
+      CHECK(early >= delay - 2); /* ms rounding of the stored times */
+      CHECK(late <= delay + 20 + 250);
+    }
+  }
+  info = wait_state(f->app, id, CODA_TASK_SUCCEEDED, 2000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info_free(info);
+}
+
+static void delayed(const char *kind) {
+  char uri[512], tag[64], q[64];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri(kind, "delay", uri, sizeof uri), NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  snprintf(tag, sizeof tag, "delay-ms-%s", kind);
+  delayed_check(&f, tag, "delay=600", 600, 0);
+  snprintf(tag, sizeof tag, "delay-at-%s", kind);
+  int64_t at = unix_ms() + 600;
+  snprintf(q, sizeof q, "at=%lld", (long long)at);
+  delayed_check(&f, tag, q, 600, at);
+  fixture_done(&f);
+}
+
+TEST(delayed_tasks_memory) { delayed("memory"); }
+TEST(delayed_tasks_sqlite) { delayed("sqlite"); }
+
+/* ---- 6. idempotency keys ------------------------------------------------- */
+
+static void idempotency(const char *kind) {
+  char uri[512], path[512], tag[64], tag2[64];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri(kind, "idem", uri, sizeof uri), NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  snprintf(tag, sizeof tag, "idem-%s", kind);
+  snprintf(tag2, sizeof tag2, "idem-other-%s", kind);
+
+  /* The first runs for 150 ms: the second add comes while it is kept. */
+  snprintf(path, sizeof path, "/add?def=note&tag=%s&n=150&key=order-%s-1", tag, kind);
+  uint64_t id1 = add_task(f.ts.port, path);
+  uint64_t id2 = add_task(f.ts.port, path);
+  REQUIRE_F(id1 != 0);
+  CHECK(id2 == id1);
+  coda_task_info *info = wait_state(f.app, id1, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  if (info) {
+    char key[64];
+    snprintf(key, sizeof key, "order-%s-1", kind);
+    CHECK_EQ_STR(info->key, key);
+    CHECK_EQ_INT(info->attempts, 1);
+  }
+  coda_task_info_free(info);
+  /* After it succeeded, still the same task. */
+  uint64_t id3 = add_task(f.ts.port, path);
+  CHECK(id3 == id1);
+
+  snprintf(path, sizeof path, "/add?def=note&tag=%s&key=order-%s-2", tag2, kind);
+  uint64_t other = add_task(f.ts.port, path);
+  CHECK(other != 0 && other != id1);
+  info = wait_state(f.app, other, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info_free(info);
+
+  tc_sleep_ms(300);
+  CHECK_EQ_INT(runs_of(tag, NULL, 0), 1);
+  CHECK_EQ_INT(runs_of(tag2, NULL, 0), 1);
+  fixture_done(&f);
+}
+
+TEST(idempotency_keys_memory) { idempotency("memory"); }
+TEST(idempotency_keys_sqlite) { idempotency("sqlite"); }
+
+/* ---- 7. disk full -------------------------------------------------------- */
+
+/* A 128 KiB cap and 1-4 KiB tasks held at a gate (so they stay in the
+ * store): requests go on until the store refuses. */
+TEST(a_full_store_answers_503_and_loses_nothing_acknowledged) {
+  char uri[512], path[512], buf[8192];
+  fixture f;
+  const long opts[] = {CODA_OPT_RETRY_AFTER, 3, CODA_OPT_STORE_MAX_BYTES, 128 * 1024, 0};
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "full", uri, sizeof uri), opts) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  atomic_store(&gate_blob, 0);
+
+  enum { MAX_REQ = 1000 };
+  static uint64_t ids[MAX_REQ];
+  static int statuses[MAX_REQ];
+  int accepted = 0, refused = 0, first_refused = -1, sent = 0, missing = 0,
+      no_retry_after = 0;
+  for (int i = 0; i < MAX_REQ; i++) {
+    snprintf(path, sizeof path, "/add?def=blob&tag=blob-%d&n=%d", i, i);
+    int status = http_get(f.ts.port, path, buf, sizeof buf);
+    sent++;
+    statuses[i] = status;
+    ids[i] = 0;
+    if (status == 202) {
+      accepted++;
+      ids[i] = strtoull(tc_body(buf), NULL, 10);
+      coda_task_info *info = NULL;
+      if (coda_task_get(f.app, ids[i], &info) != 0)
+        missing++; /* acknowledged but not in the store */
+      coda_task_info_free(info);
+    } else if (status == 503) {
+      refused++;
+      if (first_refused < 0)
+        first_refused = i;
+      if (!strstr(buf, "\r\nRetry-After: 3\r\n"))
+        no_retry_after++;
+    } else {
+      fprintf(stderr, "  request %d: status %d\n", i, status);
+    }
+    if (first_refused >= 0 && i >= first_refused + 20)
+      break;
+  }
+  printf("  disk full: %d requests, %d accepted, %d refused (first at #%d)\n", sent,
+         accepted, refused, first_refused);
+  CHECK(accepted > 0);
+  CHECK(refused > 0);
+  CHECK_EQ_INT(accepted + refused, sent);
+  CHECK_EQ_INT(missing, 0);
+  CHECK_EQ_INT(no_retry_after, 0);
+  CHECK_EQ_INT(http_get(f.ts.port, "/plain", buf, sizeof buf), 200);
+
+  /* Let them run: every acknowledged task succeeds, no refused one runs. */
+  atomic_store(&gate_blob, 1);
+  int not_succeeded = 0, lost = 0, ran_refused = 0;
+  uint64_t deadline = tc_now_ms() + 30000; /* for them all, not each */
+  for (int i = 0; i < sent; i++) {
+    char tag[32];
+    snprintf(tag, sizeof tag, "blob-%d", i);
+    if (statuses[i] == 202) {
+      uint64_t now = tc_now_ms();
+      int left = now < deadline ? (int)(deadline - now) : 0;
+      coda_task_info *info = wait_state(f.app, ids[i], CODA_TASK_SUCCEEDED, left);
+      if (!info || info->state != CODA_TASK_SUCCEEDED) {
+        if (not_succeeded++ < 5)
+          fprintf(stderr, "  blob %d (id %" PRIu64 "): %s, error %s\n", i, ids[i],
+                  state_name(info), info && info->error ? info->error : "-");
+      }
+      coda_task_info_free(info);
+      if (runs_of(tag, NULL, 0) < 1)
+        lost++;
+    } else if (runs_of(tag, NULL, 0) > 0) {
+      ran_refused++;
+    }
+  }
+  CHECK_EQ_INT(not_succeeded, 0);
+  CHECK_EQ_INT(lost, 0);
+  CHECK_EQ_INT(ran_refused, 0);
+  CHECK_EQ_INT(http_get(f.ts.port, "/plain", buf, sizeof buf), 200);
+  fixture_done(&f);
+}
+
+/* An outcome the capped store cannot hold (a result larger than the cap)
+ * must not stall the outcomes written after it: the next task's success
+ * is still recorded, and the big one ends one way or another (its result
+ * refused, or the task failed with a reason), not stuck in "running". */
+TEST(an_outcome_too_big_for_the_store_does_not_block_the_others) {
+  char uri[512], buf[4096];
+  fixture f;
+  const long opts[] = {CODA_OPT_STORE_MAX_BYTES, 128 * 1024, CODA_OPT_TASK_DRAIN_TIMEOUT,
+                       1000, 0};
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "bigresult", uri, sizeof uri), opts) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  atomic_store(&big_result_rc, 1);
+  uint64_t big = add_task(f.ts.port, "/add?def=big_result&tag=big-result&n=2000000");
+  REQUIRE_F(big != 0);
+  CHECK(wait_runs("big-result", 1, 3000));
+  printf("  set_result(2 MB) with a 128 KiB cap: %s\n",
+         atomic_load(&big_result_rc) ? coda_strerror(atomic_load(&big_result_rc)) : "0");
+  uint64_t after = add_task(f.ts.port, "/add?def=note&tag=after-big-result");
+  CHECK(after != 0);
+  coda_task_info *info = wait_state(f.app, after, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info_free(info);
+  info = NULL;
+  int ended = 0;
+  for (int i = 0; i < 1000 && !ended; i++) {
+    coda_task_info_free(info);
+    info = NULL;
+    if (coda_task_get(f.app, big, &info) == 0 && info->state != CODA_TASK_QUEUED &&
+        info->state != CODA_TASK_RUNNING)
+      ended = 1;
+    else
+      tc_sleep_ms(5);
+  }
+  printf("  the big one: %s, error %s, result %zu bytes\n", state_name(info),
+         info && info->error ? info->error : "-", info ? info->result_len : 0);
+  CHECK(ended);
+  coda_task_info_free(info);
+  CHECK_EQ_INT(http_get(f.ts.port, "/plain", buf, sizeof buf), 200);
+  fixture_done(&f);
+}
+
+/* ---- handler failure, PROCESS tasks, route-level durable tasks -------- */
+
+/* A failing handler's durable task is dropped (never written, never run);
+ * an ALWAYS durable task is written and runs. */
+static void handler_failure(const char *kind) {
+  char uri[512], path[512], tag[64], buf[4096];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri(kind, "fail", uri, sizeof uri), NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  snprintf(tag, sizeof tag, "handler-failed-%s", kind);
+  snprintf(path, sizeof path, "/add-then-fail?tag=%s", tag);
+  CHECK_EQ_INT(http_get(f.ts.port, path, buf, sizeof buf), 500);
+  uint64_t dropped = atomic_load(&failed_handler_id);
+  CHECK(dropped != 0);
+  char atag[64];
+  snprintf(atag, sizeof atag, "handler-failed-always-%s", kind);
+  snprintf(path, sizeof path, "/add-then-fail?tag=%s&always=1", atag);
+  CHECK_EQ_INT(http_get(f.ts.port, path, buf, sizeof buf), 500);
+  uint64_t kept = atomic_load(&failed_handler_id);
+  REQUIRE_F(kept != 0 && kept != dropped);
+  coda_task_info *info = wait_state(f.app, kept, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info_free(info);
+  CHECK_EQ_INT(runs_of(atag, NULL, 0), 1);
+  CHECK_EQ_INT(coda_app_store_sync(f.app), 0);
+  tc_sleep_ms(200);
+  info = NULL;
+  CHECK_EQ_INT(coda_task_get(f.app, dropped, &info), CODA_ENOTFOUND);
+  coda_task_info_free(info);
+  CHECK_EQ_INT(runs_of(tag, NULL, 0), 0);
+  fixture_done(&f);
+}
+
+TEST(a_failing_handler_drops_durable_tasks_but_not_always_ones_memory) {
+  handler_failure("memory");
+}
+TEST(a_failing_handler_drops_durable_tasks_but_not_always_ones_sqlite) {
+  handler_failure("sqlite");
+}
+
+/* A durable PROCESS task: the worker sees that it is durable and which
+ * attempt it runs; it fails once, then succeeds on attempt 2. */
+TEST(a_durable_process_task_is_retried_and_knows_its_attempt) {
+  char uri[512], buf[8192];
+  fixture f;
+  const long opts[] = {CODA_OPT_PROCESS_WORKERS, 1, CODA_OPT_BACKOFF, 100, 0};
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "process", uri, sizeof uri), opts) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  unlink(journal_path);
+  uint64_t id = add_task(f.ts.port, "/add?def=proc_flaky&tag=proc&n=1&max=3");
+  REQUIRE_F(id != 0);
+  coda_task_info *info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  if (info) {
+    CHECK_EQ_INT(info->attempts, 2);
+    CHECK_EQ_STR(info->name, "proc_flaky");
+  }
+  coda_task_info_free(info);
+  journal_read(buf, sizeof buf);
+  printf("  process journal: %s", buf[0] ? buf : "(empty)\n");
+  CHECK_EQ_STR(buf, "proc attempt=1 durable=1\nproc attempt=2 durable=1\n");
+  fixture_done(&f);
+  unlink(journal_path);
+}
+
+/* coda_task_def_durable() makes a route's declared task durable. */
+TEST(a_definition_made_durable_makes_route_tasks_durable) {
+  char uri[512], buf[4096];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "routed", uri, sizeof uri), NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  int before = runs_of("route-note", NULL, 0);
+  CHECK_EQ_INT(http_get(f.ts.port, "/routed", buf, sizeof buf), 200);
+  CHECK(wait_runs("route-note", before + 1, 3000));
+  run_event ev[64];
+  int n = runs_of("route-note", ev, 64);
+  if (n > before && n <= 64)
+    CHECK_EQ_INT(ev[n - 1].durable, 1);
+  fixture_done(&f);
+}
+
+/* A THREAD attempt past its timeout counts as a failed attempt: reported
+ * to the hook, retried, and the retry's success is what the store says. */
+static void timeout_is_a_failed_attempt(const char *kind) {
+  char uri[512], path[512], tag[64];
+  fixture f;
+  const long opts[] = {CODA_OPT_BACKOFF, 100, 0};
+  REQUIRE(fixture_init(&f, store_uri(kind, "timeout", uri, sizeof uri), opts) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  snprintf(tag, sizeof tag, "sleepy-%s", kind);
+  snprintf(path, sizeof path, "/add?def=sleepy&tag=%s&max=3", tag);
+  uint64_t id = add_task(f.ts.port, path);
+  REQUIRE_F(id != 0);
+  coda_task_info *info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  if (info)
+    CHECK_EQ_INT(info->attempts, 2);
+  coda_task_info_free(info);
+  tc_sleep_ms(300);
+  run_event ev[4];
+  int n = runs_of(tag, ev, 4);
+  CHECK_EQ_INT(n, 2);
+  if (n == 2)
+    CHECK(ev[1].mono - ev[0].mono >= 150); /* the retry came after the timeout */
+  uv_mutex_lock(&hook_mu);
+  CHECK(strcmp(hook_last_tag, tag) == 0 && hook_max_attempt == 1);
+  uv_mutex_unlock(&hook_mu);
+  fixture_done(&f);
+}
+
+TEST(a_timeout_is_a_failed_attempt_memory) { timeout_is_a_failed_attempt("memory"); }
+TEST(a_timeout_is_a_failed_attempt_sqlite) { timeout_is_a_failed_attempt("sqlite"); }
+
+/* A task waiting in the executor's queue behind a slow one, longer than
+ * the lease, must still run once: within one process nothing else can
+ * hold its claim. */
+TEST(a_task_queued_past_its_lease_runs_once) {
+  char uri[512];
+  fixture f;
+  const long opts[] = {CODA_OPT_THREAD_POOL_SIZE, 1, CODA_OPT_TASK_LEASE, 1000, 0};
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "lease", uri, sizeof uri), opts) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  uint64_t slow = add_task(f.ts.port, "/add?def=note&tag=lease-slow&n=2500");
+  REQUIRE_F(slow != 0);
+  CHECK(wait_runs("lease-slow", 1, 2000));
+  uint64_t queued = add_task(f.ts.port, "/add?def=note&tag=lease-queued");
+  REQUIRE_F(queued != 0);
+  coda_task_info *info = wait_state(f.app, queued, CODA_TASK_SUCCEEDED, 8000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  if (info)
+    CHECK_EQ_INT(info->attempts, 1);
+  coda_task_info_free(info);
+  tc_sleep_ms(300);
+  CHECK_EQ_INT(runs_of("lease-queued", NULL, 0), 1);
+  CHECK_EQ_INT(runs_of("lease-slow", NULL, 0), 1);
+  fixture_done(&f);
+}
+
+/* ---- 8. restart ---------------------------------------------------------- */
+
+/* App #1 on a file: a task still running at the drain deadline, one queued
+ * behind it (one pool thread), one due in 2 s and one in an hour. App #2
+ * on the same file runs the first three; the last stays queued at its
+ * time. */
+TEST(left_over_tasks_run_after_a_restart) {
+  char uri[512];
+  store_uri("sqlite", "restart", uri, sizeof uri);
+  atomic_store(&phase, 1);
+  fixture f;
+  const long opts[] = {CODA_OPT_THREAD_POOL_SIZE, 1, CODA_OPT_TASK_DRAIN_TIMEOUT, 300, 0};
+  REQUIRE(fixture_init(&f, uri, opts) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  uint64_t slow = add_task(f.ts.port, "/add?def=slow&tag=restart-slow");
+  CHECK(wait_runs("restart-slow", 1, 3000));
+  uint64_t behind = add_task(f.ts.port, "/add?def=note&tag=restart-behind");
+  uint64_t soon = add_task(f.ts.port, "/add?def=note&tag=restart-soon&delay=2000");
+  uint64_t far = add_task(f.ts.port, "/add?def=note&tag=restart-far&delay=3600000");
+  int64_t soon_at = 0, far_at = 0;
+  coda_task_info *info = NULL;
+  if (soon && coda_task_get(f.app, soon, &info) == 0)
+    soon_at = info->run_at;
+  coda_task_info_free(info);
+  info = NULL;
+  if (far && coda_task_get(f.app, far, &info) == 0)
+    far_at = info->run_at;
+  coda_task_info_free(info);
+  uint64_t t0 = tc_now_ms();
+  fixture_done(&f);
+  printf("  app #1 stopped in %llu ms\n", (unsigned long long)(tc_now_ms() - t0));
+  REQUIRE_F(slow && behind && soon && far);
+  CHECK(soon_at > 0 && far_at > 0);
+  CHECK_EQ_INT(runs_of("restart-soon", NULL, 0), 0);
+  CHECK_EQ_INT(runs_of("restart-far", NULL, 0), 0);
+
+  atomic_store(&phase, 2);
+  REQUIRE(fixture_init(&f, uri, NULL) == 0);
+  /* Readable as soon as the store is open, before the app runs. */
+  info = NULL;
+  CHECK_EQ_INT(coda_task_get(f.app, far, &info), 0);
+  if (info)
+    CHECK_EQ_INT(info->run_at, far_at);
+  coda_task_info_free(info);
+  REQUIRE(fixture_start(&f) == 0);
+  info = NULL;
+  CHECK_EQ_INT(coda_task_get(f.app, soon, &info), 0);
+  if (info) {
+    CHECK_EQ_INT(info->run_at, soon_at); /* its time is kept */
+    if (unix_ms() < soon_at - 50)
+      CHECK_STATE(info, CODA_TASK_QUEUED);
+  }
+  coda_task_info_free(info);
+
+  info = wait_state(f.app, slow, CODA_TASK_SUCCEEDED, 8000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  if (info)
+    CHECK_EQ_INT(info->attempts, 2); /* the interrupted one counts */
+  coda_task_info_free(info);
+  CHECK_EQ_INT(runs_in_phase("restart-slow", 2), 1);
+
+  info = wait_state(f.app, behind, CODA_TASK_SUCCEEDED, 8000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info_free(info);
+  CHECK_EQ_INT(runs_of("restart-behind", NULL, 0), 1);
+
+  info = wait_state(f.app, soon, CODA_TASK_SUCCEEDED, 8000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info_free(info);
+  run_event ev;
+  if (runs_of("restart-soon", &ev, 1) == 1) {
+    CHECK_EQ_INT(ev.phase, 2);
+    CHECK(ev.wall >= soon_at);
+    CHECK(ev.wall <= soon_at + 20 + 300);
+  } else {
+    fprintf(stderr, "  restart-soon ran %d times\n", runs_of("restart-soon", NULL, 0));
+    test__failures_in_case++;
+  }
+
+  info = NULL;
+  CHECK_EQ_INT(coda_task_get(f.app, far, &info), 0);
+  CHECK_STATE(info, CODA_TASK_QUEUED);
+  if (info) {
+    CHECK_EQ_INT(info->run_at, far_at);
+    CHECK_EQ_INT(info->attempts, 0);
+  }
+  coda_task_info_free(info);
+  CHECK_EQ_INT(runs_of("restart-far", NULL, 0), 0);
+  fixture_done(&f);
+  atomic_store(&phase, 1);
+}
+
+/* ---- 9. store errors at start-up --------------------------------------- */
+
+/* As root, permission bits do not stop us: drop the capabilities that
+ * override them, on this thread only (coda_app_store opens on the calling
+ * thread), and put them back after. Returns 0 if it could. */
+static int drop_dac(int drop) {
+  if (geteuid() != 0)
+    return 0;
+  struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2];
+  if (syscall(SYS_capget, &hdr, data) != 0)
+    return -1;
+  uint32_t mask =
+      (1u << CAP_DAC_OVERRIDE) | (1u << CAP_DAC_READ_SEARCH) | (1u << CAP_FOWNER);
+  if (drop)
+    data[0].effective &= ~mask;
+  else
+    data[0].effective |= mask & data[0].permitted;
+  return syscall(SYS_capset, &hdr, data) == 0 ? 0 : -1;
+}
+
+static int open_store(const char *uri, char *msg, size_t cap) {
+  coda_app *a = coda_app_new();
+  coda_app_set(a, CODA_OPT_LOG_LEVEL, quiet());
+  int rc = coda_app_store(a, uri);
+  snprintf(msg, cap, "%s", coda_app_store_error(a));
+  coda_app_free(a);
+  return rc;
+}
+
+TEST(store_errors_are_reported_at_start_up) {
+  char uri[600], path[512], msg[512];
+
+  /* Garbage bytes: refused with a message, and left as they were. */
+  snprintf(path, sizeof path, "%s/garbage.db", store_dir);
+  unsigned char junk[8192];
+  for (size_t i = 0; i < sizeof junk; i++)
+    junk[i] = (unsigned char)(i * 7919 + 13);
+  FILE *fp = fopen(path, "wb");
+  REQUIRE(fp != NULL);
+  fwrite(junk, 1, sizeof junk, fp);
+  fclose(fp);
+  snprintf(uri, sizeof uri, "sqlite:%s", path);
+  CHECK_EQ_INT(open_store(uri, msg, sizeof msg), CODA_ESTORE);
+  printf("  garbage file: %s\n", msg);
+  CHECK(msg[0] != '\0');
+  CHECK(strstr(msg, path) || strstr(msg, "not a database") || strstr(msg, "corrupt"));
+  unsigned char back[sizeof junk + 1];
+  fp = fopen(path, "rb");
+  REQUIRE(fp != NULL);
+  size_t n = fread(back, 1, sizeof back, fp);
+  fclose(fp);
+  CHECK(n == sizeof junk && memcmp(back, junk, sizeof junk) == 0);
+
+  /* A file in a directory we may not write to. */
+  char rodir[300];
+  snprintf(rodir, sizeof rodir, "%s/readonly-dir", store_dir);
+  REQUIRE(mkdir(rodir, 0555) == 0);
+  snprintf(uri, sizeof uri, "sqlite:%s/tasks.db", rodir);
+  if (drop_dac(1) == 0) {
+    int rc = open_store(uri, msg, sizeof msg);
+    drop_dac(0);
+    CHECK_EQ_INT(rc, CODA_ESTORE);
+    printf("  read-only directory: %s\n", msg);
+    CHECK(msg[0] != '\0');
+  } else {
+    printf("  read-only directory: skipped (cannot drop CAP_DAC_OVERRIDE)\n");
+  }
+  chmod(rodir, 0755);
+
+  /* A read-only database file (a valid one, made first). */
+  snprintf(path, sizeof path, "%s/readonly.db", store_dir);
+  snprintf(uri, sizeof uri, "sqlite:%s", path);
+  CHECK_EQ_INT(open_store(uri, msg, sizeof msg), 0);
+  CHECK(chmod(path, 0444) == 0);
+  if (drop_dac(1) == 0) {
+    int rc = open_store(uri, msg, sizeof msg);
+    drop_dac(0);
+    CHECK_EQ_INT(rc, CODA_ESTORE);
+    printf("  read-only file: %s\n", msg);
+    CHECK(msg[0] != '\0');
+  } else {
+    printf("  read-only file: skipped (cannot drop CAP_DAC_OVERRIDE)\n");
+  }
+  chmod(path, 0644);
+
+  /* One file, two apps: the second is told it is in use; once the first
+   * is freed, the file can be opened again. */
+  snprintf(path, sizeof path, "%s/shared.db", store_dir);
+  snprintf(uri, sizeof uri, "sqlite:%s", path);
+  coda_app *first = coda_app_new();
+  coda_app_set(first, CODA_OPT_LOG_LEVEL, quiet());
+  CHECK_EQ_INT(coda_app_store(first, uri), 0);
+  CHECK_EQ_INT(open_store(uri, msg, sizeof msg), CODA_ESTORE);
+  printf("  in use: %s\n", msg);
+  CHECK(strstr(msg, "in use") != NULL);
+  coda_app_free(first);
+  CHECK_EQ_INT(open_store(uri, msg, sizeof msg), 0);
+
+  /* Not a store URI at all. */
+  CHECK(open_store("bogus:whatever", msg, sizeof msg) < 0);
+}
+
+/* ---- main ----------------------------------------------------------------- */
+
+static int remove_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb, (void)flag, (void)ftw;
+  if (remove(p) != 0)
+    fprintf(stderr, "  remove %s: %s\n", p, strerror(errno));
+  return 0;
+}
+
+int main(void) {
+  /* PROCESS workers re-run this program: they register the same tasks and
+   * stop in coda_app_worker(). The journal path is the parent's. */
+  const char *inherited = getenv("CODA_DURABLE_TEST_JOURNAL");
+  if (inherited) {
+    snprintf(journal_path, sizeof journal_path, "%s", inherited);
+  } else {
+    snprintf(journal_path, sizeof journal_path, "/tmp/coda-durable-journal-%d",
+             (int)getpid());
+    setenv("CODA_DURABLE_TEST_JOURNAL", journal_path, 1);
+  }
+  coda_app *registry = coda_app_new();
+  register_defs(registry);
+  coda_app_worker(registry); /* a PROCESS worker stops here */
+  coda_app_free(registry);
+  uv_mutex_init(&events_mu);
+  uv_mutex_init(&hook_mu);
+  snprintf(store_dir, sizeof store_dir, "/tmp/coda-durable-XXXXXX");
+  if (!mkdtemp(store_dir)) {
+    perror("mkdtemp");
+    return 1;
+  }
+  static const test__case cases[] = {
+      TEST_CASE(status_by_id_memory),
+      TEST_CASE(status_by_id_sqlite),
+      TEST_CASE(retries_memory),
+      TEST_CASE(retries_sqlite),
+      TEST_CASE(backoff_timing_memory),
+      TEST_CASE(backoff_timing_sqlite),
+      TEST_CASE(dead_after_the_last_attempt_memory),
+      TEST_CASE(dead_after_the_last_attempt_sqlite),
+      TEST_CASE(delayed_tasks_memory),
+      TEST_CASE(delayed_tasks_sqlite),
+      TEST_CASE(idempotency_keys_memory),
+      TEST_CASE(idempotency_keys_sqlite),
+      TEST_CASE(a_full_store_answers_503_and_loses_nothing_acknowledged),
+      TEST_CASE(an_outcome_too_big_for_the_store_does_not_block_the_others),
+      TEST_CASE(a_failing_handler_drops_durable_tasks_but_not_always_ones_memory),
+      TEST_CASE(a_failing_handler_drops_durable_tasks_but_not_always_ones_sqlite),
+      TEST_CASE(a_durable_process_task_is_retried_and_knows_its_attempt),
+      TEST_CASE(a_definition_made_durable_makes_route_tasks_durable),
+      TEST_CASE(a_timeout_is_a_failed_attempt_memory),
+      TEST_CASE(a_timeout_is_a_failed_attempt_sqlite),
+      TEST_CASE(a_task_queued_past_its_lease_runs_once),
+      TEST_CASE(left_over_tasks_run_after_a_restart),
+      TEST_CASE(store_errors_are_reported_at_start_up),
+  };
+  int rc = test__run("durable", cases, sizeof cases / sizeof cases[0]);
+  nftw(store_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  uv_mutex_destroy(&hook_mu);
+  uv_mutex_destroy(&events_mu);
+  return rc;
+}
