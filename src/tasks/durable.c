@@ -548,12 +548,14 @@ static void post_hold(coda__durable *d, coda__hold *h) {
   free(h);
 }
 
-static void report_store_error(coda__durable *d, const char *what) {
+static void report_store_error(coda__durable *d, const char *what, int refuse_adds) {
   coda__engine *e = d->engine;
   const char *msg = d->store->m->errmsg(d->store);
   atomic_fetch_add_explicit(&d->errors, 1, memory_order_relaxed);
-  int was = atomic_exchange(&d->faulted, 1);
   set_error(d, msg);
+  /* Refused new tasks make adds fail fast (503) until a write succeeds;
+   * that state is logged when it begins, not for every batch. */
+  int was = refuse_adds ? atomic_exchange(&d->faulted, 1) : 0;
   if (!was)
     coda_log(e->app, CODA_LOG_ERROR, "task store: %s failed: %s", what, msg);
 }
@@ -624,6 +626,59 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
   uv_mutex_unlock(&d->mu);
 }
 
+/* One operation in its own transaction. */
+static int write_alone(coda__durable *d, store_op *op, int64_t now) {
+  coda__store *s = d->store;
+  int rc = s->m->begin(s);
+  if (rc == 0)
+    rc = apply(d, op, now);
+  if (rc == 0)
+    rc = s->m->commit(s);
+  if (rc)
+    s->m->rollback(s);
+  return rc;
+}
+
+/* A batch of outcomes failed: find the one the store refuses, so that it
+ * cannot hold back the others. An outcome whose result does not fit is
+ * written without it, with an error that says so; what still fails waits
+ * for the next batch (the store itself is failing). */
+static void write_one_by_one(coda__durable *d, coda__queue *batch, int64_t now) {
+  int failed = 0;
+  coda__queue done;
+  coda__queue_init(&done);
+  while (!coda__queue_empty(batch)) {
+    coda__queue *q = coda__queue_head(batch);
+    coda__queue_remove(q);
+    store_op *op = coda__container_of(q, store_op, link);
+    int rc = write_alone(d, op, now);
+    if (rc && op->kind == OP_FINISH && ((finish_op *)op)->result) {
+      finish_op *f = (finish_op *)op;
+      char why[160];
+      snprintf(why, sizeof why, "its result (%zu bytes) could not be stored: %s",
+               f->r.result_len, d->store->m->errmsg(d->store));
+      coda_log(d->engine->app, CODA_LOG_ERROR, "task %s (id %llu): %s", f->def->name,
+               (unsigned long long)f->r.id, why);
+      free(f->result);
+      free(f->error);
+      f->result = NULL;
+      f->r.result = NULL;
+      f->r.result_len = 0;
+      f->r.error = f->error = strdup(why);
+      rc = write_alone(d, op, now);
+    }
+    if (rc)
+      report_store_error(d, "recording a task's end", 0);
+    failed |= rc != 0;
+    coda__queue q1;
+    coda__queue_init(&q1);
+    coda__queue_insert_tail(&q1, &op->link);
+    complete(d, &q1, rc, now);
+  }
+  if (!failed && atomic_exchange(&d->faulted, 0))
+    coda_log(d->engine->app, CODA_LOG_INFO, "task store: writing again");
+}
+
 static void write_batch(coda__durable *d, coda__queue *batch) {
   coda__store *s = d->store;
   int64_t now = now_ms();
@@ -644,10 +699,9 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
     rc = s->m->commit(s);
   if (rc) {
     s->m->rollback(s);
-    report_store_error(d, "writing a batch");
-    /* New tasks may be what the store refused (it is full): they fail, and
-     * the outcomes of finished tasks, which need no new room, are written
-     * on their own right away. */
+    /* Split what failed: new tasks, and outcomes of finished ones. New
+     * tasks may be what the store refused (it is full), or an outcome may
+     * be (its result does not fit); neither may hold back the other. */
     coda__queue others;
     coda__queue_init(&others);
     int adds = 0;
@@ -663,11 +717,16 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
       }
     }
     if (adds && !coda__queue_empty(&others)) {
-      complete(d, batch, rc, now);
-      write_batch(d, &others);
+      write_batch(d, batch); /* the new tasks alone, once more */
+      write_one_by_one(d, &others, now);
       return;
     }
-    coda__queue_move(batch, &others);
+    if (!adds) {
+      write_one_by_one(d, &others, now);
+      return;
+    }
+    /* New tasks alone, refused: adds fail fast until a write succeeds. */
+    report_store_error(d, "writing new tasks", 1);
   } else {
     if (atomic_exchange(&d->faulted, 0))
       coda_log(d->engine->app, CODA_LOG_INFO, "task store: writing again");
@@ -753,7 +812,7 @@ static void claim_due(coda__durable *d) {
   rc = n < 0 ? CODA_ESTORE : s->m->commit(s);
   if (rc) {
     s->m->rollback(s);
-    report_store_error(d, "claiming due tasks");
+    report_store_error(d, "claiming due tasks", 0);
     while (!coda__queue_empty(&cx.tasks)) {
       coda__queue *q = coda__queue_head(&cx.tasks);
       coda__queue_remove(q);

@@ -85,7 +85,11 @@ static int encode_task(coda__buf *b, const coda_task *t) {
   uint32_t hdr[2] = {0, MSG_TASK};
   put(b, hdr, sizeof hdr, &rc);
   uint16_t nlen = (uint16_t)strlen(t->def->name), nargs = (uint16_t)t->nargs;
+  int32_t attempt = t->attempt ? t->attempt : 1;
+  uint8_t durable = t->durable;
   put(b, &t->id, 8, &rc);
+  put(b, &attempt, 4, &rc);
+  put(b, &durable, 1, &rc);
   put(b, &nlen, 2, &rc);
   put(b, t->def->name, nlen, &rc);
   put(b, &nargs, 2, &rc);
@@ -171,7 +175,13 @@ static coda_task *decode_task(coda__engine *e, const char *msg, size_t len,
   memset(&t, 0, sizeof t);
   reader r = {msg, len, 0};
   uint16_t nlen = 0, nargs = 0;
+  int32_t attempt = 1;
+  uint8_t durable = 0;
   TAKE(&r, t.id);
+  TAKE(&r, attempt);
+  TAKE(&r, durable);
+  t.attempt = attempt;
+  t.durable = durable != 0;
   TAKE(&r, nlen);
   const char *name = take(&r, nlen);
   TAKE(&r, nargs);
