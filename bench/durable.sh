@@ -48,6 +48,7 @@
 #        RQ_WORKERS   RQ worker processes (default: the number of CPUs)
 #        BUILD        build directory (default build)
 #        PYTHON       the Python with Debian's rq (default /usr/bin/python3)
+#        PARTS        which cases to run (default "lib http latency rq": 1a, 1b, 2, 3)
 #        RAW          if set, a directory that receives every raw output and log
 # Needs: wrk, curl, taskset, redis-server, python3-rq (scripts/deps bench). Without rq or
 # redis-server the RQ rows say NOT RUN and do not fail the run.
@@ -67,6 +68,7 @@ RQ_ALWAYS_N=${RQ_ALWAYS_N:-5000}
 RQ_FORK_N=${RQ_FORK_N:-1000}
 RQ_WORKERS=${RQ_WORKERS:-$(nproc)}
 PYTHON=${PYTHON:-/usr/bin/python3}
+PARTS=${PARTS:-lib http latency rq}
 WARMUP=2
 TARGET=50000   # durable tasks/s
 P99_MAX=2000   # us the durable p99 may exceed the in-memory one
@@ -79,6 +81,10 @@ die() { echo "bench/durable.sh: $*" >&2; exit 1; }
 posint() { [[ ${!1} =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer"; }
 for v in N ROUNDS DURATION RATE CONNECTIONS RQ_N RQ_ALWAYS_N RQ_WORKERS; do posint "$v"; done
 [[ $RQ_FORK_N =~ ^[0-9]+$ ]] || die "RQ_FORK_N must be a number"
+for p in $PARTS; do
+  case $p in lib | http | latency | rq) ;; *) die "PARTS: unknown part '$p'" ;; esac
+done
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 scripts/deps bench
 for tool in wrk curl taskset python3; do
@@ -462,58 +468,66 @@ echo "coda durable tasks: $(nproc) CPUs; library path N=$N x $ROUNDS rounds per 
 echo "sqlite $("$PYTHON" -c 'import sqlite3; print(sqlite3.sqlite_version)' 2>/dev/null ||
   echo '?') (system library), database in $tmp ($(df -T "$tmp" | awk 'NR == 2 {print $2}'))"
 
-# 1a. The library path, stores alternated.
-echo "running the library path ..." >&2
-for ((round = 1; round <= ROUNDS; round++)); do
-  enqueue_run sqlite "$round"
-  enqueue_run memory "$round"
-done
-read -r lib_acc lib_acc_min lib_acc_max < <(stats "$tmp/sqlite-accepted.txt")
-read -r lib_done lib_done_min lib_done_max < <(stats "$tmp/sqlite-completed.txt")
-read -r mem_acc mem_acc_min mem_acc_max < <(stats "$tmp/memory-accepted.txt")
-read -r mem_done mem_done_min mem_done_max < <(stats "$tmp/memory-completed.txt")
-median() { sort -n "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-lib_cpu=$(median "$tmp/sqlite-cpu.txt") mem_cpu=$(median "$tmp/memory-cpu.txt")
-lib_rec=$(median "$tmp/sqlite-recorded.txt") mem_rec=$(median "$tmp/memory-recorded.txt")
-
-# 1b. The HTTP path.
-echo "running the HTTP path ..." >&2
-start_bench sq sqlite
-start_bench mem memory
-http_run sq memory
-http_run sq durable
-http_run mem durable
-stop_server "$(get pid_sq)" || problem "durable_bench (sqlite) exited with status $?"
-stop_server "$(get pid_mem)" || problem "durable_bench (memory) exited with status $?"
-grep -vE '^INFO' "$tmp/sq.log" "$tmp/mem.log" >&2 || true
-
-# 2. Latency, alternated so that a drift of the machine's load hits both routes.
-echo "running latency ..." >&2
-start_bench lat sqlite
-for round in 1 2; do
-  latency_run memory "$round"
-  latency_run durable "$round"
-done
-pooled memory
-pooled durable
-# Every 2xx of /durable (in every try) must have had its task run.
-lat_sent=$(cat "$tmp"/latency-durable-*.txt.[0-9] |
-  awk '{for (i = 2; i <= NF; i++) if ($i ~ /^2xx,?$/) n += $(i - 1)} END {print n + 0}')
-for ((i = 0; i < 100; i++)); do
-  lat_ran_durable=$(ran lat durable)
-  [[ $lat_ran_durable =~ ^[0-9]+$ ]] && ((lat_ran_durable >= lat_sent)) && break
-  sleep 0.1
-done
-if ! [[ $lat_ran_durable =~ ^[0-9]+$ ]] || ((lat_ran_durable < lat_sent)); then
-  problem "latency server: $lat_ran_durable durable tasks ran for $lat_sent 2xx responses"
+if part lib; then
+  # 1a. The library path, stores alternated.
+  echo "running the library path ..." >&2
+  for ((round = 1; round <= ROUNDS; round++)); do
+    enqueue_run sqlite "$round"
+    enqueue_run memory "$round"
+  done
+  read -r lib_acc lib_acc_min lib_acc_max < <(stats "$tmp/sqlite-accepted.txt")
+  read -r lib_done lib_done_min lib_done_max < <(stats "$tmp/sqlite-completed.txt")
+  read -r mem_acc mem_acc_min mem_acc_max < <(stats "$tmp/memory-accepted.txt")
+  read -r mem_done mem_done_min mem_done_max < <(stats "$tmp/memory-completed.txt")
+  median() { sort -n "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+  lib_cpu=$(median "$tmp/sqlite-cpu.txt") mem_cpu=$(median "$tmp/memory-cpu.txt")
+  lib_rec=$(median "$tmp/sqlite-recorded.txt") mem_rec=$(median "$tmp/memory-recorded.txt")
 fi
-lat_ran_durable="$lat_ran_durable for $lat_sent responses"
-stop_server "$(get pid_lat)" || problem "durable_bench (latency) exited with status $?"
-grep -vE '^INFO' "$tmp/lat.log" >&2 || true
+
+if part http; then
+  # 1b. The HTTP path.
+  echo "running the HTTP path ..." >&2
+  start_bench sq sqlite
+  start_bench mem memory
+  http_run sq memory
+  http_run sq durable
+  http_run mem durable
+  stop_server "$(get pid_sq)" || problem "durable_bench (sqlite) exited with status $?"
+  stop_server "$(get pid_mem)" || problem "durable_bench (memory) exited with status $?"
+  grep -vE '^INFO' "$tmp/sq.log" "$tmp/mem.log" >&2 || true
+fi
+
+if part latency; then
+  # 2. Latency, alternated so that a drift of the machine's load hits both routes.
+  echo "running latency ..." >&2
+  start_bench lat sqlite
+  for round in 1 2; do
+    latency_run memory "$round"
+    latency_run durable "$round"
+  done
+  pooled memory
+  pooled durable
+  # Every 2xx of /durable (in every try) must have had its task run.
+  lat_sent=$(cat "$tmp"/latency-durable-*.txt.[0-9] |
+    awk '{for (i = 2; i <= NF; i++) if ($i ~ /^2xx,?$/) n += $(i - 1)} END {print n + 0}')
+  for ((i = 0; i < 100; i++)); do
+    lat_ran_durable=$(ran lat durable)
+    [[ $lat_ran_durable =~ ^[0-9]+$ ]] && ((lat_ran_durable >= lat_sent)) && break
+    sleep 0.1
+  done
+  if ! [[ $lat_ran_durable =~ ^[0-9]+$ ]] || ((lat_ran_durable < lat_sent)); then
+    problem "latency server: $lat_ran_durable durable tasks ran for $lat_sent 2xx responses"
+  fi
+  lat_ran_durable="$lat_ran_durable for $lat_sent responses"
+  stop_server "$(get pid_lat)" || problem "durable_bench (latency) exited with status $?"
+  grep -vE '^INFO' "$tmp/lat.log" >&2 || true
+fi
 
 # 3. RQ.
 skip_rq=""
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+if ! part rq; then
+  skip_rq="not in PARTS"
+elif ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
   skip_rq="redis-server or redis-cli missing (apt-get install redis-server)"
 elif ! "$PYTHON" -c 'import rq' 2>/dev/null; then
   skip_rq="$PYTHON cannot import rq (apt-get install python3-rq)"
@@ -536,22 +550,31 @@ range() { echo "($2-$3)"; }
 
 echo
 row "benchmark" "coda" "against" "ratio" "target" "result"
-row "1a. library, sqlite: accepted tasks/s" "$lib_acc" "memory $mem_acc" \
-  "$(ratio "$lib_acc" "$mem_acc")" ">= $TARGET" "$(verdict "$lib_acc >= $TARGET" "$disturbed_lib")"
-row "1a. library, sqlite: completed tasks/s" "$lib_done" "memory $mem_done" \
-  "$(ratio "$lib_done" "$mem_done")" ">= $TARGET" "$(verdict "$lib_done >= $TARGET" "$disturbed_lib")"
 num() { local v; v=$(get "$1"); echo "${v:-0}"; }
-a=$(num acc_sq_durable) b=$(num acc_sq_memory)
-row "1b. HTTP /durable, sqlite, 1 core: accepted/s" "$a${err_sq_durable:-}" \
-  "/memory $b${err_sq_memory:-}" "$(ratio "$a" "$b")" ">= $TARGET" \
-  "$(verdict "$a >= $TARGET" "${disturbed_sq_durable:-}")"
-a=$(num done_sq_durable) b=$(num done_sq_memory)
-row "1b. HTTP /durable, sqlite, 1 core: completed/s" "$a" "/memory $b" "$(ratio "$a" "$b")" \
-  ">= $TARGET" "$(verdict "$a >= $TARGET" "${disturbed_sq_durable:-}")"
-a=$(num p99_durable) b=$(num p99_memory)
-row "2. p99 @ $RATE/s: /durable vs /memory" "$a us" "$b us" \
-  "$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%+.0f us", a - b}')" "<= +$P99_MAX us" \
-  "$(verdict "$a > 0 && $b > 0 && $a - $b <= $P99_MAX" "$disturbed_lat")"
+lib_acc=$(num lib_acc) lib_done=$(num lib_done) # 0 when not run, for the RQ ratios
+if part lib; then
+  row "1a. library, sqlite: accepted tasks/s" "$lib_acc" "memory $mem_acc" \
+    "$(ratio "$lib_acc" "$mem_acc")" ">= $TARGET" \
+    "$(verdict "$lib_acc >= $TARGET" "$disturbed_lib")"
+  row "1a. library, sqlite: completed tasks/s" "$lib_done" "memory $mem_done" \
+    "$(ratio "$lib_done" "$mem_done")" ">= $TARGET" \
+    "$(verdict "$lib_done >= $TARGET" "$disturbed_lib")"
+fi
+if part http; then
+  a=$(num acc_sq_durable) b=$(num acc_sq_memory)
+  row "1b. HTTP /durable, sqlite, 1 core: accepted/s" "$a${err_sq_durable:-}" \
+    "/memory $b${err_sq_memory:-}" "$(ratio "$a" "$b")" ">= $TARGET" \
+    "$(verdict "$a >= $TARGET" "${disturbed_sq_durable:-}")"
+  a=$(num done_sq_durable) b=$(num done_sq_memory)
+  row "1b. HTTP /durable, sqlite, 1 core: completed/s" "$a" "/memory $b" "$(ratio "$a" "$b")" \
+    ">= $TARGET" "$(verdict "$a >= $TARGET" "${disturbed_sq_durable:-}")"
+fi
+if part latency; then
+  a=$(num p99_durable) b=$(num p99_memory)
+  row "2. p99 @ $RATE/s: /durable vs /memory" "$a us" "$b us" \
+    "$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%+.0f us", a - b}')" "<= +$P99_MAX us" \
+    "$(verdict "$a > 0 && $b > 0 && $a - $b <= $P99_MAX" "$disturbed_lat")"
+fi
 if [ -z "$skip_rq" ]; then
   for c in everysec always; do
     row "3. vs RQ (AOF $c): completed jobs/s" "$lib_done" "$(get "rqdone_$c")" \
@@ -559,20 +582,20 @@ if [ -z "$skip_rq" ]; then
     row "3. vs RQ (AOF $c): accepted jobs/s" "$lib_acc" "$(get "rqacc_$c")" \
       "$(ratio "$lib_acc" "$(get "rqacc_$c")")" "-" "(reported)$(get "disturbed_rq_$c")"
   done
-else
+elif part rq; then
   row "3. vs RQ" "$lib_done" "not run" "-" "-" "NOT RUN: $skip_rq"
 fi
 
 echo
-echo "  1a detail: median of $ROUNDS runs of N=$N (range): sqlite accepted $lib_acc" \
+part lib && echo "  1a detail: median of $ROUNDS runs of N=$N (range): sqlite accepted $lib_acc" \
   "$(range "$lib_acc" "$lib_acc_min" "$lib_acc_max")/s, completed $lib_done" \
   "$(range "$lib_done" "$lib_done_min" "$lib_done_max")/s, ${lib_cpu} us CPU per task," \
   "outcomes written ${lib_rec} s after the first enqueue; memory store accepted $mem_acc" \
   "$(range "$mem_acc" "$mem_acc_min" "$mem_acc_max")/s, completed $mem_done" \
   "$(range "$mem_done" "$mem_done_min" "$mem_done_max")/s, ${mem_cpu} us CPU per task," \
   "outcomes written after ${mem_rec} s"
-printf '  1b detail (responses/s, tasks completed/s, wrk p99, server CPU %%):\n'
-for key in sq_durable sq_memory mem_durable; do
+part http && printf '  1b detail (responses/s, tasks completed/s, wrk p99, server CPU %%):\n'
+part http && for key in sq_durable sq_memory mem_durable; do
   case $key in
     sq_durable) label="sqlite store, /durable" ;;
     sq_memory) label="sqlite store, /memory (not durable)" ;;
@@ -581,15 +604,15 @@ for key in sq_durable sq_memory mem_durable; do
   printf '    %-36s %8s %8s %9s %5s%%\n' "$label" "$(get "acc_$key")" "$(get "done_$key")" \
     "$(get "p99_$key")" "$(get "cpu_$key")"
 done
-echo "  2 detail: $(get n_memory)/$(get n_durable) samples pooled; p50 /memory $(get p50_memory) us," \
+part latency && echo "  2 detail: $(get n_memory)/$(get n_durable) samples pooled; p50 /memory $(get p50_memory) us," \
   "/durable $(get p50_durable) us; p99.9 $(get p999_memory) / $(get p999_durable) us; max $(get max_memory) /" \
   "$(get max_durable) us; server CPU ${cpu_lat_memory:-?}% / ${cpu_lat_durable:-?}%;" \
   "durable tasks run: $lat_ran_durable"
 if [ -z "$skip_rq" ]; then
-  echo "  3 detail: coda over HTTP (1b, one server core) completed $(num done_sq_durable)/s:" \
-    "$(ratio "$(num done_sq_durable)" "$(get rqdone_everysec)") RQ everysec," \
-    "$(ratio "$(num done_sq_durable)" "$(get rqdone_always)") RQ always"
-  echo "    $rq_version; $RQ_WORKERS SimpleWorkers (no fork per job), enqueue_many" \
+  part http && echo "  3 detail: coda over HTTP (1b, one server core) completed" \
+    "$(num done_sq_durable)/s: $(ratio "$(num done_sq_durable)" "$(get rqdone_everysec)") RQ" \
+    "everysec, $(ratio "$(num done_sq_durable)" "$(get rqdone_always)") RQ always"
+  echo "  3 detail: $rq_version; $RQ_WORKERS SimpleWorkers (no fork per job), enqueue_many" \
     "in pipelined batches of 1000 while they run: everysec $RQ_N jobs, always" \
     "$RQ_ALWAYS_N jobs; accepted $(get rqacc_everysec)/s, $(get rqacc_always)/s"
   if ((RQ_FORK_N > 0)); then
