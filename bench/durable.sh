@@ -12,12 +12,15 @@
 #        timed from the first enqueue. Unpinned: the producer, the event loop, the store
 #        thread and the THREAD pool share both CPUs. A fresh database in a fresh dir per
 #        run; ROUNDS runs per store, alternated; median and range.
-#     b. HTTP path: durable_bench serve (--threads 1, pinned to CPU 1 with its store
-#        thread and THREAD pool), wrk -t1 -cCONNECTIONS on CPU 0 against GET /durable (a
-#        202 whose durable task is committed before the response is sent), against the
-#        same app's GET /memory (the same task, in memory), and against /durable of an
-#        app with the memory store. accepted = 2xx responses/s; completed = the
-#        measured run's tasks / time from its start until /count says they have all run.
+#     b. HTTP path, one core: durable_bench serve (--threads 1, pinned to CPU 1 with its
+#        store thread and THREAD pool), wrk -t1 -cCONNECTIONS on CPU 0 against GET
+#        /durable (a 202 whose durable task is committed before the response is sent),
+#        against the same app's GET /memory (the same task, in memory), and against
+#        /durable of an app with the memory store. accepted = 2xx responses/s;
+#        completed = the measured run's tasks / time from its start until /count says
+#        they have all run.
+#     c. HTTP path, the whole machine: the same with --threads 2 and wrk -t2, all
+#        unpinned (wrk shares the two CPUs with the server).
 #  2. Latency: GET /durable vs GET /memory of one durable_bench server (sqlite store,
 #     pinned to CPU 1) at RATE req/s from bench/latency.c (CPU 0; constant rate, no
 #     coordinated omission), alternated, 2 rounds of DURATION s each; p99 of the pooled
@@ -273,19 +276,24 @@ enqueue_run() {
 
 # ---- 1b and 2. servers ----------------------------------------------------------------------
 
-# start_bench NAME STORE: durable_bench serve with the sqlite (fresh file) or memory
-# store, pinned to SERVER_CPU; sets pid_NAME and port_NAME.
+# start_bench NAME STORE [THREADS]: durable_bench serve with the sqlite (fresh file) or
+# memory store. With THREADS (event loops), unpinned; without, one loop pinned to
+# SERVER_CPU. Sets pid_NAME, port_NAME and wide_NAME (1 when unpinned).
 start_bench() {
-  local name=$1 uri=memory port
+  local name=$1 uri=memory port pin=(taskset -c "$SERVER_CPU") threads=1 wide=0
   if [ "$2" = sqlite ]; then
     mkdir -p "$tmp/db-$name"
     uri=sqlite:$tmp/db-$name/tasks.db
   fi
+  if [ $# -ge 3 ]; then
+    pin=() threads=$3 wide=1
+  fi
   port=$(free_port)
-  taskset -c "$SERVER_CPU" "$bench_bin" serve --listen "127.0.0.1:$port" --store "$uri" \
-    --threads 1 >"$tmp/$name.log" 2>&1 &
+  "${pin[@]}" "$bench_bin" serve --listen "127.0.0.1:$port" --store "$uri" \
+    --threads "$threads" >"$tmp/$name.log" 2>&1 &
   servers+=($!)
-  declare -g "pid_$name=$!" "port_$name=$port" "sent_${name}_durable=0" "sent_${name}_memory=0"
+  declare -g "pid_$name=$!" "port_$name=$port" "wide_$name=$wide" "sent_${name}_durable=0" \
+    "sent_${name}_memory=0"
   check_server "$name" "$!" "$port" '{"status":"ok"}'
 }
 
@@ -304,16 +312,20 @@ wrk_requests() { awk '/requests in/ {print $1; exit}' "$1" 2>/dev/null || true; 
 http_run() {
   local name=$1 route=$2 key=$1_$2 out=$tmp/wrk-$1-$2.txt try pid port url n t0 t1 want i
   local have errors acc rate p99 best=-1 args=(-t1 -c"$CONNECTIONS" --timeout 5s)
+  local pin=(taskset -c "$CLIENT_CPU")
   pid=$(get "pid_$name") port=$(get "port_$name")
+  if [ "$(get "wide_$name")" = 1 ]; then
+    pin=() args=(-t2 -c"$CONNECTIONS" --timeout 5s)
+  fi
   url=http://127.0.0.1:$port/$route
   for ((try = 1; try <= TRIES; try++)); do
-    timeout $((WARMUP + 30)) taskset -c "$CLIENT_CPU" wrk "${args[@]}" -d"${WARMUP}s" \
+    timeout $((WARMUP + 30)) "${pin[@]}" wrk "${args[@]}" -d"${WARMUP}s" \
       "$url" >"$out.warm" 2>&1 || true
     n=$(wrk_requests "$out.warm")
     declare -g "sent_$key=$(($(get "sent_$key") + ${n:-0}))"
     meter_start "$pid"
     t0=$(now)
-    timeout $((DURATION + 30)) taskset -c "$CLIENT_CPU" wrk "${args[@]}" -d"${DURATION}s" \
+    timeout $((DURATION + 30)) "${pin[@]}" wrk "${args[@]}" -d"${DURATION}s" \
       --latency "$url" >"$out.$try" 2>&1 || true
     meter_stop
     n=$(wrk_requests "$out.$try")
@@ -494,7 +506,12 @@ if part http; then
   http_run mem durable
   stop_server "$(get pid_sq)" || problem "durable_bench (sqlite) exited with status $?"
   stop_server "$(get pid_mem)" || problem "durable_bench (memory) exited with status $?"
-  grep -vE '^INFO' "$tmp/sq.log" "$tmp/mem.log" >&2 || true
+  # The whole machine: two loops, unpinned, wrk -t2 sharing the two CPUs.
+  start_bench wide sqlite 2
+  http_run wide memory
+  http_run wide durable
+  stop_server "$(get pid_wide)" || problem "durable_bench (2 loops) exited with status $?"
+  grep -vE '^INFO' "$tmp/sq.log" "$tmp/mem.log" "$tmp/wide.log" >&2 || true
 fi
 
 if part latency; then
@@ -545,7 +562,7 @@ fi
 
 # verdict EXPR [NOTE]: MET when the awk expression is true, then NOTE (" (disturbed)").
 verdict() { { awk "BEGIN {exit !($1)}" && echo -n MET || echo -n "NOT MET"; } && echo "${2:-}"; }
-row() { printf '%-46s %12s %14s %9s %11s  %s\n' "$@"; }
+row() { printf '%-49s %10s %14s %9s %11s  %s\n' "$@"; }
 range() { echo "($2-$3)"; }
 
 echo
@@ -568,6 +585,13 @@ if part http; then
   a=$(num done_sq_durable) b=$(num done_sq_memory)
   row "1b. HTTP /durable, sqlite, 1 core: completed/s" "$a" "/memory $b" "$(ratio "$a" "$b")" \
     ">= $TARGET" "$(verdict "$a >= $TARGET" "${disturbed_sq_durable:-}")"
+  a=$(num acc_wide_durable) b=$(num acc_wide_memory)
+  row "1c. HTTP /durable, sqlite, 2 cores: accepted/s" "$a${err_wide_durable:-}" \
+    "/memory $b${err_wide_memory:-}" "$(ratio "$a" "$b")" ">= $TARGET" \
+    "$(verdict "$a >= $TARGET" "${disturbed_wide_durable:-}")"
+  a=$(num done_wide_durable) b=$(num done_wide_memory)
+  row "1c. HTTP /durable, sqlite, 2 cores: completed/s" "$a" "/memory $b" "$(ratio "$a" "$b")" \
+    ">= $TARGET" "$(verdict "$a >= $TARGET" "${disturbed_wide_durable:-}")"
 fi
 if part latency; then
   a=$(num p99_durable) b=$(num p99_memory)
@@ -594,12 +618,14 @@ part lib && echo "  1a detail: median of $ROUNDS runs of N=$N (range): sqlite ac
   "$(range "$mem_acc" "$mem_acc_min" "$mem_acc_max")/s, completed $mem_done" \
   "$(range "$mem_done" "$mem_done_min" "$mem_done_max")/s, ${mem_cpu} us CPU per task," \
   "outcomes written after ${mem_rec} s"
-part http && printf '  1b detail (responses/s, tasks completed/s, wrk p99, server CPU %%):\n'
-part http && for key in sq_durable sq_memory mem_durable; do
+part http && printf '  1b/1c detail (responses/s, tasks completed/s, wrk p99, server CPU %%):\n'
+part http && for key in sq_durable sq_memory mem_durable wide_durable wide_memory; do
   case $key in
-    sq_durable) label="sqlite store, /durable" ;;
-    sq_memory) label="sqlite store, /memory (not durable)" ;;
-    mem_durable) label="memory store, /durable" ;;
+    sq_durable) label="1 core, sqlite store, /durable" ;;
+    sq_memory) label="1 core, sqlite store, /memory" ;;
+    mem_durable) label="1 core, memory store, /durable" ;;
+    wide_durable) label="2 cores, sqlite store, /durable" ;;
+    wide_memory) label="2 cores, sqlite store, /memory" ;;
   esac
   printf '    %-36s %8s %8s %9s %5s%%\n' "$label" "$(get "acc_$key")" "$(get "done_$key")" \
     "$(get "p99_$key")" "$(get "cpu_$key")"
