@@ -116,7 +116,7 @@ struct coda__durable {
   coda__buf scratch;
   int64_t next_poll;
   unsigned next_loop;
-  uint64_t rng;
+  atomic_ullong rng;
   char err[512]; /* last error, for coda_app_store_error (under mu) */
 };
 
@@ -171,7 +171,7 @@ int coda__durable_open(coda__engine *e, const char *uri) {
   uv_mutex_init(&d->submit_mu);
   coda__queue_init(&d->ops);
   coda__queue_init(&d->retry_ops);
-  d->rng = uv_hrtime() | 1;
+  atomic_store(&d->rng, uv_hrtime());
   e->durable = d;
   return 0;
 }
@@ -344,13 +344,13 @@ int coda_app_store_sync(coda_app *app) {
 /* ---- the end of an attempt ----------------------------------------------- */
 
 static uint64_t next_random(coda__durable *d) {
-  /* xorshift64*, under no lock: a torn update only changes the jitter. */
-  uint64_t x = d->rng;
-  x ^= x >> 12;
-  x ^= x << 25;
+  /* splitmix64 over an atomic counter: any thread, no lock. */
+  uint64_t x = atomic_fetch_add_explicit(&d->rng, 0x9E3779B97F4A7C15ULL, memory_order_relaxed);
+  x ^= x >> 30;
+  x *= 0xBF58476D1CE4E5B9ULL;
   x ^= x >> 27;
-  d->rng = x;
-  return x * 0x2545F4914F6CDD1DULL;
+  x *= 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
 }
 
 /* min(max, base * 2^(attempt-1)), jittered to between half and all of it. */
@@ -907,9 +907,9 @@ static void store_main(void *arg) {
 }
 
 int coda__durable_start(coda__engine *e) {
+  if (!e->durable && coda__durable_open(e, "memory") != 0) /* the default store */
+    return CODA_ENOMEM;
   coda__durable *d = e->durable;
-  if (!d)
-    return 0;
   coda__store *s = d->store;
   int64_t now = now_ms();
   uint64_t first = 0;
