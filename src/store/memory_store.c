@@ -277,4 +277,6 @@ static const coda__store_methods memory_methods = {
     .next_due = memory_next_due,
     .errmsg = memory_errmsg,
     .close = memory_close,
+    .begin_lazy = memory_noop,
+    .idle = NULL,
 };

@@ -44,6 +44,9 @@ enum {
   ST_COMMIT,
   ST_ROLLBACK,
   ST_PAGES,
+  ST_SYNC_NORMAL,
+  ST_SYNC_FULL,
+  ST_CHECKPOINT,
   ST_COUNT_
 };
 
@@ -64,6 +67,9 @@ static const char *const sql[ST_COUNT_] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_PAGES] = "PRAGMA page_count",
+    [ST_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
+    [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
+    [ST_CHECKPOINT] = "PRAGMA wal_checkpoint(PASSIVE)",
 };
 
 /* Version 1. Tasks waiting for a claim are the only ones in the partial
@@ -101,6 +107,8 @@ typedef struct sqlite_store {
   long max_bytes; /* 0: no cap */
   long page_size;
   int full;       /* at the cap when the batch began: new tasks refused */
+  int lazy;       /* this batch runs with synchronous=NORMAL */
+  int wal_pages;  /* frames in the WAL after the last commit */
   char err[512];
 } sqlite_store;
 
@@ -115,6 +123,15 @@ static int step_done(sqlite_store *s, sqlite3_stmt *st, const char *what) {
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
   return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : fail(s, s->db, what);
+}
+
+#define CHECKPOINT_IDLE_PAGES 256    /* 1 MiB: checkpoint when idle past this */
+#define CHECKPOINT_FORCE_PAGES 16384 /* 64 MiB: checkpoint even when busy */
+
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
+  (void)db, (void)name;
+  ((sqlite_store *)arg)->wal_pages = pages;
+  return SQLITE_OK;
 }
 
 /* ---- opening ------------------------------------------------------------ */
@@ -228,6 +245,11 @@ static int configure(sqlite_store *s, const char *path, long max_bytes) {
     return rc;
   if ((rc = migrate(s, path)) != 0)
     return rc;
+  /* Checkpoints run when the store thread is idle (sqlite_idle), or in a
+   * commit once the WAL is large, not in every thousandth commit. */
+  if ((rc = exec(s, "PRAGMA wal_autocheckpoint=0", "configuring")) != 0)
+    return rc;
+  sqlite3_wal_hook(s->db, on_wal_commit, s);
   if (max_bytes > 0) {
     /* New tasks stop at max_bytes (see sqlite_begin); the hard limit sits
      * above it so the outcomes of accepted tasks still fit. */
@@ -329,9 +351,48 @@ static int sqlite_begin(coda__store *base) {
   return step_done(s, s->st[ST_BEGIN], "beginning a batch");
 }
 
+static void checkpoint(sqlite_store *s) {
+  sqlite3_step(s->st[ST_CHECKPOINT]);
+  sqlite3_reset(s->st[ST_CHECKPOINT]);
+  s->wal_pages = 0;
+}
+
+static void end_lazy(sqlite_store *s) {
+  if (!s->lazy)
+    return;
+  s->lazy = 0;
+  sqlite3_step(s->st[ST_SYNC_FULL]);
+  sqlite3_reset(s->st[ST_SYNC_FULL]);
+}
+
 static int sqlite_commit(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
-  return step_done(s, s->st[ST_COMMIT], "committing a batch");
+  int rc = step_done(s, s->st[ST_COMMIT], "committing a batch");
+  end_lazy(s);
+  if (rc == 0 && s->wal_pages > CHECKPOINT_FORCE_PAGES)
+    checkpoint(s);
+  return rc;
+}
+
+/* synchronous=NORMAL in WAL mode: the commit is written, not fsync'd; the
+ * next FULL commit's fsync of the WAL file (or a checkpoint) covers it. A
+ * kill -9 loses nothing (the kernel has the pages); a power cut may lose
+ * the batch, which only runs its tasks again. */
+static int sqlite_begin_lazy(coda__store *base) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_step(s->st[ST_SYNC_NORMAL]);
+  sqlite3_reset(s->st[ST_SYNC_NORMAL]);
+  s->lazy = 1;
+  int rc = sqlite_begin(base);
+  if (rc)
+    end_lazy(s);
+  return rc;
+}
+
+static void sqlite_idle(coda__store *base) {
+  sqlite_store *s = (sqlite_store *)base;
+  if (s->wal_pages > CHECKPOINT_IDLE_PAGES)
+    checkpoint(s);
 }
 
 static void sqlite_rollback(coda__store *base) {
@@ -340,6 +401,7 @@ static void sqlite_rollback(coda__store *base) {
     sqlite3_step(s->st[ST_ROLLBACK]);
     sqlite3_reset(s->st[ST_ROLLBACK]);
   }
+  end_lazy(s);
 }
 
 static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v) {
@@ -528,4 +590,6 @@ static const coda__store_methods sqlite_methods = {
     .next_due = sqlite_next_due,
     .errmsg = sqlite_errmsg,
     .close = sqlite_close,
+    .begin_lazy = sqlite_begin_lazy,
+    .idle = sqlite_idle,
 };

@@ -90,6 +90,13 @@ typedef struct coda__store_methods {
   int64_t (*next_due)(coda__store *s);
   const char *(*errmsg)(coda__store *s);
   void (*close)(coda__store *s);
+  /* Version 1 ends here; later members may be NULL in older stores. */
+  /* Like begin(), for a batch that holds only outcomes and progress: its
+   * commit may become durable with the next ordinary commit instead of
+   * its own (an outcome lost to a power cut only runs its task again). */
+  int (*begin_lazy)(coda__store *s);
+  /* The store thread has nothing to do: housekeeping (a checkpoint). */
+  void (*idle)(coda__store *s);
 } coda__store_methods;
 
 struct coda__store {

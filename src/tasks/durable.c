@@ -686,10 +686,18 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
   int want_ids = d->refill;
   uv_mutex_unlock(&d->id_mu);
   uint64_t first = 0;
-  int rc = s->m->begin(s);
+  /* Outcomes alone need not wait for their own fsync: the next batch of
+   * new tasks makes them durable too (losing one only re-runs a task). */
+  int lazy = !want_ids && s->m->begin_lazy;
+  coda__queue *q;
+  coda__queue_foreach(q, batch) {
+    op_kind k = coda__container_of(q, store_op, link)->kind;
+    if (k != OP_FINISH && k != OP_PROGRESS)
+      lazy = 0;
+  }
+  int rc = lazy ? s->m->begin_lazy(s) : s->m->begin(s);
   if (rc == 0 && want_ids)
     rc = s->m->reserve_ids(s, ID_BLOCK, &first);
-  coda__queue *q;
   coda__queue_foreach(q, batch) {
     if (rc)
       break;
@@ -871,6 +879,8 @@ static void store_main(void *arg) {
     uv_mutex_unlock(&d->id_mu);
     if (!coda__queue_empty(&batch) || refill)
       write_batch(d, &batch);
+    else if (d->store->m->idle)
+      d->store->m->idle(d->store); /* nothing to write: housekeeping */
     if (stop) {
       uv_mutex_lock(&d->mu);
       int more = !coda__queue_empty(&d->ops);
