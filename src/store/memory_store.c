@@ -278,5 +278,4 @@ static const coda__store_methods memory_methods = {
     .errmsg = memory_errmsg,
     .close = memory_close,
     .begin_lazy = memory_noop,
-    .idle = NULL,
 };

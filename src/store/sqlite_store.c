@@ -6,7 +6,8 @@
  *
  * Owner: the engine's store thread uses `db` for everything but get();
  * get() (any thread) uses `rdb`, a second connection, under `read_mu`. WAL
- * lets it read while the store thread writes.
+ * lets it read while the store thread writes. A third connection, `cdb`,
+ * belongs to the checkpointer thread (see checkpointer()).
  *
  * One process per file: an exclusive flock on PATH-lock is taken at open
  * and held until close. That is what lets recover() release every claim at
@@ -20,6 +21,7 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -46,7 +48,6 @@ enum {
   ST_PAGES,
   ST_SYNC_NORMAL,
   ST_SYNC_FULL,
-  ST_CHECKPOINT,
   ST_COUNT_
 };
 
@@ -69,7 +70,6 @@ static const char *const sql[ST_COUNT_] = {
     [ST_PAGES] = "PRAGMA page_count",
     [ST_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
     [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
-    [ST_CHECKPOINT] = "PRAGMA wal_checkpoint(PASSIVE)",
 };
 
 /* Version 1. Tasks waiting for a claim are the only ones in the partial
@@ -108,7 +108,15 @@ typedef struct sqlite_store {
   long page_size;
   int full;       /* at the cap when the batch began: new tasks refused */
   int lazy;       /* this batch runs with synchronous=NORMAL */
-  int wal_pages;  /* frames in the WAL after the last commit */
+  /* The checkpointer: its own thread and connection, so that copying the
+   * WAL back into the file (and that fsync) never holds up a commit. */
+  sqlite3 *cdb;
+  uv_thread_t ckpt_thread;
+  uv_mutex_t ckpt_mu; /* guards ckpt_stop; ckpt_cond wakes the thread */
+  uv_cond_t ckpt_cond;
+  int ckpt_stop;
+  int ckpt_running;
+  atomic_int wal_pages; /* frames in the WAL after the last commit */
   char err[512];
 } sqlite_store;
 
@@ -125,13 +133,31 @@ static int step_done(sqlite_store *s, sqlite3_stmt *st, const char *what) {
   return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : fail(s, s->db, what);
 }
 
-#define CHECKPOINT_IDLE_PAGES 256    /* 1 MiB: checkpoint when idle past this */
-#define CHECKPOINT_FORCE_PAGES 16384 /* 64 MiB: checkpoint even when busy */
+#define CHECKPOINT_PAGES 1000 /* as SQLite's own autocheckpoint */
+#define CHECKPOINT_EVERY_MS 200
 
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
   (void)db, (void)name;
-  ((sqlite_store *)arg)->wal_pages = pages;
+  atomic_store_explicit(&((sqlite_store *)arg)->wal_pages, pages, memory_order_relaxed);
   return SQLITE_OK;
+}
+
+static void checkpointer(void *arg) {
+  sqlite_store *s = arg;
+  uv_mutex_lock(&s->ckpt_mu);
+  while (!s->ckpt_stop) {
+    uv_cond_timedwait(&s->ckpt_cond, &s->ckpt_mu, CHECKPOINT_EVERY_MS * 1000000ull);
+    if (s->ckpt_stop ||
+        atomic_load_explicit(&s->wal_pages, memory_order_relaxed) < CHECKPOINT_PAGES)
+      continue;
+    uv_mutex_unlock(&s->ckpt_mu);
+    /* PASSIVE: copies what it can without waiting for the writer. */
+    if (sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) ==
+        SQLITE_OK)
+      atomic_store_explicit(&s->wal_pages, 0, memory_order_relaxed);
+    uv_mutex_lock(&s->ckpt_mu);
+  }
+  uv_mutex_unlock(&s->ckpt_mu);
 }
 
 /* ---- opening ------------------------------------------------------------ */
@@ -245,8 +271,7 @@ static int configure(sqlite_store *s, const char *path, long max_bytes) {
     return rc;
   if ((rc = migrate(s, path)) != 0)
     return rc;
-  /* Checkpoints run when the store thread is idle (sqlite_idle), or in a
-   * commit once the WAL is large, not in every thousandth commit. */
+  /* Checkpoints run on the checkpointer's connection, not in a commit. */
   if ((rc = exec(s, "PRAGMA wal_autocheckpoint=0", "configuring")) != 0)
     return rc;
   sqlite3_wal_hook(s->db, on_wal_commit, s);
@@ -282,11 +307,28 @@ static int configure(sqlite_store *s, const char *path, long max_bytes) {
                          "WHERE id=?1",
                          -1, SQLITE_PREPARE_PERSISTENT, &s->get, NULL) != SQLITE_OK)
     return fail(s, s->rdb, "preparing statements");
+  if ((rc = open_db(s, path, SQLITE_OPEN_READWRITE, &s->cdb)) != 0)
+    return rc;
+  if (uv_thread_create(&s->ckpt_thread, checkpointer, s) != 0) {
+    snprintf(s->err, sizeof s->err, "sqlite store: cannot start the checkpointer");
+    return CODA_ESTORE;
+  }
+  s->ckpt_running = 1;
   return 0;
 }
 
 static void sqlite_close(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
+  if (s->ckpt_running) {
+    uv_mutex_lock(&s->ckpt_mu);
+    s->ckpt_stop = 1;
+    uv_cond_signal(&s->ckpt_cond);
+    uv_mutex_unlock(&s->ckpt_mu);
+    uv_thread_join(&s->ckpt_thread);
+  }
+  sqlite3_close(s->cdb);
+  uv_cond_destroy(&s->ckpt_cond);
+  uv_mutex_destroy(&s->ckpt_mu);
   for (int i = 0; i < ST_COUNT_; i++)
     sqlite3_finalize(s->st[i]);
   sqlite3_finalize(s->get);
@@ -307,6 +349,8 @@ int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
   s->base.m = &sqlite_methods;
   s->lock_fd = -1;
   uv_mutex_init(&s->read_mu);
+  uv_mutex_init(&s->ckpt_mu);
+  uv_cond_init(&s->ckpt_cond);
   int rc = 0;
   if (make_parent_dirs(path) != 0) {
     snprintf(s->err, sizeof s->err, "sqlite store: cannot create the directory of %.300s: %s",
@@ -351,12 +395,6 @@ static int sqlite_begin(coda__store *base) {
   return step_done(s, s->st[ST_BEGIN], "beginning a batch");
 }
 
-static void checkpoint(sqlite_store *s) {
-  sqlite3_step(s->st[ST_CHECKPOINT]);
-  sqlite3_reset(s->st[ST_CHECKPOINT]);
-  s->wal_pages = 0;
-}
-
 static void end_lazy(sqlite_store *s) {
   if (!s->lazy)
     return;
@@ -369,8 +407,6 @@ static int sqlite_commit(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
   int rc = step_done(s, s->st[ST_COMMIT], "committing a batch");
   end_lazy(s);
-  if (rc == 0 && s->wal_pages > CHECKPOINT_FORCE_PAGES)
-    checkpoint(s);
   return rc;
 }
 
@@ -389,11 +425,7 @@ static int sqlite_begin_lazy(coda__store *base) {
   return rc;
 }
 
-static void sqlite_idle(coda__store *base) {
-  sqlite_store *s = (sqlite_store *)base;
-  if (s->wal_pages > CHECKPOINT_IDLE_PAGES)
-    checkpoint(s);
-}
+
 
 static void sqlite_rollback(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
@@ -591,5 +623,4 @@ static const coda__store_methods sqlite_methods = {
     .errmsg = sqlite_errmsg,
     .close = sqlite_close,
     .begin_lazy = sqlite_begin_lazy,
-    .idle = sqlite_idle,
 };

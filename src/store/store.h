@@ -95,8 +95,6 @@ typedef struct coda__store_methods {
    * commit may become durable with the next ordinary commit instead of
    * its own (an outcome lost to a power cut only runs its task again). */
   int (*begin_lazy)(coda__store *s);
-  /* The store thread has nothing to do: housekeeping (a checkpoint). */
-  void (*idle)(coda__store *s);
 } coda__store_methods;
 
 struct coda__store {

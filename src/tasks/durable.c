@@ -879,8 +879,6 @@ static void store_main(void *arg) {
     uv_mutex_unlock(&d->id_mu);
     if (!coda__queue_empty(&batch) || refill)
       write_batch(d, &batch);
-    else if (d->store->m->idle)
-      d->store->m->idle(d->store); /* nothing to write: housekeeping */
     if (stop) {
       uv_mutex_lock(&d->mu);
       int more = !coda__queue_empty(&d->ops);
