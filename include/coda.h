@@ -633,6 +633,18 @@ typedef struct coda_task_info {
 /** Reads a durable task's status (any thread; a read of the store). Free
  *  *out with coda_task_info_free(). CODA_ENOTFOUND if unknown. */
 CODA_API int coda_task_get(coda_app *app, uint64_t id, coda_task_info **out);
+/** Called by coda_task_list() for each task; `info` lives for the call.
+ *  Return nonzero to stop. */
+typedef int (*coda_task_list_fn)(const coda_task_info *info, void *user);
+
+/** Lists durable tasks in one state (for example the dead ones), by
+ *  increasing id, starting after `after_id` (0: from the first), at most
+ *  `limit`. Any thread; it reads the store (SQLite: a scan of the table,
+ *  for operators, not for a hot path). Returns how many, or a CODA_E*
+ *  code. Tasks alive in this process show their stored state. */
+CODA_API int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int limit,
+                            coda_task_list_fn fn, void *user);
+
 /** Frees what coda_task_get() returned. */
 CODA_API void coda_task_info_free(coda_task_info *info);
 /** Writes the status as JSON (a result is included as a string if it is

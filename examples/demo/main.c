@@ -40,6 +40,7 @@ static const char index_body[] =
     "{\"method\":\"POST\",\"path\":\"/echo\",\"does\":\"the request body back, verbatim\"},"
     "{\"method\":\"POST\",\"path\":\"/reports\",\"does\":\"202 + Location, a durable report task that fails twice, then succeeds\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks/{id}\",\"does\":\"a durable task's state, attempts, progress, result\"},"
+    "{\"method\":\"GET\",\"path\":\"/tasks?state=dead\",\"does\":\"durable tasks in one state, by id (after=, limit=)\"},"
     "{\"method\":\"GET\",\"path\":\"/stats\",\"does\":\"request and task counters\"}"
     "]}";
 
@@ -300,6 +301,44 @@ static int get_task(coda_req *req, coda_res *res, void *user) {
   return coda_res_body(res, buf, n < sizeof buf ? n : sizeof buf - 1);
 }
 
+static int add_listed(const coda_task_info *info, void *user) {
+  char buf[4096];
+  size_t n = coda_task_info_json(info, buf, sizeof buf);
+  json_t *item = n < sizeof buf ? json_loadb(buf, n, 0, NULL) : NULL;
+  if (item)
+    json_array_append_new(user, item);
+  return 0;
+}
+
+/* GET /tasks?state=dead&after=ID&limit=N: durable tasks in one state (the
+ * dead ones by default), by id; page with after=<the last id>. */
+static int get_tasks(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  static const char *const states[] = {"queued", "running", "succeeded", "failed", "dead"};
+  const char *name = coda_req_query(req, "state");
+  const char *after = coda_req_query(req, "after");
+  const char *limit = coda_req_query(req, "limit");
+  int state = -1;
+  for (int i = 0; i < 5; i++)
+    if (strcmp(name ? name : "dead", states[i]) == 0)
+      state = i;
+  long n = limit ? strtol(limit, NULL, 10) : 50;
+  if (state < 0 || n < 1 || n > 1000)
+    return coda_res_json_text(res, 422, "{\"error\":\"state: queued, running, succeeded, "
+                                        "failed or dead; limit: 1..1000\"}");
+  json_t *list = json_array();
+  int rc = coda_task_list(app, (coda_task_state)state,
+                          after ? strtoull(after, NULL, 10) : 0, (int)n, add_listed, list);
+  if (rc < 0) {
+    json_decref(list);
+    return rc;
+  }
+  json_t *out = json_pack("{s:s, s:o}", "state", states[state], "tasks", list);
+  rc = coda_res_json(res, 200, out);
+  json_decref(out);
+  return rc;
+}
+
 static int post_echo(coda_req *req, coda_res *res, void *user) {
   (void)user;
   size_t len;
@@ -356,7 +395,8 @@ static int register_routes(void) {
       {"GET", "/process/", get_process}, {"POST", "/register", post_register},
       {"POST", "/upload", post_upload}, {"POST", "/orders", post_orders},
       {"POST", "/echo", post_echo},     {"POST", "/reports", post_reports},
-      {"GET", "/tasks/{id}", get_task}, {"GET", "/stats", get_stats},
+      {"GET", "/tasks/{id}", get_task}, {"GET", "/tasks", get_tasks},
+      {"GET", "/stats", get_stats},
   };
   for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
     int rc = coda_app_route(app, routes[i].method, routes[i].path, routes[i].fn, NULL);

@@ -85,6 +85,13 @@ void coda__idmap_each(const coda__idmap *m, void (*fn)(void *value)) {
       fn(m->slots[i].value);
 }
 
+void coda__idmap_each_user(const coda__idmap *m, void (*fn)(void *value, void *user),
+                           void *user) {
+  for (size_t i = 0; i < m->cap; i++)
+    if (m->slots[i].value && m->slots[i].value != TOMB)
+      fn(m->slots[i].value, user);
+}
+
 void coda__idmap_free(coda__idmap *m) {
   free(m->slots);
   m->slots = NULL;

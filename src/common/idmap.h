@@ -32,6 +32,9 @@ int coda__idmap_put(coda__idmap *m, uint64_t id, void *value);
 void *coda__idmap_remove(coda__idmap *m, uint64_t id);
 /* Calls fn for every live value. */
 void coda__idmap_each(const coda__idmap *m, void (*fn)(void *value));
+/* The same, with a user pointer. */
+void coda__idmap_each_user(const coda__idmap *m, void (*fn)(void *value, void *user),
+                           void *user);
 void coda__idmap_free(coda__idmap *m);
 
 #endif /* CODA_COMMON_IDMAP_H */

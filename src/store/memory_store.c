@@ -259,6 +259,63 @@ static int64_t memory_next_due(coda__store *base) {
   return when;
 }
 
+typedef struct list_ctx {
+  coda_task_state state;
+  uint64_t after_id;
+  entry **found;
+  size_t n, cap;
+  int nomem;
+} list_ctx;
+
+static void collect(void *value, void *user) {
+  entry *e = value;
+  list_ctx *cx = user;
+  if (e->r.state != cx->state || e->r.id <= cx->after_id || cx->nomem)
+    return;
+  if (cx->n == cx->cap) {
+    size_t cap = cx->cap ? cx->cap * 2 : 64;
+    entry **p = realloc(cx->found, cap * sizeof *p);
+    if (!p) {
+      cx->nomem = 1;
+      return;
+    }
+    cx->found = p;
+    cx->cap = cap;
+  }
+  cx->found[cx->n++] = e;
+}
+
+static int by_id(const void *a, const void *b) {
+  uint64_t x = (*(entry *const *)a)->r.id, y = (*(entry *const *)b)->r.id;
+  return x < y ? -1 : x > y;
+}
+
+static int memory_list(coda__store *base, coda_task_state state, uint64_t after_id, int limit,
+                       coda_task_list_fn fn, void *user) {
+  memory_store *s = (memory_store *)base;
+  list_ctx cx = {.state = state, .after_id = after_id};
+  int n = 0;
+  uv_mutex_lock(&s->mu);
+  coda__idmap_each_user(&s->entries, collect, &cx);
+  if (!cx.nomem)
+    qsort(cx.found, cx.n, sizeof *cx.found, by_id);
+  for (size_t i = 0; !cx.nomem && i < cx.n && n < limit; i++) {
+    coda_task_info *info = coda__task_info_from_record(&cx.found[i]->r);
+    if (!info) {
+      cx.nomem = 1;
+      break;
+    }
+    n++;
+    int stop = fn(info, user);
+    coda_task_info_free(info);
+    if (stop)
+      break;
+  }
+  uv_mutex_unlock(&s->mu);
+  free(cx.found);
+  return cx.nomem ? CODA_ENOMEM : n;
+}
+
 static const char *memory_errmsg(coda__store *base) { return ((memory_store *)base)->err; }
 
 static const coda__store_methods memory_methods = {
@@ -278,4 +335,5 @@ static const coda__store_methods memory_methods = {
     .errmsg = memory_errmsg,
     .close = memory_close,
     .begin_lazy = memory_noop,
+    .list = memory_list,
 };

@@ -102,6 +102,7 @@ typedef struct sqlite_store {
   sqlite3 *rdb;
   sqlite3_stmt *st[ST_COUNT_];
   sqlite3_stmt *get;
+  sqlite3_stmt *list;
   uv_mutex_t read_mu;
   int lock_fd;
   long max_bytes; /* 0: no cap */
@@ -307,6 +308,12 @@ static int configure(sqlite_store *s, const char *path, long max_bytes) {
                          "WHERE id=?1",
                          -1, SQLITE_PREPARE_PERSISTENT, &s->get, NULL) != SQLITE_OK)
     return fail(s, s->rdb, "preparing statements");
+  if (sqlite3_prepare_v3(s->rdb,
+                         "SELECT id,name,key,state,attempts,max_attempts,created_at,run_at,"
+                         "started_at,finished_at,progress,error,result FROM coda_tasks "
+                         "WHERE state=?1 AND id>?2 ORDER BY id LIMIT ?3",
+                         -1, SQLITE_PREPARE_PERSISTENT, &s->list, NULL) != SQLITE_OK)
+    return fail(s, s->rdb, "preparing statements");
   if ((rc = open_db(s, path, SQLITE_OPEN_READWRITE, &s->cdb)) != 0)
     return rc;
   if (uv_thread_create(&s->ckpt_thread, checkpointer, s) != 0) {
@@ -332,6 +339,7 @@ static void sqlite_close(coda__store *base) {
   for (int i = 0; i < ST_COUNT_; i++)
     sqlite3_finalize(s->st[i]);
   sqlite3_finalize(s->get);
+  sqlite3_finalize(s->list);
   sqlite3_close(s->rdb);
   sqlite3_close(s->db);
   if (s->lock_fd >= 0)
@@ -572,6 +580,23 @@ static int64_t sqlite_next_due(coda__store *base) {
   return when;
 }
 
+static void read_record(sqlite3_stmt *st, coda__task_record *r) {
+  r->id = (uint64_t)sqlite3_column_int64(st, 0);
+  r->name = (const char *)sqlite3_column_text(st, 1);
+  r->key = (const char *)sqlite3_column_text(st, 2);
+  r->state = (coda_task_state)sqlite3_column_int(st, 3);
+  r->attempts = sqlite3_column_int(st, 4);
+  r->max_attempts = sqlite3_column_int(st, 5);
+  r->created_at = sqlite3_column_int64(st, 6);
+  r->run_at = sqlite3_column_int64(st, 7);
+  r->started_at = sqlite3_column_int64(st, 8);
+  r->finished_at = sqlite3_column_int64(st, 9);
+  r->progress = sqlite3_column_double(st, 10);
+  r->error = (const char *)sqlite3_column_text(st, 11);
+  r->result = sqlite3_column_blob(st, 12);
+  r->result_len = (size_t)sqlite3_column_bytes(st, 12);
+}
+
 static int sqlite_get(coda__store *base, uint64_t id, coda_task_info **out) {
   sqlite_store *s = (sqlite_store *)base;
   uv_mutex_lock(&s->read_mu);
@@ -580,20 +605,7 @@ static int sqlite_get(coda__store *base, uint64_t id, coda_task_info **out) {
   int rc = sqlite3_step(st), ret = CODA_ENOTFOUND;
   if (rc == SQLITE_ROW) {
     coda__task_record r = {0};
-    r.id = (uint64_t)sqlite3_column_int64(st, 0);
-    r.name = (const char *)sqlite3_column_text(st, 1);
-    r.key = (const char *)sqlite3_column_text(st, 2);
-    r.state = (coda_task_state)sqlite3_column_int(st, 3);
-    r.attempts = sqlite3_column_int(st, 4);
-    r.max_attempts = sqlite3_column_int(st, 5);
-    r.created_at = sqlite3_column_int64(st, 6);
-    r.run_at = sqlite3_column_int64(st, 7);
-    r.started_at = sqlite3_column_int64(st, 8);
-    r.finished_at = sqlite3_column_int64(st, 9);
-    r.progress = sqlite3_column_double(st, 10);
-    r.error = (const char *)sqlite3_column_text(st, 11);
-    r.result = sqlite3_column_blob(st, 12);
-    r.result_len = (size_t)sqlite3_column_bytes(st, 12);
+    read_record(st, &r);
     *out = coda__task_info_from_record(&r);
     ret = *out ? 0 : CODA_ENOMEM;
   } else if (rc != SQLITE_DONE) {
@@ -602,6 +614,37 @@ static int sqlite_get(coda__store *base, uint64_t id, coda_task_info **out) {
   sqlite3_reset(st);
   uv_mutex_unlock(&s->read_mu);
   return ret;
+}
+
+
+static int sqlite_list(coda__store *base, coda_task_state state, uint64_t after_id, int limit,
+                       coda_task_list_fn fn, void *user) {
+  sqlite_store *s = (sqlite_store *)base;
+  uv_mutex_lock(&s->read_mu);
+  sqlite3_stmt *st = s->list;
+  sqlite3_bind_int(st, 1, (int)state);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)after_id);
+  sqlite3_bind_int(st, 3, limit);
+  int n = 0, rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    coda__task_record r = {0};
+    read_record(st, &r);
+    coda_task_info *info = coda__task_info_from_record(&r);
+    if (!info) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+    n++;
+    int stop = fn(info, user);
+    coda_task_info_free(info);
+    if (stop) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  sqlite3_reset(st);
+  uv_mutex_unlock(&s->read_mu);
+  return rc == SQLITE_DONE ? n : CODA_ESTORE;
 }
 
 static const char *sqlite_errmsg(coda__store *base) { return ((sqlite_store *)base)->err; }
@@ -623,4 +666,5 @@ static const coda__store_methods sqlite_methods = {
     .errmsg = sqlite_errmsg,
     .close = sqlite_close,
     .begin_lazy = sqlite_begin_lazy,
+    .list = sqlite_list,
 };

@@ -1051,6 +1051,16 @@ int coda_task_get(coda_app *app, uint64_t id, coda_task_info **out) {
   return 0;
 }
 
+int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int limit,
+                   coda_task_list_fn fn, void *user) {
+  coda__durable *d = app->engine->durable;
+  if (!fn || limit < 0 || state < CODA_TASK_QUEUED || state > CODA_TASK_DEAD)
+    return CODA_EINVAL;
+  if (!d || !d->store->m->list)
+    return d ? CODA_ESTATE : 0;
+  return d->store->m->list(d->store, state, after_id, limit, fn, user);
+}
+
 int coda_task_progress(coda_task *t, double fraction) {
   coda__durable *d = t->def->engine->durable;
   if (!t->durable || !d)

@@ -806,6 +806,23 @@ TEST(backoff_timing_sqlite) { backoff_timing("sqlite"); }
 
 /* ---- 4. dead after the last attempt ------------------------------------- */
 
+typedef struct listed {
+  uint64_t ids[16];
+  int n;
+  int all_dead;
+} listed;
+
+static int collect_listed(const coda_task_info *info, void *user) {
+  listed *l = user;
+  if (l->n == 0)
+    l->all_dead = 1;
+  if (info->state != CODA_TASK_DEAD)
+    l->all_dead = 0;
+  if (l->n < 16)
+    l->ids[l->n++] = info->id;
+  return 0;
+}
+
 static void dead_after_last_attempt(const char *kind) {
   char uri[512], path[512], tag[64], tag2[64];
   fixture f;
@@ -874,6 +891,20 @@ static void dead_after_last_attempt(const char *kind) {
   CHECK_EQ_INT(coda_task_get(f.app, id, &info), 0);
   CHECK_STATE(info, CODA_TASK_DEAD);
   coda_task_info_free(info);
+
+  /* Both are listed as dead, by id; paging resumes after the last id. */
+  listed l = {0};
+  CHECK_EQ_INT(coda_task_list(f.app, CODA_TASK_DEAD, 0, 10, collect_listed, &l), 2);
+  CHECK_EQ_INT(l.n, 2);
+  CHECK(l.ids[0] == (id < id2 ? id : id2) && l.ids[1] == (id < id2 ? id2 : id));
+  CHECK(l.all_dead);
+  listed page = {0};
+  CHECK_EQ_INT(coda_task_list(f.app, CODA_TASK_DEAD, 0, 1, collect_listed, &page), 1);
+  CHECK_EQ_INT(coda_task_list(f.app, CODA_TASK_DEAD, page.ids[0], 10, collect_listed, &page),
+               1);
+  CHECK(page.n == 2 && page.ids[1] == l.ids[1]);
+  listed none = {0};
+  CHECK_EQ_INT(coda_task_list(f.app, CODA_TASK_FAILED, 0, 10, collect_listed, &none), 0);
   fixture_done(&f);
 }
 
