@@ -297,7 +297,7 @@ static int memory_list(coda__store *base, coda_task_state state, uint64_t after_
   int n = 0;
   uv_mutex_lock(&s->mu);
   coda__idmap_each_user(&s->entries, collect, &cx);
-  if (!cx.nomem)
+  if (!cx.nomem && cx.n > 1)
     qsort(cx.found, cx.n, sizeof *cx.found, by_id);
   for (size_t i = 0; !cx.nomem && i < cx.n && n < limit; i++) {
     coda_task_info *info = coda__task_info_from_record(&cx.found[i]->r);
