@@ -33,7 +33,9 @@
 #include <uv.h>
 
 #define SCHEMA_VERSION 1
-#define BUSY_TIMEOUT_MS 5000
+/* How long a write waits for a lock another program holds before the batch
+ * fails (and its responses become 503): a client is waiting meanwhile. */
+#define BUSY_TIMEOUT_MS 1000
 
 enum {
   ST_INSERT,

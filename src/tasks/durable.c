@@ -828,6 +828,9 @@ static void claim_due(coda__durable *d) {
     }
     return;
   }
+  /* The store took a write: adds may try it again. */
+  if (atomic_exchange(&d->faulted, 0))
+    coda_log(e->app, CODA_LOG_INFO, "task store: writing again");
   while (!coda__queue_empty(&cx.tasks)) {
     coda__queue *q = coda__queue_head(&cx.tasks);
     coda__queue_remove(q);

@@ -33,6 +33,7 @@
 #include <inttypes.h>
 #include <linux/capability.h>
 #include <stdarg.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1138,6 +1139,70 @@ TEST(an_outcome_too_big_for_the_store_does_not_block_the_others) {
   fixture_done(&f);
 }
 
+/* A database locked by another program (a sqlite3 shell holding a write
+ * transaction): the store waits its busy timeout, then the durable request
+ * gets 503 + Retry-After and the error is counted; meanwhile the event loop
+ * serves other requests; once the lock goes, durable adds work again. */
+typedef struct locked_req {
+  int port;
+  int status;
+  char buf[4096];
+} locked_req;
+
+static void locked_request(void *arg) {
+  locked_req *r = arg;
+  r->status = http_get(r->port, "/add?def=note&tag=locked-out", r->buf, sizeof r->buf);
+}
+
+TEST(a_locked_database_answers_503_and_the_loop_keeps_serving) {
+  char uri[512], buf[4096];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "locked", uri, sizeof uri), NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  REQUIRE_F(add_task(f.ts.port, "/add?def=note&tag=before-lock") != 0);
+  sqlite3 *other;
+  REQUIRE_F(sqlite3_open(uri + strlen("sqlite:"), &other) == SQLITE_OK);
+  sqlite3_busy_timeout(other, 5000); /* the store thread writes too */
+  REQUIRE_F(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+  locked_req r = {.port = f.ts.port};
+  uv_thread_t th;
+  uint64_t t0 = tc_now_ms();
+  REQUIRE_F(uv_thread_create(&th, locked_request, &r) == 0);
+  /* While that request waits on the lock, the loops answer others. */
+  tc_sleep_ms(200);
+  uint64_t t1 = tc_now_ms();
+  CHECK_EQ_INT(http_get(f.ts.port, "/plain", buf, sizeof buf), 200);
+  CHECK(tc_now_ms() - t1 < 1000);
+  uv_thread_join(&th);
+  uint64_t waited = tc_now_ms() - t0;
+  printf("  locked database: status %d after %llu ms\n", r.status, (unsigned long long)waited);
+  CHECK_EQ_INT(r.status, 503);
+  CHECK(strstr(r.buf, "\r\nRetry-After: ") != NULL);
+  CHECK(waited >= 900); /* the busy timeout (1 s) was waited out, not skipped */
+  CHECK(strstr(coda_app_store_error(f.app), "locked") != NULL);
+  char stats[4096];
+  coda_stats_json(f.app, stats, sizeof stats);
+  CHECK(strstr(stats, "\"errors\":0") == NULL);
+  CHECK_EQ_INT(runs_of("locked-out", NULL, 0), 0);
+  sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+  sqlite3_close(other);
+  /* The lock is gone: within a claim cycle or two the store writes again
+   * (adds failed fast until then, as a client retrying after Retry-After
+   * would see), and a durable add is accepted and runs. */
+  uint64_t id = 0;
+  for (int i = 0; i < 60 && !id; i++) {
+    if (http_get(f.ts.port, "/add?def=note&tag=after-lock", buf, sizeof buf) == 202)
+      id = strtoull(tc_body(buf), NULL, 10);
+    else
+      tc_sleep_ms(50);
+  }
+  CHECK(id != 0);
+  coda_task_info *info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info_free(info);
+  fixture_done(&f);
+}
+
 /* ---- handler failure, PROCESS tasks, route-level durable tasks -------- */
 
 /* A failing handler's durable task is dropped (never written, never run);
@@ -1511,6 +1576,7 @@ int main(void) {
       TEST_CASE(backoff_timing_sqlite),
       TEST_CASE(dead_after_the_last_attempt_memory),
       TEST_CASE(dead_after_the_last_attempt_sqlite),
+      TEST_CASE(a_locked_database_answers_503_and_the_loop_keeps_serving),
       TEST_CASE(delayed_tasks_memory),
       TEST_CASE(delayed_tasks_sqlite),
       TEST_CASE(idempotency_keys_memory),
