@@ -81,7 +81,7 @@ start_coda() {
   local name=$1 threads=$2 pin=() port
   [ $# -lt 3 ] || pin=(taskset -c "$3")
   port=$(free_port)
-  "${pin[@]}" "$coda" --listen "127.0.0.1:$port" --threads "$threads" --quiet \
+  "${pin[@]}" "$coda" --listen "127.0.0.1:$port" --threads "$threads" --store memory --quiet \
     >"$tmp/$name.log" 2>&1 &
   servers+=($!)
   declare -g "pid_$name=$!" "port_$name=$port"

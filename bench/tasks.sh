@@ -124,7 +124,7 @@ start_server() {
 
 start_coda() {
   port=$(free_port)
-  start_server "$1" '{"status":"ok"}' "$coda" --listen "127.0.0.1:$port" --threads 1 --quiet
+  start_server "$1" '{"status":"ok"}' "$coda" --listen "127.0.0.1:$port" --threads 1 --store memory --quiet
 }
 
 # FastAPI, if Debian's packages are there; otherwise sets skip_fastapi to the reason.
