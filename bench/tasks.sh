@@ -20,7 +20,7 @@
 #     amortized), for a response's list in its default order and marked parallel.
 #  5. bench/latency.c: GET /plain p99 at a fixed rate (2000 req/s) with the PROCESS pool
 #     idle, then saturated with cpu_heavy_task (a second client keeps /process/ tasks
-#     queued, so the workers, at nice 10, never rest): saturated p99 within 2x of idle.
+#     queued, so the workers, at nice 19 (SCHED_BATCH), never rest): saturated p99 within 2x of idle.
 #     coda-demo (one loop, its worker process) is pinned to CPU 1, the clients to CPU 0,
 #     so the worker competes with the event loop for the same core.
 #

@@ -23,6 +23,7 @@
 #include "tasks/task.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +34,11 @@
 
 #define MSG_TASK 1
 #define MSG_DONE 2
-#define WORKER_NICE 10 /* below the server, so responses stay fast */
+/* Workers crunch below the server: nice 19 and SCHED_BATCH (no wake-up
+ * preemption of the loop threads), so a saturated pool barely delays a
+ * response. They still get the CPU the server leaves idle, so they never
+ * starve the way SCHED_IDLE could under sustained load. */
+#define WORKER_NICE 19
 #define MAX_MESSAGE (64u << 20)
 /* Tasks sent ahead to one worker, so it finds its next task waiting instead
  * of sleeping through a round trip. Small, because a task queued behind a
@@ -213,6 +218,8 @@ static coda_task *decode_task(coda__engine *e, const char *msg, size_t len,
 
 void coda__process_worker_main(coda__engine *e, int fd) {
   coda__arg args[32];
+  struct sched_param sp = {0};
+  sched_setscheduler(0, SCHED_BATCH, &sp); /* best effort: nice alone otherwise */
   setpriority(PRIO_PROCESS, 0, WORKER_NICE);
   signal(SIGINT, SIG_IGN); /* the server decides when workers stop */
   signal(SIGPIPE, SIG_IGN);
