@@ -125,9 +125,12 @@ typedef struct sqlite_store {
 
 static const coda__store_methods sqlite_methods;
 
+/* CODA_ETIMEDOUT when another program's lock outlasted the busy timeout
+ * (trying again at once cannot help), CODA_ESTORE otherwise. */
 static int fail(sqlite_store *s, sqlite3 *db, const char *what) {
   snprintf(s->err, sizeof s->err, "sqlite store: %s: %s", what, sqlite3_errmsg(db));
-  return CODA_ESTORE;
+  int code = sqlite3_errcode(db) & 0xff;
+  return code == SQLITE_BUSY || code == SQLITE_LOCKED ? CODA_ETIMEDOUT : CODA_ESTORE;
 }
 
 static int step_done(sqlite_store *s, sqlite3_stmt *st, const char *what) {

@@ -16,6 +16,10 @@
  *  - claiming is a store operation (several processes may claim from one
  *    Redis store), and a claim carries a lease.
  *
+ * Errors: CODA_ETIMEDOUT when the store waited for a lock in vain (the
+ * engine does not retry pieces of that batch at once), CODA_ESTORE for
+ * the rest, with errmsg() saying what.
+ *
  * Threads: every call except get() is made from the engine's store thread,
  * one at a time. get() may be called from any thread at any moment, so a
  * store serialises it with its own lock or connection.

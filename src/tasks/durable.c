@@ -705,7 +705,12 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
   }
   if (rc == 0)
     rc = s->m->commit(s);
-  if (rc) {
+  if (rc == CODA_ETIMEDOUT) {
+    /* Locked by another program: every piece would wait again. New tasks
+     * fail (503), outcomes wait for the next batch. */
+    s->m->rollback(s);
+    report_store_error(d, "writing a batch (the store is locked)", 1);
+  } else if (rc) {
     s->m->rollback(s);
     /* Split what failed: new tasks, and outcomes of finished ones. New
      * tasks may be what the store refused (it is full), or an outcome may
