@@ -34,6 +34,8 @@
  */
 #include <coda.h>
 
+#include "bench_util.h"
+
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -51,18 +53,6 @@ static coda_task_def *durable_def, *memory_def;
 
 /* Incremented by the tasks (THREAD pool threads), read by everyone. */
 static atomic_long durable_done, memory_done;
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_us(long us) {
-  struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
 
 /* CPU time of the whole process (every thread), in ns. */
 static uint64_t cpu_ns(void) {

@@ -22,6 +22,8 @@
  * errors or when the server answered anything but 2xx (saturate mode: 503 is counted,
  * not an error). One thread; epoll in rate mode, blocking sockets in saturate mode.
  */
+#include "bench_util.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -51,11 +53,6 @@ typedef struct options {
   int connections, backlog;
 } options;
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* A connected TCP socket to 127.0.0.1:port, or -1. */
 static int connect_to(int port, int nonblocking) {

@@ -24,6 +24,8 @@
  */
 #include <coda.h>
 
+#include "bench_util.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -51,18 +53,6 @@ static atomic_ullong last_done_ns; /* when the last THREAD task of the round ran
 /* Written by the handler (loop thread), read by the client after the response. */
 static atomic_ullong add_ns, handler_end_ns;
 static atomic_int add_rc;
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void sleep_us(long us) {
-  struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
 
 /* ---- tasks ----------------------------------------------------------------- */
 

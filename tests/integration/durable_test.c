@@ -483,21 +483,7 @@ static void fixture_done(fixture *f) {
 
 /* One request on its own connection; returns the status (-1: none). */
 static int http_get(int port, const char *path, char *buf, size_t cap) {
-  int fd = tc_connect(port, 10000);
-  if (fd < 0) {
-    fprintf(stderr, "  GET %s: connect: %s\n", path, strerror(errno));
-    return -1;
-  }
-  char req[1024];
-  snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
-  tc_send_str(fd, req);
-  size_t n = tc_read_response(fd, buf, cap);
-  close(fd);
-  if (!n) {
-    fprintf(stderr, "  GET %s: no response\n", path);
-    return -1;
-  }
-  return tc_status(buf);
+  return tc_get(port, path, buf, cap, 10000);
 }
 
 /* GET path, which must answer 202 with an id in the body; 0 otherwise. */

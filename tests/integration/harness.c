@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -218,4 +219,22 @@ void tc_sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
+}
+
+int tc_get(int port, const char *path, char *buf, size_t cap, int timeout_ms) {
+  int fd = tc_connect(port, timeout_ms);
+  if (fd < 0) {
+    fprintf(stderr, "  GET %s: connect: %s\n", path, strerror(errno));
+    return -1;
+  }
+  char req[1024];
+  snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+  tc_send_str(fd, req);
+  size_t n = tc_read_response(fd, buf, cap);
+  close(fd);
+  if (!n) {
+    fprintf(stderr, "  GET %s: no response\n", path);
+    return -1;
+  }
+  return tc_status(buf);
 }

@@ -48,6 +48,10 @@ size_t tc_read_response(int fd, char *buf, size_t cap);
 /* Reads only a response head (for HEAD requests). */
 size_t tc_read_head(int fd, char *buf, size_t cap);
 
+/* GET path on a connection of its own (receive timeout timeout_ms); the
+ * response goes to buf. Returns its status, or -1 (said on stderr). */
+int tc_get(int port, const char *path, char *buf, size_t cap, int timeout_ms);
+
 /* The status code of the response in buf, or -1. */
 int tc_status(const char *resp);
 

@@ -314,19 +314,7 @@ static coda_app *make_app(void) {
 }
 
 static int get(int port, const char *path, char *buf, size_t cap) {
-  int fd = tc_connect(port, 5000);
-  if (fd < 0) {
-    fprintf(stderr, "  GET %s: connect: %s\n", path, strerror(errno));
-    return -1;
-  }
-  char req[512];
-  snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
-  tc_send_str(fd, req);
-  size_t n = tc_read_response(fd, buf, cap);
-  if (!n)
-    fprintf(stderr, "  GET %s: no response: %s\n", path, strerror(errno));
-  close(fd);
-  return n ? tc_status(buf) : -1;
+  return tc_get(port, path, buf, cap, 5000);
 }
 
 static long stat_of(coda_executor ex, coda_task_stat_kind k) {
