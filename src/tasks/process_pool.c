@@ -14,9 +14,18 @@
  * coda_app_run). Other threads submit through `inbox` (under `mu`) and one
  * coalescing async. Everything else is touched by the control loop only.
  *
+ * Ordered lists: the tasks of a list run one after another, so a PROCESS
+ * task that follows a PROCESS task is not sent after a round trip through
+ * the parent (tens of microseconds of wake-ups) but right behind the one
+ * before it, to the same worker (a chain; see chain_ahead). The worker runs
+ * them in order; in a list that stops on failure it skips a chained task
+ * whose predecessor failed, and the parent drops it when the answer comes.
+ *
  * Wire format, both ways: u32 payload length, u32 kind, payload.
- *   TASK (parent to worker): u64 id, u16 name length, name, u16 nargs, then
- *     per argument a type byte and 8 bytes (i, d) or u32 length + bytes (s, b).
+ *   TASK (parent to worker): u64 id, i32 attempt, u8 durable, u8 skip, u64
+ *     after, u16 name length, name, u16 nargs, then per argument a type byte
+ *     and 8 bytes (i, d) or u32 length + bytes (s, b). With skip set, the
+ *     task does not run if the task `after` failed or was skipped.
  *   DONE (worker to parent): u64 id, i32 rc, u32 message length, message.
  */
 #include "common/buf.h"
@@ -56,6 +65,7 @@ typedef struct worker {
   coda_task *inflight[PIPELINE_DEPTH]; /* sent, in order; the head runs */
   int head;
   int count;
+  int begun; /* the head has begun (or is known to be skipped) */
   int alive;
   int killed_for_timeout;
   int handles_open;
@@ -85,16 +95,21 @@ static void put(coda__buf *b, const void *p, size_t n, int *rc) {
     *rc = CODA_ENOMEM;
 }
 
-static int encode_task(coda__buf *b, const coda_task *t) {
+/* `after`: for a chained task in a list that stops on failure, the task
+ * before it, else NULL. */
+static int encode_task(coda__buf *b, const coda_task *t, const coda_task *after) {
   int rc = 0;
   uint32_t hdr[2] = {0, MSG_TASK};
   put(b, hdr, sizeof hdr, &rc);
   uint16_t nlen = (uint16_t)strlen(t->def->name), nargs = (uint16_t)t->nargs;
   int32_t attempt = t->attempt ? t->attempt : 1;
-  uint8_t durable = t->durable;
+  uint8_t durable = t->durable, skip = after != NULL;
+  uint64_t after_id = after ? after->id : 0;
   put(b, &t->id, 8, &rc);
   put(b, &attempt, 4, &rc);
   put(b, &durable, 1, &rc);
+  put(b, &skip, 1, &rc);
+  put(b, &after_id, 8, &rc);
   put(b, &nlen, 2, &rc);
   put(b, t->def->name, nlen, &rc);
   put(b, &nargs, 2, &rc);
@@ -173,18 +188,27 @@ static int write_full(int fd, const void *p, size_t n) {
   return 0;
 }
 
+/* A TASK message's chain fields. */
+typedef struct chain_ref {
+  int skip;
+  uint64_t after;
+} chain_ref;
+
 /* Rebuilds a task from a TASK message; its strings point into `msg`. */
 static coda_task *decode_task(coda__engine *e, const char *msg, size_t len,
-                              coda__arg *args, int max_args) {
+                              coda__arg *args, int max_args, chain_ref *chain) {
   static coda_task t;
   memset(&t, 0, sizeof t);
   reader r = {msg, len, 0};
   uint16_t nlen = 0, nargs = 0;
   int32_t attempt = 1;
-  uint8_t durable = 0;
+  uint8_t durable = 0, skip = 0;
   TAKE(&r, t.id);
   TAKE(&r, attempt);
   TAKE(&r, durable);
+  TAKE(&r, skip);
+  TAKE(&r, chain->after);
+  chain->skip = skip != 0;
   t.attempt = attempt;
   t.durable = durable != 0;
   TAKE(&r, nlen);
@@ -216,8 +240,31 @@ static coda_task *decode_task(coda__engine *e, const char *msg, size_t len,
   return r.bad ? NULL : &t;
 }
 
+/* The worker's last outcomes, enough to find a chained task's predecessor:
+ * it was sent just before it, so it is among the last PIPELINE_DEPTH. */
+typedef struct outcomes {
+  uint64_t id[PIPELINE_DEPTH * 2];
+  uint8_t failed[PIPELINE_DEPTH * 2];
+  unsigned at;
+} outcomes;
+
+static int failed_recently(const outcomes *o, uint64_t id) {
+  for (size_t i = 0; i < sizeof o->id / sizeof o->id[0]; i++)
+    if (o->id[i] == id)
+      return o->failed[i];
+  return 0;
+}
+
+static void remember(outcomes *o, uint64_t id, int failed) {
+  unsigned i = o->at++ % (sizeof o->id / sizeof o->id[0]);
+  o->id[i] = id;
+  o->failed[i] = (uint8_t)failed;
+}
+
 void coda__process_worker_main(coda__engine *e, int fd) {
   coda__arg args[32];
+  outcomes recent;
+  memset(&recent, 0, sizeof recent);
   struct sched_param sp = {0};
   sched_setscheduler(0, SCHED_BATCH, &sp); /* best effort: nice alone otherwise */
   setpriority(PRIO_PROCESS, 0, WORKER_NICE);
@@ -230,12 +277,17 @@ void coda__process_worker_main(coda__engine *e, int fd) {
     char *msg = malloc((size_t)hdr[0] + 1);
     if (!msg || read_full(fd, msg, hdr[0]) != 0)
       _exit(1);
-    coda_task *t = decode_task(e, msg, hdr[0], args, 32);
+    uint32_t len = hdr[0];
+    chain_ref chain = {0, 0};
+    coda_task *t = decode_task(e, msg, len, args, 32, &chain);
     int32_t rc;
     const char *why = NULL;
     if (!t) {
       rc = CODA_ENOTFOUND;
       why = "unknown task name or bad message (is it registered before coda_app_run?)";
+    } else if (chain.skip && failed_recently(&recent, chain.after)) {
+      rc = CODA__SKIPPED;
+      t->nargs = 0; /* nothing copied below */
     } else {
       /* Strings and bytes are followed by the next field, not a NUL:
        * give the task NUL-terminated copies. */
@@ -254,6 +306,7 @@ void coda__process_worker_main(coda__engine *e, int fd) {
       why = t->error;
     }
     uint64_t id = t ? t->id : 0;
+    remember(&recent, id, rc < 0);
     uint32_t mlen = why ? (uint32_t)strlen(why) : 0;
     uint32_t out_hdr[2] = {8 + 4 + 4 + mlen, MSG_DONE};
     char head[8 + 8 + 4 + 4];
@@ -298,16 +351,28 @@ static coda_task *current(const worker *w) {
 
 static void on_timeout(uv_timer_t *timer);
 
+static int stops_after_failure(const coda_tasks *run) {
+  return (run->flags & CODA_TASKS_STOP_ON_FAILURE) && run->failed;
+}
+
 /* The head task starts running in the worker now (the one before it just
- * finished there): its clock and its timeout start. */
+ * finished there): its clock and its timeout start. A chained task whose
+ * list has stopped on a failure is skipped by the worker: it never begins. */
 static void start_current(worker *w) {
   coda_task *t = current(w);
-  if (!t)
+  if (!t || w->begun)
     return;
+  w->begun = 1;
+  if (t->chained && stops_after_failure(t->run)) {
+    t->skipping = 1;
+    return;
+  }
   coda__task_begin(t);
   if (t->def->timeout_ms > 0)
     uv_timer_start(&w->timer, on_timeout, (uint64_t)t->def->timeout_ms, 0);
 }
+
+static void chain_ahead(worker *w);
 
 static void finish_current(worker *w, int rc, const char *message) {
   coda_task *t = current(w);
@@ -315,19 +380,49 @@ static void finish_current(worker *w, int rc, const char *message) {
     return;
   w->head = (w->head + 1) % PIPELINE_DEPTH;
   w->count--;
+  w->begun = 0;
   uv_timer_stop(&w->timer);
-  if (w->alive)
+  /* The list advances first: whether the next chained task is skipped
+   * depends on how this one ended. */
+  if (t->skipping || rc == CODA__SKIPPED) {
+    coda_tasks *run = t->run;
+    if (!t->skipping) /* begun by a parent that did not expect the skip */
+      coda__stat_add(t->def->engine, t->executor, CODA_STAT_QUEUED, 1);
+    coda__task_drop(t, "an earlier task of its list failed");
+    coda__run_advance(run, 1);
+  } else {
+    coda__task_finish(t, rc, message); /* may dispatch more, even to w */
+  }
+  if (w->alive) {
     start_current(w);
-  coda__task_finish(t, rc, message); /* may dispatch more, even to w */
+    chain_ahead(w);
+  }
+}
+
+/* Whether t is chained and its predecessor has not finished yet. */
+static int is_ahead(const coda_task *t) {
+  const coda_tasks *run = t->run;
+  if (!t->chained)
+    return 0;
+  for (int i = run->next; i < run->next + run->ahead; i++)
+    if (run->tasks[i] == t)
+      return 1;
+  return 0;
 }
 
 /* The tasks sent to a dead worker behind its head never started: they go
- * back to the front of the queue, in order, for the other workers. */
+ * back to the front of the queue, in order, for the other workers. A chained
+ * task whose predecessor has not finished is taken back by its list instead,
+ * which submits it again when that predecessor ends. */
 static void requeue_unstarted(worker *w) {
   coda__process_pool *p = w->pool;
   for (int k = w->count - 1; k >= 1; k--) {
     coda_task *t = w->inflight[(w->head + k) % PIPELINE_DEPTH];
-    coda__queue_insert_head(&p->waiting, &t->link);
+    if (is_ahead(t))
+      t->run->ahead--;
+    else
+      coda__queue_insert_head(&p->waiting, &t->link);
+    t->chained = 0;
   }
   if (w->count > 1)
     w->count = 1;
@@ -340,7 +435,9 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
   w->alive = 0; /* nothing more is sent to it */
   requeue_unstarted(w);
   coda_task *t = current(w);
-  if (t && w->killed_for_timeout) {
+  if (t && t->skipping) {
+    finish_current(w, CODA__SKIPPED, NULL);
+  } else if (t && w->killed_for_timeout) {
     finish_current(w, CODA_ETIMEDOUT, NULL); /* already reported */
   } else if (t) {
     if (signo)
@@ -432,15 +529,15 @@ static void on_written(uv_write_t *req, int status) {
   free(wr);
 }
 
-static void send_task(worker *w, coda_task *t) {
+/* Sends t to w, behind what w has. CODA_ENOMEM when it cannot be encoded
+ * (t is not sent). */
+static int send_task(worker *w, coda_task *t, const coda_task *after) {
   write_req *wr = calloc(1, sizeof *wr);
-  if (!wr || encode_task(&wr->buf, t) != 0) {
+  if (!wr || encode_task(&wr->buf, t, after) != 0) {
     if (wr)
       coda__buf_free(&wr->buf);
     free(wr);
-    coda__task_begin(t);
-    coda__task_finish(t, CODA_ENOMEM, "out of memory sending it to a worker");
-    return;
+    return CODA_ENOMEM;
   }
   w->inflight[(w->head + w->count) % PIPELINE_DEPTH] = t;
   if (++w->count == 1)
@@ -449,6 +546,30 @@ static void send_task(worker *w, coda_task *t) {
   if (uv_write(&wr->req, (uv_stream_t *)&w->pipe, &b, 1, on_written) != 0) {
     coda__buf_free(&wr->buf);
     free(wr); /* the worker is going away; its exit reports the task */
+  }
+  return 0;
+}
+
+/* Chains: while w has room, the task after w's last one in its ordered list
+ * goes to w as well, if it is a PROCESS task and the list goes on. It is
+ * right behind its predecessor in w's pipe, so it is the head as soon as
+ * that one ends, and the worker never waits for the parent in between. */
+static void chain_ahead(worker *w) {
+  while (w->alive && w->count > 0 && w->count < PIPELINE_DEPTH) {
+    coda_task *last = w->inflight[(w->head + w->count - 1) % PIPELINE_DEPTH];
+    coda_tasks *run = last->run;
+    if (!run || (run->flags & CODA_TASKS_PARALLEL) || stops_after_failure(run))
+      return;
+    int at = run->next + run->ahead; /* the first task of the list not sent */
+    if (at >= run->n || run->tasks[at - 1] != last ||
+        run->tasks[at]->executor != CODA_EXEC_PROCESS)
+      return;
+    coda_task *t = run->tasks[at];
+    int stop = (run->flags & CODA_TASKS_STOP_ON_FAILURE) != 0;
+    if (send_task(w, t, stop ? last : NULL) != 0)
+      return; /* the list submits it when its turn comes */
+    t->chained = 1;
+    run->ahead++;
   }
 }
 
@@ -464,7 +585,13 @@ static void dispatch(coda__process_pool *p) {
         continue;
       coda__queue *q = coda__queue_head(&p->waiting);
       coda__queue_remove(q);
-      send_task(w, coda__container_of(q, coda_task, link));
+      coda_task *t = coda__container_of(q, coda_task, link);
+      if (send_task(w, t, NULL) != 0) {
+        coda__task_begin(t);
+        coda__task_finish(t, CODA_ENOMEM, "out of memory sending it to a worker");
+      } else {
+        chain_ahead(w);
+      }
       sent = 1;
     }
   }

@@ -657,6 +657,12 @@ void coda__run_drop_failed(coda_tasks *run) {
 static void run_next(coda_tasks *run) {
   while (run->next < run->n) {
     coda_task *t = run->tasks[run->next++];
+    if (run->ahead > 0) {
+      /* Already with the worker that ran the task before it, which runs
+       * it next (or skips it: see process_pool.c). */
+      run->ahead--;
+      return;
+    }
     if ((run->flags & CODA_TASKS_STOP_ON_FAILURE) && run->failed) {
       coda__task_drop(t, "an earlier task of its list failed");
       continue;

@@ -67,6 +67,11 @@ struct coda_task {
   int nargs;
   coda__arg *args;
   size_t wire_len; /* PROCESS: bytes of the serialised arguments */
+  /* PROCESS, control loop only: sent to a worker right behind the task
+   * before it in its ordered list (chained), and, when that one failed in a
+   * list that stops on failure, skipped there rather than run (skipping). */
+  unsigned chained : 1;
+  unsigned skipping : 1;
   /* Durable tasks (durable.c). The store thread reads them while it writes
    * the task; the hand-offs through its queue order those accesses. */
   unsigned durable : 1;
@@ -90,6 +95,7 @@ struct coda_tasks {
   int cap;
   unsigned flags;
   int next;
+  int ahead; /* tasks from `next` on already chained to a worker (process_pool.c) */
   atomic_int remaining;
   int failed;
   int delivered;
@@ -98,6 +104,9 @@ struct coda_tasks {
   int durable_unstored; /* durable tasks not yet in the store */
   coda_task *inline_tasks[4];
 };
+
+/* What a worker answers for a chained task it skipped (never a CODA_E*). */
+#define CODA__SKIPPED (-1000)
 
 struct coda__engine {
   coda_app *app;

@@ -121,8 +121,8 @@ static int delivered_task(coda_task *t) {
 static coda_task_def *delivered_def;
 
 typedef struct {
-  coda_task_def *note_thread, *note_loop, *note_process, *fail_thread, *crash, *spin,
-      *slow, *args;
+  coda_task_def *note_thread, *note_loop, *note_process, *fail_thread, *fail_process, *crash,
+      *spin, *slow, *args;
 } defs;
 
 static defs register_tasks(coda_app *app) {
@@ -131,6 +131,7 @@ static defs register_tasks(coda_app *app) {
   d.note_loop = coda_app_task(app, "note_loop", note_task, CODA_EXEC_LOOP);
   d.note_process = coda_app_task(app, "note_process", note_task, CODA_EXEC_PROCESS);
   d.fail_thread = coda_app_task(app, "fail_thread", fail_task, CODA_EXEC_THREAD);
+  d.fail_process = coda_app_task(app, "fail_process", fail_task, CODA_EXEC_PROCESS);
   d.crash = coda_app_task(app, "crash", crash_task, CODA_EXEC_PROCESS);
   d.spin = coda_app_task(app, "spin", spin_task, CODA_EXEC_PROCESS);
   d.slow = coda_app_task(app, "slow", slow_thread_task, CODA_EXEC_THREAD);
@@ -224,6 +225,30 @@ static int h_slowthread(coda_req *req, coda_res *res, void *user) {
   return rc ? rc : coda_res_body_static(res, "ok", 2);
 }
 
+/* GET /pchain?mode=ok|fail|crash|spin[&stop=1]: consecutive PROCESS tasks,
+ * which go to one worker as a chain, with the second one ok, failing,
+ * crashing or past its timeout, then a THREAD task. c3 sleeps: if c3 and c4
+ * were ever sent to two workers at once, c4 would be journaled first. */
+static int h_pchain(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  const char *mode = coda_req_query(req, "mode");
+  if (coda_req_query(req, "stop"))
+    coda_res_tasks_flags(res, CODA_TASKS_STOP_ON_FAILURE);
+  int rc = coda_res_add_task(res, D.note_process, "si", "c1", (int64_t)20);
+  if (rc == 0 && strcmp(mode, "fail") == 0)
+    rc = coda_res_add_task(res, D.fail_process, "s", "c2");
+  else if (rc == 0 && strcmp(mode, "crash") == 0)
+    rc = coda_res_add_task(res, D.crash, "");
+  else if (rc == 0 && strcmp(mode, "spin") == 0)
+    rc = coda_res_add_task(res, D.spin, "");
+  else if (rc == 0)
+    rc = coda_res_add_task(res, D.note_process, "si", "c2", (int64_t)0);
+  rc = rc ? rc : coda_res_add_task(res, D.note_process, "si", "c3", (int64_t)40);
+  rc = rc ? rc : coda_res_add_task(res, D.note_process, "si", "c4", (int64_t)0);
+  rc = rc ? rc : coda_res_add_task(res, D.note_thread, "si", "c5", (int64_t)0);
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
 static int h_process_note(coda_req *req, coda_res *res, void *user) {
   (void)user;
   int rc = coda_res_add_task(res, D.note_process, "si", coda_req_query(req, "n"), (int64_t)0);
@@ -305,6 +330,7 @@ static coda_app *make_app(void) {
   coda_app_route(a, "GET", "/spin", h_spin, NULL);
   coda_app_route(a, "GET", "/slowthread", h_slowthread, NULL);
   coda_app_route(a, "GET", "/pnote", h_process_note, NULL);
+  coda_app_route(a, "GET", "/pchain", h_pchain, NULL);
   coda_app_route(a, "GET", "/plain", h_plain, NULL);
   coda_app_route(a, "GET", "/parallel", h_parallel, NULL);
   coda_app_route(a, "GET", "/mw", h_mw, NULL);
@@ -494,6 +520,70 @@ TEST(a_process_task_past_its_timeout_is_killed) {
   CHECK(journal_wait("after-spin process", 5000));
 }
 
+/* Runs /pchain and returns the journal once `last` is in it and the task
+ * counters have settled (dropped tasks leave no journal line). */
+static void run_chain(const char *query, const char *last, char *buf, size_t cap) {
+  journal_reset();
+  char path[128];
+  snprintf(path, sizeof path, "/pchain?%s", query);
+  REQUIRE(get(ts.port, path, buf, cap) == 200);
+  REQUIRE(journal_wait(last, 5000));
+  tc_sleep_ms(100); /* anything wrongly run after `last` shows up */
+  journal_read(buf, cap);
+}
+
+TEST(a_chain_of_process_tasks_runs_in_order) {
+  char buf[8192];
+  long ok = stat_of(CODA_EXEC_PROCESS, CODA_STAT_SUCCEEDED);
+  for (int i = 0; i < 3; i++) {
+    run_chain("mode=ok", "c5 thread", buf, sizeof buf);
+    CHECK_EQ_STR(buf, "c1 process\nc2 process\nc3 process\nc4 process\nc5 thread\n");
+  }
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_SUCCEEDED), ok + 12);
+}
+
+TEST(a_failure_in_a_process_chain_stops_it_only_when_asked) {
+  char buf[8192];
+  run_chain("mode=fail", "c5 thread", buf, sizeof buf);
+  CHECK_EQ_STR(buf, "c1 process\nfail c2\nc3 process\nc4 process\nc5 thread\n");
+  long pdrop = stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED);
+  long tdrop = stat_of(CODA_EXEC_THREAD, CODA_STAT_DROPPED);
+  long failed = stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED);
+  long queued = stat_of(CODA_EXEC_PROCESS, CODA_STAT_QUEUED);
+  run_chain("mode=fail&stop=1", "fail c2", buf, sizeof buf);
+  for (int i = 0; i < 200 && stat_of(CODA_EXEC_THREAD, CODA_STAT_DROPPED) == tdrop; i++)
+    tc_sleep_ms(5);
+  journal_read(buf, sizeof buf);
+  CHECK_EQ_STR(buf, "c1 process\nfail c2\n"); /* c3 and c4 were skipped in the worker */
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED), pdrop + 2);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_THREAD, CODA_STAT_DROPPED), tdrop + 1);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED), failed + 1);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_QUEUED), queued); /* none left counted */
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_RUNNING), 0);
+}
+
+TEST(a_crash_or_timeout_in_a_process_chain_keeps_the_order) {
+  char buf[8192];
+  long crashed = stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED);
+  /* The tasks chained behind the crash go back to the list, not to the
+   * shared queue, so c3 still runs before c4. */
+  run_chain("mode=crash", "c5 thread", buf, sizeof buf);
+  CHECK_EQ_STR(buf, "c1 process\nc3 process\nc4 process\nc5 thread\n");
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED), crashed + 1);
+  long pdrop = stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED);
+  run_chain("mode=crash&stop=1", "c1 process", buf, sizeof buf);
+  for (int i = 0; i < 400 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED) < pdrop + 2; i++)
+    tc_sleep_ms(5);
+  journal_read(buf, sizeof buf);
+  CHECK_EQ_STR(buf, "c1 process\n");
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED), pdrop + 2);
+  long timed_out = stat_of(CODA_EXEC_PROCESS, CODA_STAT_TIMED_OUT);
+  run_chain("mode=spin", "c5 thread", buf, sizeof buf);
+  CHECK_EQ_STR(buf, "c1 process\nc3 process\nc4 process\nc5 thread\n");
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_TIMED_OUT), timed_out + 1);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_RUNNING), 0);
+}
+
 TEST(a_thread_task_past_its_timeout_is_reported_and_cancelled) {
   char buf[4096];
   journal_reset();
@@ -621,6 +711,9 @@ int main(void) {
       TEST_CASE(a_parallel_list_runs_its_tasks_together),
       TEST_CASE(a_crashing_process_task_is_reported_and_its_worker_replaced),
       TEST_CASE(a_process_task_past_its_timeout_is_killed),
+      TEST_CASE(a_chain_of_process_tasks_runs_in_order),
+      TEST_CASE(a_failure_in_a_process_chain_stops_it_only_when_asked),
+      TEST_CASE(a_crash_or_timeout_in_a_process_chain_keeps_the_order),
       TEST_CASE(a_thread_task_past_its_timeout_is_reported_and_cancelled),
       TEST_CASE(a_full_queue_answers_503_with_retry_after),
       TEST_CASE(shutdown_drains_tasks_and_reports_the_rest),
