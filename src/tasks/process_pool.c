@@ -53,6 +53,10 @@
  * of sleeping through a round trip. Small, because a task queued behind a
  * long one on the same worker waits for it. */
 #define PIPELINE_DEPTH 4
+/* A chain (the tasks of one ordered list) may go deeper: its tasks wait for
+ * each other anyway, and the deeper it is, the less often the worker waits
+ * for the server to send the next one. */
+#define CHAIN_DEPTH 16
 
 extern char **environ;
 
@@ -62,7 +66,7 @@ typedef struct worker {
   uv_pipe_t pipe;
   uv_timer_t timer;
   coda__buf in;
-  coda_task *inflight[PIPELINE_DEPTH]; /* sent, in order; the head runs */
+  coda_task *inflight[CHAIN_DEPTH]; /* sent, in order; the head runs */
   int head;
   int count;
   int begun; /* the head has begun (or is known to be skipped) */
@@ -241,10 +245,10 @@ static coda_task *decode_task(coda__engine *e, const char *msg, size_t len,
 }
 
 /* The worker's last outcomes, enough to find a chained task's predecessor:
- * it was sent just before it, so it is among the last PIPELINE_DEPTH. */
+ * it was sent just before it, so it is among the last CHAIN_DEPTH. */
 typedef struct outcomes {
-  uint64_t id[PIPELINE_DEPTH * 2];
-  uint8_t failed[PIPELINE_DEPTH * 2];
+  uint64_t id[CHAIN_DEPTH * 2];
+  uint8_t failed[CHAIN_DEPTH * 2];
   unsigned at;
 } outcomes;
 
@@ -378,7 +382,7 @@ static void finish_current(worker *w, int rc, const char *message) {
   coda_task *t = current(w);
   if (!t)
     return;
-  w->head = (w->head + 1) % PIPELINE_DEPTH;
+  w->head = (w->head + 1) % CHAIN_DEPTH;
   w->count--;
   w->begun = 0;
   uv_timer_stop(&w->timer);
@@ -417,7 +421,7 @@ static int is_ahead(const coda_task *t) {
 static void requeue_unstarted(worker *w) {
   coda__process_pool *p = w->pool;
   for (int k = w->count - 1; k >= 1; k--) {
-    coda_task *t = w->inflight[(w->head + k) % PIPELINE_DEPTH];
+    coda_task *t = w->inflight[(w->head + k) % CHAIN_DEPTH];
     if (is_ahead(t))
       t->run->ahead--;
     else
@@ -539,7 +543,7 @@ static int send_task(worker *w, coda_task *t, const coda_task *after) {
     free(wr);
     return CODA_ENOMEM;
   }
-  w->inflight[(w->head + w->count) % PIPELINE_DEPTH] = t;
+  w->inflight[(w->head + w->count) % CHAIN_DEPTH] = t;
   if (++w->count == 1)
     start_current(w);
   uv_buf_t b = uv_buf_init(wr->buf.base, (unsigned)wr->buf.len);
@@ -555,8 +559,8 @@ static int send_task(worker *w, coda_task *t, const coda_task *after) {
  * right behind its predecessor in w's pipe, so it is the head as soon as
  * that one ends, and the worker never waits for the parent in between. */
 static void chain_ahead(worker *w) {
-  while (w->alive && w->count > 0 && w->count < PIPELINE_DEPTH) {
-    coda_task *last = w->inflight[(w->head + w->count - 1) % PIPELINE_DEPTH];
+  while (w->alive && w->count > 0 && w->count < CHAIN_DEPTH) {
+    coda_task *last = w->inflight[(w->head + w->count - 1) % CHAIN_DEPTH];
     coda_tasks *run = last->run;
     if (!run || (run->flags & CODA_TASKS_PARALLEL) || stops_after_failure(run))
       return;
@@ -581,7 +585,7 @@ static void dispatch(coda__process_pool *p) {
     sent = 0;
     for (int i = 0; i < p->nworkers && !coda__queue_empty(&p->waiting); i++) {
       worker *w = &p->workers[i];
-      if (!w->alive || w->count == PIPELINE_DEPTH)
+      if (!w->alive || w->count >= PIPELINE_DEPTH)
         continue;
       coda__queue *q = coda__queue_head(&p->waiting);
       coda__queue_remove(q);
