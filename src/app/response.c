@@ -114,21 +114,38 @@ static int managed_header(const char *name, size_t len) {
   }
 }
 
-/* Names must be tokens and values must not contain CR, LF or NUL: a header
- * can never split the response. */
-static int valid_header(const char *name, const char *value) {
+/* Names must be tokens and values must not contain CR, LF, NUL or other
+ * controls but HTAB: a header can never split the response. Measures both
+ * on the way (vlen is 0 for a NULL value). */
+static int valid_header(const char *name, const char *value, size_t *nlen, size_t *vlen) {
   if (!name || !*name)
     return 0;
-  const char *p = name;
-  for (; *p; p++)
-    if (!coda__http_tchar[(unsigned char)*p])
+  const unsigned char *p = (const unsigned char *)name;
+  while (coda__http_tchar[*p]) /* stops at the NUL too */
+    p++;
+  if (*p)
+    return 0;
+  *nlen = (size_t)(p - (const unsigned char *)name);
+  *vlen = 0;
+  if (value) {
+    const unsigned char *v = (const unsigned char *)value;
+    while (*v && coda__http_value_char(*v))
+      v++;
+    if (*v)
       return 0;
-  size_t len = (size_t)(p - name);
-  if (value)
-    for (const unsigned char *v = (const unsigned char *)value; *v; v++)
-      if ((*v < 0x20 && *v != '\t') || *v == 0x7f)
-        return 0;
-  return !managed_header(name, len);
+    *vlen = (size_t)(v - (const unsigned char *)value);
+  }
+  return !managed_header(name, *nlen);
+}
+
+/* Unlinks every header called `name`. */
+static void remove_header(coda_res *res, const char *name, size_t len) {
+  for (coda__res_header **h = &res->headers; *h;) {
+    if ((*h)->name_len == len && strcasecmp((*h)->name, name) == 0)
+      *h = (*h)->next;
+    else
+      h = &(*h)->next;
+  }
 }
 
 static coda__res_header **find_header(coda_res *res, const char *name) {
@@ -139,12 +156,17 @@ static coda__res_header **find_header(coda_res *res, const char *name) {
   return NULL;
 }
 
-static int append_header(coda_res *res, const char *name, const char *value) {
-  coda__res_header *h = coda__arena_alloc(res->arena, sizeof *h);
-  size_t nlen = strlen(name), vlen = strlen(value);
-  if (!h || !(h->name = coda__arena_strndup(res->arena, name, nlen)) ||
-      !(h->value = coda__arena_strndup(res->arena, value, vlen)))
+/* One arena block holds the entry and copies of both strings. */
+static int append_header(coda_res *res, const char *name, size_t nlen, const char *value,
+                         size_t vlen) {
+  coda__res_header *h = coda__arena_alloc(res->arena, sizeof *h + nlen + vlen + 2);
+  if (!h)
     return CODA_ENOMEM;
+  char *text = (char *)(h + 1);
+  memcpy(text, name, nlen + 1);
+  memcpy(text + nlen + 1, value, vlen + 1);
+  h->name = text;
+  h->value = text + nlen + 1;
   h->name_len = nlen;
   h->value_len = vlen;
   h->next = NULL;
@@ -156,18 +178,19 @@ static int append_header(coda_res *res, const char *name, const char *value) {
 }
 
 int coda_res_header(coda_res *res, const char *name, const char *value) {
-  if (!valid_header(name, value))
+  size_t nlen, vlen;
+  if (!valid_header(name, value, &nlen, &vlen))
     return CODA_EINVAL;
-  coda__res_header **h;
-  while ((h = find_header(res, name)) != NULL)
-    *h = (*h)->next;
-  return value ? append_header(res, name, value) : 0;
+  if (res->headers)
+    remove_header(res, name, nlen);
+  return value ? append_header(res, name, nlen, value, vlen) : 0;
 }
 
 int coda_res_add_header(coda_res *res, const char *name, const char *value) {
-  if (!value || !valid_header(name, value))
+  size_t nlen, vlen;
+  if (!value || !valid_header(name, value, &nlen, &vlen))
     return CODA_EINVAL;
-  return append_header(res, name, value);
+  return append_header(res, name, nlen, value, vlen);
 }
 
 const char *coda_res_get_header(const coda_res *res, const char *name) {

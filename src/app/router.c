@@ -2,9 +2,12 @@
  * router.c - route table and matching (see router.h).
  *
  * A pattern is split once, at registration, into segments that are either
- * literal text or a capture. Matching walks the path's segments against each
- * route; route tables in C services are small, and a linear scan over
- * pre-split patterns beats a trie's pointer chasing until they are not.
+ * literal text or a capture. All-literal patterns ("/plain", "/users/me")
+ * are also in a hash table by path: when one of them serves the method it
+ * is the best match by the rules below, found with one hash and one
+ * compare. Otherwise matching walks the path's segments against each route;
+ * route tables in C services are small, and a linear scan over pre-split
+ * patterns beats a trie's pointer chasing until they are not.
  */
 #include "app/router.h"
 
@@ -23,6 +26,10 @@ struct coda__router {
   coda__route *routes;
   int n;
   int cap;
+  /* All-literal routes by path: open addressing, route index + 1 (0 is an
+   * empty slot), at most half full; rebuilt on each add. */
+  int *literal;
+  size_t literal_mask;
 };
 
 coda__router *coda__router_new(void) { return calloc(1, sizeof(coda__router)); }
@@ -41,6 +48,7 @@ void coda__router_free(coda__router *r) {
   for (int i = 0; i < r->n; i++)
     route_free(&r->routes[i]);
   free(r->routes);
+  free(r->literal);
   free(r);
 }
 
@@ -90,6 +98,37 @@ static int compile_pattern(const char *pattern, coda__route *rt) {
   return 0;
 }
 
+static uint64_t path_hash(const char *p, size_t n) {
+  uint64_t h = 14695981039346656037u; /* FNV-1a */
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)p[i]) * 1099511628211u;
+  return h;
+}
+
+static int is_literal(const coda__route *rt) { return rt->nstatic == rt->nsegs; }
+
+static int index_literals(coda__router *r) {
+  size_t size = 16;
+  while (size < (size_t)r->n * 2)
+    size *= 2;
+  int *slots = calloc(size, sizeof *slots);
+  if (!slots)
+    return CODA_ENOMEM;
+  for (int i = 0; i < r->n; i++) {
+    const coda__route *rt = &r->routes[i];
+    if (!is_literal(rt))
+      continue;
+    size_t at = (size_t)path_hash(rt->pattern, rt->pattern_len) & (size - 1);
+    while (slots[at])
+      at = (at + 1) & (size - 1);
+    slots[at] = i + 1;
+  }
+  free(r->literal);
+  r->literal = slots;
+  r->literal_mask = size - 1;
+  return 0;
+}
+
 int coda__router_add(coda__router *r, const char *method, const char *pattern,
                      coda_handler handler, void *user) {
   if (!method || !pattern || !handler || !valid_method(method))
@@ -118,7 +157,12 @@ int coda__router_add(coda__router *r, const char *method, const char *pattern,
   rt->handler = handler;
   rt->user = user;
   rt->pattern_len = strlen(pattern);
+  rt->method_len = strlen(method);
   r->n++;
+  if (index_literals(r) != 0) {
+    route_free(&r->routes[--r->n]);
+    return CODA_ENOMEM;
+  }
   return 0;
 }
 
@@ -135,7 +179,7 @@ static int match_path(const coda__route *rt, const char *path, size_t plen,
                       coda__param *params, int *nparams) {
   if (plen == 0 || path[0] != '/')
     return 0;
-  if (rt->nstatic == rt->nsegs) { /* all literal: one compare decides */
+  if (is_literal(rt)) { /* one compare decides */
     *nparams = 0;
     return plen == rt->pattern_len && memcmp(path, rt->pattern, plen) == 0;
   }
@@ -168,20 +212,45 @@ static int match_path(const coda__route *rt, const char *path, size_t plen,
 }
 
 static int method_serves(const coda__route *rt, const char *method, size_t mlen) {
-  if (strlen(rt->method) == mlen && memcmp(rt->method, method, mlen) == 0)
+  if (rt->method_len == mlen && memcmp(rt->method, method, mlen) == 0)
     return 2;
   if (mlen == 4 && memcmp(method, "HEAD", 4) == 0 && strcmp(rt->method, "GET") == 0)
     return 1;
   return 0;
 }
 
+/* The all-literal route for exactly this path that serves the method best,
+ * or NULL (none, or none of them serves it). */
+static const coda__route *match_literal(const coda__router *r, const char *method,
+                                        size_t mlen, const char *path, size_t plen) {
+  if (!r->literal)
+    return NULL;
+  const coda__route *found = NULL;
+  int best = 0;
+  for (size_t at = (size_t)path_hash(path, plen) & r->literal_mask; r->literal[at];
+       at = (at + 1) & r->literal_mask) {
+    const coda__route *rt = &r->routes[r->literal[at] - 1];
+    if (rt->pattern_len != plen || memcmp(rt->pattern, path, plen) != 0)
+      continue;
+    int serves = method_serves(rt, method, mlen);
+    if (serves > best) {
+      best = serves;
+      found = rt;
+    }
+  }
+  return found;
+}
+
 void coda__router_match(const coda__router *r, const char *method, size_t mlen,
                         const char *path, size_t plen, coda__match *m) {
   int best = -1;
   coda__param params[CODA__MAX_PARAMS];
-  m->route = NULL;
   m->nparams = 0;
   m->path_matched = 0;
+  /* A literal route has the most literal segments a match can have. */
+  m->route = match_literal(r, method, mlen, path, plen);
+  if (m->route)
+    return;
   for (int i = 0; i < r->n; i++) {
     const coda__route *rt = &r->routes[i];
     int np = 0;

@@ -23,6 +23,7 @@ typedef struct coda__route {
   int nsegs;
   int nstatic;
   size_t pattern_len; /* for all-literal patterns: the whole path's length */
+  size_t method_len;
   coda_handler handler;
   void *user;
   struct coda_tasks *tasks; /* route-level task templates, owned by the engine */

@@ -32,11 +32,7 @@ const uint8_t coda__http_tchar[256] = {
     ['y'] = 1, ['z'] = 1,
 };
 
-/* RFC 9110 5.5: field-value bytes are VCHAR, obs-text, SP and HTAB. Every
- * other control byte (NUL, CR, LF, DEL, ...) is refused. */
-static inline int field_value_char(unsigned char c) {
-  return c >= 0x20 ? c != 0x7f : c == '\t';
-}
+static inline int field_value_char(unsigned char c) { return coda__http_value_char(c); }
 
 /* Bytes allowed in a request-target: visible ASCII. RFC 3986 leaves no room
  * for spaces, controls or raw 8-bit bytes. */

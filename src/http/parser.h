@@ -116,4 +116,10 @@ int coda__chunked_decode(coda__chunked *d, char *buf, size_t len, size_t *in,
 /* True for bytes allowed in a token (RFC 9110 5.6.2: tchar). */
 extern const uint8_t coda__http_tchar[256];
 
+/* RFC 9110 5.5: field-value bytes are VCHAR, obs-text, SP and HTAB. Every
+ * other control byte (NUL, CR, LF, DEL, ...) is refused. */
+static inline int coda__http_value_char(unsigned char c) {
+  return c >= 0x20 ? c != 0x7f : c == '\t';
+}
+
 #endif /* CODA_HTTP_PARSER_H */

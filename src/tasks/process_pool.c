@@ -57,6 +57,14 @@
  * each other anyway, and the deeper it is, the less often the worker waits
  * for the server to send the next one. */
 #define CHAIN_DEPTH 16
+/* A worker that ends sooner than this after its start, before it was given
+ * any task, did not really start (a broken binary, a crash in start-up
+ * code, a missing library): its replacement waits, from
+ * RESPAWN_MIN_MS doubling up to RESPAWN_MAX_MS, so that a worker that can
+ * never start costs a log line per few seconds, not a core. */
+#define RESPAWN_QUICK_MS 1000
+#define RESPAWN_MIN_MS 100
+#define RESPAWN_MAX_MS 5000
 
 extern char **environ;
 
@@ -65,6 +73,10 @@ typedef struct worker {
   uv_process_t proc;
   uv_pipe_t pipe;
   uv_timer_t timer;
+  uv_timer_t respawn; /* lives with the pool, not with one process */
+  uint64_t started_ms; /* loop time of the spawn */
+  int quick_exits;     /* in a row */
+  int given;           /* tasks sent to this process */
   coda__buf in;
   coda_task *inflight[CHAIN_DEPTH]; /* sent, in order; the head runs */
   int head;
@@ -335,10 +347,34 @@ void coda__process_worker_main(coda__engine *e, int fd) {
 static void spawn_worker(worker *w);
 static void dispatch(coda__process_pool *p);
 
+static void on_respawn(uv_timer_t *timer) { spawn_worker(timer->data); }
+
+/* How long the replacement of a worker that just ended waits. */
+static int ended_quickly(const worker *w) {
+  return w->given == 0 && uv_now(w->pool->loop) - w->started_ms < RESPAWN_QUICK_MS;
+}
+
+static uint64_t respawn_delay(worker *w) {
+  if (!ended_quickly(w)) {
+    w->quick_exits = 0;
+    return 0;
+  }
+  uint64_t delay = RESPAWN_MIN_MS;
+  for (int i = 0; i < w->quick_exits && delay < RESPAWN_MAX_MS; i++)
+    delay *= 2;
+  w->quick_exits++;
+  return delay < RESPAWN_MAX_MS ? delay : RESPAWN_MAX_MS;
+}
+
 static void on_handle_closed(uv_handle_t *h) {
   worker *w = h->data;
-  if (--w->handles_open == 0 && !w->pool->stopping)
+  if (--w->handles_open > 0 || w->pool->stopping)
+    return;
+  uint64_t delay = respawn_delay(w);
+  if (delay == 0)
     spawn_worker(w); /* the replacement */
+  else
+    uv_timer_start(&w->respawn, on_respawn, delay, 0);
 }
 
 static void close_worker(worker *w) {
@@ -454,8 +490,11 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
     finish_current(w, CODA_ECRASHED, why);
   }
   if (!p->stopping)
-    coda_log(p->engine->app, CODA_LOG_WARN, "process worker %d ended (%s %d); replacing it",
-             (int)proc->pid, signo ? "signal" : "status", signo ? signo : (int)status);
+    coda_log(p->engine->app, CODA_LOG_WARN, "process worker %d ended (%s %d)%s; replacing it",
+             (int)proc->pid, signo ? "signal" : "status", signo ? signo : (int)status,
+             ended_quickly(w) ? " right after its start (the replacement waits)" : "");
+  if (!p->stopping)
+    coda__stat_add(p->engine, CODA_EXEC_PROCESS, CODA_STAT_RESTARTED, 1);
   w->killed_for_timeout = 0;
   close_worker(w);
   dispatch(p); /* its requeued tasks, to the workers still alive */
@@ -544,6 +583,7 @@ static int send_task(worker *w, coda_task *t, const coda_task *after) {
     return CODA_ENOMEM;
   }
   w->inflight[(w->head + w->count) % CHAIN_DEPTH] = t;
+  w->given++;
   if (++w->count == 1)
     start_current(w);
   uv_buf_t b = uv_buf_init(wr->buf.base, (unsigned)wr->buf.len);
@@ -652,15 +692,18 @@ static void spawn_worker(worker *w) {
   w->handles_open = 3;
   int rc = uv_spawn(p->loop, &w->proc, &o);
   if (rc) {
-    coda_log(p->engine->app, CODA_LOG_ERROR, "cannot start a process worker: %s",
+    coda_log(p->engine->app, CODA_LOG_ERROR, "cannot start a process worker: %s; trying again",
              uv_strerror(rc));
-    w->handles_open = 2; /* the process handle closes itself on failure */
-    uv_close((uv_handle_t *)&w->proc, NULL);
-    uv_close((uv_handle_t *)&w->pipe, NULL);
-    uv_close((uv_handle_t *)&w->timer, NULL);
+    w->started_ms = uv_now(p->loop); /* a quick exit: the retry waits */
+    w->given = 0;
+    uv_close((uv_handle_t *)&w->proc, on_handle_closed);
+    uv_close((uv_handle_t *)&w->pipe, on_handle_closed);
+    uv_close((uv_handle_t *)&w->timer, on_handle_closed);
     return;
   }
   w->alive = 1;
+  w->given = 0;
+  w->started_ms = uv_now(p->loop);
   /* Workers never keep the control loop alive: the server's own handles
    * decide when it ends. */
   uv_unref((uv_handle_t *)&w->proc);
@@ -733,9 +776,13 @@ coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int
   uv_unref((uv_handle_t *)&p->async);
   p->accepting = 1;
   for (int i = 0; i < workers; i++) {
-    p->workers[i].pool = p;
-    p->workers[i].index = i;
-    spawn_worker(&p->workers[i]);
+    worker *w = &p->workers[i];
+    w->pool = p;
+    w->index = i;
+    uv_timer_init(loop, &w->respawn);
+    w->respawn.data = w;
+    uv_unref((uv_handle_t *)&w->respawn);
+    spawn_worker(w);
   }
   return p;
 }
@@ -759,6 +806,7 @@ void coda__process_pool_stop(coda__process_pool *p) {
         finish_current(w, CODA_ECRASHED, "the server stopped while it ran");
       close_worker(w);
     }
+    uv_close((uv_handle_t *)&w->respawn, NULL);
     coda__buf_free(&w->in);
   }
   coda__tasks_drop_queue(&p->waiting, "shutdown before it ran");

@@ -787,7 +787,7 @@ long coda_task_stat(const coda_app *app, coda_executor ex, coda_task_stat_kind k
 size_t coda_stats_json(const coda_app *app, char *buf, size_t cap) {
   static const char *const names[CODA_STAT_COUNT_] = {
       "queued",  "running", "succeeded", "failed",    "timed_out", "crashed",
-      "rejected", "dropped", "retried",  "dead",     "duplicate", "claimed"};
+      "rejected", "dropped", "retried",  "dead",     "duplicate", "claimed", "restarted"};
   char tmp[4096];
   size_t n = (size_t)snprintf(tmp, sizeof tmp, "{\"requests\":%llu,\"tasks\":{",
                               (unsigned long long)coda__app_requests(app));

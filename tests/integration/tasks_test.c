@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 static char journal_path[256];
+static char noworker_path[300];
 
 static void journal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void journal(const char *fmt, ...) {
@@ -584,6 +585,43 @@ TEST(a_crash_or_timeout_in_a_process_chain_keeps_the_order) {
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_RUNNING), 0);
 }
 
+TEST(a_worker_that_cannot_start_is_retried_with_backoff) {
+  char buf[4096];
+  int fd = open(noworker_path, O_WRONLY | O_CREAT, 0600);
+  REQUIRE(fd >= 0);
+  close(fd);
+  long restarted = stat_of(CODA_EXEC_PROCESS, CODA_STAT_RESTARTED);
+  long crashed = stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED);
+  REQUIRE(get(ts.port, "/crash", buf, sizeof buf) == 200);
+  for (int i = 0; i < 300 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED) == crashed; i++)
+    tc_sleep_ms(10);
+  REQUIRE(stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED) == crashed + 1);
+  /* Its replacements die at start: 0 + 0.1 + 0.2 + 0.4 + 0.8 s apart, so at
+   * most 5 in 1.6 s (without the wait: hundreds). */
+  tc_sleep_ms(1600);
+  long tries = stat_of(CODA_EXEC_PROCESS, CODA_STAT_RESTARTED) - restarted;
+  CHECK(tries >= 3);
+  CHECK(tries <= 6);
+  journal_reset();
+  REQUIRE(get(ts.port, "/pnote?n=while-broken", buf, sizeof buf) == 200);
+  CHECK(journal_wait("while-broken process", 3000)); /* the other worker serves */
+  CHECK_EQ_INT(get(ts.port, "/plain", buf, sizeof buf), 200);
+  unlink(noworker_path);
+  /* The next try (1.6 s after the last at most) starts a worker for good. */
+  long before = stat_of(CODA_EXEC_PROCESS, CODA_STAT_RESTARTED);
+  tc_sleep_ms(3500);
+  long after = stat_of(CODA_EXEC_PROCESS, CODA_STAT_RESTARTED);
+  CHECK(after - before <= 2);
+  for (int i = 0; i < 4; i++) { /* both workers run tasks again */
+    char name[32];
+    snprintf(name, sizeof name, "/pnote?n=healed%d", i);
+    REQUIRE(get(ts.port, name, buf, sizeof buf) == 200);
+  }
+  CHECK(journal_wait("healed3 process", 5000));
+  tc_sleep_ms(300);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_RESTARTED), after);
+}
+
 TEST(a_thread_task_past_its_timeout_is_reported_and_cancelled) {
   char buf[4096];
   journal_reset();
@@ -694,6 +732,11 @@ int main(void) {
     snprintf(journal_path, sizeof journal_path, "%s", inherited);
   else
     setenv("CODA_TEST_JOURNAL", journal_path, 1);
+  /* While this file exists, new workers fail at start-up (see
+   * a_worker_that_cannot_start_is_retried_with_backoff). */
+  snprintf(noworker_path, sizeof noworker_path, "%s.noworker", journal_path);
+  if (getenv("CODA_WORKER_FD") && access(noworker_path, F_OK) == 0)
+    _exit(3);
   app = make_app();
   coda_app_worker(app); /* a PROCESS worker stops here */
   memset(big, 'b', sizeof big);
@@ -714,6 +757,7 @@ int main(void) {
       TEST_CASE(a_chain_of_process_tasks_runs_in_order),
       TEST_CASE(a_failure_in_a_process_chain_stops_it_only_when_asked),
       TEST_CASE(a_crash_or_timeout_in_a_process_chain_keeps_the_order),
+      TEST_CASE(a_worker_that_cannot_start_is_retried_with_backoff),
       TEST_CASE(a_thread_task_past_its_timeout_is_reported_and_cancelled),
       TEST_CASE(a_full_queue_answers_503_with_retry_after),
       TEST_CASE(shutdown_drains_tasks_and_reports_the_rest),

@@ -4,6 +4,7 @@
 #include "app/router.h"
 #include "test.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static int h(coda_req *req, coda_res *res, void *user) {
@@ -80,6 +81,36 @@ TEST(head_is_served_by_get_and_405_lists_methods) {
   CHECK_EQ_STR(allow, "GET, HEAD, DELETE");
 }
 
+TEST(a_literal_path_for_another_method_falls_back_to_captures) {
+  coda__match m;
+  REQUIRE(coda__router_add(r, "GET", "/users/me", h, (void *)1) == 0);
+  REQUIRE(coda__router_add(r, "DELETE", "/users/{id}", h, (void *)2) == 0);
+  REQUIRE(match("DELETE", "/users/me", &m) != NULL);
+  CHECK(m.route->user == (void *)2);
+  CHECK(m.nparams == 1 && m.params[0].len == 2);
+  CHECK(match("PUT", "/users/me", &m) == NULL);
+  CHECK_EQ_INT(m.path_matched, 1);
+}
+
+TEST(hundreds_of_literal_routes_each_find_their_own) {
+  char path[32];
+  for (long i = 0; i < 300; i++) {
+    snprintf(path, sizeof path, "/r/%ld", i);
+    REQUIRE(coda__router_add(r, i % 2 ? "POST" : "GET", path, h, (void *)(i + 1)) == 0);
+  }
+  coda__match m;
+  for (long i = 0; i < 300; i++) {
+    snprintf(path, sizeof path, "/r/%ld", i);
+    REQUIRE(match(i % 2 ? "POST" : "GET", path, &m) != NULL);
+    CHECK(m.route->user == (void *)(i + 1));
+    CHECK(match(i % 2 ? "GET" : "POST", path, &m) == NULL);
+    CHECK_EQ_INT(m.path_matched, 1);
+  }
+  CHECK(match("GET", "/r/300", &m) == NULL);
+  CHECK_EQ_INT(m.path_matched, 0);
+  CHECK(match("GET", "/r/1/", &m) == NULL);
+}
+
 static void fresh(void (*fn)(void)) {
   r = coda__router_new();
   fn();
@@ -93,9 +124,15 @@ CASE(literal_and_capture_segments)
 CASE(trailing_slash_is_significant)
 CASE(literal_beats_capture_whatever_the_order)
 CASE(head_is_served_by_get_and_405_lists_methods)
+CASE(a_literal_path_for_another_method_falls_back_to_captures)
+CASE(hundreds_of_literal_routes_each_find_their_own)
 
 RUN_TESTS(router, {"bad_patterns_are_refused", bad_patterns_are_refused_fresh},
           {"literal_and_capture_segments", literal_and_capture_segments_fresh},
           {"trailing_slash_is_significant", trailing_slash_is_significant_fresh},
           {"literal_beats_capture_whatever_the_order", literal_beats_capture_whatever_the_order_fresh},
-          {"head_is_served_by_get_and_405_lists_methods", head_is_served_by_get_and_405_lists_methods_fresh})
+          {"head_is_served_by_get_and_405_lists_methods", head_is_served_by_get_and_405_lists_methods_fresh},
+          {"a_literal_path_for_another_method_falls_back_to_captures",
+           a_literal_path_for_another_method_falls_back_to_captures_fresh},
+          {"hundreds_of_literal_routes_each_find_their_own",
+           hundreds_of_literal_routes_each_find_their_own_fresh})
