@@ -17,6 +17,9 @@
 #
 # Usage: bench/http.sh   (or `make bench`)
 # Env:   DURATION  seconds per measured run (default 10)
+#        ROUNDS    alternated nginx/coda rounds of the one-core cases; the median round of
+#                  each server is reported (default 3: the VM's noise swings single runs by
+#                  20% either way)
 #        BUILD     build directory holding coda-demo (default build)
 #        RAW       if set, a directory that receives every wrk output and server log
 # Exit status: 0 when every run completed cleanly, 1 when a server failed or wrk saw
@@ -26,6 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 WARMUP=2
 CONNECTIONS=64
 DEPTH=16
@@ -40,6 +44,7 @@ die() { echo "bench/http.sh: $*" >&2; exit 1; }
 . "$(dirname "$0")/lib.sh"
 
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive number of seconds"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number"
 
 scripts/deps bench
 for tool in wrk nginx curl taskset python3; do
@@ -58,6 +63,7 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/coda-bench.XXXXXX")
 servers=()   # pids of running servers, for the EXIT trap
 failed=0
+rounds_text=""
 busy_runs=()  # runs during which something besides the server and wrk used the CPU
 
 
@@ -162,6 +168,7 @@ wrk_run() {
              $1 == "99%" {v = ms($2); if (v > 0) printf "%.2fms", v; else print "n/a"}' "$out")
   declare -g "rps_${name}_$mode=${rps:-0}" "p99_${name}_$mode=${p99:--}" \
     "cpu_${name}_$mode=$run_cpu" "wrkcpu_${name}_$mode=$run_wrk"
+  echo "${rps:-0} ${p99:--} $run_cpu $run_wrk" >>"$tmp/rounds-$name-$mode"
 
   errors=$(grep -E 'Socket errors|Non-2xx' "$out" || true)
   if ! kill -0 "$(get "pid_$name")" 2>/dev/null; then
@@ -188,13 +195,30 @@ echo "$(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n1 | awk '{print 
   "$(nproc) CPUs"
 echo
 
-# One core: servers on CPU 1, wrk -t1 on CPU 0, nginx and coda measured in alternation.
+# median_round NAME MODE: sets the figures of NAME's median round (by req/s), and
+# round_list to every round's req/s.
+median_round() {
+  local f=$tmp/rounds-$1-$2 n rps p99 cpu wrk
+  n=$(wc -l <"$f")
+  read -r rps p99 cpu wrk < <(sort -n -k1,1 "$f" | sed -n "$(((n + 1) / 2))p")
+  declare -g "rps_$1_$2=$rps" "p99_$1_$2=$p99" "cpu_$1_$2=$cpu" "wrkcpu_$1_$2=$wrk"
+  round_list=$(awk '{printf "%s%.0f", (NR > 1 ? " " : ""), $1}' "$f")
+}
+
+# One core: servers on CPU 1, wrk -t1 on CPU 0, nginx and coda measured in alternation,
+# ROUNDS times; each server's median round counts.
 start_nginx nginx "$SERVER_CPU"
 start_coda coda 1 "$SERVER_CPU"
 for mode in plain pipelined; do
-  echo "running 1 core, $mode ..." >&2
-  wrk_run nginx "$CLIENT_CPU" 1 "$mode"
-  wrk_run coda "$CLIENT_CPU" 1 "$mode"
+  for ((round = 1; round <= ROUNDS; round++)); do
+    echo "running 1 core, $mode, round $round of $ROUNDS ..." >&2
+    wrk_run nginx "$CLIENT_CPU" 1 "$mode"
+    wrk_run coda "$CLIENT_CPU" 1 "$mode"
+  done
+  median_round nginx "$mode"
+  rounds_text+="  rounds, 1 core, $mode (req/s): nginx $round_list;"
+  median_round coda "$mode"
+  rounds_text+=" coda $round_list"$'\n'
 done
 grep -E '\[(alert|emerg|crit|error)\]' "$tmp/nginx-error.log" >&2 || true
 stop_server "$(get pid_nginx)" || { echo "!! nginx exited with status $?" >&2; failed=1; }
@@ -245,6 +269,8 @@ if grep -q 'n/a' <<<"$(get p99_nginx_pipelined)$(get p99_coda_pipelined)"; then
 fi
 echo "  cpu: server and wrk (nginx run/coda run) CPU time in % of one core;" \
   "ratio/cpu: coda/nginx req/s per second of server CPU"
+echo "  each figure is the server's median of $ROUNDS alternated rounds:"
+printf '%s' "$rounds_text"
 for note in "${notes[@]}"; do echo "  note: $note"; done
 echo
 for mode in plain pipelined; do
