@@ -106,7 +106,9 @@ typedef enum {
   CODA_OPT_STORE_MAX_BYTES,    /* durable: store size cap, 0 none [0] -> 503 */
   CODA_OPT_MAX_ATTEMPTS,       /* durable: default attempts per task [5] */
   CODA_OPT_BACKOFF,            /* durable: first retry delay [1000] */
-  CODA_OPT_BACKOFF_MAX         /* durable: longest retry delay [300000] */
+  CODA_OPT_BACKOFF_MAX,        /* durable: longest retry delay [300000] */
+  CODA_OPT_TASK_RETAIN         /* durable: how long finished (succeeded or dead)
+                                  tasks are kept, 0 forever [604800000: 7 days] */
 } coda_option;
 
 typedef enum {

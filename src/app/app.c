@@ -49,6 +49,7 @@ static const coda__options default_options = {
     .max_attempts = 5,
     .backoff = 1000,
     .backoff_max = 300000,
+    .task_retain = 604800000L,
 };
 
 coda_app *coda_app_new(void) {
@@ -118,6 +119,7 @@ static const option_info option_table[] = {
     [CODA_OPT_MAX_ATTEMPTS] = OPT(max_attempts, 1, 1000000),
     [CODA_OPT_BACKOFF] = OPT(backoff, 1, 86400000),
     [CODA_OPT_BACKOFF_MAX] = OPT(backoff_max, 1, 86400000L * 30),
+    [CODA_OPT_TASK_RETAIN] = OPT(task_retain, 0, 86400000L * 36500),
 };
 #undef OPT
 

@@ -49,6 +49,7 @@ typedef struct coda__options {
   long max_attempts;
   long backoff;
   long backoff_max;
+  long task_retain;
 } coda__options;
 
 typedef struct coda__middleware_entry {

@@ -5,8 +5,9 @@
  *
  * Layout: a map of entries by id, a list of the
  * entries waiting to be claimed (queued or failed, not claimed), and a
- * FIFO of finished ones (succeeded or dead) of which the oldest are
- * forgotten past MAX_FINISHED, so memory stays bounded under any load.
+ * FIFO of finished ones (succeeded or dead), in the order they finished,
+ * of which the oldest are forgotten past MAX_FINISHED, so memory stays
+ * bounded under any load, and past their retention (purge).
  *
  * Threads: one mutex guards everything; get() takes it from any thread.
  * Batches are not transactions here (every call applies at once, and none
@@ -318,6 +319,22 @@ static int memory_list(coda__store *base, coda_task_state state, uint64_t after_
 
 static const char *memory_errmsg(coda__store *base) { return ((memory_store *)base)->err; }
 
+static int memory_purge(coda__store *base, int64_t finished_before, int limit) {
+  memory_store *s = (memory_store *)base;
+  int n = 0;
+  uv_mutex_lock(&s->mu);
+  while (n < limit && !coda__queue_empty(&s->finished)) {
+    entry *e = coda__container_of(coda__queue_head(&s->finished), entry, link);
+    if (e->r.finished_at >= finished_before)
+      break;
+    forget(s, e);
+    s->nfinished--;
+    n++;
+  }
+  uv_mutex_unlock(&s->mu);
+  return n;
+}
+
 static const coda__store_methods memory_methods = {
     .version = CODA__STORE_VERSION,
     .name = "memory",
@@ -336,4 +353,5 @@ static const coda__store_methods memory_methods = {
     .close = memory_close,
     .begin_lazy = memory_noop,
     .list = memory_list,
+    .purge = memory_purge,
 };

@@ -32,7 +32,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 /* How long a write waits for a lock another program holds before the batch
  * fails (and its responses become 503): a client is waiting meanwhile. */
 #define BUSY_TIMEOUT_MS 1000
@@ -50,6 +50,7 @@ enum {
   ST_PAGES,
   ST_SYNC_NORMAL,
   ST_SYNC_FULL,
+  ST_PURGE,
   ST_COUNT_
 };
 
@@ -72,6 +73,8 @@ static const char *const sql[ST_COUNT_] = {
     [ST_PAGES] = "PRAGMA page_count",
     [ST_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
     [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
+    [ST_PURGE] = "DELETE FROM coda_tasks WHERE id IN (SELECT id FROM coda_tasks "
+                 "WHERE state IN (2,4) AND finished_at<?1 ORDER BY finished_at LIMIT ?2)",
 };
 
 /* Version 1. Tasks waiting for a claim are the only ones in the partial
@@ -97,6 +100,11 @@ static const char *const schema_v1 =
     "CREATE INDEX coda_tasks_due ON coda_tasks(run_at) WHERE owned=0 AND state IN (0,3);"
     "CREATE TABLE coda_meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
     "INSERT INTO coda_meta VALUES('next_id', 1);";
+
+/* Version 2: finished tasks (succeeded, dead) by when they finished, for
+ * the purge past CODA_OPT_TASK_RETAIN. */
+static const char *const schema_v2 =
+    "CREATE INDEX coda_tasks_done ON coda_tasks(finished_at) WHERE state IN (2,4);";
 
 typedef struct sqlite_store {
   coda__store base;
@@ -241,6 +249,10 @@ static int migrate(sqlite_store *s, const char *path) {
   switch (v) {
   case 0:
     rc = exec(s, schema_v1, "creating the schema");
+    /* fall through */
+  case 1:
+    if (rc == 0)
+      rc = exec(s, schema_v2, "indexing finished tasks");
     break;
   }
   char set[64];
@@ -654,6 +666,17 @@ static int sqlite_list(coda__store *base, coda_task_state state, uint64_t after_
 
 static const char *sqlite_errmsg(coda__store *base) { return ((sqlite_store *)base)->err; }
 
+static int sqlite_purge(coda__store *base, int64_t finished_before, int limit) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_PURGE];
+  sqlite3_bind_int64(st, 1, finished_before);
+  sqlite3_bind_int(st, 2, limit);
+  int rc = step_done(s, st, "purging finished tasks");
+  if (rc != 0)
+    return rc;
+  return sqlite3_changes(s->db);
+}
+
 static const coda__store_methods sqlite_methods = {
     .version = CODA__STORE_VERSION,
     .name = "sqlite",
@@ -672,4 +695,5 @@ static const coda__store_methods sqlite_methods = {
     .close = sqlite_close,
     .begin_lazy = sqlite_begin_lazy,
     .list = sqlite_list,
+    .purge = sqlite_purge,
 };

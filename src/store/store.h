@@ -104,6 +104,10 @@ typedef struct coda__store_methods {
    * Returns how many, or < 0. */
   int (*list)(coda__store *s, coda_task_state state, uint64_t after_id, int limit,
               coda_task_list_fn fn, void *user);
+  /* Deletes up to `limit` tasks that succeeded or died before
+   * `finished_before` (unix ms), oldest first: their ids and keys are
+   * forgotten. Inside a batch. Returns how many, or < 0. */
+  int (*purge)(coda__store *s, int64_t finished_before, int limit);
 } coda__store_methods;
 
 struct coda__store {

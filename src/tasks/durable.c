@@ -96,7 +96,7 @@ struct coda__durable {
   int running;
   uv_thread_t thread;
   atomic_int faulted; /* the last batch failed: adds fail fast */
-  atomic_long batches, errors; /* for the stats */
+  atomic_long batches, errors, purged; /* for the stats */
   atomic_int draining;
   /* id_mu protects the id blocks and `refill`. */
   uv_mutex_t id_mu;
@@ -115,6 +115,7 @@ struct coda__durable {
   coda__queue retry_ops; /* outcomes a failed batch could not write */
   coda__buf scratch;
   int64_t next_poll;
+  int64_t next_purge; /* store thread only */
   unsigned next_loop;
   atomic_ullong rng;
   char err[512]; /* last error, for coda_app_store_error (under mu) */
@@ -378,9 +379,12 @@ size_t coda__durable_stats_json(coda__engine *e, char *buf, size_t cap) {
   coda__durable *d = e->durable;
   if (!d)
     return (size_t)snprintf(buf, cap, "null");
-  return (size_t)snprintf(buf, cap, "{\"store\":\"%s\",\"batches\":%ld,\"errors\":%ld,\"faulted\":%d}",
+  return (size_t)snprintf(buf, cap,
+                          "{\"store\":\"%s\",\"batches\":%ld,\"errors\":%ld,\"faulted\":%d,"
+                          "\"purged\":%ld}",
                           d->store->m->name, atomic_load(&d->batches),
-                          atomic_load(&d->errors), atomic_load(&d->faulted));
+                          atomic_load(&d->errors), atomic_load(&d->faulted),
+                          atomic_load(&d->purged));
 }
 
 void coda__durable_finished(coda_task *t, int failed, const char *message) {
@@ -854,6 +858,41 @@ static void claim_due(coda__durable *d) {
     d->next_poll = due > now ? due : now + 1;
 }
 
+/* ---- retention ------------------------------------------------------------- */
+
+/* Finished tasks past CODA_OPT_TASK_RETAIN are deleted PURGE_BATCH at a
+ * time, in a batch of their own that is not fsync'd (a purge lost to a
+ * power cut is done again), so that responses held for a commit never
+ * wait long behind one. */
+#define PURGE_BATCH 1000
+#define PURGE_EVERY_MS 60000
+
+static int64_t purge_every(const coda__options *o) {
+  return o->task_retain < PURGE_EVERY_MS ? o->task_retain : PURGE_EVERY_MS;
+}
+
+static void purge_old(coda__durable *d) {
+  coda__store *s = d->store;
+  const coda__options *o = &d->engine->app->opt;
+  int64_t now = now_ms();
+  if (!s->m->purge || o->task_retain == 0) {
+    d->next_purge = INT64_MAX;
+    return;
+  }
+  d->next_purge = now + purge_every(o);
+  int rc = s->m->begin_lazy ? s->m->begin_lazy(s) : s->m->begin(s);
+  int n = rc ? rc : s->m->purge(s, now - o->task_retain, PURGE_BATCH);
+  rc = n < 0 ? n : s->m->commit(s);
+  if (rc) {
+    s->m->rollback(s);
+    report_store_error(d, "purging finished tasks", 0);
+    return;
+  }
+  atomic_fetch_add_explicit(&d->purged, n, memory_order_relaxed);
+  if (n == PURGE_BATCH)
+    d->next_purge = now + 10; /* more to go: soon, between other batches */
+}
+
 /* ---- the store thread ------------------------------------------------------- */
 
 static void store_main(void *arg) {
@@ -865,7 +904,8 @@ static void store_main(void *arg) {
     for (;;) {
       if (!coda__queue_empty(&d->ops) || d->stop)
         break;
-      int64_t wait = d->next_poll - now_ms();
+      int64_t next = d->next_poll < d->next_purge ? d->next_poll : d->next_purge;
+      int64_t wait = next - now_ms();
       if (wait <= 0)
         break;
       uv_cond_timedwait(&d->cond, &d->mu, (uint64_t)wait * 1000000u);
@@ -903,6 +943,8 @@ static void store_main(void *arg) {
         d->next_poll = now_ms() + d->engine->app->opt.store_poll;
       uv_mutex_unlock(&d->submit_mu);
     }
+    if (now_ms() >= d->next_purge)
+      purge_old(d);
   }
   long lost = 0;
   while (!coda__queue_empty(&d->retry_ops)) {
@@ -954,6 +996,7 @@ int coda__durable_start(coda__engine *e) {
   atomic_store(&d->draining, 0);
   atomic_store(&d->faulted, 0);
   d->next_poll = 0; /* claim what is due at once */
+  d->next_purge = now + purge_every(&e->app->opt);
   if (uv_thread_create(&d->thread, store_main, d) != 0)
     return CODA_ENOMEM;
   d->running = 1;
