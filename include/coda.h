@@ -664,11 +664,14 @@ CODA_API const char *coda_task_state_name(coda_task_state state);
 CODA_API int coda_task_durable(const coda_task *t);
 /** The attempt this run is (1 for the first). */
 CODA_API int coda_task_attempt(const coda_task *t);
-/** Reports progress (0..1), visible through coda_task_get() at once and
- *  written to the store. THREAD and LOOP tasks. */
+/** Reports progress (0..1) of a durable task, visible through
+ *  coda_task_get() at once and written to the store. Any executor: in a
+ *  PROCESS worker it is sent to the server (at most every 10 ms; the last
+ *  value always arrives with the task's end). CODA_ESTATE if not durable. */
 CODA_API int coda_task_progress(coda_task *t, double fraction);
-/** Stores a result (copied), written with the task's success. THREAD and
- *  LOOP tasks. */
+/** Stores a result (copied) of a durable task, written with its outcome.
+ *  Any executor (a PROCESS worker sends it with the task's end).
+ *  CODA_ESTATE if not durable. */
 CODA_API int coda_task_set_result(coda_task *t, const void *data, size_t len);
 
 #ifdef __cplusplus

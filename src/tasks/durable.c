@@ -1114,12 +1114,16 @@ int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int 
 
 int coda_task_progress(coda_task *t, double fraction) {
   coda__durable *d = t->def->engine->durable;
-  if (!t->durable || !d)
+  if (!t->durable)
     return CODA_ESTATE;
   if (fraction < 0)
     fraction = 0;
   if (fraction > 1)
     fraction = 1;
+  if (coda__in_worker())
+    return coda__worker_progress(t, fraction); /* sent to the server */
+  if (!d)
+    return CODA_ESTATE;
   uv_mutex_lock(&d->reg_mu);
   t->progress = fraction;
   uv_mutex_unlock(&d->reg_mu);

@@ -26,7 +26,14 @@
  *     after, u16 name length, name, u16 nargs, then per argument a type byte
  *     and 8 bytes (i, d) or u32 length + bytes (s, b). With skip set, the
  *     task does not run if the task `after` failed or was skipped.
- *   DONE (worker to parent): u64 id, i32 rc, u32 message length, message.
+ *   DONE (worker to parent): u64 id, i32 rc, u32 message length, message,
+ *     u8 has result, u32 result length, result, f64 progress.
+ *   PROGRESS (worker to parent, while the task runs): u64 id, f64 progress.
+ *
+ * Durable PROCESS tasks report progress and results like the others:
+ * coda_task_progress() in a worker sends PROGRESS (at most one per
+ * PROGRESS_EVERY_MS; DONE carries the last value), and the result set by
+ * coda_task_set_result() travels with DONE.
  */
 #include "common/buf.h"
 #include "tasks/task.h"
@@ -43,6 +50,8 @@
 
 #define MSG_TASK 1
 #define MSG_DONE 2
+#define MSG_PROGRESS 3
+#define PROGRESS_EVERY_MS 10
 /* Workers crunch below the server: nice 19 and SCHED_BATCH (no wake-up
  * preemption of the loop threads), so a saturated pool barely delays a
  * response. They still get the CPU the server leaves idle, so they never
@@ -172,6 +181,26 @@ static const void *take(reader *r, size_t n) {
 
 /* ---- the worker side -------------------------------------------------- */
 
+static int worker_fd = -1; /* in a worker process: the pipe to the server */
+static uint64_t progress_sent_ns;
+
+int coda__in_worker(void) { return worker_fd >= 0; }
+
+int coda__worker_progress(coda_task *t, double fraction) {
+  t->progress = fraction;
+  uint64_t now = uv_hrtime();
+  if (fraction < 1 && now - progress_sent_ns < PROGRESS_EVERY_MS * 1000000ull)
+    return 0; /* DONE carries the latest value */
+  progress_sent_ns = now;
+  char m[8 + 8 + 8];
+  uint32_t hdr[2] = {16, MSG_PROGRESS};
+  memcpy(m, hdr, 8);
+  memcpy(m + 8, &t->id, 8);
+  memcpy(m + 16, &fraction, 8);
+  /* One write below PIPE_BUF: whole, even from a thread of the task. */
+  return write(worker_fd, m, sizeof m) == (ssize_t)sizeof m ? 0 : CODA_EIO;
+}
+
 static int read_full(int fd, void *p, size_t n) {
   char *c = p;
   while (n > 0) {
@@ -279,6 +308,8 @@ static void remember(outcomes *o, uint64_t id, int failed) {
 
 void coda__process_worker_main(coda__engine *e, int fd) {
   coda__arg args[32];
+  coda__buf out = {0};
+  worker_fd = fd;
   outcomes recent;
   memset(&recent, 0, sizeof recent);
   struct sched_param sp = {0};
@@ -324,19 +355,33 @@ void coda__process_worker_main(coda__engine *e, int fd) {
     uint64_t id = t ? t->id : 0;
     remember(&recent, id, rc < 0);
     uint32_t mlen = why ? (uint32_t)strlen(why) : 0;
-    uint32_t out_hdr[2] = {8 + 4 + 4 + mlen, MSG_DONE};
-    char head[8 + 8 + 4 + 4];
-    memcpy(head, out_hdr, 8);
-    memcpy(head + 8, &id, 8);
-    memcpy(head + 16, &rc, 4);
-    memcpy(head + 20, &mlen, 4);
-    if (write_full(fd, head, sizeof head) != 0 || write_full(fd, why, mlen) != 0)
+    uint8_t has_result = t && t->result;
+    uint32_t rlen = has_result ? (uint32_t)t->result_len : 0;
+    double progress = t ? t->progress : 0;
+    uint32_t out_hdr[2] = {0, MSG_DONE};
+    int bad = 0;
+    out.len = 0;
+    put(&out, out_hdr, 8, &bad);
+    put(&out, &id, 8, &bad);
+    put(&out, &rc, 4, &bad);
+    put(&out, &mlen, 4, &bad);
+    put(&out, why ? why : "", mlen, &bad);
+    put(&out, &has_result, 1, &bad);
+    put(&out, &rlen, 4, &bad);
+    put(&out, has_result ? t->result : "", rlen, &bad);
+    put(&out, &progress, 8, &bad);
+    if (bad)
+      _exit(1);
+    out_hdr[0] = (uint32_t)(out.len - 8);
+    memcpy(out.base, out_hdr, 4);
+    if (write_full(fd, out.base, out.len) != 0)
       _exit(1);
     if (t) {
       for (int i = 0; i < t->nargs; i++)
         if (t->args[i].type == 's' || t->args[i].type == 'b')
           free((void *)t->args[i].v.p);
       free(t->error);
+      free(t->result);
     }
     free(msg);
   }
@@ -528,21 +573,41 @@ static void consume_input(worker *w) {
     if (w->in.len - at - 8 < hdr[0])
       break;
     reader r = {w->in.base + at + 8, hdr[0], 0};
+    at += 8 + hdr[0];
     uint64_t id = 0;
-    int32_t rc = 0;
-    uint32_t mlen = 0;
     TAKE(&r, id);
+    coda_task *t = current(w);
+    if (!t || t->id != id || t->skipping)
+      continue; /* not the running task: stale or garbled */
+    if (hdr[1] == MSG_PROGRESS) {
+      double progress = 0;
+      TAKE(&r, progress);
+      if (!r.bad && t->durable)
+        coda_task_progress(t, progress);
+      continue;
+    }
+    int32_t rc = 0;
+    uint32_t mlen = 0, rlen = 0;
+    uint8_t has_result = 0;
+    double progress = 0;
     TAKE(&r, rc);
     TAKE(&r, mlen);
     const char *msg = take(&r, mlen);
-    if (hdr[1] == MSG_DONE && !r.bad && current(w) && current(w)->id == id) {
-      char text[512];
-      size_t n = mlen < sizeof text - 1 ? mlen : sizeof text - 1;
-      memcpy(text, msg ? msg : "", n);
-      text[n] = '\0';
-      finish_current(w, rc, n ? text : NULL);
-    }
-    at += 8 + hdr[0];
+    TAKE(&r, has_result);
+    TAKE(&r, rlen);
+    const char *result = take(&r, rlen);
+    TAKE(&r, progress);
+    if (hdr[1] != MSG_DONE || r.bad)
+      continue;
+    if (t->durable && progress != t->progress)
+      coda_task_progress(t, progress);
+    if (t->durable && has_result)
+      coda_task_set_result(t, result ? result : "", rlen);
+    char text[512];
+    size_t n = mlen < sizeof text - 1 ? mlen : sizeof text - 1;
+    memcpy(text, msg ? msg : "", n);
+    text[n] = '\0';
+    finish_current(w, rc, n ? text : NULL);
   }
   memmove(w->in.base, w->in.base + at, w->in.len - at);
   w->in.len -= at;

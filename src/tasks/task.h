@@ -183,6 +183,10 @@ int coda__loop_submit(coda__loop *loop, coda_task *t);
 coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int workers);
 int coda__process_pool_submit(coda__process_pool *p, coda_task *t);
 void coda__process_pool_stop(coda__process_pool *p);
+/* In a worker process (coda__in_worker): sends a PROCESS task's progress to
+ * the server. */
+int coda__in_worker(void);
+int coda__worker_progress(coda_task *t, double fraction);
 /* In a worker process: serve tasks from fd until it closes. Never returns. */
 void coda__process_worker_main(coda__engine *e, int fd);
 

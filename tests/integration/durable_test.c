@@ -226,6 +226,25 @@ static int proc_flaky_task(coda_task *t) {
   return 0;
 }
 
+/* In a worker process: progress 0.25, then 0.5 and a pause long enough to
+ * be seen, 0.75 at the end, and a result naming the tag. Attempt 1 fails
+ * when arg 1 is set (its progress must stay as reported). */
+static int proc_report_task(coda_task *t) {
+  coda_task_progress(t, 0.25);
+  coda_task_progress(t, 0.5); /* within 10 ms: only DONE or a later send has it */
+  tc_sleep_ms(30);
+  coda_task_progress(t, 0.6);
+  tc_sleep_ms(400);
+  coda_task_progress(t, 0.75);
+  char result[96];
+  int n = snprintf(result, sizeof result, "rendered %s by %d", coda_task_str(t, 0),
+                   (int)getpid());
+  coda_task_set_result(t, result, (size_t)n);
+  if (coda_task_int(t, 1) && coda_task_attempt(t) == 1)
+    return coda_task_fail(t, "first attempt fails");
+  return 0;
+}
+
 static void journal_read(char *buf, size_t cap) {
   buf[0] = '\0';
   int fd = open(journal_path, O_RDONLY);
@@ -307,7 +326,7 @@ static void on_task_error(const coda_task *t, const char *message, void *user) {
 
 typedef struct {
   coda_task_def *status, *status_loop, *flaky, *doomed, *doomed_def, *note, *blob, *slow,
-      *big_result, *proc_flaky, *route_note, *sleepy;
+      *big_result, *proc_flaky, *route_note, *sleepy, *proc_report;
 } defs;
 
 typedef struct {
@@ -333,6 +352,7 @@ static coda_task_def *def_named(defs *d, const char *name) {
                {"slow", d->slow},
                {"big_result", d->big_result},
                {"proc_flaky", d->proc_flaky},
+               {"proc_report", d->proc_report},
                {"sleepy", d->sleepy}};
   for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
     if (strcmp(table[i].name, name) == 0)
@@ -414,6 +434,7 @@ static defs register_defs(coda_app *a) {
   d.slow = coda_app_task(a, "slow", slow_task, CODA_EXEC_THREAD);
   d.big_result = coda_app_task(a, "big_result", big_result_task, CODA_EXEC_THREAD);
   d.proc_flaky = coda_app_task(a, "proc_flaky", proc_flaky_task, CODA_EXEC_PROCESS);
+  d.proc_report = coda_app_task(a, "proc_report", proc_report_task, CODA_EXEC_PROCESS);
   d.route_note = coda_app_task(a, "route_note", note_task, CODA_EXEC_THREAD);
   d.sleepy = coda_app_task(a, "sleepy", sleepy_task, CODA_EXEC_THREAD);
   coda_task_def_timeout(d.sleepy, 150);
@@ -1369,6 +1390,51 @@ TEST(a_durable_process_task_is_retried_and_knows_its_attempt) {
   unlink(journal_path);
 }
 
+/* A durable PROCESS task's progress is seen while it runs in its worker,
+ * and its result is stored with its success; a failed attempt keeps the
+ * progress it reached. */
+TEST(a_durable_process_task_reports_progress_and_a_result) {
+  char uri[512];
+  fixture f;
+  const long opts[] = {CODA_OPT_PROCESS_WORKERS, 1, CODA_OPT_BACKOFF, 600, 0};
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "preport", uri, sizeof uri), opts) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  uint64_t id = add_task(f.ts.port, "/add?def=proc_report&tag=chart&n=1&max=2");
+  REQUIRE_F(id != 0);
+  double seen = 0;
+  int running_seen = 0;
+  for (int i = 0; i < 400 && seen < 0.6; i++) {
+    coda_task_info *info = NULL;
+    if (coda_task_get(f.app, id, &info) == 0 && info->state == CODA_TASK_RUNNING) {
+      running_seen = 1;
+      seen = info->progress;
+    }
+    coda_task_info_free(info);
+    tc_sleep_ms(5);
+  }
+  CHECK(running_seen);
+  CHECK(seen >= 0.6 && seen < 0.7); /* 0.6, while the worker still runs it */
+  /* Attempt 1 fails after 0.75: the failed state keeps that progress. */
+  coda_task_info *info = wait_state(f.app, id, CODA_TASK_FAILED, 5000);
+  CHECK_STATE(info, CODA_TASK_FAILED);
+  if (info)
+    CHECK(info->progress > 0.74 && info->progress < 0.76);
+  coda_task_info_free(info);
+  info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  if (info) {
+    CHECK_EQ_INT(info->attempts, 2);
+    CHECK(info->progress == 1.0);
+    CHECK(info->result && info->result_len > 13 &&
+          memcmp(info->result, "rendered chart by ", 18) == 0);
+    char text[96] = {0};
+    memcpy(text, info->result, info->result_len < 95 ? info->result_len : 95);
+    CHECK(atoi(text + 18) != (int)getpid()); /* made in the worker */
+  }
+  coda_task_info_free(info);
+  fixture_done(&f);
+}
+
 /* coda_task_def_durable() makes a route's declared task durable. */
 TEST(a_definition_made_durable_makes_route_tasks_durable) {
   char uri[512], buf[4096];
@@ -1690,6 +1756,7 @@ int main(void) {
       TEST_CASE(a_failing_handler_drops_durable_tasks_but_not_always_ones_memory),
       TEST_CASE(a_failing_handler_drops_durable_tasks_but_not_always_ones_sqlite),
       TEST_CASE(a_durable_process_task_is_retried_and_knows_its_attempt),
+      TEST_CASE(a_durable_process_task_reports_progress_and_a_result),
       TEST_CASE(a_definition_made_durable_makes_route_tasks_durable),
       TEST_CASE(a_timeout_is_a_failed_attempt_memory),
       TEST_CASE(a_timeout_is_a_failed_attempt_sqlite),
