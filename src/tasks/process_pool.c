@@ -577,12 +577,12 @@ static void consume_input(worker *w) {
     uint64_t id = 0;
     TAKE(&r, id);
     coda_task *t = current(w);
-    if (!t || t->id != id || t->skipping)
-      continue; /* not the running task: stale or garbled */
+    if (!t || t->id != id)
+      continue; /* not the head: stale or garbled */
     if (hdr[1] == MSG_PROGRESS) {
       double progress = 0;
       TAKE(&r, progress);
-      if (!r.bad && t->durable)
+      if (!r.bad && t->durable && !t->skipping)
         coda_task_progress(t, progress);
       continue;
     }
@@ -599,9 +599,10 @@ static void consume_input(worker *w) {
     TAKE(&r, progress);
     if (hdr[1] != MSG_DONE || r.bad)
       continue;
-    if (t->durable && progress != t->progress)
+    int ran = !t->skipping && rc != CODA__SKIPPED;
+    if (ran && t->durable && progress != t->progress)
       coda_task_progress(t, progress);
-    if (t->durable && has_result)
+    if (ran && t->durable && has_result)
       coda_task_set_result(t, result ? result : "", rlen);
     char text[512];
     size_t n = mlen < sizeof text - 1 ? mlen : sizeof text - 1;
