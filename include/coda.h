@@ -511,8 +511,8 @@ typedef enum {
   CODA_STAT_DUPLICATE, /* durable: adds whose idempotency key was known */
   CODA_STAT_CLAIMED,  /* durable: attempts read back from the store */
   CODA_STAT_RESTARTED, /* process: workers replaced after they ended (a worker
-                          that ends right after its start, before any task,
-                          is replaced after 0.1 s, doubling up to 5 s) */
+                          that ends before it is ready for tasks is replaced
+                          after 0.1 s, doubling up to 5 s) */
   CODA_STAT_COUNT_
 } coda_task_stat_kind;
 

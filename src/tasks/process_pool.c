@@ -29,6 +29,7 @@
  *   DONE (worker to parent): u64 id, i32 rc, u32 message length, message,
  *     u8 has result, u32 result length, result, f64 progress.
  *   PROGRESS (worker to parent, while the task runs): u64 id, f64 progress.
+ *   READY (worker to parent, once, before any task): no payload.
  *
  * Durable PROCESS tasks report progress and results like the others:
  * coda_task_progress() in a worker sends PROGRESS (at most one per
@@ -51,6 +52,7 @@
 #define MSG_TASK 1
 #define MSG_DONE 2
 #define MSG_PROGRESS 3
+#define MSG_READY 4
 #define PROGRESS_EVERY_MS 10
 /* Workers crunch below the server: nice 19 and SCHED_BATCH (no wake-up
  * preemption of the loop threads), so a saturated pool barely delays a
@@ -66,12 +68,12 @@
  * each other anyway, and the deeper it is, the less often the worker waits
  * for the server to send the next one. */
 #define CHAIN_DEPTH 16
-/* A worker that ends sooner than this after its start, before it was given
- * any task, did not really start (a broken binary, a crash in start-up
- * code, a missing library): its replacement waits, from
- * RESPAWN_MIN_MS doubling up to RESPAWN_MAX_MS, so that a worker that can
- * never start costs a log line per few seconds, not a core. */
-#define RESPAWN_QUICK_MS 1000
+/* A worker gets tasks only once it says READY (it reached the task loop).
+ * One that ends before that did not really start (a broken binary, a
+ * crash in start-up code, a missing library): no task is lost with it, and
+ * its replacement waits, from RESPAWN_MIN_MS doubling up to RESPAWN_MAX_MS,
+ * so that a worker that can never start costs a log line per few seconds,
+ * not a core. */
 #define RESPAWN_MIN_MS 100
 #define RESPAWN_MAX_MS 5000
 
@@ -83,9 +85,8 @@ typedef struct worker {
   uv_pipe_t pipe;
   uv_timer_t timer;
   uv_timer_t respawn; /* lives with the pool, not with one process */
-  uint64_t started_ms; /* loop time of the spawn */
-  int quick_exits;     /* in a row */
-  int given;           /* tasks sent to this process */
+  int ready;           /* said READY: tasks may be sent */
+  int quick_exits;     /* ended before READY, in a row */
   coda__buf in;
   coda_task *inflight[CHAIN_DEPTH]; /* sent, in order; the head runs */
   int head;
@@ -310,6 +311,9 @@ void coda__process_worker_main(coda__engine *e, int fd) {
   coda__arg args[32];
   coda__buf out = {0};
   worker_fd = fd;
+  uint32_t ready[2] = {0, MSG_READY};
+  if (write_full(fd, ready, sizeof ready) != 0)
+    _exit(1);
   outcomes recent;
   memset(&recent, 0, sizeof recent);
   struct sched_param sp = {0};
@@ -395,12 +399,8 @@ static void dispatch(coda__process_pool *p);
 static void on_respawn(uv_timer_t *timer) { spawn_worker(timer->data); }
 
 /* How long the replacement of a worker that just ended waits. */
-static int ended_quickly(const worker *w) {
-  return w->given == 0 && uv_now(w->pool->loop) - w->started_ms < RESPAWN_QUICK_MS;
-}
-
 static uint64_t respawn_delay(worker *w) {
-  if (!ended_quickly(w)) {
+  if (w->ready) {
     w->quick_exits = 0;
     return 0;
   }
@@ -537,7 +537,7 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
   if (!p->stopping)
     coda_log(p->engine->app, CODA_LOG_WARN, "process worker %d ended (%s %d)%s; replacing it",
              (int)proc->pid, signo ? "signal" : "status", signo ? signo : (int)status,
-             ended_quickly(w) ? " right after its start (the replacement waits)" : "");
+             w->ready ? "" : " before it was ready (the replacement waits)");
   if (!p->stopping)
     coda__stat_add(p->engine, CODA_EXEC_PROCESS, CODA_STAT_RESTARTED, 1);
   w->killed_for_timeout = 0;
@@ -574,6 +574,10 @@ static void consume_input(worker *w) {
       break;
     reader r = {w->in.base + at + 8, hdr[0], 0};
     at += 8 + hdr[0];
+    if (hdr[1] == MSG_READY) {
+      w->ready = 1;
+      continue;
+    }
     uint64_t id = 0;
     TAKE(&r, id);
     coda_task *t = current(w);
@@ -649,7 +653,6 @@ static int send_task(worker *w, coda_task *t, const coda_task *after) {
     return CODA_ENOMEM;
   }
   w->inflight[(w->head + w->count) % CHAIN_DEPTH] = t;
-  w->given++;
   if (++w->count == 1)
     start_current(w);
   uv_buf_t b = uv_buf_init(wr->buf.base, (unsigned)wr->buf.len);
@@ -665,7 +668,7 @@ static int send_task(worker *w, coda_task *t, const coda_task *after) {
  * right behind its predecessor in w's pipe, so it is the head as soon as
  * that one ends, and the worker never waits for the parent in between. */
 static void chain_ahead(worker *w) {
-  while (w->alive && w->count > 0 && w->count < CHAIN_DEPTH) {
+  while (w->alive && w->ready && w->count > 0 && w->count < CHAIN_DEPTH) {
     coda_task *last = w->inflight[(w->head + w->count - 1) % CHAIN_DEPTH];
     coda_tasks *run = last->run;
     if (!run || (run->flags & CODA_TASKS_PARALLEL) || stops_after_failure(run))
@@ -691,7 +694,7 @@ static void dispatch(coda__process_pool *p) {
     sent = 0;
     for (int i = 0; i < p->nworkers && !coda__queue_empty(&p->waiting); i++) {
       worker *w = &p->workers[i];
-      if (!w->alive || w->count >= PIPELINE_DEPTH)
+      if (!w->alive || !w->ready || w->count >= PIPELINE_DEPTH)
         continue;
       coda__queue *q = coda__queue_head(&p->waiting);
       coda__queue_remove(q);
@@ -760,16 +763,14 @@ static void spawn_worker(worker *w) {
   if (rc) {
     coda_log(p->engine->app, CODA_LOG_ERROR, "cannot start a process worker: %s; trying again",
              uv_strerror(rc));
-    w->started_ms = uv_now(p->loop); /* a quick exit: the retry waits */
-    w->given = 0;
+    w->ready = 0; /* never started: the retry waits */
     uv_close((uv_handle_t *)&w->proc, on_handle_closed);
     uv_close((uv_handle_t *)&w->pipe, on_handle_closed);
     uv_close((uv_handle_t *)&w->timer, on_handle_closed);
     return;
   }
   w->alive = 1;
-  w->given = 0;
-  w->started_ms = uv_now(p->loop);
+  w->ready = 0;
   /* Workers never keep the control loop alive: the server's own handles
    * decide when it ends. */
   uv_unref((uv_handle_t *)&w->proc);

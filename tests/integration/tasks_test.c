@@ -521,9 +521,21 @@ TEST(a_process_task_past_its_timeout_is_killed) {
   CHECK(journal_wait("after-spin process", 5000));
 }
 
+/* Waits until no PROCESS task is queued or running: a task of an earlier
+ * test may have written its journal line before the server counted it. */
+static void settle(void) {
+  for (int i = 0; i < 400; i++) {
+    if (stat_of(CODA_EXEC_PROCESS, CODA_STAT_QUEUED) == 0 &&
+        stat_of(CODA_EXEC_PROCESS, CODA_STAT_RUNNING) == 0)
+      return;
+    tc_sleep_ms(5);
+  }
+}
+
 /* Runs /pchain and returns the journal once `last` is in it and the task
  * counters have settled (dropped tasks leave no journal line). */
 static void run_chain(const char *query, const char *last, char *buf, size_t cap) {
+  settle();
   journal_reset();
   char path[128];
   snprintf(path, sizeof path, "/pchain?%s", query);
@@ -535,6 +547,7 @@ static void run_chain(const char *query, const char *last, char *buf, size_t cap
 
 TEST(a_chain_of_process_tasks_runs_in_order) {
   char buf[8192];
+  settle();
   long ok = stat_of(CODA_EXEC_PROCESS, CODA_STAT_SUCCEEDED);
   for (int i = 0; i < 3; i++) {
     run_chain("mode=ok", "c5 thread", buf, sizeof buf);
@@ -547,6 +560,7 @@ TEST(a_failure_in_a_process_chain_stops_it_only_when_asked) {
   char buf[8192];
   run_chain("mode=fail", "c5 thread", buf, sizeof buf);
   CHECK_EQ_STR(buf, "c1 process\nfail c2\nc3 process\nc4 process\nc5 thread\n");
+  settle();
   long pdrop = stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED);
   long tdrop = stat_of(CODA_EXEC_THREAD, CODA_STAT_DROPPED);
   long failed = stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED);
@@ -571,6 +585,7 @@ TEST(a_crash_or_timeout_in_a_process_chain_keeps_the_order) {
   run_chain("mode=crash", "c5 thread", buf, sizeof buf);
   CHECK_EQ_STR(buf, "c1 process\nc3 process\nc4 process\nc5 thread\n");
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED), crashed + 1);
+  settle();
   long pdrop = stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED);
   run_chain("mode=crash&stop=1", "c1 process", buf, sizeof buf);
   for (int i = 0; i < 400 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED) < pdrop + 2; i++)
@@ -587,6 +602,7 @@ TEST(a_crash_or_timeout_in_a_process_chain_keeps_the_order) {
 
 TEST(a_worker_that_cannot_start_is_retried_with_backoff) {
   char buf[4096];
+  settle();
   int fd = open(noworker_path, O_WRONLY | O_CREAT, 0600);
   REQUIRE(fd >= 0);
   close(fd);
