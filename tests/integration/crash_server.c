@@ -13,7 +13,8 @@
  *                     state and attempts also in X-State and X-Attempts so
  *                     the test needs neither a JSON parser nor the schema.
  *
- * Each run of the task appends "ID JOB PID ATTEMPT T\n" to the journal (T:
+ * Each run of the task appends "ID JOB PID ATTEMPT T", padded to 64 bytes
+ * with spaces and a newline, to the journal (T:
  * CLOCK_MONOTONIC in microseconds, the test's clock) with one O_APPEND
  * write, then fdatasync, before it returns success. A line therefore exists
  * for every run that reached its end, including one whose success never
@@ -53,6 +54,7 @@ typedef struct {
 } done_slot;
 
 static int journal_fd = -1;
+#define JOURNAL_LINE 64 /* divides the page size */
 static coda_task_def *job_def;
 static done_slot *done_map;
 static size_t done_slots;
@@ -83,10 +85,18 @@ static int job_task(coda_task *t) {
   unsigned us = (unsigned)(((uint64_t)job * 2654435761u) % 2001u);
   if (us)
     usleep(us);
-  char line[128];
-  int n = snprintf(line, sizeof line, "%llu %lld %d %d %llu\n",
+  /* Every line is JOURNAL_LINE bytes (padded with spaces), so none
+   * straddles a page of the file: a write that does is copied a page at a
+   * time, and a kill -9 between the two halves leaves a torn line. */
+  char line[JOURNAL_LINE + 1];
+  int n = snprintf(line, sizeof line, "%llu %lld %d %d %llu",
                    (unsigned long long)coda_task_id(t), (long long)job, (int)getpid(),
                    coda_task_attempt(t), (unsigned long long)now_us());
+  if (n < 0 || n >= JOURNAL_LINE)
+    return coda_task_fail(t, "journal line too long");
+  memset(line + n, ' ', (size_t)(JOURNAL_LINE - 1 - n));
+  line[JOURNAL_LINE - 1] = '\n';
+  n = JOURNAL_LINE;
   if (write(journal_fd, line, (size_t)n) != n)
     return coda_task_fail(t, "journal write: %s", strerror(errno));
   if (fdatasync(journal_fd) != 0)
