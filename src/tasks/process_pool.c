@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -240,9 +241,12 @@ typedef struct chain_ref {
   uint64_t after;
 } chain_ref;
 
-/* Rebuilds a task from a TASK message; its strings point into `msg`. */
+/* Rebuilds a task from a TASK message; its strings point into `msg`.
+ * *id is the message's task id, set even when the task is not rebuilt (an
+ * unknown name), so that the answer still names it. */
 static coda_task *decode_task(coda__engine *e, const char *msg, size_t len,
-                              coda__arg *args, int max_args, chain_ref *chain) {
+                              coda__arg *args, int max_args, chain_ref *chain,
+                              uint64_t *id) {
   static coda_task t;
   memset(&t, 0, sizeof t);
   reader r = {msg, len, 0};
@@ -250,6 +254,7 @@ static coda_task *decode_task(coda__engine *e, const char *msg, size_t len,
   int32_t attempt = 1;
   uint8_t durable = 0, skip = 0;
   TAKE(&r, t.id);
+  *id = t.id;
   TAKE(&r, attempt);
   TAKE(&r, durable);
   TAKE(&r, skip);
@@ -311,6 +316,10 @@ void coda__process_worker_main(coda__engine *e, int fd) {
   coda__arg args[32];
   coda__buf out = {0};
   worker_fd = fd;
+  /* Killed with the server's control thread, even in the middle of a long
+   * task; a server that died before this line closed the pipe, and the
+   * first read ends the worker. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
   uint32_t ready[2] = {0, MSG_READY};
   if (write_full(fd, ready, sizeof ready) != 0)
     _exit(1);
@@ -330,7 +339,8 @@ void coda__process_worker_main(coda__engine *e, int fd) {
       _exit(1);
     uint32_t len = hdr[0];
     chain_ref chain = {0, 0};
-    coda_task *t = decode_task(e, msg, len, args, 32, &chain);
+    uint64_t id = 0;
+    coda_task *t = decode_task(e, msg, len, args, 32, &chain, &id);
     int32_t rc;
     const char *why = NULL;
     if (!t) {
@@ -356,7 +366,6 @@ void coda__process_worker_main(coda__engine *e, int fd) {
         rc = 0;
       why = t->error;
     }
-    uint64_t id = t ? t->id : 0;
     remember(&recent, id, rc < 0);
     uint32_t mlen = why ? (uint32_t)strlen(why) : 0;
     uint8_t has_result = t && t->result;
@@ -471,8 +480,10 @@ static void finish_current(worker *w, int rc, const char *message) {
    * depends on how this one ended. */
   if (t->skipping || rc == CODA__SKIPPED) {
     coda_tasks *run = t->run;
-    if (!t->skipping) /* begun by a parent that did not expect the skip */
+    if (!t->skipping) { /* begun by a parent that did not expect the skip */
+      coda__stat_add(t->def->engine, t->executor, CODA_STAT_RUNNING, -1);
       coda__stat_add(t->def->engine, t->executor, CODA_STAT_QUEUED, 1);
+    }
     coda__task_drop(t, "an earlier task of its list failed");
     coda__run_advance(run, 1);
   } else {
@@ -720,7 +731,7 @@ static void on_inbox(uv_async_t *a) {
 
 int coda__process_pool_submit(coda__process_pool *p, coda_task *t) {
   uv_thread_t me = uv_thread_self();
-  if (uv_thread_equal(&me, &p->control) && !p->stopping) {
+  if (uv_thread_equal(&me, &p->control) && p->accepting && !p->stopping) {
     /* Already on the pool's thread (the previous task of an ordered list
      * just finished here): no inbox, no async hop. */
     coda__queue_insert_tail(&p->waiting, &t->link);
@@ -854,9 +865,15 @@ coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int
   return p;
 }
 
+void coda__process_pool_close(coda__process_pool *p) {
+  uv_mutex_lock(&p->mu);
+  p->accepting = 0;
+  uv_mutex_unlock(&p->mu);
+}
+
 /* Called after the control loop stopped: kill the workers, drop what is
  * left, and let one more turn of the loop close the handles. */
-void coda__process_pool_stop(coda__process_pool *p) {
+void coda__process_pool_stop(coda__process_pool *p, int free_it) {
   uv_mutex_lock(&p->mu);
   p->accepting = 0;
   coda__queue_move(&p->waiting, &p->inbox);
@@ -879,6 +896,8 @@ void coda__process_pool_stop(coda__process_pool *p) {
   coda__tasks_drop_queue(&p->waiting, "shutdown before it ran");
   uv_close((uv_handle_t *)&p->async, NULL);
   uv_run(p->loop, UV_RUN_NOWAIT);
+  if (!free_it)
+    return; /* a thread left running may still submit: it finds it closed */
   uv_mutex_destroy(&p->mu);
   free(p->workers);
   free(p->argv);

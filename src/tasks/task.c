@@ -82,12 +82,17 @@ int coda__engine_start(coda__engine *e, uv_loop_t *control) {
 
 void coda__engine_stop(coda__engine *e) {
   coda__durable_quiesce(e);
+  /* The process pool refuses new tasks first, but stays allocated until
+   * the thread pool has stopped: a THREAD task ending meanwhile may submit
+   * the next task of its list to it (and gets CODA_ESTATE). */
   if (e->procs)
-    coda__process_pool_stop(e->procs);
-  e->procs = NULL;
+    coda__process_pool_close(e->procs);
   if (e->threads)
     coda__thread_pool_stop(e->threads);
   e->threads = NULL;
+  if (e->procs)
+    coda__process_pool_stop(e->procs, !atomic_load(&e->leaked));
+  e->procs = NULL;
   coda__durable_stop(e); /* after the pools: their last outcomes get written */
 }
 

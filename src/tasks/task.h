@@ -182,7 +182,10 @@ int coda__loop_submit(coda__loop *loop, coda_task *t);
 
 coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int workers);
 int coda__process_pool_submit(coda__process_pool *p, coda_task *t);
-void coda__process_pool_stop(coda__process_pool *p);
+/* Refuses new tasks (submit returns CODA_ESTATE); the pool stays usable. */
+void coda__process_pool_close(coda__process_pool *p);
+/* Kills the workers and drops what is left; frees the pool if free_it. */
+void coda__process_pool_stop(coda__process_pool *p, int free_it);
 /* In a worker process (coda__in_worker): sends a PROCESS task's progress to
  * the server. */
 int coda__in_worker(void);

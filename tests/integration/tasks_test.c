@@ -15,6 +15,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -94,6 +96,14 @@ static int spin_task(coda_task *t) {
   return 0;
 }
 
+/* Journals its worker's pid, then sleeps far longer than any test. */
+static int sleeper_task(coda_task *t) {
+  (void)t;
+  journal("sleeper pid %d", (int)getpid());
+  tc_sleep_ms(60000);
+  return 0;
+}
+
 /* A thread task past its timeout sees the cancellation flag. */
 static int slow_thread_task(coda_task *t) {
   for (int i = 0; i < 100 && !coda_task_cancelled(t); i++)
@@ -123,7 +133,7 @@ static coda_task_def *delivered_def;
 
 typedef struct {
   coda_task_def *note_thread, *note_loop, *note_process, *fail_thread, *fail_process, *crash,
-      *spin, *slow, *args;
+      *spin, *slow, *args, *sleeper;
 } defs;
 
 static defs register_tasks(coda_app *app) {
@@ -135,6 +145,7 @@ static defs register_tasks(coda_app *app) {
   d.fail_process = coda_app_task(app, "fail_process", fail_task, CODA_EXEC_PROCESS);
   d.crash = coda_app_task(app, "crash", crash_task, CODA_EXEC_PROCESS);
   d.spin = coda_app_task(app, "spin", spin_task, CODA_EXEC_PROCESS);
+  d.sleeper = coda_app_task(app, "sleeper", sleeper_task, CODA_EXEC_PROCESS);
   d.slow = coda_app_task(app, "slow", slow_thread_task, CODA_EXEC_THREAD);
   d.args = coda_app_task(app, "args", args_task, CODA_EXEC_THREAD);
   delivered_def = coda_app_task(app, "delivered", delivered_task, CODA_EXEC_THREAD);
@@ -250,6 +261,18 @@ static int h_pchain(coda_req *req, coda_res *res, void *user) {
   return rc ? rc : coda_res_body_static(res, "ok", 2);
 }
 
+/* Registered in the server only, after coda_app_worker(): the workers do
+ * not know it. */
+static coda_task_def *parent_only_def;
+
+/* GET /unknown: a task the workers cannot find, then one they can. */
+static int h_unknown(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  int rc = coda_res_add_task(res, parent_only_def, "si", "never", (int64_t)0);
+  rc = rc ? rc : coda_res_add_task(res, D.note_process, "si", "after-unknown", (int64_t)0);
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
 static int h_process_note(coda_req *req, coda_res *res, void *user) {
   (void)user;
   int rc = coda_res_add_task(res, D.note_process, "si", coda_req_query(req, "n"), (int64_t)0);
@@ -332,6 +355,7 @@ static coda_app *make_app(void) {
   coda_app_route(a, "GET", "/slowthread", h_slowthread, NULL);
   coda_app_route(a, "GET", "/pnote", h_process_note, NULL);
   coda_app_route(a, "GET", "/pchain", h_pchain, NULL);
+  coda_app_route(a, "GET", "/unknown", h_unknown, NULL);
   coda_app_route(a, "GET", "/plain", h_plain, NULL);
   coda_app_route(a, "GET", "/parallel", h_parallel, NULL);
   coda_app_route(a, "GET", "/mw", h_mw, NULL);
@@ -638,6 +662,94 @@ TEST(a_worker_that_cannot_start_is_retried_with_backoff) {
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_RESTARTED), after);
 }
 
+TEST(a_task_its_worker_does_not_know_fails_and_the_list_goes_on) {
+  char buf[8192];
+  settle();
+  long failed = stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED);
+  journal_reset();
+  REQUIRE(get(ts.port, "/unknown", buf, sizeof buf) == 200);
+  CHECK(journal_wait("after-unknown process", 5000));
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED), failed + 1);
+  CHECK(hook_says("parent_only: unknown task name", NULL));
+  settle();
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_RUNNING), 0);
+}
+
+/* The pid of a process, or its state letter from /proc ('Z': a zombie, '-':
+ * gone). */
+static char proc_state(int pid) {
+  char path[64], text[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY);
+  if (fd < 0)
+    return '-';
+  ssize_t n = read(fd, text, sizeof text - 1);
+  close(fd);
+  text[n > 0 ? n : 0] = '\0';
+  const char *p = strrchr(text, ')');
+  return p && p[1] == ' ' ? p[2] : '?';
+}
+
+/* A server killed with SIGKILL takes its workers with it, even one in the
+ * middle of a long task (they would otherwise burn on, orphaned). The
+ * server is this program again, in "orphan" mode (see main). */
+TEST(workers_die_with_a_killed_server) {
+  char buf[8192], env_journal[300];
+  journal_reset();
+  snprintf(env_journal, sizeof env_journal, "CODA_TEST_JOURNAL=%s", journal_path);
+  char *argv[] = {"/proc/self/exe", NULL};
+  char *envp[] = {"CODA_TEST_ORPHAN=1", env_journal, NULL};
+  pid_t server;
+  REQUIRE(posix_spawn(&server, "/proc/self/exe", NULL, NULL, argv, envp) == 0);
+  int worker = 0;
+  for (int i = 0; i < 1000 && !worker; i++) {
+    journal_read(buf, sizeof buf);
+    const char *p = strstr(buf, "sleeper pid ");
+    if (p)
+      worker = atoi(p + 12);
+    else
+      tc_sleep_ms(10);
+  }
+  if (!worker) {
+    kill(server, SIGKILL);
+    waitpid(server, NULL, 0);
+  }
+  REQUIRE(worker > 0);
+  CHECK(proc_state(worker) != '-' && proc_state(worker) != 'Z'); /* sleeping in its task */
+  kill(server, SIGKILL);
+  waitpid(server, NULL, 0);
+  char st = 0;
+  for (int i = 0; i < 200; i++) {
+    st = proc_state(worker);
+    if (st == '-' || st == 'Z')
+      break;
+    tc_sleep_ms(10);
+  }
+  if (st != '-' && st != 'Z')
+    kill(worker, SIGKILL); /* do not leave it behind */
+  CHECK(st == '-' || st == 'Z');
+}
+
+/* Orphan mode (CODA_TEST_ORPHAN): one worker, one sleeper task, then wait
+ * to be killed. */
+static int orphan_main(void) {
+  coda_app_set(app, CODA_OPT_PROCESS_WORKERS, 1);
+  coda_app_set(app, CODA_OPT_HANDLE_SIGNALS, 0);
+  if (ts_start(&ts, app) != 0)
+    return 1;
+  char buf[4096];
+  if (get(ts.port, "/sleeper", buf, sizeof buf) != 200)
+    return 1;
+  for (;;)
+    pause();
+}
+
+static int h_sleeper(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  int rc = coda_res_add_task(res, D.sleeper, "");
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
 TEST(a_thread_task_past_its_timeout_is_reported_and_cancelled) {
   char buf[4096];
   journal_reset();
@@ -755,6 +867,10 @@ int main(void) {
     _exit(3);
   app = make_app();
   coda_app_worker(app); /* a PROCESS worker stops here */
+  parent_only_def = coda_app_task(app, "parent_only", note_task, CODA_EXEC_PROCESS);
+  coda_app_route(app, "GET", "/sleeper", h_sleeper, NULL);
+  if (getenv("CODA_TEST_ORPHAN"))
+    return orphan_main();
   memset(big, 'b', sizeof big);
   if (ts_start(&ts, app) != 0)
     return 1;
@@ -774,6 +890,8 @@ int main(void) {
       TEST_CASE(a_failure_in_a_process_chain_stops_it_only_when_asked),
       TEST_CASE(a_crash_or_timeout_in_a_process_chain_keeps_the_order),
       TEST_CASE(a_worker_that_cannot_start_is_retried_with_backoff),
+      TEST_CASE(a_task_its_worker_does_not_know_fails_and_the_list_goes_on),
+      TEST_CASE(workers_die_with_a_killed_server),
       TEST_CASE(a_thread_task_past_its_timeout_is_reported_and_cancelled),
       TEST_CASE(a_full_queue_answers_503_with_retry_after),
       TEST_CASE(shutdown_drains_tasks_and_reports_the_rest),
