@@ -382,10 +382,14 @@ static void update_reading(coda__conn *c) {
   if (c->closed)
     return;
   coda_app *app = conn_app(c);
+  /* While a response is held for its store write, reading goes on (into
+   * the free part of the buffer only: the held request stays in place), so
+   * a hold costs no epoll change. */
   int want = !c->read_eof &&
              (c->lingering || ((c->state == CODA__CONN_HEAD ||
                                 c->state == CODA__CONN_BODY ||
-                                c->state == CODA__CONN_STREAMING) &&
+                                c->state == CODA__CONN_STREAMING ||
+                                c->state == CODA__CONN_HOLDING) &&
                                c->rlen + 1 < c->rcap &&
                                out_unsent(c) < (size_t)app->opt.write_high_water));
   if (want && !c->read_active) {

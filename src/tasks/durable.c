@@ -93,6 +93,7 @@ struct coda__durable {
   uv_cond_t synced; /* a batch ended */
   coda__queue ops;
   int stop;
+  int coalescing; /* the store thread gathers outcomes: they need no wake-up */
   int running;
   uv_thread_t thread;
   atomic_int faulted; /* the last batch failed: adds fail fast */
@@ -263,11 +264,54 @@ int coda__durable_prepare(coda__engine *e, coda_task *t, const coda_task_opts *o
   return next_id(d, &t->id);
 }
 
+static int is_outcome(const store_op *op) {
+  return op->kind == OP_FINISH || op->kind == OP_PROGRESS;
+}
+
 static void push_op(coda__durable *d, store_op *op) {
   uv_mutex_lock(&d->mu);
   coda__queue_insert_tail(&d->ops, &op->link);
-  uv_cond_signal(&d->cond);
+  if (!d->coalescing || !is_outcome(op))
+    uv_cond_signal(&d->cond);
   uv_mutex_unlock(&d->mu);
+}
+
+static int only_outcomes(coda__queue *ops) {
+  coda__queue *q;
+  coda__queue_foreach(q, ops) {
+    if (!is_outcome(coda__container_of(q, store_op, link)))
+      return 0;
+  }
+  return 1;
+}
+
+/* Outcomes alone are written lazily (no fsync of their own) and nobody
+ * waits for them, so the store thread gathers them for up to
+ * OUTCOME_WINDOW_MS into one batch: at moderate rates that is one write
+ * for many tasks, not one per task. Anything else (a held response, a
+ * sync, the stop) ends the window at once. Called under d->mu. */
+#define OUTCOME_WINDOW_MS 2
+#define OUTCOME_BATCH_MAX 256
+
+static void gather_outcomes(coda__durable *d, coda__queue *batch, int n) {
+  uint64_t until = uv_hrtime() + OUTCOME_WINDOW_MS * 1000000ull;
+  d->coalescing = 1;
+  while (!d->stop && n < OUTCOME_BATCH_MAX) {
+    if (!coda__queue_empty(&d->ops)) {
+      int urgent = !only_outcomes(&d->ops);
+      coda__queue *q;
+      coda__queue_foreach(q, &d->ops) n++;
+      coda__queue_move(batch, &d->ops);
+      if (urgent)
+        break;
+      continue;
+    }
+    uint64_t now = uv_hrtime();
+    if (now >= until)
+      break;
+    uv_cond_timedwait(&d->cond, &d->mu, until - now);
+  }
+  d->coalescing = 0;
 }
 
 int coda__durable_hold(coda__conn *c) {
@@ -911,6 +955,8 @@ static void store_main(void *arg) {
       uv_cond_timedwait(&d->cond, &d->mu, (uint64_t)wait * 1000000u);
     }
     coda__queue_move(&batch, &d->ops);
+    if (!d->stop && !coda__queue_empty(&batch) && only_outcomes(&batch))
+      gather_outcomes(d, &batch, 1);
     int stop = d->stop;
     uv_mutex_unlock(&d->mu);
     int64_t now = now_ms();

@@ -1024,6 +1024,46 @@ static void idempotency(const char *kind) {
 TEST(idempotency_keys_memory) { idempotency("memory"); }
 TEST(idempotency_keys_sqlite) { idempotency("sqlite"); }
 
+/* ---- 6a. held responses on the wire ------------------------------------------ */
+
+/* Requests pipelined behind a response held for its store write are read
+ * meanwhile and answered after it, in order; a client that half-closes
+ * while its response is held still gets it, then the close. */
+TEST(pipelined_requests_wait_behind_a_held_response) {
+  char uri[512], buf[65536];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "pipeline", uri, sizeof uri), NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  int fd = tc_connect(f.ts.port, 10000);
+  REQUIRE_F(fd >= 0);
+  const char *three = "GET /add?def=note&tag=pipe-1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                      "GET /plain HTTP/1.1\r\nHost: t\r\n\r\n"
+                      "GET /add?def=note&tag=pipe-2 HTTP/1.1\r\nHost: t\r\n\r\n";
+  REQUIRE_F(tc_send_str(fd, three) == 0);
+  size_t n = tc_read_response(fd, buf, sizeof buf);
+  CHECK(n > 0 && tc_status(buf) == 202);
+  n = tc_read_response(fd, buf, sizeof buf);
+  CHECK(n > 0 && tc_status(buf) == 200 && strcmp(tc_body(buf), "plain") == 0);
+  n = tc_read_response(fd, buf, sizeof buf);
+  CHECK(n > 0 && tc_status(buf) == 202);
+  uint64_t second = n > 0 ? strtoull(tc_body(buf), NULL, 10) : 0;
+  /* Half-close right after a durable request: its answer still comes. */
+  REQUIRE_F(tc_send_str(fd, "GET /add?def=note&tag=pipe-3 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+  shutdown(fd, SHUT_WR);
+  int closed = 0;
+  n = tc_read_all(fd, buf, sizeof buf, &closed);
+  CHECK(n > 0 && tc_status(buf) == 202);
+  CHECK(closed); /* then the server closes */
+  close(fd);
+  CHECK(wait_runs("pipe-1", 1, 5000));
+  CHECK(wait_runs("pipe-2", 1, 5000));
+  CHECK(wait_runs("pipe-3", 1, 5000));
+  coda_task_info *info = wait_state(f.app, second, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info_free(info);
+  fixture_done(&f);
+}
+
 /* ---- 6b. retention ------------------------------------------------------------ */
 
 static long purged_stat(coda_app *a) {
@@ -1744,6 +1784,7 @@ int main(void) {
       TEST_CASE(dead_after_the_last_attempt_memory),
       TEST_CASE(dead_after_the_last_attempt_sqlite),
       TEST_CASE(a_locked_database_answers_503_and_the_loop_keeps_serving),
+      TEST_CASE(pipelined_requests_wait_behind_a_held_response),
       TEST_CASE(finished_tasks_are_purged_after_their_retention_memory),
       TEST_CASE(finished_tasks_are_purged_after_their_retention_sqlite),
       TEST_CASE(a_version_1_store_is_migrated),
