@@ -295,26 +295,20 @@ static int memory_list(coda__store *base, coda_task_state state, uint64_t after_
                        coda_task_list_fn fn, void *user) {
   memory_store *s = (memory_store *)base;
   list_ctx cx = {.state = state, .after_id = after_id};
-  int n = 0;
+  coda__info_list out = {0};
   uv_mutex_lock(&s->mu);
   coda__idmap_each_user(&s->entries, collect, &cx);
   if (!cx.nomem && cx.n > 1)
     qsort(cx.found, cx.n, sizeof *cx.found, by_id);
-  for (size_t i = 0; !cx.nomem && i < cx.n && n < limit; i++) {
-    coda_task_info *info = coda__task_info_from_record(&cx.found[i]->r);
-    if (!info) {
-      cx.nomem = 1;
-      break;
-    }
-    n++;
-    int stop = fn(info, user);
-    coda_task_info_free(info);
-    if (stop)
-      break;
-  }
+  for (size_t i = 0; !cx.nomem && i < cx.n && out.n < limit; i++)
+    cx.nomem = coda__info_list_add(&out, &cx.found[i]->r) != 0;
   uv_mutex_unlock(&s->mu);
   free(cx.found);
-  return cx.nomem ? CODA_ENOMEM : n;
+  if (cx.nomem) {
+    coda__info_list_deliver(&out, NULL, NULL);
+    return CODA_ENOMEM;
+  }
+  return coda__info_list_deliver(&out, fn, user);
 }
 
 static const char *memory_errmsg(coda__store *base) { return ((memory_store *)base)->err; }

@@ -642,26 +642,23 @@ static int sqlite_list(coda__store *base, coda_task_state state, uint64_t after_
   sqlite3_bind_int(st, 1, (int)state);
   sqlite3_bind_int64(st, 2, (sqlite3_int64)after_id);
   sqlite3_bind_int(st, 3, limit);
-  int n = 0, rc;
+  coda__info_list out = {0};
+  int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     coda__task_record r = {0};
     read_record(st, &r);
-    coda_task_info *info = coda__task_info_from_record(&r);
-    if (!info) {
+    if (coda__info_list_add(&out, &r) != 0) {
       rc = SQLITE_NOMEM;
-      break;
-    }
-    n++;
-    int stop = fn(info, user);
-    coda_task_info_free(info);
-    if (stop) {
-      rc = SQLITE_DONE;
       break;
     }
   }
   sqlite3_reset(st);
   uv_mutex_unlock(&s->read_mu);
-  return rc == SQLITE_DONE ? n : CODA_ESTORE;
+  if (rc != SQLITE_DONE) {
+    coda__info_list_deliver(&out, NULL, NULL);
+    return rc == SQLITE_NOMEM ? CODA_ENOMEM : CODA_ESTORE;
+  }
+  return coda__info_list_deliver(&out, fn, user);
 }
 
 static const char *sqlite_errmsg(coda__store *base) { return ((sqlite_store *)base)->err; }

@@ -116,3 +116,34 @@ size_t coda_task_info_json(const coda_task_info *info, char *buf, size_t cap) {
   json_decref(o);
   return n;
 }
+
+int coda__info_list_add(coda__info_list *l, const coda__task_record *r) {
+  if (l->n == l->cap) {
+    int cap = l->cap ? l->cap * 2 : 16;
+    coda_task_info **items = realloc(l->items, (size_t)cap * sizeof *items);
+    if (!items)
+      return CODA_ENOMEM;
+    l->items = items;
+    l->cap = cap;
+  }
+  coda_task_info *info = coda__task_info_from_record(r);
+  if (!info)
+    return CODA_ENOMEM;
+  l->items[l->n++] = info;
+  return 0;
+}
+
+int coda__info_list_deliver(coda__info_list *l, coda_task_list_fn fn, void *user) {
+  int given = 0, stop = 0;
+  for (int i = 0; i < l->n; i++) {
+    if (fn && !stop) {
+      given++;
+      stop = fn(l->items[i], user);
+    }
+    coda_task_info_free(l->items[i]);
+  }
+  free(l->items);
+  l->items = NULL;
+  l->n = l->cap = 0;
+  return given;
+}

@@ -127,6 +127,18 @@ int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
 /* Builds a coda_task_info in one malloc'd block from a record. */
 coda_task_info *coda__task_info_from_record(const coda__task_record *r);
 
+/* Infos gathered under a store's lock, handed to a list callback after it
+ * is released (the callback may read the store again). */
+typedef struct coda__info_list {
+  coda_task_info **items;
+  int n, cap;
+} coda__info_list;
+/* Adds a copy of r; CODA_ENOMEM on failure. */
+int coda__info_list_add(coda__info_list *l, const coda__task_record *r);
+/* Calls fn on each until it returns nonzero, frees them all; returns how
+ * many fn got. */
+int coda__info_list_deliver(coda__info_list *l, coda_task_list_fn fn, void *user);
+
 /* Unix time in ms. */
 int64_t coda__unix_ms(void);
 

@@ -66,7 +66,7 @@ typedef struct enqueue_op {
 
 typedef struct finish_op {
   store_op op;
-  coda_task_def *def; /* whose slot is given back once written */
+  coda_task_def *def; /* whose slot is given back once written (NULL: none) */
   coda_executor executor;
   coda__task_record r;
   char *error;
@@ -431,19 +431,51 @@ size_t coda__durable_stats_json(coda__engine *e, char *buf, size_t cap) {
                           atomic_load(&d->purged));
 }
 
-void coda__durable_finished(coda_task *t, int failed, const char *message) {
-  coda__engine *e = t->def->engine;
-  coda__durable *d = e->durable;
+/* Takes t out of the live registry (status reads go to the store from
+ * now on); returns its progress. */
+static double leave_live(coda__durable *d, coda_task *t) {
   uv_mutex_lock(&d->reg_mu);
-  coda__idmap_remove(&d->live, t->id);
+  if (coda__idmap_get(&d->live, t->id) == t)
+    coda__idmap_remove(&d->live, t->id);
   double progress = t->progress;
   uv_mutex_unlock(&d->reg_mu);
+  return progress;
+}
+
+void coda__durable_abandon(coda_task *t, const char *final_why) {
+  coda__durable *d = t->def->engine->durable;
+  if (!d || !t->stored)
+    return;
+  leave_live(d, t);
+  if (!final_why)
+    return; /* stays in the store as it is: it runs at the next start */
+  finish_op *op = calloc(1, sizeof *op);
+  if (!op)
+    return; /* not recorded: it runs at the next start */
+  int64_t now = now_ms();
+  op->op.kind = OP_FINISH;
+  op->executor = t->executor; /* def NULL: the caller gave the slot back */
+  op->r.id = t->id;
+  op->r.name = t->def->name;
+  op->r.state = CODA_TASK_DEAD;
+  op->r.attempts = t->attempt > 0 ? t->attempt - 1 : 0; /* it never ran */
+  op->r.max_attempts = t->max_attempts;
+  op->r.finished_at = now;
+  op->r.error = op->error = strdup(final_why);
+  push_op(d, &op->op);
+}
+
+/* Builds and queues the outcome of t's attempt, which gives back its slot
+ * once written; t's result moves into it. */
+static void record_outcome(coda_task *t, int failed, const char *message) {
+  coda__engine *e = t->def->engine;
+  coda__durable *d = e->durable;
+  double progress = leave_live(d, t);
   finish_op *op = calloc(1, sizeof *op);
   if (!op) {
     /* Not recorded: the task stays claimed and runs again at the next
      * start (at least once). Its slot is given back now. */
     coda__task_unreserve_def(t->def);
-    coda__task_free(t);
     return;
   }
   int64_t now = now_ms();
@@ -481,8 +513,16 @@ void coda__durable_finished(coda_task *t, int failed, const char *message) {
   }
   if (failed && message)
     r->error = op->error = strdup(message);
-  coda__task_free(t);
   push_op(d, &op->op);
+}
+
+void coda__durable_finished(coda_task *t, int failed, const char *message) {
+  record_outcome(t, failed, message);
+  coda__task_free(t);
+}
+
+void coda__durable_finished_keep(coda_task *t, int failed, const char *message) {
+  record_outcome(t, failed, message);
 }
 
 /* ---- the store thread: writing ------------------------------------------- */
@@ -653,7 +693,8 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
         coda__queue_insert_tail(&d->retry_ops, &f->op.link);
         break;
       }
-      coda__task_unreserve_def(f->def);
+      if (f->def)
+        coda__task_unreserve_def(f->def);
       free(f->error);
       free(f->result);
       free(f);
@@ -705,7 +746,7 @@ static void write_one_by_one(coda__durable *d, coda__queue *batch, int64_t now) 
       char why[160];
       snprintf(why, sizeof why, "its result (%zu bytes) could not be stored: %s",
                f->r.result_len, d->store->m->errmsg(d->store));
-      coda_log(d->engine->app, CODA_LOG_ERROR, "task %s (id %llu): %s", f->def->name,
+      coda_log(d->engine->app, CODA_LOG_ERROR, "task %s (id %llu): %s", f->r.name,
                (unsigned long long)f->r.id, why);
       free(f->result);
       free(f->error);

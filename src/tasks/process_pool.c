@@ -484,7 +484,7 @@ static void finish_current(worker *w, int rc, const char *message) {
       coda__stat_add(t->def->engine, t->executor, CODA_STAT_RUNNING, -1);
       coda__stat_add(t->def->engine, t->executor, CODA_STAT_QUEUED, 1);
     }
-    coda__task_drop(t, "an earlier task of its list failed");
+    coda__task_drop_final(t, "an earlier task of its list failed");
     coda__run_advance(run, 1);
   } else {
     coda__task_finish(t, rc, message); /* may dispatch more, even to w */
@@ -886,8 +886,22 @@ void coda__process_pool_stop(coda__process_pool *p, int free_it) {
       waitpid(w->proc.pid, NULL, 0);
       w->alive = 0;
       requeue_unstarted(w); /* dropped below with the rest of the queue */
-      if (current(w))
+      coda_task *t = current(w);
+      if (t && t->durable && !t->skipping) {
+        /* Killed by the stop, not by itself: its attempt is not spent.
+         * It stays in the store as it is and runs at the next start. */
+        w->head = (w->head + 1) % CHAIN_DEPTH;
+        w->count = 0;
+        w->begun = 0;
+        coda__stat_add(p->engine, t->executor, CODA_STAT_RUNNING, -1);
+        coda__stat_add(p->engine, t->executor, CODA_STAT_QUEUED, 1);
+        coda_tasks *run = t->run;
+        coda__task_drop(t, "the server stopped while it ran; it runs at the next start");
+        if (run)
+          coda__run_advance(run, 1);
+      } else if (t) {
         finish_current(w, CODA_ECRASHED, "the server stopped while it ran");
+      }
       close_worker(w);
     }
     uv_close((uv_handle_t *)&w->respawn, NULL);

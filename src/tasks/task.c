@@ -362,8 +362,10 @@ void coda__task_reject(coda_task *t) {
   task_free(t);
 }
 
-void coda__task_drop(coda_task *t, const char *why) {
+static void drop(coda_task *t, const char *why, int final) {
   coda__engine *e = t->def->engine;
+  if (t->durable)
+    coda__durable_abandon(t, final ? why : NULL);
   coda__stat_add(e, t->executor, CODA_STAT_QUEUED, -1);
   coda__stat_add(e, t->executor, CODA_STAT_DROPPED, 1);
   CODA__LOG(e->app, CODA_LOG_WARN, "task %s (id %llu, %s, request %llu) dropped: %s",
@@ -372,6 +374,9 @@ void coda__task_drop(coda_task *t, const char *why) {
   unreserve(t);
   task_free(t);
 }
+
+void coda__task_drop(coda_task *t, const char *why) { drop(t, why, 0); }
+void coda__task_drop_final(coda_task *t, const char *why) { drop(t, why, 1); }
 
 void coda__tasks_drop_queue(coda__queue *q, const char *why) {
   while (!coda__queue_empty(q)) {
@@ -434,11 +439,15 @@ void coda__task_finish(coda_task *t, int rc, const char *message) {
     coda__stat_add(e, t->executor, CODA_STAT_SUCCEEDED, 1);
   }
   coda_tasks *run = t->run;
-  if (t->durable && !t->orphaned) {
+  const char *why =
+      failed ? (message ? message : t->error ? t->error : coda_strerror(rc)) : NULL;
+  if (t->durable && t->orphaned) {
+    /* Finished by its timeout, still held by its code until
+     * coda_task_done(): the outcome is recorded, t stays. */
+    coda__durable_finished_keep(t, failed, why);
+  } else if (t->durable) {
     /* Its slot is given back once the outcome is in the store. */
-    coda__durable_finished(t, failed,
-                           failed ? (message ? message : t->error ? t->error : coda_strerror(rc))
-                                  : NULL);
+    coda__durable_finished(t, failed, why);
   } else {
     unreserve(t);
     if (!t->orphaned)
@@ -669,7 +678,7 @@ static void run_next(coda_tasks *run) {
       return;
     }
     if ((run->flags & CODA_TASKS_STOP_ON_FAILURE) && run->failed) {
-      coda__task_drop(t, "an earlier task of its list failed");
+      coda__task_drop_final(t, "an earlier task of its list failed");
       continue;
     }
     submit(t);

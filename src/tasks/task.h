@@ -251,6 +251,17 @@ int coda__durable_hold(struct coda__conn *c);
 /* A durable task's attempt ended: the store thread records it (retry,
  * dead or success) and then gives back its slot. Frees t. */
 void coda__durable_finished(coda_task *t, int failed, const char *message);
+/* The same for a task its executor still references (a LOOP task finished
+ * by its timeout): t is not freed. */
+void coda__durable_finished_keep(coda_task *t, int failed, const char *message);
+/* A stored durable task that will not run in this process leaves the live
+ * registry. With final_why (its list stopped on a failure: it must never
+ * run) it is written as dead with that error; otherwise it stays in the
+ * store and runs at the next start. Neither frees t nor gives back its
+ * slot. */
+void coda__durable_abandon(coda_task *t, const char *final_why);
+/* Drops a task that must never run (its list stopped on a failure). */
+void coda__task_drop_final(coda_task *t, const char *why);
 /* The attempt begins (executor thread). */
 void coda__durable_began(coda_task *t);
 size_t coda__durable_stats_json(coda__engine *e, char *buf, size_t cap);

@@ -245,6 +245,24 @@ static int proc_report_task(coda_task *t) {
   return 0;
 }
 
+static void late_done(uv_timer_t *tm) {
+  coda_task_done(tm->data, 0, NULL);
+  uv_close((uv_handle_t *)tm, (uv_close_cb)free);
+}
+
+/* LOOP: says PENDING and calls coda_task_done() 300 ms later, past its
+ * 100 ms timeout. */
+static int late_loop_task(coda_task *t) {
+  record_run(coda_task_str(t, 0), coda_task_attempt(t));
+  uv_timer_t *tm = malloc(sizeof *tm);
+  if (!tm)
+    return CODA_ENOMEM;
+  uv_timer_init(coda_task_loop(t), tm);
+  tm->data = t;
+  uv_timer_start(tm, late_done, 300, 0);
+  return CODA_TASK_PENDING;
+}
+
 static void journal_read(char *buf, size_t cap) {
   buf[0] = '\0';
   int fd = open(journal_path, O_RDONLY);
@@ -326,7 +344,7 @@ static void on_task_error(const coda_task *t, const char *message, void *user) {
 
 typedef struct {
   coda_task_def *status, *status_loop, *flaky, *doomed, *doomed_def, *note, *blob, *slow,
-      *big_result, *proc_flaky, *route_note, *sleepy, *proc_report;
+      *big_result, *proc_flaky, *route_note, *sleepy, *proc_report, *late_loop;
 } defs;
 
 typedef struct {
@@ -353,6 +371,7 @@ static coda_task_def *def_named(defs *d, const char *name) {
                {"big_result", d->big_result},
                {"proc_flaky", d->proc_flaky},
                {"proc_report", d->proc_report},
+               {"late_loop", d->late_loop},
                {"sleepy", d->sleepy}};
   for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
     if (strcmp(table[i].name, name) == 0)
@@ -417,6 +436,29 @@ static int h_add_then_fail(coda_req *req, coda_res *res, void *user) {
   return rc ? rc : CODA_EIO;
 }
 
+/* GET /stopping?tag=T: a stop-on-failure list of a durable task that dies
+ * at once, then a durable note that must then never run. Body "ID1 ID2". */
+static int h_stopping(coda_req *req, coda_res *res, void *user) {
+  defs *d = user;
+  char a[64], b[64];
+  snprintf(a, sizeof a, "%s-a", coda_req_query(req, "tag"));
+  snprintf(b, sizeof b, "%s-b", coda_req_query(req, "tag"));
+  coda_res_tasks_flags(res, CODA_TASKS_STOP_ON_FAILURE);
+  coda_task_opts o1, o2;
+  memset(&o1, 0, sizeof o1);
+  memset(&o2, 0, sizeof o2);
+  o1.flags = o2.flags = CODA_TASK_DURABLE;
+  o1.max_attempts = 1;
+  int rc = coda_res_add_task_opts(res, d->doomed, &o1, "si", a, (int64_t)0);
+  rc = rc ? rc : coda_res_add_task_opts(res, d->note, &o2, "si", b, (int64_t)0);
+  if (rc)
+    return rc;
+  char body[64];
+  snprintf(body, sizeof body, "%" PRIu64 " %" PRIu64, o1.id, o2.id);
+  coda_res_status(res, 202);
+  return coda_res_body(res, body, strlen(body));
+}
+
 static int h_plain(coda_req *req, coda_res *res, void *user) {
   (void)req, (void)user;
   return coda_res_body_static(res, "plain", 5);
@@ -435,6 +477,8 @@ static defs register_defs(coda_app *a) {
   d.big_result = coda_app_task(a, "big_result", big_result_task, CODA_EXEC_THREAD);
   d.proc_flaky = coda_app_task(a, "proc_flaky", proc_flaky_task, CODA_EXEC_PROCESS);
   d.proc_report = coda_app_task(a, "proc_report", proc_report_task, CODA_EXEC_PROCESS);
+  d.late_loop = coda_app_task(a, "late_loop", late_loop_task, CODA_EXEC_LOOP);
+  coda_task_def_timeout(d.late_loop, 100);
   d.route_note = coda_app_task(a, "route_note", note_task, CODA_EXEC_THREAD);
   d.sleepy = coda_app_task(a, "sleepy", sleepy_task, CODA_EXEC_THREAD);
   coda_task_def_timeout(d.sleepy, 150);
@@ -475,6 +519,7 @@ static int fixture_init(fixture *f, const char *store, const long *opts) {
   /* A route whose declared task is of a definition made durable. */
   coda_task_def_durable(f->d.route_note, 1);
   coda_app_route(f->app, "GET", "/routed", h_plain, NULL);
+  coda_app_route(f->app, "GET", "/stopping", h_stopping, &f->d);
   coda_app_route_task(f->app, "GET", "/routed", f->d.route_note, "si", "route-note",
                       (int64_t)0);
   int rc = coda_app_store(f->app, store);
@@ -1023,6 +1068,130 @@ static void idempotency(const char *kind) {
 
 TEST(idempotency_keys_memory) { idempotency("memory"); }
 TEST(idempotency_keys_sqlite) { idempotency("sqlite"); }
+
+/* ---- 6c. tasks that end unusually ---------------------------------------------- */
+
+/* A durable LOOP task finished by its timeout (its late coda_task_done()
+ * is ignored) has a failed attempt recorded and is retried, until dead. */
+static void loop_timeout(const char *kind) {
+  char uri[512], tag[64], path[128];
+  fixture f;
+  const long opts[] = {CODA_OPT_BACKOFF, 50, 0};
+  REQUIRE(fixture_init(&f, store_uri(kind, "looplate", uri, sizeof uri), opts) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  snprintf(tag, sizeof tag, "looplate-%s", kind);
+  snprintf(path, sizeof path, "/add?def=late_loop&tag=%s&max=3", tag);
+  uint64_t id = add_task(f.ts.port, path);
+  REQUIRE_F(id != 0);
+  coda_task_info *info = wait_state(f.app, id, CODA_TASK_DEAD, 8000);
+  CHECK_STATE(info, CODA_TASK_DEAD);
+  if (info)
+    CHECK_EQ_INT(info->attempts, 3);
+  coda_task_info_free(info);
+  CHECK_EQ_INT(runs_of(tag, NULL, 0), 3);
+  tc_sleep_ms(400); /* the last late coda_task_done() comes and goes */
+  fixture_done(&f);
+}
+
+TEST(a_loop_task_past_its_timeout_is_retried_memory) { loop_timeout("memory"); }
+TEST(a_loop_task_past_its_timeout_is_retried_sqlite) { loop_timeout("sqlite"); }
+
+/* In a list that stops on failure, a durable task after a failed one is
+ * written as dead, never runs, and does not run after a restart either. */
+static void stopped_list(const char *kind) {
+  char uri[512], tag[64], path[128], buf[4096], b_tag[80];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri(kind, "stopped", uri, sizeof uri), NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  snprintf(tag, sizeof tag, "stopped-%s", kind);
+  snprintf(b_tag, sizeof b_tag, "%s-b", tag);
+  snprintf(path, sizeof path, "/stopping?tag=%s", tag);
+  REQUIRE_F(http_get(f.ts.port, path, buf, sizeof buf) == 202);
+  uint64_t a = 0, b = 0;
+  if (tc_body(buf))
+    sscanf(tc_body(buf), "%" SCNu64 " %" SCNu64, &a, &b);
+  REQUIRE_F(a && b);
+  coda_task_info *info = wait_state(f.app, b, CODA_TASK_DEAD, 5000);
+  CHECK_STATE(info, CODA_TASK_DEAD);
+  if (info) {
+    CHECK_EQ_INT(info->attempts, 0);
+    CHECK(info->error && strstr(info->error, "an earlier task of its list failed"));
+  }
+  coda_task_info_free(info);
+  CHECK_EQ_INT(runs_of(b_tag, NULL, 0), 0);
+  fixture_done(&f);
+  if (strcmp(kind, "sqlite") == 0) {
+    REQUIRE(fixture_init(&f, uri, NULL) == 0);
+    REQUIRE(fixture_start(&f) == 0);
+    tc_sleep_ms(300); /* claims every 20 ms */
+    CHECK_EQ_INT(runs_of(b_tag, NULL, 0), 0);
+    info = wait_state(f.app, b, CODA_TASK_DEAD, 1000);
+    CHECK_STATE(info, CODA_TASK_DEAD);
+    coda_task_info_free(info);
+    fixture_done(&f);
+  }
+}
+
+TEST(a_stopped_list_writes_its_durable_rest_as_dead_memory) { stopped_list("memory"); }
+TEST(a_stopped_list_writes_its_durable_rest_as_dead_sqlite) { stopped_list("sqlite"); }
+
+/* A durable PROCESS task killed by the server's own stop has not spent its
+ * attempt: it stays in the store and succeeds at the next start. */
+TEST(a_process_task_killed_by_the_stop_runs_at_the_next_start) {
+  char uri[512];
+  fixture f;
+  const long opts[] = {CODA_OPT_PROCESS_WORKERS, 1, CODA_OPT_TASK_DRAIN_TIMEOUT, 50, 0};
+  store_uri("sqlite", "procstop", uri, sizeof uri);
+  REQUIRE(fixture_init(&f, uri, opts) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  uint64_t id = add_task(f.ts.port, "/add?def=proc_report&tag=procstop&max=1");
+  REQUIRE_F(id != 0);
+  coda_task_info *info = wait_state(f.app, id, CODA_TASK_RUNNING, 5000);
+  CHECK_STATE(info, CODA_TASK_RUNNING);
+  coda_task_info_free(info);
+  fixture_done(&f); /* the drain ends after 50 ms, while it runs */
+  const long again[] = {CODA_OPT_PROCESS_WORKERS, 1, 0};
+  REQUIRE(fixture_init(&f, uri, again) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info_free(info);
+  fixture_done(&f);
+}
+
+/* A list callback may read each task again (the store's lock is not held
+ * while it runs). */
+static coda_app *list_app;
+
+static int get_each(const coda_task_info *one, void *user) {
+  coda_task_info *full = NULL;
+  int rc = coda_task_get(list_app, one->id, &full);
+  if (rc == 0 && full->state == CODA_TASK_DEAD)
+    ++*(int *)user;
+  coda_task_info_free(full);
+  return 0;
+}
+
+static void get_inside_list(const char *kind) {
+  char uri[512];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri(kind, "listget", uri, sizeof uri), NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  uint64_t id = add_task(f.ts.port, "/add?def=doomed&tag=listget&max=1");
+  REQUIRE_F(id != 0);
+  coda_task_info *info = wait_state(f.app, id, CODA_TASK_DEAD, 3000);
+  CHECK_STATE(info, CODA_TASK_DEAD);
+  coda_task_info_free(info);
+  list_app = f.app;
+  int read_back = 0;
+  int n = coda_task_list(f.app, CODA_TASK_DEAD, 0, 10, get_each, &read_back);
+  CHECK(n >= 1);
+  CHECK_EQ_INT(read_back, n);
+  fixture_done(&f);
+}
+
+TEST(a_list_callback_can_read_tasks_memory) { get_inside_list("memory"); }
+TEST(a_list_callback_can_read_tasks_sqlite) { get_inside_list("sqlite"); }
 
 /* ---- 6a. held responses on the wire ------------------------------------------ */
 
@@ -1788,6 +1957,13 @@ int main(void) {
       TEST_CASE(dead_after_the_last_attempt_sqlite),
       TEST_CASE(a_locked_database_answers_503_and_the_loop_keeps_serving),
       TEST_CASE(pipelined_requests_wait_behind_a_held_response),
+      TEST_CASE(a_loop_task_past_its_timeout_is_retried_memory),
+      TEST_CASE(a_loop_task_past_its_timeout_is_retried_sqlite),
+      TEST_CASE(a_stopped_list_writes_its_durable_rest_as_dead_memory),
+      TEST_CASE(a_stopped_list_writes_its_durable_rest_as_dead_sqlite),
+      TEST_CASE(a_process_task_killed_by_the_stop_runs_at_the_next_start),
+      TEST_CASE(a_list_callback_can_read_tasks_memory),
+      TEST_CASE(a_list_callback_can_read_tasks_sqlite),
       TEST_CASE(finished_tasks_are_purged_after_their_retention_memory),
       TEST_CASE(finished_tasks_are_purged_after_their_retention_sqlite),
       TEST_CASE(a_version_1_store_is_migrated),
