@@ -134,11 +134,15 @@ typedef struct sqlite_store {
 static const coda__store_methods sqlite_methods;
 
 /* CODA_ETIMEDOUT when another program's lock outlasted the busy timeout
- * (trying again at once cannot help), CODA_ESTORE otherwise. */
+ * (trying again at once cannot help), CODA_ELIMIT when what was written
+ * does not fit (the file's size limit or a full disk, a value too big),
+ * CODA_ESTORE otherwise. */
 static int fail(sqlite_store *s, sqlite3 *db, const char *what) {
   snprintf(s->err, sizeof s->err, "sqlite store: %s: %s", what, sqlite3_errmsg(db));
   int code = sqlite3_errcode(db) & 0xff;
-  return code == SQLITE_BUSY || code == SQLITE_LOCKED ? CODA_ETIMEDOUT : CODA_ESTORE;
+  if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+    return CODA_ETIMEDOUT;
+  return code == SQLITE_FULL || code == SQLITE_TOOBIG ? CODA_ELIMIT : CODA_ESTORE;
 }
 
 static int step_done(sqlite_store *s, sqlite3_stmt *st, const char *what) {
@@ -233,7 +237,7 @@ static int user_version(sqlite_store *s, int *v) {
 /* Brings the schema to SCHEMA_VERSION. Each step is one migration; a later
  * version adds `case 1:` and so on, falling through. */
 static int migrate(sqlite_store *s, const char *path) {
-  int v, rc;
+  int v = 0, rc;
   if ((rc = user_version(s, &v)) != 0)
     return rc;
   if (v == SCHEMA_VERSION)

@@ -17,8 +17,10 @@
  *    Redis store), and a claim carries a lease.
  *
  * Errors: CODA_ETIMEDOUT when the store waited for a lock in vain (the
- * engine does not retry pieces of that batch at once), CODA_ESTORE for
- * the rest, with errmsg() saying what.
+ * engine does not retry pieces of that batch at once), CODA_ELIMIT when
+ * what was written does not fit (full, or a value too big: an outcome is
+ * then written without its result), CODA_ESTORE for the rest, with
+ * errmsg() saying what.
  *
  * Threads: every call except get() is made from the engine's store thread,
  * one at a time. get() may be called from any thread at any moment, so a

@@ -729,11 +729,12 @@ static int write_alone(coda__durable *d, store_op *op, int64_t now) {
 }
 
 /* A batch of outcomes failed: find the one the store refuses, so that it
- * cannot hold back the others. An outcome whose result does not fit is
- * written without it, with an error that says so; what still fails waits
- * for the next batch (the store itself is failing). */
+ * cannot hold back the others. An outcome whose result does not fit
+ * (CODA_ELIMIT) is written without it, with an error that says so; what
+ * still fails, or fails for another reason, waits for the next batch with
+ * its result (the store itself is failing). */
 static void write_one_by_one(coda__durable *d, coda__queue *batch, int64_t now) {
-  int failed = 0;
+  int failed = 0, wrote = 0;
   coda__queue done;
   coda__queue_init(&done);
   while (!coda__queue_empty(batch)) {
@@ -741,7 +742,7 @@ static void write_one_by_one(coda__durable *d, coda__queue *batch, int64_t now) 
     coda__queue_remove(q);
     store_op *op = coda__container_of(q, store_op, link);
     int rc = write_alone(d, op, now);
-    if (rc && op->kind == OP_FINISH && ((finish_op *)op)->result) {
+    if (rc == CODA_ELIMIT && op->kind == OP_FINISH && ((finish_op *)op)->result) {
       finish_op *f = (finish_op *)op;
       char why[160];
       snprintf(why, sizeof why, "its result (%zu bytes) could not be stored: %s",
@@ -759,12 +760,13 @@ static void write_one_by_one(coda__durable *d, coda__queue *batch, int64_t now) 
     if (rc)
       report_store_error(d, "recording a task's end", 0);
     failed |= rc != 0;
+    wrote |= rc == 0;
     coda__queue q1;
     coda__queue_init(&q1);
     coda__queue_insert_tail(&q1, &op->link);
     complete(d, &q1, rc, now);
   }
-  if (!failed && atomic_exchange(&d->faulted, 0))
+  if (wrote && !failed && atomic_exchange(&d->faulted, 0))
     coda_log(d->engine->app, CODA_LOG_INFO, "task store: writing again");
 }
 
