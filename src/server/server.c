@@ -519,9 +519,11 @@ int coda_app_run(coda_app *app) {
     else
       loop_close(&s->loops[i]);
   }
-  if (rc == 0)
+  if (rc == 0) {
+    coda__durable_loops_ready(app->engine);
     coda_log(app, CODA_LOG_INFO, "coda %s listening on http://%s:%d (%d loops)",
              coda_version(), app->listen_host, app->bound_port, s->nloops);
+  }
   else if (started) {
     /* Loops that never started count as done, so the drain can end. */
     atomic_store(&s->loops_done, s->nloops - started);

@@ -94,6 +94,7 @@ struct coda__durable {
   coda__queue ops;
   int stop;
   int coalescing; /* the store thread gathers outcomes: they need no wake-up */
+  int kick;       /* claim now (the loops just became ready) */
   int running;
   uv_thread_t thread;
   atomic_int faulted; /* the last batch failed: adds fail fast */
@@ -112,6 +113,10 @@ struct coda__durable {
    * before it stops the pools, so they are never reached once stopping. */
   uv_mutex_t submit_mu;
   int no_submit;
+  /* Set under submit_mu once the server's loops exist (LOOP tasks need
+   * them): until then claims wait and enqueued tasks are parked. */
+  int loops_ready;
+  coda__queue parked; /* store thread only */
   /* Store thread only. */
   coda__queue retry_ops; /* outcomes a failed batch could not write */
   coda__buf scratch;
@@ -679,6 +684,9 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       uv_mutex_lock(&d->submit_mu);
       if (d->no_submit) {
         coda__task_drop(t, "shutdown: it runs at the next start");
+      } else if (!d->loops_ready) {
+        register_live(d, t);
+        coda__queue_insert_tail(&d->parked, &t->link); /* until the loops exist */
       } else {
         register_live(d, t);
         coda__task_submit(t);
@@ -989,13 +997,17 @@ static void store_main(void *arg) {
     coda__queue_init(&batch);
     uv_mutex_lock(&d->mu);
     for (;;) {
-      if (!coda__queue_empty(&d->ops) || d->stop)
+      if (!coda__queue_empty(&d->ops) || d->stop || d->kick)
         break;
       int64_t next = d->next_poll < d->next_purge ? d->next_poll : d->next_purge;
       int64_t wait = next - now_ms();
       if (wait <= 0)
         break;
       uv_cond_timedwait(&d->cond, &d->mu, (uint64_t)wait * 1000000u);
+    }
+    if (d->kick) {
+      d->kick = 0;
+      d->next_poll = 0;
     }
     coda__queue_move(&batch, &d->ops);
     if (!d->stop && !coda__queue_empty(&batch) && only_outcomes(&batch))
@@ -1024,9 +1036,20 @@ static void store_main(void *arg) {
         break;
       continue;
     }
+    uv_mutex_lock(&d->submit_mu);
+    while (!coda__queue_empty(&d->parked) && (d->loops_ready || d->no_submit)) {
+      coda__queue *q = coda__queue_head(&d->parked);
+      coda__queue_remove(q);
+      coda_task *t = coda__container_of(q, coda_task, link);
+      if (d->no_submit)
+        coda__task_drop(t, "shutdown: it runs at the next start");
+      else
+        coda__task_submit(t);
+    }
+    uv_mutex_unlock(&d->submit_mu);
     if (now_ms() >= d->next_poll) {
       uv_mutex_lock(&d->submit_mu);
-      if (!d->no_submit && !atomic_load(&d->draining))
+      if (!d->no_submit && d->loops_ready && !atomic_load(&d->draining))
         claim_due(d);
       else
         d->next_poll = now_ms() + d->engine->app->opt.store_poll;
@@ -1082,6 +1105,9 @@ int coda__durable_start(coda__engine *e) {
   d->refill = 0;
   d->stop = 0;
   d->no_submit = 0;
+  d->loops_ready = 0;
+  d->kick = 0;
+  coda__queue_init(&d->parked);
   atomic_store(&d->draining, 0);
   atomic_store(&d->faulted, 0);
   d->next_poll = 0; /* claim what is due at once */
@@ -1090,6 +1116,19 @@ int coda__durable_start(coda__engine *e) {
     return CODA_ENOMEM;
   d->running = 1;
   return 0;
+}
+
+void coda__durable_loops_ready(coda__engine *e) {
+  coda__durable *d = e->durable;
+  if (!d)
+    return;
+  uv_mutex_lock(&d->submit_mu);
+  d->loops_ready = 1;
+  uv_mutex_unlock(&d->submit_mu);
+  uv_mutex_lock(&d->mu);
+  d->kick = 1; /* claim what is due now */
+  uv_cond_signal(&d->cond);
+  uv_mutex_unlock(&d->mu);
 }
 
 void coda__durable_quiesce(coda__engine *e) {

@@ -265,6 +265,9 @@ void coda__task_drop_final(coda_task *t, const char *why);
 /* The attempt begins (executor thread). */
 void coda__durable_began(coda_task *t);
 size_t coda__durable_stats_json(coda__engine *e, char *buf, size_t cap);
+/* The server's loops are initialised: the store thread may hand tasks to
+ * the executors (LOOP ones need the loops). */
+void coda__durable_loops_ready(coda__engine *e);
 /* The store thread stops handing tasks to the executors (before they stop). */
 void coda__durable_quiesce(coda__engine *e);
 /* Stops claiming new attempts (the drain has begun). */
