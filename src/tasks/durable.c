@@ -859,7 +859,11 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
 typedef struct claim_ctx {
   coda__durable *d;
   coda__queue tasks;
-  uint64_t unknown[16];
+  struct {
+    uint64_t id;
+    int attempts;
+    int unreadable; /* registered, but its arguments do not decode */
+  } unknown[16];
   int nunknown;
 } claim_ctx;
 
@@ -873,8 +877,11 @@ static int on_claimed(void *user, const coda__task_record *r) {
              "task store: task %llu names \"%s\", which %s; it is marked dead",
              (unsigned long long)r->id, r->name,
              def ? "cannot be read back" : "is not registered in this program");
-    if (cx->nunknown < 16)
-      cx->unknown[cx->nunknown++] = r->id;
+    if (cx->nunknown < 16) {
+      cx->unknown[cx->nunknown].id = r->id;
+      cx->unknown[cx->nunknown].attempts = r->attempts;
+      cx->unknown[cx->nunknown++].unreadable = def != NULL;
+    }
     return 0;
   }
   t->id = r->id;
@@ -916,8 +923,13 @@ static void claim_due(coda__durable *d) {
   int rc = s->m->begin(s);
   int n = rc ? rc : s->m->claim(s, now, now + o->task_lease, (int)max, on_claimed, &cx);
   for (int i = 0; n >= 0 && i < cx.nunknown; i++) {
-    coda__task_record dead = {.id = cx.unknown[i], .state = CODA_TASK_DEAD,
-                              .finished_at = now, .error = "no task of that name"};
+    coda__task_record dead = {
+        .id = cx.unknown[i].id,
+        .state = CODA_TASK_DEAD,
+        .attempts = cx.unknown[i].attempts,
+        .finished_at = now,
+        .error = cx.unknown[i].unreadable ? "its arguments cannot be read back"
+                                          : "no task of that name in this program"};
     if (s->m->finish(s, &dead) != 0)
       n = -1;
   }

@@ -1159,6 +1159,33 @@ TEST(a_process_task_killed_by_the_stop_runs_at_the_next_start) {
   fixture_done(&f);
 }
 
+/* A stored task whose name this program does not register is marked dead
+ * when claimed, with its attempt counted and a reason. */
+TEST(a_stored_task_of_an_unknown_name_is_marked_dead) {
+  char uri[512];
+  fixture f;
+  store_uri("sqlite", "ghost", uri, sizeof uri);
+  REQUIRE(fixture_init(&f, uri, NULL) == 0); /* creates the file */
+  fixture_done(&f);
+  sqlite3 *db;
+  REQUIRE(sqlite3_open(uri + 7, &db) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db,
+                       "INSERT INTO coda_tasks(id,name,args,state,attempts,max_attempts,"
+                       "created_at,run_at) VALUES(77,'ghost',x'',0,0,3,1000,1000)",
+                       NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(db);
+  REQUIRE(fixture_init(&f, uri, NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  coda_task_info *info = wait_state(f.app, 77, CODA_TASK_DEAD, 3000);
+  CHECK_STATE(info, CODA_TASK_DEAD);
+  if (info) {
+    CHECK_EQ_INT(info->attempts, 1);
+    CHECK(info->error && strstr(info->error, "no task of that name"));
+  }
+  coda_task_info_free(info);
+  fixture_done(&f);
+}
+
 /* A list callback may read each task again (the store's lock is not held
  * while it runs). */
 static coda_app *list_app;
@@ -1962,6 +1989,7 @@ int main(void) {
       TEST_CASE(a_stopped_list_writes_its_durable_rest_as_dead_memory),
       TEST_CASE(a_stopped_list_writes_its_durable_rest_as_dead_sqlite),
       TEST_CASE(a_process_task_killed_by_the_stop_runs_at_the_next_start),
+      TEST_CASE(a_stored_task_of_an_unknown_name_is_marked_dead),
       TEST_CASE(a_list_callback_can_read_tasks_memory),
       TEST_CASE(a_list_callback_can_read_tasks_sqlite),
       TEST_CASE(finished_tasks_are_purged_after_their_retention_memory),
