@@ -459,6 +459,27 @@ static int h_stopping(coda_req *req, coda_res *res, void *user) {
   return coda_res_body(res, body, strlen(body));
 }
 
+/* GET /pair?tag=T: two durable PROCESS tasks in one ordered list (they go
+ * to one worker as a chain); the first fails its first attempt. */
+static int h_pair(coda_req *req, coda_res *res, void *user) {
+  defs *d = user;
+  char a[64], b[64];
+  snprintf(a, sizeof a, "%s-a", coda_req_query(req, "tag"));
+  snprintf(b, sizeof b, "%s-b", coda_req_query(req, "tag"));
+  coda_task_opts o1, o2;
+  memset(&o1, 0, sizeof o1);
+  memset(&o2, 0, sizeof o2);
+  o1.flags = o2.flags = CODA_TASK_DURABLE;
+  int rc = coda_res_add_task_opts(res, d->proc_report, &o1, "si", a, (int64_t)1);
+  rc = rc ? rc : coda_res_add_task_opts(res, d->proc_report, &o2, "si", b, (int64_t)0);
+  if (rc)
+    return rc;
+  char body[64];
+  snprintf(body, sizeof body, "%" PRIu64 " %" PRIu64, o1.id, o2.id);
+  coda_res_status(res, 202);
+  return coda_res_body(res, body, strlen(body));
+}
+
 static int h_plain(coda_req *req, coda_res *res, void *user) {
   (void)req, (void)user;
   return coda_res_body_static(res, "plain", 5);
@@ -520,6 +541,7 @@ static int fixture_init(fixture *f, const char *store, const long *opts) {
   coda_task_def_durable(f->d.route_note, 1);
   coda_app_route(f->app, "GET", "/routed", h_plain, NULL);
   coda_app_route(f->app, "GET", "/stopping", h_stopping, &f->d);
+  coda_app_route(f->app, "GET", "/pair", h_pair, &f->d);
   coda_app_route_task(f->app, "GET", "/routed", f->d.route_note, "si", "route-note",
                       (int64_t)0);
   int rc = coda_app_store(f->app, store);
@@ -1674,6 +1696,37 @@ TEST(a_durable_process_task_reports_progress_and_a_result) {
   fixture_done(&f);
 }
 
+/* Two durable PROCESS tasks of one list run chained on one worker: the
+ * first fails once and is retried on its own, the second runs after it
+ * anyway; both end with their results. */
+TEST(chained_durable_process_tasks_keep_their_outcomes) {
+  char uri[512], buf[4096];
+  fixture f;
+  const long opts[] = {CODA_OPT_PROCESS_WORKERS, 1, CODA_OPT_BACKOFF, 100, 0};
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "pair", uri, sizeof uri), opts) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  REQUIRE_F(http_get(f.ts.port, "/pair?tag=pair", buf, sizeof buf) == 202);
+  uint64_t a = 0, b = 0;
+  if (tc_body(buf))
+    sscanf(tc_body(buf), "%" SCNu64 " %" SCNu64, &a, &b);
+  REQUIRE_F(a && b);
+  coda_task_info *ia = wait_state(f.app, a, CODA_TASK_SUCCEEDED, 8000);
+  coda_task_info *ib = wait_state(f.app, b, CODA_TASK_SUCCEEDED, 8000);
+  CHECK_STATE(ia, CODA_TASK_SUCCEEDED);
+  CHECK_STATE(ib, CODA_TASK_SUCCEEDED);
+  if (ia) {
+    CHECK_EQ_INT(ia->attempts, 2);
+    CHECK(ia->result && ia->result_len > 18 && memcmp(ia->result, "rendered pair-a by ", 19) == 0);
+  }
+  if (ib) {
+    CHECK_EQ_INT(ib->attempts, 1);
+    CHECK(ib->result && ib->result_len > 18 && memcmp(ib->result, "rendered pair-b by ", 19) == 0);
+  }
+  coda_task_info_free(ia);
+  coda_task_info_free(ib);
+  fixture_done(&f);
+}
+
 /* coda_task_def_durable() makes a route's declared task durable. */
 TEST(a_definition_made_durable_makes_route_tasks_durable) {
   char uri[512], buf[4096];
@@ -2005,6 +2058,7 @@ int main(void) {
       TEST_CASE(a_failing_handler_drops_durable_tasks_but_not_always_ones_sqlite),
       TEST_CASE(a_durable_process_task_is_retried_and_knows_its_attempt),
       TEST_CASE(a_durable_process_task_reports_progress_and_a_result),
+      TEST_CASE(chained_durable_process_tasks_keep_their_outcomes),
       TEST_CASE(a_definition_made_durable_makes_route_tasks_durable),
       TEST_CASE(a_timeout_is_a_failed_attempt_memory),
       TEST_CASE(a_timeout_is_a_failed_attempt_sqlite),
