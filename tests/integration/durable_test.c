@@ -263,15 +263,7 @@ static int late_loop_task(coda_task *t) {
   return CODA_TASK_PENDING;
 }
 
-static void journal_read(char *buf, size_t cap) {
-  buf[0] = '\0';
-  int fd = open(journal_path, O_RDONLY);
-  if (fd < 0)
-    return;
-  ssize_t n = read(fd, buf, cap - 1);
-  close(fd);
-  buf[n > 0 ? n : 0] = '\0';
-}
+static void journal_read(char *buf, size_t cap) { tc_read_file(journal_path, buf, cap); }
 
 /* Outlives its timeout on attempt 1 (it stops when cancelled, failing),
  * succeeds at once on attempt 2. */
@@ -436,6 +428,14 @@ static int h_add_then_fail(coda_req *req, coda_res *res, void *user) {
   return rc ? rc : CODA_EIO;
 }
 
+/* 202 with the two task ids as the body: "ID1 ID2". */
+static int reply_ids(coda_res *res, uint64_t a, uint64_t b) {
+  char body[64];
+  snprintf(body, sizeof body, "%" PRIu64 " %" PRIu64, a, b);
+  coda_res_status(res, 202);
+  return coda_res_body(res, body, strlen(body));
+}
+
 /* GET /stopping?tag=T: a stop-on-failure list of a durable task that dies
  * at once, then a durable note that must then never run. Body "ID1 ID2". */
 static int h_stopping(coda_req *req, coda_res *res, void *user) {
@@ -451,12 +451,7 @@ static int h_stopping(coda_req *req, coda_res *res, void *user) {
   o1.max_attempts = 1;
   int rc = coda_res_add_task_opts(res, d->doomed, &o1, "si", a, (int64_t)0);
   rc = rc ? rc : coda_res_add_task_opts(res, d->note, &o2, "si", b, (int64_t)0);
-  if (rc)
-    return rc;
-  char body[64];
-  snprintf(body, sizeof body, "%" PRIu64 " %" PRIu64, o1.id, o2.id);
-  coda_res_status(res, 202);
-  return coda_res_body(res, body, strlen(body));
+  return rc ? rc : reply_ids(res, o1.id, o2.id);
 }
 
 /* GET /pair?tag=T: two durable PROCESS tasks in one ordered list (they go
@@ -472,12 +467,7 @@ static int h_pair(coda_req *req, coda_res *res, void *user) {
   o1.flags = o2.flags = CODA_TASK_DURABLE;
   int rc = coda_res_add_task_opts(res, d->proc_report, &o1, "si", a, (int64_t)1);
   rc = rc ? rc : coda_res_add_task_opts(res, d->proc_report, &o2, "si", b, (int64_t)0);
-  if (rc)
-    return rc;
-  char body[64];
-  snprintf(body, sizeof body, "%" PRIu64 " %" PRIu64, o1.id, o2.id);
-  coda_res_status(res, 202);
-  return coda_res_body(res, body, strlen(body));
+  return rc ? rc : reply_ids(res, o1.id, o2.id);
 }
 
 static int h_plain(coda_req *req, coda_res *res, void *user) {

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -237,4 +238,14 @@ int tc_get(int port, const char *path, char *buf, size_t cap, int timeout_ms) {
     return -1;
   }
   return tc_status(buf);
+}
+
+void tc_read_file(const char *path, char *buf, size_t cap) {
+  buf[0] = '\0';
+  int fd = open(path, O_RDONLY);
+  if (fd < 0)
+    return;
+  ssize_t n = read(fd, buf, cap - 1);
+  close(fd);
+  buf[n > 0 ? n : 0] = '\0';
 }

@@ -58,6 +58,9 @@ int tc_status(const char *resp);
 /* The body of the response in buf (after the blank line), or NULL. */
 const char *tc_body(const char *resp);
 
+/* Reads a whole (small) file into buf, NUL-terminated; "" if it cannot. */
+void tc_read_file(const char *path, char *buf, size_t cap);
+
 /* Counts non-overlapping occurrences of needle. */
 int tc_count(const char *hay, const char *needle);
 

@@ -44,15 +44,7 @@ static void journal(const char *fmt, ...) {
   }
 }
 
-static void journal_read(char *buf, size_t cap) {
-  buf[0] = '\0';
-  int fd = open(journal_path, O_RDONLY);
-  if (fd < 0)
-    return;
-  ssize_t n = read(fd, buf, cap - 1);
-  close(fd);
-  buf[n > 0 ? n : 0] = '\0';
-}
+static void journal_read(char *buf, size_t cap) { tc_read_file(journal_path, buf, cap); }
 
 static void journal_reset(void) { unlink(journal_path); }
 
