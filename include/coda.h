@@ -646,7 +646,9 @@ typedef int (*coda_task_list_fn)(const coda_task_info *info, void *user);
  *  increasing id, starting after `after_id` (0: from the first), at most
  *  `limit`. Any thread; it reads the store (SQLite: a scan of the table,
  *  for operators, not for a hot path). Returns how many, or a CODA_E*
- *  code. Tasks alive in this process show their stored state. */
+ *  code. Tasks alive in this process show their state as coda_task_get()
+ *  does (a first attempt that runs now is listed as running, not by the
+ *  queued state stored for it). */
 CODA_API int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int limit,
                             coda_task_list_fn fn, void *user);
 

@@ -97,7 +97,7 @@ struct coda__durable {
   int kick;       /* claim now (the loops just became ready) */
   int running;
   uv_thread_t thread;
-  atomic_int faulted; /* the last batch failed: adds fail fast */
+  atomic_int faulted;                  /* the last batch failed: adds fail fast */
   atomic_long batches, errors, purged; /* for the stats */
   atomic_int draining;
   /* id_mu protects the id blocks and `refill`. */
@@ -253,8 +253,8 @@ int coda__durable_prepare(coda__engine *e, coda_task *t, const coda_task_opts *o
   t->durable = 1;
   t->attempt = 1;
   t->max_attempts = opts && opts->max_attempts > 0 ? opts->max_attempts
-                    : t->def->max_attempts        ? t->def->max_attempts
-                                                  : (int)o->max_attempts;
+                    : t->def->max_attempts         ? t->def->max_attempts
+                                                   : (int)o->max_attempts;
   t->created_at = now_ms();
   if (opts && opts->run_at > 0)
     t->run_at = opts->run_at;
@@ -366,8 +366,8 @@ static int enqueue_alone(coda_app *app, coda_task_def *def, coda_task_opts *opts
   return 0;
 }
 
-int coda_app_enqueue(coda_app *app, coda_task_def *def, coda_task_opts *opts, const char *fmt,
-                     ...) {
+int coda_app_enqueue(coda_app *app, coda_task_def *def, coda_task_opts *opts,
+                     const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   int rc = enqueue_alone(app, def, opts, fmt, ap);
@@ -395,7 +395,8 @@ int coda_app_store_sync(coda_app *app) {
 
 static uint64_t next_random(coda__durable *d) {
   /* splitmix64 over an atomic counter: any thread, no lock. */
-  uint64_t x = atomic_fetch_add_explicit(&d->rng, 0x9E3779B97F4A7C15ULL, memory_order_relaxed);
+  uint64_t x =
+      atomic_fetch_add_explicit(&d->rng, 0x9E3779B97F4A7C15ULL, memory_order_relaxed);
   x ^= x >> 30;
   x *= 0xBF58476D1CE4E5B9ULL;
   x ^= x >> 27;
@@ -428,12 +429,12 @@ size_t coda__durable_stats_json(coda__engine *e, char *buf, size_t cap) {
   coda__durable *d = e->durable;
   if (!d)
     return (size_t)snprintf(buf, cap, "null");
-  return (size_t)snprintf(buf, cap,
-                          "{\"store\":\"%s\",\"batches\":%ld,\"errors\":%ld,\"faulted\":%d,"
-                          "\"purged\":%ld}",
-                          d->store->m->name, atomic_load(&d->batches),
-                          atomic_load(&d->errors), atomic_load(&d->faulted),
-                          atomic_load(&d->purged));
+  return (size_t)snprintf(
+      buf, cap,
+      "{\"store\":\"%s\",\"batches\":%ld,\"errors\":%ld,\"faulted\":%d,"
+      "\"purged\":%ld}",
+      d->store->m->name, atomic_load(&d->batches), atomic_load(&d->errors),
+      atomic_load(&d->faulted), atomic_load(&d->purged));
 }
 
 /* Takes t out of the live registry (status reads go to the store from
@@ -512,7 +513,8 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
     int64_t wait = backoff_ms(d, t, next_random(d));
     r->run_at = now + wait;
     coda__stat_add(e, t->executor, CODA_STAT_RETRIED, 1);
-    CODA__LOG(e->app, CODA_LOG_WARN, "task %s (id %llu): attempt %d of %d failed; retry in %lld ms",
+    CODA__LOG(e->app, CODA_LOG_WARN,
+              "task %s (id %llu): attempt %d of %d failed; retry in %lld ms",
               t->def->name, (unsigned long long)t->id, t->attempt, t->max_attempts,
               (long long)wait);
   }
@@ -673,8 +675,9 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       coda_task *t = ((enqueue_op *)op)->task;
       free(op);
       if (rc) {
-        CODA__LOG(e->app, CODA_LOG_ERROR, "task %s (id %llu) was not written and will not run",
-                  t->def->name, (unsigned long long)t->id);
+        CODA__LOG(e->app, CODA_LOG_ERROR,
+                  "task %s (id %llu) was not written and will not run", t->def->name,
+                  (unsigned long long)t->id);
         coda__task_drop(t, "the store could not write it");
         break;
       }
@@ -923,13 +926,13 @@ static void claim_due(coda__durable *d) {
   int rc = s->m->begin(s);
   int n = rc ? rc : s->m->claim(s, now, now + o->task_lease, (int)max, on_claimed, &cx);
   for (int i = 0; n >= 0 && i < cx.nunknown; i++) {
-    coda__task_record dead = {
-        .id = cx.unknown[i].id,
-        .state = CODA_TASK_DEAD,
-        .attempts = cx.unknown[i].attempts,
-        .finished_at = now,
-        .error = cx.unknown[i].unreadable ? "its arguments cannot be read back"
-                                          : "no task of that name in this program"};
+    coda__task_record dead = {.id = cx.unknown[i].id,
+                              .state = CODA_TASK_DEAD,
+                              .attempts = cx.unknown[i].attempts,
+                              .finished_at = now,
+                              .error = cx.unknown[i].unreadable
+                                           ? "its arguments cannot be read back"
+                                           : "no task of that name in this program"};
     if (s->m->finish(s, &dead) != 0)
       n = -1;
   }
@@ -1242,6 +1245,79 @@ int coda_task_get(coda_app *app, uint64_t id, coda_task_info **out) {
   return 0;
 }
 
+/* A listing merges two streams by id: the store's, in which a task alive
+ * here may show a stale state (a first attempt is written queued and never
+ * claimed), and the live tasks, read as coda_task_get() shows them. */
+typedef struct live_id {
+  uint64_t id;
+  coda_task_state state;
+} live_id;
+
+typedef struct list_merge {
+  coda_app *app;
+  coda_task_state state;
+  live_id *live; /* the tasks alive here when the listing began, by id */
+  size_t nlive, next_live, cap;
+  uint64_t after_id;
+  int delivered, limit, stopped, nomem;
+  coda_task_list_fn fn;
+  void *user;
+} list_merge;
+
+static void snapshot_live(void *value, void *user) {
+  coda_task *t = value;
+  list_merge *m = user;
+  if (t->id <= m->after_id || m->nomem)
+    return;
+  if (m->nlive == m->cap) {
+    size_t cap = m->cap ? m->cap * 2 : 64;
+    live_id *p = realloc(m->live, cap * sizeof *p);
+    if (!p) {
+      m->nomem = 1;
+      return;
+    }
+    m->live = p;
+    m->cap = cap;
+  }
+  m->live[m->nlive++] =
+      (live_id){t->id, t->began_at ? CODA_TASK_RUNNING : CODA_TASK_QUEUED};
+}
+
+static int by_live_id(const void *a, const void *b) {
+  uint64_t x = ((const live_id *)a)->id, y = ((const live_id *)b)->id;
+  return x < y ? -1 : x > y;
+}
+
+static void deliver(list_merge *m, const coda_task_info *info) {
+  m->delivered++;
+  if (m->fn(info, m->user) || m->delivered == m->limit)
+    m->stopped = 1;
+}
+
+/* The live tasks with an id below `below`, those in the listed state read
+ * again (the state may have moved on since the snapshot). */
+static void deliver_live_below(list_merge *m, uint64_t below) {
+  while (!m->stopped && m->next_live < m->nlive && m->live[m->next_live].id < below) {
+    live_id l = m->live[m->next_live++];
+    coda_task_info *info;
+    if (l.state != m->state || coda_task_get(m->app, l.id, &info) != 0)
+      continue;
+    if (info->state == m->state)
+      deliver(m, info);
+    coda_task_info_free(info);
+  }
+}
+
+static int on_stored(const coda_task_info *info, void *user) {
+  list_merge *m = user;
+  m->after_id = info->id;
+  deliver_live_below(m, info->id + 1);
+  int live = m->next_live > 0 && m->live[m->next_live - 1].id == info->id;
+  if (!live && !m->stopped)
+    deliver(m, info);
+  return m->stopped;
+}
+
 int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int limit,
                    coda_task_list_fn fn, void *user) {
   coda__durable *d = app->engine->durable;
@@ -1249,7 +1325,35 @@ int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int 
     return CODA_EINVAL;
   if (!d || !d->store->m->list)
     return d ? CODA_ESTATE : 0;
-  return d->store->m->list(d->store, state, after_id, limit, fn, user);
+  if (limit == 0)
+    return 0;
+  list_merge m = {.app = app,
+                  .state = state,
+                  .after_id = after_id,
+                  .limit = limit,
+                  .fn = fn,
+                  .user = user};
+  uv_mutex_lock(&d->reg_mu);
+  coda__idmap_each_user(&d->live, snapshot_live, &m);
+  uv_mutex_unlock(&d->reg_mu);
+  if (m.nomem) {
+    free(m.live);
+    return CODA_ENOMEM;
+  }
+  if (m.nlive > 1)
+    qsort(m.live, m.nlive, sizeof *m.live, by_live_id);
+  /* Stored tasks that are alive here are skipped, so a page may deliver
+   * fewer than it read: read pages until the limit or the end. */
+  int rc = 0;
+  while (!m.stopped) {
+    rc = d->store->m->list(d->store, state, m.after_id, limit, on_stored, &m);
+    if (rc < limit)
+      break;
+  }
+  if (rc >= 0)
+    deliver_live_below(&m, UINT64_MAX);
+  free(m.live);
+  return rc < 0 ? rc : m.delivered;
 }
 
 int coda_task_progress(coda_task *t, double fraction) {

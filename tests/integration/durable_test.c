@@ -631,6 +631,26 @@ static const char *store_uri(const char *kind, const char *name, char *buf, size
 
 /* ---- 1. status by id ------------------------------------------------------ */
 
+typedef struct listed {
+  uint64_t ids[16];
+  coda_task_state states[16];
+  int n;
+  int all_dead;
+} listed;
+
+static int collect_listed(const coda_task_info *info, void *user) {
+  listed *l = user;
+  if (l->n == 0)
+    l->all_dead = 1;
+  if (info->state != CODA_TASK_DEAD)
+    l->all_dead = 0;
+  if (l->n < 16) {
+    l->states[l->n] = info->state;
+    l->ids[l->n++] = info->id;
+  }
+  return 0;
+}
+
 static void status_by_id(const char *kind) {
   char uri[512], path[512], tag[64];
   fixture f;
@@ -680,6 +700,18 @@ static void status_by_id(const char *kind) {
     CHECK(info->error == NULL);
   }
   coda_task_info_free(info);
+
+  /* Listed as running too, though the store wrote its first attempt as
+   * queued; and not listed as queued. */
+  listed running = {0}, queued = {0};
+  CHECK(coda_task_list(f.app, CODA_TASK_RUNNING, 0, 10, collect_listed, &running) >= 1);
+  int seen = 0;
+  for (int i = 0; i < running.n; i++)
+    seen += running.ids[i] == id && running.states[i] == CODA_TASK_RUNNING;
+  CHECK_EQ_INT(seen, 1);
+  CHECK(coda_task_list(f.app, CODA_TASK_QUEUED, 0, 10, collect_listed, &queued) >= 0);
+  for (int i = 0; i < queued.n; i++)
+    CHECK(queued.ids[i] != id);
 
   atomic_store(&gate_status, 1);
   info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
@@ -871,23 +903,6 @@ TEST(backoff_timing_sqlite) { backoff_timing("sqlite"); }
 
 /* ---- 4. dead after the last attempt ------------------------------------- */
 
-typedef struct listed {
-  uint64_t ids[16];
-  int n;
-  int all_dead;
-} listed;
-
-static int collect_listed(const coda_task_info *info, void *user) {
-  listed *l = user;
-  if (l->n == 0)
-    l->all_dead = 1;
-  if (info->state != CODA_TASK_DEAD)
-    l->all_dead = 0;
-  if (l->n < 16)
-    l->ids[l->n++] = info->id;
-  return 0;
-}
-
 static void dead_after_last_attempt(const char *kind) {
   char uri[512], path[512], tag[64], tag2[64];
   fixture f;
@@ -965,8 +980,8 @@ static void dead_after_last_attempt(const char *kind) {
   CHECK(l.all_dead);
   listed page = {0};
   CHECK_EQ_INT(coda_task_list(f.app, CODA_TASK_DEAD, 0, 1, collect_listed, &page), 1);
-  CHECK_EQ_INT(coda_task_list(f.app, CODA_TASK_DEAD, page.ids[0], 10, collect_listed, &page),
-               1);
+  CHECK_EQ_INT(
+      coda_task_list(f.app, CODA_TASK_DEAD, page.ids[0], 10, collect_listed, &page), 1);
   CHECK(page.n == 2 && page.ids[1] == l.ids[1]);
   listed none = {0};
   CHECK_EQ_INT(coda_task_list(f.app, CODA_TASK_FAILED, 0, 10, collect_listed, &none), 0);
@@ -1246,7 +1261,8 @@ TEST(pipelined_requests_wait_behind_a_held_response) {
   REQUIRE_F(fd >= 0);
   /* The first alone, the others while its store write (an fsync) is
    * likely still under way: they are read during the hold. */
-  REQUIRE_F(tc_send_str(fd, "GET /add?def=note&tag=pipe-1 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+  REQUIRE_F(tc_send_str(fd, "GET /add?def=note&tag=pipe-1 HTTP/1.1\r\nHost: t\r\n\r\n") ==
+            0);
   tc_sleep_ms(1);
   const char *two = "GET /plain HTTP/1.1\r\nHost: t\r\n\r\n"
                     "GET /add?def=note&tag=pipe-2 HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -1259,7 +1275,8 @@ TEST(pipelined_requests_wait_behind_a_held_response) {
   CHECK(n > 0 && tc_status(buf) == 202);
   uint64_t second = n > 0 ? strtoull(tc_body(buf), NULL, 10) : 0;
   /* Half-close right after a durable request: its answer still comes. */
-  REQUIRE_F(tc_send_str(fd, "GET /add?def=note&tag=pipe-3 HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+  REQUIRE_F(tc_send_str(fd, "GET /add?def=note&tag=pipe-3 HTTP/1.1\r\nHost: t\r\n\r\n") ==
+            0);
   shutdown(fd, SHUT_WR);
   int closed = 0;
   n = tc_read_all(fd, buf, sizeof buf, &closed);
@@ -1353,11 +1370,13 @@ TEST(a_version_1_store_is_migrated) {
       "PRAGMA journal_mode=WAL;"
       "CREATE TABLE coda_tasks(id INTEGER PRIMARY KEY, name TEXT NOT NULL, key TEXT,"
       " args BLOB, state INTEGER NOT NULL, attempts INTEGER NOT NULL,"
-      " max_attempts INTEGER NOT NULL, created_at INTEGER NOT NULL, run_at INTEGER NOT NULL,"
+      " max_attempts INTEGER NOT NULL, created_at INTEGER NOT NULL, run_at INTEGER NOT "
+      "NULL,"
       " started_at INTEGER NOT NULL DEFAULT 0, finished_at INTEGER NOT NULL DEFAULT 0,"
       " owned INTEGER NOT NULL DEFAULT 0, lease_until INTEGER NOT NULL DEFAULT 0,"
       " progress REAL NOT NULL DEFAULT 0, error TEXT, result BLOB);"
-      "CREATE INDEX coda_tasks_due ON coda_tasks(run_at) WHERE owned=0 AND state IN (0,3);"
+      "CREATE INDEX coda_tasks_due ON coda_tasks(run_at) WHERE owned=0 AND state IN "
+      "(0,3);"
       "CREATE TABLE coda_meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
       "INSERT INTO coda_meta VALUES('next_id', 100);"
       "INSERT INTO coda_tasks(id,name,state,attempts,max_attempts,created_at,run_at,"
@@ -1379,10 +1398,11 @@ TEST(a_version_1_store_is_migrated) {
   fixture_done(&f);
   REQUIRE(sqlite3_open(path, &db) == SQLITE_OK);
   sqlite3_stmt *st;
-  REQUIRE(sqlite3_prepare_v2(db,
-                             "SELECT (SELECT user_version FROM pragma_user_version),"
-                             " (SELECT count(*) FROM sqlite_master WHERE name='coda_tasks_done')",
-                             -1, &st, NULL) == SQLITE_OK);
+  REQUIRE(sqlite3_prepare_v2(
+              db,
+              "SELECT (SELECT user_version FROM pragma_user_version),"
+              " (SELECT count(*) FROM sqlite_master WHERE name='coda_tasks_done')",
+              -1, &st, NULL) == SQLITE_OK);
   REQUIRE(sqlite3_step(st) == SQLITE_ROW);
   CHECK_EQ_INT(sqlite3_column_int(st, 0), 2);
   CHECK_EQ_INT(sqlite3_column_int(st, 1), 1);
@@ -1548,7 +1568,8 @@ TEST(a_locked_database_answers_503_and_the_loop_keeps_serving) {
   CHECK(tc_now_ms() - t1 < 1000);
   uv_thread_join(&th);
   uint64_t waited = tc_now_ms() - t0;
-  printf("  locked database: status %d after %llu ms\n", r.status, (unsigned long long)waited);
+  printf("  locked database: status %d after %llu ms\n", r.status,
+         (unsigned long long)waited);
   CHECK_EQ_INT(r.status, 503);
   CHECK(strstr(r.buf, "\r\nRetry-After: ") != NULL);
   CHECK(waited >= 900); /* the busy timeout (1 s) was waited out, not skipped */
@@ -1706,11 +1727,13 @@ TEST(chained_durable_process_tasks_keep_their_outcomes) {
   CHECK_STATE(ib, CODA_TASK_SUCCEEDED);
   if (ia) {
     CHECK_EQ_INT(ia->attempts, 2);
-    CHECK(ia->result && ia->result_len > 18 && memcmp(ia->result, "rendered pair-a by ", 19) == 0);
+    CHECK(ia->result && ia->result_len > 18 &&
+          memcmp(ia->result, "rendered pair-a by ", 19) == 0);
   }
   if (ib) {
     CHECK_EQ_INT(ib->attempts, 1);
-    CHECK(ib->result && ib->result_len > 18 && memcmp(ib->result, "rendered pair-b by ", 19) == 0);
+    CHECK(ib->result && ib->result_len > 18 &&
+          memcmp(ib->result, "rendered pair-b by ", 19) == 0);
   }
   coda_task_info_free(ia);
   coda_task_info_free(ib);
