@@ -623,7 +623,7 @@ typedef struct coda_task_info {
   coda_task_state state;
   const char *name;
   const char *key;       /* NULL if none */
-  int attempts;          /* attempts started */
+  int attempts;          /* attempts handed to run (docs/durable.md) */
   int max_attempts;
   int64_t created_at;
   int64_t run_at;        /* next attempt not before */

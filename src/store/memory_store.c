@@ -10,9 +10,13 @@
  * bounded under any load, and past their retention (purge).
  *
  * Threads: one mutex guards everything; get() takes it from any thread.
- * Batches are not transactions here (every call applies at once, and none
- * fails but for memory), which is what a store that cannot lose power
- * needs.
+ * Every call applies at once (a store that cannot lose power needs no
+ * commit), but a batch can still fail halfway (out of memory, an id taken
+ * by another key), and the engine then answers 503 for its new tasks and
+ * expects rollback to forget them, so that a retry is not taken for a
+ * duplicate of a task that never runs. The ids enqueued since begin are
+ * kept for that; outcomes and progress need no undo (the engine writes
+ * them again, and writing one twice changes nothing).
  */
 #include "common/idmap.h"
 #include "common/queue.h"
@@ -40,6 +44,8 @@ typedef struct memory_store {
   coda__queue finished;
   size_t nfinished;
   uint64_t next_id;
+  uint64_t *added; /* ids enqueued in the open batch, for rollback */
+  size_t nadded, added_cap;
   char err[128];
 } memory_store;
 
@@ -54,7 +60,13 @@ static void entry_free(entry *e) {
   free(e);
 }
 
+static int is_final(coda_task_state state) {
+  return state == CODA_TASK_SUCCEEDED || state == CODA_TASK_DEAD;
+}
+
 static void forget(memory_store *s, entry *e) {
+  if (is_final(e->r.state))
+    s->nfinished--; /* it leaves the finished FIFO */
   coda__idmap_remove(&s->entries, e->r.id);
   coda__queue_remove(&e->link);
   entry_free(e);
@@ -88,6 +100,7 @@ static void memory_close(coda__store *base) {
   coda__idmap_each(&s->entries, free_entry_value);
   coda__idmap_free(&s->entries);
   uv_mutex_destroy(&s->mu);
+  free(s->added);
   free(s);
 }
 
@@ -97,12 +110,39 @@ static int memory_recover(coda__store *base, int64_t now) {
   return 0; /* nothing outlives a process here */
 }
 
-static int memory_noop(coda__store *base) {
-  (void)base;
+static int memory_begin(coda__store *base) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  s->nadded = 0;
+  uv_mutex_unlock(&s->mu);
   return 0;
 }
 
-static void memory_rollback(coda__store *base) { (void)base; }
+static void memory_rollback(coda__store *base) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  for (size_t i = 0; i < s->nadded; i++) {
+    entry *e = coda__idmap_get(&s->entries, s->added[i]);
+    if (e)
+      forget(s, e);
+  }
+  s->nadded = 0;
+  uv_mutex_unlock(&s->mu);
+}
+
+/* Makes room to remember one more id of the batch: CODA_ENOMEM before
+ * anything is written, so that rollback can always undo. */
+static int reserve_undo(memory_store *s) {
+  if (s->nadded < s->added_cap)
+    return 0;
+  size_t cap = s->added_cap ? s->added_cap * 2 : 64;
+  uint64_t *p = realloc(s->added, cap * sizeof *p);
+  if (!p)
+    return CODA_ENOMEM;
+  s->added = p;
+  s->added_cap = cap;
+  return 0;
+}
 
 static int memory_enqueue(coda__store *base, const coda__task_record *r, int owned,
                           int64_t lease_until) {
@@ -118,7 +158,7 @@ static int memory_enqueue(coda__store *base, const coda__task_record *r, int own
       snprintf(s->err, sizeof s->err, "memory store: id taken by another key");
     goto out;
   }
-  entry *e = calloc(1, sizeof *e);
+  entry *e = reserve_undo(s) == 0 ? calloc(1, sizeof *e) : NULL;
   if (!e) {
     rc = CODA_ENOMEM;
     goto out;
@@ -148,6 +188,7 @@ static int memory_enqueue(coda__store *base, const coda__task_record *r, int own
   }
   if (!owned)
     coda__queue_insert_tail(&s->waiting, &e->link);
+  s->added[s->nadded++] = r->id;
 out:
   uv_mutex_unlock(&s->mu);
   return rc;
@@ -184,6 +225,8 @@ static int memory_finish(coda__store *base, const coda__task_record *r) {
     uv_mutex_unlock(&s->mu);
     return 0; /* forgotten already */
   }
+  if (is_final(e->r.state))
+    s->nfinished--; /* written twice: it is counted again below */
   free(e->error);
   e->error = dup_or_null(r->error);
   if (r->result) {
@@ -205,10 +248,8 @@ static int memory_finish(coda__store *base, const coda__task_record *r) {
     coda__queue_insert_tail(&s->waiting, &e->link);
   } else {
     coda__queue_insert_tail(&s->finished, &e->link);
-    if (++s->nfinished > MAX_FINISHED) {
+    if (++s->nfinished > MAX_FINISHED)
       forget(s, coda__container_of(coda__queue_head(&s->finished), entry, link));
-      s->nfinished--;
-    }
   }
   uv_mutex_unlock(&s->mu);
   return 0;
@@ -291,8 +332,8 @@ static int by_id(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static int memory_list(coda__store *base, coda_task_state state, uint64_t after_id, int limit,
-                       coda_task_list_fn fn, void *user) {
+static int memory_list(coda__store *base, coda_task_state state, uint64_t after_id,
+                       int limit, coda_task_list_fn fn, void *user) {
   memory_store *s = (memory_store *)base;
   list_ctx cx = {.state = state, .after_id = after_id};
   coda__info_list out = {0};
@@ -311,7 +352,9 @@ static int memory_list(coda__store *base, coda_task_state state, uint64_t after_
   return coda__info_list_deliver(&out, fn, user);
 }
 
-static const char *memory_errmsg(coda__store *base) { return ((memory_store *)base)->err; }
+static const char *memory_errmsg(coda__store *base) {
+  return ((memory_store *)base)->err;
+}
 
 static int memory_purge(coda__store *base, int64_t finished_before, int limit) {
   memory_store *s = (memory_store *)base;
@@ -322,7 +365,6 @@ static int memory_purge(coda__store *base, int64_t finished_before, int limit) {
     if (e->r.finished_at >= finished_before)
       break;
     forget(s, e);
-    s->nfinished--;
     n++;
   }
   uv_mutex_unlock(&s->mu);
@@ -333,8 +375,8 @@ static const coda__store_methods memory_methods = {
     .version = CODA__STORE_VERSION,
     .name = "memory",
     .recover = memory_recover,
-    .begin = memory_noop,
-    .commit = memory_noop,
+    .begin = memory_begin,
+    .commit = memory_begin, /* what is written stays; the undo list empties */
     .rollback = memory_rollback,
     .enqueue = memory_enqueue,
     .claim = memory_claim,
@@ -345,7 +387,7 @@ static const coda__store_methods memory_methods = {
     .next_due = memory_next_due,
     .errmsg = memory_errmsg,
     .close = memory_close,
-    .begin_lazy = memory_noop,
+    .begin_lazy = memory_begin,
     .list = memory_list,
     .purge = memory_purge,
 };
