@@ -83,8 +83,8 @@ int coda__conn_out_external(coda__conn *c, const char *data, size_t len,
     b->segs = segs;
     b->segs_cap = cap;
   }
-  b->segs[b->nsegs++] = (coda__out_segment){b->bytes.len, data, len, release,
-                                            release_data, release_arg};
+  b->segs[b->nsegs++] =
+      (coda__out_segment){b->bytes.len, data, len, release, release_data, release_arg};
   return 0;
 }
 
@@ -104,8 +104,7 @@ int coda__conn_mark_response(coda__conn *c, coda__written_cb cb, void *arg) {
     c->marks_head = 0;
   }
   uint64_t end = c->written_total + out_unsent(c);
-  c->marks[(c->marks_head + c->nmarks) % c->marks_cap] =
-      (coda__out_mark){end, cb, arg};
+  c->marks[(c->marks_head + c->nmarks) % c->marks_cap] = (coda__out_mark){end, cb, arg};
   c->nmarks++;
   return 0;
 }
@@ -126,8 +125,8 @@ static void fire_marks(coda__conn *c, int failed) {
 
 /* Fills iov with the batch's pieces after `skip` bytes; returns the count
  * and the bytes covered in *total. */
-static int build_iov(const coda__out_batch *b, size_t skip, uv_buf_t *iov,
-                     int max, size_t limit, size_t *total) {
+static int build_iov(const coda__out_batch *b, size_t skip, uv_buf_t *iov, int max,
+                     size_t limit, size_t *total) {
   int n = 0;
   size_t at = 0, sum = 0;
   for (int i = 0; i <= b->nsegs && n < max && sum < limit; i++) {
@@ -165,8 +164,7 @@ static void start_write(coda__conn *c) {
   int n = build_iov(&c->inflight, c->inflight_done, c->iov, 16, WRITE_SLICE, &total);
   c->write_active = 1;
   c->write_req.data = c;
-  int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, c->iov, (unsigned)n,
-                    on_write);
+  int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, c->iov, (unsigned)n, on_write);
   if (rc) {
     c->write_active = 0;
     close_now(c);
@@ -180,9 +178,8 @@ static void wrote(coda__conn *c, size_t n) {
 }
 
 static int can_process(const coda__conn *c) {
-  return (c->state == CODA__CONN_HEAD || c->state == CODA__CONN_BODY) &&
-         c->rlen > 0 && !c->closed &&
-         out_unsent(c) < (size_t)conn_app(c)->opt.write_high_water;
+  return (c->state == CODA__CONN_HEAD || c->state == CODA__CONN_BODY) && c->rlen > 0 &&
+         !c->closed && out_unsent(c) < (size_t)conn_app(c)->opt.write_high_water;
 }
 
 static void after_output_drained(coda__conn *c) {
@@ -366,8 +363,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   c->read_eof = 1;
   uv_read_stop(s);
   c->read_active = 0;
-  if (n != UV_EOF || c->lingering || coda__conn_idle(c) ||
-      c->state == CODA__CONN_BODY || (c->state == CODA__CONN_HEAD && c->rlen > 0)) {
+  if (n != UV_EOF || c->lingering || coda__conn_idle(c) || c->state == CODA__CONN_BODY ||
+      (c->state == CODA__CONN_HEAD && c->rlen > 0)) {
     close_now(c);
     return;
   }
@@ -385,13 +382,12 @@ static void update_reading(coda__conn *c) {
   /* While a response is held for its store write, reading goes on (into
    * the free part of the buffer only: the held request stays in place), so
    * a hold costs no epoll change. */
-  int want = !c->read_eof &&
-             (c->lingering || ((c->state == CODA__CONN_HEAD ||
-                                c->state == CODA__CONN_BODY ||
-                                c->state == CODA__CONN_STREAMING ||
-                                c->state == CODA__CONN_HOLDING) &&
-                               c->rlen + 1 < c->rcap &&
-                               out_unsent(c) < (size_t)app->opt.write_high_water));
+  int want =
+      !c->read_eof &&
+      (c->lingering ||
+       ((c->state == CODA__CONN_HEAD || c->state == CODA__CONN_BODY ||
+         c->state == CODA__CONN_STREAMING || c->state == CODA__CONN_HOLDING) &&
+        c->rlen + 1 < c->rcap && out_unsent(c) < (size_t)app->opt.write_high_water));
   if (want && !c->read_active) {
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
       c->read_active = 1;
@@ -432,8 +428,8 @@ void coda__conn_access_log(coda__conn *c, int status) {
   if (coda__buf_reserve(&loop->log, need) != 0)
     return;
   int n = snprintf(loop->log.base + loop->log.len, need,
-                   "INFO:     %s - \"%s %s HTTP/1.%d\" %d %s\n", c->peer, method,
-                   target, minor, status, coda__status_reason(status));
+                   "INFO:     %s - \"%s %s HTTP/1.%d\" %d %s\n", c->peer, method, target,
+                   minor, status, coda__status_reason(status));
   if (n > 0)
     loop->log.len += (size_t)n < need ? (size_t)n : need - 1;
 }
@@ -673,6 +669,16 @@ static void release_held(coda__conn *c, int rc) {
   }
 }
 
+void coda__conn_hold_orphaned(coda__conn *c) {
+  c->hold = NULL;
+  if (c->res.written_cb)
+    c->res.written_cb(c->res.written_arg, 0);
+  coda_tasks_free(c->res.run);
+  c->res.run = NULL;
+  if (!c->stream_open)
+    conn_free(c);
+}
+
 void coda__conn_hold_done(coda__conn *c, int rc) {
   c->hold = NULL;
   if (c->closed) {
@@ -736,8 +742,8 @@ void coda__conn_check_timeouts(coda__conn *c, uint64_t now) {
         coda__conn_flush(c);
       }
     } else if (!c->write_active && batch_size(&c->pending) == 0) {
-      uint64_t limit = c->requests ? (uint64_t)o->keepalive_timeout
-                                   : (uint64_t)o->header_timeout;
+      uint64_t limit =
+          c->requests ? (uint64_t)o->keepalive_timeout : (uint64_t)o->header_timeout;
       if (now - c->idle_since > limit)
         close_now(c);
     }

@@ -78,7 +78,7 @@ struct coda__conn {
   unsigned read_active : 1;
   unsigned read_eof : 1;
   unsigned write_active : 1;
-  unsigned closed : 1;  /* uv_close called */
+  unsigned closed : 1; /* uv_close called */
   unsigned lingering : 1;
   unsigned stream_open : 1;
   unsigned dispatching : 1;
@@ -97,7 +97,7 @@ struct coda__conn {
   /* Writing. */
   coda__out_batch pending;
   coda__out_batch inflight;
-  size_t inflight_done; /* bytes of inflight already written */
+  size_t inflight_done;   /* bytes of inflight already written */
   uint64_t queued_total;  /* bytes ever queued */
   uint64_t written_total; /* bytes ever written */
   coda__out_mark *marks;
@@ -147,6 +147,11 @@ void coda__conn_stream_done(coda__conn *c);
  * tasks of the held response: send it, or a 503 instead, and go on with
  * pipelined requests. Loop thread. */
 void coda__conn_hold_done(coda__conn *c, int rc);
+/* The loop ended while c, closed, still waited for its hold, so nothing will
+ * send the response or start its tasks (its written durable tasks stay in
+ * the store for the next start; the rest are dropped and counted). Frees c.
+ * Any thread: a loop that has ended never touches c again. */
+void coda__conn_hold_orphaned(coda__conn *c);
 
 /* Appends the access log line of the current exchange. */
 void coda__conn_access_log(coda__conn *c, int status);

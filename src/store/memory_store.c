@@ -360,10 +360,15 @@ static int memory_purge(coda__store *base, int64_t finished_before, int limit) {
   memory_store *s = (memory_store *)base;
   int n = 0;
   uv_mutex_lock(&s->mu);
-  while (n < limit && !coda__queue_empty(&s->finished)) {
-    entry *e = coda__container_of(coda__queue_head(&s->finished), entry, link);
+  /* In the order they finished, which their finished_at (taken on the
+   * executors' threads) may not follow exactly: skip, do not stop at, a
+   * younger one. */
+  coda__queue *q = coda__queue_head(&s->finished);
+  while (n < limit && q != &s->finished) {
+    entry *e = coda__container_of(q, entry, link);
+    q = q->next;
     if (e->r.finished_at >= finished_before)
-      break;
+      continue;
     forget(s, e);
     n++;
   }

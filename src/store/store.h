@@ -59,8 +59,9 @@ typedef struct coda__task_record {
 } coda__task_record;
 
 /* Called by claim() for each task it claimed; the record lives for the
- * call. Returning nonzero stops the claim after this task. */
-typedef int (*coda__claim_fn)(void *user, const coda__task_record *r);
+ * call. A claim cannot be cut short (SQLite claims its rows in one
+ * statement): `max` bounds it. */
+typedef void (*coda__claim_fn)(void *user, const coda__task_record *r);
 
 typedef struct coda__store_methods {
   int version;
@@ -75,12 +76,13 @@ typedef struct coda__store_methods {
   /* Writes a new task. When a task with the same id exists: CODA_EEXIST
    * (the same key: a duplicate) or CODA_ESTORE (a different key). `owned`:
    * written already claimed by this process until `lease_until`. */
-  int (*enqueue)(coda__store *s, const coda__task_record *r, int owned, int64_t lease_until);
+  int (*enqueue)(coda__store *s, const coda__task_record *r, int owned,
+                 int64_t lease_until);
   /* Claims up to `max` tasks that are due (queued or failed, run_at <= now,
    * not claimed or their lease expired): each becomes running, attempts
    * + 1, leased until `lease_until`. Returns how many, or < 0. */
-  int (*claim)(coda__store *s, int64_t now, int64_t lease_until, int max, coda__claim_fn fn,
-               void *user);
+  int (*claim)(coda__store *s, int64_t now, int64_t lease_until, int max,
+               coda__claim_fn fn, void *user);
   /* The end of an attempt: r->state is SUCCEEDED, FAILED (with run_at for
    * the next attempt) or DEAD; attempts, times, error, progress and result
    * as the record says. Releases the claim. */
@@ -107,8 +109,10 @@ typedef struct coda__store_methods {
   int (*list)(coda__store *s, coda_task_state state, uint64_t after_id, int limit,
               coda_task_list_fn fn, void *user);
   /* Deletes up to `limit` tasks that succeeded or died before
-   * `finished_before` (unix ms), oldest first: their ids and keys are
-   * forgotten. Inside a batch. Returns how many, or < 0. */
+   * `finished_before` (unix ms): their ids and keys are forgotten. Which
+   * go first is the store's choice (the engine purges until none is
+   * left), but a younger task never holds back an older one. Inside a
+   * batch. Returns how many, or < 0. */
   int (*purge)(coda__store *s, int64_t finished_before, int limit);
 } coda__store_methods;
 
@@ -123,8 +127,8 @@ int coda__store_open(const char *uri, long max_bytes, coda__store **out, char *e
                      size_t errlen);
 
 coda__store *coda__memory_store_open(void);
-int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out, char *err,
-                            size_t errlen);
+int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
+                            char *err, size_t errlen);
 
 /* Builds a coda_task_info in one malloc'd block from a record. */
 coda_task_info *coda__task_info_from_record(const coda__task_record *r);

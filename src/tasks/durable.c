@@ -625,7 +625,7 @@ static void hold_written(coda__durable *d, coda__hold *h, int64_t now) {
   run->durable_unstored = 0;
 }
 
-static void post_hold(coda__durable *d, coda__hold *h) {
+static void post_hold(coda__hold *h) {
   coda__loop *loop = h->loop;
   uv_mutex_lock(&loop->hold_mu);
   int open = loop->hold_inbox_open;
@@ -638,8 +638,7 @@ static void post_hold(coda__durable *d, coda__hold *h) {
     return;
   /* The loop has ended (shutdown cut the connection): nobody will send the
    * response. Written tasks stay claimed in the store for the next start. */
-  (void)d;
-  coda_tasks_free(h->run);
+  coda__conn_hold_orphaned(h->conn);
   free(h);
 }
 
@@ -668,7 +667,7 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       coda__hold *h = (coda__hold *)op;
       if (op->rc == 0)
         hold_written(d, h, now);
-      post_hold(d, h);
+      post_hold(h);
       break;
     }
     case OP_ENQUEUE: {
@@ -865,12 +864,12 @@ typedef struct claim_ctx {
   struct {
     uint64_t id;
     int attempts;
-    int unreadable; /* registered, but its arguments do not decode */
-  } unknown[16];
+    int unreadable;     /* registered, but its arguments do not decode */
+  } unknown[MAX_CLAIM]; /* every task of a claim may be unknown */
   int nunknown;
 } claim_ctx;
 
-static int on_claimed(void *user, const coda__task_record *r) {
+static void on_claimed(void *user, const coda__task_record *r) {
   claim_ctx *cx = user;
   coda__engine *e = cx->d->engine;
   coda_task_def *def = coda__engine_find(e, r->name);
@@ -880,12 +879,12 @@ static int on_claimed(void *user, const coda__task_record *r) {
              "task store: task %llu names \"%s\", which %s; it is marked dead",
              (unsigned long long)r->id, r->name,
              def ? "cannot be read back" : "is not registered in this program");
-    if (cx->nunknown < 16) {
+    if (cx->nunknown < MAX_CLAIM) {
       cx->unknown[cx->nunknown].id = r->id;
       cx->unknown[cx->nunknown].attempts = r->attempts;
       cx->unknown[cx->nunknown++].unreadable = def != NULL;
     }
-    return 0;
+    return;
   }
   t->id = r->id;
   t->durable = t->stored = 1;
@@ -896,7 +895,6 @@ static int on_claimed(void *user, const coda__task_record *r) {
   if (r->key)
     t->key = strdup(r->key);
   coda__queue_insert_tail(&cx->tasks, &t->link);
-  return 0;
 }
 
 static long free_slots(coda__engine *e) {
@@ -1214,9 +1212,21 @@ int coda__durable_loop_init(coda__loop *loop) {
 }
 
 void coda__durable_loop_close(coda__loop *loop) {
+  coda__queue left;
+  coda__queue_init(&left);
   uv_mutex_lock(&loop->hold_mu);
   loop->hold_inbox_open = 0;
+  coda__queue_move(&left, &loop->hold_inbox);
   uv_mutex_unlock(&loop->hold_mu);
+  /* Holds that arrived after the loop's last turn: their connections are
+   * closed (the loop ends only once it has none), so none is answered. */
+  while (!coda__queue_empty(&left)) {
+    coda__queue *q = coda__queue_head(&left);
+    coda__queue_remove(q);
+    coda__hold *h = coda__container_of(q, coda__hold, op.link);
+    coda__conn_hold_orphaned(h->conn);
+    free(h);
+  }
   if (!uv_is_closing((uv_handle_t *)&loop->hold_async))
     uv_close((uv_handle_t *)&loop->hold_async, NULL);
 }
