@@ -229,11 +229,9 @@ static int memory_finish(coda__store *base, const coda__task_record *r) {
     s->nfinished--; /* written twice: it is counted again below */
   free(e->error);
   e->error = dup_or_null(r->error);
-  if (r->result) {
-    free(e->result);
-    e->result = dup_bytes(r->result, r->result_len);
-    e->r.result_len = e->result ? r->result_len : 0;
-  }
+  free(e->result); /* the last attempt's result, or none (as SQLite) */
+  e->result = r->result ? dup_bytes(r->result, r->result_len) : NULL;
+  e->r.result_len = e->result ? r->result_len : 0;
   e->r.state = r->state;
   e->r.attempts = r->attempts;
   e->r.run_at = r->run_at;

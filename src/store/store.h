@@ -5,16 +5,22 @@
  *
  * Implementations: memory_store.c (durable semantics in memory: ids,
  * retries, status; nothing survives the process) and sqlite_store.c (one
- * file, WAL, an fsync per commit). A Redis store implements the same table.
+ * file, WAL, an fsync per commit). A store shared by several processes
+ * (Redis) would implement the same table.
  * New members are only ever added at the end; `version` says which exist.
  *
  * The engine makes no assumption a store cannot keep:
  *  - a batch (begin .. commit) is atomic and durable when commit returns 0;
- *    rollback forgets the whole batch;
+ *    rollback forgets the whole batch (the memory store forgets the new
+ *    tasks; its other writes cannot fail, and the engine writes them again
+ *    after a rollback, which changes nothing);
  *  - ids are chosen by the engine (blocks from reserve_ids, or derived from
  *    an idempotency key), never by the store;
- *  - claiming is a store operation (several processes may claim from one
- *    Redis store), and a claim carries a lease.
+ *  - claiming is a store operation, and a claim carries a lease. The
+ *    memory and SQLite stores belong to one process at a time, so their
+ *    claims end with it (recover() releases them at the next start) and
+ *    they never take back a claim by its lease; a store shared by several
+ *    processes would.
  *
  * Errors: CODA_ETIMEDOUT when the store waited for a lock in vain (the
  * engine does not retry pieces of that batch at once), CODA_ELIMIT when
@@ -79,8 +85,9 @@ typedef struct coda__store_methods {
   int (*enqueue)(coda__store *s, const coda__task_record *r, int owned,
                  int64_t lease_until);
   /* Claims up to `max` tasks that are due (queued or failed, run_at <= now,
-   * not claimed or their lease expired): each becomes running, attempts
-   * + 1, leased until `lease_until`. Returns how many, or < 0. */
+   * not claimed, or, in a shared store, their lease expired): each becomes
+   * running, attempts + 1, leased until `lease_until`. Returns how many,
+   * or < 0. */
   int (*claim)(coda__store *s, int64_t now, int64_t lease_until, int max,
                coda__claim_fn fn, void *user);
   /* The end of an attempt: r->state is SUCCEEDED, FAILED (with run_at for

@@ -363,6 +363,8 @@ static void check_failed_waits_for_its_run_at(coda__store *s) {
   coda__task_record r = outcome(1, CODA_TASK_FAILED, T0 + 20);
   r.run_at = T0 + 500;
   r.error = "timeout";
+  r.result = "half";
+  r.result_len = 4;
   REQUIRE(finish(s, &r) == 0);
   coda_task_info *info = NULL;
   REQUIRE(s->m->get(s, 1, &info) == 0);
@@ -374,6 +376,15 @@ static void check_failed_waits_for_its_run_at(coda__store *s) {
   claimed c = {0};
   CHECK_EQ_INT(claim(s, T0 + 500, 10, &c), 1);
   CHECK(c.t[0].id == 1 && c.t[0].attempts == 2 && c.t[0].state == CODA_TASK_RUNNING);
+  /* The second attempt sets no result: the first one's does not stay. */
+  r = outcome(1, CODA_TASK_SUCCEEDED, T0 + 600);
+  r.attempts = 2;
+  REQUIRE(finish(s, &r) == 0);
+  info = NULL;
+  REQUIRE(s->m->get(s, 1, &info) == 0);
+  CHECK(info->result == NULL && info->result_len == 0);
+  CHECK(info->error == NULL);
+  coda_task_info_free(info);
 }
 
 static void check_dead_is_final(coda__store *s) {
