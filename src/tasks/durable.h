@@ -1,0 +1,113 @@
+/*
+ * durable.h - what durable.c (adding, outcomes, status, the loops' hold
+ * inboxes) and store_thread.c (the thread that writes, claims and purges)
+ * share: the operations queued for the store thread and the engine's
+ * durable state. Private to src/tasks/.
+ */
+#ifndef CODA_TASKS_DURABLE_H
+#define CODA_TASKS_DURABLE_H
+
+#include "tasks/task.h"
+
+#include "common/idmap.h"
+#include "server/conn.h"
+#include "store/store.h"
+
+#define ID_BLOCK (1u << 20)
+#define KEY_ID_BIT (1ULL << 62)
+#define MAX_CLAIM 512
+
+typedef enum { OP_HOLD, OP_ENQUEUE, OP_FINISH, OP_PROGRESS, OP_SYNC } op_kind;
+
+typedef struct store_op {
+  coda__queue link;
+  op_kind kind;
+  int rc; /* the outcome, once written */
+} store_op;
+
+typedef struct coda__hold coda__hold;
+struct coda__hold {
+  store_op op;
+  coda__loop *loop;
+  coda__conn *conn;
+  coda_tasks *run;
+};
+
+typedef struct enqueue_op {
+  store_op op;
+  coda_task *task;
+} enqueue_op;
+
+typedef struct finish_op {
+  store_op op;
+  coda_task_def *def; /* whose slot is given back once written (NULL: none) */
+  coda_executor executor;
+  coda__task_record r;
+  char *error;
+  void *result;
+} finish_op;
+
+typedef struct progress_op {
+  store_op op;
+  uint64_t id;
+  double progress;
+} progress_op;
+
+typedef struct sync_op {
+  store_op op;
+  int done;
+} sync_op;
+
+struct coda__durable {
+  coda__engine *engine;
+  coda__store *store;
+  /* mu protects ops, stop and the sync ops' done flags. */
+  uv_mutex_t mu;
+  uv_cond_t cond;   /* work arrived, or stop */
+  uv_cond_t synced; /* a batch ended */
+  coda__queue ops;
+  int stop;
+  int coalescing; /* the store thread gathers outcomes: they need no wake-up */
+  int kick;       /* claim now (the loops just became ready) */
+  int running;
+  uv_thread_t thread;
+  atomic_int faulted;                  /* the last batch failed: adds fail fast */
+  atomic_long batches, errors, purged; /* for the stats */
+  atomic_int draining;
+  /* id_mu protects the id blocks and `refill`. */
+  uv_mutex_t id_mu;
+  uint64_t id_next, id_end, spare_first, spare_end;
+  int refill;
+  /* reg_mu protects `live` and the progress and began_at of the tasks
+   * in it. */
+  uv_mutex_t reg_mu;
+  coda__idmap live;
+  /* submit_mu: the store thread submits tasks to the executors only under
+   * it and only while !no_submit; the engine sets no_submit under it
+   * before it stops the pools, so they are never reached once stopping. */
+  uv_mutex_t submit_mu;
+  int no_submit;
+  /* Set under submit_mu once the server's loops exist (LOOP tasks need
+   * them): until then claims wait and enqueued tasks are parked. */
+  int loops_ready;
+  coda__queue parked; /* store thread only */
+  /* Store thread only. */
+  coda__queue retry_ops; /* outcomes a failed batch could not write */
+  coda__buf scratch;
+  int64_t next_poll;
+  int64_t next_purge; /* store thread only */
+  unsigned next_loop;
+  atomic_ullong rng;
+  char err[512]; /* last error, for coda_app_store_error (under mu) */
+};
+
+static inline int64_t now_ms(void) { return coda__unix_ms(); }
+
+static inline int is_outcome(const store_op *op) {
+  return op->kind == OP_FINISH || op->kind == OP_PROGRESS;
+}
+
+/* The last store error, for coda_app_store_error(). Any thread. */
+void coda__durable_set_error(coda__durable *d, const char *msg);
+
+#endif /* CODA_TASKS_DURABLE_H */

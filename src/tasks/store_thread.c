@@ -1,0 +1,699 @@
+/*
+ * store_thread.c - the durable engine's store thread, which owns every
+ * write to the store: it takes what loops, executors and
+ * coda_app_enqueue() callers queued (durable.c), writes it in one
+ * transaction (one fsync) and hands each result back; it claims due tasks
+ * every CODA_OPT_STORE_POLL ms and purges finished ones past
+ * CODA_OPT_TASK_RETAIN. Also the engine's start and stop of that thread.
+ *
+ * Runs on the store thread, except coda__durable_start/_loops_ready/
+ * _quiesce/_draining/_stop (the thread that starts and stops the app).
+ * Must never: run task code, or hold `mu` while it writes to the store.
+ */
+#include "tasks/durable.h"
+
+#include "app/exchange.h"
+#include "server/conn.h"
+#include "server/server.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int only_outcomes(coda__queue *ops) {
+  coda__queue *q;
+  coda__queue_foreach(q, ops) {
+    if (!is_outcome(coda__container_of(q, store_op, link)))
+      return 0;
+  }
+  return 1;
+}
+
+/* Outcomes alone are written lazily (no fsync of their own) and nobody
+ * waits for them, so the store thread gathers them for up to
+ * OUTCOME_WINDOW_MS into one batch: at moderate rates that is one write
+ * for many tasks, not one per task. Anything else (a held response, a
+ * sync, the stop) ends the window at once. Called under d->mu. */
+#define OUTCOME_WINDOW_MS 2
+#define OUTCOME_BATCH_MAX 256
+
+static void gather_outcomes(coda__durable *d, coda__queue *batch, int n) {
+  uint64_t until = uv_hrtime() + OUTCOME_WINDOW_MS * 1000000ull;
+  d->coalescing = 1;
+  while (!d->stop && n < OUTCOME_BATCH_MAX) {
+    if (!coda__queue_empty(&d->ops)) {
+      int urgent = !only_outcomes(&d->ops);
+      coda__queue *q;
+      coda__queue_foreach(q, &d->ops) n++;
+      coda__queue_move(batch, &d->ops);
+      if (urgent)
+        break;
+      continue;
+    }
+    uint64_t now = uv_hrtime();
+    if (now >= until)
+      break;
+    uv_cond_timedwait(&d->cond, &d->mu, until - now);
+  }
+  d->coalescing = 0;
+}
+
+/* ---- the store thread: writing ------------------------------------------- */
+
+static int write_task(coda__durable *d, coda_task *t, int64_t now) {
+  coda__store *s = d->store;
+  d->scratch.len = 0;
+  if (coda__task_encode_args(t, &d->scratch) != 0)
+    return CODA_ENOMEM;
+  int delayed = t->run_at > now;
+  coda__task_record r = {
+      .id = t->id,
+      .name = t->def->name,
+      .key = t->key,
+      .args = d->scratch.base,
+      .args_len = d->scratch.len,
+      .state = CODA_TASK_QUEUED,
+      .attempts = delayed ? 0 : 1,
+      .max_attempts = t->max_attempts,
+      .created_at = t->created_at,
+      .run_at = delayed ? t->run_at : t->created_at,
+  };
+  int rc = s->m->enqueue(s, &r, !delayed, now + d->engine->app->opt.task_lease);
+  if (rc == CODA_EEXIST) {
+    t->duplicate = 1;
+    return 0;
+  }
+  return rc;
+}
+
+/* Writes one operation. Returns nonzero only for a failure that spoils the
+ * whole batch; what concerns one operation alone goes to op->rc. */
+static int apply(coda__durable *d, store_op *op, int64_t now) {
+  coda__store *s = d->store;
+  switch (op->kind) {
+  case OP_HOLD: {
+    coda_tasks *run = ((coda__hold *)op)->run;
+    for (int i = 0; i < run->n; i++) {
+      coda_task *t = run->tasks[i];
+      if (!t->durable || t->stored)
+        continue;
+      int rc = write_task(d, t, now);
+      if (rc)
+        return rc;
+    }
+    return 0;
+  }
+  case OP_ENQUEUE:
+    return write_task(d, ((enqueue_op *)op)->task, now);
+  case OP_FINISH:
+    return s->m->finish(s, &((finish_op *)op)->r);
+  case OP_PROGRESS:
+    return s->m->progress(s, ((progress_op *)op)->id, ((progress_op *)op)->progress);
+  case OP_SYNC:
+    return 0;
+  }
+  return 0;
+}
+
+static void register_live(coda__durable *d, coda_task *t) {
+  uv_mutex_lock(&d->reg_mu);
+  coda__idmap_put(&d->live, t->id, t); /* without memory: no live status */
+  uv_mutex_unlock(&d->reg_mu);
+}
+
+/* A written task that will not run now: a duplicate, or delayed (the
+ * claims will run it at its time). */
+static int set_aside(coda__durable *d, coda_task *t, int64_t now) {
+  if (t->duplicate)
+    coda__stat_add(d->engine, t->executor, CODA_STAT_DUPLICATE, 1);
+  if (!t->duplicate && t->run_at <= now)
+    return 0;
+  coda__stat_add(d->engine, t->executor, CODA_STAT_QUEUED, -1);
+  coda__task_unreserve_def(t->def);
+  coda__task_free(t);
+  return 1;
+}
+
+static void hold_written(coda__durable *d, coda__hold *h, int64_t now) {
+  coda_tasks *run = h->run;
+  int kept = 0;
+  for (int i = 0; i < run->n; i++) {
+    coda_task *t = run->tasks[i];
+    if (t->durable && !t->stored) {
+      t->stored = 1;
+      if (set_aside(d, t, now))
+        continue;
+      register_live(d, t);
+    }
+    run->tasks[kept++] = t;
+  }
+  run->n = kept;
+  run->durable_unstored = 0;
+}
+
+static void post_hold(coda__hold *h) {
+  coda__loop *loop = h->loop;
+  uv_mutex_lock(&loop->hold_mu);
+  int open = loop->hold_inbox_open;
+  if (open) {
+    coda__queue_insert_tail(&loop->hold_inbox, &h->op.link);
+    uv_async_send(&loop->hold_async);
+  }
+  uv_mutex_unlock(&loop->hold_mu);
+  if (open)
+    return;
+  /* The loop has ended (shutdown cut the connection): nobody will send the
+   * response. Written tasks stay claimed in the store for the next start. */
+  coda__conn_hold_orphaned(h->conn);
+  free(h);
+}
+
+static void report_store_error(coda__durable *d, const char *what, int refuse_adds) {
+  coda__engine *e = d->engine;
+  const char *msg = d->store->m->errmsg(d->store);
+  atomic_fetch_add_explicit(&d->errors, 1, memory_order_relaxed);
+  coda__durable_set_error(d, msg);
+  /* Refused new tasks make adds fail fast (503) until a write succeeds;
+   * that state is logged when it begins, not for every batch. */
+  int was = refuse_adds ? atomic_exchange(&d->faulted, 1) : 0;
+  if (!was)
+    coda_log(e->app, CODA_LOG_ERROR, "task store: %s failed: %s", what, msg);
+}
+
+/* Hands each written operation on, in the order written. */
+static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) {
+  coda__engine *e = d->engine;
+  while (!coda__queue_empty(batch)) {
+    coda__queue *q = coda__queue_head(batch);
+    coda__queue_remove(q);
+    store_op *op = coda__container_of(q, store_op, link);
+    op->rc = op->rc ? op->rc : rc ? CODA_ESTORE : 0;
+    switch (op->kind) {
+    case OP_HOLD: {
+      coda__hold *h = (coda__hold *)op;
+      if (op->rc == 0)
+        hold_written(d, h, now);
+      post_hold(h);
+      break;
+    }
+    case OP_ENQUEUE: {
+      coda_task *t = ((enqueue_op *)op)->task;
+      free(op);
+      if (rc) {
+        CODA__LOG(e->app, CODA_LOG_ERROR,
+                  "task %s (id %llu) was not written and will not run", t->def->name,
+                  (unsigned long long)t->id);
+        coda__task_drop(t, "the store could not write it");
+        break;
+      }
+      t->stored = 1;
+      if (set_aside(d, t, now))
+        break;
+      uv_mutex_lock(&d->submit_mu);
+      if (d->no_submit) {
+        coda__task_drop(t, "shutdown: it runs at the next start");
+      } else if (!d->loops_ready) {
+        register_live(d, t);
+        coda__queue_insert_tail(&d->parked, &t->link); /* until the loops exist */
+      } else {
+        register_live(d, t);
+        coda__task_submit(t);
+      }
+      uv_mutex_unlock(&d->submit_mu);
+      break;
+    }
+    case OP_FINISH: {
+      finish_op *f = (finish_op *)op;
+      if (rc) { /* kept, and tried again with the next batch */
+        f->op.rc = 0;
+        coda__queue_insert_tail(&d->retry_ops, &f->op.link);
+        break;
+      }
+      if (f->def)
+        coda__task_unreserve_def(f->def);
+      free(f->error);
+      free(f->result);
+      free(f);
+      break;
+    }
+    case OP_PROGRESS:
+      free(op);
+      break;
+    case OP_SYNC:
+      uv_mutex_lock(&d->mu);
+      ((sync_op *)op)->done = 1;
+      uv_mutex_unlock(&d->mu);
+      break;
+    }
+  }
+  uv_mutex_lock(&d->mu);
+  uv_cond_broadcast(&d->synced);
+  uv_mutex_unlock(&d->mu);
+}
+
+/* One operation in its own transaction. */
+static int write_alone(coda__durable *d, store_op *op, int64_t now) {
+  coda__store *s = d->store;
+  int rc = s->m->begin(s);
+  if (rc == 0)
+    rc = apply(d, op, now);
+  if (rc == 0)
+    rc = s->m->commit(s);
+  if (rc)
+    s->m->rollback(s);
+  return rc;
+}
+
+/* A batch of outcomes failed: find the one the store refuses, so that it
+ * cannot hold back the others. An outcome whose result does not fit
+ * (CODA_ELIMIT) is written without it, with an error that says so; what
+ * still fails, or fails for another reason, waits for the next batch with
+ * its result (the store itself is failing). */
+static void write_one_by_one(coda__durable *d, coda__queue *batch, int64_t now) {
+  int failed = 0, wrote = 0;
+  coda__queue done;
+  coda__queue_init(&done);
+  while (!coda__queue_empty(batch)) {
+    coda__queue *q = coda__queue_head(batch);
+    coda__queue_remove(q);
+    store_op *op = coda__container_of(q, store_op, link);
+    int rc = write_alone(d, op, now);
+    if (rc == CODA_ELIMIT && op->kind == OP_FINISH && ((finish_op *)op)->result) {
+      finish_op *f = (finish_op *)op;
+      char why[160];
+      snprintf(why, sizeof why, "its result (%zu bytes) could not be stored: %s",
+               f->r.result_len, d->store->m->errmsg(d->store));
+      coda_log(d->engine->app, CODA_LOG_ERROR, "task %s (id %llu): %s", f->r.name,
+               (unsigned long long)f->r.id, why);
+      free(f->result);
+      free(f->error);
+      f->result = NULL;
+      f->r.result = NULL;
+      f->r.result_len = 0;
+      f->r.error = f->error = strdup(why);
+      rc = write_alone(d, op, now);
+    }
+    if (rc)
+      report_store_error(d, "recording a task's end", 0);
+    failed |= rc != 0;
+    wrote |= rc == 0;
+    coda__queue q1;
+    coda__queue_init(&q1);
+    coda__queue_insert_tail(&q1, &op->link);
+    complete(d, &q1, rc, now);
+  }
+  if (wrote && !failed && atomic_exchange(&d->faulted, 0))
+    coda_log(d->engine->app, CODA_LOG_INFO, "task store: writing again");
+}
+
+static void write_batch(coda__durable *d, coda__queue *batch) {
+  coda__store *s = d->store;
+  int64_t now = now_ms();
+  uv_mutex_lock(&d->id_mu);
+  int want_ids = d->refill;
+  uv_mutex_unlock(&d->id_mu);
+  uint64_t first = 0;
+  /* Outcomes alone need not wait for their own fsync: the next batch of
+   * new tasks makes them durable too (losing one only re-runs a task). */
+  int lazy = !want_ids && s->m->begin_lazy;
+  coda__queue *q;
+  coda__queue_foreach(q, batch) {
+    op_kind k = coda__container_of(q, store_op, link)->kind;
+    if (k != OP_FINISH && k != OP_PROGRESS)
+      lazy = 0;
+  }
+  int rc = lazy ? s->m->begin_lazy(s) : s->m->begin(s);
+  if (rc == 0 && want_ids)
+    rc = s->m->reserve_ids(s, ID_BLOCK, &first);
+  coda__queue_foreach(q, batch) {
+    if (rc)
+      break;
+    rc = apply(d, coda__container_of(q, store_op, link), now);
+  }
+  if (rc == 0)
+    rc = s->m->commit(s);
+  if (rc == CODA_ETIMEDOUT) {
+    /* Locked by another program: every piece would wait again. New tasks
+     * fail (503), outcomes wait for the next batch. */
+    s->m->rollback(s);
+    report_store_error(d, "writing a batch (the store is locked)", 1);
+  } else if (rc) {
+    s->m->rollback(s);
+    /* Split what failed: new tasks, and outcomes of finished ones. New
+     * tasks may be what the store refused (it is full), or an outcome may
+     * be (its result does not fit); neither may hold back the other. */
+    coda__queue others;
+    coda__queue_init(&others);
+    int adds = 0;
+    coda__queue *next;
+    for (q = coda__queue_head(batch); q != batch; q = next) {
+      next = q->next;
+      store_op *op = coda__container_of(q, store_op, link);
+      if (op->kind == OP_HOLD || op->kind == OP_ENQUEUE) {
+        adds++;
+      } else {
+        coda__queue_remove(q);
+        coda__queue_insert_tail(&others, q);
+      }
+    }
+    if (adds && !coda__queue_empty(&others)) {
+      write_batch(d, batch); /* the new tasks alone, once more */
+      write_one_by_one(d, &others, now);
+      return;
+    }
+    if (!adds) {
+      write_one_by_one(d, &others, now);
+      return;
+    }
+    /* New tasks alone, refused: adds fail fast until a write succeeds. */
+    report_store_error(d, "writing new tasks", 1);
+  } else {
+    if (atomic_exchange(&d->faulted, 0))
+      coda_log(d->engine->app, CODA_LOG_INFO, "task store: writing again");
+    atomic_fetch_add_explicit(&d->batches, 1, memory_order_relaxed);
+    if (want_ids) {
+      uv_mutex_lock(&d->id_mu);
+      d->spare_first = first;
+      d->spare_end = first + ID_BLOCK;
+      d->refill = 0;
+      uv_mutex_unlock(&d->id_mu);
+    }
+  }
+  complete(d, batch, rc, now);
+}
+
+/* ---- the store thread: claiming ------------------------------------------- */
+
+typedef struct claim_ctx {
+  coda__durable *d;
+  coda__queue tasks;
+  struct {
+    uint64_t id;
+    int attempts;
+    int unreadable;     /* registered, but its arguments do not decode */
+  } unknown[MAX_CLAIM]; /* every task of a claim may be unknown */
+  int nunknown;
+} claim_ctx;
+
+static void on_claimed(void *user, const coda__task_record *r) {
+  claim_ctx *cx = user;
+  coda__engine *e = cx->d->engine;
+  coda_task_def *def = coda__engine_find(e, r->name);
+  coda_task *t = NULL;
+  if (!def || coda__task_decode_args(def, r->args, r->args_len, &t) != 0) {
+    coda_log(e->app, CODA_LOG_ERROR,
+             "task store: task %llu names \"%s\", which %s; it is marked dead",
+             (unsigned long long)r->id, r->name,
+             def ? "cannot be read back" : "is not registered in this program");
+    if (cx->nunknown < MAX_CLAIM) {
+      cx->unknown[cx->nunknown].id = r->id;
+      cx->unknown[cx->nunknown].attempts = r->attempts;
+      cx->unknown[cx->nunknown++].unreadable = def != NULL;
+    }
+    return;
+  }
+  t->id = r->id;
+  t->durable = t->stored = 1;
+  t->attempt = r->attempts;
+  t->max_attempts = r->max_attempts;
+  t->created_at = r->created_at;
+  t->progress = r->progress;
+  if (r->key)
+    t->key = strdup(r->key);
+  coda__queue_insert_tail(&cx->tasks, &t->link);
+}
+
+static long free_slots(coda__engine *e) {
+  const coda__options *o = &e->app->opt;
+  long free_thread = o->thread_queue - atomic_load(&e->reserved[CODA_EXEC_THREAD]);
+  long free_loop = o->loop_queue - atomic_load(&e->reserved[CODA_EXEC_LOOP]);
+  long free_proc = o->process_queue - atomic_load(&e->reserved[CODA_EXEC_PROCESS]);
+  long n = free_thread;
+  if (free_loop < n)
+    n = free_loop;
+  if (e->procs && free_proc < n)
+    n = free_proc;
+  return n < 0 ? 0 : n > MAX_CLAIM ? MAX_CLAIM : n;
+}
+
+static void claim_due(coda__durable *d) {
+  coda__store *s = d->store;
+  coda__engine *e = d->engine;
+  const coda__options *o = &e->app->opt;
+  int64_t now = now_ms();
+  d->next_poll = now + o->store_poll;
+  long max = free_slots(e);
+  if (max == 0)
+    return;
+  claim_ctx cx = {.d = d};
+  coda__queue_init(&cx.tasks);
+  int rc = s->m->begin(s);
+  int n = rc ? rc : s->m->claim(s, now, now + o->task_lease, (int)max, on_claimed, &cx);
+  for (int i = 0; n >= 0 && i < cx.nunknown; i++) {
+    coda__task_record dead = {.id = cx.unknown[i].id,
+                              .state = CODA_TASK_DEAD,
+                              .attempts = cx.unknown[i].attempts,
+                              .finished_at = now,
+                              .error = cx.unknown[i].unreadable
+                                           ? "its arguments cannot be read back"
+                                           : "no task of that name in this program"};
+    if (s->m->finish(s, &dead) != 0)
+      n = -1;
+  }
+  rc = n < 0 ? CODA_ESTORE : s->m->commit(s);
+  if (rc) {
+    s->m->rollback(s);
+    report_store_error(d, "claiming due tasks", 0);
+    while (!coda__queue_empty(&cx.tasks)) {
+      coda__queue *q = coda__queue_head(&cx.tasks);
+      coda__queue_remove(q);
+      coda__task_free(coda__container_of(q, coda_task, link));
+    }
+    return;
+  }
+  /* The store took a write: adds may try it again. */
+  if (atomic_exchange(&d->faulted, 0))
+    coda_log(e->app, CODA_LOG_INFO, "task store: writing again");
+  while (!coda__queue_empty(&cx.tasks)) {
+    coda__queue *q = coda__queue_head(&cx.tasks);
+    coda__queue_remove(q);
+    coda_task *t = coda__container_of(q, coda_task, link);
+    coda__task_force_reserve(t->def);
+    coda__stat_add(e, t->executor, CODA_STAT_CLAIMED, 1);
+    register_live(d, t);
+    coda__task_submit(t);
+  }
+  if (n == max) {
+    d->next_poll = now; /* more are due */
+    return;
+  }
+  int64_t due = s->m->next_due(s);
+  if (due && due < d->next_poll)
+    d->next_poll = due > now ? due : now + 1;
+}
+
+/* ---- retention ------------------------------------------------------------- */
+
+/* Finished tasks past CODA_OPT_TASK_RETAIN are deleted PURGE_BATCH at a
+ * time, in a batch of their own that is not fsync'd (a purge lost to a
+ * power cut is done again), so that responses held for a commit never
+ * wait long behind one. */
+#define PURGE_BATCH 1000
+#define PURGE_EVERY_MS 60000
+
+static int64_t purge_every(const coda__options *o) {
+  return o->task_retain < PURGE_EVERY_MS ? o->task_retain : PURGE_EVERY_MS;
+}
+
+static void purge_old(coda__durable *d) {
+  coda__store *s = d->store;
+  const coda__options *o = &d->engine->app->opt;
+  int64_t now = now_ms();
+  if (!s->m->purge || o->task_retain == 0) {
+    d->next_purge = INT64_MAX;
+    return;
+  }
+  d->next_purge = now + purge_every(o);
+  int rc = s->m->begin_lazy ? s->m->begin_lazy(s) : s->m->begin(s);
+  int n = rc ? rc : s->m->purge(s, now - o->task_retain, PURGE_BATCH);
+  rc = n < 0 ? n : s->m->commit(s);
+  if (rc) {
+    s->m->rollback(s);
+    report_store_error(d, "purging finished tasks", 0);
+    return;
+  }
+  atomic_fetch_add_explicit(&d->purged, n, memory_order_relaxed);
+  if (n == PURGE_BATCH)
+    d->next_purge = now + 10; /* more to go: soon, between other batches */
+}
+
+/* ---- the store thread ------------------------------------------------------- */
+
+static void store_main(void *arg) {
+  coda__durable *d = arg;
+  coda__queue batch;
+  for (;;) {
+    coda__queue_init(&batch);
+    uv_mutex_lock(&d->mu);
+    for (;;) {
+      if (!coda__queue_empty(&d->ops) || d->stop || d->kick)
+        break;
+      int64_t next = d->next_poll < d->next_purge ? d->next_poll : d->next_purge;
+      int64_t wait = next - now_ms();
+      if (wait <= 0)
+        break;
+      uv_cond_timedwait(&d->cond, &d->mu, (uint64_t)wait * 1000000u);
+    }
+    if (d->kick) {
+      d->kick = 0;
+      d->next_poll = 0;
+    }
+    coda__queue_move(&batch, &d->ops);
+    if (!d->stop && !coda__queue_empty(&batch) && only_outcomes(&batch))
+      gather_outcomes(d, &batch, 1);
+    int stop = d->stop;
+    uv_mutex_unlock(&d->mu);
+    int64_t now = now_ms();
+    /* Outcomes a failed batch kept go first, at the poll's pace. */
+    if (!coda__queue_empty(&d->retry_ops) && (now >= d->next_poll || stop)) {
+      coda__queue retry;
+      coda__queue_init(&retry);
+      coda__queue_move(&retry, &d->retry_ops);
+      coda__queue_move(&retry, &batch);
+      coda__queue_move(&batch, &retry);
+    }
+    uv_mutex_lock(&d->id_mu);
+    int refill = d->refill;
+    uv_mutex_unlock(&d->id_mu);
+    if (!coda__queue_empty(&batch) || refill)
+      write_batch(d, &batch);
+    if (stop) {
+      uv_mutex_lock(&d->mu);
+      int more = !coda__queue_empty(&d->ops);
+      uv_mutex_unlock(&d->mu);
+      if (!more)
+        break;
+      continue;
+    }
+    uv_mutex_lock(&d->submit_mu);
+    while (!coda__queue_empty(&d->parked) && (d->loops_ready || d->no_submit)) {
+      coda__queue *q = coda__queue_head(&d->parked);
+      coda__queue_remove(q);
+      coda_task *t = coda__container_of(q, coda_task, link);
+      if (d->no_submit)
+        coda__task_drop(t, "shutdown: it runs at the next start");
+      else
+        coda__task_submit(t);
+    }
+    uv_mutex_unlock(&d->submit_mu);
+    if (now_ms() >= d->next_poll) {
+      uv_mutex_lock(&d->submit_mu);
+      if (!d->no_submit && d->loops_ready && !atomic_load(&d->draining))
+        claim_due(d);
+      else
+        d->next_poll = now_ms() + d->engine->app->opt.store_poll;
+      uv_mutex_unlock(&d->submit_mu);
+    }
+    if (now_ms() >= d->next_purge)
+      purge_old(d);
+  }
+  long lost = 0;
+  while (!coda__queue_empty(&d->retry_ops)) {
+    coda__queue *q = coda__queue_head(&d->retry_ops);
+    coda__queue_remove(q);
+    finish_op *f = coda__container_of(q, finish_op, op.link);
+    coda__task_unreserve_def(f->def);
+    free(f->error);
+    free(f->result);
+    free(f);
+    lost++;
+  }
+  if (lost)
+    coda_log(d->engine->app, CODA_LOG_WARN,
+             "task store: %ld task outcomes could not be written; those tasks run again "
+             "at the next start",
+             lost);
+}
+
+int coda__durable_start(coda__engine *e) {
+  if (!e->durable && coda__durable_open(e, "memory") != 0) /* the default store */
+    return CODA_ENOMEM;
+  coda__durable *d = e->durable;
+  coda__store *s = d->store;
+  int64_t now = now_ms();
+  uint64_t first = 0;
+  int rc = s->m->begin(s);
+  int recovered = rc ? rc : s->m->recover(s, now);
+  rc = recovered < 0 ? recovered : s->m->reserve_ids(s, ID_BLOCK, &first);
+  if (rc == 0)
+    rc = s->m->commit(s);
+  if (rc) {
+    s->m->rollback(s);
+    coda__durable_set_error(d, s->m->errmsg(s));
+    coda_log(e->app, CODA_LOG_ERROR, "task store: cannot start: %s", s->m->errmsg(s));
+    return CODA_ESTORE;
+  }
+  if (recovered > 0)
+    coda_log(e->app, CODA_LOG_WARN,
+             "task store: %d tasks were queued or running when the last run ended; "
+             "they run again",
+             recovered);
+  d->id_next = first;
+  d->id_end = first + ID_BLOCK;
+  d->spare_first = d->spare_end = 0;
+  d->refill = 0;
+  d->stop = 0;
+  d->no_submit = 0;
+  d->loops_ready = 0;
+  d->kick = 0;
+  coda__queue_init(&d->parked);
+  atomic_store(&d->draining, 0);
+  atomic_store(&d->faulted, 0);
+  d->next_poll = 0; /* claim what is due at once */
+  d->next_purge = now + purge_every(&e->app->opt);
+  if (uv_thread_create(&d->thread, store_main, d) != 0)
+    return CODA_ENOMEM;
+  d->running = 1;
+  return 0;
+}
+
+void coda__durable_loops_ready(coda__engine *e) {
+  coda__durable *d = e->durable;
+  if (!d)
+    return;
+  uv_mutex_lock(&d->submit_mu);
+  d->loops_ready = 1;
+  uv_mutex_unlock(&d->submit_mu);
+  uv_mutex_lock(&d->mu);
+  d->kick = 1; /* claim what is due now */
+  uv_cond_signal(&d->cond);
+  uv_mutex_unlock(&d->mu);
+}
+
+void coda__durable_quiesce(coda__engine *e) {
+  coda__durable *d = e->durable;
+  if (!d)
+    return;
+  uv_mutex_lock(&d->submit_mu);
+  d->no_submit = 1;
+  uv_mutex_unlock(&d->submit_mu);
+}
+
+void coda__durable_draining(coda__engine *e) {
+  if (e->durable)
+    atomic_store(&e->durable->draining, 1);
+}
+
+void coda__durable_stop(coda__engine *e) {
+  coda__durable *d = e->durable;
+  if (!d || !d->running)
+    return;
+  uv_mutex_lock(&d->mu);
+  d->stop = 1;
+  uv_cond_signal(&d->cond);
+  uv_mutex_unlock(&d->mu);
+  uv_thread_join(&d->thread);
+  d->running = 0;
+  uv_mutex_lock(&d->reg_mu);
+  coda__idmap_free(&d->live);
+  uv_mutex_unlock(&d->reg_mu);
+}
