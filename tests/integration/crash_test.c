@@ -33,7 +33,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -622,14 +621,6 @@ static void check_journal(const run_line *runs, size_t n, journal_figures *j) {
 
 /* ---- the test ------------------------------------------------------------ */
 
-static int remove_entry(const char *path, const struct stat *sb, int flag,
-                        struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
@@ -772,7 +763,7 @@ TEST(kill_9_under_load_loses_nothing_acknowledged) {
   if (test__failures_in_case)
     print_log_tail();
   if (test__failures_in_case == 0 && !getenv("CODA_CRASH_KEEP"))
-    nftw(g.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tc_remove_tree(g.dir);
   else
     fprintf(stderr, "  kept %s (seed %u)\n", g.dir, seed);
 }

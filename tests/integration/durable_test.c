@@ -29,7 +29,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <linux/capability.h>
 #include <stdarg.h>
@@ -2055,13 +2054,6 @@ TEST(store_errors_are_reported_at_start_up) {
 
 /* ---- main ----------------------------------------------------------------- */
 
-static int remove_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb, (void)flag, (void)ftw;
-  if (remove(p) != 0)
-    fprintf(stderr, "  remove %s: %s\n", p, strerror(errno));
-  return 0;
-}
-
 int main(void) {
   /* PROCESS workers re-run this program: they register the same tasks and
    * stop in coda_app_worker(). The journal path is the parent's. */
@@ -2126,7 +2118,7 @@ int main(void) {
       TEST_CASE(store_errors_are_reported_at_start_up),
   };
   int rc = test__run("durable", cases, sizeof cases / sizeof cases[0]);
-  nftw(store_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  tc_remove_tree(store_dir);
   uv_mutex_destroy(&hook_mu);
   uv_mutex_destroy(&events_mu);
   return rc;

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -187,9 +188,7 @@ size_t tc_read_response(int fd, char *buf, size_t cap) {
   return read_one(fd, buf, cap, 0);
 }
 
-size_t tc_read_head(int fd, char *buf, size_t cap) {
-  return read_one(fd, buf, cap, 1);
-}
+size_t tc_read_head(int fd, char *buf, size_t cap) { return read_one(fd, buf, cap, 1); }
 
 int tc_status(const char *resp) {
   if (strncmp(resp, "HTTP/1.", 7) != 0 || strlen(resp) < 12)
@@ -248,4 +247,16 @@ void tc_read_file(const char *path, char *buf, size_t cap) {
   ssize_t n = read(fd, buf, cap - 1);
   close(fd);
   buf[n > 0 ? n : 0] = '\0';
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag,
+                        struct FTW *ftw) {
+  (void)sb, (void)flag, (void)ftw;
+  if (remove(path) != 0)
+    fprintf(stderr, "  remove %s: %s\n", path, strerror(errno));
+  return 0;
+}
+
+void tc_remove_tree(const char *dir) {
+  nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }

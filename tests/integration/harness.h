@@ -61,6 +61,10 @@ const char *tc_body(const char *resp);
 /* Reads a whole (small) file into buf, NUL-terminated; "" if it cannot. */
 void tc_read_file(const char *path, char *buf, size_t cap);
 
+/* Removes a directory and all it holds (a test's temp dir); what cannot
+ * be removed is reported on stderr. */
+void tc_remove_tree(const char *dir);
+
 /* Counts non-overlapping occurrences of needle. */
 int tc_count(const char *hay, const char *needle);
 

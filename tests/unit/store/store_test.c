@@ -10,11 +10,11 @@
  * and uses fixed times, never the clock. A SIGALRM ends the program if a
  * check hangs (a list callback that deadlocks on get(), say).
  */
+#include "harness.h"
 #include "store/store.h"
 #include "test.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -607,13 +607,6 @@ TEST(progress_is_stored_and_read_back) { on_each_store(check_progress); }
 
 /* ---- main ------------------------------------------------------------------- */
 
-static int remove_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb, (void)flag, (void)ftw;
-  if (remove(p) != 0)
-    fprintf(stderr, "  remove %s: %s\n", p, strerror(errno));
-  return 0;
-}
-
 int main(void) {
   if (!mkdtemp(store_dir)) {
     perror("mkdtemp");
@@ -634,6 +627,6 @@ int main(void) {
       TEST_CASE(progress_is_stored_and_read_back),
   };
   int rc = test__run("store", cases, sizeof cases / sizeof cases[0]);
-  nftw(store_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  tc_remove_tree(store_dir);
   return rc;
 }
