@@ -9,6 +9,10 @@
 # measured in alternation, each run after an unmeasured warm-up. A run during which other
 # processes used the CPU (machine time not charged to the server or wrk) is repeated, up to
 # 3 runs, and flagged if it stays disturbed.
+# Server-bound: the same one-core plain case with both servers held to CAP% of their core
+# by a CPU cgroup (quota per 10 ms), so that the server, not wrk, is the limit: on two
+# cores wrk needs about as much CPU per request as a fast server and caps the plain case.
+# Needs root and a cgroup cpu controller (v1 or v2); skipped otherwise.
 # Scaling: coda --threads 2 against --threads 1, all unpinned with wrk -t2. On a 2-core
 # machine wrk shares those cores, so the factor is a lower bound.
 #
@@ -20,6 +24,7 @@
 #        ROUNDS    alternated nginx/coda rounds of the one-core cases; the median round of
 #                  each server is reported (default 3: the VM's noise swings single runs by
 #                  20% either way)
+#        CAP       % of a core the server-bound case gives each server (default 70; 0 skips)
 #        BUILD     build directory holding coda-demo (default build)
 #        RAW       if set, a directory that receives every wrk output and server log
 # Exit status: 0 when every run completed cleanly, 1 when a server failed or wrk saw
@@ -30,6 +35,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
+CAP=${CAP:-70}
 WARMUP=2
 CONNECTIONS=64
 DEPTH=16
@@ -45,6 +51,7 @@ die() { echo "bench/http.sh: $*" >&2; exit 1; }
 
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive number of seconds"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number"
+{ [[ $CAP =~ ^[0-9]+$ ]] && ((CAP <= 100)); } || die "CAP must be a percentage (0 skips the case)"
 
 scripts/deps bench
 for tool in wrk nginx curl taskset python3; do
@@ -65,12 +72,14 @@ servers=()   # pids of running servers, for the EXIT trap
 failed=0
 rounds_text=""
 busy_runs=()  # runs during which something besides the server and wrk used the CPU
+cgroup=""     # the CPU cgroup of the server-bound case, removed by the EXIT trap
 
 
 # shellcheck disable=SC2317 # called from the EXIT trap
 cleanup() {
   local pid
   for pid in "${servers[@]}"; do stop_server "$pid" || true; done
+  [ -z "$cgroup" ] || rmdir "$cgroup" 2>/dev/null || true
   if [ -n "${RAW:-}" ]; then
     mkdir -p "$RAW"
     cp "$tmp"/*.txt "$tmp"/*.log "$tmp/nginx.conf" "$RAW"/ 2>/dev/null || true
@@ -113,6 +122,32 @@ start_nginx() {
 
 
 
+
+# make_cgroup: creates a CPU cgroup allowing CAP% of one core (quota per 10 ms periods)
+# and sets `cgroup` to its directory; returns 1 (with a reason in cap_skip) when it cannot.
+make_cgroup() {
+  local v1=/sys/fs/cgroup/cpu v2=/sys/fs/cgroup
+  [ "$(id -u)" -eq 0 ] || { cap_skip="not root"; return 1; }
+  if [ -f "$v1/cpu.cfs_quota_us" ]; then
+    cgroup=$v1/coda-bench-$$
+    mkdir "$cgroup" && echo 10000 >"$cgroup/cpu.cfs_period_us" &&
+      echo $((CAP * 100)) >"$cgroup/cpu.cfs_quota_us" && return 0
+  elif grep -qw cpu "$v2/cgroup.controllers" 2>/dev/null; then
+    echo +cpu >"$v2/cgroup.subtree_control" 2>/dev/null || true
+    cgroup=$v2/coda-bench-$$
+    mkdir "$cgroup" && echo "$((CAP * 100)) 10000" >"$cgroup/cpu.max" && return 0
+  fi
+  cap_skip="no writable cgroup cpu controller"
+  return 1
+}
+
+# cap_server NAME: moves the server NAME and its worker processes into `cgroup`.
+cap_server() {
+  local pid
+  for pid in $(get "pid_$1") $(pgrep -P "$(get "pid_$1")" 2>/dev/null || true); do
+    echo "$pid" >"$cgroup/cgroup.procs"
+  done
+}
 
 # wrk_once NAME CPU|- THREADS MODE OUT: one warm-up and one measured run into OUT; sets
 # run_cpu, run_wrk and run_other, the CPU time of the server, of wrk and of everything else
@@ -225,6 +260,29 @@ stop_server "$(get pid_nginx)" || { echo "!! nginx exited with status $?" >&2; f
 stop_server "$(get pid_coda)" || { echo "!! coda --threads 1 exited with status $?" >&2; failed=1; }
 grep -vE '^INFO' "$tmp/coda.log" >&2 || true
 
+# Server-bound: both servers held to CAP% of CPU 1, alternated like the one-core case.
+cap_skip=""
+if ((CAP == 0)); then
+  cap_skip="CAP=0"
+elif make_cgroup; then
+  start_nginx nginxcap "$SERVER_CPU"
+  start_coda codacap 1 "$SERVER_CPU"
+  cap_server nginxcap
+  cap_server codacap
+  for ((round = 1; round <= ROUNDS; round++)); do
+    echo "running 1 core capped at $CAP%, plain, round $round of $ROUNDS ..." >&2
+    wrk_run nginxcap "$CLIENT_CPU" 1 plain
+    wrk_run codacap "$CLIENT_CPU" 1 plain
+  done
+  median_round nginxcap plain
+  rounds_text+="  rounds, capped at $CAP% (req/s): nginx $round_list;"
+  median_round codacap plain
+  rounds_text+=" coda $round_list"$'\n'
+  for name in nginxcap codacap; do
+    stop_server "$(get "pid_$name")" || { echo "!! $name exited with status $?" >&2; failed=1; }
+  done
+fi
+
 # Scaling: coda with two loops against one, everything unpinned, wrk -t2.
 start_coda coda1 1
 start_coda coda2 2
@@ -264,6 +322,18 @@ for mode in plain pipelined; do
     fi
   done
 done
+if [ -z "$cap_skip" ]; then
+  n=$(get rps_nginxcap_plain) c=$(get rps_codacap_plain)
+  # shellcheck disable=SC2059
+  printf "$fmt" "capped $CAP%, plain" "$n$(get err_nginxcap_plain)" \
+    "$c$(get err_codacap_plain)" "$(ratio "$c" "$n")" "$(get p99_nginxcap_plain)" \
+    "$(get p99_codacap_plain)" "$(get cpu_nginxcap_plain)%" "$(get cpu_codacap_plain)%" \
+    "$(get wrkcpu_nginxcap_plain)/$(get wrkcpu_codacap_plain)%" "-"
+  notes+=("capped $CAP%: each server held to $CAP% of its core by a CPU cgroup, so the server,\
+ not wrk, is the limit (compare wrk cpu): the per-core speed of the two servers")
+else
+  notes+=("capped case skipped: $cap_skip")
+fi
 if grep -q 'n/a' <<<"$(get p99_nginx_pipelined)$(get p99_coda_pipelined)"; then
   notes+=("n/a: wrk printed 0.00us for p99 (its pipelined latency bug, wg/wrk#236)")
 fi
@@ -281,6 +351,8 @@ done
 echo "  (unpinned, wrk -t2 on the same $(nproc) cores: wrk competes with the server, so" \
   "this understates scaling)"
 echo
+[ -n "$cap_skip" ] ||
+  ratios+=", server-bound (capped $CAP%) $(ratio "$(get rps_codacap_plain)" "$(get rps_nginxcap_plain)")"
 echo "target: coda >= ${TARGET}x nginx on one core: $([ $met = 1 ] && echo MET || echo NOT MET)" \
   "($ratios)"
 if ((${#busy_runs[@]})); then
