@@ -86,8 +86,8 @@ typedef struct worker {
   uv_pipe_t pipe;
   uv_timer_t timer;
   uv_timer_t respawn; /* lives with the pool, not with one process */
-  int ready;           /* said READY: tasks may be sent */
-  int quick_exits;     /* ended before READY, in a row */
+  int ready;          /* said READY: tasks may be sent */
+  int quick_exits;    /* ended before READY, in a row */
   coda__buf in;
   coda_task *inflight[CHAIN_DEPTH]; /* sent, in order; the head runs */
   int head;
@@ -111,7 +111,7 @@ struct coda__process_pool {
   int nworkers;
   int stopping;
   uv_thread_t control; /* the thread of `loop` */
-  char **argv; /* this program's command line, for the workers */
+  char **argv;         /* this program's command line, for the workers */
   char **envp;
 };
 
@@ -174,11 +174,11 @@ static const void *take(reader *r, size_t n) {
   return p;
 }
 
-#define TAKE(r, var)                                                           \
-  do {                                                                         \
-    const void *p_ = take((r), sizeof(var));                                   \
-    if (p_)                                                                    \
-      memcpy(&(var), p_, sizeof(var));                                         \
+#define TAKE(r, var)                                                                     \
+  do {                                                                                   \
+    const void *p_ = take((r), sizeof(var));                                             \
+    if (p_)                                                                              \
+      memcpy(&(var), p_, sizeof(var));                                                   \
   } while (0)
 
 /* ---- the worker side -------------------------------------------------- */
@@ -320,6 +320,13 @@ void coda__process_worker_main(coda__engine *e, int fd) {
    * task; a server that died before this line closed the pipe, and the
    * first read ends the worker. */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  /* The server decides when workers stop (it closes the pipe, or kills
+   * one past its timeout). A Ctrl-C in a terminal, `systemctl stop` or
+   * `timeout` signal the whole process group or cgroup: the server drains
+   * its tasks then, and its workers must be alive to finish them. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGPIPE, SIG_IGN);
   uint32_t ready[2] = {0, MSG_READY};
   if (write_full(fd, ready, sizeof ready) != 0)
     _exit(1);
@@ -328,8 +335,6 @@ void coda__process_worker_main(coda__engine *e, int fd) {
   struct sched_param sp = {0};
   sched_setscheduler(0, SCHED_BATCH, &sp); /* best effort: nice alone otherwise */
   setpriority(PRIO_PROCESS, 0, WORKER_NICE);
-  signal(SIGINT, SIG_IGN); /* the server decides when workers stop */
-  signal(SIGPIPE, SIG_IGN);
   for (;;) {
     uint32_t hdr[2];
     if (read_full(fd, hdr, sizeof hdr) != 0 || hdr[0] > MAX_MESSAGE)
@@ -537,8 +542,8 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
     finish_current(w, CODA_ETIMEDOUT, NULL); /* already reported */
   } else if (t) {
     if (signo)
-      snprintf(why, sizeof why, "worker %d killed by signal %d (%s)", (int)proc->pid, signo,
-               strsignal(signo));
+      snprintf(why, sizeof why, "worker %d killed by signal %d (%s)", (int)proc->pid,
+               signo, strsignal(signo));
     else
       snprintf(why, sizeof why, "worker %d exited with status %lld", (int)proc->pid,
                (long long)status);
@@ -546,8 +551,9 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
     finish_current(w, CODA_ECRASHED, why);
   }
   if (!p->stopping)
-    coda_log(p->engine->app, CODA_LOG_WARN, "process worker %d ended (%s %d)%s; replacing it",
-             (int)proc->pid, signo ? "signal" : "status", signo ? signo : (int)status,
+    coda_log(p->engine->app, CODA_LOG_WARN,
+             "process worker %d ended (%s %d)%s; replacing it", (int)proc->pid,
+             signo ? "signal" : "status", signo ? signo : (int)status,
              w->ready ? "" : " before it was ready (the replacement waits)");
   if (!p->stopping)
     coda__stat_add(p->engine, CODA_EXEC_PROCESS, CODA_STAT_RESTARTED, 1);
@@ -772,8 +778,8 @@ static void spawn_worker(worker *w) {
   w->handles_open = 3;
   int rc = uv_spawn(p->loop, &w->proc, &o);
   if (rc) {
-    coda_log(p->engine->app, CODA_LOG_ERROR, "cannot start a process worker: %s; trying again",
-             uv_strerror(rc));
+    coda_log(p->engine->app, CODA_LOG_ERROR,
+             "cannot start a process worker: %s; trying again", uv_strerror(rc));
     w->ready = 0; /* never started: the retry waits */
     uv_close((uv_handle_t *)&w->proc, on_handle_closed);
     uv_close((uv_handle_t *)&w->pipe, on_handle_closed);
@@ -829,7 +835,8 @@ static char **worker_env(void) {
   return env;
 }
 
-coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int workers) {
+coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop,
+                                           int workers) {
   coda__process_pool *p = calloc(1, sizeof *p);
   if (!p)
     return NULL;

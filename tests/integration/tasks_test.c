@@ -12,8 +12,10 @@
 #include "harness.h"
 #include "test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -110,8 +112,8 @@ static int args_task(coda_task *t) {
   size_t len;
   const unsigned char *b = coda_task_bytes(t, 2, &len);
   journal("args %s %lld %zu %02x%02x delivered=%d", coda_task_str(t, 0),
-          (long long)coda_task_int(t, 1), len, b ? b[0] : 0, b && len > 1 ? b[len - 1] : 0,
-          coda_task_delivered(t));
+          (long long)coda_task_int(t, 1), len, b ? b[0] : 0,
+          b && len > 1 ? b[len - 1] : 0, coda_task_delivered(t));
   return 0;
 }
 
@@ -124,8 +126,8 @@ static int delivered_task(coda_task *t) {
 static coda_task_def *delivered_def;
 
 typedef struct {
-  coda_task_def *note_thread, *note_loop, *note_process, *fail_thread, *fail_process, *crash,
-      *spin, *slow, *args, *sleeper;
+  coda_task_def *note_thread, *note_loop, *note_process, *fail_thread, *fail_process,
+      *crash, *spin, *slow, *args, *sleeper;
 } defs;
 
 static defs register_tasks(coda_app *app) {
@@ -174,7 +176,8 @@ static int h_failing(coda_req *req, coda_res *res, void *user) {
 static int h_handler_fails(coda_req *req, coda_res *res, void *user) {
   (void)req, (void)user;
   coda_res_add_task(res, D.note_thread, "si", "dropped", (int64_t)0);
-  coda_res_add_task_flags(res, D.note_thread, CODA_TASK_ALWAYS, "si", "always", (int64_t)0);
+  coda_res_add_task_flags(res, D.note_thread, CODA_TASK_ALWAYS, "si", "always",
+                          (int64_t)0);
   return CODA_EIO;
 }
 
@@ -261,13 +264,16 @@ static coda_task_def *parent_only_def;
 static int h_unknown(coda_req *req, coda_res *res, void *user) {
   (void)req, (void)user;
   int rc = coda_res_add_task(res, parent_only_def, "si", "never", (int64_t)0);
-  rc = rc ? rc : coda_res_add_task(res, D.note_process, "si", "after-unknown", (int64_t)0);
+  rc =
+      rc ? rc : coda_res_add_task(res, D.note_process, "si", "after-unknown", (int64_t)0);
   return rc ? rc : coda_res_body_static(res, "ok", 2);
 }
 
 static int h_process_note(coda_req *req, coda_res *res, void *user) {
   (void)user;
-  int rc = coda_res_add_task(res, D.note_process, "si", coda_req_query(req, "n"), (int64_t)0);
+  const char *ms = coda_req_query(req, "ms");
+  int rc = coda_res_add_task(res, D.note_process, "si", coda_req_query(req, "n"),
+                             (int64_t)(ms ? atoll(ms) : 0));
   return rc ? rc : coda_res_body_static(res, "ok", 2);
 }
 
@@ -469,8 +475,10 @@ TEST(arguments_are_copied_and_outlive_the_request) {
   char buf[4096];
   /* Two pipelined requests: the second overwrites the read buffer the first
    * one's strings came from, while the first one's task is still asleep. */
-  tc_send_str(fd, "POST /args HTTP/1.1\r\nHost: x\r\nX-Name: first\r\nContent-Length: 3\r\n\r\n\x01\x02\x03"
-                  "POST /args HTTP/1.1\r\nHost: x\r\nX-Name: second\r\nContent-Length: 2\r\n\r\n\xaa\xbb");
+  tc_send_str(fd, "POST /args HTTP/1.1\r\nHost: x\r\nX-Name: first\r\nContent-Length: "
+                  "3\r\n\r\n\x01\x02\x03"
+                  "POST /args HTTP/1.1\r\nHost: x\r\nX-Name: second\r\nContent-Length: "
+                  "2\r\n\r\n\xaa\xbb");
   REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
   REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
   close(fd);
@@ -510,7 +518,8 @@ TEST(a_crashing_process_task_is_reported_and_its_worker_replaced) {
     REQUIRE(get(ts.port, "/crash", buf, sizeof buf) == 200);
   for (int i = 0; i < 20; i++)
     CHECK_EQ_INT(get(ts.port, "/plain", buf, sizeof buf), 200); /* serving goes on */
-  for (int i = 0; i < 400 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED) < crashed + 3; i++)
+  for (int i = 0; i < 400 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED) < crashed + 3;
+       i++)
     tc_sleep_ms(10);
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED), crashed + 3);
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED), failed + 3);
@@ -528,7 +537,8 @@ TEST(a_process_task_past_its_timeout_is_killed) {
   long timed_out = stat_of(CODA_EXEC_PROCESS, CODA_STAT_TIMED_OUT);
   uint64_t t0 = tc_now_ms();
   REQUIRE(get(ts.port, "/spin", buf, sizeof buf) == 200);
-  for (int i = 0; i < 300 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_TIMED_OUT) == timed_out; i++)
+  for (int i = 0; i < 300 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_TIMED_OUT) == timed_out;
+       i++)
     tc_sleep_ms(10);
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_TIMED_OUT), timed_out + 1);
   CHECK(tc_now_ms() - t0 < 1500);
@@ -589,7 +599,8 @@ TEST(a_failure_in_a_process_chain_stops_it_only_when_asked) {
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED), pdrop + 2);
   CHECK_EQ_INT(stat_of(CODA_EXEC_THREAD, CODA_STAT_DROPPED), tdrop + 1);
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED), failed + 1);
-  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_QUEUED), queued); /* none left counted */
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_QUEUED),
+               queued); /* none left counted */
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_RUNNING), 0);
 }
 
@@ -604,7 +615,8 @@ TEST(a_crash_or_timeout_in_a_process_chain_keeps_the_order) {
   settle();
   long pdrop = stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED);
   run_chain("mode=crash&stop=1", "c1 process", buf, sizeof buf);
-  for (int i = 0; i < 400 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED) < pdrop + 2; i++)
+  for (int i = 0; i < 400 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED) < pdrop + 2;
+       i++)
     tc_sleep_ms(5);
   journal_read(buf, sizeof buf);
   CHECK_EQ_STR(buf, "c1 process\n");
@@ -625,7 +637,8 @@ TEST(a_worker_that_cannot_start_is_retried_with_backoff) {
   long restarted = stat_of(CODA_EXEC_PROCESS, CODA_STAT_RESTARTED);
   long crashed = stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED);
   REQUIRE(get(ts.port, "/crash", buf, sizeof buf) == 200);
-  for (int i = 0; i < 300 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED) == crashed; i++)
+  for (int i = 0; i < 300 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED) == crashed;
+       i++)
     tc_sleep_ms(10);
   REQUIRE(stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED) == crashed + 1);
   /* Its replacements die at start: 0 + 0.1 + 0.2 + 0.4 + 0.8 s apart, so at
@@ -682,6 +695,51 @@ static char proc_state(int pid) {
   return p && p[1] == ' ' ? p[2] : '?';
 }
 
+/* Sends sig to this program's child processes that run this program (its
+ * PROCESS workers); returns how many. */
+static int signal_workers(int sig) {
+  char self[PATH_MAX], exe[PATH_MAX], path[64], text[512];
+  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (len <= 0)
+    return 0;
+  self[len] = '\0';
+  DIR *dir = opendir("/proc");
+  int n = 0;
+  for (struct dirent *e; dir && (e = readdir(dir)) != NULL;) {
+    int pid = atoi(e->d_name);
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    tc_read_file(path, text, sizeof text);
+    const char *p = strrchr(text, ')');
+    int ppid = 0;
+    if (pid <= 0 || !p || sscanf(p + 2, "%*c %d", &ppid) != 1 || ppid != getpid())
+      continue;
+    snprintf(path, sizeof path, "/proc/%d/exe", pid);
+    len = readlink(path, exe, sizeof exe - 1);
+    if (len > 0 && (exe[len] = '\0', strcmp(exe, self) == 0) && kill(pid, sig) == 0)
+      n++;
+  }
+  if (dir)
+    closedir(dir);
+  return n;
+}
+
+/* `systemctl stop`, `timeout` or a terminal signal the whole group: the
+ * workers leave stopping to the server, and a task in progress ends well. */
+TEST(a_signal_to_the_whole_group_leaves_workers_to_the_server) {
+  char buf[4096];
+  long restarted = stat_of(CODA_EXEC_PROCESS, CODA_STAT_RESTARTED);
+  long crashed = stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED);
+  journal_reset();
+  REQUIRE(get(ts.port, "/pnote?n=through-term&ms=400", buf, sizeof buf) == 200);
+  tc_sleep_ms(150); /* the task is running in its worker */
+  CHECK(signal_workers(SIGTERM) >= 1);
+  CHECK(signal_workers(SIGINT) >= 1);
+  CHECK(journal_wait("through-term process", 5000));
+  settle();
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED), crashed);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_RESTARTED), restarted);
+}
+
 /* A server killed with SIGKILL takes its workers with it, even one in the
  * middle of a long task (they would otherwise burn on, orphaned). The
  * server is this program again, in "orphan" mode (see main). */
@@ -707,7 +765,8 @@ TEST(workers_die_with_a_killed_server) {
     waitpid(server, NULL, 0);
   }
   REQUIRE(worker > 0);
-  CHECK(proc_state(worker) != '-' && proc_state(worker) != 'Z'); /* sleeping in its task */
+  CHECK(proc_state(worker) != '-' &&
+        proc_state(worker) != 'Z'); /* sleeping in its task */
   kill(server, SIGKILL);
   waitpid(server, NULL, 0);
   char st = 0;
@@ -845,7 +904,8 @@ TEST(a_second_stop_skips_the_drain) {
 
 int main(void) {
   uv_mutex_init(&hook_mu);
-  snprintf(journal_path, sizeof journal_path, "/tmp/coda-tasks-journal-%d", (int)getpid());
+  snprintf(journal_path, sizeof journal_path, "/tmp/coda-tasks-journal-%d",
+           (int)getpid());
   /* Worker processes re-run main(); the journal path must be the parent's. */
   const char *inherited = getenv("CODA_TEST_JOURNAL");
   if (inherited)
@@ -877,6 +937,7 @@ int main(void) {
       TEST_CASE(route_level_and_middleware_tasks),
       TEST_CASE(a_parallel_list_runs_its_tasks_together),
       TEST_CASE(a_crashing_process_task_is_reported_and_its_worker_replaced),
+      TEST_CASE(a_signal_to_the_whole_group_leaves_workers_to_the_server),
       TEST_CASE(a_process_task_past_its_timeout_is_killed),
       TEST_CASE(a_chain_of_process_tasks_runs_in_order),
       TEST_CASE(a_failure_in_a_process_chain_stops_it_only_when_asked),
