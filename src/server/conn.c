@@ -673,7 +673,7 @@ void coda__conn_hold_orphaned(coda__conn *c) {
   c->hold = NULL;
   if (c->res.written_cb)
     c->res.written_cb(c->res.written_arg, 0);
-  coda_tasks_free(c->res.run);
+  coda__run_abandon(c->res.run);
   c->res.run = NULL;
   if (!c->stream_open)
     conn_free(c);

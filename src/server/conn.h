@@ -148,9 +148,10 @@ void coda__conn_stream_done(coda__conn *c);
  * pipelined requests. Loop thread. */
 void coda__conn_hold_done(coda__conn *c, int rc);
 /* The loop ended while c, closed, still waited for its hold, so nothing will
- * send the response or start its tasks (its written durable tasks stay in
- * the store for the next start; the rest are dropped and counted). Frees c.
- * Any thread: a loop that has ended never touches c again. */
+ * send the response or start its tasks: they are dropped and counted (the
+ * durable ones that were written stay in the store for the next start),
+ * the written callback says "failed", and c is freed. Any thread (the
+ * written callback runs on it): a loop that has ended never touches c. */
 void coda__conn_hold_orphaned(coda__conn *c);
 
 /* Appends the access log line of the current exchange. */

@@ -18,10 +18,10 @@
  * says one is due sooner.
  *
  * Ids: blocks of ID_BLOCK (about a million) reserved in the store (so
- * never reused, even after a crash), handed out under `id_mu`; the store thread reserves the
- * next block when half of the current one is used. A task with an
- * idempotency key gets an id derived from the key instead, so the handler
- * knows it at once and a second add of the key finds the first task.
+ * never reused, even after a crash), handed out under `id_mu`; the store thread reserves
+ * the next block when half of the current one is used. A task with an idempotency key
+ * gets an id derived from the key instead, so the handler knows it at once and a second
+ * add of the key finds the first task.
  *
  * Tasks alive in this process are in `live` (under `reg_mu`), so a status
  * read shows queued/running and progress without a store write for each.
@@ -35,6 +35,7 @@
 #include "server/conn.h"
 #include "server/server.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -497,6 +498,7 @@ typedef struct list_merge {
   size_t nlive, next_live, cap;
   uint64_t after_id;
   int delivered, limit, stopped, nomem;
+  int rc; /* a failed read of a live task */
   coda_task_list_fn fn;
   void *user;
 } list_merge;
@@ -531,26 +533,53 @@ static void deliver(list_merge *m, const coda_task_info *info) {
     m->stopped = 1;
 }
 
-/* The live tasks with an id below `below`, those in the listed state read
- * again (the state may have moved on since the snapshot). */
-static void deliver_live_below(list_merge *m, uint64_t below) {
+/* Reads a task again as coda_task_get() shows it (its state may have moved
+ * on since the snapshot) and delivers it if it is in the listed state. */
+static void deliver_current(list_merge *m, uint64_t id) {
+  coda_task_info *info;
+  int rc = coda_task_get(m->app, id, &info);
+  if (rc == CODA_ENOTFOUND)
+    return; /* purged meanwhile */
+  if (rc) {
+    m->rc = rc;
+    m->stopped = 1;
+    return;
+  }
+  if (info->state == m->state)
+    deliver(m, info);
+  coda_task_info_free(info);
+}
+
+/* The live tasks of the snapshot with an id below `below`: those then in
+ * the listed state, and the stored row `stored_id`, whatever its state
+ * then (it may have finished since: the store says so now). */
+static void deliver_live_below(list_merge *m, uint64_t below, uint64_t stored_id) {
   while (!m->stopped && m->next_live < m->nlive && m->live[m->next_live].id < below) {
     live_id l = m->live[m->next_live++];
-    coda_task_info *info;
-    if (l.state != m->state || coda_task_get(m->app, l.id, &info) != 0)
-      continue;
-    if (info->state == m->state)
-      deliver(m, info);
-    coda_task_info_free(info);
+    if (l.state == m->state || l.id == stored_id)
+      deliver_current(m, l.id);
   }
+}
+
+static int is_live_now(coda__durable *d, uint64_t id) {
+  uv_mutex_lock(&d->reg_mu);
+  int live = coda__idmap_get(&d->live, id) != NULL;
+  uv_mutex_unlock(&d->reg_mu);
+  return live;
 }
 
 static int on_stored(const coda_task_info *info, void *user) {
   list_merge *m = user;
   m->after_id = info->id;
-  deliver_live_below(m, info->id + 1);
-  int live = m->next_live > 0 && m->live[m->next_live - 1].id == info->id;
-  if (!live && !m->stopped)
+  deliver_live_below(m, info->id + 1, info->id);
+  int in_snapshot = m->next_live > 0 && m->live[m->next_live - 1].id == info->id;
+  if (m->stopped || in_snapshot)
+    return m->stopped;
+  /* Alive since the snapshot (a claimed retry): its state is not the
+   * stored one. */
+  if (is_live_now(m->app->engine->durable, info->id))
+    deliver_current(m, info->id);
+  else
     deliver(m, info);
   return m->stopped;
 }
@@ -579,18 +608,22 @@ int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int 
   }
   if (m.nlive > 1)
     qsort(m.live, m.nlive, sizeof *m.live, by_live_id);
-  /* Stored tasks that are alive here are skipped, so a page may deliver
-   * fewer than it read: read pages until the limit or the end. */
+  /* A stored row of a live task is delivered from the live side (or not
+   * at all), so a read may deliver fewer rows than it read: read `limit`
+   * plus the live tasks still ahead, which is enough in one read unless
+   * tasks turned live meanwhile. */
   int rc = 0;
   while (!m.stopped) {
-    rc = d->store->m->list(d->store, state, m.after_id, limit, on_stored, &m);
-    if (rc < limit)
+    size_t ahead = m.nlive - m.next_live;
+    int page = ahead > (size_t)(INT_MAX - limit) ? INT_MAX : limit + (int)ahead;
+    rc = d->store->m->list(d->store, state, m.after_id, page, on_stored, &m);
+    if (rc < page)
       break;
   }
   if (rc >= 0)
-    deliver_live_below(&m, UINT64_MAX);
+    deliver_live_below(&m, UINT64_MAX, 0);
   free(m.live);
-  return rc < 0 ? rc : m.delivered;
+  return rc < 0 ? rc : m.rc ? m.rc : m.delivered;
 }
 
 int coda_task_progress(coda_task *t, double fraction) {

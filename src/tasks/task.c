@@ -70,8 +70,8 @@ int coda__engine_start(coda__engine *e, uv_loop_t *control) {
   for (int i = 0; i < e->ndefs; i++) {
     if (e->defs[i]->executor != CODA_EXEC_PROCESS)
       continue;
-    int workers = o->process_workers ? (int)o->process_workers
-                                     : (int)uv_available_parallelism();
+    int workers =
+        o->process_workers ? (int)o->process_workers : (int)uv_available_parallelism();
     e->procs = coda__process_pool_new(e, control, workers);
     if (!e->procs)
       return CODA_EIO;
@@ -265,8 +265,8 @@ static coda_task *task_alloc(coda_task_def *def, int nargs, size_t bytes) {
   return t;
 }
 
-int coda__task_new(coda__engine *e, coda_task_def *def, unsigned flags,
-                   const char *fmt, va_list ap, coda_task **out) {
+int coda__task_new(coda__engine *e, coda_task_def *def, unsigned flags, const char *fmt,
+                   va_list ap, coda_task **out) {
   int nargs;
   size_t bytes;
   if (!def || def->engine != e)
@@ -406,12 +406,12 @@ void coda__task_begin(coda_task *t) {
 static void log_failure(coda_task *t, const char *what, const char *message) {
   coda__engine *e = t->def->engine;
   uint64_t ms = (uv_hrtime() - t->started_ns) / 1000000u;
-  CODA__LOG(e->app, CODA_LOG_ERROR,
-            "task %s (id %llu, %s executor, request %llu, attempt %d) %s after %llu ms: %s",
-            t->def->name, (unsigned long long)t->id, coda_executor_name(t->executor),
-            (unsigned long long)t->request_id, t->attempt ? t->attempt : 1, what,
-            (unsigned long long)ms,
-            message ? message : "no message");
+  CODA__LOG(
+      e->app, CODA_LOG_ERROR,
+      "task %s (id %llu, %s executor, request %llu, attempt %d) %s after %llu ms: %s",
+      t->def->name, (unsigned long long)t->id, coda_executor_name(t->executor),
+      (unsigned long long)t->request_id, t->attempt ? t->attempt : 1, what,
+      (unsigned long long)ms, message ? message : "no message");
   if (e->hook)
     e->hook(t, message ? message : what, e->hook_user);
 }
@@ -426,7 +426,6 @@ void coda__task_report(coda_task *t, coda_task_stat_kind kind, const char *messa
   log_failure(t, kind == CODA_STAT_TIMED_OUT ? "timed out" : "crashed", message);
 }
 
-
 void coda__task_finish(coda_task *t, int rc, const char *message) {
   coda__engine *e = t->def->engine;
   coda__stat_add(e, t->executor, CODA_STAT_RUNNING, -1);
@@ -434,13 +433,18 @@ void coda__task_finish(coda_task *t, int rc, const char *message) {
   if (failed) {
     coda__stat_add(e, t->executor, CODA_STAT_FAILED, 1);
     if (!atomic_load(&t->reported))
-      log_failure(t, "failed", message ? message : t->error ? t->error : coda_strerror(rc));
+      log_failure(t, "failed",
+                  message    ? message
+                  : t->error ? t->error
+                             : coda_strerror(rc));
   } else {
     coda__stat_add(e, t->executor, CODA_STAT_SUCCEEDED, 1);
   }
   coda_tasks *run = t->run;
-  const char *why =
-      failed ? (message ? message : t->error ? t->error : coda_strerror(rc)) : NULL;
+  const char *why = failed ? (message    ? message
+                              : t->error ? t->error
+                                         : coda_strerror(rc))
+                           : NULL;
   if (t->durable && t->orphaned) {
     /* Finished by its timeout, still held by its code until
      * coda_task_done(): the outcome is recorded, t stays. */
@@ -513,7 +517,8 @@ int coda__task_encode_args(const coda_task *t, coda__buf *b) {
   return rc ? CODA_ENOMEM : 0;
 }
 
-int coda__task_decode_args(coda_task_def *def, const void *data, size_t len, coda_task **out) {
+int coda__task_decode_args(coda_task_def *def, const void *data, size_t len,
+                           coda_task **out) {
   const unsigned char *p = data, *end = p + len;
   if (len < 1 || p[0] > MAX_TASK_ARGS)
     return CODA_EINVAL;
@@ -594,6 +599,17 @@ void coda_tasks_free(coda_tasks *run) {
   run_free(run);
 }
 
+void coda__run_abandon(coda_tasks *run) {
+  if (!run)
+    return;
+  for (int i = run->next; i < run->n; i++) {
+    coda_task *t = run->tasks[i];
+    coda__task_drop(t, t->durable && t->stored ? "shutdown: it runs at the next start"
+                                               : "shutdown: its response was never sent");
+  }
+  run_free(run);
+}
+
 int coda__run_append(coda_tasks *run, coda_task *t) {
   if (run->n == run->cap) {
     int cap = run->cap * 2;
@@ -612,8 +628,8 @@ int coda__run_append(coda_tasks *run, coda_task *t) {
   return 0;
 }
 
-int coda__run_add(coda_tasks *run, coda_task_def *def, coda_task_opts *opts, const char *fmt,
-                  va_list ap) {
+int coda__run_add(coda_tasks *run, coda_task_def *def, coda_task_opts *opts,
+                  const char *fmt, va_list ap) {
   coda_task *t;
   coda__engine *e = run->app->engine;
   int rc = coda__task_new(e, def, opts->flags, fmt, ap, &t);
@@ -793,24 +809,27 @@ void coda_task_done(coda_task *t, int rc, const char *message) {
 /* ---- counters ---------------------------------------------------------- */
 
 long coda_task_stat(const coda_app *app, coda_executor ex, coda_task_stat_kind kind) {
-  if (ex < CODA_EXEC_LOOP || ex >= CODA_EXEC_COUNT_ || kind < 0 || kind >= CODA_STAT_COUNT_)
+  if (ex < CODA_EXEC_LOOP || ex >= CODA_EXEC_COUNT_ || kind < 0 ||
+      kind >= CODA_STAT_COUNT_)
     return -1;
   return atomic_load_explicit(&app->engine->stats[ex][kind], memory_order_relaxed);
 }
 
 size_t coda_stats_json(const coda_app *app, char *buf, size_t cap) {
   static const char *const names[CODA_STAT_COUNT_] = {
-      "queued",  "running", "succeeded", "failed",    "timed_out", "crashed",
-      "rejected", "dropped", "retried",  "dead",     "duplicate", "claimed", "restarted"};
+      "queued",  "running", "succeeded", "failed",    "timed_out", "crashed",  "rejected",
+      "dropped", "retried", "dead",      "duplicate", "claimed",   "restarted"};
   char tmp[4096];
   size_t n = (size_t)snprintf(tmp, sizeof tmp, "{\"requests\":%llu,\"tasks\":{",
                               (unsigned long long)coda__app_requests(app));
   for (int ex = CODA_EXEC_LOOP; ex < CODA_EXEC_COUNT_; ex++) {
-    n += (size_t)snprintf(tmp + n, sizeof tmp - n, "%s\"%s\":{", ex > CODA_EXEC_LOOP ? "," : "",
+    n += (size_t)snprintf(tmp + n, sizeof tmp - n, "%s\"%s\":{",
+                          ex > CODA_EXEC_LOOP ? "," : "",
                           coda_executor_name((coda_executor)ex));
     for (int k = 0; k < CODA_STAT_COUNT_; k++)
-      n += (size_t)snprintf(tmp + n, sizeof tmp - n, "%s\"%s\":%ld", k ? "," : "", names[k],
-                            coda_task_stat(app, (coda_executor)ex, (coda_task_stat_kind)k));
+      n += (size_t)snprintf(
+          tmp + n, sizeof tmp - n, "%s\"%s\":%ld", k ? "," : "", names[k],
+          coda_task_stat(app, (coda_executor)ex, (coda_task_stat_kind)k));
     n += (size_t)snprintf(tmp + n, sizeof tmp - n, "}");
   }
   n += (size_t)snprintf(tmp + n, sizeof tmp - n, "},\"durable\":");
@@ -841,6 +860,7 @@ long coda__engine_report_unfinished(coda__engine *e) {
                             e->defs[i]->name, left);
   }
   if (total)
-    coda_log(e->app, CODA_LOG_WARN, "shutdown: %ld tasks did not finish: %s", total, list);
+    coda_log(e->app, CODA_LOG_WARN, "shutdown: %ld tasks did not finish: %s", total,
+             list);
   return total;
 }

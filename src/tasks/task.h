@@ -121,7 +121,7 @@ struct coda__engine {
   void *hook_user;
   coda__thread_pool *threads;
   coda__process_pool *procs;
-  uv_async_t *idle_async; /* while draining: poked when outstanding hits 0 */
+  uv_async_t *idle_async;   /* while draining: poked when outstanding hits 0 */
   coda_tasks **route_lists; /* templates of route-level tasks, owned here */
   int nroute_lists;
   struct coda__durable *durable; /* the store and its thread (durable.c) */
@@ -142,8 +142,8 @@ long coda__engine_report_unfinished(coda__engine *e);
 coda_task_def *coda__engine_find(coda__engine *e, const char *name);
 
 /* Builds a task with copied arguments and takes a queue slot. */
-int coda__task_new(coda__engine *e, coda_task_def *def, unsigned flags,
-                   const char *fmt, va_list ap, coda_task **out);
+int coda__task_new(coda__engine *e, coda_task_def *def, unsigned flags, const char *fmt,
+                   va_list ap, coda_task **out);
 /* Copies a task (its arguments included), taking a new queue slot. */
 int coda__task_clone(const coda_task *src, coda_task **out);
 
@@ -167,13 +167,16 @@ void coda__task_report(coda_task *t, coda_task_stat_kind kind, const char *messa
 /* A response's run: appends, starts once written. */
 int coda__run_append(coda_tasks *run, coda_task *t);
 /* Builds a task (coda__task_new) and appends it. */
-int coda__run_add(coda_tasks *run, coda_task_def *def, coda_task_opts *opts, const char *fmt,
-                  va_list ap);
+int coda__run_add(coda_tasks *run, coda_task_def *def, coda_task_opts *opts,
+                  const char *fmt, va_list ap);
 void coda__run_start(coda_tasks *run, int delivered);
 /* The handler failed: keep only ALWAYS tasks. */
 void coda__run_drop_failed(coda_tasks *run);
 /* The current task of a run ended (failed or not): start the next one. */
 void coda__run_advance(coda_tasks *run, int failed);
+/* The server stopped before the run could start: drops its tasks (those
+ * written to the store run at the next start) and frees it. */
+void coda__run_abandon(coda_tasks *run);
 
 /* Executors. */
 int coda__loop_executor_init(coda__loop *loop);
@@ -224,7 +227,8 @@ void coda__thread_pool_stop(coda__thread_pool *p);
 /* Argument bytes for a store (native byte order): encode appends to b;
  * decode builds a task of def with its own copy. */
 int coda__task_encode_args(const coda_task *t, struct coda__buf *b);
-int coda__task_decode_args(coda_task_def *def, const void *data, size_t len, coda_task **out);
+int coda__task_decode_args(coda_task_def *def, const void *data, size_t len,
+                           coda_task **out);
 /* Takes a slot for a task read back from the store (may exceed the bound
  * by what one claim brings, which the claim limits). */
 void coda__task_force_reserve(coda_task_def *def);
@@ -275,8 +279,8 @@ void coda__durable_draining(coda__engine *e);
 int coda__durable_loop_init(coda__loop *loop);
 void coda__durable_loop_close(coda__loop *loop);
 
-static inline void coda__stat_add(coda__engine *e, coda_executor ex, coda_task_stat_kind k,
-                                  long v) {
+static inline void coda__stat_add(coda__engine *e, coda_executor ex,
+                                  coda_task_stat_kind k, long v) {
   atomic_fetch_add_explicit(&e->stats[ex][k], v, memory_order_relaxed);
 }
 
