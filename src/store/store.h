@@ -111,8 +111,9 @@ typedef struct coda__store_methods {
    * its own (an outcome lost to a power cut only runs its task again). */
   int (*begin_lazy)(coda__store *s);
   /* Tasks in `state` with an id above after_id, by id, at most `limit`:
-   * fn gets each as a coda_task_info it must not keep. Any thread.
-   * Returns how many, or < 0. */
+   * fn gets each as a coda_task_info it must not keep, with the store's
+   * lock released (fn may call get(); coda__info_list does this). Any
+   * thread. Returns how many, or < 0. */
   int (*list)(coda__store *s, coda_task_state state, uint64_t after_id, int limit,
               coda_task_list_fn fn, void *user);
   /* Deletes up to `limit` tasks that succeeded or died before
