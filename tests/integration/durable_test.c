@@ -24,7 +24,9 @@
  * route-level durable tasks, timeouts as failed attempts, a queue wait
  * past the lease, a restart on the same file, and store errors at start.
  */
+#include "app/app.h"
 #include "harness.h"
+#include "tasks/durable.h"
 #include "test.h"
 
 #include <errno.h>
@@ -1531,6 +1533,60 @@ TEST(an_outcome_too_big_for_the_store_does_not_block_the_others) {
   fixture_done(&f);
 }
 
+/* A store that refuses outcomes for a while (an I/O error, not a full
+ * disk): the outcome waits, with its result, and is written once the
+ * store writes again. Faults are injected by wrapping the store's table
+ * of functions (internal headers). */
+static const coda__store_methods *fault_orig;
+static coda__store_methods fault_methods;
+static atomic_int finish_faults;
+
+static int faulty_finish(coda__store *s, const coda__task_record *r) {
+  if (r->result && atomic_load(&finish_faults) > 0) {
+    atomic_fetch_sub(&finish_faults, 1);
+    return CODA_ESTORE;
+  }
+  return fault_orig->finish(s, r);
+}
+
+static void refused_outcome(const char *kind) {
+  char uri[512], path[128], tag[64], stats[4096];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri(kind, "refused", uri, sizeof uri), NULL) == 0);
+  coda__store *store = f.app->engine->durable->store;
+  fault_orig = store->m;
+  fault_methods = *fault_orig;
+  fault_methods.finish = faulty_finish;
+  store->m = &fault_methods;
+  atomic_store(&finish_faults, 3);
+  REQUIRE_F(fixture_start(&f) == 0);
+  snprintf(tag, sizeof tag, "refused-%s", kind);
+  snprintf(path, sizeof path, "/add?def=big_result&tag=%s&n=100", tag);
+  uint64_t id = add_task(f.ts.port, path);
+  REQUIRE_F(id != 0);
+  coda_task_info *info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  if (info && info->state == CODA_TASK_SUCCEEDED) {
+    CHECK(info->result_len == 100 && info->result &&
+          memchr(info->result, 'r', 100) == info->result &&
+          ((const char *)info->result)[99] == 'r');
+    CHECK(info->error == NULL);
+  }
+  coda_task_info_free(info);
+  CHECK_EQ_INT(atomic_load(&finish_faults), 0);
+  CHECK_EQ_INT(runs_of(tag, NULL, 0), 1); /* written late, not run again */
+  coda_stats_json(f.app, stats, sizeof stats);
+  CHECK(strstr(stats, "\"errors\":0,") == NULL); /* the refusals were counted */
+  fixture_done(&f);
+}
+
+TEST(a_refused_outcome_is_written_later_with_its_result_memory) {
+  refused_outcome("memory");
+}
+TEST(a_refused_outcome_is_written_later_with_its_result_sqlite) {
+  refused_outcome("sqlite");
+}
+
 /* A database locked by another program (a sqlite3 shell holding a write
  * transaction): the store waits its busy timeout, then the durable request
  * gets 503 + Retry-After and the error is counted; meanwhile the event loop
@@ -2085,6 +2141,8 @@ int main(void) {
       TEST_CASE(backoff_timing_sqlite),
       TEST_CASE(dead_after_the_last_attempt_memory),
       TEST_CASE(dead_after_the_last_attempt_sqlite),
+      TEST_CASE(a_refused_outcome_is_written_later_with_its_result_memory),
+      TEST_CASE(a_refused_outcome_is_written_later_with_its_result_sqlite),
       TEST_CASE(a_locked_database_answers_503_and_the_loop_keeps_serving),
       TEST_CASE(a_hold_outlasting_the_shutdown_frees_its_connection),
       TEST_CASE(pipelined_requests_wait_behind_a_held_response),
