@@ -322,8 +322,14 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
       lazy = 0;
   }
   int rc = lazy ? s->m->begin_lazy(s) : s->m->begin(s);
-  if (rc == 0 && want_ids)
-    rc = s->m->reserve_ids(s, ID_BLOCK, &first);
+  if (rc == 0 && want_ids && (rc = s->m->reserve_ids(s, ID_BLOCK, &first)) != 0) {
+    /* The current block still has ids (a refill starts at half): write
+     * the batch without the next one, which the next batch asks for. */
+    report_store_error(d, "reserving task ids", 0);
+    s->m->rollback(s);
+    want_ids = 0;
+    rc = s->m->begin(s);
+  }
   coda__queue_foreach(q, batch) {
     if (rc)
       break;

@@ -1587,6 +1587,58 @@ TEST(a_refused_outcome_is_written_later_with_its_result_sqlite) {
   refused_outcome("sqlite");
 }
 
+/* The store refuses to reserve the next block of ids (asked for when half
+ * of the current one is used, forced here): the batch's new tasks are
+ * written anyway with ids that remain, and the next batch asks again. */
+static atomic_int reserve_faults;
+
+static int faulty_reserve(coda__store *s, uint64_t count, uint64_t *first) {
+  if (atomic_load(&reserve_faults) > 0) {
+    atomic_fetch_sub(&reserve_faults, 1);
+    return CODA_ESTORE;
+  }
+  return fault_orig->reserve_ids(s, count, first);
+}
+
+static int refilling(coda__durable *d) {
+  uv_mutex_lock(&d->id_mu);
+  int refill = d->refill;
+  uv_mutex_unlock(&d->id_mu);
+  return refill;
+}
+
+TEST(a_refused_id_reservation_does_not_fail_new_tasks) {
+  char uri[512];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "reserve", uri, sizeof uri), NULL) == 0);
+  coda__durable *d = f.app->engine->durable;
+  fault_orig = d->store->m;
+  fault_methods = *fault_orig;
+  fault_methods.reserve_ids = faulty_reserve;
+  d->store->m = &fault_methods;
+  REQUIRE_F(fixture_start(&f) == 0);
+  uint64_t before = add_task(f.ts.port, "/add?def=note&tag=reserve-before");
+  REQUIRE_F(before != 0);
+  coda_task_info *info = wait_state(f.app, before, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED); /* so the next batch is the add's */
+  coda_task_info_free(info);
+  CHECK_EQ_INT(coda_app_store_sync(f.app), 0);
+  atomic_store(&reserve_faults, 1);
+  uv_mutex_lock(&d->id_mu);
+  d->refill = 1;
+  uv_mutex_unlock(&d->id_mu);
+  uint64_t id = add_task(f.ts.port, "/add?def=note&tag=reserve-refused");
+  CHECK(id != 0);
+  CHECK_EQ_INT(atomic_load(&reserve_faults), 0);
+  info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info_free(info);
+  uint64_t next = add_task(f.ts.port, "/add?def=note&tag=reserve-again");
+  CHECK(next != 0 && next != id);
+  CHECK(!refilling(d));
+  fixture_done(&f);
+}
+
 /* A database locked by another program (a sqlite3 shell holding a write
  * transaction): the store waits its busy timeout, then the durable request
  * gets 503 + Retry-After and the error is counted; meanwhile the event loop
@@ -2143,6 +2195,7 @@ int main(void) {
       TEST_CASE(dead_after_the_last_attempt_sqlite),
       TEST_CASE(a_refused_outcome_is_written_later_with_its_result_memory),
       TEST_CASE(a_refused_outcome_is_written_later_with_its_result_sqlite),
+      TEST_CASE(a_refused_id_reservation_does_not_fail_new_tasks),
       TEST_CASE(a_locked_database_answers_503_and_the_loop_keeps_serving),
       TEST_CASE(a_hold_outlasting_the_shutdown_frees_its_connection),
       TEST_CASE(pipelined_requests_wait_behind_a_held_response),
