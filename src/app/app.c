@@ -89,7 +89,8 @@ typedef struct {
   long min, max;
 } option_info;
 
-#define OPT(field, lo, hi) {offsetof(coda__options, field), lo, hi}
+#define OPT(field, lo, hi)                                                               \
+  { offsetof(coda__options, field), lo, hi }
 static const option_info option_table[] = {
     [CODA_OPT_THREADS] = OPT(threads, 0, 1024),
     [CODA_OPT_MAX_HEADER_BYTES] = OPT(max_header_bytes, 256, 1 << 20),
@@ -222,11 +223,11 @@ struct coda_next {
 
 static const char not_found_body[] = "{\"error\":\"not found\"}";
 static const char not_allowed_body[] = "{\"error\":\"method not allowed\"}";
+static const char not_implemented_body[] = "{\"error\":\"method not implemented\"}";
 static const char internal_body[] = "{\"error\":\"internal server error\"}";
 static const char busy_body[] = "{\"error\":\"busy, retry later\"}";
 
-static int answer_static_json(coda_res *res, int status, const char *body,
-                              size_t len) {
+static int answer_static_json(coda_res *res, int status, const char *body, size_t len) {
   coda_res_status(res, status);
   coda_res_header(res, "Content-Type", "application/json");
   return coda_res_body_static(res, body, len);
@@ -234,16 +235,26 @@ static int answer_static_json(coda_res *res, int status, const char *body,
 
 static int route_request(coda_app *app, coda_req *req, coda_res *res) {
   const char *path = req->path_raw;
-  coda__router_match(app->router, req->method, req->head->method.len, path,
-                     strlen(path), &req->match);
+  coda__router_match(app->router, req->method, req->head->method.len, path, strlen(path),
+                     &req->match);
   if (!req->match.route) {
+    size_t mlen = req->head->method.len;
+    if (!coda__router_knows_method(app->router, req->method, mlen))
+      return answer_static_json(res, 501, not_implemented_body,
+                                sizeof not_implemented_body - 1); /* RFC 9110 9.1 */
+    char allow[256];
+    if (req->head->flags & CODA__HTTP_ASTERISK_FORM) {
+      /* "OPTIONS *": the server as a whole (RFC 9110 9.3.7). */
+      coda__router_allow(app->router, NULL, 0, allow, sizeof allow);
+      coda_res_header(res, "Allow", allow);
+      coda_res_status(res, 204);
+      return 0;
+    }
     if (!req->match.path_matched)
       return answer_static_json(res, 404, not_found_body, sizeof not_found_body - 1);
-    char allow[256];
     coda__router_allow(app->router, path, strlen(path), allow, sizeof allow);
     coda_res_header(res, "Allow", allow);
-    return answer_static_json(res, 405, not_allowed_body,
-                              sizeof not_allowed_body - 1);
+    return answer_static_json(res, 405, not_allowed_body, sizeof not_allowed_body - 1);
   }
   if (coda__req_decode_params(req) != 0)
     return CODA_ENOMEM;
@@ -275,8 +286,7 @@ void coda__app_dispatch(coda_app *app, coda_req *req, coda_res *res) {
   if (rc >= 0 || res->streaming)
     return;
   CODA__LOG(app, CODA_LOG_ERROR, "handler failed: \"%s %s\" request %llu: %s",
-            req->method, req->target, (unsigned long long)req->id,
-            coda_strerror(rc));
+            req->method, req->target, (unsigned long long)req->id, coda_strerror(rc));
   coda__app_fail_response(app, req, res, rc);
 }
 

@@ -285,14 +285,26 @@ static void allow_append(char *buf, size_t cap, const char *method) {
   memcpy(buf + n, method, mlen + 1);
 }
 
-void coda__router_allow(const coda__router *r, const char *path, size_t plen,
-                        char *buf, size_t cap) {
+int coda__router_knows_method(const coda__router *r, const char *method, size_t mlen) {
+  static const char *const standard[] = {"GET",     "HEAD",    "POST",  "PUT",  "DELETE",
+                                         "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+  for (size_t i = 0; i < sizeof standard / sizeof standard[0]; i++)
+    if (strlen(standard[i]) == mlen && memcmp(standard[i], method, mlen) == 0)
+      return 1;
+  for (int i = 0; i < r->n; i++)
+    if (r->routes[i].method_len == mlen && memcmp(r->routes[i].method, method, mlen) == 0)
+      return 1;
+  return 0;
+}
+
+void coda__router_allow(const coda__router *r, const char *path, size_t plen, char *buf,
+                        size_t cap) {
   coda__param params[CODA__MAX_PARAMS];
   buf[0] = '\0';
   for (int i = 0; i < r->n; i++) {
     int np;
     const coda__route *rt = &r->routes[i];
-    if (!match_path(rt, path, plen, params, &np))
+    if (path && !match_path(rt, path, plen, params, &np))
       continue;
     allow_append(buf, cap, rt->method);
     if (strcmp(rt->method, "GET") == 0)

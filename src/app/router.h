@@ -59,8 +59,11 @@ void coda__router_match(const coda__router *r, const char *method, size_t mlen,
                         const char *path, size_t plen, coda__match *m);
 
 /* Writes the methods allowed for `path` as "GET, HEAD, POST" into buf
- * (NUL-terminated, truncated to cap). */
-void coda__router_allow(const coda__router *r, const char *path, size_t plen,
-                        char *buf, size_t cap);
+ * (NUL-terminated, truncated to cap); path NULL: those of every route. */
+void coda__router_allow(const coda__router *r, const char *path, size_t plen, char *buf,
+                        size_t cap);
+
+/* Whether a method is one of RFC 9110's or has a route: others are 501. */
+int coda__router_knows_method(const coda__router *r, const char *method, size_t mlen);
 
 #endif /* CODA_APP_ROUTER_H */

@@ -15,21 +15,17 @@
 /* RFC 9110 5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" /
  * "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA */
 const uint8_t coda__http_tchar[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
-    ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
-    ['`'] = 1, ['|'] = 1, ['~'] = 1,
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
-    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
-    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
-    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
-    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
-    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
-    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
-    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
+    ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1,  ['|'] = 1,
+    ['~'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,  ['5'] = 1,
+    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['A'] = 1, ['B'] = 1,  ['C'] = 1,
+    ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1,  ['J'] = 1,
+    ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,  ['Q'] = 1,
+    ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1,  ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,  ['e'] = 1,
+    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1,
+    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,  ['s'] = 1,
+    ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1,  ['z'] = 1,
 };
 
 static inline int field_value_char(unsigned char c) { return coda__http_value_char(c); }
@@ -62,6 +58,17 @@ static size_t skip_leading_crlf(const char *buf, size_t len) {
 /* Slack beyond max_uri that a request line may take: a method, two spaces,
  * "HTTP/1.1" and CRLF. Methods longer than this are not worth serving. */
 #define REQUEST_LINE_SLACK 48
+#define MAX_METHOD (REQUEST_LINE_SLACK - 16)
+
+/* A request line past its limit: 414 if the target is what is long, but a
+ * method longer than any we serve is a 501 (RFC 9112 3: a server that
+ * receives a method longer than any it implements SHOULD answer 501). */
+static int line_too_long(const char *buf, size_t start, size_t len) {
+  for (size_t i = start; i < len && i - start <= MAX_METHOD; i++)
+    if (buf[i] == ' ')
+      return -414;
+  return -501;
+}
 
 int coda__http_head_end(const char *buf, size_t len, size_t *scan,
                         const coda__http_limits *limits) {
@@ -77,7 +84,7 @@ int coda__http_head_end(const char *buf, size_t len, size_t *scan,
     if (buf[p - 1] != '\r')
       return -400;
     if (line == start && p - start > (size_t)limits->max_uri + REQUEST_LINE_SLACK)
-      return -414;
+      return line_too_long(buf, start, p);
     if (p == line + 1) {
       if (p + 1 > limits->max_header_bytes)
         return -431;
@@ -89,7 +96,7 @@ int coda__http_head_end(const char *buf, size_t len, size_t *scan,
   }
   *scan = line;
   if (line == start && len - start > (size_t)limits->max_uri + REQUEST_LINE_SLACK)
-    return -414;
+    return line_too_long(buf, start, len);
   if (len > limits->max_header_bytes)
     return -431;
   return 0;
@@ -102,6 +109,70 @@ static void set_span(coda__span *s, size_t off, size_t len) {
   s->len = (uint32_t)len;
 }
 
+/* Bytes that visible ASCII allows but RFC 3986 keeps out of a URI. A path
+ * with one is a 400 (RFC 9112 3.2): never a real path, and a classic way
+ * around a filter that reads it differently. Queries are left alone, where
+ * sloppy clients send raw braces and quotes. */
+static int unsafe_path_char(unsigned char c) {
+  return c == '"' || c == '<' || c == '>' || c == '\\' || c == '^' || c == '`' ||
+         c == '{' || c == '|' || c == '}';
+}
+
+static int is_hex(unsigned char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static int is_alnum(unsigned char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* RFC 3986 3.2.2: reg-name = *( unreserved / pct-encoded / sub-delims ). */
+static int reg_name_char(unsigned char c) {
+  return is_alnum(c) || (c != 0 && strchr("-._~!$&'()*+,;=", c) != NULL);
+}
+
+/* RFC 3986 3.2.2-3.2.3: host [ ":" port ], where host is an IP-literal in
+ * brackets, or an IPv4 address or reg-name, and port = *DIGIT. Userinfo
+ * ("user@host") is deprecated for http(s) and refused. Empty is valid (a
+ * Host with no authority to name). */
+static int valid_authority(const char *p, size_t n) {
+  size_t i = 0;
+  if (n > 0 && p[0] == '[') {
+    const char *close = memchr(p, ']', n);
+    if (!close || close == p + 1)
+      return 0;
+    for (i = 1; p + i < close; i++)
+      if (!is_hex((unsigned char)p[i]) && p[i] != ':' &&
+          !reg_name_char((unsigned char)p[i]))
+        return 0;
+    i++;
+  } else {
+    while (i < n && p[i] != ':') {
+      unsigned char c = (unsigned char)p[i];
+      if (c == '%' && i + 2 < n && is_hex((unsigned char)p[i + 1]) &&
+          is_hex((unsigned char)p[i + 2]))
+        i += 3;
+      else if (c != '%' && reg_name_char(c))
+        i++;
+      else
+        return 0;
+    }
+  }
+  if (i < n && p[i++] != ':')
+    return 0;
+  for (; i < n; i++)
+    if (p[i] < '0' || p[i] > '9')
+      return 0;
+  return 1;
+}
+
+/* Where an authority in a request-target ends: the first '/', '?' or end. */
+static size_t authority_end(const char *buf, size_t a, size_t tend) {
+  while (a < tend && buf[a] != '/' && buf[a] != '?' && buf[a] != '#')
+    a++;
+  return a;
+}
+
 /* Splits an origin path "/a/b?x" into path and query spans. '#' has no place
  * in a request-target (RFC 9112 3.2). */
 static int split_path_query(const char *buf, size_t p0, size_t end,
@@ -110,18 +181,13 @@ static int split_path_query(const char *buf, size_t p0, size_t end,
   size_t pend = q ? (size_t)(q - buf) : end;
   if (memchr(buf + p0, '#', end - p0))
     return -400;
+  for (size_t i = p0; i < pend; i++)
+    if (unsafe_path_char((unsigned char)buf[i]))
+      return -400;
   set_span(&out->path, p0, pend - p0);
   if (q)
     set_span(&out->query, pend + 1, end - pend - 1);
   return 0;
-}
-
-/* Bytes allowed in an authority: unreserved, sub-delims, ':' '[' ']' '%'.
- * Userinfo ("user@host") is deprecated for http(s) and refused. */
-static int authority_char(unsigned char c) {
-  if (c == '@' || c == '/' || c == '?' || c == '#')
-    return 0;
-  return target_char(c);
 }
 
 static int parse_absolute_form(const char *buf, size_t t0, size_t tend,
@@ -133,11 +199,9 @@ static int parse_absolute_form(const char *buf, size_t t0, size_t tend,
     skip = 8;
   else
     return -400;
-  size_t a0 = t0 + skip, a = a0;
-  while (a < tend && authority_char((unsigned char)buf[a]))
-    a++;
-  if (a == a0 || (a < tend && buf[a] == '@'))
-    return -400;
+  size_t a0 = t0 + skip, a = authority_end(buf, a0, tend);
+  if (a == a0 || !valid_authority(buf + a0, a - a0))
+    return -400; /* RFC 9110 4.2.1: an http URI has a non-empty host */
   set_span(&out->host, a0, a - a0);
   out->flags |= CODA__HTTP_ABSOLUTE_FORM;
   if (a == tend) {
@@ -156,15 +220,14 @@ static int parse_absolute_form(const char *buf, size_t t0, size_t tend,
   return split_path_query(buf, a, tend, out);
 }
 
-static int parse_target(const char *buf, size_t t0, size_t tend,
-                        size_t version_slash, coda__http_head *out) {
+static int parse_target(const char *buf, size_t t0, size_t tend, size_t version_slash,
+                        coda__http_head *out) {
   const char *method = buf + out->method.off;
   size_t mlen = out->method.len;
   if (mlen == 7 && memcmp(method, "CONNECT", 7) == 0) {
     /* authority-form: host:port, nothing else (RFC 9112 3.2.3). */
-    for (size_t i = t0; i < tend; i++)
-      if (!authority_char((unsigned char)buf[i]))
-        return -400;
+    if (authority_end(buf, t0, tend) != tend || !valid_authority(buf + t0, tend - t0))
+      return -400;
     if (!memchr(buf + t0, ':', tend - t0))
       return -400;
     out->flags |= CODA__HTTP_AUTHORITY_FORM;
@@ -184,8 +247,7 @@ static int parse_target(const char *buf, size_t t0, size_t tend,
 }
 
 static int parse_request_line(const char *buf, size_t len, size_t *posp,
-                              const coda__http_limits *limits,
-                              coda__http_head *out) {
+                              const coda__http_limits *limits, coda__http_head *out) {
   size_t pos = *posp, m0 = pos;
   while (pos < len && coda__http_tchar[(unsigned char)buf[pos]])
     pos++;
@@ -223,7 +285,7 @@ static int parse_request_line(const char *buf, size_t len, size_t *posp,
 typedef struct {
   int has_host;
   int has_te;
-  int te_chunked;  /* how many times "chunked" appears */
+  int te_chunked; /* how many times "chunked" appears */
   int te_last_chunked;
   int te_unknown;
   int conn_close;
@@ -282,7 +344,7 @@ static int length_item(const char *p, size_t n, void *arg) {
 static int te_item(const char *p, size_t n, void *arg) {
   field_state *fs = arg;
   if (n == 0)
-    return -400;
+    return 0; /* RFC 9110 5.6.1: empty list elements are ignored */
   if (span_ieq(p, n, "chunked")) {
     fs->te_chunked++;
     fs->te_last_chunked = 1;
@@ -302,9 +364,8 @@ static int connection_item(const char *p, size_t n, void *arg) {
   return 0;
 }
 
-static int interpret_field(const char *buf, const coda__http_field *f,
-                           field_state *fs, length_state *ls,
-                           coda__http_head *out) {
+static int interpret_field(const char *buf, const coda__http_field *f, field_state *fs,
+                           length_state *ls, coda__http_head *out) {
   const char *name = buf + f->name.off, *val = buf + f->value.off;
   size_t nlen = f->name.len, vlen = f->value.len;
   switch (nlen) {
@@ -314,9 +375,8 @@ static int interpret_field(const char *buf, const coda__http_field *f,
     if (fs->has_host)
       return -400; /* RFC 9112 3.2: more than one Host is a 400 */
     fs->has_host = 1;
-    for (size_t i = 0; i < vlen; i++)
-      if (!authority_char((unsigned char)val[i]))
-        return -400; /* RFC 9112 3.2: an invalid Host is a 400 */
+    if (!valid_authority(val, vlen))
+      return -400; /* RFC 9112 3.2: an invalid Host is a 400 */
     if (!(out->flags & CODA__HTTP_ABSOLUTE_FORM))
       out->host = f->value;
     return 0;
@@ -374,15 +434,17 @@ static int parse_field_line(const char *buf, size_t len, size_t *posp,
 }
 
 static int finish_framing(const field_state *fs, const length_state *ls,
-                          const coda__http_limits *limits,
-                          coda__http_head *out) {
+                          const coda__http_limits *limits, coda__http_head *out) {
   if (fs->has_te) {
     if (ls->seen || out->version_minor == 0)
       return -400; /* RFC 9112 6.1 and 6.3: ambiguous framing */
-    if (fs->te_unknown)
-      return -501;
+    /* RFC 9112 6.3: chunked not last (or absent) leaves the length
+     * unknown: 400. RFC 9112 6.1: chunked at most once. Only then is a
+     * coding we do not know a 501 (RFC 9112 6.1). */
     if (fs->te_chunked != 1 || !fs->te_last_chunked)
       return -400;
+    if (fs->te_unknown)
+      return -501;
     out->flags |= CODA__HTTP_CHUNKED;
   } else if (ls->seen) {
     if (ls->value > limits->max_body)
@@ -392,15 +454,14 @@ static int finish_framing(const field_state *fs, const length_state *ls,
   }
   if (out->version_minor == 1 && !fs->has_host)
     return -400; /* RFC 9112 3.2 */
-  int keep = out->version_minor == 1 ? !fs->conn_close
-                                     : fs->conn_keep_alive && !fs->conn_close;
+  int keep =
+      out->version_minor == 1 ? !fs->conn_close : fs->conn_keep_alive && !fs->conn_close;
   if (keep)
     out->flags |= CODA__HTTP_KEEP_ALIVE;
   return 0;
 }
 
-int coda__http_parse_head(const char *buf, size_t len,
-                          const coda__http_limits *limits,
+int coda__http_parse_head(const char *buf, size_t len, const coda__http_limits *limits,
                           coda__http_head *out) {
   coda__http_field *fields = out->fields;
   memset(out, 0, sizeof *out);
@@ -435,23 +496,23 @@ int coda__http_parse_head(const char *buf, size_t len,
 /* ---- chunked bodies -------------------------------------------------- */
 
 enum {
-  CH_SIZE,       /* hex digits of the chunk size */
-  CH_SIZE_WS,    /* BWS after the size, before ';' or CR */
-  CH_EXT_NAME0,  /* chunk-ext (RFC 9112 7.1.1), checked and ignored: */
-  CH_EXT_NAME,   /*   BWS ";" BWS name [ BWS "=" BWS value ] */
+  CH_SIZE,      /* hex digits of the chunk size */
+  CH_SIZE_WS,   /* BWS after the size, before ';' or CR */
+  CH_EXT_NAME0, /* chunk-ext (RFC 9112 7.1.1), checked and ignored: */
+  CH_EXT_NAME,  /*   BWS ";" BWS name [ BWS "=" BWS value ] */
   CH_EXT_POST_NAME,
   CH_EXT_VALUE0,
   CH_EXT_TOKEN,
   CH_EXT_QUOTED,
   CH_EXT_QUOTED_ESC,
   CH_EXT_POST_VALUE,
-  CH_SIZE_LF,    /* the LF ending the size line */
-  CH_DATA,       /* chunk data */
-  CH_DATA_CR,    /* the CRLF after chunk data */
+  CH_SIZE_LF, /* the LF ending the size line */
+  CH_DATA,    /* chunk data */
+  CH_DATA_CR, /* the CRLF after chunk data */
   CH_DATA_LF,
-  CH_TRAILER,    /* start of a trailer line, or the final CRLF */
-  CH_TR_NAME,    /* trailer field name */
-  CH_TR_VALUE,   /* trailer field value, ignored, up to CR */
+  CH_TRAILER,  /* start of a trailer line, or the final CRLF */
+  CH_TR_NAME,  /* trailer field name */
+  CH_TR_VALUE, /* trailer field value, ignored, up to CR */
   CH_TR_LF,
   CH_FINAL_LF,
   CH_DONE
@@ -638,9 +699,8 @@ static int chunked_step(coda__chunked *d, unsigned char c, uint64_t max_body,
   return 0;
 }
 
-int coda__chunked_decode(coda__chunked *d, char *buf, size_t len, size_t *in,
-                         size_t *out, uint64_t max_body,
-                         uint32_t max_trailer_bytes) {
+int coda__chunked_decode(coda__chunked *d, char *buf, size_t len, size_t *in, size_t *out,
+                         uint64_t max_body, uint32_t max_trailer_bytes) {
   size_t i = *in, o = *out;
   int rc = 0;
   while (i < len && d->state != CH_DONE) {

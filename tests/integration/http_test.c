@@ -34,11 +34,9 @@ static int h_echo(coda_req *req, coda_res *res, void *user) {
  * as JSON, built with jansson through coda_res_json. */
 static int h_user(coda_req *req, coda_res *res, void *user) {
   (void)user;
-  json_t *o = json_pack("{s:s, s:s, s:s?, s:s?, s:s}", "path", coda_req_path(req),
-                        "id", coda_req_param(req, "id"), "q",
-                        coda_req_query(req, "q"), "hdr",
-                        coda_req_header(req, "x-CUSTOM"), "method",
-                        coda_req_method(req));
+  json_t *o = json_pack("{s:s, s:s, s:s?, s:s?, s:s}", "path", coda_req_path(req), "id",
+                        coda_req_param(req, "id"), "q", coda_req_query(req, "q"), "hdr",
+                        coda_req_header(req, "x-CUSTOM"), "method", coda_req_method(req));
   int rc = coda_res_json(res, 200, o);
   json_decref(o);
   return rc;
@@ -125,7 +123,8 @@ static int mw_outer(coda_req *req, coda_res *res, coda_next *next, void *user) {
     coda_res_status(res, 418);
     coda_res_body_static(res, "teapot", 6);
   }
-  coda_res_header(res, "X-After", coda_res_get_header(res, "X-Before") ? "saw-before" : "no");
+  coda_res_header(res, "X-After",
+                  coda_res_get_header(res, "X-Before") ? "saw-before" : "no");
   return rc;
 }
 
@@ -318,6 +317,51 @@ TEST(not_found_method_not_allowed_and_head) {
   close(fd);
 }
 
+/* One request on fd; returns the status and leaves the response in buf. */
+static int ask(int fd, const char *request, char *buf, size_t cap) {
+  if (tc_send_str(fd, request) != 0 || tc_read_response(fd, buf, cap) == 0)
+    return -1;
+  return tc_status(buf);
+}
+
+TEST(unknown_methods_options_and_equivalent_paths) {
+  int fd = tc_connect(ts.port, 2000);
+  char buf[8192];
+  REQUIRE(fd >= 0);
+  /* RFC 9110 9.1: a method no route has and RFC 9110 does not define is
+   * 501; methods are case-sensitive. The connection stays usable. */
+  CHECK_EQ_INT(ask(fd, "FOO /plain HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf), 501);
+  CHECK_EQ_INT(ask(fd, "get /plain HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf), 501);
+  CHECK_EQ_INT(ask(fd, "PATCH /plain HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf), 405);
+  /* RFC 9110 9.3.7: OPTIONS * asks about the server as a whole. */
+  tc_send_str(fd, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+  REQUIRE(tc_read_head(fd, buf, sizeof buf) > 0);
+  CHECK_EQ_INT(tc_status(buf), 204);
+  CHECK(strstr(buf, "\r\nAllow: GET, HEAD, POST, PUT\r\n") != NULL);
+  CHECK(strstr(buf, "Content-Length") == NULL);
+  /* RFC 3986 6.2.2: escaped unreserved bytes and dot segments name the
+   * same resource; other escapes ("%2F") stay what they are. */
+  const char *same[] = {"/pla%69n",      "/%70lain",      "/users/../plain",
+                        "/a/./../plain", "/%2e%2e/plain", "/users/%2E%2E/plain",
+                        "/../../plain"};
+  for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+    char req[256];
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", same[i]);
+    CHECK_EQ_INT(ask(fd, req, buf, sizeof buf), 200);
+    if (strcmp(tc_body(buf), plain) != 0)
+      fprintf(stderr, "  %s: %s\n", same[i], tc_body(buf));
+    CHECK_EQ_STR(tc_body(buf), plain);
+  }
+  CHECK_EQ_INT(ask(fd, "GET /users/%31?q=a HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf),
+               200);
+  CHECK(strstr(buf, "\"id\": \"1\"") != NULL || strstr(buf, "\"id\":\"1\"") != NULL);
+  CHECK_EQ_INT(ask(fd, "GET /users/a%2Fb HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf),
+               200);
+  CHECK(strstr(buf, "a/b") != NULL); /* one parameter, decoded after matching */
+  CHECK_EQ_INT(ask(fd, "GET /plain/. HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf), 404);
+  close(fd);
+}
+
 TEST(failing_handler_goes_to_error_handler) {
   int fd = tc_connect(ts.port, 2000);
   char buf[4096];
@@ -398,7 +442,8 @@ TEST(expect_continue_then_body) {
 TEST(absolute_form_and_chunked_request_body) {
   char buf[4096];
   int fd = tc_connect(ts.port, 2000);
-  tc_send_str(fd, "GET http://example.com/users/7?q=z HTTP/1.1\r\nHost: example.com\r\n\r\n");
+  tc_send_str(fd,
+              "GET http://example.com/users/7?q=z HTTP/1.1\r\nHost: example.com\r\n\r\n");
   REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
   CHECK_EQ_INT(tc_status(buf), 200);
   CHECK(strstr(buf, "\"id\":\"7\"") != NULL);
@@ -418,7 +463,9 @@ TEST(streaming_response_and_pipelined_request_behind_it) {
   char buf[8192];
   int fd = tc_connect(ts.port, 3000);
   atomic_store(&written.calls, 0);
-  tc_send_str(fd, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /plain HTTP/1.1\r\nHost: x\r\n\r\n");
+  tc_send_str(
+      fd,
+      "GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /plain HTTP/1.1\r\nHost: x\r\n\r\n");
   REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
   CHECK_EQ_INT(tc_status(buf), 200);
   CHECK(strstr(buf, "Transfer-Encoding: chunked\r\n") != NULL);
@@ -630,6 +677,7 @@ int main(void) {
       TEST_CASE(plain_and_keep_alive_with_libcurl),
       TEST_CASE(routes_params_query_and_headers),
       TEST_CASE(not_found_method_not_allowed_and_head),
+      TEST_CASE(unknown_methods_options_and_equivalent_paths),
       TEST_CASE(failing_handler_goes_to_error_handler),
       TEST_CASE(pipelining_answers_in_order_in_one_write),
       TEST_CASE(http10_keep_alive_and_close),
