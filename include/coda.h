@@ -219,8 +219,9 @@ CODA_API void coda_app_on_error(coda_app *app, coda_error_handler handler,
 /** The method, e.g. "GET". NUL-terminated. */
 CODA_API const char *coda_req_method(const coda_req *req);
 
-/** The percent-decoded path without the query, e.g. "/users/42". For an
- *  absolute-form target ("http://host/p?q") this is "/p". */
+/** The percent-decoded path without the query, e.g. "/users/42", after
+ *  the normalization routes match (dot segments removed, docs/guide.md).
+ *  For an absolute-form target ("http://host/p?q") this is "/p". */
 CODA_API const char *coda_req_path(const coda_req *req);
 
 /** The raw request-target as sent, e.g. "/users/42?x=1". */
