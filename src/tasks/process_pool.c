@@ -529,11 +529,36 @@ static void requeue_unstarted(worker *w) {
     w->count = 1;
 }
 
+static void consume_input(worker *w);
+
+/* Reads what the worker wrote before it ended and the loop has not read
+ * yet: libuv may report the exit first. Without this, a task that
+ * finished just before its worker crashed in the next one would be taken
+ * for the one that crashed, and the next one, seen as unstarted, would run
+ * again. The pipe is non-blocking; a read is safe between libuv's own. */
+static void drain_pipe(worker *w) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&w->pipe, &fd) != 0)
+    return;
+  for (;;) {
+    if (coda__buf_reserve(&w->in, 4096) != 0)
+      return;
+    ssize_t n = read(fd, w->in.base + w->in.len, w->in.cap - w->in.len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return;
+    w->in.len += (size_t)n;
+    consume_input(w);
+  }
+}
+
 static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
   worker *w = proc->data;
   coda__process_pool *p = w->pool;
   char why[128];
   w->alive = 0; /* nothing more is sent to it */
+  drain_pipe(w);
   requeue_unstarted(w);
   coda_task *t = current(w);
   if (t && t->skipping) {
