@@ -40,6 +40,7 @@
 #include "tasks/task.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -113,6 +114,8 @@ struct coda__process_pool {
   uv_thread_t control; /* the thread of `loop` */
   char **argv;         /* this program's command line, for the workers */
   char **envp;
+  int exe_fd;   /* this program's file, opened at start (see exe_path) */
+  char exe[32]; /* "/proc/self/fd/N": what workers exec */
 };
 
 /* ---- encoding ------------------------------------------------------- */
@@ -794,7 +797,7 @@ static void spawn_worker(worker *w) {
   stdio[3].data.stream = (uv_stream_t *)&w->pipe;
   uv_process_options_t o;
   memset(&o, 0, sizeof o);
-  o.file = "/proc/self/exe";
+  o.file = p->exe;
   o.args = p->argv;
   o.env = p->envp;
   o.stdio = stdio;
@@ -860,6 +863,25 @@ static char **worker_env(void) {
   return env;
 }
 
+/* Workers exec this program's file through a descriptor opened now:
+ * "/proc/self/fd/N" in the child is the same file even if the binary was
+ * replaced on disk meanwhile (a deploy must not start new code under an
+ * old server), and under valgrind, whose /proc/self/exe is valgrind
+ * itself, opening /proc/self/exe gives the program's own file. N is kept
+ * above the descriptors uv_spawn sets up in the child (0-3). Falls back to
+ * "/proc/self/exe". */
+static void open_exe(coda__process_pool *p) {
+  snprintf(p->exe, sizeof p->exe, "/proc/self/exe");
+  p->exe_fd = -1;
+  int fd = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  p->exe_fd = fcntl(fd, F_DUPFD_CLOEXEC, 16);
+  close(fd);
+  if (p->exe_fd >= 0)
+    snprintf(p->exe, sizeof p->exe, "/proc/self/fd/%d", p->exe_fd);
+}
+
 coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop,
                                            int workers) {
   coda__process_pool *p = calloc(1, sizeof *p);
@@ -872,9 +894,12 @@ coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop,
   p->workers = calloc((size_t)workers, sizeof *p->workers);
   p->argv = read_cmdline();
   p->envp = worker_env();
+  open_exe(p);
   coda__queue_init(&p->inbox);
   coda__queue_init(&p->waiting);
   if (!p->workers || !p->argv || !p->envp || uv_mutex_init(&p->mu) != 0) {
+    if (p->exe_fd >= 0)
+      close(p->exe_fd);
     free(p->workers);
     free(p->argv);
     free(p->envp);
@@ -946,6 +971,8 @@ void coda__process_pool_stop(coda__process_pool *p, int free_it) {
     return; /* a thread left running may still submit: it finds it closed */
   uv_mutex_destroy(&p->mu);
   free(p->workers);
+  if (p->exe_fd >= 0)
+    close(p->exe_fd);
   free(p->argv);
   free(p->envp);
   free(p);
