@@ -107,8 +107,11 @@ typedef enum {
   CODA_OPT_MAX_ATTEMPTS,       /* durable: default attempts per task [5] */
   CODA_OPT_BACKOFF,            /* durable: first retry delay [1000] */
   CODA_OPT_BACKOFF_MAX,        /* durable: longest retry delay [300000] */
-  CODA_OPT_TASK_RETAIN         /* durable: how long finished (succeeded or dead)
+  CODA_OPT_TASK_RETAIN,        /* durable: how long finished (succeeded or dead)
                                   tasks are kept, 0 forever [604800000: 7 days] */
+  CODA_OPT_BODY_MIN_RATE       /* bytes/s a body must keep up on average: it gets
+                                  CODA_OPT_BODY_TIMEOUT plus 1 s per this many
+                                  bytes received, 0 no minimum [1024] -> 408 */
 } coda_option;
 
 typedef enum {

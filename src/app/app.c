@@ -50,6 +50,7 @@ static const coda__options default_options = {
     .backoff = 1000,
     .backoff_max = 300000,
     .task_retain = 604800000L,
+    .body_min_rate = 1024,
 };
 
 coda_app *coda_app_new(void) {
@@ -121,6 +122,7 @@ static const option_info option_table[] = {
     [CODA_OPT_BACKOFF] = OPT(backoff, 1, 86400000),
     [CODA_OPT_BACKOFF_MAX] = OPT(backoff_max, 1, 86400000L * 30),
     [CODA_OPT_TASK_RETAIN] = OPT(task_retain, 0, 86400000L * 36500),
+    [CODA_OPT_BODY_MIN_RATE] = OPT(body_min_rate, 0, 1L << 40),
 };
 #undef OPT
 

@@ -50,6 +50,7 @@ typedef struct coda__options {
   long backoff;
   long backoff_max;
   long task_retain;
+  long body_min_rate;
 } coda__options;
 
 typedef struct coda__middleware_entry {
@@ -80,10 +81,10 @@ struct coda_app {
 uint64_t coda__app_requests(const coda_app *app);
 
 /* Logs when `level` is enabled; arguments are not evaluated otherwise. */
-#define CODA__LOG(app, level, ...)                                             \
-  do {                                                                         \
-    if ((long)(level) >= (app)->opt.log_level)                                 \
-      coda_log((app), (level), __VA_ARGS__);                                   \
+#define CODA__LOG(app, level, ...)                                                       \
+  do {                                                                                   \
+    if ((long)(level) >= (app)->opt.log_level)                                           \
+      coda_log((app), (level), __VA_ARGS__);                                             \
   } while (0)
 
 #endif /* CODA_APP_APP_H */

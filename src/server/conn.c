@@ -346,6 +346,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   coda__conn *c = s->data;
   if (n > 0) {
     c->last_read = loop_now(c);
+    if (c->state == CODA__CONN_BODY)
+      c->body_bytes += (uint64_t)n;
     if (c->lingering) {
       c->rlen = 0; /* discard: we are done with this peer */
       return;
@@ -468,6 +470,8 @@ static void error_response(coda__conn *c, int status) {
 static void begin_body(coda__conn *c) {
   c->state = CODA__CONN_BODY;
   c->body_need = 0;
+  c->body_started = loop_now(c);
+  c->body_bytes = 0;
   if (c->head.flags & CODA__HTTP_CHUNKED) {
     coda__chunked_init(&c->chunked);
     c->chunk_in = c->chunk_out = c->head_len;
@@ -748,7 +752,14 @@ void coda__conn_check_timeouts(coda__conn *c, uint64_t now) {
         close_now(c);
     }
   } else if (c->state == CODA__CONN_BODY) {
-    if (now - c->last_read > (uint64_t)o->body_timeout) {
+    /* A gap longer than the body timeout, or a body slower on average
+     * than the minimum rate (a trickle that never leaves a long gap, as
+     * Apache's mod_reqtimeout MinRate). */
+    uint64_t allowed = (uint64_t)o->body_timeout;
+    if (o->body_min_rate)
+      allowed += c->body_bytes * 1000 / (uint64_t)o->body_min_rate;
+    if (now - c->last_read > (uint64_t)o->body_timeout ||
+        (o->body_min_rate && now - c->body_started > allowed)) {
       error_response(c, 408);
       coda__conn_flush(c);
     }

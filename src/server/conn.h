@@ -90,6 +90,8 @@ struct coda__conn {
   /* Timing (loop time, ms). */
   uint64_t head_started; /* first byte of the current head, 0 if none */
   uint64_t last_read;
+  uint64_t body_started; /* when the body began, for the minimum rate */
+  uint64_t body_bytes;   /* body bytes read since */
   uint64_t last_write;
   uint64_t idle_since;
   uint64_t linger_until;

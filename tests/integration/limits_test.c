@@ -150,8 +150,7 @@ typedef struct span {
 } span;
 
 /* The length of a complete Content-Length response at buf[0..n), or 0. */
-static size_t cl_response_length(const char *buf, size_t n, size_t *body,
-                                 size_t *blen) {
+static size_t cl_response_length(const char *buf, size_t n, size_t *body, size_t *blen) {
   const char *end = memmem(buf, n, "\r\n\r\n", 4);
   if (!end)
     return 0;
@@ -210,8 +209,8 @@ static long header_number(const char *resp, size_t len, const char *name) {
 /* Sends `data`, expects exactly one response with `status`, marked
  * Connection: close, then EOF from the server, all within 1.5 s; then a
  * new connection must still be served. */
-static void expect_rejected(int port, const char *name, const char *data,
-                            size_t len, int status) {
+static void expect_rejected(int port, const char *name, const char *data, size_t len,
+                            int status) {
   int before = test__failures_in_case;
   int fd = tc_connect(port, 2000);
   CHECK(fd >= 0);
@@ -242,18 +241,16 @@ typedef struct bad_case {
   int status;
 } bad_case;
 
-#define BAD(name, lit, status)                                                 \
+#define BAD(name, lit, status)                                                           \
   { name, lit, sizeof(lit) - 1, status }
 
 static const bad_case bad_cases[] = {
     BAD("bare LF line endings", "GET /plain HTTP/1.1\nHost: x\n\n", 400),
     BAD("bare LF after a field", "GET /plain HTTP/1.1\r\nHost: x\n\r\n", 400),
-    BAD("obs-fold", "GET /plain HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
-        400),
+    BAD("obs-fold", "GET /plain HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400),
     BAD("space before colon", "GET /plain HTTP/1.1\r\nHost : x\r\n\r\n", 400),
     BAD("HTTP/1.1 without Host", "GET /plain HTTP/1.1\r\nX-A: a\r\n\r\n", 400),
-    BAD("two Host fields", "GET /plain HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
-        400),
+    BAD("two Host fields", "GET /plain HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
     BAD("Content-Length with Transfer-Encoding",
         "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
         "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
@@ -263,11 +260,9 @@ static const bad_case bad_cases[] = {
         "Content-Length: 6\r\n\r\nhello!",
         400),
     BAD("Content-Length list with different values",
-        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello!",
-        400),
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello!", 400),
     BAD("Content-Length +5",
-        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
-        400),
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello", 400),
     BAD("Content-Length -1",
         "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
     BAD("Transfer-Encoding gzip, chunked",
@@ -275,11 +270,10 @@ static const bad_case bad_cases[] = {
         "\r\n0\r\n\r\n",
         501),
     BAD("Transfer-Encoding chunked in HTTP/1.0",
-        "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        400),
+        "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     BAD("HTTP/2.0", "GET /plain HTTP/2.0\r\nHost: x\r\n\r\n", 505),
-    BAD("NUL in a field value",
-        "GET /plain HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n", 400),
+    BAD("NUL in a field value", "GET /plain HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n",
+        400),
     BAD("bad chunk size hex",
         "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         "zz\r\nhello\r\n0\r\n\r\n",
@@ -334,8 +328,8 @@ TEST(malformed_requests_get_an_error_and_close) {
   test_server ts;
   REQUIRE(ts_start(&ts, app) == 0);
   for (size_t i = 0; i < sizeof bad_cases / sizeof bad_cases[0]; i++)
-    expect_rejected(ts.port, bad_cases[i].name, bad_cases[i].data,
-                    bad_cases[i].len, bad_cases[i].status);
+    expect_rejected(ts.port, bad_cases[i].name, bad_cases[i].data, bad_cases[i].len,
+                    bad_cases[i].status);
   /* A good request, then a bad one behind it on the same connection: the
    * first is answered, the second gets its error, then the close. */
   int fd = tc_connect(ts.port, 2000);
@@ -390,8 +384,7 @@ TEST(oversized_heads_are_refused) {
   /* A request line that never ends: 414 as soon as it is too long. */
   p = put_str(req, "GET /");
   p = put_run(p, 'u', T_MAX_URI + 200);
-  expect_rejected(ts.port, "unfinished long request line", req,
-                  (size_t)(p - req), 414);
+  expect_rejected(ts.port, "unfinished long request line", req, (size_t)(p - req), 414);
 
   /* A head over the byte limit in three fields (below the field count). */
   p = put_str(req, "GET /plain HTTP/1.1\r\nHost: x\r\n");
@@ -401,8 +394,7 @@ TEST(oversized_heads_are_refused) {
     p = put_str(p, "\r\n");
   }
   p = put_str(p, "\r\n");
-  expect_rejected(ts.port, "head over max header bytes", req, (size_t)(p - req),
-                  431);
+  expect_rejected(ts.port, "head over max header bytes", req, (size_t)(p - req), 431);
 
   /* The same, but the head never ends: the limit still applies. */
   expect_rejected(ts.port, "unfinished head over max header bytes", req,
@@ -445,8 +437,7 @@ TEST(oversized_bodies_are_refused_without_reading_them) {
   snprintf(req, sizeof req,
            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n",
            T_MAX_BODY + 1);
-  expect_rejected(ts.port, "Content-Length above max body", req, strlen(req),
-                  413);
+  expect_rejected(ts.port, "Content-Length above max body", req, strlen(req), 413);
 
   /* One chunk announced larger than the limit, its data not sent. */
   snprintf(req, sizeof req,
@@ -464,16 +455,14 @@ TEST(oversized_bodies_are_refused_without_reading_them) {
     p = put_run(p, 'b', 400);
     p = put_str(p, "\r\n");
   }
-  expect_rejected(ts.port, "chunks summing above max body", req,
-                  (size_t)(p - req), 413);
+  expect_rejected(ts.port, "chunks summing above max body", req, (size_t)(p - req), 413);
 
   /* A body exactly at the limit is served, chunked and not. */
   int fd = tc_connect(ts.port, 2000);
   REQUIRE(fd >= 0);
   p = req;
-  p +=
-      sprintf(p, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n",
-              T_MAX_BODY);
+  p += sprintf(p, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n",
+               T_MAX_BODY);
   p = put_run(p, 'c', T_MAX_BODY);
   p = put_str(p, "POST /echo HTTP/1.1\r\nHost: x\r\n"
                  "Transfer-Encoding: chunked\r\n\r\n");
@@ -499,8 +488,8 @@ TEST(oversized_bodies_are_refused_without_reading_them) {
 #define SHORT_MS 300 /* the timeout under test */
 #define LONG_MS 5000 /* the others, so they cannot be what fired */
 
-static coda_app *timeout_app(counters *k, long header, long keepalive,
-                             long body, long send) {
+static coda_app *timeout_app(counters *k, long header, long keepalive, long body,
+                             long send) {
   coda_app *app = new_app(k);
   if (!app)
     return NULL;
@@ -526,8 +515,8 @@ static int close_after(int fd, uint64_t t0, int lo, int hi) {
   uint64_t took = tc_now_ms() - t0;
   CHECK(closed);
   if (took < (uint64_t)lo || took > (uint64_t)hi)
-    fprintf(stderr, "  closed after %llu ms, expected %d..%d\n",
-            (unsigned long long)took, lo, hi);
+    fprintf(stderr, "  closed after %llu ms, expected %d..%d\n", (unsigned long long)took,
+            lo, hi);
   CHECK(took >= (uint64_t)lo);
   CHECK(took <= (uint64_t)hi);
   if (n == 0)
@@ -640,6 +629,57 @@ TEST(body_timeout_answers_408) {
   CHECK_EQ_INT(plain_status(ts.port), 200);
   CHECK_EQ_INT(ts_stop(&ts), 0);
   coda_app_free(app);
+}
+
+/* Sends a 15-byte body one byte per 100 ms (10 B/s, gaps well inside the
+ * 400 ms body timeout) to a server whose minimum body rate is min_rate;
+ * returns the status and sets *took (ms from the first body byte). */
+static int trickle(long min_rate, uint64_t *took) {
+  counters k;
+  coda_app *app = timeout_app(&k, LONG_MS, LONG_MS, 400, LONG_MS);
+  if (!app || coda_app_set(app, CODA_OPT_BODY_MIN_RATE, min_rate) != 0)
+    return -1;
+  test_server ts;
+  int status = -1;
+  if (ts_start(&ts, app) != 0) {
+    coda_app_free(app);
+    return -1;
+  }
+  int fd = tc_connect(ts.port, 2000);
+  if (fd >= 0 && tc_send_str(fd, "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                 "Content-Length: 15\r\n\r\n") == 0) {
+    uint64_t t0 = tc_now_ms();
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    for (int i = 0; i < 15 && poll(&p, 1, 0) == 0; i++) {
+      send(fd, "x", 1, MSG_NOSIGNAL);
+      tc_sleep_ms(100);
+    }
+    char buf[4096];
+    set_rcv_timeout(fd, 3000);
+    if (tc_read_response(fd, buf, sizeof buf) > 0)
+      status = tc_status(buf);
+    *took = tc_now_ms() - t0;
+  }
+  if (fd >= 0)
+    close(fd);
+  if (plain_status(ts.port) != 200)
+    status = -2; /* the server must live on */
+  ts_stop(&ts);
+  coda_app_free(app);
+  return status;
+}
+
+/* A body that never pauses for the body timeout but crawls: the minimum
+ * rate gives it 400 ms + 1 s per 100 bytes, so 408 at about 450 ms; with
+ * no minimum the same body is read to the end (1.5 s) and echoed. */
+TEST(a_trickled_body_answers_408_below_the_minimum_rate) {
+  uint64_t took = 0;
+  CHECK_EQ_INT(trickle(100, &took), 408);
+  if (took < 400 || took > 1200)
+    fprintf(stderr, "  408 after %llu ms\n", (unsigned long long)took);
+  CHECK(took >= 400 && took <= 1200);
+  CHECK_EQ_INT(trickle(0, &took), 200);
+  CHECK(took >= 1400);
 }
 
 /* A client that asks for 16 MiB and never reads. The observable: the
@@ -919,8 +959,7 @@ static void high_water_case(const char *prefix) {
   CHECK(tc_send(fd, reqs, (size_t)(p - reqs)) == 0);
   tc_sleep_ms(500);
   int early = atomic_load(&k.mb_calls);
-  fprintf(stderr, "  /%s: %d handler runs before the client read\n", prefix,
-          early);
+  fprintf(stderr, "  /%s: %d handler runs before the client read\n", prefix, early);
   /* Loopback buffers hold a few MiB: a handful of responses, never 40. */
   CHECK(early >= 1);
   CHECK(early <= 12);
@@ -939,8 +978,7 @@ static void high_water_case(const char *prefix) {
     CHECK_EQ_INT(tc_status(r), 200);
     if (header_number(r, spans[i].len, "\r\nX-N: ") != i + 1)
       in_order = 0;
-    if (spans[i].blen != MB_BYTES ||
-        memcmp(buf + spans[i].body, mb_body, MB_BYTES) != 0)
+    if (spans[i].blen != MB_BYTES || memcmp(buf + spans[i].body, mb_body, MB_BYTES) != 0)
       bodies_ok = 0;
   }
   CHECK(in_order);
@@ -982,8 +1020,7 @@ TEST(parked_requests_do_not_hit_the_header_timeout) {
   CHECK(!closed);
   for (int i = 0; i < got; i++) {
     const char *r = buf + spans[i].off;
-    if (tc_status(r) != 200 ||
-        header_number(r, spans[i].len, "\r\nX-N: ") != i + 1) {
+    if (tc_status(r) != 200 || header_number(r, spans[i].len, "\r\nX-N: ") != i + 1) {
       fprintf(stderr, "  response %d: status %d\n", i + 1, tc_status(r));
       CHECK(0);
       break;
@@ -1057,6 +1094,7 @@ RUN_TESTS(limits, TEST_CASE(malformed_requests_get_an_error_and_close),
           TEST_CASE(idle_keepalive_connection_is_closed),
           TEST_CASE(silent_new_connection_is_closed_at_the_header_timeout),
           TEST_CASE(body_timeout_answers_408),
+          TEST_CASE(a_trickled_body_answers_408_below_the_minimum_rate),
           TEST_CASE(send_stall_is_cut_at_the_send_timeout),
           TEST_CASE(steady_slow_reader_is_not_cut_by_the_send_timeout),
           TEST_CASE(keepalive_timeout_starts_after_the_response_is_written),
