@@ -129,6 +129,8 @@ typedef struct codings {
 
 static void coding_item(const char *p, size_t n, void *arg) {
   codings *c = arg;
+  if (n == 0)
+    return; /* RFC 9110 5.6.1: empty elements do not count */
   c->count++;
   c->chunked += equals_ci(p, n, "chunked");
 }
@@ -233,7 +235,7 @@ static void check_head(const char *buf, int n, const coda__http_head *h,
 }
 
 static int head_end_status_ok(int n) {
-  return n >= 0 || n == -400 || n == -414 || n == -431;
+  return n >= 0 || n == -400 || n == -414 || n == -431 || n == -501; /* 501: a long method */
 }
 
 static int parse_status_ok(int rc) {
