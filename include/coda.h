@@ -223,7 +223,10 @@ CODA_API void coda_app_on_error(coda_app *app, coda_error_handler handler,
 CODA_API const char *coda_req_method(const coda_req *req);
 
 /** The percent-decoded path without the query, e.g. "/users/42", after
- *  the normalization routes match (dot segments removed, docs/guide.md).
+ *  the normalization routes match (docs/guide.md). Dot segments are
+ *  removed before "%2F" and other reserved escapes are decoded, so this
+ *  can still hold ".." (from "..%2F"): a handler that maps a path to files
+ *  must still refuse "..".
  *  For an absolute-form target ("http://host/p?q") this is "/p". */
 CODA_API const char *coda_req_path(const coda_req *req);
 

@@ -40,8 +40,8 @@ void coda__req_begin(coda_req *req, coda__conn *conn, coda__arena *arena, char *
     req->path_raw = coda__arena_strndup(arena, base + head->path.off, head->path.len);
   if (!req->path_raw)
     req->path_raw = "/";
-  else
-    req->path_raw = normalize_path(arena, req->path_raw);
+  else if (!(req->path_raw = normalize_path(arena, req->path_raw)))
+    req->path_raw = ""; /* out of memory: no route matches, never the raw form */
   for (uint32_t i = 0; i < head->nfields; i++) {
     const coda__http_field *f = &head->fields[i];
     base[f->name.off + f->name.len] = '\0';
@@ -101,7 +101,7 @@ static const char *normalize_path(coda__arena *a, const char *p) {
   size_t n = strlen(p), o = 0;
   char *d = coda__arena_alloc(a, n + 1);
   if (!d)
-    return p;
+    return NULL;
   for (size_t i = 0; i < n; i++) {
     int hi = p[i] == '%' && i + 2 < n ? hex_digit((unsigned char)p[i + 1]) : -1;
     int lo = hi >= 0 ? hex_digit((unsigned char)p[i + 2]) : -1;

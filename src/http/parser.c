@@ -64,9 +64,12 @@ static size_t skip_leading_crlf(const char *buf, size_t len) {
  * method longer than any we serve is a 501 (RFC 9112 3: a server that
  * receives a method longer than any it implements SHOULD answer 501). */
 static int line_too_long(const char *buf, size_t start, size_t len) {
-  for (size_t i = start; i < len && i - start <= MAX_METHOD; i++)
+  for (size_t i = start; i < len && i - start <= MAX_METHOD; i++) {
     if (buf[i] == ' ')
-      return -414;
+      return i == start ? -400 : -414;
+    if (!coda__http_tchar[(unsigned char)buf[i]])
+      return -400; /* not a method at all (TLS bytes, say) */
+  }
   return -501;
 }
 
@@ -109,13 +112,15 @@ static void set_span(coda__span *s, size_t off, size_t len) {
   s->len = (uint32_t)len;
 }
 
-/* Bytes that visible ASCII allows but RFC 3986 keeps out of a URI. A path
- * with one is a 400 (RFC 9112 3.2): never a real path, and a classic way
- * around a filter that reads it differently. Queries are left alone, where
- * sloppy clients send raw braces and quotes. */
+/* Bytes that visible ASCII allows but RFC 3986 keeps out of a URI, and
+ * that browsers percent-encode in a path (WHATWG's path set; not '|' or
+ * '^', which they send raw, so those pass). A path with one is a 400 (RFC
+ * 9112 3.2): never a real path, and a classic way around a filter that
+ * reads it differently. Queries are left alone, where sloppy clients send
+ * raw braces and quotes. */
 static int unsafe_path_char(unsigned char c) {
-  return c == '"' || c == '<' || c == '>' || c == '\\' || c == '^' || c == '`' ||
-         c == '{' || c == '|' || c == '}';
+  return c == '"' || c == '<' || c == '>' || c == '\\' || c == '`' || c == '{' ||
+         c == '}';
 }
 
 static int is_hex(unsigned char c) {
@@ -200,7 +205,7 @@ static int parse_absolute_form(const char *buf, size_t t0, size_t tend,
   else
     return -400;
   size_t a0 = t0 + skip, a = authority_end(buf, a0, tend);
-  if (a == a0 || !valid_authority(buf + a0, a - a0))
+  if (a == a0 || buf[a0] == ':' || !valid_authority(buf + a0, a - a0))
     return -400; /* RFC 9110 4.2.1: an http URI has a non-empty host */
   set_span(&out->host, a0, a - a0);
   out->flags |= CODA__HTTP_ABSOLUTE_FORM;
@@ -228,7 +233,9 @@ static int parse_target(const char *buf, size_t t0, size_t tend, size_t version_
     /* authority-form: host:port, nothing else (RFC 9112 3.2.3). */
     if (authority_end(buf, t0, tend) != tend || !valid_authority(buf + t0, tend - t0))
       return -400;
-    if (!memchr(buf + t0, ':', tend - t0))
+    /* The port is required: its ':' comes after an IP-literal's ']'. */
+    const char *close = buf[t0] == '[' ? memchr(buf + t0, ']', tend - t0) : buf + t0;
+    if (buf[t0] == ':' || !close || !memchr(close, ':', (size_t)(buf + tend - close)))
       return -400;
     out->flags |= CODA__HTTP_AUTHORITY_FORM;
     set_span(&out->path, t0, tend - t0);

@@ -315,6 +315,8 @@ static void remember(outcomes *o, uint64_t id, int failed) {
   o->failed[i] = (uint8_t)failed;
 }
 
+static void on_stop_signal(int signo) { (void)signo; }
+
 void coda__process_worker_main(coda__engine *e, int fd) {
   coda__arg args[32];
   coda__buf out = {0};
@@ -326,10 +328,20 @@ void coda__process_worker_main(coda__engine *e, int fd) {
   /* The server decides when workers stop (it closes the pipe, or kills
    * one past its timeout). A Ctrl-C in a terminal, `systemctl stop` or
    * `timeout` signal the whole process group or cgroup: the server drains
-   * its tasks then, and its workers must be alive to finish them. */
-  signal(SIGINT, SIG_IGN);
-  signal(SIGTERM, SIG_IGN);
+   * its tasks then, and its workers must be alive to finish them. A
+   * handler that does nothing, not SIG_IGN: handlers reset at exec, so a
+   * program a task starts can still be stopped by SIGTERM or Ctrl-C. */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
+  /* Exec'd as /proc/self/fd/N, the worker would be named "N" in ps and
+   * pgrep: it takes its program's name back. */
+  prctl(PR_SET_NAME, program_invocation_short_name);
   uint32_t ready[2] = {0, MSG_READY};
   if (write_full(fd, ready, sizeof ready) != 0)
     _exit(1);

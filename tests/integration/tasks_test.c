@@ -676,7 +676,8 @@ TEST(a_task_its_worker_does_not_know_fails_and_the_list_goes_on) {
   CHECK(journal_wait("after-unknown process", 5000));
   /* The worker's answer for the unknown task reaches the server's counter
    * on its own time: the journal line of the next task can come first. */
-  for (int i = 0; i < 500 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED) < failed + 1; i++)
+  for (int i = 0; i < 500 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED) < failed + 1;
+       i++)
     tc_sleep_ms(10);
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED), failed + 1);
   CHECK(hook_says("parent_only: unknown task name", NULL));
@@ -719,7 +720,16 @@ static int signal_workers(int sig) {
       continue;
     snprintf(path, sizeof path, "/proc/%d/exe", pid);
     len = readlink(path, exe, sizeof exe - 1);
-    if (len > 0 && (exe[len] = '\0', strcmp(exe, self) == 0) && kill(pid, sig) == 0)
+    if (len <= 0 || (exe[len] = '\0', strcmp(exe, self) != 0))
+      continue;
+    /* Named as this program in ps and pgrep, not after the descriptor
+     * it was exec'd through. */
+    char comm[64], own[64];
+    snprintf(path, sizeof path, "/proc/%d/comm", pid);
+    tc_read_file(path, comm, sizeof comm);
+    tc_read_file("/proc/self/comm", own, sizeof own);
+    CHECK_EQ_STR(comm, own);
+    if (kill(pid, sig) == 0)
       n++;
   }
   if (dir)
