@@ -631,10 +631,10 @@ TEST(body_timeout_answers_408) {
   coda_app_free(app);
 }
 
-/* Sends a 15-byte body one byte per 100 ms (10 B/s, gaps well inside the
- * 400 ms body timeout) to a server whose minimum body rate is min_rate;
- * returns the status and sets *took (ms from the first body byte). */
-static int trickle(long min_rate, uint64_t *took) {
+/* Sends a body of 15 steps of `step` bytes, one step per 100 ms (gaps well
+ * inside the 400 ms body timeout), to a server whose minimum body rate is
+ * min_rate; returns the status and sets *took (ms from the first byte). */
+static int trickle(long min_rate, int step, uint64_t *took) {
   counters k;
   coda_app *app = timeout_app(&k, LONG_MS, LONG_MS, 400, LONG_MS);
   if (!app || coda_app_set(app, CODA_OPT_BODY_MIN_RATE, min_rate) != 0)
@@ -646,12 +646,15 @@ static int trickle(long min_rate, uint64_t *took) {
     return -1;
   }
   int fd = tc_connect(ts.port, 2000);
-  if (fd >= 0 && tc_send_str(fd, "POST /echo HTTP/1.1\r\nHost: x\r\n"
-                                 "Content-Length: 15\r\n\r\n") == 0) {
+  char head[128], chunk[64];
+  snprintf(head, sizeof head,
+           "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 15 * step);
+  memset(chunk, 'x', sizeof chunk);
+  if (fd >= 0 && step <= (int)sizeof chunk && tc_send_str(fd, head) == 0) {
     uint64_t t0 = tc_now_ms();
     struct pollfd p = {.fd = fd, .events = POLLIN};
     for (int i = 0; i < 15 && poll(&p, 1, 0) == 0; i++) {
-      send(fd, "x", 1, MSG_NOSIGNAL);
+      send(fd, chunk, (size_t)step, MSG_NOSIGNAL);
       tc_sleep_ms(100);
     }
     char buf[4096];
@@ -674,11 +677,15 @@ static int trickle(long min_rate, uint64_t *took) {
  * no minimum the same body is read to the end (1.5 s) and echoed. */
 TEST(a_trickled_body_answers_408_below_the_minimum_rate) {
   uint64_t took = 0;
-  CHECK_EQ_INT(trickle(100, &took), 408);
+  CHECK_EQ_INT(trickle(100, 1, &took), 408);
   if (took < 400 || took > 1200)
     fprintf(stderr, "  408 after %llu ms\n", (unsigned long long)took);
   CHECK(took >= 400 && took <= 1200);
-  CHECK_EQ_INT(trickle(0, &took), 200);
+  CHECK_EQ_INT(trickle(0, 1, &took), 200);
+  CHECK(took >= 1400);
+  /* At 300 B/s, above the 100 B/s minimum, the body outlasts the 400 ms
+   * body timeout several times over and is read to the end. */
+  CHECK_EQ_INT(trickle(100, 30, &took), 200);
   CHECK(took >= 1400);
 }
 
