@@ -8,11 +8,11 @@
  * request's arena. Loop thread only.
  */
 #include "app/exchange.h"
+#include "http/path.h"
 #include "server/conn.h"
 
 #include <strings.h>
 
-static int hex_digit(int c);
 static const char *normalize_path(coda__arena *a, const char *p);
 
 void coda__req_begin(coda_req *req, coda__conn *conn, coda__arena *arena, char *base,
@@ -49,71 +49,15 @@ void coda__req_begin(coda_req *req, coda__conn *conn, coda__arena *arena, char *
   }
 }
 
-static int hex_digit(int c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-static int unreserved(int c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '.' || c == '_' || c == '~';
-}
-
-/* RFC 3986 5.2.4, in place on an absolute path: "." segments go, ".."
- * takes the segment before it (never above the root). */
-static void remove_dot_segments(char *d) {
-  size_t r = 0, w = 0;
-  while (d[r]) {
-    size_t s = r + 1, e = s; /* d[r] is '/'; the segment is d[s..e) */
-    while (d[e] && d[e] != '/')
-      e++;
-    int dot = e - s == 1 && d[s] == '.',
-        dotdot = e - s == 2 && d[s] == '.' && d[s + 1] == '.';
-    if (dot || dotdot) {
-      while (dotdot && w > 0 && d[--w] != '/') {
-      }
-      if (!d[e])
-        d[w++] = '/'; /* "/a/." and "/a/.." end with a slash */
-    } else {
-      memmove(d + w, d + r, e - r);
-      w += e - r;
-    }
-    r = e;
-  }
-  if (w == 0)
-    d[w++] = '/';
-  d[w] = '\0';
-}
-
-/* RFC 3986 6.2.2: routes see a path with its percent-encoded unreserved
- * bytes decoded ("/pla%69n" is "/plain") and its dot segments removed, in
- * that order, so two spellings of one URI reach one route and "%2e%2e"
- * cannot climb past a prefix that middleware checked. Other escapes
- * ("%2F") stay. A path with neither costs one scan and no copy. */
+/* Routes see the normalized path (http/path.h). A path that cannot change
+ * costs one scan and no copy; NULL when the arena is out of memory. */
 static const char *normalize_path(coda__arena *a, const char *p) {
-  if (p[0] != '/' || (!strchr(p, '%') && !strstr(p, "/.")))
+  if (!coda__path_needs_normalizing(p))
     return p;
-  size_t n = strlen(p), o = 0;
+  size_t n = strlen(p);
   char *d = coda__arena_alloc(a, n + 1);
-  if (!d)
-    return NULL;
-  for (size_t i = 0; i < n; i++) {
-    int hi = p[i] == '%' && i + 2 < n ? hex_digit((unsigned char)p[i + 1]) : -1;
-    int lo = hi >= 0 ? hex_digit((unsigned char)p[i + 2]) : -1;
-    if (lo >= 0 && unreserved(hi * 16 + lo)) {
-      d[o++] = (char)(hi * 16 + lo);
-      i += 2;
-    } else {
-      d[o++] = p[i];
-    }
-  }
-  d[o] = '\0';
-  remove_dot_segments(d);
+  if (d)
+    coda__path_normalize(d, p, n);
   return d;
 }
 
@@ -122,8 +66,8 @@ size_t coda__percent_decode(char *dst, const char *src, size_t n, int plus_is_sp
   for (size_t i = 0; i < n; i++) {
     char ch = src[i];
     if (ch == '%' && i + 2 < n) {
-      int hi = hex_digit((unsigned char)src[i + 1]);
-      int lo = hex_digit((unsigned char)src[i + 2]);
+      int hi = coda__hex_value((unsigned char)src[i + 1]);
+      int lo = coda__hex_value((unsigned char)src[i + 2]);
       if (hi >= 0 && lo >= 0) {
         dst[o++] = (char)(hi * 16 + lo);
         i += 2;

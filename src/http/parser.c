@@ -186,9 +186,15 @@ static int split_path_query(const char *buf, size_t p0, size_t end,
   size_t pend = q ? (size_t)(q - buf) : end;
   if (memchr(buf + p0, '#', end - p0))
     return -400;
-  for (size_t i = p0; i < pend; i++)
+  for (size_t i = p0; i < pend; i++) {
     if (unsafe_path_char((unsigned char)buf[i]))
       return -400;
+    /* RFC 3986 2.1: pct-encoded = "%" HEXDIG HEXDIG. A stray '%' would let
+     * the normalization routes see (http/path.c) form a new escape. */
+    if (buf[i] == '%' && (i + 2 >= pend || !is_hex((unsigned char)buf[i + 1]) ||
+                          !is_hex((unsigned char)buf[i + 2])))
+      return -400;
+  }
   set_span(&out->path, p0, pend - p0);
   if (q)
     set_span(&out->query, pend + 1, end - pend - 1);

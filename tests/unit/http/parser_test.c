@@ -217,6 +217,15 @@ static const status_row request_line_rows[] = {
     {"'|' in path, as browsers send it", R("GET /a|b HTTP/1.1\r\n" HOST "\r\n"), 0},
     {"braces in the query are let through",
      R("GET /a?f={\"x\":1} HTTP/1.1\r\n" HOST "\r\n"), 0},
+    /* RFC 3986 2.1: pct-encoded = "%" HEXDIG HEXDIG */
+    {"stray '%' in path", R("GET /a%zz HTTP/1.1\r\n" HOST "\r\n"), -400},
+    {"'%' at the end of the path", R("GET /a% HTTP/1.1\r\n" HOST "\r\n"), -400},
+    {"half an escape", R("GET /a%2 HTTP/1.1\r\n" HOST "\r\n"), -400},
+    {"half an escape before the query", R("GET /a%2?q=1 HTTP/1.1\r\n" HOST "\r\n"), -400},
+    {"'%' that would form an escape", R("GET /%%32%65 HTTP/1.1\r\n" HOST "\r\n"), -400},
+    {"whole escapes", R("GET /a%2Fb%41 HTTP/1.1\r\n" HOST "\r\n"), 0},
+    {"stray '%' in the query is let through", R("GET /a?q=100% HTTP/1.1\r\n" HOST "\r\n"),
+     0},
     {"sub-delims in path", R("GET /a!$&'()*+,;=:@b HTTP/1.1\r\n" HOST "\r\n"), 0},
     /* RFC 9112 3.2.3: authority-form is only for CONNECT */
     {"CONNECT authority-form",
