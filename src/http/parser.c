@@ -190,9 +190,11 @@ static int split_path_query(const char *buf, size_t p0, size_t end,
     if (unsafe_path_char((unsigned char)buf[i]))
       return -400;
     /* RFC 3986 2.1: pct-encoded = "%" HEXDIG HEXDIG. A stray '%' would let
-     * the normalization routes see (http/path.c) form a new escape. */
-    if (buf[i] == '%' && (i + 2 >= pend || !is_hex((unsigned char)buf[i + 1]) ||
-                          !is_hex((unsigned char)buf[i + 2])))
+     * the normalization routes see (http/path.c) form a new escape, and a
+     * "%00" would end the decoded path early in a handler's hands. */
+    if (buf[i] == '%' &&
+        (i + 2 >= pend || !is_hex((unsigned char)buf[i + 1]) ||
+         !is_hex((unsigned char)buf[i + 2]) || (buf[i + 1] == '0' && buf[i + 2] == '0')))
       return -400;
   }
   set_span(&out->path, p0, pend - p0);

@@ -223,6 +223,7 @@ static const status_row request_line_rows[] = {
     {"half an escape", R("GET /a%2 HTTP/1.1\r\n" HOST "\r\n"), -400},
     {"half an escape before the query", R("GET /a%2?q=1 HTTP/1.1\r\n" HOST "\r\n"), -400},
     {"'%' that would form an escape", R("GET /%%32%65 HTTP/1.1\r\n" HOST "\r\n"), -400},
+    {"escaped NUL in path", R("GET /a%00.txt HTTP/1.1\r\n" HOST "\r\n"), -400},
     {"whole escapes", R("GET /a%2Fb%41 HTTP/1.1\r\n" HOST "\r\n"), 0},
     {"stray '%' in the query is let through", R("GET /a?q=100% HTTP/1.1\r\n" HOST "\r\n"),
      0},
