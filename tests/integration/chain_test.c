@@ -751,14 +751,7 @@ TEST(stopping_with_chains_in_flight_accounts_for_every_task) {
 }
 
 int main(void) {
-  snprintf(journal_path, sizeof journal_path, "/tmp/coda-chain-journal-%d",
-           (int)getpid());
-  /* Worker processes re-run main(); the journal path must be the parent's. */
-  const char *inherited = getenv("CODA_TEST_JOURNAL");
-  if (inherited)
-    snprintf(journal_path, sizeof journal_path, "%s", inherited);
-  else
-    setenv("CODA_TEST_JOURNAL", journal_path, 1);
+  tc_journal_path(journal_path, sizeof journal_path, "/tmp/coda-chain-journal");
   app = make_app(&app_tasks);
   coda_app_worker(app); /* a PROCESS worker stops here */
   /* The crashes are on purpose: under AddressSanitizer the workers die of

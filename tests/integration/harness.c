@@ -260,3 +260,13 @@ static int remove_entry(const char *path, const struct stat *sb, int flag,
 void tc_remove_tree(const char *dir) {
   nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+void tc_journal_path(char *buf, size_t cap, const char *prefix) {
+  const char *inherited = getenv("CODA_TEST_JOURNAL");
+  if (inherited) {
+    snprintf(buf, cap, "%s", inherited);
+    return;
+  }
+  snprintf(buf, cap, "%s-%d", prefix, (int)getpid());
+  setenv("CODA_TEST_JOURNAL", buf, 1);
+}

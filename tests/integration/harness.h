@@ -65,6 +65,10 @@ void tc_read_file(const char *path, char *buf, size_t cap);
  * be removed is reported on stderr. */
 void tc_remove_tree(const char *dir);
 
+/* A journal path shared by a test and its PROCESS workers: "PREFIX-PID" of
+ * the parent, passed down in CODA_TEST_JOURNAL (workers re-run main()). */
+void tc_journal_path(char *buf, size_t cap, const char *prefix);
+
 /* Counts non-overlapping occurrences of needle. */
 int tc_count(const char *hay, const char *needle);
 

@@ -918,14 +918,7 @@ TEST(a_second_stop_skips_the_drain) {
 
 int main(void) {
   uv_mutex_init(&hook_mu);
-  snprintf(journal_path, sizeof journal_path, "/tmp/coda-tasks-journal-%d",
-           (int)getpid());
-  /* Worker processes re-run main(); the journal path must be the parent's. */
-  const char *inherited = getenv("CODA_TEST_JOURNAL");
-  if (inherited)
-    snprintf(journal_path, sizeof journal_path, "%s", inherited);
-  else
-    setenv("CODA_TEST_JOURNAL", journal_path, 1);
+  tc_journal_path(journal_path, sizeof journal_path, "/tmp/coda-tasks-journal");
   /* While this file exists, new workers fail at start-up (see
    * a_worker_that_cannot_start_is_retried_with_backoff). */
   snprintf(noworker_path, sizeof noworker_path, "%s.noworker", journal_path);
