@@ -36,22 +36,25 @@ extern "C" {
 #define CODA_VERSION_MINOR 1
 #define CODA_VERSION_PATCH 0
 
-/* Error codes: one table, expanded into the enum and into coda_strerror(). */
+/* Error codes: one table, expanded into the enum and into coda_strerror().
+ * They are all below -1000, so a plain -1 (or any small negative value) a
+ * handler or task returns is never mistaken for one: it is reported as
+ * "returned -1 (not a CODA_E* code)". */
 #define CODA_ERRNO_MAP(X)                                                      \
-  X(NOMEM, -1, "out of memory")                                                \
-  X(INVAL, -2, "invalid argument")                                             \
-  X(STATE, -3, "operation not allowed in this state")                          \
-  X(IO, -4, "input/output error")                                              \
-  X(ADDR, -5, "bad or unusable listen address")                                \
-  X(EXIST, -6, "already exists")                                               \
-  X(LIMIT, -7, "a configured limit was reached")                               \
-  X(CLOSED, -8, "connection closed")                                           \
-  X(FULL, -9, "queue full")                                                    \
-  X(HANDLER, -10, "handler failed")                                           \
-  X(TIMEDOUT, -11, "timed out")                                                \
-  X(CRASHED, -12, "worker process crashed")                                    \
-  X(NOTFOUND, -13, "not found")                                                \
-  X(STORE, -14, "task store error (see coda_app_store_error)")
+  X(NOMEM, -1001, "out of memory")                                             \
+  X(INVAL, -1002, "invalid argument")                                          \
+  X(STATE, -1003, "operation not allowed in this state")                       \
+  X(IO, -1004, "input/output error")                                           \
+  X(ADDR, -1005, "bad or unusable listen address")                             \
+  X(EXIST, -1006, "already exists")                                            \
+  X(LIMIT, -1007, "a configured limit was reached")                            \
+  X(CLOSED, -1008, "connection closed")                                        \
+  X(FULL, -1009, "queue full")                                                 \
+  X(HANDLER, -1010, "handler failed")                                          \
+  X(TIMEDOUT, -1011, "timed out")                                              \
+  X(CRASHED, -1012, "worker process crashed")                                  \
+  X(NOTFOUND, -1013, "not found")                                              \
+  X(STORE, -1014, "task store error (see coda_app_store_error)")
 
 typedef enum {
 #define CODA_ERRNO_ENUM(name, value, text) CODA_E##name = (value),
@@ -59,8 +62,8 @@ typedef enum {
 #undef CODA_ERRNO_ENUM
 } coda_errno;
 
-/** Returns a static, human-readable message for a CODA_E* code (or
- *  "unknown error"). Thread-safe. */
+/** Returns a static, human-readable message for a CODA_E* code, "success"
+ *  for 0, or "not a coda error code" for anything else. Thread-safe. */
 CODA_API const char *coda_strerror(int err);
 
 /** Returns the library version as "MAJOR.MINOR.PATCH". */
@@ -76,42 +79,65 @@ typedef struct coda_res coda_res;
 typedef struct coda_next coda_next;
 typedef struct coda_stream coda_stream;
 
-/** Integer options for coda_app_set(). Sizes in bytes, times in
- *  milliseconds. Defaults are in brackets; 0 is never a valid time. */
+/** Integer options for coda_app_set(), declared once in this table and
+ *  expanded into the enum below and coda's defaults and ranges. Sizes in
+ *  bytes, times in milliseconds; 0 is never a valid time. Columns: name,
+ *  internal field, default, minimum, maximum; after each, what it bounds and
+ *  what a request that breaks it gets. New options are only ever added at
+ *  the end. */
+#define CODA_OPTION_MAP(X)                                                               \
+  X(THREADS, threads, 0, 0, 1024)               /* event loops; 0: one per core */      \
+  X(MAX_HEADER_BYTES, max_header_bytes, 8192, 256, 1 << 20) /* head -> 431 */           \
+  X(MAX_HEADERS, max_headers, 64, 1, 4096)      /* field lines -> 431 */                 \
+  X(MAX_URI, max_uri, 4096, 16, 1 << 20)        /* request-target -> 414 */             \
+  X(MAX_BODY, max_body, 1 << 20, 0, 1L << 40)   /* request body -> 413 */               \
+  X(HEADER_TIMEOUT, header_timeout, 10000, 1, 86400000) /* first byte to end of head    \
+                                                           -> 408 */                     \
+  X(KEEPALIVE_TIMEOUT, keepalive_timeout, 5000, 1, 86400000) /* idle keep-alive         \
+                                                                 -> close */             \
+  X(BODY_TIMEOUT, body_timeout, 10000, 1, 86400000) /* longest gap in a body -> 408 */  \
+  X(SEND_TIMEOUT, send_timeout, 10000, 1, 86400000) /* longest stall of unsent output   \
+                                                       -> close */                       \
+  X(MAX_CONNECTIONS, max_connections, 10000, 1, 10000000) /* open connections, app */  \
+  X(WRITE_HIGH_WATER, write_high_water, 1 << 20, 1024, 1L << 40) /* unsent bytes that   \
+                                                                    pause reading */     \
+  X(SHUTDOWN_TIMEOUT, shutdown_timeout, 10000, 1, 86400000) /* graceful shutdown */     \
+  X(ACCESS_LOG, access_log, 0, 0, 1)            /* 1: one log line per request */       \
+  X(LOG_LEVEL, log_level, CODA_LOG_INFO, CODA_LOG_DEBUG, CODA_LOG_OFF) /* a level */    \
+  X(HANDLE_SIGNALS, handle_signals, 1, 0, 1)    /* 1: SIGINT/SIGTERM stop the app */    \
+  X(THREAD_POOL_SIZE, thread_pool_size, 16, 1, 1024) /* THREAD executor threads */      \
+  X(THREAD_QUEUE, thread_queue, 10000, 1, 100000000) /* THREAD tasks added and not      \
+                                                        finished -> 503 */               \
+  X(LOOP_QUEUE, loop_queue, 10000, 1, 100000000) /* LOOP tasks likewise -> 503 */       \
+  X(PROCESS_WORKERS, process_workers, 0, 0, 1024) /* PROCESS workers; 0: one per core */\
+  X(PROCESS_QUEUE, process_queue, 1000, 1, 100000000) /* PROCESS tasks -> 503 */        \
+  X(TASK_DRAIN_TIMEOUT, task_drain_timeout, 10000, 0, 86400000) /* shutdown: time tasks \
+                                                                   get to finish */      \
+  X(RETRY_AFTER, retry_after, 1, 0, 86400)      /* seconds in Retry-After when full */  \
+  X(STORE_POLL, store_poll, 100, 1, 3600000)    /* durable: how often due tasks are     \
+                                                   claimed */                            \
+  X(TASK_LEASE, task_lease, 300000, 1000, 86400000L * 30) /* durable: a claim's lease */\
+  X(STORE_MAX_BYTES, store_max_bytes, 0, 0, 1L << 50) /* durable: store size cap, 0     \
+                                                         none -> 503 */                  \
+  X(MAX_ATTEMPTS, max_attempts, 5, 1, 1000000)  /* durable: attempts per task */        \
+  X(BACKOFF, backoff, 1000, 1, 86400000)        /* durable: first retry delay */        \
+  X(BACKOFF_MAX, backoff_max, 300000, 1, 86400000L * 30) /* durable: longest delay */   \
+  X(TASK_RETAIN, task_retain, 604800000L, 0, 86400000L * 36500) /* durable: how long    \
+                          finished (succeeded or dead) tasks are kept, 0 forever */      \
+  X(BODY_MIN_RATE, body_min_rate, 1024, 0, 1L << 40) /* bytes/s a body must keep up on  \
+                          average: it gets BODY_TIMEOUT plus 1 s per this many bytes     \
+                          received; 0 no minimum -> 408 */                               \
+  X(SEND_BUFFER, send_buffer, 0, 0, 1L << 30)   /* the kernel send buffer of each       \
+                          connection (SO_SNDBUF), 0 the kernel's default: how much of a  \
+                          response may still be unread by the client when its tasks     \
+                          start (docs/tasks.md) */
+
 typedef enum {
-  CODA_OPT_THREADS = 1,        /* event loops, each on its own thread [cores] */
-  CODA_OPT_MAX_HEADER_BYTES,   /* request line + fields [8192] -> 431 */
-  CODA_OPT_MAX_HEADERS,        /* field lines per request [64] -> 431 */
-  CODA_OPT_MAX_URI,            /* request-target length [4096] -> 414 */
-  CODA_OPT_MAX_BODY,           /* request body [1 MiB] -> 413 */
-  CODA_OPT_HEADER_TIMEOUT,     /* first byte to end of head [10000] -> 408 */
-  CODA_OPT_KEEPALIVE_TIMEOUT,  /* idle keep-alive connection [5000] -> close */
-  CODA_OPT_BODY_TIMEOUT,       /* longest gap between body bytes [10000] -> 408 */
-  CODA_OPT_SEND_TIMEOUT,       /* longest stall of unsent output [10000] -> close */
-  CODA_OPT_MAX_CONNECTIONS,    /* open connections, whole app [10000] */
-  CODA_OPT_WRITE_HIGH_WATER,   /* unsent bytes that pause reading [1 MiB] */
-  CODA_OPT_SHUTDOWN_TIMEOUT,   /* graceful shutdown deadline [10000] */
-  CODA_OPT_ACCESS_LOG,         /* 1: one log line per request [0] */
-  CODA_OPT_LOG_LEVEL,          /* a coda_log_level [CODA_LOG_INFO] */
-  CODA_OPT_HANDLE_SIGNALS,     /* 1: SIGINT/SIGTERM stop coda_app_run [1] */
-  CODA_OPT_THREAD_POOL_SIZE,   /* THREAD executor threads [16] */
-  CODA_OPT_THREAD_QUEUE,       /* THREAD tasks added and not finished [10000] */
-  CODA_OPT_LOOP_QUEUE,         /* LOOP tasks added and not finished [10000] */
-  CODA_OPT_PROCESS_WORKERS,    /* PROCESS worker processes [cores] */
-  CODA_OPT_PROCESS_QUEUE,      /* PROCESS tasks added and not finished [1000] */
-  CODA_OPT_TASK_DRAIN_TIMEOUT, /* shutdown: time tasks get to finish [10000] */
-  CODA_OPT_RETRY_AFTER,        /* seconds in Retry-After when full [1] */
-  CODA_OPT_STORE_POLL,         /* durable: how often due tasks are claimed [100] */
-  CODA_OPT_TASK_LEASE,         /* durable: a claim's lease [300000] */
-  CODA_OPT_STORE_MAX_BYTES,    /* durable: store size cap, 0 none [0] -> 503 */
-  CODA_OPT_MAX_ATTEMPTS,       /* durable: default attempts per task [5] */
-  CODA_OPT_BACKOFF,            /* durable: first retry delay [1000] */
-  CODA_OPT_BACKOFF_MAX,        /* durable: longest retry delay [300000] */
-  CODA_OPT_TASK_RETAIN,        /* durable: how long finished (succeeded or dead)
-                                  tasks are kept, 0 forever [604800000: 7 days] */
-  CODA_OPT_BODY_MIN_RATE       /* bytes/s a body must keep up on average: it gets
-                                  CODA_OPT_BODY_TIMEOUT plus 1 s per this many
-                                  bytes received, 0 no minimum [1024] -> 408 */
+  CODA_OPT_NONE_ = 0,
+#define CODA_OPTION_ENUM(name, field, def, min, max) CODA_OPT_##name,
+  CODA_OPTION_MAP(CODA_OPTION_ENUM)
+#undef CODA_OPTION_ENUM
+  CODA_OPT_COUNT_
 } coda_option;
 
 typedef enum {

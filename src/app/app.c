@@ -1,15 +1,18 @@
 /*
- * app.c - the application object: options, routes, middleware, dispatch
- * and logging (see coda.h, app.h).
+ * app.c - the application object: options, routes, middleware, dispatch,
+ * running the server and logging (see coda.h, app.h).
  *
  * Configuration calls run on one thread before coda_app_run(); dispatch runs
- * on every loop thread and only reads the app.
+ * on every loop thread and only reads the app. The app is the server's
+ * dispatch hook; the layer above (tasks) plugs in through app->ext and the
+ * services it adds, never by being called from here by name.
  */
 #include "app/app.h"
 
 #include "app/exchange.h"
 #include "app/router.h"
-#include "tasks/task.h"
+#include "common/error.h"
+#include "http/response.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -21,36 +24,9 @@
 #define LOG_RING_BYTES (1u << 20)
 
 static const coda__options default_options = {
-    .threads = 0, /* 0: one per core, resolved at run time */
-    .max_header_bytes = 8192,
-    .max_headers = 64,
-    .max_uri = 4096,
-    .max_body = 1 << 20,
-    .header_timeout = 10000,
-    .keepalive_timeout = 5000,
-    .body_timeout = 10000,
-    .send_timeout = 10000,
-    .max_connections = 10000,
-    .write_high_water = 1 << 20,
-    .shutdown_timeout = 10000,
-    .access_log = 0,
-    .log_level = CODA_LOG_INFO,
-    .handle_signals = 1,
-    .thread_pool_size = 16,
-    .thread_queue = 10000,
-    .loop_queue = 10000,
-    .process_workers = 0, /* 0: one per core */
-    .process_queue = 1000,
-    .task_drain_timeout = 10000,
-    .retry_after = 1,
-    .store_poll = 100,
-    .task_lease = 300000,
-    .store_max_bytes = 0,
-    .max_attempts = 5,
-    .backoff = 1000,
-    .backoff_max = 300000,
-    .task_retain = 604800000L,
-    .body_min_rate = 1024,
+#define CODA__OPTION_DEFAULT(name, field, def, min, max) .field = (def),
+    CODA_OPTION_MAP(CODA__OPTION_DEFAULT)
+#undef CODA__OPTION_DEFAULT
 };
 
 coda_app *coda_app_new(void) {
@@ -59,11 +35,8 @@ coda_app *coda_app_new(void) {
     return NULL;
   app->opt = default_options;
   app->router = coda__router_new();
-  app->engine = coda__engine_new(app);
-  if (!app->router || !app->engine ||
-      coda__logger_init(&app->logger, 2, LOG_RING_BYTES) != 0) {
+  if (!app->router || coda__logger_init(&app->logger, 2, LOG_RING_BYTES) != 0) {
     coda__router_free(app->router);
-    coda__engine_free(app->engine);
     free(app);
     return NULL;
   }
@@ -74,10 +47,11 @@ coda_app *coda_app_new(void) {
 void coda_app_free(coda_app *app) {
   if (!app)
     return;
-  if (atomic_load(&app->engine->leaked))
-    return; /* a thread task still runs and may touch it (logged at stop) */
+  if (atomic_load(&app->running))
+    return; /* documented: never while it runs */
+  if (app->ext.free && app->ext.free(app->ext.data) != 0)
+    return; /* a thread of the layer above still runs and may touch the app */
   coda__router_free(app->router);
-  coda__engine_free(app->engine);
   free(app->middleware);
   free(app->listen_host);
   coda__logger_free(&app->logger);
@@ -90,41 +64,12 @@ typedef struct {
   long min, max;
 } option_info;
 
-#define OPT(field, lo, hi)                                                               \
-  { offsetof(coda__options, field), lo, hi }
 static const option_info option_table[] = {
-    [CODA_OPT_THREADS] = OPT(threads, 0, 1024),
-    [CODA_OPT_MAX_HEADER_BYTES] = OPT(max_header_bytes, 256, 1 << 20),
-    [CODA_OPT_MAX_HEADERS] = OPT(max_headers, 1, 4096),
-    [CODA_OPT_MAX_URI] = OPT(max_uri, 16, 1 << 20),
-    [CODA_OPT_MAX_BODY] = OPT(max_body, 0, 1L << 40),
-    [CODA_OPT_HEADER_TIMEOUT] = OPT(header_timeout, 1, 86400000),
-    [CODA_OPT_KEEPALIVE_TIMEOUT] = OPT(keepalive_timeout, 1, 86400000),
-    [CODA_OPT_BODY_TIMEOUT] = OPT(body_timeout, 1, 86400000),
-    [CODA_OPT_SEND_TIMEOUT] = OPT(send_timeout, 1, 86400000),
-    [CODA_OPT_MAX_CONNECTIONS] = OPT(max_connections, 1, 10000000),
-    [CODA_OPT_WRITE_HIGH_WATER] = OPT(write_high_water, 1024, 1L << 40),
-    [CODA_OPT_SHUTDOWN_TIMEOUT] = OPT(shutdown_timeout, 1, 86400000),
-    [CODA_OPT_ACCESS_LOG] = OPT(access_log, 0, 1),
-    [CODA_OPT_LOG_LEVEL] = OPT(log_level, CODA_LOG_DEBUG, CODA_LOG_OFF),
-    [CODA_OPT_HANDLE_SIGNALS] = OPT(handle_signals, 0, 1),
-    [CODA_OPT_THREAD_POOL_SIZE] = OPT(thread_pool_size, 1, 1024),
-    [CODA_OPT_THREAD_QUEUE] = OPT(thread_queue, 1, 100000000),
-    [CODA_OPT_LOOP_QUEUE] = OPT(loop_queue, 1, 100000000),
-    [CODA_OPT_PROCESS_WORKERS] = OPT(process_workers, 0, 1024),
-    [CODA_OPT_PROCESS_QUEUE] = OPT(process_queue, 1, 100000000),
-    [CODA_OPT_TASK_DRAIN_TIMEOUT] = OPT(task_drain_timeout, 0, 86400000),
-    [CODA_OPT_RETRY_AFTER] = OPT(retry_after, 0, 86400),
-    [CODA_OPT_STORE_POLL] = OPT(store_poll, 1, 3600000),
-    [CODA_OPT_TASK_LEASE] = OPT(task_lease, 1000, 86400000L * 30),
-    [CODA_OPT_STORE_MAX_BYTES] = OPT(store_max_bytes, 0, 1L << 50),
-    [CODA_OPT_MAX_ATTEMPTS] = OPT(max_attempts, 1, 1000000),
-    [CODA_OPT_BACKOFF] = OPT(backoff, 1, 86400000),
-    [CODA_OPT_BACKOFF_MAX] = OPT(backoff_max, 1, 86400000L * 30),
-    [CODA_OPT_TASK_RETAIN] = OPT(task_retain, 0, 86400000L * 36500),
-    [CODA_OPT_BODY_MIN_RATE] = OPT(body_min_rate, 0, 1L << 40),
+#define CODA__OPTION_INFO(name, field, def, lo, hi)                                     \
+  [CODA_OPT_##name] = {offsetof(coda__options, field), (lo), (hi)},
+    CODA_OPTION_MAP(CODA__OPTION_INFO)
+#undef CODA__OPTION_INFO
 };
-#undef OPT
 
 static const option_info *find_option(coda_option opt) {
   if ((int)opt <= 0 || (size_t)opt >= sizeof option_table / sizeof option_table[0])
@@ -150,8 +95,12 @@ long coda_app_get(const coda_app *app, coda_option opt) {
 }
 
 int coda_app_listen(coda_app *app, const char *host_port) {
-  if (!host_port || app->server)
-    return app->server ? CODA_ESTATE : CODA_EINVAL;
+  if (app->server || atomic_load(&app->running))
+    return CODA_ESTATE;
+  if (!host_port) {
+    app->listen = 0; /* tasks only */
+    return 0;
+  }
   const char *colon = strrchr(host_port, ':');
   if (!colon || colon == host_port)
     return CODA_EADDR;
@@ -182,10 +131,11 @@ int coda_app_listen(coda_app *app, const char *host_port) {
   app->listen_host = copy;
   app->listen_port = (int)port;
   app->addr = ss;
+  app->listen = 1;
   return 0;
 }
 
-int coda_app_port(const coda_app *app) { return app->bound_port; }
+int coda_app_port(const coda_app *app) { return app->server ? app->server->bound_port : 0; }
 
 int coda_app_route(coda_app *app, const char *method, const char *pattern,
                    coda_handler handler, void *user) {
@@ -261,8 +211,12 @@ static int route_request(coda_app *app, coda_req *req, coda_res *res) {
   if (coda__req_decode_params(req) != 0)
     return CODA_ENOMEM;
   const coda__route *rt = req->match.route;
-  int rc = coda__res_add_route_tasks(res, rt);
-  return rc ? rc : rt->handler(req, res, rt->user);
+  if (rt->ext && app->ext.route) {
+    int rc = app->ext.route(app->ext.data, res, rt->ext);
+    if (rc)
+      return rc;
+  }
+  return rt->handler(req, res, rt->user);
 }
 
 int coda_next_call(coda_next *next) {
@@ -277,30 +231,75 @@ int coda_next_call(coda_next *next) {
   return m->fn(next->req, next->res, &inner, m->user);
 }
 
-void coda__app_dispatch(coda_app *app, coda_req *req, coda_res *res) {
-  int rc;
-  if (app->nmiddleware == 0) {
-    rc = route_request(app, req, res);
-  } else {
-    coda_next first = {app, req, res, 0, 0};
-    rc = coda_next_call(&first);
-  }
-  if (rc >= 0 || res->streaming)
+/* How a failed request is logged: a handler's own failure (a bug to look
+ * at) is an ERROR line each time; back-pressure (503: a full queue, a store
+ * that cannot write) is expected under load, so the first is a WARN line
+ * and the rest are counted and summarised at most once a second. */
+static void log_failure(coda_app *app, const coda_req *req, int rc) {
+  char why[64];
+  if (rc == CODA_EFULL || rc == CODA_ESTORE) {
+    long n = atomic_fetch_add(&app->busy_requests, 1) + 1;
+    static _Thread_local uint64_t last_ms;
+    uint64_t now = uv_hrtime() / 1000000;
+    if (n == 1 || now - last_ms >= 1000) {
+      last_ms = now;
+      CODA__LOG(app, CODA_LOG_WARN,
+                "busy: \"%s %s\" request %llu answered 503 (%s); %ld such answers so far",
+                req->method, req->target, (unsigned long long)req->id, coda_strerror(rc), n);
+    }
     return;
-  CODA__LOG(app, CODA_LOG_ERROR, "handler failed: \"%s %s\" request %llu: %s",
-            req->method, req->target, (unsigned long long)req->id, coda_strerror(rc));
-  coda__app_fail_response(app, req, res, rc);
+  }
+  atomic_fetch_add(&app->failed_requests, 1);
+  CODA__LOG(app, CODA_LOG_ERROR, "handler failed: \"%s %s\" request %llu: %s", req->method,
+            req->target, (unsigned long long)req->id, coda__describe_rc(rc, why, sizeof why));
+}
+
+static int run_handlers(coda_app *app, coda_req *req, coda_res *res) {
+  if (app->nmiddleware == 0)
+    return route_request(app, req, res);
+  coda_next first = {app, req, res, 0, 0};
+  return coda_next_call(&first);
+}
+
+int coda__app_dispatch(void *data, coda__conn *c, void *exchange, const coda__request *r) {
+  coda_app *app = data;
+  coda__exchange *x = exchange;
+  coda_req *req = &x->req;
+  coda_res *res = &x->res;
+  coda__req_begin(req, app, c, r);
+  coda__res_reset(res, app, c, r->id);
+  int rc = run_handlers(app, req, res);
+  if (res->streaming)
+    return CODA__STREAMING;
+  if (rc < 0) {
+    log_failure(app, req, rc);
+    coda__app_fail_response(app, req, res, rc);
+  }
+  if (res->ext && app->ext.gate) {
+    int g = app->ext.gate(app->ext.data, res);
+    if (g == CODA__GATED)
+      return CODA__GATED;
+    if (g < 0) {
+      log_failure(app, req, g);
+      coda__app_fail_response(app, req, res, g);
+    }
+  }
+  return coda__res_commit(res) == 0 ? CODA__ANSWERED : CODA_ENOMEM;
+}
+
+void coda__app_release(void *data, void *exchange) {
+  (void)data;
+  coda__res_release(&((coda__exchange *)exchange)->res);
 }
 
 void coda__app_fail_response(coda_app *app, coda_req *req, coda_res *res, int rc) {
-  /* The failed response goes, and so do its tasks, except ALWAYS ones. */
-  struct coda_tasks *run = res->run;
-  res->run = NULL;
-  coda__res_reset(res, res->conn, res->arena);
-  if (run) {
-    coda__run_drop_failed(run);
-    res->run = run;
-  }
+  /* The failed response goes; the extension drops what must not follow
+   * it (tasks not added as ALWAYS). */
+  if (res->ext && app->ext.failed)
+    app->ext.failed(app->ext.data, res);
+  void *ext = res->ext;
+  coda__res_reset(res, app, res->conn, res->request_id);
+  res->ext = ext;
   res->status = 500;
   /* A full task queue or a store that cannot write is back-pressure, not a
    * bug: 503 + Retry-After. */
@@ -319,18 +318,119 @@ void coda__app_fail_response(coda_app *app, coda_req *req, coda_res *res, int rc
     answer_static_json(res, 500, internal_body, sizeof internal_body - 1);
 }
 
+/* ---- extension and services ------------------------------------------ */
+
+int coda__app_set_ext(coda_app *app, const coda__app_ext *ext) {
+  if (app->ext.data)
+    return CODA_EEXIST;
+  app->ext = *ext;
+  return 0;
+}
+
+int coda__app_add_service(coda_app *app, const coda__service *svc) {
+  if (app->nservices == CODA__APP_MAX_SERVICES)
+    return CODA_ELIMIT;
+  app->services[app->nservices++] = svc;
+  return 0;
+}
+
+size_t coda_stats_json(const coda_app *app, char *buf, size_t cap) {
+  char tmp[8192];
+  size_t n = (size_t)snprintf(tmp, sizeof tmp, "{\"requests\":%llu",
+                              (unsigned long long)coda__app_requests(app));
+  if (app->ext.stats_json) {
+    n += app->ext.stats_json(app->ext.data, tmp + n, sizeof tmp - n);
+    if (n >= sizeof tmp - 1)
+      n = sizeof tmp - 2;
+  }
+  tmp[n++] = '}';
+  tmp[n] = '\0';
+  if (cap) {
+    size_t c = n < cap ? n : cap - 1;
+    memcpy(buf, tmp, c);
+    buf[c] = '\0';
+  }
+  return n;
+}
+
+uint64_t coda__app_requests(const coda_app *app) {
+  return app->server ? coda__server_requests(app->server) : 0;
+}
+
+/* ---- running --------------------------------------------------------- */
+
+static void server_config(coda_app *app, coda__server_config *cfg) {
+  const coda__options *o = &app->opt;
+  memset(cfg, 0, sizeof *cfg);
+  cfg->threads = o->threads ? (int)o->threads : (int)uv_available_parallelism();
+  cfg->listen = app->listen;
+  cfg->host = app->listen_host;
+  cfg->addr = app->addr;
+  cfg->port = app->listen_port;
+  cfg->limits.max_header_bytes = (uint32_t)o->max_header_bytes;
+  cfg->limits.max_headers = (uint32_t)o->max_headers;
+  cfg->limits.max_uri = (uint32_t)o->max_uri;
+  cfg->limits.max_body = (uint64_t)o->max_body;
+  cfg->header_timeout = (uint64_t)o->header_timeout;
+  cfg->keepalive_timeout = (uint64_t)o->keepalive_timeout;
+  cfg->body_timeout = (uint64_t)o->body_timeout;
+  cfg->body_min_rate = (uint64_t)o->body_min_rate;
+  cfg->send_timeout = (uint64_t)o->send_timeout;
+  cfg->shutdown_timeout = (uint64_t)o->shutdown_timeout;
+  cfg->drain_timeout = (uint64_t)o->task_drain_timeout;
+  cfg->max_connections = o->max_connections;
+  cfg->write_high_water = (size_t)o->write_high_water;
+  cfg->send_buffer = (int)o->send_buffer;
+  cfg->access_log = (int)o->access_log;
+  cfg->handle_signals = (int)o->handle_signals;
+  cfg->log_level = o->log_level;
+  cfg->logger = &app->logger;
+  cfg->version = coda_version();
+}
+
+int coda_app_bind(coda_app *app) {
+  if (app->ext.enter)
+    app->ext.enter(app->ext.data); /* a task worker process never gets past this */
+  if (app->server)
+    return 0;
+  coda__server_config cfg;
+  server_config(app, &cfg);
+  coda__server_hooks hooks = {app, sizeof(coda__exchange), coda__app_dispatch,
+                              coda__app_release};
+  return coda__server_new(&cfg, &hooks, app->services, app->nservices, &app->server);
+}
+
+int coda_app_run(coda_app *app) {
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&app->running, &expected, 1))
+    return CODA_ESTATE;
+  int rc = coda_app_bind(app);
+  if (rc == 0) {
+    coda__logger_start(&app->logger);
+    rc = coda__server_run(app->server);
+    coda__logger_stop(&app->logger);
+  }
+  atomic_store(&app->running, 0);
+  coda__server *s = app->server;
+  app->server = NULL;
+  coda__server_free(s);
+  return rc;
+}
+
+void coda_app_stop(coda_app *app) {
+  coda__server *s = app->server;
+  if (s && atomic_load(&app->running))
+    coda__server_stop(s);
+}
+
 /* ---- logging --------------------------------------------------------- */
 
 void coda_log(coda_app *app, coda_log_level level, const char *fmt, ...) {
-  if (app && (long)level < app->opt.log_level)
-    return;
-  char line[2048];
   va_list ap;
   va_start(ap, fmt);
-  size_t n = coda__log_format(line, sizeof line, level, fmt, ap);
-  va_end(ap);
   if (app)
-    coda__logger_write(&app->logger, line, n);
+    coda__logv(&app->logger, app->opt.log_level, level, fmt, ap);
   else
-    fwrite(line, 1, n, stderr);
+    coda__logv(NULL, CODA_LOG_DEBUG, level, fmt, ap);
+  va_end(ap);
 }

@@ -1,56 +1,30 @@
 /*
- * app.h - the application object: options, routes, middleware, logger.
+ * app.h - the application object: options, routes, middleware, logger,
+ * and the two ways the layer above (tasks) plugs into the app: an
+ * extension that follows every response (coda__app_ext) and services the
+ * server runs (coda__app_add_service).
  *
  * Everything here is written by one thread before coda_app_run() and only
- * read afterwards, by every loop thread, without locks. The exceptions are
- * the atomics at the end (connection count, stop requests), which any thread
- * may touch.
+ * read afterwards, by every loop thread, without locks. The exception is
+ * `running`, which any thread may read.
  */
 #ifndef CODA_APP_APP_H
 #define CODA_APP_APP_H
 
 #include "coda.h"
 #include "common/log.h"
-#include "http/parser.h"
+#include "server/server.h"
 
 #include <stdatomic.h>
 #include <sys/socket.h>
 
 typedef struct coda__router coda__router;
-typedef struct coda__engine coda__engine;
-typedef struct coda__server coda__server;
 
+/* Every option of CODA_OPTION_MAP, as a long. */
 typedef struct coda__options {
-  long threads;
-  long max_header_bytes;
-  long max_headers;
-  long max_uri;
-  long max_body;
-  long header_timeout;
-  long keepalive_timeout;
-  long body_timeout;
-  long send_timeout;
-  long max_connections;
-  long write_high_water;
-  long shutdown_timeout;
-  long access_log;
-  long log_level;
-  long handle_signals;
-  long thread_pool_size;
-  long thread_queue;
-  long loop_queue;
-  long process_workers;
-  long process_queue;
-  long task_drain_timeout;
-  long retry_after;
-  long store_poll;
-  long task_lease;
-  long store_max_bytes;
-  long max_attempts;
-  long backoff;
-  long backoff_max;
-  long task_retain;
-  long body_min_rate;
+#define CODA__OPTION_FIELD(name, field, def, min, max) long field;
+  CODA_OPTION_MAP(CODA__OPTION_FIELD)
+#undef CODA__OPTION_FIELD
 } coda__options;
 
 typedef struct coda__middleware_entry {
@@ -58,24 +32,69 @@ typedef struct coda__middleware_entry {
   void *user;
 } coda__middleware_entry;
 
+/* What an upper layer does with each response, registered once
+ * (coda__app_set_ext). `data` is the layer's own; `res->ext` is its
+ * per-response state (NULL until it sets it). Loop thread of the response
+ * unless said otherwise. Every member may be NULL. */
+typedef struct coda__app_ext {
+  void *data;
+  /* A route that carries the layer's data (coda__route.ext) matched:
+   * before its handler runs. A negative return fails the request. */
+  int (*route)(void *data, coda_res *res, void *route_ext);
+  /* The handler or middleware failed: the response is being replaced by
+   * the failure answer; drop what must not follow it. */
+  void (*failed)(void *data, coda_res *res);
+  /* The response is complete: 0 lets it be written now, CODA__GATED holds
+   * it (the layer calls coda__res_resume() or coda__res_abandon() later,
+   * on the loop thread), a negative code fails it (503/500). */
+  int (*gate)(void *data, coda_res *res);
+  /* The response was committed: its bytes are queued (queued 1: the
+   * layer may coda__res_mark_written()) or it could not be written
+   * (queued 0: the connection is gone). */
+  void (*committed)(void *data, coda_res *res, int queued);
+  /* coda_app_bind() and coda_app_run() call it first: a process that is a
+   * task worker serves there and never returns. */
+  void (*enter)(void *data);
+  /* Appends ,"name":{...} members to the JSON of coda_stats_json(). Any
+   * thread. Returns the length needed, like snprintf. */
+  size_t (*stats_json)(void *data, char *buf, size_t cap);
+  /* coda_app_free(): free the layer. Returns nonzero if it cannot be
+   * freed yet (threads of it still run): the app is then kept. */
+  int (*free)(void *data);
+} coda__app_ext;
+
+#define CODA__APP_MAX_SERVICES 4
+
 struct coda_app {
   coda__options opt;
-  coda__http_limits limits; /* derived from opt at run time */
   coda__router *router;
   coda__middleware_entry *middleware;
   int nmiddleware;
   coda_error_handler on_error;
   void *on_error_user;
+  int listen; /* 0: coda_app_listen(app, NULL): no HTTP */
   char *listen_host;
   int listen_port;
   struct sockaddr_storage addr;
-  int bound_port;
   coda__logger logger;
   coda__server *server; /* while bound or running */
-  coda__engine *engine; /* background tasks */
+  coda__app_ext ext;
+  const coda__service *services[CODA__APP_MAX_SERVICES];
+  int nservices;
   atomic_int running;
-  atomic_long nconnections;
+  atomic_long failed_requests; /* handler failures, for the summary log */
+  atomic_long busy_requests;   /* 503 answers (full queue, store down) */
 };
+
+/* Installs the upper layer's extension (one per app). CODA_EEXIST if one
+ * is there. Configuration time. */
+int coda__app_set_ext(coda_app *app, const coda__app_ext *ext);
+/* The extension's data, or NULL. */
+static inline void *coda__app_ext_data(const coda_app *app) { return app->ext.data; }
+
+/* Adds a service the server will run (the struct must live as long as the
+ * app). Configuration time. */
+int coda__app_add_service(coda_app *app, const coda__service *svc);
 
 /* Requests served so far, all loops (for /stats). */
 uint64_t coda__app_requests(const coda_app *app);

@@ -1,11 +1,11 @@
 /*
- * exchange.h - the request and response objects a handler sees, and the
- * internal calls the server makes on them.
+ * exchange.h - the request and response objects a handler sees, the
+ * stream, and the calls the app and the layer above make on them.
  *
- * Both live inside their connection and are reused request after request;
- * everything a request needs beyond them comes from the connection's arena,
- * which is reset when the response is done. One thread: the connection's
- * event loop.
+ * They live in the connection's exchange memory (server/conn.h) and are
+ * reused request after request; everything a request needs beyond them
+ * comes from the connection's arena, which is reset when the response is
+ * done. One thread: the connection's event loop.
  */
 #ifndef CODA_APP_EXCHANGE_H
 #define CODA_APP_EXCHANGE_H
@@ -14,15 +14,9 @@
 #include "coda.h"
 #include "common/arena.h"
 #include "http/parser.h"
+#include "server/conn.h"
 
 #include <stdint.h>
-
-typedef struct coda__conn coda__conn;
-
-/* Called once per response when its last byte has been written to the
- * socket (ok = 1) or the connection failed before that (ok = 0). This is
- * where work that must run after the response hooks in. */
-typedef void (*coda__written_cb)(void *arg, int ok);
 
 typedef struct coda__res_header {
   struct coda__res_header *next;
@@ -35,6 +29,7 @@ typedef struct coda__res_header {
 enum { CODA__BODY_NONE, CODA__BODY_COPY, CODA__BODY_STATIC, CODA__BODY_BORROW };
 
 struct coda_req {
+  coda_app *app;
   coda__conn *conn;
   coda__arena *arena;
   const coda__http_head *head;
@@ -53,8 +48,10 @@ struct coda_req {
 };
 
 struct coda_res {
+  coda_app *app;
   coda__conn *conn;
   coda__arena *arena;
+  uint64_t request_id;
   int status;
   coda__res_header *headers;
   const char *body;
@@ -65,18 +62,33 @@ struct coda_res {
   coda__written_cb written_cb;
   void *written_arg;
   int streaming;
-  struct coda_tasks *run; /* background tasks added so far, or NULL */
+  void *ext; /* the upper layer's state for this response (its tasks) */
 };
 
-/* Prepares req from a parsed head: NUL-terminates its strings in place. */
-void coda__req_begin(coda_req *req, coda__conn *conn, coda__arena *arena,
-                     char *base, const coda__http_head *head, uint64_t id);
+struct coda_stream {
+  coda__conn *conn;
+  coda_res *res;
+  int chunked; /* HTTP/1.1: chunked framing; 1.0: close-delimited */
+  int discard; /* HEAD: the body is not sent */
+};
+
+/* What a connection's exchange memory holds. */
+typedef struct coda__exchange {
+  coda_req req;
+  coda_res res;
+  coda_stream stream;
+} coda__exchange;
+
+/* Prepares req from a dispatched request: NUL-terminates its strings in
+ * place. */
+void coda__req_begin(coda_req *req, coda_app *app, coda__conn *conn,
+                     const coda__request *r);
 
 /* Decodes the matched route's captures into the arena. */
 int coda__req_decode_params(coda_req *req);
 
 /* Resets a response to an empty 200, releasing a borrowed body. */
-void coda__res_reset(coda_res *res, coda__conn *conn, coda__arena *arena);
+void coda__res_reset(coda_res *res, coda_app *app, coda__conn *conn, uint64_t request_id);
 
 /* Releases what the response still holds (a borrowed body). */
 void coda__res_release(coda_res *res);
@@ -85,21 +97,38 @@ void coda__res_release(coda_res *res);
  * CODA_EEXIST if one is set. */
 int coda__res_on_written(coda_res *res, coda__written_cb cb, void *arg);
 
+/* For the upper layer, in its committed() hook: cb runs once the
+ * response's last byte is in the kernel (ok 1) or the connection failed
+ * (ok 0). */
+int coda__res_mark_written(coda_res *res, coda__written_cb cb, void *arg);
+
 /* Serialises a finished response into the connection's output. */
 int coda__res_commit(coda_res *res);
 
-/* Runs middleware, routing and the handler, then the error handler if
- * needed. The response is complete (or streaming) when it returns. */
-void coda__app_dispatch(coda_app *app, coda_req *req, coda_res *res);
+/* A gated response (coda__app_ext.gate) goes on: rc 0 writes it as built,
+ * a negative rc writes the failure answer for rc instead (503 for
+ * CODA_ESTORE). On a connection that closed meanwhile, nothing is written
+ * and the extension hears committed(queued 0). Loop thread. */
+void coda__res_resume(coda_res *res, int rc);
+
+/* The loop ended while the response was gated: nothing will answer it.
+ * Its written callback hears "failed" and the connection is freed. Any
+ * thread. */
+void coda__res_abandon(coda_res *res);
+
+/* The server's dispatch hook: runs middleware, routing and the handler,
+ * then the error handler if needed, then writes the response (or starts
+ * the stream, or gates it). */
+int coda__app_dispatch(void *app, coda__conn *c, void *exchange, const coda__request *r);
+
+/* The server's release hook. */
+void coda__app_release(void *app, void *exchange);
 
 /* Replaces the response with the framework's answer to a failure `rc`
  * (500, or 503 + Retry-After for CODA_EFULL and CODA_ESTORE, or what the
- * app's error handler makes of it); its tasks are dropped except ALWAYS
- * ones. */
+ * app's error handler makes of it); the extension drops what must not
+ * follow a failed response. */
 void coda__app_fail_response(coda_app *app, coda_req *req, coda_res *res, int rc);
-
-/* Status line text, e.g. "Not Found". */
-const char *coda__status_reason(int status);
 
 /* Percent-decodes src into dst (which may be src); '+' becomes a space when
  * plus_is_space. Invalid escapes are kept as they are. Returns the length. */

@@ -9,24 +9,27 @@
  */
 #include "app/exchange.h"
 #include "http/path.h"
-#include "server/conn.h"
 
 #include <strings.h>
 
 static const char *normalize_path(coda__arena *a, const char *p);
 
-void coda__req_begin(coda_req *req, coda__conn *conn, coda__arena *arena, char *base,
-                     const coda__http_head *head, uint64_t id) {
+void coda__req_begin(coda_req *req, coda_app *app, coda__conn *conn,
+                     const coda__request *r) {
+  const coda__http_head *head = r->head;
+  char *base = r->base;
+  coda__arena *arena = coda__conn_arena(conn);
+  req->app = app;
   req->conn = conn;
   req->arena = arena;
   req->head = head;
   req->base = base;
-  req->id = id;
+  req->id = r->id;
   req->path = NULL;
   req->match.route = NULL;
   req->match.nparams = 0;
-  req->body = "";
-  req->body_len = 0;
+  req->body = r->body;
+  req->body_len = r->body_len;
   base[head->method.off + head->method.len] = '\0';
   base[head->target.off + head->target.len] = '\0';
   req->method = base + head->method.off;
@@ -94,13 +97,13 @@ const char *coda_req_method(const coda_req *req) { return req->method; }
 const char *coda_req_target(const coda_req *req) { return req->target; }
 const char *coda_req_query_string(const coda_req *req) { return req->query_string; }
 int coda_req_version(const coda_req *req) { return req->head->version_minor; }
-const char *coda_req_peer(const coda_req *req) { return req->conn->peer; }
+const char *coda_req_peer(const coda_req *req) { return coda__conn_peer(req->conn); }
 uint64_t coda_req_id(const coda_req *req) { return req->id; }
 void *coda_req_alloc(coda_req *req, size_t size) {
   return coda__arena_alloc(req->arena, size);
 }
-void *coda_req_loop(coda_req *req) { return &req->conn->loop->uv; }
-coda_app *coda_req_app(const coda_req *req) { return req->conn->loop->app; }
+void *coda_req_loop(coda_req *req) { return coda__loop_uv(coda__conn_loop(req->conn)); }
+coda_app *coda_req_app(const coda_req *req) { return req->app; }
 
 const char *coda_req_path(const coda_req *req) {
   coda_req *r = (coda_req *)req; /* the decoded path is cached */

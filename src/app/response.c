@@ -2,14 +2,16 @@
  * response.c - building responses and writing them out (see coda.h).
  *
  * A response is built in the request's arena while the handler and the
- * middleware run; coda__res_commit() then serialises it into the
- * connection's output buffer in one pass. Small bodies are copied next to
- * the head, so a keep-alive response is one contiguous write; large static
- * or borrowed bodies are written from where they are. Loop thread only.
+ * middleware run; coda__res_commit() then serialises it (http/response.h)
+ * into the connection's output buffer in one pass. Small bodies are copied
+ * next to the head, so a keep-alive response is one contiguous write;
+ * large static or borrowed bodies are written from where they are. The
+ * app's extension (the task layer) hears when a response commits, fails or
+ * is gated (app.h). Loop thread only.
  */
+#include "app/app.h"
 #include "app/exchange.h"
-#include "server/conn.h"
-#include "tasks/task.h"
+#include "http/response.h"
 
 #include <jansson.h>
 #include <strings.h>
@@ -17,46 +19,6 @@
 /* Bodies up to this size are copied next to the head: one iovec beats two
  * for small writes, and the copy is cheaper than a second syscall piece. */
 #define COPY_BODY_MAX 16384
-
-const char *coda__status_reason(int status) {
-  switch (status) {
-  case 100: return "Continue";
-  case 200: return "OK";
-  case 201: return "Created";
-  case 202: return "Accepted";
-  case 204: return "No Content";
-  case 206: return "Partial Content";
-  case 301: return "Moved Permanently";
-  case 302: return "Found";
-  case 303: return "See Other";
-  case 304: return "Not Modified";
-  case 307: return "Temporary Redirect";
-  case 308: return "Permanent Redirect";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 409: return "Conflict";
-  case 410: return "Gone";
-  case 411: return "Length Required";
-  case 413: return "Content Too Large";
-  case 414: return "URI Too Long";
-  case 415: return "Unsupported Media Type";
-  case 417: return "Expectation Failed";
-  case 422: return "Unprocessable Content";
-  case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  case 505: return "HTTP Version Not Supported";
-  default: return "Unknown";
-  }
-}
 
 void coda__res_release(coda_res *res) {
   if (res->body_kind == CODA__BODY_BORROW && res->release)
@@ -67,16 +29,18 @@ void coda__res_release(coda_res *res) {
   res->body_len = 0;
 }
 
-void coda__res_reset(coda_res *res, coda__conn *conn, coda__arena *arena) {
+void coda__res_reset(coda_res *res, coda_app *app, coda__conn *conn, uint64_t request_id) {
   coda__res_release(res);
+  res->app = app;
   res->conn = conn;
-  res->arena = arena;
+  res->arena = coda__conn_arena(conn);
+  res->request_id = request_id;
   res->status = 200;
   res->headers = NULL;
   res->written_cb = NULL;
   res->written_arg = NULL;
   res->streaming = 0;
-  res->run = NULL; /* handed on by commit, or by the failure path */
+  res->ext = NULL; /* handed on by commit, or by the failure path */
 }
 
 int coda__res_on_written(coda_res *res, coda__written_cb cb, void *arg) {
@@ -256,55 +220,52 @@ int coda_res_json_text(coda_res *res, int status, const char *json) {
 
 /* ---- serialisation --------------------------------------------------- */
 
-static int body_allowed(int status) { return status != 204 && status != 304; }
-
-/* Writes the status line, fixed headers and the user's headers. `framing`
- * is the Content-Length or Transfer-Encoding line, already formatted. */
+/* Writes the status line, fixed headers and the user's headers, then the
+ * framing: chunked, or Content-Length unless the status has no body or the
+ * body is close-delimited (a stream over HTTP/1.0). */
 static int write_head(coda_res *res, coda__buf *out, int chunked) {
   coda__conn *c = res->conn;
-  coda__loop *loop = c->loop;
-  int rc = 0;
-  if (res->status == 200) {
-    rc |= coda__buf_append_lit(out, "HTTP/1.1 200 OK\r\n");
-  } else {
-    const char *reason = coda__status_reason(res->status);
-    rc |= coda__buf_append_lit(out, "HTTP/1.1 ");
-    rc |= coda__buf_append_u64(out, (unsigned)res->status);
-    rc |= coda__buf_append_lit(out, " ");
-    rc |= coda__buf_append(out, reason, strlen(reason));
-    rc |= coda__buf_append_lit(out, "\r\n");
-  }
-  coda__loop_update_date(loop);
+  const coda_req *req = &((coda__exchange *)coda__conn_exchange(c))->req;
+  size_t dlen;
+  const char *date = coda__conn_date(c, &dlen);
+  int rc = coda__http_status_line(out, res->status);
   rc |= coda__buf_append_lit(out, "Server: coda\r\n");
-  rc |= coda__buf_append(out, loop->date_line, loop->date_len);
-  for (coda__res_header *h = res->headers; h; h = h->next) {
-    rc |= coda__buf_append(out, h->name, h->name_len);
-    rc |= coda__buf_append_lit(out, ": ");
-    rc |= coda__buf_append(out, h->value, h->value_len);
-    rc |= coda__buf_append_lit(out, "\r\n");
-  }
-  if (chunked) {
+  rc |= coda__buf_append(out, date, dlen);
+  for (coda__res_header *h = res->headers; h; h = h->next)
+    rc |= coda__http_write_field(out, h->name, h->name_len, h->value, h->value_len);
+  if (chunked)
     rc |= coda__buf_append_lit(out, "Transfer-Encoding: chunked\r\n");
-  } else if (body_allowed(res->status) && !res->streaming) {
-    rc |= coda__buf_append_lit(out, "Content-Length: ");
-    rc |= coda__buf_append_u64(out, res->body_len);
-    rc |= coda__buf_append_lit(out, "\r\n");
-  }
-  if (!c->keep_alive)
+  else if (coda__http_status_has_body(res->status) && !res->streaming)
+    rc |= coda__http_content_length(out, res->body_len);
+  if (!coda__conn_keep_alive(c))
     rc |= coda__buf_append_lit(out, "Connection: close\r\n");
-  else if (c->req.head->version_minor == 0)
+  else if (req->head->version_minor == 0)
     rc |= coda__buf_append_lit(out, "Connection: keep-alive\r\n");
   rc |= coda__buf_append_lit(out, "\r\n");
   return rc ? CODA_ENOMEM : 0;
 }
 
+static void ext_committed(coda_res *res, int queued) {
+  const coda__app_ext *ext = &res->app->ext;
+  if (res->ext && ext->committed)
+    ext->committed(ext->data, res, queued);
+  res->ext = NULL;
+}
+
+int coda__res_mark_written(coda_res *res, coda__written_cb cb, void *arg) {
+  return coda__conn_mark_response(res->conn, cb, arg);
+}
+
 int coda__res_commit(coda_res *res) {
   coda__conn *c = res->conn;
+  const coda_req *req = &((coda__exchange *)coda__conn_exchange(c))->req;
   coda__buf *out = coda__conn_out(c);
-  if (write_head(res, out, 0) != 0)
+  if (write_head(res, out, 0) != 0) {
+    ext_committed(res, 0); /* the response is lost; its committed work still runs */
     return CODA_ENOMEM;
+  }
   int rc = 0;
-  if (!c->req.is_head && body_allowed(res->status) && res->body_len) {
+  if (!req->is_head && coda__http_status_has_body(res->status) && res->body_len) {
     if (res->body_len > COPY_BODY_MAX && res->body_kind != CODA__BODY_COPY) {
       /* Written from where it is; released once written. */
       rc = coda__conn_out_external(c, res->body, res->body_len,
@@ -321,85 +282,94 @@ int coda__res_commit(coda_res *res) {
   if (rc == 0)
     rc = coda__conn_mark_response(c, res->written_cb, res->written_arg);
   coda__conn_access_log(c, res->status);
-  if (rc == 0) {
-    coda__res_tasks_commit(res);
-  } else if (res->run) {
-    /* The response is lost; its committed tasks still run. */
-    coda__run_start(res->run, 0);
-    res->run = NULL;
-  }
+  ext_committed(res, rc == 0);
   return rc;
+}
+
+void coda__res_resume(coda_res *res, int rc) {
+  coda__conn *c = res->conn;
+  coda__exchange *x = coda__conn_exchange(c);
+  if (coda__conn_closed(c)) {
+    /* The client left meanwhile: nothing to send; what was committed
+     * still runs, knowing it was not delivered. */
+    if (res->written_cb)
+      res->written_cb(res->written_arg, 0);
+    ext_committed(res, 0);
+    coda__conn_gate_end(c, 0);
+    return;
+  }
+  if (rc != 0)
+    coda__app_fail_response(res->app, &x->req, res, rc);
+  coda__conn_gate_end(c, coda__res_commit(res) == 0);
+}
+
+void coda__res_abandon(coda_res *res) {
+  if (res->written_cb)
+    res->written_cb(res->written_arg, 0);
+  res->ext = NULL;
+  coda__conn_gate_orphan(res->conn);
 }
 
 /* ---- streaming ------------------------------------------------------- */
 
 coda_stream *coda_res_stream(coda_res *res) {
   coda__conn *c = res->conn;
-  if (res->streaming || c->state != CODA__CONN_BODY)
+  coda__exchange *x = coda__conn_exchange(c);
+  if (res->streaming || coda__conn_stream_begin(c) != 0)
     return NULL;
-  int chunked = c->req.head->version_minor == 1;
+  int chunked = x->req.head->version_minor == 1;
   if (!chunked)
-    c->keep_alive = 0; /* HTTP/1.0: the end of the body is the close */
+    coda__conn_no_keep_alive(c); /* HTTP/1.0: the end of the body is the close */
   coda__res_release(res);
   res->streaming = 1;
-  if (write_head(res, coda__conn_out(c), chunked && !c->req.is_head) != 0) {
+  if (write_head(res, coda__conn_out(c), chunked && !x->req.is_head) != 0) {
+    /* Out of memory: no stream; what the handler answers next goes on a
+     * connection that closes after it. */
+    coda__conn_no_keep_alive(c);
     res->streaming = 0;
+    coda__conn_stream_abort(c);
     return NULL;
   }
-  c->stream = (coda_stream){c, chunked, c->req.is_head};
-  c->stream_open = 1;
-  c->state = CODA__CONN_STREAMING;
+  x->stream = (coda_stream){c, res, chunked, x->req.is_head};
   coda__conn_access_log(c, res->status);
-  if (!c->dispatching)
-    coda__conn_flush(c);
-  return &c->stream;
+  return &x->stream;
 }
 
 int coda_stream_write(coda_stream *s, const void *data, size_t len) {
   coda__conn *c = s->conn;
-  if (c->closed)
+  if (coda__conn_closed(c))
     return CODA_ECLOSED;
   if (s->discard || len == 0)
     return 0;
   coda__buf *out = coda__conn_out(c);
-  int rc = 0;
-  if (s->chunked) {
-    rc |= coda__buf_append_hex(out, len);
-    rc |= coda__buf_append_lit(out, "\r\n");
-  }
-  rc |= coda__buf_append(out, data, len);
-  if (s->chunked)
-    rc |= coda__buf_append_lit(out, "\r\n");
+  int rc = s->chunked ? coda__http_chunk(out, data, len)
+                      : (coda__buf_append(out, data, len) ? CODA_ENOMEM : 0);
   if (rc)
-    return CODA_ENOMEM;
-  if (!c->dispatching)
-    coda__conn_flush(c);
+    return rc;
+  coda__conn_send(c);
   return 0;
 }
 
 int coda_stream_end(coda_stream *s) {
   coda__conn *c = s->conn;
+  coda_res *res = s->res;
   int rc = 0;
-  if (!c->closed) {
+  if (!coda__conn_closed(c)) {
     if (s->chunked && !s->discard)
-      rc = coda__buf_append_lit(coda__conn_out(c), "0\r\n\r\n") ? CODA_ENOMEM : 0;
+      rc = coda__http_last_chunk(coda__conn_out(c));
     if (rc == 0)
-      rc = coda__conn_mark_response(c, c->res.written_cb, c->res.written_arg);
-    coda__res_tasks_commit(&c->res);
-    if (!c->dispatching)
-      coda__conn_flush(c);
+      rc = coda__conn_mark_response(c, res->written_cb, res->written_arg);
+    ext_committed(res, rc == 0);
+    coda__conn_send(c);
   } else {
     rc = CODA_ECLOSED;
-    if (c->res.written_cb)
-      c->res.written_cb(c->res.written_arg, 0);
-    if (c->res.run) {
-      coda__run_start(c->res.run, 0); /* the client left; the work was accepted */
-      c->res.run = NULL;
-    }
+    if (res->written_cb)
+      res->written_cb(res->written_arg, 0);
+    ext_committed(res, 0); /* the client left; the work was accepted */
   }
-  c->stream_open = 0;
-  coda__conn_stream_done(c);
+  res->streaming = 0;
+  coda__conn_stream_end(c);
   return rc;
 }
 
-coda_app *coda_stream_app(coda_stream *s) { return s->conn->loop->app; }
+coda_app *coda_stream_app(coda_stream *s) { return s->res->app; }

@@ -26,7 +26,8 @@ typedef struct coda__route {
   size_t method_len;
   coda_handler handler;
   void *user;
-  struct coda_tasks *tasks; /* route-level task templates, owned by the engine */
+  void *ext; /* the upper layer's data for this route (its declared tasks),
+               owned by that layer; coda__app_ext.route runs when it is set */
 } coda__route;
 
 typedef struct coda__param {

@@ -150,3 +150,22 @@ size_t coda__log_format(char *buf, size_t cap, coda_log_level level,
   buf[n++] = '\n';
   return n;
 }
+
+void coda__logv(coda__logger *lg, long min_level, coda_log_level level, const char *fmt,
+                va_list ap) {
+  if ((long)level < min_level)
+    return;
+  char line[2048];
+  size_t n = coda__log_format(line, sizeof line, level, fmt, ap);
+  if (lg)
+    coda__logger_write(lg, line, n);
+  else
+    fwrite(line, 1, n, stderr);
+}
+
+void coda__log(coda__logger *lg, long min_level, coda_log_level level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  coda__logv(lg, min_level, level, fmt, ap);
+  va_end(ap);
+}

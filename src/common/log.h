@@ -46,4 +46,12 @@ void coda__logger_write(coda__logger *lg, const char *p, size_t n);
 size_t coda__log_format(char *buf, size_t cap, coda_log_level level,
                         const char *fmt, va_list ap);
 
+/* Formats and queues one line if level >= min_level (lg NULL: stderr).
+ * Thread-safe. The layers below the app log through this; the app's
+ * coda_log() is the same with the app's logger and level. */
+void coda__logv(coda__logger *lg, long min_level, coda_log_level level, const char *fmt,
+                va_list ap);
+void coda__log(coda__logger *lg, long min_level, coda_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 #endif /* CODA_COMMON_LOG_H */

@@ -18,7 +18,7 @@
  */
 #include "server/conn.h"
 
-#include "tasks/task.h"
+#include "http/response.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,13 +32,15 @@
 #define WRITE_SLICE (64 * 1024)
 
 static void process(coda__conn *c);
-static void release_held(coda__conn *c, int rc);
 static void close_now(coda__conn *c);
+static void conn_flush(coda__conn *c);
 static void update_reading(coda__conn *c);
 
 static uint64_t loop_now(const coda__conn *c) { return uv_now(&c->loop->uv); }
 
-static coda_app *conn_app(const coda__conn *c) { return c->loop->app; }
+static const coda__server_config *conn_cfg(const coda__conn *c) {
+  return &c->loop->server->cfg;
+}
 
 /* ---- output ---------------------------------------------------------- */
 
@@ -72,7 +74,7 @@ static void batch_free(coda__out_batch *b) {
 }
 
 int coda__conn_out_external(coda__conn *c, const char *data, size_t len,
-                            coda_release_fn release, void *release_data,
+                            coda__release_cb release, void *release_data,
                             void *release_arg) {
   coda__out_batch *b = &c->pending;
   if (b->nsegs == b->segs_cap) {
@@ -110,12 +112,18 @@ int coda__conn_mark_response(coda__conn *c, coda__written_cb cb, void *arg) {
 }
 
 /* Calls the written callbacks of every response now fully written; with
- * failed set, of every response left (the connection died). */
+ * failed set, of every response left (the connection died). The access log
+ * goes first, so that a task's lines follow its request's. */
 static void fire_marks(coda__conn *c, int failed) {
+  int flushed = 0;
   while (c->nmarks > 0) {
     coda__out_mark *m = &c->marks[c->marks_head];
     if (!failed && m->end > c->written_total)
       return;
+    if (!flushed) {
+      coda__loop_flush_log(c->loop);
+      flushed = 1;
+    }
     coda__out_mark done = *m;
     c->marks_head = (c->marks_head + 1) % c->marks_cap;
     c->nmarks--;
@@ -179,7 +187,7 @@ static void wrote(coda__conn *c, size_t n) {
 
 static int can_process(const coda__conn *c) {
   return (c->state == CODA__CONN_HEAD || c->state == CODA__CONN_BODY) && c->rlen > 0 &&
-         !c->closed && out_unsent(c) < (size_t)conn_app(c)->opt.write_high_water;
+         !c->closed && out_unsent(c) < conn_cfg(c)->write_high_water;
 }
 
 static void after_output_drained(coda__conn *c) {
@@ -212,10 +220,10 @@ static void on_write(uv_write_t *req, int status) {
   }
   batch_release(&c->inflight);
   c->inflight_done = 0;
-  coda__conn_flush(c);
+  conn_flush(c);
 }
 
-void coda__conn_flush(coda__conn *c) {
+static void conn_flush(coda__conn *c) {
   if (c->write_active || c->closed)
     return;
   coda__out_batch *b = &c->pending;
@@ -265,13 +273,15 @@ static void conn_free(coda__conn *c) {
 static void on_close(uv_handle_t *h) {
   coda__conn *c = h->data;
   coda__loop *loop = c->loop;
+  const coda__server_hooks *hooks = &loop->server->hooks;
   fire_marks(c, 1);
-  coda__res_release(&c->res);
+  if (hooks->release && !c->gated)
+    hooks->release(hooks->data, c->exchange);
   batch_release(&c->pending);
   batch_release(&c->inflight);
   coda__queue_remove(&c->link);
-  atomic_fetch_sub(&loop->app->nconnections, 1);
-  if (!c->stream_open && !c->hold)
+  atomic_fetch_sub(&loop->server->nconnections, 1);
+  if (!c->stream_open && !c->gated)
     conn_free(c);
   coda__loop_conn_closed(loop);
 }
@@ -310,7 +320,7 @@ static void start_linger(coda__conn *c) {
 }
 
 int coda__conn_idle(const coda__conn *c) {
-  return c->state == CODA__CONN_HEAD && c->rlen == 0 && !c->write_active && !c->hold &&
+  return c->state == CODA__CONN_HEAD && c->rlen == 0 && !c->write_active && !c->gated &&
          batch_size(&c->pending) == 0 && !c->stream_open;
 }
 
@@ -324,7 +334,7 @@ void coda__conn_shutdown(coda__conn *c, int now) {
   c->keep_alive = 0;
   if (c->state == CODA__CONN_HEAD && c->rlen == 0) {
     c->state = CODA__CONN_CLOSING;
-    coda__conn_flush(c);
+    conn_flush(c);
   }
 }
 
@@ -374,22 +384,21 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   c->keep_alive = 0;
   if (c->state == CODA__CONN_HEAD)
     c->state = CODA__CONN_CLOSING;
-  coda__conn_flush(c);
+  conn_flush(c);
 }
 
 static void update_reading(coda__conn *c) {
   if (c->closed)
     return;
-  coda_app *app = conn_app(c);
-  /* While a response is held for its store write, reading goes on (into
-   * the free part of the buffer only: the held request stays in place), so
-   * a hold costs no epoll change. */
+  /* While a response is gated, reading goes on (into the free part of the
+   * buffer only: the gated request stays in place), so a gate costs no
+   * epoll change. */
   int want =
       !c->read_eof &&
       (c->lingering ||
        ((c->state == CODA__CONN_HEAD || c->state == CODA__CONN_BODY ||
-         c->state == CODA__CONN_STREAMING || c->state == CODA__CONN_HOLDING) &&
-        c->rlen + 1 < c->rcap && out_unsent(c) < (size_t)app->opt.write_high_water));
+         c->state == CODA__CONN_STREAMING || c->state == CODA__CONN_GATED) &&
+        c->rlen + 1 < c->rcap && out_unsent(c) < conn_cfg(c)->write_high_water));
   if (want && !c->read_active) {
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
       c->read_active = 1;
@@ -417,21 +426,23 @@ static int grow_rbuf(coda__conn *c, size_t need) {
 
 void coda__conn_access_log(coda__conn *c, int status) {
   coda__loop *loop = c->loop;
-  if (!conn_app(c)->opt.access_log)
+  if (!conn_cfg(c)->access_log)
     return;
   const char *method = "-", *target = "-";
-  int minor = 1;
-  if (c->req.method) {
-    method = c->req.method;
-    target = c->req.target;
-    minor = c->req.head->version_minor;
+  int mlen = 1, tlen = 1, minor = 1;
+  if (c->head_base) {
+    method = c->head_base + c->head.method.off;
+    mlen = (int)c->head.method.len;
+    target = c->head_base + c->head.target.off;
+    tlen = (int)c->head.target.len;
+    minor = c->head.version_minor;
   }
-  size_t need = strlen(target) + strlen(method) + strlen(c->peer) + 96;
+  size_t need = (size_t)tlen + (size_t)mlen + strlen(c->peer) + 96;
   if (coda__buf_reserve(&loop->log, need) != 0)
     return;
   int n = snprintf(loop->log.base + loop->log.len, need,
-                   "INFO:     %s - \"%s %s HTTP/1.%d\" %d %s\n", c->peer, method, target,
-                   minor, status, coda__status_reason(status));
+                   "INFO:     %s - \"%.*s %.*s HTTP/1.%d\" %d %s\n", c->peer, mlen, method,
+                   tlen, target, minor, status, coda__http_reason(status));
   if (n > 0)
     loop->log.len += (size_t)n < need ? (size_t)n : need - 1;
 }
@@ -442,24 +453,10 @@ void coda__conn_access_log(coda__conn *c, int status) {
  * timeout) and closes after it: after a framing error nothing that follows
  * on the connection can be trusted. */
 static void error_response(coda__conn *c, int status) {
-  coda__loop *loop = c->loop;
-  const char *reason = coda__status_reason(status);
-  coda__buf *out = coda__conn_out(c);
-  coda__loop_update_date(loop);
-  size_t rlen = strlen(reason);
-  int rc = coda__buf_append_lit(out, "HTTP/1.1 ");
-  rc |= coda__buf_append_u64(out, (unsigned)status);
-  rc |= coda__buf_append_lit(out, " ");
-  rc |= coda__buf_append(out, reason, rlen);
-  rc |= coda__buf_append_lit(out, "\r\nServer: coda\r\n");
-  rc |= coda__buf_append(out, loop->date_line, loop->date_len);
-  rc |= coda__buf_append_lit(out, "Content-Type: text/plain; charset=utf-8\r\n"
-                                  "Content-Length: ");
-  rc |= coda__buf_append_u64(out, rlen + 1);
-  rc |= coda__buf_append_lit(out, "\r\nConnection: close\r\n\r\n");
-  rc |= coda__buf_append(out, reason, rlen);
-  rc |= coda__buf_append_lit(out, "\n");
-  c->req.method = NULL;
+  size_t dlen;
+  const char *date = coda__conn_date(c, &dlen);
+  int rc = coda__http_error_response(coda__conn_out(c), status, date, dlen);
+  c->head_base = NULL;
   coda__conn_access_log(c, status);
   c->keep_alive = 0;
   c->state = CODA__CONN_CLOSING;
@@ -483,7 +480,7 @@ static void begin_body(coda__conn *c) {
 /* Returns 1 with *end set when the whole request is in the buffer, 0 when
  * more is needed, or a negative status. */
 static int read_body(coda__conn *c, char *start, size_t avail, size_t *end) {
-  coda_app *app = conn_app(c);
+  const coda__server_config *cfg = conn_cfg(c);
   if (!(c->head.flags & CODA__HTTP_CHUNKED)) {
     if (avail - c->head_len < c->body_need)
       return 0;
@@ -492,7 +489,7 @@ static int read_body(coda__conn *c, char *start, size_t avail, size_t *end) {
   }
   size_t in = c->chunk_in, out = c->chunk_out;
   int rc = coda__chunked_decode(&c->chunked, start, avail, &in, &out,
-                                app->limits.max_body, app->limits.max_header_bytes);
+                                cfg->limits.max_body, cfg->limits.max_header_bytes);
   if (rc < 0)
     return rc;
   if (rc == 1) {
@@ -510,13 +507,13 @@ static int read_body(coda__conn *c, char *start, size_t avail, size_t *end) {
 
 /* More body bytes are needed: make room, and say 100 Continue if asked. */
 static int need_more_body(coda__conn *c, size_t rpos) {
-  coda_app *app = conn_app(c);
+  const coda__server_config *cfg = conn_cfg(c);
   size_t need;
   if (c->head.flags & CODA__HTTP_CHUNKED) {
     need = c->rlen - rpos + 1;
     if (c->rlen + 1 >= c->rcap)
       need = (c->rlen - rpos) * 2;
-    size_t cap = c->head_len + (size_t)app->limits.max_body + CHUNK_FRAMING_SLACK;
+    size_t cap = c->head_len + (size_t)cfg->limits.max_body + CHUNK_FRAMING_SLACK;
     if (need > cap)
       need = cap;
   } else {
@@ -536,42 +533,32 @@ static void finish_exchange(coda__conn *c) {
   c->head_scan = 0;
   c->head_started = 0;
   c->continue_sent = 0;
-  c->req.method = NULL;
+  c->head_base = NULL;
   c->idle_since = loop_now(c);
   c->state = c->keep_alive ? CODA__CONN_HEAD : CODA__CONN_CLOSING;
 }
 
 static void dispatch(coda__conn *c, char *start, size_t end) {
   coda__loop *loop = c->loop;
-  coda_app *app = loop->app;
-  size_t body_off = c->head_len;
+  const coda__server_hooks *hooks = &loop->server->hooks;
   size_t body_end = c->head.flags & CODA__HTTP_CHUNKED ? c->chunk_out : end;
   char saved = start[body_end];
   start[body_end] = '\0';
   if (!(c->head.flags & CODA__HTTP_KEEP_ALIVE) || loop->stopping)
     c->keep_alive = 0;
-  uint64_t id = ((uint64_t)loop->index << 48) | ++loop->next_request;
+  coda__request r = {start, &c->head, start + c->head_len, body_end - c->head_len,
+                     ((uint64_t)loop->index << 48) | ++loop->next_request};
   atomic_fetch_add_explicit(&loop->requests, 1, memory_order_relaxed);
-  coda__req_begin(&c->req, c, &c->arena, start, &c->head, id);
-  c->req.body = start + body_off;
-  c->req.body_len = body_end - body_off;
-  coda__res_reset(&c->res, c, &c->arena);
+  c->head_base = start;
   c->dispatching = 1;
-  coda__app_dispatch(app, &c->req, &c->res);
+  int rc = hooks->dispatch(hooks->data, c, c->exchange, &r);
   c->dispatching = 0;
   start[body_end] = saved;
   c->requests++;
-  if (!c->res.streaming && c->res.run && c->res.run->durable_unstored) {
-    /* Durable tasks are written before the response leaves. */
-    int rc = coda__durable_hold(c);
-    if (rc == 0) {
-      c->state = CODA__CONN_HOLDING;
-      return;
-    }
-    release_held(c, rc); /* no store thread: 503 at once */
-    return;
-  }
-  if (!c->res.streaming && coda__res_commit(&c->res) != 0) {
+  if (rc == CODA__GATED) {
+    c->gated = 1;
+    c->state = CODA__CONN_GATED;
+  } else if (rc < 0) {
     c->keep_alive = 0; /* out of memory: the response is lost, so is the link */
     close_now(c);
   }
@@ -596,21 +583,21 @@ static void compact(coda__conn *c, size_t rpos) {
  * incomplete one, an open stream, or output above the high-water mark
  * (so a client that pipelines without reading cannot grow our memory). */
 static size_t process_batch(coda__conn *c) {
-  coda_app *app = conn_app(c);
+  const coda__server_config *cfg = conn_cfg(c);
   size_t rpos = 0;
   while (c->state == CODA__CONN_HEAD || c->state == CODA__CONN_BODY) {
     char *start = c->rbuf + rpos;
     size_t avail = c->rlen - rpos;
     if (c->state == CODA__CONN_HEAD) {
-      if (avail == 0 || out_unsent(c) >= (size_t)app->opt.write_high_water)
+      if (avail == 0 || out_unsent(c) >= cfg->write_high_water)
         break;
       if (!c->head_started)
         c->head_started = loop_now(c);
-      int n = coda__http_head_end(start, avail, &c->head_scan, &app->limits);
+      int n = coda__http_head_end(start, avail, &c->head_scan, &cfg->limits);
       if (n == 0)
         break;
       if (n > 0) {
-        int rc = coda__http_parse_head(start, (size_t)n, &app->limits, &c->head);
+        int rc = coda__http_parse_head(start, (size_t)n, &cfg->limits, &c->head);
         if (rc < 0)
           n = rc;
       }
@@ -634,10 +621,10 @@ static size_t process_batch(coda__conn *c) {
     }
     dispatch(c, start, end);
     rpos += end;
-    if (c->state == CODA__CONN_HOLDING) {
+    if (c->state == CODA__CONN_GATED) {
       /* The request's bytes stay where they are (the response and the
-       * access log point into them) until the hold ends. */
-      c->hold_consumed = rpos;
+       * access log point into them) until the gate ends. */
+      c->gate_consumed = rpos;
       return rpos;
     }
     if (c->state == CODA__CONN_STREAMING)
@@ -655,66 +642,70 @@ static void process(coda__conn *c) {
   size_t consumed;
   do {
     consumed = process_batch(c);
-    coda__conn_flush(c);
+    conn_flush(c);
   } while (consumed > 0 && can_process(c));
   c->in_process = 0;
   update_reading(c);
 }
 
-/* Sends the held response, or the failure answer instead of it. */
-static void release_held(coda__conn *c, int rc) {
-  if (rc != 0) {
-    coda__res_drop_unstored(&c->res);
-    coda__app_fail_response(conn_app(c), &c->req, &c->res, rc);
-  }
-  if (coda__res_commit(&c->res) != 0) {
-    c->keep_alive = 0;
-    close_now(c);
-  }
-}
-
-void coda__conn_hold_orphaned(coda__conn *c) {
-  c->hold = NULL;
-  if (c->res.written_cb)
-    c->res.written_cb(c->res.written_arg, 0);
-  coda__run_abandon(c->res.run);
-  c->res.run = NULL;
+void coda__conn_gate_orphan(coda__conn *c) {
+  c->gated = 0;
+  const coda__server_hooks *hooks = &c->loop->server->hooks;
+  if (hooks->release)
+    hooks->release(hooks->data, c->exchange);
   if (!c->stream_open)
     conn_free(c);
 }
 
-void coda__conn_hold_done(coda__conn *c, int rc) {
-  c->hold = NULL;
+void coda__conn_gate_end(coda__conn *c, int ok) {
+  c->gated = 0;
   if (c->closed) {
-    /* The client left meanwhile: no response to send; the tasks that
-     * were written still run, knowing they were not delivered. */
-    if (rc != 0)
-      coda__res_drop_unstored(&c->res);
-    if (c->res.written_cb)
-      c->res.written_cb(c->res.written_arg, 0);
-    if (c->res.run) {
-      coda__run_start(c->res.run, 0);
-      c->res.run = NULL;
-    }
+    /* The client left meanwhile: nothing to send. */
+    const coda__server_hooks *hooks = &c->loop->server->hooks;
+    if (hooks->release)
+      hooks->release(hooks->data, c->exchange);
     if (!c->stream_open)
       conn_free(c);
     return;
   }
-  release_held(c, rc);
-  if (c->closed)
+  if (!ok) {
+    c->keep_alive = 0;
+    close_now(c);
     return;
+  }
   finish_exchange(c);
-  compact(c, c->hold_consumed);
-  c->hold_consumed = 0;
-  coda__conn_flush(c);
+  compact(c, c->gate_consumed);
+  c->gate_consumed = 0;
+  conn_flush(c);
   process(c);
 }
 
-void coda__conn_stream_done(coda__conn *c) {
+void coda__conn_send(coda__conn *c) {
+  if (!c->dispatching)
+    conn_flush(c);
+}
+
+int coda__conn_stream_begin(coda__conn *c) {
+  if (!c->dispatching || c->state != CODA__CONN_BODY || c->stream_open)
+    return CODA_ESTATE;
+  c->stream_open = 1;
+  c->state = CODA__CONN_STREAMING;
+  return 0;
+}
+
+void coda__conn_stream_abort(coda__conn *c) {
+  if (c->dispatching && c->state == CODA__CONN_STREAMING) {
+    c->stream_open = 0;
+    c->state = CODA__CONN_BODY;
+  }
+}
+
+void coda__conn_stream_end(coda__conn *c) {
+  c->stream_open = 0;
   if (c->state == CODA__CONN_STREAMING)
     finish_exchange(c);
   if (c->closed) {
-    if (!c->stream_open)
+    if (!c->gated)
       conn_free(c);
     return;
   }
@@ -725,7 +716,7 @@ void coda__conn_stream_done(coda__conn *c) {
 /* ---- timeouts -------------------------------------------------------- */
 
 void coda__conn_check_timeouts(coda__conn *c, uint64_t now) {
-  const coda__options *o = &conn_app(c)->opt;
+  const coda__server_config *o = conn_cfg(c);
   if (c->closed)
     return;
   if (c->lingering) {
@@ -733,7 +724,7 @@ void coda__conn_check_timeouts(coda__conn *c, uint64_t now) {
       close_now(c);
     return;
   }
-  if (c->write_active && now - c->last_write > (uint64_t)o->send_timeout) {
+  if (c->write_active && now - c->last_write > o->send_timeout) {
     close_now(c); /* the client stopped reading */
     return;
   }
@@ -741,13 +732,13 @@ void coda__conn_check_timeouts(coda__conn *c, uint64_t now) {
     if (c->rlen > 0) {
       /* head_started is 0 for requests parked behind the high-water mark:
        * they wait on us, not on the client. */
-      if (c->head_started && now - c->head_started > (uint64_t)o->header_timeout) {
+      if (c->head_started && now - c->head_started > o->header_timeout) {
         error_response(c, 408);
-        coda__conn_flush(c);
+        conn_flush(c);
       }
     } else if (!c->write_active && batch_size(&c->pending) == 0) {
       uint64_t limit =
-          c->requests ? (uint64_t)o->keepalive_timeout : (uint64_t)o->header_timeout;
+          c->requests ? o->keepalive_timeout : o->header_timeout;
       if (now - c->idle_since > limit)
         close_now(c);
     }
@@ -755,13 +746,13 @@ void coda__conn_check_timeouts(coda__conn *c, uint64_t now) {
     /* A gap longer than the body timeout, or a body slower on average
      * than the minimum rate (a trickle that never leaves a long gap, as
      * Apache's mod_reqtimeout MinRate). */
-    uint64_t allowed = (uint64_t)o->body_timeout;
+    uint64_t allowed = o->body_timeout;
     if (o->body_min_rate)
-      allowed += c->body_bytes * 1000 / (uint64_t)o->body_min_rate;
-    if (now - c->last_read > (uint64_t)o->body_timeout ||
+      allowed += c->body_bytes * 1000 / o->body_min_rate;
+    if (now - c->last_read > o->body_timeout ||
         (o->body_min_rate && now - c->body_started > allowed)) {
       error_response(c, 408);
-      coda__conn_flush(c);
+      conn_flush(c);
     }
   }
 }
@@ -790,16 +781,16 @@ static void format_peer(coda__conn *c) {
 static void on_close_unaccepted(uv_handle_t *h) { conn_free(h->data); }
 
 int coda__conn_accept(coda__loop *loop) {
-  coda_app *app = loop->app;
-  coda__conn *c = calloc(1, sizeof *c);
+  coda__server *s = loop->server;
+  coda__conn *c = calloc(1, sizeof *c + s->hooks.exchange_size);
   if (!c)
     return CODA_ENOMEM;
   c->loop = loop;
-  c->rcap = (size_t)app->limits.max_header_bytes + 2 > READ_BUF_MIN
-                ? (size_t)app->limits.max_header_bytes + 2
+  c->rcap = (size_t)s->cfg.limits.max_header_bytes + 2 > READ_BUF_MIN
+                ? (size_t)s->cfg.limits.max_header_bytes + 2
                 : READ_BUF_MIN;
   c->rbuf = malloc(c->rcap);
-  c->fields = malloc(app->limits.max_headers * sizeof *c->fields);
+  c->fields = malloc(s->cfg.limits.max_headers * sizeof *c->fields);
   coda__queue_init(&c->link);
   coda__arena_init(&c->arena, c->arena_block, sizeof c->arena_block);
   if (!c->rbuf || !c->fields) {
@@ -814,6 +805,10 @@ int coda__conn_accept(coda__loop *loop) {
     return CODA_EIO;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  if (s->cfg.send_buffer) {
+    int size = s->cfg.send_buffer;
+    uv_send_buffer_size((uv_handle_t *)&c->tcp, &size);
+  }
   format_peer(c);
   c->head.fields = c->fields;
   c->keep_alive = 1;
@@ -821,7 +816,7 @@ int coda__conn_accept(coda__loop *loop) {
   c->idle_since = c->last_read = c->last_write = loop_now(c);
   coda__queue_insert_tail(&loop->conns, &c->link);
   loop->nconns++;
-  atomic_fetch_add(&app->nconnections, 1);
+  atomic_fetch_add(&s->nconnections, 1);
   update_reading(c);
   return 0;
 }

@@ -1,16 +1,17 @@
 /*
  * conn.h - one client connection: reading, parsing, dispatching, writing,
- * pipelining and timeouts.
+ * pipelining and timeouts; and what the layer answering requests may do
+ * with it (write output, mark the end of a response, stream, gate).
  *
  * A connection belongs to one loop thread for its whole life. Its read
- * buffer, output buffers, arena, request and response are allocated once,
- * when it is accepted, and reused for every request on it: the keep-alive
- * fast path allocates nothing.
+ * buffer, output buffers, arena and the upper layer's exchange memory are
+ * allocated once, when it is accepted, and reused for every request on it:
+ * the keep-alive fast path allocates nothing.
  */
 #ifndef CODA_SERVER_CONN_H
 #define CODA_SERVER_CONN_H
 
-#include "app/exchange.h"
+#include "common/arena.h"
 #include "common/buf.h"
 #include "common/queue.h"
 #include "server/server.h"
@@ -19,11 +20,19 @@
 
 enum {
   CODA__CONN_HEAD,      /* reading a request head (or idle) */
-  CODA__CONN_BODY,      /* reading a request body */
+  CODA__CONN_BODY,      /* reading a request body, or dispatching it */
   CODA__CONN_STREAMING, /* a streaming response is open */
-  CODA__CONN_HOLDING,   /* a response waits for its durable tasks' write */
+  CODA__CONN_GATED,     /* a response is not ready yet (coda__conn_gate_end) */
   CODA__CONN_CLOSING    /* no more requests: flush, then close */
 };
+
+/* Called once per response when its last byte has been written to the
+ * socket (ok = 1) or the connection failed before that (ok = 0). This is
+ * where work that must run after the response hooks in. */
+typedef void (*coda__written_cb)(void *arg, int ok);
+
+/* Releases memory an external output segment pointed to. */
+typedef void (*coda__release_cb)(void *data, void *arg);
 
 /* A body written from memory coda does not own, between two byte runs of
  * the output buffer. */
@@ -31,7 +40,7 @@ typedef struct coda__out_segment {
   size_t at; /* offset in the batch's bytes where it goes */
   const char *data;
   size_t len;
-  coda_release_fn release;
+  coda__release_cb release;
   void *release_data;
   void *release_arg;
 } coda__out_segment;
@@ -51,12 +60,6 @@ typedef struct coda__out_mark {
   void *arg;
 } coda__out_mark;
 
-struct coda_stream {
-  coda__conn *conn;
-  int chunked; /* HTTP/1.1: chunked framing; 1.0: close-delimited */
-  int discard; /* HEAD: the body is not sent */
-};
-
 struct coda__conn {
   uv_tcp_t tcp;
   coda__loop *loop;
@@ -72,6 +75,7 @@ struct coda__conn {
   size_t chunk_in, chunk_out; /* relative to the request start */
   coda__http_head head;
   coda__http_field *fields;
+  const char *head_base; /* the dispatched request's head, for the log */
   /* Flags. */
   unsigned keep_alive : 1;
   unsigned continue_sent : 1;
@@ -83,10 +87,10 @@ struct coda__conn {
   unsigned stream_open : 1;
   unsigned dispatching : 1;
   unsigned in_process : 1;
-  /* A held response: the store thread has its tasks; the connection's
-   * memory stays until coda__conn_hold_done() even if it closes. */
-  struct coda__hold *hold;
-  size_t hold_consumed; /* read-buffer bytes up to the held request's end */
+  /* A gated response: the memory stays until coda__conn_gate_end() or
+   * coda__conn_gate_orphan(), even if the connection closes. */
+  unsigned gated : 1;
+  size_t gate_consumed; /* read-buffer bytes up to the gated request's end */
   /* Timing (loop time, ms). */
   uint64_t head_started; /* first byte of the current head, 0 if none */
   uint64_t last_read;
@@ -107,31 +111,16 @@ struct coda__conn {
   uv_write_t write_req;
   uv_shutdown_t shutdown_req;
   uv_buf_t iov[16];
-  /* The current exchange. */
-  coda_req req;
-  coda_res res;
-  coda_stream stream;
   coda__arena arena;
   char peer[64];
   _Alignas(16) char arena_block[4096];
+  _Alignas(16) char exchange[]; /* hooks.exchange_size bytes */
 };
+
+/* ---- for the server's loops ---------------------------------------------- */
 
 /* Accepts a pending connection on loop's listener. */
 int coda__conn_accept(coda__loop *loop);
-
-/* Where a response's bytes go. */
-coda__buf *coda__conn_out(coda__conn *c);
-
-/* Queues an external body segment after the bytes queued so far. */
-int coda__conn_out_external(coda__conn *c, const char *data, size_t len,
-                            coda_release_fn release, void *release_data,
-                            void *release_arg);
-
-/* Marks the end of a response at the current output position. */
-int coda__conn_mark_response(coda__conn *c, coda__written_cb cb, void *arg);
-
-/* Writes what is pending (in as few syscalls as possible). */
-void coda__conn_flush(coda__conn *c);
 
 /* Starts a graceful close (after the current response) or a hard one. */
 void coda__conn_shutdown(coda__conn *c, int now);
@@ -142,21 +131,61 @@ int coda__conn_idle(const coda__conn *c);
 /* Called by the sweep timer: applies timeouts. */
 void coda__conn_check_timeouts(coda__conn *c, uint64_t now);
 
-/* Finishes a streaming response and resumes pipelined requests. */
-void coda__conn_stream_done(coda__conn *c);
+/* ---- for the layer that answers requests (loop thread) ------------------- */
 
-/* The store thread wrote (rc 0) or failed to write (rc < 0) the durable
- * tasks of the held response: send it, or a 503 instead, and go on with
- * pipelined requests. Loop thread. */
-void coda__conn_hold_done(coda__conn *c, int rc);
-/* The loop ended while c, closed, still waited for its hold, so nothing will
- * send the response or start its tasks: they are dropped and counted (the
- * durable ones that were written stay in the store for the next start),
- * the written callback says "failed", and c is freed. Any thread (the
- * written callback runs on it): a loop that has ended never touches c. */
-void coda__conn_hold_orphaned(coda__conn *c);
+/* Where a response's bytes go. */
+coda__buf *coda__conn_out(coda__conn *c);
 
-/* Appends the access log line of the current exchange. */
+/* Queues an external body segment after the bytes queued so far. */
+int coda__conn_out_external(coda__conn *c, const char *data, size_t len,
+                            coda__release_cb release, void *release_data,
+                            void *release_arg);
+
+/* Marks the end of a response at the current output position: cb runs
+ * once every byte before it is in the kernel (ok 1), or the connection
+ * failed first (ok 0). The access log lines buffered so far are handed to
+ * the logger before the first callback of a write runs. */
+int coda__conn_mark_response(coda__conn *c, coda__written_cb cb, void *arg);
+
+/* Writes what is pending, except during the dispatch (which writes once,
+ * after every pipelined request of a read has been answered). */
+void coda__conn_send(coda__conn *c);
+
+/* Appends the access log line of the current request (or "-" for none). */
 void coda__conn_access_log(coda__conn *c, int status);
+
+/* A streaming response begins (only during its dispatch, which then
+ * returns CODA__STREAMING): pipelined requests wait for its end.
+ * CODA_ESTATE otherwise. */
+int coda__conn_stream_begin(coda__conn *c);
+/* A stream that could not begin after all (its head could not be
+ * written): back to an ordinary response, during the same dispatch. */
+void coda__conn_stream_abort(coda__conn *c);
+/* The stream has ended (its last bytes are queued, or the connection has
+ * closed): resumes pipelined requests, frees a closed connection. */
+void coda__conn_stream_end(coda__conn *c);
+
+/* The gated response is settled: its bytes are in the output (ok 1), or it
+ * could not be written (ok 0: the connection closes). Pipelined requests
+ * resume. On a connection that closed meanwhile, frees it. Loop thread. */
+void coda__conn_gate_end(coda__conn *c, int ok);
+/* The loop ended while c, closed, was still gated: nothing will answer
+ * it; frees c. Any thread (a loop that has ended never touches c). */
+void coda__conn_gate_orphan(coda__conn *c);
+
+static inline void *coda__conn_exchange(coda__conn *c) { return c->exchange; }
+static inline coda__loop *coda__conn_loop(const coda__conn *c) { return c->loop; }
+static inline coda__arena *coda__conn_arena(coda__conn *c) { return &c->arena; }
+static inline const char *coda__conn_peer(const coda__conn *c) { return c->peer; }
+static inline int coda__conn_closed(const coda__conn *c) { return c->closed; }
+static inline int coda__conn_keep_alive(const coda__conn *c) { return c->keep_alive; }
+/* The connection closes after this response. */
+static inline void coda__conn_no_keep_alive(coda__conn *c) { c->keep_alive = 0; }
+/* The loop's "Date: ...\r\n" line, refreshed. */
+static inline const char *coda__conn_date(coda__conn *c, size_t *len) {
+  coda__loop_update_date(c->loop);
+  *len = c->loop->date_len;
+  return c->loop->date_line;
+}
 
 #endif /* CODA_SERVER_CONN_H */

@@ -1,12 +1,19 @@
 /*
  * server.c - binding, the worker loops, signals and graceful shutdown.
  *
- * Threads: coda_app_run() runs the control loop on the caller's thread
- * (signals, coda_app_stop()) and one worker thread per event loop. Each
- * worker owns its loop, listener and connections outright; the control
- * loop reaches a worker only through its `wakeup` async and `stop_level`.
- * coda_app_stop() touches only atomics and uv_async_send(), both safe from
- * a signal handler.
+ * Threads: coda__server_run() runs the control loop on the caller's thread
+ * (signals, coda__server_stop(), the services' timers) and one worker
+ * thread per event loop. Each worker owns its loop, listener and
+ * connections outright; the control loop reaches a worker only through its
+ * `wakeup` async and `stop_level`. coda__server_stop() touches only atomics
+ * and uv_async_send(), both safe from a signal handler.
+ *
+ * Shutdown, in order: stop accepting and finish responses (cut at the
+ * shutdown deadline); every loop reports "responses done"; the services
+ * drain (no new work; the server waits until their outstanding work is 0
+ * or the drain deadline); they report what did not finish; the loops end
+ * (each closes its services' loop state, then its inbox); the services
+ * stop. A second stop cuts connections and skips the drain.
  *
  * Each worker has its own listening socket on the same port with
  * SO_REUSEPORT, so the kernel spreads connections over the loops and no
@@ -15,9 +22,9 @@
  */
 #include "server/server.h"
 
-#include "app/router.h"
+#include "coda.h"
+#include "http/response.h"
 #include "server/conn.h"
-#include "tasks/task.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -33,10 +40,7 @@ void coda__loop_update_date(coda__loop *loop) {
   time_t now = time(NULL);
   if (now == loop->date_second)
     return;
-  struct tm tm;
-  gmtime_r(&now, &tm);
-  loop->date_len = strftime(loop->date_line, sizeof loop->date_line,
-                            "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+  loop->date_len = coda__http_date_line(now, loop->date_line, sizeof loop->date_line);
   loop->date_second = now;
 }
 
@@ -56,9 +60,11 @@ static int open_listener(const struct sockaddr_storage *addr, int port) {
   if (fd < 0)
     return -1;
   int one = 1;
+  /* Listening from here on: a connection that arrives before the loops
+   * run waits in the backlog instead of being refused. */
   if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
-      bind(fd, (struct sockaddr *)&ss, len) != 0) {
+      bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
     int saved = errno;
     close(fd);
     errno = saved;
@@ -77,16 +83,7 @@ static int bound_port(int fd) {
   return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
-static void derive_limits(coda_app *app) {
-  app->limits.max_header_bytes = (uint32_t)app->opt.max_header_bytes;
-  app->limits.max_headers = (uint32_t)app->opt.max_headers;
-  app->limits.max_uri = (uint32_t)app->opt.max_uri;
-  app->limits.max_body = (uint64_t)app->opt.max_body;
-  if (app->opt.threads == 0)
-    app->opt.threads = (long)uv_available_parallelism();
-}
-
-static void server_free(coda__server *s) {
+void coda__server_free(coda__server *s) {
   if (!s)
     return;
   for (int i = 0; i < s->nloops; i++)
@@ -96,16 +93,22 @@ static void server_free(coda__server *s) {
   free(s);
 }
 
-int coda_app_bind(coda_app *app) {
-  coda_app_worker(app); /* a worker process never gets past this */
-  if (app->server)
-    return 0;
-  derive_limits(app);
+int coda__server_new(const coda__server_config *cfg, const coda__server_hooks *hooks,
+                     const coda__service *const *services, int nservices,
+                     coda__server **out) {
+  *out = NULL;
+  if (cfg->threads < 1 || nservices < 0 ||
+      nservices > (int)(sizeof(((coda__server *)0)->services) / sizeof(void *)))
+    return CODA_EINVAL;
   coda__server *s = calloc(1, sizeof *s);
   if (!s)
     return CODA_ENOMEM;
-  s->app = app;
-  s->nloops = (int)app->opt.threads;
+  s->cfg = *cfg;
+  s->hooks = *hooks;
+  for (int i = 0; i < nservices; i++)
+    s->services[i] = services[i];
+  s->nservices = nservices;
+  s->nloops = cfg->threads;
   s->loops = calloc((size_t)s->nloops, sizeof *s->loops);
   if (!s->loops) {
     free(s);
@@ -113,22 +116,28 @@ int coda_app_bind(coda_app *app) {
   }
   for (int i = 0; i < s->nloops; i++)
     s->loops[i].listen_fd = -1;
-  int port = app->listen_port;
-  for (int i = 0; i < s->nloops; i++) {
-    int fd = open_listener(&app->addr, port);
+  int port = cfg->port;
+  for (int i = 0; cfg->listen && i < s->nloops; i++) {
+    int fd = open_listener(&cfg->addr, port);
     if (fd < 0) {
-      coda_log(app, CODA_LOG_ERROR, "cannot listen on %s:%d: %s",
-               app->listen_host, port, strerror(errno));
-      server_free(s);
+      CODA__SERVER_LOG(s, CODA_LOG_ERROR, "cannot listen on %s:%d: %s", cfg->host, port,
+                       strerror(errno));
+      coda__server_free(s);
       return CODA_EADDR;
     }
     s->loops[i].listen_fd = fd;
     if (i == 0)
       port = bound_port(fd);
   }
-  app->bound_port = port;
-  app->server = s;
+  s->bound_port = cfg->listen ? port : 0;
+  *out = s;
   return 0;
+}
+
+int coda__loop_slot_key(void) {
+  static atomic_int next;
+  int k = atomic_fetch_add(&next, 1);
+  return k < CODA__LOOP_SLOTS ? k : -1;
 }
 
 /* ---- worker loops ---------------------------------------------------- */
@@ -142,8 +151,8 @@ static void close_if_open(uv_handle_t *h) {
 
 /* Shutdown, per loop: once stopping and its last connection is gone, the
  * loop reports "responses done" to the control loop but stays up, because
- * LOOP tasks may still arrive or be pending. It ends when the control loop
- * says so (stop_level 3), after the task drain. */
+ * the services may still post work to it. It ends when the control loop
+ * says so (stop_level 3), after the drain. */
 static void maybe_finish(coda__loop *loop) {
   if (!loop->stopping || loop->nconns > 0 || loop->responses_done)
     return;
@@ -163,13 +172,17 @@ static void close_any(uv_handle_t *h, void *arg) {
     uv_close(h, NULL);
 }
 
-/* The end of the loop: the inbox closes (dropping what is left) and coda's
- * own handles close. Handles the application started (a timer that will
- * end a stream, a LOOP task's socket) run their course: closing them here
- * would leak what their callbacks free. */
+/* The end of the loop: the services close their loop state, the inbox
+ * closes (what is left in it is cancelled) and coda's own handles close.
+ * Handles the application started (a timer that will end a stream, a LOOP
+ * task's socket) run their course: closing them here would leak what their
+ * callbacks free. */
 static void loop_exit(coda__loop *loop) {
-  coda__loop_executor_close(loop);
-  coda__durable_loop_close(loop);
+  coda__server *s = loop->server;
+  for (int i = s->nservices - 1; i >= 0; i--)
+    if (s->services[i]->loop_close)
+      s->services[i]->loop_close(s->services[i]->data, loop);
+  coda__inbox_close(&loop->inbox);
   on_prepare_flush(loop);
   close_if_open((uv_handle_t *)&loop->listener);
   close_if_open((uv_handle_t *)&loop->sweep);
@@ -181,7 +194,7 @@ static void loop_exit(coda__loop *loop) {
 static void accept_one(coda__loop *loop) {
   int rc = coda__conn_accept(loop);
   if (rc)
-    coda_log(loop->app, CODA_LOG_WARN, "accept failed: %s", coda_strerror(rc));
+    CODA__SERVER_LOG(loop->server, CODA_LOG_WARN, "accept failed: %s", coda_strerror(rc));
 }
 
 /* At the connection limit: close the oldest idle connection to make room,
@@ -199,12 +212,15 @@ static int make_room(coda__loop *loop) {
   return 0;
 }
 
+static int below_connection_limit(const coda__loop *loop) {
+  return atomic_load(&loop->server->nconnections) < loop->server->cfg.max_connections;
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   coda__loop *loop = listener->data;
   if (status < 0 || loop->stopping)
     return;
-  if (atomic_load(&loop->app->nconnections) >= loop->app->opt.max_connections &&
-      !make_room(loop)) {
+  if (!below_connection_limit(loop) && !make_room(loop)) {
     loop->accept_pending = 1;
     return;
   }
@@ -213,8 +229,7 @@ static void on_connection(uv_stream_t *listener, int status) {
 
 void coda__loop_conn_closed(coda__loop *loop) {
   loop->nconns--;
-  if (loop->accept_pending && !loop->stopping &&
-      atomic_load(&loop->app->nconnections) < loop->app->opt.max_connections) {
+  if (loop->accept_pending && !loop->stopping && below_connection_limit(loop)) {
     loop->accept_pending = 0;
     accept_one(loop);
   }
@@ -249,8 +264,7 @@ static void on_wakeup(uv_async_t *a) {
   if (!loop->stopping) {
     loop->stopping = 1;
     close_if_open((uv_handle_t *)&loop->listener);
-    uv_timer_start(&loop->deadline, on_deadline,
-                   (uint64_t)loop->app->opt.shutdown_timeout, 0);
+    uv_timer_start(&loop->deadline, on_deadline, loop->server->cfg.shutdown_timeout, 0);
   }
   shutdown_connections(loop, level >= 2);
   maybe_finish(loop);
@@ -264,8 +278,7 @@ static void on_sweep(uv_timer_t *t) {
     next = q->next;
     coda__conn_check_timeouts(coda__container_of(q, coda__conn, link), now);
   }
-  if (loop->accept_pending && !loop->stopping &&
-      atomic_load(&loop->app->nconnections) < loop->app->opt.max_connections) {
+  if (loop->accept_pending && !loop->stopping && below_connection_limit(loop)) {
     loop->accept_pending = 0;
     accept_one(loop);
   }
@@ -275,7 +288,7 @@ static void on_sweep(uv_timer_t *t) {
  * logger thread in one piece. */
 static void on_prepare_flush(coda__loop *loop) {
   if (loop->log.len) {
-    coda__logger_write(&loop->app->logger, loop->log.base, loop->log.len);
+    coda__logger_write(loop->server->cfg.logger, loop->log.base, loop->log.len);
     loop->log.len = 0;
   }
 }
@@ -284,67 +297,85 @@ static void on_prepare(uv_prepare_t *p) { on_prepare_flush(p->data); }
 
 void coda__loop_flush_log(coda__loop *loop) { on_prepare_flush(loop); }
 
-static uint64_t sweep_interval(const coda__options *o) {
-  long m = o->header_timeout;
-  long others[] = {o->keepalive_timeout, o->body_timeout, o->send_timeout};
+static uint64_t sweep_interval(const coda__server_config *o) {
+  uint64_t m = o->header_timeout;
+  uint64_t others[] = {o->keepalive_timeout, o->body_timeout, o->send_timeout};
   for (size_t i = 0; i < 3; i++)
     if (others[i] < m)
       m = others[i];
   m /= 4;
-  return (uint64_t)(m < 10 ? 10 : m > 1000 ? 1000 : m);
+  return m < 10 ? 10 : m > 1000 ? 1000 : m;
 }
 
 static void worker_main(void *arg) {
   coda__loop *loop = arg;
-  coda__server *s = loop->server;
   loop->self = uv_thread_self();
   uv_run(&loop->uv, UV_RUN_DEFAULT);
   on_prepare_flush(loop); /* the last lines */
-  (void)s;
 }
 
+/* Prepares loop `index` (control thread, before its thread starts): the
+ * loop, its listener, timers, inbox, then the services' loop state. Logs
+ * what failed. */
 static int loop_init(coda__server *s, int index) {
   coda__loop *loop = &s->loops[index];
-  loop->app = s->app;
   loop->server = s;
   loop->index = index;
   coda__queue_init(&loop->conns);
-  int rc = uv_loop_init(&loop->uv);
-  if (rc)
+  if (uv_loop_init(&loop->uv) != 0) {
+    CODA__SERVER_LOG(s, CODA_LOG_ERROR, "loop %d: cannot create an event loop", index);
     return CODA_ENOMEM;
+  }
   uv_tcp_init(&loop->uv, &loop->listener);
   loop->listener.data = loop;
-  rc = uv_tcp_open(&loop->listener, loop->listen_fd);
-  if (rc == 0) {
-    loop->listen_fd = -1; /* libuv owns it now */
-    rc = uv_listen((uv_stream_t *)&loop->listener, LISTEN_BACKLOG, on_connection);
-  }
   uv_async_init(&loop->uv, &loop->wakeup, on_wakeup);
   loop->wakeup.data = loop;
   uv_timer_init(&loop->uv, &loop->sweep);
   loop->sweep.data = loop;
   uv_timer_init(&loop->uv, &loop->deadline);
   loop->deadline.data = loop;
+  uv_unref((uv_handle_t *)&loop->deadline);
   uv_prepare_init(&loop->uv, &loop->prepare);
   loop->prepare.data = loop;
   uv_prepare_start(&loop->prepare, on_prepare);
-  if (coda__loop_executor_init(loop) != 0 || coda__durable_loop_init(loop) != 0)
-    rc = rc ? rc : UV_ENOMEM;
-  uint64_t every = sweep_interval(&s->app->opt);
-  uv_timer_start(&loop->sweep, on_sweep, every, every);
-  uv_unref((uv_handle_t *)&loop->deadline);
-  if (rc) {
-    coda_log(s->app, CODA_LOG_ERROR, "listen failed: %s", uv_strerror(rc));
-    return CODA_EADDR;
+  if (coda__inbox_init(&loop->inbox, &loop->uv) != 0) {
+    CODA__SERVER_LOG(s, CODA_LOG_ERROR, "loop %d: out of memory", index);
+    return CODA_ENOMEM;
+  }
+  if (s->cfg.listen) {
+    int rc = uv_tcp_open(&loop->listener, loop->listen_fd);
+    if (rc == 0) {
+      loop->listen_fd = -1; /* libuv owns it now */
+      rc = uv_listen((uv_stream_t *)&loop->listener, LISTEN_BACKLOG, on_connection);
+    }
+    if (rc) {
+      CODA__SERVER_LOG(s, CODA_LOG_ERROR, "loop %d: listen failed: %s", index,
+                       uv_strerror(rc));
+      return CODA_EADDR;
+    }
+    uint64_t every = sweep_interval(&s->cfg);
+    uv_timer_start(&loop->sweep, on_sweep, every, every);
+  }
+  for (int i = 0; i < s->nservices; i++) {
+    const coda__service *svc = s->services[i];
+    int rc = svc->loop_init ? svc->loop_init(svc->data, loop) : 0;
+    if (rc) {
+      CODA__SERVER_LOG(s, CODA_LOG_ERROR, "loop %d: %s could not start: %s", index,
+                       svc->name, coda_strerror(rc));
+      return rc;
+    }
   }
   return 0;
 }
 
+/* A loop whose start failed: its services close what they made, then
+ * everything left open closes and the loop is freed. */
 static void loop_close(coda__loop *loop) {
-  /* Close whatever a failed start left open, then drain the callbacks. */
+  loop_exit(loop);
   uv_walk(&loop->uv, close_any, NULL);
   uv_run(&loop->uv, UV_RUN_DEFAULT);
   uv_loop_close(&loop->uv);
+  coda__inbox_destroy(&loop->inbox);
   coda__buf_free(&loop->log);
 }
 
@@ -359,13 +390,13 @@ static void request_stop(coda__server *s) {
   s->handled_stop = n;
   int level = n >= 2 ? 2 : 1;
   if (level == 2 && s->drain_started) {
-    coda_log(s->app, CODA_LOG_INFO, "Second stop: not waiting for tasks");
+    CODA__SERVER_LOG(s, CODA_LOG_INFO, "Second stop: not waiting for background work");
     finish_drain(s); /* a second signal during the drain ends it now */
     return;
   }
-  coda_log(s->app, CODA_LOG_INFO, level == 1
-                                      ? "Shutting down (finishing in-flight requests)"
-                                      : "Shutting down now");
+  CODA__SERVER_LOG(s, CODA_LOG_INFO,
+                   level == 1 ? "Shutting down (finishing in-flight requests)"
+                              : "Shutting down now");
   for (int i = 0; i < s->nloops; i++) {
     atomic_store(&s->loops[i].stop_level, level);
     uv_async_send(&s->loops[i].wakeup);
@@ -388,17 +419,25 @@ static void close_control(coda__server *s) {
   close_if_open((uv_handle_t *)&s->sigint);
   close_if_open((uv_handle_t *)&s->sigterm);
   close_if_open((uv_handle_t *)&s->drain_timer);
-  close_if_open((uv_handle_t *)&s->watch_timer);
 }
 
-/* The end of the task drain, by idleness or deadline: report what did not
- * run, then end every loop. */
+static long outstanding(const coda__server *s) {
+  long n = 0;
+  for (int i = 0; i < s->nservices; i++)
+    if (s->services[i]->outstanding)
+      n += s->services[i]->outstanding(s->services[i]->data);
+  return n;
+}
+
+/* The end of the drain, by idleness or deadline: the services report what
+ * did not finish, then every loop ends. */
 static void finish_drain(coda__server *s) {
   if (s->drain_finished)
     return;
   s->drain_finished = 1;
-  atomic_store(&s->app->engine->draining, 0);
-  coda__engine_report_unfinished(s->app->engine);
+  for (int i = 0; i < s->nservices; i++)
+    if (s->services[i]->report)
+      s->services[i]->report(s->services[i]->data);
   for (int i = 0; i < s->nloops; i++) {
     atomic_store(&s->loops[i].stop_level, 3);
     uv_async_send(&s->loops[i].wakeup);
@@ -406,52 +445,45 @@ static void finish_drain(coda__server *s) {
   close_control(s);
 }
 
+void coda__server_idle(coda__server *s) { uv_async_send(&s->drain_async); }
+
 static void on_drain_idle(uv_async_t *a) {
   coda__server *s = a->data;
-  if (atomic_load(&s->app->engine->outstanding) == 0)
+  if (s->drain_started && outstanding(s) == 0)
     finish_drain(s);
 }
 
 static void on_drain_deadline(uv_timer_t *t) { finish_drain(t->data); }
 
-/* Every loop has finished its responses: give tasks until the drain
- * deadline (none after a second signal). */
+/* Every loop has finished its responses: the services take no new work
+ * and get until the drain deadline (none after a second signal). */
 static void on_done_async(uv_async_t *a) {
   coda__server *s = a->data;
   if (atomic_load(&s->loops_done) < s->nloops || s->drain_started)
     return;
   s->drain_started = 1;
-  coda__durable_draining(s->app->engine); /* no new attempts from the store */
-  coda__engine *e = s->app->engine;
-  e->idle_async = &s->drain_async;
-  atomic_store(&e->draining, 1);
-  long left = atomic_load(&e->outstanding);
+  for (int i = 0; i < s->nservices; i++)
+    if (s->services[i]->drain)
+      s->services[i]->drain(s->services[i]->data);
+  long left = outstanding(s);
   if (left == 0 || atomic_load(&s->stop_requests) >= 2) {
     finish_drain(s);
     return;
   }
-  coda_log(s->app, CODA_LOG_INFO, "Waiting for %ld background tasks (up to %ld ms)", left,
-           s->app->opt.task_drain_timeout);
-  uv_timer_start(&s->drain_timer, on_drain_deadline,
-                 (uint64_t)s->app->opt.task_drain_timeout, 0);
-  if (atomic_load(&e->outstanding) == 0) /* finished meanwhile */
+  CODA__SERVER_LOG(s, CODA_LOG_INFO, "Waiting for %ld background tasks (up to %llu ms)",
+                   left, (unsigned long long)s->cfg.drain_timeout);
+  uv_timer_start(&s->drain_timer, on_drain_deadline, s->cfg.drain_timeout, 0);
+  if (outstanding(s) == 0) /* finished meanwhile */
     finish_drain(s);
 }
 
-static void on_watch(uv_timer_t *t) {
-  coda__server *s = t->data;
-  if (s->app->engine->threads)
-    coda__thread_pool_watch(s->app->engine->threads, uv_hrtime());
-}
-
 /* A stop may come before the control loop exists (a thread calling
- * coda_app_stop() while coda_app_run() starts): the request is counted
- * first, and sent only once `control_ready` says the async exists; the
- * control loop looks at the count right after setting it. Both sides use
- * sequentially consistent atomics, so one of them sees the other. */
-void coda_app_stop(coda_app *app) {
-  coda__server *s = app->server;
-  if (!s || !atomic_load(&app->running))
+ * coda__server_stop() while coda__server_run() starts): the request is
+ * counted first, and sent only once `control_ready` says the async exists;
+ * the control loop looks at the count right after setting it. Both sides
+ * use sequentially consistent atomics, so one of them sees the other. */
+void coda__server_stop(coda__server *s) {
+  if (!s)
     return;
   atomic_fetch_add(&s->stop_requests, 1);
   if (atomic_load(&s->control_ready))
@@ -459,8 +491,10 @@ void coda_app_stop(coda_app *app) {
 }
 
 static int control_init(coda__server *s) {
-  if (uv_loop_init(&s->control) != 0)
+  if (uv_loop_init(&s->control) != 0) {
+    CODA__SERVER_LOG(s, CODA_LOG_ERROR, "cannot create the control loop");
     return CODA_ENOMEM;
+  }
   uv_async_init(&s->control, &s->stop_async, on_stop_async);
   s->stop_async.data = s;
   uv_async_init(&s->control, &s->done_async, on_done_async);
@@ -469,14 +503,10 @@ static int control_init(coda__server *s) {
   s->drain_async.data = s;
   uv_timer_init(&s->control, &s->drain_timer);
   s->drain_timer.data = s;
-  uv_timer_init(&s->control, &s->watch_timer);
-  s->watch_timer.data = s;
-  uv_timer_start(&s->watch_timer, on_watch, 20, 20);
-  uv_unref((uv_handle_t *)&s->watch_timer);
   uv_signal_init(&s->control, &s->sigint);
   uv_signal_init(&s->control, &s->sigterm);
   s->sigint.data = s->sigterm.data = s;
-  if (s->app->opt.handle_signals) {
+  if (s->cfg.handle_signals) {
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
   }
@@ -494,37 +524,55 @@ static void ignore_sigpipe(void) {
   }
 }
 
-int coda_app_run(coda_app *app) {
-  int expected = 0;
-  ignore_sigpipe();
-  if (!atomic_compare_exchange_strong(&app->running, &expected, 1))
-    return CODA_ESTATE;
-  int rc = coda_app_bind(app);
-  if (rc) {
-    atomic_store(&app->running, 0);
-    return rc;
+static int start_services(coda__server *s) {
+  for (int i = 0; i < s->nservices; i++) {
+    const coda__service *svc = s->services[i];
+    int rc = svc->start ? svc->start(svc->data, s, &s->control) : 0;
+    if (rc) {
+      CODA__SERVER_LOG(s, CODA_LOG_ERROR, "%s could not start: %s", svc->name,
+                       coda_strerror(rc));
+      return rc;
+    }
   }
-  coda__server *s = app->server;
-  coda__logger_start(&app->logger);
-  rc = control_init(s);
+  return 0;
+}
+
+static void log_started(coda__server *s) {
+  if (s->cfg.listen)
+    CODA__SERVER_LOG(s, CODA_LOG_INFO, "coda %s listening on http://%s:%d (%d loops)",
+                     s->cfg.version, s->cfg.host, s->bound_port, s->nloops);
+  else
+    CODA__SERVER_LOG(s, CODA_LOG_INFO, "coda %s running tasks only, no HTTP (%d loops)",
+                     s->cfg.version, s->nloops);
+}
+
+int coda__server_run(coda__server *s) {
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&s->running, &expected, 1))
+    return CODA_ESTATE;
+  ignore_sigpipe();
+  int rc = control_init(s);
+  int control = rc == 0;
   if (rc == 0)
-    rc = coda__engine_start(app->engine, &s->control);
+    rc = start_services(s);
   int started = 0;
   for (int i = 0; rc == 0 && i < s->nloops; i++) {
     rc = loop_init(s, i);
-    if (rc == 0 && uv_thread_create(&s->loops[i].thread, worker_main, &s->loops[i]) != 0)
+    if (rc == 0 && uv_thread_create(&s->loops[i].thread, worker_main, &s->loops[i]) != 0) {
+      CODA__SERVER_LOG(s, CODA_LOG_ERROR, "loop %d: cannot start its thread", i);
       rc = CODA_ENOMEM;
+    }
     if (rc == 0)
       started++;
     else
       loop_close(&s->loops[i]);
   }
   if (rc == 0) {
-    coda__durable_loops_ready(app->engine);
-    coda_log(app, CODA_LOG_INFO, "coda %s listening on http://%s:%d (%d loops)",
-             coda_version(), app->listen_host, app->bound_port, s->nloops);
-  }
-  else if (started) {
+    for (int i = 0; i < s->nservices; i++)
+      if (s->services[i]->ready)
+        s->services[i]->ready(s->services[i]->data);
+    log_started(s);
+  } else if (started) {
     /* Loops that never started count as done, so the drain can end. */
     atomic_store(&s->loops_done, s->nloops - started);
     atomic_store(&s->stop_requests, 2);
@@ -541,27 +589,29 @@ int coda_app_run(coda_app *app) {
     uv_thread_join(&s->loops[i].thread);
     cut += s->loops[i].cut_connections;
     if (uv_loop_close(&s->loops[i].uv) == UV_EBUSY)
-      coda_log(app, CODA_LOG_WARN, "loop %d ended with handles still open", i);
+      CODA__SERVER_LOG(s, CODA_LOG_WARN, "loop %d ended with handles still open", i);
+    coda__inbox_destroy(&s->loops[i].inbox);
     coda__buf_free(&s->loops[i].log);
   }
-  coda__engine_stop(app->engine);
+  if (control) {
+    for (int i = s->nservices - 1; i >= 0; i--)
+      if (s->services[i]->stop)
+        s->services[i]->stop(s->services[i]->data);
+  }
   if (cut)
-    coda_log(app, CODA_LOG_WARN, "shutdown deadline: %d connections cut", cut);
+    CODA__SERVER_LOG(s, CODA_LOG_WARN, "shutdown deadline: %d connections cut", cut);
   else if (rc == 0)
-    coda_log(app, CODA_LOG_INFO, "Shutdown complete");
-  close_control(s);
-  uv_run(&s->control, UV_RUN_DEFAULT);
-  uv_loop_close(&s->control);
-  coda__logger_stop(&app->logger);
-  app->server = NULL;
-  app->bound_port = 0;
-  server_free(s);
-  atomic_store(&app->running, 0);
+    CODA__SERVER_LOG(s, CODA_LOG_INFO, "Shutdown complete");
+  if (control) {
+    close_control(s);
+    uv_run(&s->control, UV_RUN_DEFAULT);
+    uv_loop_close(&s->control);
+  }
+  atomic_store(&s->running, 0);
   return rc;
 }
 
-uint64_t coda__app_requests(const coda_app *app) {
-  coda__server *s = app->server;
+uint64_t coda__server_requests(const coda__server *s) {
   uint64_t n = 0;
   for (int i = 0; s && i < s->nloops; i++)
     n += atomic_load_explicit(&s->loops[i].requests, memory_order_relaxed);

@@ -1,28 +1,39 @@
 /*
  * attach.c - where tasks meet responses: adding them in handlers and
- * middleware, route-level tasks, and handing a response's list to the
- * "response fully written" event. Loop thread of the request.
+ * middleware, route-level tasks, and the app's extension hooks (app.h)
+ * that hand a response's list to the "response fully written" event, drop
+ * it when the handler fails, and gate a response until its durable tasks
+ * are in the store. Loop thread of the request.
  */
 #include "app/exchange.h"
-#include "server/conn.h"
 #include "tasks/task.h"
 
 #include <stdlib.h>
 
+/* The engine's state on the loop serving this response (NULL when the
+ * loop has none: the engine was made after the server started). */
+static coda__task_loop *res_loop(const coda_res *res, const coda__engine *e) {
+  return coda__loop_slot(coda__conn_loop(res->conn), e->loop_slot);
+}
+
 static coda_tasks *res_run(coda_res *res) {
-  if (!res->run) {
-    res->run = coda_tasks_new(res->conn->loop->app);
-    if (res->run) {
-      res->run->loop = res->conn->loop;
-      res->run->request_id = res->conn->req.id;
+  if (!res->ext) {
+    coda__engine *e = coda__engine_peek(res->app);
+    coda_tasks *run = e ? coda_tasks_new(res->app) : NULL;
+    if (run) {
+      run->loop = res_loop(res, e);
+      run->request_id = res->request_id;
     }
+    res->ext = run;
   }
-  return res->run;
+  return res->ext;
 }
 
 static int res_add(coda_res *res, coda_task_def *def, coda_task_opts *opts, const char *fmt,
                    va_list ap) {
-  if (res->streaming && ((opts->flags & CODA_TASK_DURABLE) || (def && def->durable)))
+  if (!def)
+    return CODA_EINVAL;
+  if (res->streaming && ((opts->flags & CODA_TASK_DURABLE) || def->durable))
     return CODA_ESTATE; /* the response has left: too late to write first */
   coda_tasks *run = res_run(res);
   return run ? coda__run_add(run, def, opts, fmt, ap) : CODA_ENOMEM;
@@ -57,10 +68,7 @@ int coda_res_add_task_opts(coda_res *res, coda_task_def *def, coda_task_opts *op
   return rc;
 }
 
-void coda__res_drop_unstored(coda_res *res) {
-  coda_tasks *run = res->run;
-  if (!run)
-    return;
+void coda__run_drop_unstored(coda_tasks *run) {
   int kept = 0;
   for (int i = 0; i < run->n; i++) {
     coda_task *t = run->tasks[i];
@@ -98,18 +106,20 @@ int coda_res_attach_tasks(coda_res *res, coda_tasks *list) {
 
 int coda_app_route_task(coda_app *app, const char *method, const char *pattern,
                         coda_task_def *def, const char *fmt, ...) {
-  coda__engine *e = app->engine;
+  coda__engine *e = coda__engine_of(app);
   coda__route *route = coda__router_find(app->router, method, pattern);
+  if (!e)
+    return CODA_ENOMEM;
   if (!route || !def || atomic_load(&app->running))
     return route ? CODA_ESTATE : CODA_ENOTFOUND;
-  if (!route->tasks) {
+  if (!route->ext) {
     coda_tasks **lists = realloc(e->route_lists, (size_t)(e->nroute_lists + 1) * sizeof *lists);
     if (!lists)
       return CODA_ENOMEM;
     e->route_lists = lists;
-    if (!(route->tasks = coda_tasks_new(app)))
+    if (!(route->ext = coda_tasks_new(app)))
       return CODA_ENOMEM;
-    e->route_lists[e->nroute_lists++] = route->tasks;
+    e->route_lists[e->nroute_lists++] = route->ext;
   }
   coda_task *t;
   va_list ap;
@@ -118,20 +128,23 @@ int coda_app_route_task(coda_app *app, const char *method, const char *pattern,
   va_end(ap);
   if (rc)
     return rc;
-  if ((rc = coda__run_append(route->tasks, t)) != 0)
+  if ((rc = coda__run_append(route->ext, t)) != 0)
     coda__task_free_template(t);
   return rc;
 }
 
-int coda__res_add_route_tasks(coda_res *res, const coda__route *route) {
-  if (!route->tasks)
-    return 0;
+/* ---- the app's extension ------------------------------------------------- */
+
+/* A route with declared tasks matched: copies of them join the response. */
+static int ext_route(void *data, coda_res *res, void *route_ext) {
+  (void)data;
+  const coda_tasks *templates = route_ext;
   coda_tasks *run = res_run(res);
   if (!run)
     return CODA_ENOMEM;
-  for (int i = 0; i < route->tasks->n; i++) {
+  for (int i = 0; i < templates->n; i++) {
     coda_task *t;
-    int rc = coda__task_clone(route->tasks->tasks[i], &t);
+    int rc = coda__task_clone(templates->tasks[i], &t);
     if (rc)
       return rc;
     if ((rc = coda__run_append(run, t)) != 0) {
@@ -142,22 +155,50 @@ int coda__res_add_route_tasks(coda_res *res, const coda__route *route) {
   return 0;
 }
 
-static void on_response_written(void *arg, int ok) {
-  coda_tasks *run = arg;
-  coda__loop_flush_log(run->loop); /* the request's log line comes first */
-  coda__run_start(run, ok);
+static void ext_failed(void *data, coda_res *res) {
+  (void)data;
+  coda__run_drop_failed(res->ext);
 }
 
-void coda__res_tasks_commit(coda_res *res) {
-  coda_tasks *run = res->run;
-  if (!run)
-    return;
-  res->run = NULL;
+/* Durable tasks are written before the response leaves: the response waits
+ * (gated) for the store thread. */
+static int ext_gate(void *data, coda_res *res) {
+  (void)data;
+  coda_tasks *run = res->ext;
+  if (!run->durable_unstored)
+    return 0;
+  int rc = coda__durable_hold(res, run);
+  if (rc == 0)
+    return CODA__GATED;
+  coda__run_drop_unstored(run); /* no store thread: 503 at once */
+  return rc;
+}
+
+static void on_response_written(void *arg, int ok) { coda__run_start(arg, ok); }
+
+static void ext_committed(void *data, coda_res *res, int queued) {
+  (void)data;
+  coda_tasks *run = res->ext;
   if (run->n == 0) {
     coda_tasks_free(run);
     return;
   }
   /* The tasks start when the last byte is in the socket, not before. */
-  if (coda__conn_mark_response(res->conn, on_response_written, run) != 0)
+  if (!queued || coda__res_mark_written(res, on_response_written, run) != 0)
     coda__run_start(run, 0);
 }
+
+static void ext_enter(void *data) {
+  coda__engine *e = data;
+  coda_app_worker(e->app);
+}
+
+const coda__app_ext coda__tasks_ext = {
+    .route = ext_route,
+    .failed = ext_failed,
+    .gate = ext_gate,
+    .committed = ext_committed,
+    .enter = ext_enter,
+    .stats_json = coda__engine_stats_json,
+    .free = coda__engine_free,
+};

@@ -1,15 +1,15 @@
 /*
  * durable.c - durable tasks: opening the store, ids, adding (held responses
  * and coda_app_enqueue), the end of an attempt (retries with backoff and
- * jitter), the loops' hold inboxes, and status by id. The thread that
+ * jitter), the answers to gated responses, and status by id. The thread that
  * writes, claims and purges is in store_thread.c.
  *
  * The store thread owns every write to the store. Loop threads, executor
  * threads and coda_app_enqueue() callers push operations onto `ops` (under
  * `mu`) and signal `cond`; the thread takes all that has accumulated, writes
  * it in one transaction (one fsync), and then hands each outcome back:
- *  - a held response (OP_HOLD) goes to its loop's hold inbox, where
- *    coda__conn_hold_done() sends it, or a 503 if the write failed;
+ *  - a gated response (OP_HOLD) is posted to its loop's inbox, where
+ *    coda__res_resume() sends it, or a 503 if the write failed;
  *  - a task enqueued outside a request (OP_ENQUEUE) is submitted;
  *  - the end of an attempt (OP_FINISH) gives back the task's queue slot
  *    only now, so the slots bound everything in flight, writes included.
@@ -32,8 +32,6 @@
 #include "tasks/durable.h"
 
 #include "app/exchange.h"
-#include "server/conn.h"
-#include "server/server.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -46,12 +44,20 @@ void coda__durable_set_error(coda__durable *d, const char *msg) {
   uv_mutex_unlock(&d->mu);
 }
 
+/* The app's durable state, or NULL (no engine, no store). Any thread. */
+static coda__durable *app_durable(const coda_app *app) {
+  coda__engine *e = coda__engine_peek(app);
+  return e ? e->durable : NULL;
+}
+
 /* ---- opening --------------------------------------------------------------- */
 
 static char open_error[512]; /* for an app whose store failed to open */
 
 int coda_app_store(coda_app *app, const char *uri) {
-  coda__engine *e = app->engine;
+  coda__engine *e = coda__engine_of(app);
+  if (!e)
+    return CODA_ENOMEM;
   if (!uri || atomic_load(&app->running))
     return uri ? CODA_ESTATE : CODA_EINVAL;
   /* A PROCESS worker runs main() again: the store is the server's (whose
@@ -63,7 +69,7 @@ int coda_app_store(coda_app *app, const char *uri) {
 }
 
 const char *coda_app_store_error(const coda_app *app) {
-  coda__durable *d = app->engine->durable;
+  coda__durable *d = app_durable(app);
   return d ? d->err : open_error;
 }
 
@@ -188,18 +194,18 @@ static void push_op(coda__durable *d, store_op *op) {
   uv_mutex_unlock(&d->mu);
 }
 
-int coda__durable_hold(coda__conn *c) {
-  coda__durable *d = c->loop->app->engine->durable;
-  if (!d || !d->running)
+int coda__durable_hold(coda_res *res, coda_tasks *run) {
+  coda__engine *e = coda__engine_peek(res->app);
+  coda__durable *d = e ? e->durable : NULL;
+  if (!d || !d->running || !run->loop)
     return CODA_ESTORE;
   coda__hold *h = calloc(1, sizeof *h);
   if (!h)
     return CODA_ENOMEM;
   h->op.kind = OP_HOLD;
-  h->loop = c->loop;
-  h->conn = c;
-  h->run = c->res.run;
-  c->hold = h;
+  h->loop = run->loop;
+  h->res = res;
+  h->run = run;
   push_op(d, &h->op);
   return 0;
 }
@@ -207,8 +213,8 @@ int coda__durable_hold(coda__conn *c) {
 /* coda_app_enqueue(): a task with no response. */
 static int enqueue_alone(coda_app *app, coda_task_def *def, coda_task_opts *opts,
                          const char *fmt, va_list ap) {
-  coda__engine *e = app->engine;
-  coda__durable *d = e->durable;
+  coda__engine *e = coda__engine_peek(app);
+  coda__durable *d = e ? e->durable : NULL;
   if (!d || !d->running)
     return CODA_ESTATE;
   coda_task_opts local = {0};
@@ -245,7 +251,7 @@ int coda_app_enqueue(coda_app *app, coda_task_def *def, coda_task_opts *opts,
 }
 
 int coda_app_store_sync(coda_app *app) {
-  coda__durable *d = app->engine->durable;
+  coda__durable *d = app_durable(app);
   if (!d)
     return CODA_ESTATE;
   if (!d->running)
@@ -401,68 +407,43 @@ void coda__durable_finished_keep(coda_task *t, int failed, const char *message) 
   record_outcome(t, failed, message);
 }
 
-/* ---- loops: the hold inbox ---------------------------------------------- */
+/* ---- gated responses: back to their loop ----------------------------- */
 
-static void on_hold_inbox(uv_async_t *a) {
-  coda__loop *loop = a->data;
-  coda__queue local;
-  coda__queue_init(&local);
-  uv_mutex_lock(&loop->hold_mu);
-  coda__queue_move(&local, &loop->hold_inbox);
-  uv_mutex_unlock(&loop->hold_mu);
-  while (!coda__queue_empty(&local)) {
-    coda__queue *q = coda__queue_head(&local);
-    coda__queue_remove(q);
-    coda__hold *h = coda__container_of(q, coda__hold, op.link);
-    coda__conn *c = h->conn;
-    int rc = h->op.rc;
-    free(h);
-    if (rc)
-      coda_log(loop->app, CODA_LOG_ERROR,
-               "durable tasks of request %llu were not written: answering 503",
-               (unsigned long long)c->req.id);
-    coda__conn_hold_done(c, rc);
-  }
+/* The loop has ended (shutdown cut the connection): nobody will send the
+ * response. Written tasks stay claimed in the store for the next start. */
+static void abandon_hold(coda__hold *h) {
+  coda__run_abandon(h->run);
+  coda__res_abandon(h->res);
+  free(h);
 }
 
-int coda__durable_loop_init(coda__loop *loop) {
-  coda__queue_init(&loop->hold_inbox);
-  if (uv_mutex_init(&loop->hold_mu) != 0)
-    return CODA_ENOMEM;
-  if (uv_async_init(&loop->uv, &loop->hold_async, on_hold_inbox) != 0) {
-    uv_mutex_destroy(&loop->hold_mu);
-    return CODA_ENOMEM;
+static void on_hold_written(coda__inbox_msg *m, int cancelled) {
+  coda__hold *h = coda__container_of(m, coda__hold, msg);
+  if (cancelled) {
+    abandon_hold(h);
+    return;
   }
-  loop->hold_async.data = loop;
-  uv_unref((uv_handle_t *)&loop->hold_async); /* held connections keep it alive */
-  loop->hold_inbox_open = 1;
-  return 0;
+  coda_res *res = h->res;
+  int rc = h->op.rc;
+  if (rc) {
+    coda_log(res->app, CODA_LOG_ERROR,
+             "durable tasks of request %llu were not written: answering 503",
+             (unsigned long long)res->request_id);
+    coda__run_drop_unstored(h->run);
+  }
+  free(h);
+  coda__res_resume(res, rc);
 }
 
-void coda__durable_loop_close(coda__loop *loop) {
-  coda__queue left;
-  coda__queue_init(&left);
-  uv_mutex_lock(&loop->hold_mu);
-  loop->hold_inbox_open = 0;
-  coda__queue_move(&left, &loop->hold_inbox);
-  uv_mutex_unlock(&loop->hold_mu);
-  /* Holds that arrived after the loop's last turn: their connections are
-   * closed (the loop ends only once it has none), so none is answered. */
-  while (!coda__queue_empty(&left)) {
-    coda__queue *q = coda__queue_head(&left);
-    coda__queue_remove(q);
-    coda__hold *h = coda__container_of(q, coda__hold, op.link);
-    coda__conn_hold_orphaned(h->conn);
-    free(h);
-  }
-  if (!uv_is_closing((uv_handle_t *)&loop->hold_async))
-    uv_close((uv_handle_t *)&loop->hold_async, NULL);
+void coda__durable_hold_written(coda__hold *h) {
+  if (coda__inbox_post(h->loop->inbox, &h->msg, on_hold_written) != 0)
+    abandon_hold(h);
 }
 
 /* ---- status ---------------------------------------------------------------- */
 
 int coda_task_get(coda_app *app, uint64_t id, coda_task_info **out) {
-  coda__durable *d = app->engine->durable;
+  coda__durable *d = app_durable(app);
   *out = NULL;
   if (!d)
     return CODA_ENOTFOUND;
@@ -577,7 +558,7 @@ static int on_stored(const coda_task_info *info, void *user) {
     return m->stopped;
   /* Alive since the snapshot (a claimed retry): its state is not the
    * stored one. */
-  if (is_live_now(m->app->engine->durable, info->id))
+  if (is_live_now(app_durable(m->app), info->id))
     deliver_current(m, info->id);
   else
     deliver(m, info);
@@ -586,7 +567,7 @@ static int on_stored(const coda_task_info *info, void *user) {
 
 int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int limit,
                    coda_task_list_fn fn, void *user) {
-  coda__durable *d = app->engine->durable;
+  coda__durable *d = app_durable(app);
   if (!fn || limit < 0 || state < CODA_TASK_QUEUED || state > CODA_TASK_DEAD)
     return CODA_EINVAL;
   if (!d || !d->store->m->list)

@@ -28,10 +28,16 @@ typedef struct store_op {
 typedef struct coda__hold coda__hold;
 struct coda__hold {
   store_op op;
-  coda__loop *loop;
-  coda__conn *conn;
+  coda__inbox_msg msg; /* back to the response's loop */
+  coda__task_loop *loop;
+  coda_res *res; /* gated: its connection's memory stays until we resume */
   coda_tasks *run;
 };
+
+/* The store thread wrote (op.rc 0) or failed to write a hold's tasks:
+ * back to the response's loop, or, if that loop has ended, the response
+ * is abandoned here. Frees h. Store thread. */
+void coda__durable_hold_written(coda__hold *h);
 
 typedef struct enqueue_op {
   store_op op;

@@ -1,27 +1,43 @@
 /*
  * loop_executor.c - the LOOP executor: tasks that run on the event loop of
- * the connection whose response they follow. They must not block; one that
- * returns CODA_TASK_PENDING finishes later through coda_task_done(), from a
- * libuv callback on the same loop (a timer, a socket, libcurl's multi
- * interface).
+ * the connection whose response they follow (or any loop of the engine for
+ * a task with no response). They must not block; one that returns
+ * CODA_TASK_PENDING finishes later through coda_task_done(), from a libuv
+ * callback on the same loop (a timer, a socket, libcurl's multi interface).
  *
  * Any thread may submit (the previous task of the list may have run on the
- * thread pool): the task goes into the loop's inbox under task_mu and one
- * coalescing uv_async_t wakes the loop, which drains the inbox in full.
+ * thread pool): the task is posted to the loop's inbox (common/inbox.h),
+ * whose one coalescing wake-up drains it in full. The same file batches the
+ * THREAD tasks a loop starts during one iteration (one hand-off to the pool
+ * per iteration).
+ *
+ * Threads: everything here but coda__loop_submit() runs on the loop's
+ * thread, except coda__loop_executor_free_pending(), which runs once the
+ * loop has ended.
  */
-#include "server/server.h"
 #include "tasks/task.h"
 
 #include <stdlib.h>
 
+static void close_timer(uv_handle_t *h) { free(h); }
+
+static void stop_timer(coda_task *t) {
+  if (!t->timer)
+    return;
+  uv_timer_stop(t->timer);
+  uv_close((uv_handle_t *)t->timer, close_timer);
+  t->timer = NULL;
+}
+
 static void on_timeout(uv_timer_t *timer) {
   coda_task *t = timer->data;
   coda__task_report(t, CODA_STAT_TIMED_OUT, "no coda_task_done() before its timeout");
-  t->orphaned = 1; /* freed when coda_task_done() finally comes */
+  t->orphaned = 1; /* freed when coda_task_done() finally comes, or at the end */
+  stop_timer(t);   /* its handle must not outlive the loop */
   coda__task_finish(t, CODA_ETIMEDOUT, NULL);
 }
 
-static void run_task(coda__loop *loop, coda_task *t) {
+static void run_task(coda__task_loop *tl, coda_task *t) {
   coda__task_begin(t);
   int rc = t->def->fn(t);
   if (rc != CODA_TASK_PENDING) {
@@ -31,100 +47,98 @@ static void run_task(coda__loop *loop, coda_task *t) {
     return;
   }
   t->pending = 1;
+  coda__queue_insert_tail(&tl->pending, &t->link);
   if (t->def->timeout_ms <= 0)
     return;
   t->timer = malloc(sizeof *t->timer);
   if (!t->timer)
     return; /* no timeout then; the task still finishes on its own */
-  uv_timer_init(&loop->uv, t->timer);
+  uv_timer_init(tl->uv, t->timer);
   t->timer->data = t;
   uv_timer_start(t->timer, on_timeout, (uint64_t)t->def->timeout_ms, 0);
 }
 
-static void on_inbox(uv_async_t *a) {
-  coda__loop *loop = a->data;
-  coda__queue local;
-  coda__queue_init(&local);
-  uv_mutex_lock(&loop->task_mu);
-  coda__queue_move(&local, &loop->task_inbox);
-  uv_mutex_unlock(&loop->task_mu);
-  while (!coda__queue_empty(&local)) {
-    coda__queue *q = coda__queue_head(&local);
+void coda_task_done(coda_task *t, int rc, const char *message) {
+  stop_timer(t);
+  if (t->pending)
+    coda__queue_remove(&t->link);
+  t->pending = 0;
+  if (t->orphaned) { /* its timeout already finished it */
+    coda__task_free(t);
+    return;
+  }
+  coda__task_finish(t, rc > 0 ? 0 : rc, message);
+}
+
+void coda__loop_executor_free_pending(coda__task_loop *tl) {
+  while (!coda__queue_empty(&tl->pending)) {
+    coda__queue *q = coda__queue_head(&tl->pending);
     coda__queue_remove(q);
-    run_task(loop, coda__container_of(q, coda_task, link));
+    coda_task *t = coda__container_of(q, coda_task, link);
+    t->pending = 0;
+    if (t->orphaned)
+      coda__task_free(t);
+    else
+      coda__task_drop_advance(t, "its loop ended before coda_task_done()");
   }
 }
 
-int coda__loop_on_thread(const coda__loop *loop) {
+static void on_post(coda__inbox_msg *m, int cancelled) {
+  coda_task *t = coda__container_of(m, coda_task, post);
+  if (cancelled)
+    coda__task_drop_advance(t, "shutdown before it ran");
+  else
+    run_task(t->loop, t);
+}
+
+int coda__loop_submit(coda__task_loop *tl, coda_task *t) {
+  return coda__inbox_post(tl->inbox, &t->post, on_post);
+}
+
+int coda__task_loop_on_thread(const coda__task_loop *tl) {
   uv_thread_t me = uv_thread_self();
-  return uv_thread_equal(&me, &loop->self);
+  return uv_thread_equal(&me, tl->self);
 }
 
 static void on_idle(uv_idle_t *h) { (void)h; }
 
-void coda__loop_defer_thread_task(coda__loop *loop, coda_task *t) {
-  if (coda__queue_empty(&loop->thread_batch))
-    uv_idle_start(&loop->thread_batch_idle, on_idle);
-  coda__queue_insert_tail(&loop->thread_batch, &t->link);
+void coda__loop_defer_thread_task(coda__task_loop *tl, coda_task *t) {
+  if (coda__queue_empty(&tl->thread_batch))
+    uv_idle_start(&tl->thread_batch_idle, on_idle);
+  coda__queue_insert_tail(&tl->thread_batch, &t->link);
 }
 
-static void flush_thread_batch(coda__loop *loop) {
-  if (coda__queue_empty(&loop->thread_batch))
+static void flush_thread_batch(coda__task_loop *tl) {
+  if (coda__queue_empty(&tl->thread_batch))
     return;
-  uv_idle_stop(&loop->thread_batch_idle);
-  coda__engine *e = loop->app->engine;
-  if (!e->threads || coda__thread_pool_submit_batch(e->threads, &loop->thread_batch) != 0)
-    coda__tasks_drop_queue(&loop->thread_batch, "the thread pool has stopped");
+  uv_idle_stop(&tl->thread_batch_idle);
+  coda__engine *e = tl->engine;
+  if (!e->threads || coda__thread_pool_submit_batch(e->threads, &tl->thread_batch) != 0)
+    coda__tasks_drop_queue(&tl->thread_batch, "the thread pool has stopped");
 }
 
 static void on_check(uv_check_t *c) { flush_thread_batch(c->data); }
 
-int coda__loop_executor_init(coda__loop *loop) {
-  coda__queue_init(&loop->thread_batch);
-  uv_check_init(&loop->uv, &loop->thread_batch_check);
-  loop->thread_batch_check.data = loop;
-  uv_check_start(&loop->thread_batch_check, on_check);
-  uv_unref((uv_handle_t *)&loop->thread_batch_check);
-  uv_idle_init(&loop->uv, &loop->thread_batch_idle);
-  coda__queue_init(&loop->task_inbox);
-  if (uv_mutex_init(&loop->task_mu) != 0)
-    return CODA_ENOMEM;
-  if (uv_async_init(&loop->uv, &loop->task_async, on_inbox) != 0) {
-    uv_mutex_destroy(&loop->task_mu);
-    return CODA_ENOMEM;
-  }
-  loop->task_async.data = loop;
-  /* The inbox does not keep the loop alive; open connections and the
-   * shutdown sequence do. */
-  uv_unref((uv_handle_t *)&loop->task_async);
-  uv_mutex_lock(&loop->task_mu);
-  loop->task_inbox_open = 1;
-  uv_mutex_unlock(&loop->task_mu);
+int coda__loop_executor_init(coda__task_loop *tl) {
+  coda__queue_init(&tl->thread_batch);
+  coda__queue_init(&tl->pending);
+  uv_check_init(tl->uv, &tl->thread_batch_check);
+  tl->thread_batch_check.data = tl;
+  uv_check_start(&tl->thread_batch_check, on_check);
+  uv_unref((uv_handle_t *)&tl->thread_batch_check);
+  uv_idle_init(tl->uv, &tl->thread_batch_idle);
   return 0;
 }
 
-int coda__loop_submit(coda__loop *loop, coda_task *t) {
-  uv_mutex_lock(&loop->task_mu);
-  int open = loop->task_inbox_open;
-  if (open) {
-    coda__queue_insert_tail(&loop->task_inbox, &t->link);
-    uv_async_send(&loop->task_async);
-  }
-  uv_mutex_unlock(&loop->task_mu);
-  return open ? 0 : CODA_ESTATE;
-}
-
-/* Closes the inbox (the loop is ending): what is in it is dropped. */
-void coda__loop_executor_close(coda__loop *loop) {
-  flush_thread_batch(loop);
-  if (!uv_is_closing((uv_handle_t *)&loop->thread_batch_check))
-    uv_close((uv_handle_t *)&loop->thread_batch_check, NULL);
-  if (!uv_is_closing((uv_handle_t *)&loop->thread_batch_idle))
-    uv_close((uv_handle_t *)&loop->thread_batch_idle, NULL);
-  uv_mutex_lock(&loop->task_mu);
-  loop->task_inbox_open = 0;
-  uv_mutex_unlock(&loop->task_mu);
-  coda__tasks_drop_queue(&loop->task_inbox, "shutdown before it ran");
-  if (!uv_is_closing((uv_handle_t *)&loop->task_async))
-    uv_close((uv_handle_t *)&loop->task_async, NULL);
+/* The loop is ending: the batch goes to the pool, the handles close. LOOP
+ * tasks still in the inbox are dropped when its owner closes it. */
+void coda__loop_executor_close(coda__task_loop *tl) {
+  if (tl->closed)
+    return;
+  tl->closed = 1;
+  flush_thread_batch(tl);
+  if (!uv_is_closing((uv_handle_t *)&tl->thread_batch_check))
+    uv_close((uv_handle_t *)&tl->thread_batch_check, NULL);
+  if (!uv_is_closing((uv_handle_t *)&tl->thread_batch_idle))
+    uv_close((uv_handle_t *)&tl->thread_batch_idle, NULL);
 }

@@ -996,6 +996,6 @@ int coda_app_worker(coda_app *app) {
     return 0;
   int n = atoi(fd);
   unsetenv("CODA_WORKER_FD");
-  coda__process_worker_main(app->engine, n);
+  coda__process_worker_main(coda__engine_of(app), n);
   return 0; /* not reached */
 }

@@ -13,8 +13,6 @@
 #include "tasks/durable.h"
 
 #include "app/exchange.h"
-#include "server/conn.h"
-#include "server/server.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -150,22 +148,6 @@ static void hold_written(coda__durable *d, coda__hold *h, int64_t now) {
   run->durable_unstored = 0;
 }
 
-static void post_hold(coda__hold *h) {
-  coda__loop *loop = h->loop;
-  uv_mutex_lock(&loop->hold_mu);
-  int open = loop->hold_inbox_open;
-  if (open) {
-    coda__queue_insert_tail(&loop->hold_inbox, &h->op.link);
-    uv_async_send(&loop->hold_async);
-  }
-  uv_mutex_unlock(&loop->hold_mu);
-  if (open)
-    return;
-  /* The loop has ended (shutdown cut the connection): nobody will send the
-   * response. Written tasks stay claimed in the store for the next start. */
-  coda__conn_hold_orphaned(h->conn);
-  free(h);
-}
 
 static void report_store_error(coda__durable *d, const char *what, int refuse_adds) {
   coda__engine *e = d->engine;
@@ -192,7 +174,7 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       coda__hold *h = (coda__hold *)op;
       if (op->rc == 0)
         hold_written(d, h, now);
-      post_hold(h);
+      coda__durable_hold_written(h);
       break;
     }
     case OP_ENQUEUE: {

@@ -12,6 +12,7 @@
 
 #include "app/exchange.h"
 #include "app/router.h"
+#include "common/error.h"
 #include "server/server.h"
 
 #include <stdarg.h>
@@ -36,16 +37,10 @@ static void task_free(coda_task *t);
 
 /* ---- engine and definitions ----------------------------------------- */
 
-coda__engine *coda__engine_new(coda_app *app) {
-  coda__engine *e = calloc(1, sizeof *e);
-  if (e)
-    e->app = app;
-  return e;
-}
-
-void coda__engine_free(coda__engine *e) {
-  if (!e)
-    return;
+int coda__engine_free(void *data) {
+  coda__engine *e = data;
+  if (atomic_load(&e->leaked))
+    return CODA_ESTATE; /* a thread task still runs and may touch it (logged at stop) */
   for (int i = 0; i < e->ndefs; i++) {
     free(e->defs[i]->name);
     free(e->defs[i]);
@@ -58,12 +53,111 @@ void coda__engine_free(coda__engine *e) {
     run_free(l);
   }
   free(e->route_lists);
+  for (int i = 0; i < e->nloops; i++)
+    free(e->loops[i]);
+  free(e->loops);
+  uv_mutex_destroy(&e->loops_mu);
   coda__durable_free(e);
   free(e);
+  return 0;
+}
+
+/* ---- the engine as a service of the server ----------------------------- */
+
+static int service_start(void *data, coda__server *s, uv_loop_t *control) {
+  coda__engine *e = data;
+  e->server = s;
+  return coda__engine_start(e, control);
+}
+
+static int service_loop_init(void *data, coda__loop *loop) {
+  coda__engine *e = data;
+  coda__task_loop *tl =
+      coda__engine_add_loop(e, coda__loop_uv(loop), coda__loop_inbox(loop), &loop->self);
+  if (!tl)
+    return CODA_ENOMEM;
+  coda__loop_set_slot(loop, e->loop_slot, tl);
+  return 0;
+}
+
+static void service_loop_close(void *data, coda__loop *loop) {
+  coda__engine *e = data;
+  coda__task_loop *tl = coda__loop_slot(loop, e->loop_slot);
+  if (tl)
+    coda__engine_loop_close(tl);
+}
+
+static void service_ready(void *data) { coda__engine_ready(data); }
+static void service_drain(void *data) { coda__engine_drain(data); }
+
+static long service_outstanding(void *data) {
+  coda__engine *e = data;
+  return atomic_load(&e->outstanding);
+}
+
+static void service_report(void *data) {
+  coda__engine *e = data;
+  atomic_store(&e->draining, 0);
+  coda__engine_report_unfinished(e);
+}
+
+static void service_stop(void *data) {
+  coda__engine *e = data;
+  coda__engine_stop(e);
+  e->server = NULL;
+}
+
+static uv_once_t slot_once = UV_ONCE_INIT;
+static int engine_slot = -1;
+static void take_slot(void) { engine_slot = coda__loop_slot_key(); }
+
+coda__engine *coda__engine_peek(const coda_app *app) {
+  return app->ext.free == coda__tasks_ext.free ? app->ext.data : NULL;
+}
+
+coda__engine *coda__engine_of(coda_app *app) {
+  coda__engine *e = coda__engine_peek(app);
+  if (e)
+    return e;
+  uv_once(&slot_once, take_slot);
+  if (engine_slot < 0 || (e = calloc(1, sizeof *e)) == NULL)
+    return NULL;
+  if (uv_mutex_init(&e->loops_mu) != 0) {
+    free(e);
+    return NULL;
+  }
+  e->app = app;
+  e->loop_slot = engine_slot;
+  e->service = (coda__service){"the task engine", e,
+                               service_start,        service_loop_init,
+                               service_loop_close,   service_ready,
+                               service_drain,        service_outstanding,
+                               service_report,       service_stop};
+  coda__app_ext ext = coda__tasks_ext;
+  ext.data = e;
+  if (coda__app_add_service(app, &e->service) != 0 || coda__app_set_ext(app, &ext) != 0) {
+    uv_mutex_destroy(&e->loops_mu);
+    free(e);
+    return NULL;
+  }
+  return e;
+}
+
+/* ---- starting and stopping ------------------------------------------- */
+
+static void on_watch(uv_timer_t *t) {
+  coda__engine *e = t->data;
+  if (e->threads)
+    coda__thread_pool_watch(e->threads, uv_hrtime());
 }
 
 int coda__engine_start(coda__engine *e, uv_loop_t *control) {
   const coda__options *o = &e->app->opt;
+  uv_timer_init(control, &e->watch);
+  e->watch.data = e;
+  e->watching = 1;
+  uv_timer_start(&e->watch, on_watch, 20, 20);
+  uv_unref((uv_handle_t *)&e->watch);
   e->threads = coda__thread_pool_new(e, (int)o->thread_pool_size);
   if (!e->threads)
     return CODA_ENOMEM;
@@ -80,6 +174,48 @@ int coda__engine_start(coda__engine *e, uv_loop_t *control) {
   return coda__durable_start(e);
 }
 
+coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv, coda__inbox *inbox,
+                                       const uv_thread_t *self) {
+  coda__task_loop *tl = calloc(1, sizeof *tl);
+  if (!tl)
+    return NULL;
+  tl->engine = e;
+  tl->uv = uv;
+  tl->inbox = inbox;
+  tl->self = self;
+  uv_mutex_lock(&e->loops_mu);
+  int rc = 0;
+  if (e->nloops == e->loops_cap) {
+    int cap = e->loops_cap ? e->loops_cap * 2 : 8;
+    coda__task_loop **l = realloc(e->loops, (size_t)cap * sizeof *l);
+    if (l) {
+      e->loops = l;
+      e->loops_cap = cap;
+    } else {
+      rc = CODA_ENOMEM;
+    }
+  }
+  if (rc == 0)
+    rc = coda__loop_executor_init(tl);
+  if (rc == 0)
+    e->loops[e->nloops++] = tl;
+  uv_mutex_unlock(&e->loops_mu);
+  if (rc) {
+    free(tl);
+    return NULL;
+  }
+  return tl;
+}
+
+void coda__engine_loop_close(coda__task_loop *tl) { coda__loop_executor_close(tl); }
+
+void coda__engine_ready(coda__engine *e) { coda__durable_loops_ready(e); }
+
+void coda__engine_drain(coda__engine *e) {
+  coda__durable_draining(e); /* no new attempts from the store */
+  atomic_store(&e->draining, 1);
+}
+
 void coda__engine_stop(coda__engine *e) {
   coda__durable_quiesce(e);
   /* The process pool refuses new tasks first, but stays allocated until
@@ -94,6 +230,17 @@ void coda__engine_stop(coda__engine *e) {
     coda__process_pool_stop(e->procs, !atomic_load(&e->leaked));
   e->procs = NULL;
   coda__durable_stop(e); /* after the pools: their last outcomes get written */
+  if (e->watching && !uv_is_closing((uv_handle_t *)&e->watch))
+    uv_close((uv_handle_t *)&e->watch, NULL);
+  e->watching = 0;
+  /* The loops are gone: their state is freed, a next run adds new ones. */
+  uv_mutex_lock(&e->loops_mu);
+  for (int i = 0; i < e->nloops; i++) {
+    coda__loop_executor_free_pending(e->loops[i]);
+    free(e->loops[i]);
+  }
+  e->nloops = 0;
+  uv_mutex_unlock(&e->loops_mu);
 }
 
 coda_task_def *coda__engine_find(coda__engine *e, const char *name) {
@@ -105,8 +252,8 @@ coda_task_def *coda__engine_find(coda__engine *e, const char *name) {
 
 coda_task_def *coda_app_task(coda_app *app, const char *name, coda_task_fn fn,
                              coda_executor executor) {
-  coda__engine *e = app->engine;
-  if (!name || !*name || !fn || executor < 0 || executor >= CODA_EXEC_COUNT_ ||
+  coda__engine *e = coda__engine_of(app);
+  if (!e || !name || !*name || !fn || executor < 0 || executor >= CODA_EXEC_COUNT_ ||
       coda__engine_find(e, name) || atomic_load(&app->running))
     return NULL;
   if (e->ndefs == e->defs_cap) {
@@ -137,8 +284,11 @@ int coda_task_def_timeout(coda_task_def *def, long timeout_ms) {
 }
 
 void coda_app_on_task_error(coda_app *app, coda_task_error_hook hook, void *user) {
-  app->engine->hook = hook;
-  app->engine->hook_user = user;
+  coda__engine *e = coda__engine_of(app);
+  if (!e)
+    return;
+  e->hook = hook;
+  e->hook_user = user;
 }
 
 /* ---- creating tasks ---------------------------------------------------- */
@@ -164,8 +314,8 @@ void coda__task_unreserve_def(coda_task_def *def) {
   atomic_fetch_sub_explicit(&e->reserved[def->executor], 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(&def->outstanding, 1, memory_order_relaxed);
   if (atomic_fetch_sub_explicit(&e->outstanding, 1, memory_order_acq_rel) == 1 &&
-      atomic_load(&e->draining) && e->idle_async)
-    uv_async_send(e->idle_async);
+      atomic_load(&e->draining) && e->server)
+    coda__server_idle(e->server);
 }
 
 static void unreserve(coda_task *t) { coda__task_unreserve_def(t->def); }
@@ -362,15 +512,26 @@ void coda__task_reject(coda_task *t) {
   task_free(t);
 }
 
+/* Where a task came from, for log lines: "request 42", or for a task
+ * added outside any request (coda_app_enqueue, or an attempt read back
+ * from the store, which keeps no request) "no request". */
+static const char *origin(const coda_task *t, char *buf, size_t cap) {
+  if (!t->request_id)
+    return "no request";
+  snprintf(buf, cap, "request %llu", (unsigned long long)t->request_id);
+  return buf;
+}
+
 static void drop(coda_task *t, const char *why, int final) {
   coda__engine *e = t->def->engine;
   if (t->durable)
     coda__durable_abandon(t, final ? why : NULL);
   coda__stat_add(e, t->executor, CODA_STAT_QUEUED, -1);
   coda__stat_add(e, t->executor, CODA_STAT_DROPPED, 1);
-  CODA__LOG(e->app, CODA_LOG_WARN, "task %s (id %llu, %s, request %llu) dropped: %s",
-            t->def->name, (unsigned long long)t->id, coda_executor_name(t->executor),
-            (unsigned long long)t->request_id, why);
+  char from[40];
+  CODA__LOG(e->app, CODA_LOG_WARN, "task %s (id %llu, %s, %s) dropped: %s", t->def->name,
+            (unsigned long long)t->id, coda_executor_name(t->executor),
+            origin(t, from, sizeof from), why);
   unreserve(t);
   task_free(t);
 }
@@ -378,15 +539,18 @@ static void drop(coda_task *t, const char *why, int final) {
 void coda__task_drop(coda_task *t, const char *why) { drop(t, why, 0); }
 void coda__task_drop_final(coda_task *t, const char *why) { drop(t, why, 1); }
 
+void coda__task_drop_advance(coda_task *t, const char *why) {
+  coda_tasks *run = t->run;
+  coda__task_drop(t, why);
+  if (run)
+    coda__run_advance(run, 1);
+}
+
 void coda__tasks_drop_queue(coda__queue *q, const char *why) {
   while (!coda__queue_empty(q)) {
     coda__queue *item = coda__queue_head(q);
     coda__queue_remove(item);
-    coda_task *t = coda__container_of(item, coda_task, link);
-    coda_tasks *run = t->run;
-    coda__task_drop(t, why);
-    if (run)
-      coda__run_advance(run, 1);
+    coda__task_drop_advance(coda__container_of(item, coda_task, link), why);
   }
 }
 
@@ -406,12 +570,12 @@ void coda__task_begin(coda_task *t) {
 static void log_failure(coda_task *t, const char *what, const char *message) {
   coda__engine *e = t->def->engine;
   uint64_t ms = (uv_hrtime() - t->started_ns) / 1000000u;
-  CODA__LOG(
-      e->app, CODA_LOG_ERROR,
-      "task %s (id %llu, %s executor, request %llu, attempt %d) %s after %llu ms: %s",
-      t->def->name, (unsigned long long)t->id, coda_executor_name(t->executor),
-      (unsigned long long)t->request_id, t->attempt ? t->attempt : 1, what,
-      (unsigned long long)ms, message ? message : "no message");
+  char from[40];
+  CODA__LOG(e->app, CODA_LOG_ERROR,
+            "task %s (id %llu, %s executor, %s, attempt %d) %s after %llu ms: %s",
+            t->def->name, (unsigned long long)t->id, coda_executor_name(t->executor),
+            origin(t, from, sizeof from), t->attempt ? t->attempt : 1, what,
+            (unsigned long long)ms, message ? message : "no message");
   if (e->hook)
     e->hook(t, message ? message : what, e->hook_user);
 }
@@ -430,21 +594,18 @@ void coda__task_finish(coda_task *t, int rc, const char *message) {
   coda__engine *e = t->def->engine;
   coda__stat_add(e, t->executor, CODA_STAT_RUNNING, -1);
   int failed = rc < 0 || atomic_load(&t->reported);
+  char described[64];
+  const char *why = NULL;
+  if (failed)
+    why = message ? message : t->error ? t->error : coda__describe_rc(rc, described, sizeof described);
   if (failed) {
     coda__stat_add(e, t->executor, CODA_STAT_FAILED, 1);
     if (!atomic_load(&t->reported))
-      log_failure(t, "failed",
-                  message    ? message
-                  : t->error ? t->error
-                             : coda_strerror(rc));
+      log_failure(t, "failed", why);
   } else {
     coda__stat_add(e, t->executor, CODA_STAT_SUCCEEDED, 1);
   }
   coda_tasks *run = t->run;
-  const char *why = failed ? (message    ? message
-                              : t->error ? t->error
-                                         : coda_strerror(rc))
-                           : NULL;
   if (t->durable && t->orphaned) {
     /* Finished by its timeout, still held by its code until
      * coda_task_done(): the outcome is recorded, t stays. */
@@ -468,9 +629,12 @@ static void submit(coda_task *t) {
   int rc = CODA_ESTATE;
   switch (t->executor) {
   case CODA_EXEC_LOOP: {
-    coda__server *s = e->app->server;
-    if (!t->loop && s && s->loops) /* no response: any loop will do */
-      t->loop = &s->loops[t->id % (uint64_t)s->nloops];
+    if (!t->loop) { /* no response: any loop will do */
+      uv_mutex_lock(&e->loops_mu);
+      if (e->nloops)
+        t->loop = e->loops[t->id % (uint64_t)e->nloops];
+      uv_mutex_unlock(&e->loops_mu);
+    }
     if (t->loop)
       rc = coda__loop_submit(t->loop, t);
     break;
@@ -480,7 +644,7 @@ static void submit(coda_task *t) {
       rc = coda__process_pool_submit(e->procs, t);
     break;
   default:
-    if (e->threads && t->loop && coda__loop_on_thread(t->loop)) {
+    if (e->threads && t->loop && coda__task_loop_on_thread(t->loop)) {
       coda__loop_defer_thread_task(t->loop, t); /* one hand-off per iteration */
       rc = 0;
     } else if (e->threads) {
@@ -622,6 +786,8 @@ int coda__run_append(coda_tasks *run, coda_task *t) {
     run->tasks = tasks;
     run->cap = cap;
   }
+  if (run->request_id)
+    t->request_id = run->request_id; /* known from now on, for the logs */
   run->tasks[run->n++] = t;
   if (t->durable && !t->stored)
     run->durable_unstored++;
@@ -630,8 +796,10 @@ int coda__run_append(coda_tasks *run, coda_task *t) {
 
 int coda__run_add(coda_tasks *run, coda_task_def *def, coda_task_opts *opts,
                   const char *fmt, va_list ap) {
+  if (!def)
+    return CODA_EINVAL;
   coda_task *t;
-  coda__engine *e = run->app->engine;
+  coda__engine *e = def->engine;
   int rc = coda__task_new(e, def, opts->flags, fmt, ap, &t);
   if (rc)
     return rc;
@@ -787,23 +955,7 @@ uint64_t coda_task_id(const coda_task *t) { return t->id; }
 uint64_t coda_task_request_id(const coda_task *t) { return t->request_id; }
 coda_app *coda_task_app(const coda_task *t) { return t->def->engine->app; }
 void *coda_task_loop(coda_task *t) {
-  return t->executor == CODA_EXEC_LOOP && t->loop ? &t->loop->uv : NULL;
-}
-
-static void close_timer(uv_handle_t *h) { free(h); }
-
-void coda_task_done(coda_task *t, int rc, const char *message) {
-  if (t->timer) {
-    uv_timer_stop(t->timer);
-    uv_close((uv_handle_t *)t->timer, close_timer);
-    t->timer = NULL;
-  }
-  if (t->orphaned) { /* its timeout already finished it */
-    task_free(t);
-    return;
-  }
-  t->pending = 0;
-  coda__task_finish(t, rc > 0 ? 0 : rc, message);
+  return t->executor == CODA_EXEC_LOOP && t->loop ? t->loop->uv : NULL;
 }
 
 /* ---- counters ---------------------------------------------------------- */
@@ -812,16 +964,18 @@ long coda_task_stat(const coda_app *app, coda_executor ex, coda_task_stat_kind k
   if (ex < CODA_EXEC_LOOP || ex >= CODA_EXEC_COUNT_ || kind < 0 ||
       kind >= CODA_STAT_COUNT_)
     return -1;
-  return atomic_load_explicit(&app->engine->stats[ex][kind], memory_order_relaxed);
+  coda__engine *e = coda__engine_peek(app);
+  return e ? atomic_load_explicit(&e->stats[ex][kind], memory_order_relaxed) : 0;
 }
 
-size_t coda_stats_json(const coda_app *app, char *buf, size_t cap) {
+/* The app's stats_json extension: ,"tasks":{...},"durable":{...}. */
+size_t coda__engine_stats_json(void *data, char *buf, size_t cap) {
   static const char *const names[CODA_STAT_COUNT_] = {
       "queued",  "running", "succeeded", "failed",    "timed_out", "crashed",  "rejected",
       "dropped", "retried", "dead",      "duplicate", "claimed",   "restarted"};
+  coda__engine *e = data;
   char tmp[4096];
-  size_t n = (size_t)snprintf(tmp, sizeof tmp, "{\"requests\":%llu,\"tasks\":{",
-                              (unsigned long long)coda__app_requests(app));
+  size_t n = (size_t)snprintf(tmp, sizeof tmp, ",\"tasks\":{");
   for (int ex = CODA_EXEC_LOOP; ex < CODA_EXEC_COUNT_; ex++) {
     n += (size_t)snprintf(tmp + n, sizeof tmp - n, "%s\"%s\":{",
                           ex > CODA_EXEC_LOOP ? "," : "",
@@ -829,12 +983,11 @@ size_t coda_stats_json(const coda_app *app, char *buf, size_t cap) {
     for (int k = 0; k < CODA_STAT_COUNT_; k++)
       n += (size_t)snprintf(
           tmp + n, sizeof tmp - n, "%s\"%s\":%ld", k ? "," : "", names[k],
-          coda_task_stat(app, (coda_executor)ex, (coda_task_stat_kind)k));
+          coda_task_stat(e->app, (coda_executor)ex, (coda_task_stat_kind)k));
     n += (size_t)snprintf(tmp + n, sizeof tmp - n, "}");
   }
   n += (size_t)snprintf(tmp + n, sizeof tmp - n, "},\"durable\":");
-  n += coda__durable_stats_json(app->engine, tmp + n, sizeof tmp - n);
-  n += (size_t)snprintf(tmp + n, sizeof tmp - n, "}");
+  n += coda__durable_stats_json(e, tmp + n, sizeof tmp - n);
   if (cap) {
     size_t c = n < cap ? n : cap - 1;
     memcpy(buf, tmp, c);

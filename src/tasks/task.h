@@ -14,15 +14,38 @@
 
 #include "app/app.h"
 #include "common/buf.h"
+#include "common/inbox.h"
 #include "common/queue.h"
 
 #include <stdatomic.h>
 #include <uv.h>
 
-typedef struct coda__loop coda__loop;
-struct coda__route;
+typedef struct coda__engine coda__engine;
 typedef struct coda__thread_pool coda__thread_pool;
 typedef struct coda__process_pool coda__process_pool;
+
+/* The engine's state on one event loop: where LOOP tasks run and where
+ * THREAD tasks started on that loop are batched. Made by
+ * coda__engine_add_loop() for any libuv loop with an inbox: a server's
+ * loops (through the engine's service) or bare ones (a test, a worker). */
+typedef struct coda__task_loop {
+  coda__engine *engine;
+  uv_loop_t *uv;
+  coda__inbox *inbox;
+  const uv_thread_t *self; /* the loop's thread, valid once it runs */
+  /* THREAD tasks started on this loop during the current iteration,
+   * submitted together by the check handle (loop thread only). */
+  coda__queue thread_batch;
+  /* LOOP tasks that returned CODA_TASK_PENDING and have not called
+   * coda_task_done() (timed out or not), by their `link`: freed at
+   * coda__engine_stop() if they never do (loop thread, then the control
+   * thread once the loop has ended). */
+  coda__queue pending;
+  uv_check_t thread_batch_check;
+  uv_idle_t thread_batch_idle; /* active while the batch is not empty: the
+                                  next poll must not block before the flush */
+  int closed;
+} coda__task_loop;
 
 struct coda_task_def {
   char *name;
@@ -62,7 +85,8 @@ struct coda_task {
   int pending;         /* a LOOP task waiting for coda_task_done */
   int orphaned;        /* finished by its timeout; freed at coda_task_done */
   char *error;
-  coda__loop *loop;
+  coda__task_loop *loop;
+  coda__inbox_msg post; /* LOOP: how it reaches its loop */
   uv_timer_t *timer; /* LOOP task timeout */
   int nargs;
   coda__arg *args;
@@ -99,7 +123,7 @@ struct coda_tasks {
   atomic_int remaining;
   int failed;
   int delivered;
-  coda__loop *loop;
+  coda__task_loop *loop;
   uint64_t request_id;
   int durable_unstored; /* durable tasks not yet in the store */
   coda_task *inline_tasks[4];
@@ -121,7 +145,16 @@ struct coda__engine {
   void *hook_user;
   coda__thread_pool *threads;
   coda__process_pool *procs;
-  uv_async_t *idle_async;   /* while draining: poked when outstanding hits 0 */
+  coda__server *server;     /* while draining: told when outstanding hits 0 */
+  coda__service service;    /* how the server runs the engine */
+  int loop_slot;            /* the server loops' slot holding a coda__task_loop */
+  coda__task_loop **loops;  /* every loop tasks may run on */
+  int nloops;
+  int loops_cap;
+  uv_mutex_t loops_mu;      /* protects loops/nloops against a reader on
+                               another thread while a loop is added */
+  uv_timer_t watch;         /* THREAD task timeouts (control loop) */
+  int watching;
   coda_tasks **route_lists; /* templates of route-level tasks, owned here */
   int nroute_lists;
   struct coda__durable *durable; /* the store and its thread (durable.c) */
@@ -129,12 +162,32 @@ struct coda__engine {
   atomic_int leaked; /* threads left running at shutdown: never free */
 };
 
-coda__engine *coda__engine_new(coda_app *app);
-void coda__engine_free(coda__engine *e);
+/* The app's engine, made on first use (a configuration call: one thread,
+ * before coda_app_run()), which installs it as the app's extension and a
+ * service of the server. NULL when out of memory. */
+coda__engine *coda__engine_of(coda_app *app);
+/* The app's engine or NULL if no task call was ever made. Any thread. */
+coda__engine *coda__engine_peek(const coda_app *app);
+/* The extension's free and stats_json (app.h). */
+int coda__engine_free(void *data);
+size_t coda__engine_stats_json(void *data, char *buf, size_t cap);
 
-/* Starts the thread and process pools (before the loops). */
+/* Running without a server (bare libuv loops; the server does the same
+ * through the engine's service). Start: the thread and process pools, the
+ * store thread, the thread-task watchdog on `control` (its thread must run
+ * that loop). Then add each loop tasks may use (before it runs, or on its
+ * thread), and call coda__engine_ready() once they are all there. */
 int coda__engine_start(coda__engine *e, uv_loop_t *control);
-/* Stops the pools; tasks still queued are dropped and counted. */
+coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv, coda__inbox *inbox,
+                                       const uv_thread_t *self);
+void coda__engine_ready(coda__engine *e);
+/* Takes no new attempts from the store; sets `draining`. */
+void coda__engine_drain(coda__engine *e);
+/* Closes the engine's state on a loop (its thread, or once it no longer
+ * runs); LOOP tasks posted later are dropped by the inbox's close. */
+void coda__engine_loop_close(coda__task_loop *tl);
+/* Stops the pools and the store thread; tasks still queued are dropped
+ * and counted. The control loop must run once more to close the watchdog. */
 void coda__engine_stop(coda__engine *e);
 /* Logs, by name, the tasks added and not finished. Returns how many. */
 long coda__engine_report_unfinished(coda__engine *e);
@@ -152,6 +205,9 @@ int coda__task_clone(const coda_task *src, coda_task **out);
 void coda__task_reject(coda_task *t);
 /* Drops a task that will not run: counted, slot released, freed. */
 void coda__task_drop(coda_task *t, const char *why);
+/* Drops a task that will not run, and advances its list as after a
+ * failure (the next task runs, unless the list stops on failure). */
+void coda__task_drop_advance(coda_task *t, const char *why);
 /* Drops every task queued in `q` (an executor stopping), and with each one
  * the rest of its list, which can no longer run in order. */
 void coda__tasks_drop_queue(coda__queue *q, const char *why);
@@ -179,9 +235,12 @@ void coda__run_advance(coda_tasks *run, int failed);
 void coda__run_abandon(coda_tasks *run);
 
 /* Executors. */
-int coda__loop_executor_init(coda__loop *loop);
-void coda__loop_executor_close(coda__loop *loop);
-int coda__loop_submit(coda__loop *loop, coda_task *t);
+int coda__loop_executor_init(coda__task_loop *tl);
+void coda__loop_executor_close(coda__task_loop *tl);
+int coda__loop_submit(coda__task_loop *tl, coda_task *t);
+/* LOOP tasks still pending when their loop ended: dropped (never done) or
+ * freed (finished by their timeout). After the loop's thread has ended. */
+void coda__loop_executor_free_pending(coda__task_loop *tl);
 
 coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int workers);
 int coda__process_pool_submit(coda__process_pool *p, coda_task *t);
@@ -201,14 +260,11 @@ int coda__task_template(coda_task_def *def, unsigned flags, const char *fmt, va_
                         coda_task **out);
 void coda__task_free_template(coda_task *t);
 
-/* Response side (attach.c): hands the response's run to the written
- * event, or starts it at once when the response cannot be written. */
-void coda__res_tasks_commit(coda_res *res);
-/* Drops the response's durable tasks that are not in the store (their
- * write failed), so that what remains can still run. */
-void coda__res_drop_unstored(coda_res *res);
-/* Adds the matched route's declared tasks to the response. */
-int coda__res_add_route_tasks(coda_res *res, const struct coda__route *route);
+/* Response side (attach.c): the app's extension hooks (app.h). */
+extern const coda__app_ext coda__tasks_ext;
+/* Drops the run's durable tasks that are not in the store (their write
+ * failed), so that what remains can still run. */
+void coda__run_drop_unstored(coda_tasks *run);
 
 coda__thread_pool *coda__thread_pool_new(coda__engine *e, int nthreads);
 /* 0, or CODA_ESTATE once stopped (the caller drops the task). */
@@ -218,8 +274,8 @@ int coda__thread_pool_submit(coda__thread_pool *p, coda_task *t);
 int coda__thread_pool_submit_batch(coda__thread_pool *p, coda__queue *tasks);
 /* On the loop's own thread: THREAD tasks started during this iteration are
  * collected and submitted together when the iteration's I/O is done. */
-int coda__loop_on_thread(const coda__loop *loop);
-void coda__loop_defer_thread_task(coda__loop *loop, coda_task *t);
+int coda__task_loop_on_thread(const coda__task_loop *tl);
+void coda__loop_defer_thread_task(coda__task_loop *tl, coda_task *t);
 void coda__thread_pool_watch(coda__thread_pool *p, uint64_t now_ns);
 /* Joins the threads when `wait`; otherwise detaches the busy ones. */
 void coda__thread_pool_stop(coda__thread_pool *p);
@@ -240,7 +296,6 @@ void coda__task_submit(coda_task *t);
 
 /* ---- durable tasks (durable.c) ---- */
 typedef struct coda__durable coda__durable;
-struct coda__conn;
 int coda__durable_open(coda__engine *e, const char *uri);
 void coda__durable_free(coda__engine *e);
 /* Starts the store thread (after the pools): recovery, then claims. */
@@ -249,9 +304,10 @@ int coda__durable_start(coda__engine *e);
 void coda__durable_stop(coda__engine *e);
 /* At add time: makes t durable (id, key, delay, attempts) when asked. */
 int coda__durable_prepare(coda__engine *e, coda_task *t, const coda_task_opts *opts);
-/* Hands the durable tasks of the connection's held response to the store
- * thread; coda__conn_hold_done() follows on the loop thread. */
-int coda__durable_hold(struct coda__conn *c);
+/* Hands the durable tasks of a gated response to the store thread;
+ * coda__res_resume() follows on the response's loop thread (or
+ * coda__res_abandon() if that loop has ended). */
+int coda__durable_hold(coda_res *res, coda_tasks *run);
 /* A durable task's attempt ended: the store thread records it (retry,
  * dead or success) and then gives back its slot. Frees t. */
 void coda__durable_finished(coda_task *t, int failed, const char *message);
@@ -276,8 +332,6 @@ void coda__durable_loops_ready(coda__engine *e);
 void coda__durable_quiesce(coda__engine *e);
 /* Stops claiming new attempts (the drain has begun). */
 void coda__durable_draining(coda__engine *e);
-int coda__durable_loop_init(coda__loop *loop);
-void coda__durable_loop_close(coda__loop *loop);
 
 static inline void coda__stat_add(coda__engine *e, coda_executor ex,
                                   coda_task_stat_kind k, long v) {

@@ -1553,7 +1553,7 @@ static void refused_outcome(const char *kind) {
   char uri[512], path[128], tag[64], stats[4096];
   fixture f;
   REQUIRE(fixture_init(&f, store_uri(kind, "refused", uri, sizeof uri), NULL) == 0);
-  coda__store *store = f.app->engine->durable->store;
+  coda__store *store = coda__engine_peek(f.app)->durable->store;
   fault_orig = store->m;
   fault_methods = *fault_orig;
   fault_methods.finish = faulty_finish;
@@ -1611,7 +1611,7 @@ TEST(a_refused_id_reservation_does_not_fail_new_tasks) {
   char uri[512];
   fixture f;
   REQUIRE(fixture_init(&f, store_uri("sqlite", "reserve", uri, sizeof uri), NULL) == 0);
-  coda__durable *d = f.app->engine->durable;
+  coda__durable *d = coda__engine_peek(f.app)->durable;
   fault_orig = d->store->m;
   fault_methods = *fault_orig;
   fault_methods.reserve_ids = faulty_reserve;

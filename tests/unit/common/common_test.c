@@ -4,6 +4,7 @@
  */
 #include "common/arena.h"
 #include "common/buf.h"
+#include "common/error.h"
 #include "common/log.h"
 #include "common/queue.h"
 #include "test.h"
@@ -14,8 +15,20 @@ TEST(errors_have_names) {
   CHECK_EQ_STR(coda_strerror(0), "success");
   CHECK_EQ_STR(coda_strerror(CODA_ENOMEM), "out of memory");
   CHECK_EQ_STR(coda_strerror(CODA_EFULL), "queue full");
-  CHECK_EQ_STR(coda_strerror(-9999), "unknown error");
+  CHECK_EQ_STR(coda_strerror(-9999), "not a coda error code");
   CHECK_EQ_STR(coda_version(), "0.1.0");
+}
+
+/* A handler or task that returns -1 is not "out of memory": no CODA_E*
+ * code is a small negative number, and the log says what was returned. */
+TEST(a_plain_minus_one_is_not_a_coda_error) {
+  char buf[64];
+  CHECK(!coda__is_error_code(-1));
+  CHECK(coda__is_error_code(CODA_ENOMEM));
+  for (int rc = -1; rc >= -100; rc--)
+    CHECK(!coda__is_error_code(rc));
+  CHECK_EQ_STR(coda__describe_rc(-1, buf, sizeof buf), "returned -1 (not a CODA_E* code)");
+  CHECK_EQ_STR(coda__describe_rc(CODA_EFULL, buf, sizeof buf), "queue full");
 }
 
 TEST(arena_uses_the_inline_block_first_then_the_heap) {
@@ -101,7 +114,7 @@ TEST(queue_links_and_unlinks) {
   CHECK_EQ_INT(sum, 4);
 }
 
-RUN_TESTS(common, TEST_CASE(errors_have_names),
+RUN_TESTS(common, TEST_CASE(errors_have_names), TEST_CASE(a_plain_minus_one_is_not_a_coda_error),
           TEST_CASE(arena_uses_the_inline_block_first_then_the_heap),
           TEST_CASE(buf_grows_and_formats_numbers),
           TEST_CASE(log_lines_use_the_seeds_prefixes_and_truncate),

@@ -101,7 +101,7 @@ static coda_app *open_app(const char *uri) {
   coda_app *app = coda_app_new();
   if (!app || coda_app_store(app, uri) != 0)
     return NULL;
-  D = app->engine->durable;
+  D = coda__engine_peek(app)->durable;
   orig = D->store->m;
   wrapped = *orig;
   wrapped.list = list_hook;
