@@ -140,7 +140,7 @@ static void producer_main(void *arg) {
   while (!atomic_load(&go)) {
   }
   for (long i = 0; i < p->n; i++) {
-    coda_task_opts o = {.flags = CODA_TASK_DURABLE};
+    coda_task_opts o = CODA_TASK_OPTS_INIT(.flags = CODA_TASK_DURABLE);
     int rc;
     while ((rc = coda_app_enqueue(app, durable_def, &o, "i", (int64_t)i)) == CODA_EFULL) {
       p->full_retries++;
@@ -177,7 +177,7 @@ static int succeeded(uint64_t id, int report) {
             coda_strerror(rc));
     return -1;
   }
-  int ok = info->state == CODA_TASK_SUCCEEDED;
+  int ok = info->state == CODA_STATE_SUCCEEDED;
   if (!ok && report)
     fprintf(stderr,
             "durable_bench: task %llu is %s after the run (attempts %d, error %s)\n",
@@ -216,7 +216,7 @@ static int measure(long n, int nproducers, const char *store) {
   memset(ps, 0, sizeof ps);
   /* The app runs once its listener answers; an enqueue before that is CODA_ESTATE. */
   for (int i = 0; i < 5000; i++) {
-    coda_task_opts o = {.flags = CODA_TASK_DURABLE};
+    coda_task_opts o = CODA_TASK_OPTS_INIT(.flags = CODA_TASK_DURABLE);
     int rc = coda_app_enqueue(app, durable_def, &o, "i", (int64_t)-1);
     if (rc == 0)
       break;
@@ -340,7 +340,7 @@ static int plain(coda_req *req, coda_res *res, void *user) {
 
 static int add_durable(coda_req *req, coda_res *res, void *user) {
   (void)user;
-  coda_task_opts o = {.flags = CODA_TASK_DURABLE};
+  coda_task_opts o = CODA_TASK_OPTS_INIT(.flags = CODA_TASK_DURABLE);
   int rc = coda_res_add_task_opts(res, durable_def, &o, "i", (int64_t)coda_req_id(req));
   if (rc)
     return rc;

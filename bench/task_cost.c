@@ -11,7 +11,7 @@
  *             (the response is written first, then the tasks are started and run);
  *   total     add + dispatch: the amortized cost of one task, end to end.
  * Each case runs with the response's list in its default order (each task is started
- * when the one before it has finished) and marked CODA_TASKS_PARALLEL (all started at
+ * when the one before it has finished) and marked CODA_LIST_PARALLEL (all started at
  * once). A THREAD task increments a counter and the one that reaches N takes the time; a
  * PROCESS task does nothing in a worker process, and completion is seen when the
  * executor's SUCCEEDED counter reaches N (polled every 20 us).
@@ -81,7 +81,7 @@ static int add_tasks(coda_req *req, coda_res *res, void *user) {
   long n = n_text ? strtol(n_text, NULL, 10) : 0;
   int rc = 0;
   if (parallel && strcmp(parallel, "1") == 0)
-    rc = coda_res_tasks_flags(res, CODA_TASKS_PARALLEL);
+    rc = coda_res_tasks_flags(res, CODA_LIST_PARALLEL);
   uint64_t t0 = now_ns();
   for (long i = 0; i < n && rc == 0; i++)
     rc = coda_res_add_task(res, def, "");

@@ -483,7 +483,7 @@ for name in "${frameworks[@]}"; do
 done
 echo "  4 detail: N = $(cost thread_ordered_n) THREAD, $(cost process_ordered_n) PROCESS" \
   "tasks added by one handler; ordered = the default list (each task starts when the" \
-  "one before it ends), parallel = CODA_TASKS_PARALLEL; total = add + dispatch and run," \
+  "one before it ends), parallel = CODA_LIST_PARALLEL; total = add + dispatch and run," \
   "per task, median of 11 rounds"
 echo "  5 detail: 2 x ${DURATION}s per mode, alternated, $(get n_idle)/$(get n_sat) samples" \
   "pooled; p50 idle $(get p50_idle) us, saturated $(get p50_sat) us; p99.9 idle" \

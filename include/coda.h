@@ -402,7 +402,7 @@ CODA_API coda_app *coda_req_app(const coda_req *req);
 typedef enum {
   CODA_EXEC_DEFAULT = 0, /* THREAD */
   CODA_EXEC_LOOP,    /* on the connection's event loop: must not block; may
-                        return CODA_TASK_PENDING and call coda_task_done() */
+                        return CODA_PENDING and call coda_task_done() */
   CODA_EXEC_THREAD,  /* a bounded pool of coda's own threads: blocking I/O */
   CODA_EXEC_PROCESS, /* pre-started worker processes: CPU work, isolation */
   CODA_EXEC_COUNT_
@@ -412,19 +412,52 @@ typedef struct coda_task coda_task;
 typedef struct coda_task_def coda_task_def;
 typedef struct coda_tasks coda_tasks;
 
+/** Options of one add: coda_res_add_task_opts(), coda_tasks_add_opts(),
+ *  coda_app_enqueue(). Always make one with CODA_TASK_OPTS_INIT (or the
+ *  pointer form CODA_TASK_OPTS), which records its size: members are only
+ *  ever added at the end, and coda reads only those the caller's header
+ *  had, so a program built against an older coda.h keeps working. Options
+ *  without their size are refused (CODA_EINVAL). */
+typedef struct coda_task_opts {
+  size_t size;      /* sizeof(coda_task_opts) in the caller's header */
+  unsigned flags;   /* coda_task_flag bits */
+  int max_attempts; /* durable: 0 = the definition's */
+  int64_t delay_ms; /* durable: run no earlier than now + delay_ms */
+  int64_t run_at;   /* durable: unix time in ms to run at or after (0: now) */
+  const char *key;  /* durable: idempotency key (copied), or NULL */
+  uint64_t id;      /* out: the task's id */
+} coda_task_opts;
+
+/** An initializer: coda_task_opts o = CODA_TASK_OPTS_INIT(.flags = ...); */
+#define CODA_TASK_OPTS_INIT(...) {.size = sizeof(coda_task_opts), __VA_ARGS__}
+/** A pointer to options for one call, when the id is not needed:
+ *  coda_res_add_task_opts(res, def, CODA_TASK_OPTS(.flags = CODA_TASK_ALWAYS),
+ *  "s", text). */
+#define CODA_TASK_OPTS(...) (&(coda_task_opts)CODA_TASK_OPTS_INIT(__VA_ARGS__))
+
 /** A task function. Return 0 for success, a negative value (or
- *  coda_task_fail()) for failure, or CODA_TASK_PENDING from a LOOP task that
+ *  coda_task_fail()) for failure, or CODA_PENDING from a LOOP task that
  *  will finish later through coda_task_done(). */
 typedef int (*coda_task_fn)(coda_task *task);
 
-#define CODA_TASK_PENDING 1
+/** What a LOOP task function returns when it finishes later, through
+ *  coda_task_done(). Positive, so never a CODA_E* code. */
+#define CODA_PENDING 1
 
-/** Task flags for coda_res_add_task_flags() / coda_tasks_add_flags(). */
-#define CODA_TASK_ALWAYS 0x1u /* run even if the handler fails */
+/** Flags of one task (coda_task_opts.flags). Their bits (0-7) are disjoint
+ *  from the list flags', so a list flag given here (or the reverse) is
+ *  refused with CODA_EINVAL, never taken for another meaning. */
+typedef enum coda_task_flag {
+  CODA_TASK_ALWAYS = 0x1, /* run even if the handler fails */
+  CODA_TASK_DURABLE = 0x2 /* written to the store before the response (below) */
+} coda_task_flag;
 
-/** Task list flags for coda_tasks_set_flags(). */
-#define CODA_TASKS_PARALLEL 0x1u        /* start all at once */
-#define CODA_TASKS_STOP_ON_FAILURE 0x2u /* skip the rest after a failure */
+/** Flags of a task list (coda_tasks_set_flags(), coda_res_tasks_flags()):
+ *  bits 8-15. */
+typedef enum coda_list_flag {
+  CODA_LIST_PARALLEL = 0x100,       /* start all at once */
+  CODA_LIST_STOP_ON_FAILURE = 0x200 /* skip the rest after a failure */
+} coda_list_flag;
 
 /** Registers a task under a unique name, at start-up (before
  *  coda_app_run()). PROCESS tasks are found by this name in the worker
@@ -451,14 +484,12 @@ CODA_API int coda_task_def_timeout(coda_task_def *def, long timeout_ms);
  *  letter each: 's' (const char *, copied), 'i' (int64_t), 'd' (double),
  *  'b' (const void *, size_t: raw bytes, copied). Returns 0, CODA_EFULL when
  *  the executor's queue is full (the default answer is then 503 with
- *  Retry-After), CODA_EINVAL for a bad format. Loop thread of the request. */
+ *  Retry-After), CODA_EINVAL for a bad format. Loop thread of the request.
+ *  For flags, a delay or a key: coda_res_add_task_opts(). */
 CODA_API int coda_res_add_task(coda_res *res, coda_task_def *def, const char *fmt, ...);
 
-/** The same, with CODA_TASK_* flags. */
-CODA_API int coda_res_add_task_flags(coda_res *res, coda_task_def *def,
-                                     unsigned flags, const char *fmt, ...);
-
-/** Sets CODA_TASKS_* flags on the response's own list. */
+/** Sets CODA_LIST_* flags on the response's own list (CODA_EINVAL for any
+ *  other bit). */
 CODA_API int coda_res_tasks_flags(coda_res *res, unsigned flags);
 
 /** A task list built apart from any response (for example by a helper
@@ -467,10 +498,10 @@ CODA_API int coda_res_tasks_flags(coda_res *res, unsigned flags);
 CODA_API coda_tasks *coda_tasks_new(coda_app *app);
 /** Adds a task to a standalone list; arguments as coda_res_add_task(). */
 CODA_API int coda_tasks_add(coda_tasks *list, coda_task_def *def, const char *fmt, ...);
-/** The same, with CODA_TASK_* flags. */
-CODA_API int coda_tasks_add_flags(coda_tasks *list, coda_task_def *def, unsigned flags,
-                                  const char *fmt, ...);
-/** Sets CODA_TASKS_* flags on a standalone list (CODA_EINVAL for others). */
+/** The same with options (coda_task_opts, may be NULL). */
+CODA_API int coda_tasks_add_opts(coda_tasks *list, coda_task_def *def, coda_task_opts *opts,
+                                 const char *fmt, ...);
+/** Sets CODA_LIST_* flags on a standalone list (CODA_EINVAL for others). */
 CODA_API int coda_tasks_set_flags(coda_tasks *list, unsigned flags);
 /** Moves every task of `list` to the end of the response's list (keeping
  *  their order and the list's flags) and frees `list`. */
@@ -517,7 +548,7 @@ CODA_API uint64_t coda_task_request_id(const coda_task *t);
 CODA_API coda_app *coda_task_app(const coda_task *t);
 /** The loop (uv_loop_t *) of a LOOP task. NULL elsewhere. */
 CODA_API void *coda_task_loop(coda_task *t);
-/** Finishes a LOOP task that returned CODA_TASK_PENDING: rc 0 or negative,
+/** Finishes a LOOP task that returned CODA_PENDING: rc 0 or negative,
  *  with an optional message. Call once, on the task's loop thread. */
 CODA_API void coda_task_done(coda_task *t, int rc, const char *message);
 /** Human name of an executor: "loop", "thread", "process". */
@@ -571,7 +602,7 @@ CODA_API size_t coda_stats_json(const coda_app *app, char *buf, size_t cap);
  * the next start runs it again. Its id can be given to the client and read
  * back with coda_task_get().
  *
- *   coda_task_opts o = {.flags = CODA_TASK_DURABLE};
+ *   coda_task_opts o = CODA_TASK_OPTS_INIT(.flags = CODA_TASK_DURABLE);
  *   int rc = coda_res_add_task_opts(res, report, &o, "s", user);
  *   if (rc) return rc;                        // 503 when full or store down
  *   coda_res_header(res, "Location", ...);    // o.id is the task's id
@@ -581,10 +612,6 @@ CODA_API size_t coda_stats_json(const coda_app *app, char *buf, size_t cap);
  * Writes from every loop are grouped into one transaction and one fsync by
  * the store thread; the event loops never touch the disk for a write.
  */
-
-/** Task flag: written to the store before the response; retried; has a
- *  status readable by id. */
-#define CODA_TASK_DURABLE 0x2u
 
 /** Chooses the task store, before coda_app_run(): "memory" or
  *  "sqlite:PATH" (the file and its directory's WAL files are created on
@@ -609,17 +636,8 @@ CODA_API int coda_task_def_durable(coda_task_def *def, int durable);
 CODA_API int coda_task_def_retry(coda_task_def *def, int max_attempts, long backoff_ms,
                                  long backoff_max_ms);
 
-/** Options of one add: coda_res_add_task_opts(), coda_app_enqueue(). */
-typedef struct coda_task_opts {
-  unsigned flags;       /* CODA_TASK_* */
-  int max_attempts;     /* durable: 0 = the definition's */
-  int64_t delay_ms;     /* durable: run no earlier than now + delay_ms */
-  int64_t run_at;       /* durable: unix time in ms to run at or after (0: now) */
-  const char *key;      /* durable: idempotency key (copied), or NULL */
-  uint64_t id;          /* out: the task's id */
-} coda_task_opts;
-
-/** Adds a task with options (see coda_res_add_task() for `fmt`). A durable
+/** Adds a task with options (see coda_res_add_task() for `fmt`); opts may
+ *  be NULL (the same as coda_res_add_task()). A durable
  *  task gets its id at once, in opts->id. With a key, the id is derived
  *  from the key: a second add of the same key (while the first is kept in
  *  the store) gets the same id, and only the first task runs. A delayed
@@ -642,11 +660,11 @@ CODA_API int coda_app_store_sync(coda_app *app);
 
 /** States of a durable task. */
 typedef enum {
-  CODA_TASK_QUEUED = 0, /* waiting: for its response, its turn or its time */
-  CODA_TASK_RUNNING,
-  CODA_TASK_SUCCEEDED,
-  CODA_TASK_FAILED, /* the last attempt failed; another one is scheduled */
-  CODA_TASK_DEAD    /* every attempt failed */
+  CODA_STATE_QUEUED = 0, /* waiting: for its response, its turn or its time */
+  CODA_STATE_RUNNING,
+  CODA_STATE_SUCCEEDED,
+  CODA_STATE_FAILED, /* the last attempt failed; another one is scheduled */
+  CODA_STATE_DEAD    /* every attempt failed */
 } coda_task_state;
 
 /** A durable task's status, as read by coda_task_get(). Times are unix ms,

@@ -270,8 +270,8 @@ static int post_reports(coda_req *req, coda_res *res, void *user) {
   const char *body = coda_req_body(req, &len);
   json_t *in = json_loadb(body, len, 0, NULL);
   const char *name = in ? json_string_value(json_object_get(in, "name")) : NULL;
-  coda_task_opts opts = {.flags = CODA_TASK_DURABLE,
-                         .key = coda_req_header(req, "Idempotency-Key")};
+  coda_task_opts opts = CODA_TASK_OPTS_INIT(.flags = CODA_TASK_DURABLE,
+                         .key = coda_req_header(req, "Idempotency-Key"));
   int rc = coda_res_add_task_opts(res, report_def, &opts, "s", name ? name : "monthly");
   json_decref(in);
   if (rc)

@@ -402,5 +402,5 @@ int demo_webhook_post(coda_task *t, const char *url, const char *body, size_t le
   /* curl only arms its timer here; the transfer starts from the loop, so
    * coda_task_done() cannot come before we return. */
   link_insert(&wl->requests, &req->link);
-  return CODA_TASK_PENDING;
+  return CODA_PENDING;
 }

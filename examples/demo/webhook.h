@@ -13,7 +13,7 @@
  * `url` on the task's loop. Only http:// URLs are accepted; redirects are
  * not followed. The request times out after 10 s (5 s to connect).
  *
- * Returns CODA_TASK_PENDING once the request has started: the task then
+ * Returns CODA_PENDING once the request has started: the task then
  * finishes through coda_task_done(t, 0, NULL) on a 2xx answer, or
  * coda_task_done(t, CODA_EIO, "webhook: <curl error or HTTP status>")
  * otherwise. Returns a negative CODA_E* code if it could not start

@@ -61,7 +61,7 @@ static void entry_free(entry *e) {
 }
 
 static int is_final(coda_task_state state) {
-  return state == CODA_TASK_SUCCEEDED || state == CODA_TASK_DEAD;
+  return state == CODA_STATE_SUCCEEDED || state == CODA_STATE_DEAD;
 }
 
 static void forget(memory_store *s, entry *e) {
@@ -164,7 +164,7 @@ static int memory_enqueue(coda__store *base, const coda__task_record *r, int own
     goto out;
   }
   e->r = *r;
-  e->r.state = CODA_TASK_QUEUED;
+  e->r.state = CODA_STATE_QUEUED;
   e->name = strdup(r->name);
   e->key = dup_or_null(r->key);
   e->args = dup_bytes(r->args, r->args_len);
@@ -208,7 +208,7 @@ static int memory_claim(coda__store *base, int64_t now, int64_t lease_until, int
       continue;
     coda__queue_remove(&e->link);
     e->owned = 1;
-    e->r.state = CODA_TASK_RUNNING;
+    e->r.state = CODA_STATE_RUNNING;
     e->r.attempts++;
     n++;
     fn(user, &e->r);
@@ -242,7 +242,7 @@ static int memory_finish(coda__store *base, const coda__task_record *r) {
   e->r.result = e->result;
   e->owned = 0;
   coda__queue_remove(&e->link);
-  if (r->state == CODA_TASK_FAILED) {
+  if (r->state == CODA_STATE_FAILED) {
     coda__queue_insert_tail(&s->waiting, &e->link);
   } else {
     coda__queue_insert_tail(&s->finished, &e->link);

@@ -544,7 +544,7 @@ static int sqlite_claim(coda__store *base, int64_t now, int64_t lease_until, int
     r.key = (const char *)sqlite3_column_text(st, 2);
     r.args = sqlite3_column_blob(st, 3);
     r.args_len = (size_t)sqlite3_column_bytes(st, 3);
-    r.state = CODA_TASK_RUNNING;
+    r.state = CODA_STATE_RUNNING;
     r.attempts = sqlite3_column_int(st, 4);
     r.max_attempts = sqlite3_column_int(st, 5);
     r.created_at = sqlite3_column_int64(st, 6);

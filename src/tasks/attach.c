@@ -31,39 +31,35 @@ static coda_tasks *res_run(coda_res *res) {
 
 static int res_add(coda_res *res, coda_task_def *def, coda_task_opts *opts, const char *fmt,
                    va_list ap) {
+  coda_task_opts o;
+  int rc = coda__opts_read(opts, &o);
+  if (rc)
+    return rc;
   if (!def)
     return CODA_EINVAL;
-  if (res->streaming && ((opts->flags & CODA_TASK_DURABLE) || def->durable))
+  if (res->streaming && ((o.flags & CODA_TASK_DURABLE) || def->durable))
     return CODA_ESTATE; /* the response has left: too late to write first */
   coda_tasks *run = res_run(res);
-  return run ? coda__run_add(run, def, opts, fmt, ap) : CODA_ENOMEM;
-}
-
-int coda_res_add_task(coda_res *res, coda_task_def *def, const char *fmt, ...) {
-  coda_task_opts opts = {0};
-  va_list ap;
-  va_start(ap, fmt);
-  int rc = res_add(res, def, &opts, fmt, ap);
-  va_end(ap);
+  if (!run)
+    return CODA_ENOMEM;
+  if ((rc = coda__run_add(run, def, &o, fmt, ap)) == 0)
+    coda__opts_write_id(opts, o.id);
   return rc;
 }
 
-int coda_res_add_task_flags(coda_res *res, coda_task_def *def, unsigned flags,
-                            const char *fmt, ...) {
-  coda_task_opts opts = {.flags = flags};
+int coda_res_add_task(coda_res *res, coda_task_def *def, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int rc = res_add(res, def, &opts, fmt, ap);
+  int rc = res_add(res, def, NULL, fmt, ap);
   va_end(ap);
   return rc;
 }
 
 int coda_res_add_task_opts(coda_res *res, coda_task_def *def, coda_task_opts *opts,
                            const char *fmt, ...) {
-  coda_task_opts none = {0};
   va_list ap;
   va_start(ap, fmt);
-  int rc = res_add(res, def, opts ? opts : &none, fmt, ap);
+  int rc = res_add(res, def, opts, fmt, ap);
   va_end(ap);
   return rc;
 }

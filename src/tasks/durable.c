@@ -217,19 +217,18 @@ static int enqueue_alone(coda_app *app, coda_task_def *def, coda_task_opts *opts
   coda__durable *d = e ? e->durable : NULL;
   if (!d || !d->running)
     return CODA_ESTATE;
-  coda_task_opts local = {0};
-  if (!opts)
-    opts = &local;
-  unsigned saved = opts->flags;
-  opts->flags |= CODA_TASK_DURABLE;
-  coda_task *t;
-  int rc = coda__task_new(e, def, opts->flags, fmt, ap, &t);
-  if (rc == 0 && (rc = coda__durable_prepare(e, t, opts)) != 0)
-    coda__task_reject(t);
-  opts->flags = saved;
+  coda_task_opts o;
+  int rc = coda__opts_read(opts, &o);
   if (rc)
     return rc;
-  opts->id = t->id;
+  o.flags |= CODA_TASK_DURABLE;
+  coda_task *t;
+  rc = coda__task_new(e, def, o.flags, fmt, ap, &t);
+  if (rc == 0 && (rc = coda__durable_prepare(e, t, &o)) != 0)
+    coda__task_reject(t);
+  if (rc)
+    return rc;
+  coda__opts_write_id(opts, t->id);
   enqueue_op *op = calloc(1, sizeof *op);
   if (!op) {
     coda__task_drop(t, "out of memory");
@@ -338,7 +337,7 @@ void coda__durable_abandon(coda_task *t, const char *final_why) {
   op->executor = t->executor; /* def NULL: the caller gave the slot back */
   op->r.id = t->id;
   op->r.name = t->def->name;
-  op->r.state = CODA_TASK_DEAD;
+  op->r.state = CODA_STATE_DEAD;
   op->r.attempts = t->attempt > 0 ? t->attempt - 1 : 0; /* it never ran */
   op->r.max_attempts = t->max_attempts;
   op->r.finished_at = now;
@@ -372,19 +371,19 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
   r->finished_at = now;
   r->progress = failed ? progress : 1.0;
   if (!failed) {
-    r->state = CODA_TASK_SUCCEEDED;
+    r->state = CODA_STATE_SUCCEEDED;
     op->result = t->result;
     r->result = t->result;
     r->result_len = t->result_len;
     t->result = NULL;
   } else if (t->attempt >= t->max_attempts) {
-    r->state = CODA_TASK_DEAD;
+    r->state = CODA_STATE_DEAD;
     coda__stat_add(e, t->executor, CODA_STAT_DEAD, 1);
     CODA__LOG(e->app, CODA_LOG_ERROR, "task %s (id %llu) is dead after %d attempts: %s",
               t->def->name, (unsigned long long)t->id, t->attempt,
               message ? message : "failed");
   } else {
-    r->state = CODA_TASK_FAILED;
+    r->state = CODA_STATE_FAILED;
     int64_t wait = backoff_ms(d, t, next_random(d));
     r->run_at = now + wait;
     coda__stat_add(e, t->executor, CODA_STAT_RETRIED, 1);
@@ -454,7 +453,7 @@ int coda_task_get(coda_app *app, uint64_t id, coda_task_info **out) {
   uv_mutex_lock(&d->reg_mu);
   coda_task *t = coda__idmap_get(&d->live, id);
   if (t) {
-    (*out)->state = t->began_at ? CODA_TASK_RUNNING : CODA_TASK_QUEUED;
+    (*out)->state = t->began_at ? CODA_STATE_RUNNING : CODA_STATE_QUEUED;
     (*out)->attempts = t->attempt;
     (*out)->progress = t->progress;
     if (t->began_at)
@@ -500,7 +499,7 @@ static void snapshot_live(void *value, void *user) {
     m->cap = cap;
   }
   m->live[m->nlive++] =
-      (live_id){t->id, t->began_at ? CODA_TASK_RUNNING : CODA_TASK_QUEUED};
+      (live_id){t->id, t->began_at ? CODA_STATE_RUNNING : CODA_STATE_QUEUED};
 }
 
 static int by_live_id(const void *a, const void *b) {
@@ -568,7 +567,7 @@ static int on_stored(const coda_task_info *info, void *user) {
 int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int limit,
                    coda_task_list_fn fn, void *user) {
   coda__durable *d = app_durable(app);
-  if (!fn || limit < 0 || state < CODA_TASK_QUEUED || state > CODA_TASK_DEAD)
+  if (!fn || limit < 0 || state < CODA_STATE_QUEUED || state > CODA_STATE_DEAD)
     return CODA_EINVAL;
   if (!d || !d->store->m->list)
     return d ? CODA_ESTATE : 0;

@@ -2,7 +2,7 @@
  * loop_executor.c - the LOOP executor: tasks that run on the event loop of
  * the connection whose response they follow (or any loop of the engine for
  * a task with no response). They must not block; one that returns
- * CODA_TASK_PENDING finishes later through coda_task_done(), from a libuv
+ * CODA_PENDING finishes later through coda_task_done(), from a libuv
  * callback on the same loop (a timer, a socket, libcurl's multi interface).
  *
  * Any thread may submit (the previous task of the list may have run on the
@@ -40,7 +40,7 @@ static void on_timeout(uv_timer_t *timer) {
 static void run_task(coda__task_loop *tl, coda_task *t) {
   coda__task_begin(t);
   int rc = t->def->fn(t);
-  if (rc != CODA_TASK_PENDING) {
+  if (rc != CODA_PENDING) {
     if (t->deadline_ns && uv_hrtime() > t->deadline_ns)
       coda__task_report(t, CODA_STAT_TIMED_OUT, "blocked its loop past its timeout");
     coda__task_finish(t, rc, NULL);

@@ -466,7 +466,7 @@ static coda_task *current(const worker *w) {
 static void on_timeout(uv_timer_t *timer);
 
 static int stops_after_failure(const coda_tasks *run) {
-  return (run->flags & CODA_TASKS_STOP_ON_FAILURE) && run->failed;
+  return (run->flags & CODA_LIST_STOP_ON_FAILURE) && run->failed;
 }
 
 /* The head task starts running in the worker now (the one before it just
@@ -728,14 +728,14 @@ static void chain_ahead(worker *w) {
   while (w->alive && w->ready && w->count > 0 && w->count < CHAIN_DEPTH) {
     coda_task *last = w->inflight[(w->head + w->count - 1) % CHAIN_DEPTH];
     coda_tasks *run = last->run;
-    if (!run || (run->flags & CODA_TASKS_PARALLEL) || stops_after_failure(run))
+    if (!run || (run->flags & CODA_LIST_PARALLEL) || stops_after_failure(run))
       return;
     int at = run->next + run->ahead; /* the first task of the list not sent */
     if (at >= run->n || run->tasks[at - 1] != last ||
         run->tasks[at]->executor != CODA_EXEC_PROCESS)
       return;
     coda_task *t = run->tasks[at];
-    int stop = (run->flags & CODA_TASKS_STOP_ON_FAILURE) != 0;
+    int stop = (run->flags & CODA_LIST_STOP_ON_FAILURE) != 0;
     if (send_task(w, t, stop ? last : NULL) != 0)
       return; /* the list submits it when its turn comes */
     t->chained = 1;

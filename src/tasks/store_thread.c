@@ -69,7 +69,7 @@ static int write_task(coda__durable *d, coda_task *t, int64_t now) {
       .key = t->key,
       .args = d->scratch.base,
       .args_len = d->scratch.len,
-      .state = CODA_TASK_QUEUED,
+      .state = CODA_STATE_QUEUED,
       .attempts = delayed ? 0 : 1,
       .max_attempts = t->max_attempts,
       .created_at = t->created_at,
@@ -438,7 +438,7 @@ static void claim_due(coda__durable *d) {
   int n = rc ? rc : s->m->claim(s, now, now + o->task_lease, (int)max, on_claimed, &cx);
   for (int i = 0; n >= 0 && i < cx.nunknown; i++) {
     coda__task_record dead = {.id = cx.unknown[i].id,
-                              .state = CODA_TASK_DEAD,
+                              .state = CODA_STATE_DEAD,
                               .attempts = cx.unknown[i].attempts,
                               .finished_at = now,
                               .error = cx.unknown[i].unreadable

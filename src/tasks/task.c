@@ -813,27 +813,55 @@ int coda__run_add(coda_tasks *run, coda_task_def *def, coda_task_opts *opts,
   return rc;
 }
 
+int coda__opts_read(const coda_task_opts *in, coda_task_opts *out) {
+  memset(out, 0, sizeof *out);
+  out->size = sizeof *out;
+  if (!in)
+    return 0;
+  /* A caller built against an older header has a shorter struct: read what
+   * it has. One built against a newer one: read what this coda knows. */
+  if (in->size < offsetof(coda_task_opts, flags) + sizeof in->flags)
+    return CODA_EINVAL; /* not made with CODA_TASK_OPTS_INIT */
+  memcpy(out, in, in->size < sizeof *out ? in->size : sizeof *out);
+  out->size = sizeof *out;
+  if (out->flags & ~(unsigned)(CODA_TASK_ALWAYS | CODA_TASK_DURABLE))
+    return CODA_EINVAL; /* a list flag, or an unknown bit */
+  return 0;
+}
+
+void coda__opts_write_id(coda_task_opts *in, uint64_t id) {
+  if (in && in->size >= offsetof(coda_task_opts, id) + sizeof in->id)
+    in->id = id;
+}
+
+static int tasks_add(coda_tasks *list, coda_task_def *def, coda_task_opts *opts,
+                     const char *fmt, va_list ap) {
+  coda_task_opts o;
+  int rc = coda__opts_read(opts, &o);
+  if (rc == 0 && (rc = coda__run_add(list, def, &o, fmt, ap)) == 0)
+    coda__opts_write_id(opts, o.id);
+  return rc;
+}
+
 int coda_tasks_add(coda_tasks *list, coda_task_def *def, const char *fmt, ...) {
-  coda_task_opts opts = {0};
   va_list ap;
   va_start(ap, fmt);
-  int rc = coda__run_add(list, def, &opts, fmt, ap);
+  int rc = tasks_add(list, def, NULL, fmt, ap);
   va_end(ap);
   return rc;
 }
 
-int coda_tasks_add_flags(coda_tasks *list, coda_task_def *def, unsigned flags,
-                         const char *fmt, ...) {
-  coda_task_opts opts = {.flags = flags};
+int coda_tasks_add_opts(coda_tasks *list, coda_task_def *def, coda_task_opts *opts,
+                        const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int rc = coda__run_add(list, def, &opts, fmt, ap);
+  int rc = tasks_add(list, def, opts, fmt, ap);
   va_end(ap);
   return rc;
 }
 
 int coda_tasks_set_flags(coda_tasks *list, unsigned flags) {
-  if (flags & ~(CODA_TASKS_PARALLEL | CODA_TASKS_STOP_ON_FAILURE))
+  if (flags & ~(CODA_LIST_PARALLEL | CODA_LIST_STOP_ON_FAILURE))
     return CODA_EINVAL;
   list->flags = flags;
   return 0;
@@ -861,7 +889,7 @@ static void run_next(coda_tasks *run) {
       run->ahead--;
       return;
     }
-    if ((run->flags & CODA_TASKS_STOP_ON_FAILURE) && run->failed) {
+    if ((run->flags & CODA_LIST_STOP_ON_FAILURE) && run->failed) {
       coda__task_drop_final(t, "an earlier task of its list failed");
       continue;
     }
@@ -872,7 +900,7 @@ static void run_next(coda_tasks *run) {
 }
 
 void coda__run_advance(coda_tasks *run, int failed) {
-  if (run->flags & CODA_TASKS_PARALLEL) {
+  if (run->flags & CODA_LIST_PARALLEL) {
     if (atomic_fetch_sub(&run->remaining, 1) == 1)
       run_free(run);
     return;
@@ -893,7 +921,7 @@ void coda__run_start(coda_tasks *run, int delivered) {
     run_free(run);
     return;
   }
-  if (run->flags & CODA_TASKS_PARALLEL) {
+  if (run->flags & CODA_LIST_PARALLEL) {
     atomic_store(&run->remaining, run->n);
     int n = run->n;
     run->next = n;

@@ -36,7 +36,7 @@ typedef struct coda__task_loop {
   /* THREAD tasks started on this loop during the current iteration,
    * submitted together by the check handle (loop thread only). */
   coda__queue thread_batch;
-  /* LOOP tasks that returned CODA_TASK_PENDING and have not called
+  /* LOOP tasks that returned CODA_PENDING and have not called
    * coda_task_done() (timed out or not), by their `link`: freed at
    * coda__engine_stop() if they never do (loop thread, then the control
    * thread once the loop has ended). */
@@ -219,6 +219,13 @@ void coda__task_begin(coda_task *t);
 void coda__task_finish(coda_task *t, int rc, const char *message);
 /* Reports a timeout or crash as soon as it is seen (once per task). */
 void coda__task_report(coda_task *t, coda_task_stat_kind kind, const char *message);
+
+/* Reads a caller's options (NULL: defaults) into a full local copy:
+ * CODA_EINVAL without a size (not made with CODA_TASK_OPTS_INIT) or with
+ * a flag that is not a task flag. Then writes the id back where the
+ * caller's struct has room for it. */
+int coda__opts_read(const coda_task_opts *in, coda_task_opts *out);
+void coda__opts_write_id(coda_task_opts *in, uint64_t id);
 
 /* A response's run: appends, starts once written. */
 int coda__run_append(coda_tasks *run, coda_task *t);

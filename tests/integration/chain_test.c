@@ -167,11 +167,11 @@ static void random_spec(spec *s) {
   if (shape < 40)
     s->flags = 0;
   else if (shape < 82)
-    s->flags = CODA_TASKS_STOP_ON_FAILURE;
+    s->flags = CODA_LIST_STOP_ON_FAILURE;
   else if (shape < 92)
-    s->flags = CODA_TASKS_PARALLEL;
+    s->flags = CODA_LIST_PARALLEL;
   else
-    s->flags = CODA_TASKS_PARALLEL | CODA_TASKS_STOP_ON_FAILURE;
+    s->flags = CODA_LIST_PARALLEL | CODA_LIST_STOP_ON_FAILURE;
   s->attach = below(4) == 0;
   int long_list = below(100) < 12;
   s->n = long_list ? 17 + below(MAX_LEN - 16) : 1 + below(10);
@@ -182,10 +182,10 @@ static void random_spec(spec *s) {
   s->pause_ms = below(5) == 0 ? below(25) : 0;
 }
 
-static int ordered(const spec *s) { return !(s->flags & CODA_TASKS_PARALLEL); }
+static int ordered(const spec *s) { return !(s->flags & CODA_LIST_PARALLEL); }
 
 static int stops(const spec *s) {
-  return ordered(s) && (s->flags & CODA_TASKS_STOP_ON_FAILURE);
+  return ordered(s) && (s->flags & CODA_LIST_STOP_ON_FAILURE);
 }
 
 /* How many of the list's tasks run: all, unless it stops on failure. */
@@ -436,8 +436,8 @@ static void describe(int rid, const char *problem, const event *want, int nwant,
                      const event *got, int ngot) {
   const spec *s = &specs[rid];
   fprintf(stderr, "  request %d (%s%s%s, %d tasks \"%s\"): %s\n", rid,
-          s->flags & CODA_TASKS_PARALLEL ? "parallel" : "ordered",
-          s->flags & CODA_TASKS_STOP_ON_FAILURE ? ", stop on failure" : "",
+          s->flags & CODA_LIST_PARALLEL ? "parallel" : "ordered",
+          s->flags & CODA_LIST_STOP_ON_FAILURE ? ", stop on failure" : "",
           s->attach ? ", attached" : "", s->n, s->code, problem);
   if (want)
     print_events("expected", want, nwant);
@@ -681,7 +681,7 @@ TEST(the_replaced_workers_still_run_chains) {
   int failures = test__failures_in_case;
   spec *s = &specs[r];
   memset(s, 0, sizeof *s);
-  s->flags = CODA_TASKS_STOP_ON_FAILURE;
+  s->flags = CODA_LIST_STOP_ON_FAILURE;
   s->n = MAX_LEN;
   for (int i = 0; i < s->n; i++)
     s->code[i] = i == 20 ? 't' : 'o'; /* two chains, one past CHAIN_DEPTH */
@@ -710,8 +710,8 @@ TEST(stopping_with_chains_in_flight_accounts_for_every_task) {
     spec *s = &specs[r];
     memset(s, 0, sizeof *s);
     s->flags = r % 3 == 0   ? 0
-               : r % 3 == 1 ? CODA_TASKS_STOP_ON_FAILURE
-                            : CODA_TASKS_PARALLEL;
+               : r % 3 == 1 ? CODA_LIST_STOP_ON_FAILURE
+                            : CODA_LIST_PARALLEL;
     s->n = 24 + below(MAX_LEN - 23);
     for (int i = 0; i < s->n; i++) {
       int k = below(100);

@@ -119,7 +119,7 @@ static int post_job(coda_req *req, coda_res *res, void *user) {
   long long job = n ? strtoll(n, &end, 10) : 0;
   if (!n || !*n || *end || job <= 0)
     return coda_res_json_text(res, 400, "{\"error\":\"want ?n=JOB\"}");
-  coda_task_opts o = {.flags = CODA_TASK_DURABLE};
+  coda_task_opts o = CODA_TASK_OPTS_INIT(.flags = CODA_TASK_DURABLE);
   int rc = coda_res_add_task_opts(res, job_def, &o, "i", (int64_t)job);
   if (rc)
     return rc; /* 503 with Retry-After: not accepted */

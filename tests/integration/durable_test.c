@@ -261,7 +261,7 @@ static int late_loop_task(coda_task *t) {
   uv_timer_init(coda_task_loop(t), tm);
   tm->data = t;
   uv_timer_start(tm, late_done, 300, 0);
-  return CODA_TASK_PENDING;
+  return CODA_PENDING;
 }
 
 static void journal_read(char *buf, size_t cap) { tc_read_file(journal_path, buf, cap); }
@@ -384,8 +384,7 @@ static int h_add(coda_req *req, coda_res *res, void *user) {
   const char *tag = coda_req_query(req, "tag");
   if (!def || !tag)
     return coda_res_json_text(res, 400, "{\"error\":\"def and tag\"}");
-  coda_task_opts o;
-  memset(&o, 0, sizeof o);
+  coda_task_opts o = CODA_TASK_OPTS_INIT();
   o.flags = CODA_TASK_DURABLE;
   o.max_attempts = (int)query_int(req, "max", 0);
   o.delay_ms = query_int(req, "delay", 0);
@@ -420,8 +419,7 @@ static _Atomic uint64_t failed_handler_id;
 
 static int h_add_then_fail(coda_req *req, coda_res *res, void *user) {
   defs *d = user;
-  coda_task_opts o;
-  memset(&o, 0, sizeof o);
+  coda_task_opts o = CODA_TASK_OPTS_INIT();
   o.flags = CODA_TASK_DURABLE | (coda_req_query(req, "always") ? CODA_TASK_ALWAYS : 0u);
   int rc = coda_res_add_task_opts(res, d->note, &o, "si", coda_req_query(req, "tag"),
                                   (int64_t)0);
@@ -444,10 +442,8 @@ static int h_stopping(coda_req *req, coda_res *res, void *user) {
   char a[64], b[64];
   snprintf(a, sizeof a, "%s-a", coda_req_query(req, "tag"));
   snprintf(b, sizeof b, "%s-b", coda_req_query(req, "tag"));
-  coda_res_tasks_flags(res, CODA_TASKS_STOP_ON_FAILURE);
-  coda_task_opts o1, o2;
-  memset(&o1, 0, sizeof o1);
-  memset(&o2, 0, sizeof o2);
+  coda_res_tasks_flags(res, CODA_LIST_STOP_ON_FAILURE);
+  coda_task_opts o1 = CODA_TASK_OPTS_INIT(), o2 = CODA_TASK_OPTS_INIT();
   o1.flags = o2.flags = CODA_TASK_DURABLE;
   o1.max_attempts = 1;
   int rc = coda_res_add_task_opts(res, d->doomed, &o1, "si", a, (int64_t)0);
@@ -462,9 +458,7 @@ static int h_pair(coda_req *req, coda_res *res, void *user) {
   char a[64], b[64];
   snprintf(a, sizeof a, "%s-a", coda_req_query(req, "tag"));
   snprintf(b, sizeof b, "%s-b", coda_req_query(req, "tag"));
-  coda_task_opts o1, o2;
-  memset(&o1, 0, sizeof o1);
-  memset(&o2, 0, sizeof o2);
+  coda_task_opts o1 = CODA_TASK_OPTS_INIT(), o2 = CODA_TASK_OPTS_INIT();
   o1.flags = o2.flags = CODA_TASK_DURABLE;
   int rc = coda_res_add_task_opts(res, d->proc_report, &o1, "si", a, (int64_t)1);
   rc = rc ? rc : coda_res_add_task_opts(res, d->proc_report, &o2, "si", b, (int64_t)0);
@@ -643,7 +637,7 @@ static int collect_listed(const coda_task_info *info, void *user) {
   listed *l = user;
   if (l->n == 0)
     l->all_dead = 1;
-  if (info->state != CODA_TASK_DEAD)
+  if (info->state != CODA_STATE_DEAD)
     l->all_dead = 0;
   if (l->n < 16) {
     l->states[l->n] = info->state;
@@ -680,7 +674,7 @@ static void status_by_id(const char *kind) {
     CHECK(info->id == id);
     CHECK_EQ_STR(info->name, "status");
     CHECK(info->key == NULL);
-    CHECK(info->state == CODA_TASK_QUEUED || info->state == CODA_TASK_RUNNING);
+    CHECK(info->state == CODA_STATE_QUEUED || info->state == CODA_STATE_RUNNING);
     CHECK(info->created_at >= before && info->created_at <= unix_ms());
     CHECK_EQ_INT(info->max_attempts, 5); /* CODA_OPT_MAX_ATTEMPTS' default */
   }
@@ -690,8 +684,8 @@ static void status_by_id(const char *kind) {
   for (int i = 0; i < 1000 && !atomic_load(&status_reached); i++)
     tc_sleep_ms(5);
   CHECK(atomic_load(&status_reached));
-  info = wait_state(f.app, id, CODA_TASK_RUNNING, 2000);
-  CHECK_STATE(info, CODA_TASK_RUNNING);
+  info = wait_state(f.app, id, CODA_STATE_RUNNING, 2000);
+  CHECK_STATE(info, CODA_STATE_RUNNING);
   if (info) {
     CHECK(info->progress > 0.49 && info->progress < 0.51);
     CHECK_EQ_INT(info->attempts, 1);
@@ -705,19 +699,19 @@ static void status_by_id(const char *kind) {
   /* Listed as running too, though the store wrote its first attempt as
    * queued; and not listed as queued. */
   listed running = {0}, queued = {0};
-  CHECK(coda_task_list(f.app, CODA_TASK_RUNNING, 0, 10, collect_listed, &running) >= 1);
+  CHECK(coda_task_list(f.app, CODA_STATE_RUNNING, 0, 10, collect_listed, &running) >= 1);
   int seen = 0;
   for (int i = 0; i < running.n; i++)
-    seen += running.ids[i] == id && running.states[i] == CODA_TASK_RUNNING;
+    seen += running.ids[i] == id && running.states[i] == CODA_STATE_RUNNING;
   CHECK_EQ_INT(seen, 1);
-  CHECK(coda_task_list(f.app, CODA_TASK_QUEUED, 0, 10, collect_listed, &queued) >= 0);
+  CHECK(coda_task_list(f.app, CODA_STATE_QUEUED, 0, 10, collect_listed, &queued) >= 0);
   for (int i = 0; i < queued.n; i++)
     CHECK(queued.ids[i] != id);
 
   atomic_store(&gate_status, 1);
-  info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
-  if (info && info->state == CODA_TASK_SUCCEEDED) {
+  info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
+  if (info && info->state == CODA_STATE_SUCCEEDED) {
     CHECK_EQ_INT(info->attempts, 1);
     CHECK(info->created_at >= before);
     CHECK(info->started_at >= info->created_at);
@@ -748,9 +742,9 @@ static void status_by_id(const char *kind) {
   snprintf(path, sizeof path, "/add?def=status_loop&tag=%s", ltag);
   uint64_t lid = add_task(f.ts.port, path);
   CHECK(lid != 0 && lid != id);
-  info = wait_state(f.app, lid, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
-  if (info && info->state == CODA_TASK_SUCCEEDED) {
+  info = wait_state(f.app, lid, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
+  if (info && info->state == CODA_STATE_SUCCEEDED) {
     char want[128];
     int n = snprintf(want, sizeof want, "loop:%s", ltag);
     CHECK(info->result_len == (size_t)n && memcmp(info->result, want, (size_t)n) == 0);
@@ -761,16 +755,15 @@ static void status_by_id(const char *kind) {
   /* From outside any request: enqueue, sync, then it is in the store. */
   char etag[64];
   snprintf(etag, sizeof etag, "enqueued-%s", kind);
-  coda_task_opts o;
-  memset(&o, 0, sizeof o);
+  coda_task_opts o = CODA_TASK_OPTS_INIT();
   CHECK_EQ_INT(coda_app_enqueue(f.app, f.d.note, &o, "si", etag, (int64_t)0), 0);
   CHECK(o.id != 0);
   CHECK_EQ_INT(coda_app_store_sync(f.app), 0);
   info = NULL;
   CHECK_EQ_INT(coda_task_get(f.app, o.id, &info), 0);
   coda_task_info_free(info);
-  info = wait_state(f.app, o.id, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  info = wait_state(f.app, o.id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
   CHECK_EQ_INT(runs_of(etag, NULL, 0), 1);
 
@@ -810,7 +803,7 @@ static void retries(const char *kind) {
       info = NULL;
       break;
     }
-    if (info->state == CODA_TASK_FAILED) {
+    if (info->state == CODA_STATE_FAILED) {
       saw_failed |= 1 << info->attempts;
       char want[128];
       snprintf(want, sizeof want, "flaky attempt %d of %s", info->attempts, tag);
@@ -821,11 +814,11 @@ static void retries(const char *kind) {
       }
       CHECK(info->run_at > info->started_at); /* the next attempt is scheduled */
     }
-    if (info->state == CODA_TASK_SUCCEEDED || info->state == CODA_TASK_DEAD)
+    if (info->state == CODA_STATE_SUCCEEDED || info->state == CODA_STATE_DEAD)
       break;
     tc_sleep_ms(3);
   }
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   if (info) {
     CHECK_EQ_INT(info->attempts, 3);
     CHECK_EQ_INT(info->max_attempts, 4);
@@ -865,8 +858,8 @@ static void backoff_timing(const char *kind) {
   snprintf(path, sizeof path, "/add?def=flaky&tag=%s&n=4", tag);
   uint64_t id = add_task(f.ts.port, path);
   REQUIRE_F(id != 0);
-  coda_task_info *info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 8000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info *info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 8000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   if (info) {
     CHECK_EQ_INT(info->attempts, 5);
     CHECK_EQ_INT(info->max_attempts, 6); /* the app's default, as set */
@@ -920,8 +913,8 @@ static void dead_after_last_attempt(const char *kind) {
   snprintf(path, sizeof path, "/add?def=doomed&tag=%s&max=3", tag);
   uint64_t id = add_task(f.ts.port, path);
   REQUIRE_F(id != 0);
-  coda_task_info *info = wait_state(f.app, id, CODA_TASK_DEAD, 8000);
-  CHECK_STATE(info, CODA_TASK_DEAD);
+  coda_task_info *info = wait_state(f.app, id, CODA_STATE_DEAD, 8000);
+  CHECK_STATE(info, CODA_STATE_DEAD);
   if (info) {
     CHECK_EQ_INT(info->attempts, 3);
     CHECK_EQ_INT(info->max_attempts, 3);
@@ -956,8 +949,8 @@ static void dead_after_last_attempt(const char *kind) {
   snprintf(path, sizeof path, "/add?def=doomed_def&tag=%s", tag2);
   uint64_t id2 = add_task(f.ts.port, path);
   REQUIRE_F(id2 != 0);
-  info = wait_state(f.app, id2, CODA_TASK_DEAD, 5000);
-  CHECK_STATE(info, CODA_TASK_DEAD);
+  info = wait_state(f.app, id2, CODA_STATE_DEAD, 5000);
+  CHECK_STATE(info, CODA_STATE_DEAD);
   if (info) {
     CHECK_EQ_INT(info->attempts, 2);
     CHECK_EQ_INT(info->max_attempts, 2);
@@ -970,22 +963,22 @@ static void dead_after_last_attempt(const char *kind) {
   CHECK_EQ_INT(runs_of(tag2, NULL, 0), 2);
   info = NULL;
   CHECK_EQ_INT(coda_task_get(f.app, id, &info), 0);
-  CHECK_STATE(info, CODA_TASK_DEAD);
+  CHECK_STATE(info, CODA_STATE_DEAD);
   coda_task_info_free(info);
 
   /* Both are listed as dead, by id; paging resumes after the last id. */
   listed l = {0};
-  CHECK_EQ_INT(coda_task_list(f.app, CODA_TASK_DEAD, 0, 10, collect_listed, &l), 2);
+  CHECK_EQ_INT(coda_task_list(f.app, CODA_STATE_DEAD, 0, 10, collect_listed, &l), 2);
   CHECK_EQ_INT(l.n, 2);
   CHECK(l.ids[0] == (id < id2 ? id : id2) && l.ids[1] == (id < id2 ? id2 : id));
   CHECK(l.all_dead);
   listed page = {0};
-  CHECK_EQ_INT(coda_task_list(f.app, CODA_TASK_DEAD, 0, 1, collect_listed, &page), 1);
+  CHECK_EQ_INT(coda_task_list(f.app, CODA_STATE_DEAD, 0, 1, collect_listed, &page), 1);
   CHECK_EQ_INT(
-      coda_task_list(f.app, CODA_TASK_DEAD, page.ids[0], 10, collect_listed, &page), 1);
+      coda_task_list(f.app, CODA_STATE_DEAD, page.ids[0], 10, collect_listed, &page), 1);
   CHECK(page.n == 2 && page.ids[1] == l.ids[1]);
   listed none = {0};
-  CHECK_EQ_INT(coda_task_list(f.app, CODA_TASK_FAILED, 0, 10, collect_listed, &none), 0);
+  CHECK_EQ_INT(coda_task_list(f.app, CODA_STATE_FAILED, 0, 10, collect_listed, &none), 0);
   fixture_done(&f);
 }
 
@@ -1005,7 +998,7 @@ static void delayed_check(fixture *f, const char *tag, const char *query, int64_
   tc_sleep_ms(300);
   coda_task_info *info = NULL;
   CHECK_EQ_INT(coda_task_get(f->app, id, &info), 0);
-  CHECK_STATE(info, CODA_TASK_QUEUED);
+  CHECK_STATE(info, CODA_STATE_QUEUED);
   if (info) {
     if (at)
       CHECK_EQ_INT(info->run_at, at);
@@ -1030,8 +1023,8 @@ static void delayed_check(fixture *f, const char *tag, const char *query, int64_
       CHECK(late <= delay + 20 + 250);
     }
   }
-  info = wait_state(f->app, id, CODA_TASK_SUCCEEDED, 2000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  info = wait_state(f->app, id, CODA_STATE_SUCCEEDED, 2000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
 }
 
@@ -1068,8 +1061,8 @@ static void idempotency(const char *kind) {
   uint64_t id2 = add_task(f.ts.port, path);
   REQUIRE_F(id1 != 0);
   CHECK(id2 == id1);
-  coda_task_info *info = wait_state(f.app, id1, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info *info = wait_state(f.app, id1, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   if (info) {
     char key[64];
     snprintf(key, sizeof key, "order-%s-1", kind);
@@ -1084,8 +1077,8 @@ static void idempotency(const char *kind) {
   snprintf(path, sizeof path, "/add?def=note&tag=%s&key=order-%s-2", tag2, kind);
   uint64_t other = add_task(f.ts.port, path);
   CHECK(other != 0 && other != id1);
-  info = wait_state(f.app, other, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  info = wait_state(f.app, other, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
 
   tc_sleep_ms(300);
@@ -1111,8 +1104,8 @@ static void loop_timeout(const char *kind) {
   snprintf(path, sizeof path, "/add?def=late_loop&tag=%s&max=3", tag);
   uint64_t id = add_task(f.ts.port, path);
   REQUIRE_F(id != 0);
-  coda_task_info *info = wait_state(f.app, id, CODA_TASK_DEAD, 8000);
-  CHECK_STATE(info, CODA_TASK_DEAD);
+  coda_task_info *info = wait_state(f.app, id, CODA_STATE_DEAD, 8000);
+  CHECK_STATE(info, CODA_STATE_DEAD);
   if (info)
     CHECK_EQ_INT(info->attempts, 3);
   coda_task_info_free(info);
@@ -1139,8 +1132,8 @@ static void stopped_list(const char *kind) {
   if (tc_body(buf))
     sscanf(tc_body(buf), "%" SCNu64 " %" SCNu64, &a, &b);
   REQUIRE_F(a && b);
-  coda_task_info *info = wait_state(f.app, b, CODA_TASK_DEAD, 5000);
-  CHECK_STATE(info, CODA_TASK_DEAD);
+  coda_task_info *info = wait_state(f.app, b, CODA_STATE_DEAD, 5000);
+  CHECK_STATE(info, CODA_STATE_DEAD);
   if (info) {
     CHECK_EQ_INT(info->attempts, 0);
     CHECK(info->error && strstr(info->error, "an earlier task of its list failed"));
@@ -1153,8 +1146,8 @@ static void stopped_list(const char *kind) {
     REQUIRE(fixture_start(&f) == 0);
     tc_sleep_ms(300); /* claims every 20 ms */
     CHECK_EQ_INT(runs_of(b_tag, NULL, 0), 0);
-    info = wait_state(f.app, b, CODA_TASK_DEAD, 1000);
-    CHECK_STATE(info, CODA_TASK_DEAD);
+    info = wait_state(f.app, b, CODA_STATE_DEAD, 1000);
+    CHECK_STATE(info, CODA_STATE_DEAD);
     coda_task_info_free(info);
     fixture_done(&f);
   }
@@ -1174,15 +1167,15 @@ TEST(a_process_task_killed_by_the_stop_runs_at_the_next_start) {
   REQUIRE(fixture_start(&f) == 0);
   uint64_t id = add_task(f.ts.port, "/add?def=proc_report&tag=procstop&max=1");
   REQUIRE_F(id != 0);
-  coda_task_info *info = wait_state(f.app, id, CODA_TASK_RUNNING, 5000);
-  CHECK_STATE(info, CODA_TASK_RUNNING);
+  coda_task_info *info = wait_state(f.app, id, CODA_STATE_RUNNING, 5000);
+  CHECK_STATE(info, CODA_STATE_RUNNING);
   coda_task_info_free(info);
   fixture_done(&f); /* the drain ends after 50 ms, while it runs */
   const long again[] = {CODA_OPT_PROCESS_WORKERS, 1, 0};
   REQUIRE(fixture_init(&f, uri, again) == 0);
   REQUIRE(fixture_start(&f) == 0);
-  info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
   fixture_done(&f);
 }
@@ -1204,8 +1197,8 @@ TEST(a_stored_task_of_an_unknown_name_is_marked_dead) {
   sqlite3_close(db);
   REQUIRE(fixture_init(&f, uri, NULL) == 0);
   REQUIRE(fixture_start(&f) == 0);
-  coda_task_info *info = wait_state(f.app, 77, CODA_TASK_DEAD, 3000);
-  CHECK_STATE(info, CODA_TASK_DEAD);
+  coda_task_info *info = wait_state(f.app, 77, CODA_STATE_DEAD, 3000);
+  CHECK_STATE(info, CODA_STATE_DEAD);
   if (info) {
     CHECK_EQ_INT(info->attempts, 1);
     CHECK(info->error && strstr(info->error, "no task of that name"));
@@ -1221,7 +1214,7 @@ static coda_app *list_app;
 static int get_each(const coda_task_info *one, void *user) {
   coda_task_info *full = NULL;
   int rc = coda_task_get(list_app, one->id, &full);
-  if (rc == 0 && full->state == CODA_TASK_DEAD)
+  if (rc == 0 && full->state == CODA_STATE_DEAD)
     ++*(int *)user;
   coda_task_info_free(full);
   return 0;
@@ -1234,12 +1227,12 @@ static void get_inside_list(const char *kind) {
   REQUIRE(fixture_start(&f) == 0);
   uint64_t id = add_task(f.ts.port, "/add?def=doomed&tag=listget&max=1");
   REQUIRE_F(id != 0);
-  coda_task_info *info = wait_state(f.app, id, CODA_TASK_DEAD, 3000);
-  CHECK_STATE(info, CODA_TASK_DEAD);
+  coda_task_info *info = wait_state(f.app, id, CODA_STATE_DEAD, 3000);
+  CHECK_STATE(info, CODA_STATE_DEAD);
   coda_task_info_free(info);
   list_app = f.app;
   int read_back = 0;
-  int n = coda_task_list(f.app, CODA_TASK_DEAD, 0, 10, get_each, &read_back);
+  int n = coda_task_list(f.app, CODA_STATE_DEAD, 0, 10, get_each, &read_back);
   CHECK(n >= 1);
   CHECK_EQ_INT(read_back, n);
   fixture_done(&f);
@@ -1287,8 +1280,8 @@ TEST(pipelined_requests_wait_behind_a_held_response) {
   CHECK(wait_runs("pipe-1", 1, 5000));
   CHECK(wait_runs("pipe-2", 1, 5000));
   CHECK(wait_runs("pipe-3", 1, 5000));
-  coda_task_info *info = wait_state(f.app, second, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info *info = wait_state(f.app, second, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
   fixture_done(&f);
 }
@@ -1325,11 +1318,11 @@ static void retention(const char *kind) {
   snprintf(path, sizeof path, "/add?def=note&tag=retain-later-%s&delay=3000", kind);
   uint64_t later = add_task(f.ts.port, path);
   REQUIRE_F(done && dead && later);
-  coda_task_info *info = wait_state(f.app, done, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info *info = wait_state(f.app, done, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
-  info = wait_state(f.app, dead, CODA_TASK_DEAD, 5000);
-  CHECK_STATE(info, CODA_TASK_DEAD);
+  info = wait_state(f.app, dead, CODA_STATE_DEAD, 5000);
+  CHECK_STATE(info, CODA_STATE_DEAD);
   coda_task_info_free(info);
   uint64_t t0 = tc_now_ms();
   int waited = 0;
@@ -1344,14 +1337,14 @@ static void retention(const char *kind) {
   info = NULL;
   CHECK_EQ_INT(coda_task_get(f.app, later, &info), 0); /* still waiting: kept */
   if (info)
-    CHECK_STATE(info, CODA_TASK_QUEUED);
+    CHECK_STATE(info, CODA_STATE_QUEUED);
   coda_task_info_free(info);
   /* The key was forgotten with its task: the same request runs again. */
   snprintf(path, sizeof path, "/add?def=note&tag=%s&key=retain-%s", tag, kind);
   uint64_t again = add_task(f.ts.port, path);
   CHECK(again == done); /* ids come from the key */
-  info = wait_state(f.app, again, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  info = wait_state(f.app, again, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
   CHECK_EQ_INT(runs_of(tag, NULL, 0), 2);
   fixture_done(&f);
@@ -1394,7 +1387,7 @@ TEST(a_version_1_store_is_migrated) {
    * start: the migrated row is read as it was. */
   CHECK_EQ_INT(coda_task_get(f.app, 7, &info), 0);
   if (info)
-    CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+    CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
   fixture_done(&f);
   REQUIRE(sqlite3_open(path, &db) == SQLITE_OK);
@@ -1472,8 +1465,8 @@ TEST(a_full_store_answers_503_and_loses_nothing_acknowledged) {
     if (statuses[i] == 202) {
       uint64_t now = tc_now_ms();
       int left = now < deadline ? (int)(deadline - now) : 0;
-      coda_task_info *info = wait_state(f.app, ids[i], CODA_TASK_SUCCEEDED, left);
-      if (!info || info->state != CODA_TASK_SUCCEEDED) {
+      coda_task_info *info = wait_state(f.app, ids[i], CODA_STATE_SUCCEEDED, left);
+      if (!info || info->state != CODA_STATE_SUCCEEDED) {
         if (not_succeeded++ < 5)
           fprintf(stderr, "  blob %d (id %" PRIu64 "): %s, error %s\n", i, ids[i],
                   state_name(info), info && info->error ? info->error : "-");
@@ -1511,16 +1504,16 @@ TEST(an_outcome_too_big_for_the_store_does_not_block_the_others) {
          atomic_load(&big_result_rc) ? coda_strerror(atomic_load(&big_result_rc)) : "0");
   uint64_t after = add_task(f.ts.port, "/add?def=note&tag=after-big-result");
   CHECK(after != 0);
-  coda_task_info *info = wait_state(f.app, after, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info *info = wait_state(f.app, after, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
   info = NULL;
   int ended = 0;
   for (int i = 0; i < 1000 && !ended; i++) {
     coda_task_info_free(info);
     info = NULL;
-    if (coda_task_get(f.app, big, &info) == 0 && info->state != CODA_TASK_QUEUED &&
-        info->state != CODA_TASK_RUNNING)
+    if (coda_task_get(f.app, big, &info) == 0 && info->state != CODA_STATE_QUEUED &&
+        info->state != CODA_STATE_RUNNING)
       ended = 1;
     else
       tc_sleep_ms(5);
@@ -1564,9 +1557,9 @@ static void refused_outcome(const char *kind) {
   snprintf(path, sizeof path, "/add?def=big_result&tag=%s&n=100", tag);
   uint64_t id = add_task(f.ts.port, path);
   REQUIRE_F(id != 0);
-  coda_task_info *info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
-  if (info && info->state == CODA_TASK_SUCCEEDED) {
+  coda_task_info *info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
+  if (info && info->state == CODA_STATE_SUCCEEDED) {
     CHECK(info->result_len == 100 && info->result &&
           memchr(info->result, 'r', 100) == info->result &&
           ((const char *)info->result)[99] == 'r');
@@ -1619,8 +1612,8 @@ TEST(a_refused_id_reservation_does_not_fail_new_tasks) {
   REQUIRE_F(fixture_start(&f) == 0);
   uint64_t before = add_task(f.ts.port, "/add?def=note&tag=reserve-before");
   REQUIRE_F(before != 0);
-  coda_task_info *info = wait_state(f.app, before, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED); /* so the next batch is the add's */
+  coda_task_info *info = wait_state(f.app, before, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED); /* so the next batch is the add's */
   coda_task_info_free(info);
   CHECK_EQ_INT(coda_app_store_sync(f.app), 0);
   atomic_store(&reserve_faults, 1);
@@ -1630,8 +1623,8 @@ TEST(a_refused_id_reservation_does_not_fail_new_tasks) {
   uint64_t id = add_task(f.ts.port, "/add?def=note&tag=reserve-refused");
   CHECK(id != 0);
   CHECK_EQ_INT(atomic_load(&reserve_faults), 0);
-  info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
   uint64_t next = add_task(f.ts.port, "/add?def=note&tag=reserve-again");
   CHECK(next != 0 && next != id);
@@ -1698,8 +1691,8 @@ TEST(a_locked_database_answers_503_and_the_loop_keeps_serving) {
       tc_sleep_ms(50);
   }
   CHECK(id != 0);
-  coda_task_info *info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info *info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
   fixture_done(&f);
 }
@@ -1769,8 +1762,8 @@ static void handler_failure(const char *kind) {
   CHECK_EQ_INT(http_get(f.ts.port, path, buf, sizeof buf), 500);
   uint64_t kept = atomic_load(&failed_handler_id);
   REQUIRE_F(kept != 0 && kept != dropped);
-  coda_task_info *info = wait_state(f.app, kept, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info *info = wait_state(f.app, kept, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
   CHECK_EQ_INT(runs_of(atag, NULL, 0), 1);
   CHECK_EQ_INT(coda_app_store_sync(f.app), 0);
@@ -1800,8 +1793,8 @@ TEST(a_durable_process_task_is_retried_and_knows_its_attempt) {
   unlink(journal_path);
   uint64_t id = add_task(f.ts.port, "/add?def=proc_flaky&tag=proc&n=1&max=3");
   REQUIRE_F(id != 0);
-  coda_task_info *info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info *info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   if (info) {
     CHECK_EQ_INT(info->attempts, 2);
     CHECK_EQ_STR(info->name, "proc_flaky");
@@ -1829,7 +1822,7 @@ TEST(a_durable_process_task_reports_progress_and_a_result) {
   int running_seen = 0;
   for (int i = 0; i < 400 && seen < 0.6; i++) {
     coda_task_info *info = NULL;
-    if (coda_task_get(f.app, id, &info) == 0 && info->state == CODA_TASK_RUNNING) {
+    if (coda_task_get(f.app, id, &info) == 0 && info->state == CODA_STATE_RUNNING) {
       running_seen = 1;
       seen = info->progress;
     }
@@ -1839,13 +1832,13 @@ TEST(a_durable_process_task_reports_progress_and_a_result) {
   CHECK(running_seen);
   CHECK(seen >= 0.6 && seen < 0.7); /* 0.6, while the worker still runs it */
   /* Attempt 1 fails after 0.75: the failed state keeps that progress. */
-  coda_task_info *info = wait_state(f.app, id, CODA_TASK_FAILED, 5000);
-  CHECK_STATE(info, CODA_TASK_FAILED);
+  coda_task_info *info = wait_state(f.app, id, CODA_STATE_FAILED, 5000);
+  CHECK_STATE(info, CODA_STATE_FAILED);
   if (info)
     CHECK(info->progress > 0.74 && info->progress < 0.76);
   coda_task_info_free(info);
-  info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   if (info) {
     CHECK_EQ_INT(info->attempts, 2);
     CHECK(info->progress == 1.0);
@@ -1873,10 +1866,10 @@ TEST(chained_durable_process_tasks_keep_their_outcomes) {
   if (tc_body(buf))
     sscanf(tc_body(buf), "%" SCNu64 " %" SCNu64, &a, &b);
   REQUIRE_F(a && b);
-  coda_task_info *ia = wait_state(f.app, a, CODA_TASK_SUCCEEDED, 8000);
-  coda_task_info *ib = wait_state(f.app, b, CODA_TASK_SUCCEEDED, 8000);
-  CHECK_STATE(ia, CODA_TASK_SUCCEEDED);
-  CHECK_STATE(ib, CODA_TASK_SUCCEEDED);
+  coda_task_info *ia = wait_state(f.app, a, CODA_STATE_SUCCEEDED, 8000);
+  coda_task_info *ib = wait_state(f.app, b, CODA_STATE_SUCCEEDED, 8000);
+  CHECK_STATE(ia, CODA_STATE_SUCCEEDED);
+  CHECK_STATE(ib, CODA_STATE_SUCCEEDED);
   if (ia) {
     CHECK_EQ_INT(ia->attempts, 2);
     CHECK(ia->result && ia->result_len > 18 &&
@@ -1920,8 +1913,8 @@ static void timeout_is_a_failed_attempt(const char *kind) {
   snprintf(path, sizeof path, "/add?def=sleepy&tag=%s&max=3", tag);
   uint64_t id = add_task(f.ts.port, path);
   REQUIRE_F(id != 0);
-  coda_task_info *info = wait_state(f.app, id, CODA_TASK_SUCCEEDED, 5000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info *info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   if (info)
     CHECK_EQ_INT(info->attempts, 2);
   coda_task_info_free(info);
@@ -1954,8 +1947,8 @@ TEST(a_task_queued_past_its_lease_runs_once) {
   CHECK(wait_runs("lease-slow", 1, 2000));
   uint64_t queued = add_task(f.ts.port, "/add?def=note&tag=lease-queued");
   REQUIRE_F(queued != 0);
-  coda_task_info *info = wait_state(f.app, queued, CODA_TASK_SUCCEEDED, 8000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  coda_task_info *info = wait_state(f.app, queued, CODA_STATE_SUCCEEDED, 8000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   if (info)
     CHECK_EQ_INT(info->attempts, 1);
   coda_task_info_free(info);
@@ -2015,24 +2008,24 @@ TEST(left_over_tasks_run_after_a_restart) {
   if (info) {
     CHECK_EQ_INT(info->run_at, soon_at); /* its time is kept */
     if (unix_ms() < soon_at - 50)
-      CHECK_STATE(info, CODA_TASK_QUEUED);
+      CHECK_STATE(info, CODA_STATE_QUEUED);
   }
   coda_task_info_free(info);
 
-  info = wait_state(f.app, slow, CODA_TASK_SUCCEEDED, 8000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  info = wait_state(f.app, slow, CODA_STATE_SUCCEEDED, 8000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   if (info)
     CHECK_EQ_INT(info->attempts, 2); /* the interrupted one counts */
   coda_task_info_free(info);
   CHECK_EQ_INT(runs_in_phase("restart-slow", 2), 1);
 
-  info = wait_state(f.app, behind, CODA_TASK_SUCCEEDED, 8000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  info = wait_state(f.app, behind, CODA_STATE_SUCCEEDED, 8000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
   CHECK_EQ_INT(runs_of("restart-behind", NULL, 0), 1);
 
-  info = wait_state(f.app, soon, CODA_TASK_SUCCEEDED, 8000);
-  CHECK_STATE(info, CODA_TASK_SUCCEEDED);
+  info = wait_state(f.app, soon, CODA_STATE_SUCCEEDED, 8000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
   coda_task_info_free(info);
   run_event ev;
   if (runs_of("restart-soon", &ev, 1) == 1) {
@@ -2046,7 +2039,7 @@ TEST(left_over_tasks_run_after_a_restart) {
 
   info = NULL;
   CHECK_EQ_INT(coda_task_get(f.app, far, &info), 0);
-  CHECK_STATE(info, CODA_TASK_QUEUED);
+  CHECK_STATE(info, CODA_STATE_QUEUED);
   if (info) {
     CHECK_EQ_INT(info->run_at, far_at);
     CHECK_EQ_INT(info->attempts, 0);

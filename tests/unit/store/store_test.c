@@ -69,7 +69,7 @@ static coda__task_record task(uint64_t id, const char *key, int64_t run_at) {
                              .key = key,
                              .args = args_bytes,
                              .args_len = sizeof args_bytes,
-                             .state = CODA_TASK_QUEUED,
+                             .state = CODA_STATE_QUEUED,
                              .max_attempts = 5,
                              .created_at = T0 - 1000,
                              .run_at = run_at};
@@ -206,7 +206,7 @@ static void check_enqueue_then_get(coda__store *s) {
   CHECK_EQ_INT(info->id, 7);
   CHECK_EQ_STR(info->name, "send_mail");
   CHECK_EQ_STR(info->key, "order-7");
-  CHECK_EQ_INT(info->state, CODA_TASK_QUEUED);
+  CHECK_EQ_INT(info->state, CODA_STATE_QUEUED);
   CHECK_EQ_INT(info->attempts, 0);
   CHECK_EQ_INT(info->max_attempts, 5);
   CHECK_EQ_INT(info->created_at, T0 - 1000);
@@ -297,15 +297,15 @@ static void check_claim_takes_due_unowned_tasks(coda__store *s) {
   CHECK_EQ_INT(c.n, 2);
   for (uint64_t id = 1; id <= 2; id++) {
     const seen_task *t = seen(&c, id);
-    CHECK(t && t->state == CODA_TASK_RUNNING && t->attempts == 1);
-    CHECK_EQ_INT(state_of(s, id), CODA_TASK_RUNNING);
+    CHECK(t && t->state == CODA_STATE_RUNNING && t->attempts == 1);
+    CHECK_EQ_INT(state_of(s, id), CODA_STATE_RUNNING);
   }
   CHECK(!seen(&c, 3) && !seen(&c, 4));
   coda_task_info *info = NULL;
   REQUIRE(s->m->get(s, 1, &info) == 0);
   CHECK_EQ_INT(info->attempts, 1);
   coda_task_info_free(info);
-  CHECK_EQ_INT(state_of(s, 3), CODA_TASK_QUEUED);
+  CHECK_EQ_INT(state_of(s, 3), CODA_STATE_QUEUED);
 }
 
 static void check_claim_respects_max_and_leases(coda__store *s) {
@@ -337,7 +337,7 @@ static const char result_bytes[] = {'o', 'k', '\0', 'y', 'e', 's'};
 static void check_succeeded_keeps_its_outcome(coda__store *s) {
   REQUIRE(add(s, 1, NULL, T0, 0) == 0);
   REQUIRE(claim_count(s, T0, 10) == 1);
-  coda__task_record r = outcome(1, CODA_TASK_SUCCEEDED, T0 + 20);
+  coda__task_record r = outcome(1, CODA_STATE_SUCCEEDED, T0 + 20);
   r.progress = 0.5;
   r.error = "took two tries";
   r.result = result_bytes;
@@ -345,7 +345,7 @@ static void check_succeeded_keeps_its_outcome(coda__store *s) {
   REQUIRE(finish(s, &r) == 0);
   coda_task_info *info = NULL;
   REQUIRE(s->m->get(s, 1, &info) == 0);
-  CHECK_EQ_INT(info->state, CODA_TASK_SUCCEEDED);
+  CHECK_EQ_INT(info->state, CODA_STATE_SUCCEEDED);
   CHECK_EQ_INT(info->attempts, 1);
   CHECK_EQ_INT(info->started_at, T0 + 15);
   CHECK_EQ_INT(info->finished_at, T0 + 20);
@@ -360,7 +360,7 @@ static void check_succeeded_keeps_its_outcome(coda__store *s) {
 static void check_failed_waits_for_its_run_at(coda__store *s) {
   REQUIRE(add(s, 1, NULL, T0, 0) == 0);
   REQUIRE(claim_count(s, T0, 10) == 1);
-  coda__task_record r = outcome(1, CODA_TASK_FAILED, T0 + 20);
+  coda__task_record r = outcome(1, CODA_STATE_FAILED, T0 + 20);
   r.run_at = T0 + 500;
   r.error = "timeout";
   r.result = "half";
@@ -368,16 +368,16 @@ static void check_failed_waits_for_its_run_at(coda__store *s) {
   REQUIRE(finish(s, &r) == 0);
   coda_task_info *info = NULL;
   REQUIRE(s->m->get(s, 1, &info) == 0);
-  CHECK_EQ_INT(info->state, CODA_TASK_FAILED);
+  CHECK_EQ_INT(info->state, CODA_STATE_FAILED);
   CHECK_EQ_INT(info->run_at, T0 + 500);
   CHECK_EQ_STR(info->error, "timeout");
   coda_task_info_free(info);
   CHECK_EQ_INT(claim_count(s, T0 + 499, 10), 0);
   claimed c = {0};
   CHECK_EQ_INT(claim(s, T0 + 500, 10, &c), 1);
-  CHECK(c.t[0].id == 1 && c.t[0].attempts == 2 && c.t[0].state == CODA_TASK_RUNNING);
+  CHECK(c.t[0].id == 1 && c.t[0].attempts == 2 && c.t[0].state == CODA_STATE_RUNNING);
   /* The second attempt sets no result: the first one's does not stay. */
-  r = outcome(1, CODA_TASK_SUCCEEDED, T0 + 600);
+  r = outcome(1, CODA_STATE_SUCCEEDED, T0 + 600);
   r.attempts = 2;
   REQUIRE(finish(s, &r) == 0);
   info = NULL;
@@ -390,13 +390,13 @@ static void check_failed_waits_for_its_run_at(coda__store *s) {
 static void check_dead_is_final(coda__store *s) {
   REQUIRE(add(s, 1, NULL, T0, 0) == 0);
   REQUIRE(claim_count(s, T0, 10) == 1);
-  coda__task_record r = outcome(1, CODA_TASK_DEAD, T0 + 20);
+  coda__task_record r = outcome(1, CODA_STATE_DEAD, T0 + 20);
   r.error = "gave up";
   REQUIRE(finish(s, &r) == 0);
   CHECK_EQ_INT(claim_count(s, T0 + 1000000000, 10), 0);
   coda_task_info *info = NULL;
   REQUIRE(s->m->get(s, 1, &info) == 0);
-  CHECK_EQ_INT(info->state, CODA_TASK_DEAD);
+  CHECK_EQ_INT(info->state, CODA_STATE_DEAD);
   CHECK_EQ_STR(info->error, "gave up");
   CHECK_EQ_INT(info->finished_at, T0 + 20);
   coda_task_info_free(info);
@@ -420,10 +420,10 @@ static void check_next_due(coda__store *s) {
   CHECK_EQ_INT(s->m->next_due(s), T0 + 500);
   REQUIRE(claim_count(s, T0 + 500, 10) == 1); /* task 1 */
   CHECK_EQ_INT(s->m->next_due(s), 0);
-  coda__task_record r = outcome(1, CODA_TASK_FAILED, T0 + 600);
+  coda__task_record r = outcome(1, CODA_STATE_FAILED, T0 + 600);
   r.run_at = T0 + 900;
   REQUIRE(finish(s, &r) == 0);
-  REQUIRE(finish_as(s, 2, CODA_TASK_SUCCEEDED, T0 + 600) == 0);
+  REQUIRE(finish_as(s, 2, CODA_STATE_SUCCEEDED, T0 + 600) == 0);
   CHECK_EQ_INT(s->m->next_due(s), T0 + 900);
 }
 
@@ -484,17 +484,17 @@ static void check_list(coda__store *s) {
   for (size_t i = 0; i < 4; i++)
     REQUIRE(add(s, queued[i], NULL, T0 + 1000, 0) == 0);
   REQUIRE(add(s, 4, NULL, T0, 1) == 0);
-  REQUIRE(finish_as(s, 4, CODA_TASK_SUCCEEDED, T0 + 10) == 0);
+  REQUIRE(finish_as(s, 4, CODA_STATE_SUCCEEDED, T0 + 10) == 0);
   listed all = {0}, page = {0}, done = {0}, dead = {0}, stopped = {.stop_after = 2};
-  CHECK_EQ_INT(list(s, CODA_TASK_QUEUED, 0, 100, &all), 4);
+  CHECK_EQ_INT(list(s, CODA_STATE_QUEUED, 0, 100, &all), 4);
   CHECK(all.n == 4 && all.ids[0] == 3 && all.ids[1] == 5 && all.ids[2] == 7 &&
         all.ids[3] == 9);
-  CHECK_EQ_INT(list(s, CODA_TASK_QUEUED, 3, 2, &page), 2);
+  CHECK_EQ_INT(list(s, CODA_STATE_QUEUED, 3, 2, &page), 2);
   CHECK(page.n == 2 && page.ids[0] == 5 && page.ids[1] == 7);
-  CHECK_EQ_INT(list(s, CODA_TASK_SUCCEEDED, 0, 100, &done), 1);
+  CHECK_EQ_INT(list(s, CODA_STATE_SUCCEEDED, 0, 100, &done), 1);
   CHECK(done.n == 1 && done.ids[0] == 4);
-  CHECK_EQ_INT(list(s, CODA_TASK_DEAD, 0, 100, &dead), 0);
-  CHECK_EQ_INT(list(s, CODA_TASK_QUEUED, 0, 100, &stopped), 2);
+  CHECK_EQ_INT(list(s, CODA_STATE_DEAD, 0, 100, &dead), 0);
+  CHECK_EQ_INT(list(s, CODA_STATE_QUEUED, 0, 100, &stopped), 2);
   CHECK_EQ_INT(stopped.n, 2);
   CHECK_EQ_INT(all.reread_failures + page.reread_failures + done.reread_failures, 0);
 }
@@ -521,12 +521,12 @@ static int make_purge_fixture(coda__store *s) {
     rc = add(s, id, keys[id - 1], id == 5 ? T0 + 5000 : T0, 0);
   if (rc == 0 && (rc = claim_count(s, T0, 10)) != 6)
     return rc < 0 ? rc : CODA_ESTORE;
-  coda__task_record failed = outcome(6, CODA_TASK_FAILED, T0 + 10);
+  coda__task_record failed = outcome(6, CODA_STATE_FAILED, T0 + 10);
   failed.run_at = T0 + 100000;
-  if ((rc = finish_as(s, 1, CODA_TASK_SUCCEEDED, T0 + 100)) ||
-      (rc = finish_as(s, 2, CODA_TASK_DEAD, T0 + 50)) ||
-      (rc = finish_as(s, 3, CODA_TASK_SUCCEEDED, T0 + 300)) ||
-      (rc = finish_as(s, 4, CODA_TASK_SUCCEEDED, T0 + 2000)) || (rc = finish(s, &failed)))
+  if ((rc = finish_as(s, 1, CODA_STATE_SUCCEEDED, T0 + 100)) ||
+      (rc = finish_as(s, 2, CODA_STATE_DEAD, T0 + 50)) ||
+      (rc = finish_as(s, 3, CODA_STATE_SUCCEEDED, T0 + 300)) ||
+      (rc = finish_as(s, 4, CODA_STATE_SUCCEEDED, T0 + 2000)) || (rc = finish(s, &failed)))
     return rc;
   return 0; /* 5 queued, 6 failed, 7 running */
 }
@@ -538,10 +538,10 @@ static void check_purge(coda__store *s) {
   CHECK_EQ_INT(purge(s, T0 + 1000, 10), 0);
   for (uint64_t id = 1; id <= 3; id++)
     CHECK_EQ_INT(state_of(s, id), CODA_ENOTFOUND);
-  CHECK_EQ_INT(state_of(s, 4), CODA_TASK_SUCCEEDED);
-  CHECK_EQ_INT(state_of(s, 5), CODA_TASK_QUEUED);
-  CHECK_EQ_INT(state_of(s, 6), CODA_TASK_FAILED);
-  CHECK_EQ_INT(state_of(s, 7), CODA_TASK_RUNNING);
+  CHECK_EQ_INT(state_of(s, 4), CODA_STATE_SUCCEEDED);
+  CHECK_EQ_INT(state_of(s, 5), CODA_STATE_QUEUED);
+  CHECK_EQ_INT(state_of(s, 6), CODA_STATE_FAILED);
+  CHECK_EQ_INT(state_of(s, 7), CODA_STATE_RUNNING);
   CHECK_EQ_INT(add(s, 1, "k1", T0, 0), 0); /* not CODA_EEXIST: forgotten */
   CHECK_EQ_INT(add(s, 2, "k2", T0, 0), 0);
 }
@@ -553,16 +553,16 @@ static void check_purge_skips_a_younger_task(coda__store *s) {
   for (uint64_t id = 1; id <= 4; id++)
     REQUIRE(add(s, id, keys[id - 1], T0, 0) == 0);
   REQUIRE(claim_count(s, T0, 10) == 4);
-  REQUIRE(finish_as(s, 4, CODA_TASK_SUCCEEDED, T0 + 2000) == 0);
-  REQUIRE(finish_as(s, 2, CODA_TASK_DEAD, T0 + 50) == 0);
-  REQUIRE(finish_as(s, 1, CODA_TASK_SUCCEEDED, T0 + 100) == 0);
+  REQUIRE(finish_as(s, 4, CODA_STATE_SUCCEEDED, T0 + 2000) == 0);
+  REQUIRE(finish_as(s, 2, CODA_STATE_DEAD, T0 + 50) == 0);
+  REQUIRE(finish_as(s, 1, CODA_STATE_SUCCEEDED, T0 + 100) == 0);
   CHECK_EQ_INT(purge(s, T0 + 1000, 1), 1);
-  CHECK_EQ_INT(state_of(s, 4), CODA_TASK_SUCCEEDED);
+  CHECK_EQ_INT(state_of(s, 4), CODA_STATE_SUCCEEDED);
   CHECK_EQ_INT(purge(s, T0 + 1000, 10), 1);
   CHECK_EQ_INT(state_of(s, 1), CODA_ENOTFOUND);
   CHECK_EQ_INT(state_of(s, 2), CODA_ENOTFOUND);
-  CHECK_EQ_INT(state_of(s, 4), CODA_TASK_SUCCEEDED);
-  CHECK_EQ_INT(state_of(s, 3), CODA_TASK_RUNNING);
+  CHECK_EQ_INT(state_of(s, 4), CODA_STATE_SUCCEEDED);
+  CHECK_EQ_INT(state_of(s, 3), CODA_STATE_RUNNING);
 }
 
 TEST(purge_forgets_old_finished_tasks_only) { on_each_store(check_purge); }

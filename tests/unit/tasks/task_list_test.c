@@ -54,7 +54,7 @@ static int list_hook(coda__store *s, coda_task_state state, uint64_t after, int 
   if (finish_in_scan) { /* as record_outcome: leave the registry, write */
     unregister(finish_in_scan);
     coda__task_record r = {.id = finish_in_scan,
-                           .state = CODA_TASK_SUCCEEDED,
+                           .state = CODA_STATE_SUCCEEDED,
                            .attempts = 1,
                            .finished_at = coda__unix_ms(),
                            .progress = 1};
@@ -76,7 +76,7 @@ static int put(coda__store *s, uint64_t id, int how) {
   coda__task_record r = {.id = id,
                          .name = "t",
                          .args = "",
-                         .state = CODA_TASK_QUEUED,
+                         .state = CODA_STATE_QUEUED,
                          .attempts = how == LATER ? 0 : 1,
                          .max_attempts = 3,
                          .created_at = 1,
@@ -85,7 +85,7 @@ static int put(coda__store *s, uint64_t id, int how) {
   rc = rc ? rc : s->m->enqueue(s, &r, how != LATER, 0);
   if (rc == 0 && how == SUCCEEDED) {
     coda__task_record f = {.id = id,
-                           .state = CODA_TASK_SUCCEEDED,
+                           .state = CODA_STATE_SUCCEEDED,
                            .attempts = 1,
                            .finished_at = 1,
                            .progress = 1};
@@ -153,10 +153,10 @@ static void finished_during_the_scan(int sqlite) {
   REQUIRE(make_live(10, 1));
   finish_in_scan = 10;
   seen s = {0};
-  CHECK_EQ_INT(coda_task_list(app, CODA_TASK_SUCCEEDED, 0, 10, collect, &s), 2);
+  CHECK_EQ_INT(coda_task_list(app, CODA_STATE_SUCCEEDED, 0, 10, collect, &s), 2);
   CHECK_EQ_INT(s.n, 2);
   CHECK(s.ids[0] == 5 && s.ids[1] == 10);
-  CHECK(s.states[1] == CODA_TASK_SUCCEEDED);
+  CHECK(s.states[1] == CODA_STATE_SUCCEEDED);
   close_app(app);
 }
 
@@ -173,10 +173,10 @@ static void alive_during_the_scan(int sqlite) {
   REQUIRE(put(D->store, 8, LATER) == 0);
   revive_in_scan = 7; /* claimed and started: running, though stored queued */
   seen queued = {0}, running = {0};
-  CHECK_EQ_INT(coda_task_list(app, CODA_TASK_QUEUED, 0, 10, collect, &queued), 1);
+  CHECK_EQ_INT(coda_task_list(app, CODA_STATE_QUEUED, 0, 10, collect, &queued), 1);
   CHECK(queued.n == 1 && queued.ids[0] == 8);
-  CHECK_EQ_INT(coda_task_list(app, CODA_TASK_RUNNING, 0, 10, collect, &running), 1);
-  CHECK(running.n == 1 && running.ids[0] == 7 && running.states[0] == CODA_TASK_RUNNING);
+  CHECK_EQ_INT(coda_task_list(app, CODA_STATE_RUNNING, 0, 10, collect, &running), 1);
+  CHECK(running.n == 1 && running.ids[0] == 7 && running.states[0] == CODA_STATE_RUNNING);
   close_app(app);
 }
 
@@ -196,7 +196,7 @@ static void many_live_ahead(int sqlite) {
   }
   REQUIRE(put(D->store, N + 1, LATER) == 0);
   seen s = {0};
-  CHECK_EQ_INT(coda_task_list(app, CODA_TASK_QUEUED, 0, 1, collect, &s), 1);
+  CHECK_EQ_INT(coda_task_list(app, CODA_STATE_QUEUED, 0, 1, collect, &s), 1);
   CHECK(s.n == 1 && s.ids[0] == N + 1);
   CHECK_EQ_INT(list_calls, 1);
   close_app(app);
