@@ -187,7 +187,10 @@ CODA_API int coda_app_run(coda_app *app);
 CODA_API int coda_app_bind(coda_app *app);
 
 /** Asks a running app to shut down gracefully, as SIGTERM does. Safe from any
- *  thread and from a signal handler; calling it again forces the stop. */
+ *  thread and from a signal handler; calling it again forces the stop. A
+ *  stop that comes once the app is bound but before coda_app_run() has
+ *  started (another thread is starting it) makes that run return at once;
+ *  on an app that is not bound it does nothing. */
 CODA_API void coda_app_stop(coda_app *app);
 
 /** Writes a log line at the given level through coda's logger (one writer

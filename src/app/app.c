@@ -417,9 +417,12 @@ int coda_app_run(coda_app *app) {
   return rc;
 }
 
+/* A stop counts from coda_app_bind() on, so one that comes while another
+ * thread is still starting coda_app_run() is not lost: that run returns at
+ * once. */
 void coda_app_stop(coda_app *app) {
   coda__server *s = app->server;
-  if (s && atomic_load(&app->running))
+  if (s)
     coda__server_stop(s);
 }
 
