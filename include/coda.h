@@ -152,8 +152,13 @@ typedef enum {
  *  when out of memory. Free with coda_app_free(). */
 CODA_API coda_app *coda_app_new(void);
 
-/** Frees an app that is not running, with its routes and middleware. */
-CODA_API void coda_app_free(coda_app *app);
+/** Frees an app that is not running, with its routes and middleware.
+ *  Returns 0 once freed (NULL is fine). Returns CODA_ESTATE and frees
+ *  nothing while the app runs, or while THREAD tasks that ignored
+ *  cancellation at shutdown still run on threads coda had to leave them
+ *  (coda_app_run() logs how many): they may still touch the app. Call it
+ *  again later; it succeeds once they have returned. */
+CODA_API int coda_app_free(coda_app *app);
 
 /** Sets an integer option. Returns CODA_EINVAL for an unknown option or a
  *  value out of range, CODA_ESTATE once the app runs. */
@@ -164,7 +169,8 @@ CODA_API long coda_app_get(const coda_app *app, coda_option opt);
 
 /** Sets the address to listen on, as "HOST:PORT" (IPv4 "127.0.0.1:8000" or
  *  IPv6 "[::1]:8000"). Port 0 asks the kernel for a free port; read it back
- *  with coda_app_port() once coda_app_listen() has returned. */
+ *  with coda_app_port() once the app is bound. NULL: no listener at all,
+ *  the app runs its background tasks only (a worker process). */
 CODA_API int coda_app_listen(coda_app *app, const char *host_port);
 
 /** The bound TCP port after coda_app_listen(), or 0. */
@@ -172,18 +178,28 @@ CODA_API int coda_app_port(const coda_app *app);
 
 /** Runs the server on the calling thread until coda_app_stop(), SIGINT or
  *  SIGTERM (if CODA_OPT_HANDLE_SIGNALS). It starts CODA_OPT_THREADS event
- *  loops, each with its own SO_REUSEPORT listener, and the task executors.
- *  On stop it stops accepting, finishes in-flight requests (cutting what is
- *  left at CODA_OPT_SHUTDOWN_TIMEOUT), closes idle connections, then lets
- *  background tasks finish for up to CODA_OPT_TASK_DRAIN_TIMEOUT and logs
- *  by name what did not. A second stop cuts connections and skips the drain.
+ *  loops, each with its own SO_REUSEPORT listener (none after
+ *  coda_app_listen(app, NULL): the loops then only run tasks), and the task
+ *  executors. On stop it stops accepting, finishes in-flight requests
+ *  (cutting what is left at CODA_OPT_SHUTDOWN_TIMEOUT), closes idle
+ *  connections, then lets background tasks finish for up to
+ *  CODA_OPT_TASK_DRAIN_TIMEOUT and logs by name what did not. THREAD tasks
+ *  still running then see coda_task_cancelled() become true and get 100 ms
+ *  more; threads still busy after that are left to finish on their own (see
+ *  coda_app_free()). So it returns at most SHUTDOWN_TIMEOUT +
+ *  TASK_DRAIN_TIMEOUT + 100 ms after the stop, plus what PROCESS workers
+ *  and the store need to close. A second stop cuts connections and skips
+ *  the drain (it returns within about 100 ms).
  *  Returns 0 after a stop, or a CODA_E* code if it could not start. Binds
  *  first if coda_app_bind() was not called (default "127.0.0.1:8000"). In a
  *  PROCESS worker it serves tasks instead and never returns. */
 CODA_API int coda_app_run(coda_app *app);
 
 /** Binds the listening sockets now, so that coda_app_port() is known before
- *  coda_app_run(). Called by coda_app_run() if not called before. */
+ *  coda_app_run(). They listen from here on: a client that connects before
+ *  coda_app_run() waits in the kernel's backlog and is answered once the app
+ *  runs, so a program may tell its supervisor it is ready right after this.
+ *  Called by coda_app_run() if not called before. */
 CODA_API int coda_app_bind(coda_app *app);
 
 /** Asks a running app to shut down gracefully, as SIGTERM does. Safe from any

@@ -44,18 +44,19 @@ coda_app *coda_app_new(void) {
   return app;
 }
 
-void coda_app_free(coda_app *app) {
+int coda_app_free(coda_app *app) {
   if (!app)
-    return;
+    return 0;
   if (atomic_load(&app->running))
-    return; /* documented: never while it runs */
+    return CODA_ESTATE;
   if (app->ext.free && app->ext.free(app->ext.data) != 0)
-    return; /* a thread of the layer above still runs and may touch the app */
+    return CODA_ESTATE; /* a thread of the layer above still runs and may touch it */
   coda__router_free(app->router);
   free(app->middleware);
   free(app->listen_host);
   coda__logger_free(&app->logger);
   free(app);
+  return 0;
 }
 
 /* Each option's field and its allowed range. */

@@ -39,8 +39,11 @@ static void task_free(coda_task *t);
 
 int coda__engine_free(void *data) {
   coda__engine *e = data;
-  if (atomic_load(&e->leaked))
-    return CODA_ESTATE; /* a thread task still runs and may touch it (logged at stop) */
+  /* A thread task left running at shutdown may still touch the engine and
+   * the app: they stay until it returns. */
+  if (e->left_threads && coda__thread_pool_release(e->left_threads) != 0)
+    return CODA_ESTATE;
+  e->left_threads = NULL;
   for (int i = 0; i < e->ndefs; i++) {
     free(e->defs[i]->name);
     free(e->defs[i]);
@@ -223,11 +226,11 @@ void coda__engine_stop(coda__engine *e) {
    * the next task of its list to it (and gets CODA_ESTATE). */
   if (e->procs)
     coda__process_pool_close(e->procs);
-  if (e->threads)
-    coda__thread_pool_stop(e->threads);
+  if (e->threads && coda__thread_pool_stop(e->threads) != 0)
+    e->left_threads = e->threads;
   e->threads = NULL;
   if (e->procs)
-    coda__process_pool_stop(e->procs, !atomic_load(&e->leaked));
+    coda__process_pool_stop(e->procs, !e->left_threads);
   e->procs = NULL;
   coda__durable_stop(e); /* after the pools: their last outcomes get written */
   if (e->watching && !uv_is_closing((uv_handle_t *)&e->watch))

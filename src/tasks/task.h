@@ -159,7 +159,7 @@ struct coda__engine {
   int nroute_lists;
   struct coda__durable *durable; /* the store and its thread (durable.c) */
   atomic_int draining;
-  atomic_int leaked; /* threads left running at shutdown: never free */
+  coda__thread_pool *left_threads; /* stopped with tasks still running */
 };
 
 /* The app's engine, made on first use (a configuration call: one thread,
@@ -284,8 +284,14 @@ int coda__thread_pool_submit_batch(coda__thread_pool *p, coda__queue *tasks);
 int coda__task_loop_on_thread(const coda__task_loop *tl);
 void coda__loop_defer_thread_task(coda__task_loop *tl, coda_task *t);
 void coda__thread_pool_watch(coda__thread_pool *p, uint64_t now_ns);
-/* Joins the threads when `wait`; otherwise detaches the busy ones. */
-void coda__thread_pool_stop(coda__thread_pool *p);
+/* Stops the pool: running tasks are cancelled and get a short grace; the
+ * pool is freed (0), or, if some are still running, their threads are
+ * detached and the pool kept (CODA_ESTATE) until coda__thread_pool_release()
+ * finds them all returned. */
+int coda__thread_pool_stop(coda__thread_pool *p);
+/* Frees a pool kept by its stop once its last thread has returned: 0, or
+ * CODA_ESTATE while one still runs. Any thread. */
+int coda__thread_pool_release(coda__thread_pool *p);
 
 /* Argument bytes for a store (native byte order): encode appends to b;
  * decode builds a task of def with its own copy. */

@@ -29,6 +29,7 @@ struct coda__thread_pool {
   int idle;    /* workers waiting on cond */
   int wakeups; /* signals sent and not yet taken by a waiting worker */
   int nthreads;
+  atomic_int live; /* workers that have not returned (detached ones too) */
   uv_thread_t *threads;
   worker_slot *slots;
   coda_task **running;
@@ -91,6 +92,7 @@ static void worker_main(void *arg) {
     uv_mutex_lock(&p->mu);
   }
   uv_mutex_unlock(&p->mu);
+  atomic_fetch_sub(&p->live, 1); /* the last touch of p: it may be freed next */
 }
 
 coda__thread_pool *coda__thread_pool_new(coda__engine *e, int nthreads) {
@@ -112,8 +114,11 @@ coda__thread_pool *coda__thread_pool_new(coda__engine *e, int nthreads) {
   uv_cond_init(&p->cond);
   for (int i = 0; i < nthreads; i++) {
     p->slots[i] = (worker_slot){p, i};
-    if (uv_thread_create(&p->threads[i], worker_main, &p->slots[i]) != 0)
+    atomic_fetch_add(&p->live, 1);
+    if (uv_thread_create(&p->threads[i], worker_main, &p->slots[i]) != 0) {
+      atomic_fetch_sub(&p->live, 1);
       break;
+    }
     p->nthreads++;
   }
   if (p->nthreads == 0) {
@@ -159,8 +164,10 @@ void coda__thread_pool_watch(coda__thread_pool *p, uint64_t now_ns) {
   uv_mutex_unlock(&p->mu);
 }
 
-/* Running tasks get this long after the stop to return on their own. */
-#define STOP_GRACE_MS 1000
+/* Running tasks get this long after the stop (which comes once the drain
+ * deadline has passed, and sets coda_task_cancelled()) to return on their
+ * own: docs/tasks.md states it. */
+#define STOP_GRACE_MS 100
 
 static int busy_threads(coda__thread_pool *p) {
   int busy = 0;
@@ -174,7 +181,16 @@ static int busy_threads(coda__thread_pool *p) {
   return busy;
 }
 
-void coda__thread_pool_stop(coda__thread_pool *p) {
+static void pool_free(coda__thread_pool *p) {
+  uv_cond_destroy(&p->cond);
+  uv_mutex_destroy(&p->mu);
+  free(p->threads);
+  free(p->slots);
+  free(p->running);
+  free(p);
+}
+
+int coda__thread_pool_stop(coda__thread_pool *p) {
   uv_mutex_lock(&p->mu);
   p->stop = 1;
   uv_cond_broadcast(&p->cond);
@@ -185,25 +201,28 @@ void coda__thread_pool_stop(coda__thread_pool *p) {
   if (busy) {
     /* A thread stuck in a blocking call cannot be stopped. It is left to
      * finish, and nothing it can still touch is freed: the pool, the
-     * engine and the app stay allocated (coda_app_free sees `leaked`). */
+     * engine and the app stay until it returns (coda_app_free() refuses
+     * until then). */
     for (int i = 0; i < p->nthreads; i++)
       pthread_detach(p->threads[i]);
-    atomic_store(&p->engine->leaked, 1);
     coda_log(p->engine->app, CODA_LOG_WARN,
-             "shutdown: %d thread tasks still running after the grace period were left "
-             "to finish; the app is not freed",
-             busy);
+             "shutdown: %d thread tasks still running %d ms after cancellation were left "
+             "to finish; coda_app_free() waits for them",
+             busy, STOP_GRACE_MS);
   } else {
     for (int i = 0; i < p->nthreads; i++)
       uv_thread_join(&p->threads[i]);
   }
   coda__tasks_drop_queue(&p->queue, "shutdown before it ran");
   if (busy)
-    return;
-  uv_cond_destroy(&p->cond);
-  uv_mutex_destroy(&p->mu);
-  free(p->threads);
-  free(p->slots);
-  free(p->running);
-  free(p);
+    return CODA_ESTATE;
+  pool_free(p);
+  return 0;
+}
+
+int coda__thread_pool_release(coda__thread_pool *p) {
+  if (atomic_load(&p->live) > 0)
+    return CODA_ESTATE;
+  pool_free(p);
+  return 0;
 }

@@ -7,6 +7,7 @@
 #include "test.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
@@ -113,5 +114,81 @@ TEST(a_bound_app_queues_connections_before_it_runs) {
   coda_app_free(app);
 }
 
+/* A THREAD task that ignores cancellation: it sleeps, then still touches
+ * the app (which must not have been freed under it). */
+static atomic_int stubborn_started, stubborn_done;
+
+static int stubborn(coda_task *t) {
+  atomic_store(&stubborn_started, 1);
+  tc_sleep_ms(1500);
+  coda_log(coda_task_app(t), CODA_LOG_DEBUG, "stubborn task still here");
+  atomic_store(&stubborn_done, 1);
+  return 0;
+}
+
+static int h_stubborn(coda_req *req, coda_res *res, void *user) {
+  (void)req;
+  int rc = coda_res_add_task(res, user, "");
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+/* Stops an app whose thread task never returns, with one stop or two, and
+ * returns how long coda_app_run() took to return. */
+static long stop_with_stubborn_task(long drain_ms, int stops) {
+  atomic_store(&stubborn_started, 0);
+  atomic_store(&stubborn_done, 0);
+  coda_app *app = coda_app_new();
+  if (!app)
+    return -1;
+  coda_app_set(app, CODA_OPT_LOG_LEVEL, CODA_LOG_ERROR);
+  coda_app_set(app, CODA_OPT_TASK_DRAIN_TIMEOUT, drain_ms);
+  coda_task_def *def = coda_app_task(app, "stubborn", stubborn, CODA_EXEC_THREAD);
+  coda_app_route(app, "GET", "/stubborn", h_stubborn, def);
+  test_server ts;
+  if (ts_start(&ts, app) != 0)
+    return -1;
+  char buf[1024];
+  CHECK_EQ_INT(tc_get(ts.port, "/stubborn", buf, sizeof buf, 5000), 200);
+  for (int i = 0; i < 1000 && !atomic_load(&stubborn_started); i++)
+    tc_sleep_ms(5);
+  CHECK(atomic_load(&stubborn_started));
+  uint64_t t0 = tc_now_ms();
+  for (int i = 1; i < stops; i++)
+    coda_app_stop(app);
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  long took = (long)(tc_now_ms() - t0);
+  /* The task still runs and may touch the app: it is not freed yet. */
+  if (!atomic_load(&stubborn_done))
+    CHECK_EQ_INT(coda_app_free(app), CODA_ESTATE);
+  int rc = CODA_ESTATE;
+  for (int i = 0; i < 1000 && rc != 0; i++) {
+    rc = coda_app_free(app);
+    if (rc)
+      tc_sleep_ms(5);
+  }
+  CHECK_EQ_INT(rc, 0); /* freed once the task has returned */
+  CHECK(atomic_load(&stubborn_done));
+  return took;
+}
+
+/* The drain deadline bounds the stop: cancelled THREAD tasks get 100 ms
+ * more, not a second (coda_app_run() took 1.3 s with a 300 ms drain). */
+TEST(a_stop_waits_the_drain_deadline_and_a_short_grace) {
+  long took = stop_with_stubborn_task(200, 1);
+  fprintf(stderr, "  one stop, drain 200 ms: coda_app_run returned after %ld ms\n", took);
+  CHECK(took >= 200);
+  CHECK(took < 900);
+}
+
+/* A second stop skips the drain: only the grace is left (it took 1.05 s). */
+TEST(a_second_stop_skips_the_drain) {
+  long took = stop_with_stubborn_task(5000, 2);
+  fprintf(stderr, "  two stops, drain 5000 ms: coda_app_run returned after %ld ms\n", took);
+  CHECK(took >= 0);
+  CHECK(took < 700);
+}
+
 RUN_TESTS(run, TEST_CASE(an_app_with_no_listen_address_runs_its_tasks_only),
-          TEST_CASE(a_bound_app_queues_connections_before_it_runs))
+          TEST_CASE(a_bound_app_queues_connections_before_it_runs),
+          TEST_CASE(a_stop_waits_the_drain_deadline_and_a_short_grace),
+          TEST_CASE(a_second_stop_skips_the_drain))
