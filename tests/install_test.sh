@@ -24,4 +24,11 @@ if nm -D --defined-only "$libdir/libcoda.so" | awk '{print $3}' | grep -v '^coda
   nm -D --defined-only "$libdir/libcoda.so" | awk '{print $3}' | grep -v '^coda_' | head
   exit 1
 fi
+# The library alone installs: a fresh build tree where only the library
+# targets were built (no demo, no libcurl needed) installs without error.
+cmake -S "$src" -B "$tmp/lib-only" -DCODA_TESTS=OFF >/dev/null
+cmake --build "$tmp/lib-only" --target coda coda_static -j"$(nproc)" >/dev/null
+cmake --install "$tmp/lib-only" --prefix "$tmp/prefix-lib" >/dev/null ||
+  { echo "installing the library alone failed"; exit 1; }
+test -f "$tmp/prefix-lib/include/coda.h" || { echo "library-only install: no coda.h"; exit 1; }
 echo "1 passed, 0 failed"
