@@ -188,7 +188,55 @@ TEST(a_second_stop_skips_the_drain) {
   CHECK(took < 700);
 }
 
+/* CODA_OPT_SEND_BUFFER bounds what of a response may still be unread when
+ * its tasks start: with an 8 KiB send buffer and a client that reads
+ * nothing (4 KiB receive buffer), a 1 MiB response is far from written, so
+ * its task waits; without the option Linux grows the send buffer to take
+ * much more. */
+#define SENDBUF_BODY (1u << 20)
+static char sendbuf_body[SENDBUF_BODY];
+static atomic_int sendbuf_task_ran;
+
+static int sendbuf_task(coda_task *t) {
+  (void)t;
+  atomic_store(&sendbuf_task_ran, 1);
+  return 0;
+}
+
+static int h_big(coda_req *req, coda_res *res, void *user) {
+  (void)req;
+  int rc = coda_res_add_task(res, user, "");
+  return rc ? rc : coda_res_body_static(res, sendbuf_body, SENDBUF_BODY);
+}
+
+TEST(a_bounded_send_buffer_holds_tasks_until_the_client_reads) {
+  memset(sendbuf_body, 'x', sizeof sendbuf_body);
+  atomic_store(&sendbuf_task_ran, 0);
+  coda_app *app = coda_app_new();
+  REQUIRE(app != NULL);
+  coda_app_set(app, CODA_OPT_LOG_LEVEL, CODA_LOG_ERROR);
+  REQUIRE(coda_app_set(app, CODA_OPT_SEND_BUFFER, 8192) == 0);
+  coda_task_def *def = coda_app_task(app, "after_big", sendbuf_task, CODA_EXEC_THREAD);
+  coda_app_route(app, "GET", "/big", h_big, def);
+  test_server ts;
+  REQUIRE(ts_start(&ts, app) == 0);
+  int fd = tc_connect_rcvbuf(ts.port, 5000, 4096);
+  REQUIRE(fd >= 0);
+  CHECK_EQ_INT(tc_send_str(fd, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+  tc_sleep_ms(300); /* time for the task to start if it were allowed to */
+  CHECK(!atomic_load(&sendbuf_task_ran));
+  static char buf[SENDBUF_BODY + 4096];
+  CHECK(tc_read_response(fd, buf, sizeof buf) > SENDBUF_BODY);
+  for (int i = 0; i < 1000 && !atomic_load(&sendbuf_task_ran); i++)
+    tc_sleep_ms(5);
+  CHECK(atomic_load(&sendbuf_task_ran));
+  close(fd);
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  CHECK_EQ_INT(coda_app_free(app), 0);
+}
+
 RUN_TESTS(run, TEST_CASE(an_app_with_no_listen_address_runs_its_tasks_only),
           TEST_CASE(a_bound_app_queues_connections_before_it_runs),
           TEST_CASE(a_stop_waits_the_drain_deadline_and_a_short_grace),
-          TEST_CASE(a_second_stop_skips_the_drain))
+          TEST_CASE(a_second_stop_skips_the_drain),
+          TEST_CASE(a_bounded_send_buffer_holds_tasks_until_the_client_reads))
