@@ -8,16 +8,16 @@
  * threads and coda_app_enqueue() callers push operations onto `ops` (under
  * `mu`) and signal `cond`; the thread takes all that has accumulated, writes
  * it in one transaction (one fsync), and then hands each outcome back:
- *  - a gated response (OP_HOLD) is posted to its loop's inbox, where
+ *  - a gated response (CODA__OP_HOLD) is posted to its loop's inbox, where
  *    coda__res_resume() sends it, or a 503 if the write failed;
- *  - a task enqueued outside a request (OP_ENQUEUE) is submitted;
- *  - the end of an attempt (OP_FINISH) gives back the task's queue slot
+ *  - a task enqueued outside a request (CODA__OP_ENQUEUE) is submitted;
+ *  - the end of an attempt (CODA__OP_FINISH) gives back the task's queue slot
  *    only now, so the slots bound everything in flight, writes included.
  * While it waits it claims due tasks (retries, delayed tasks, tasks left by
  * a previous run) every CODA_OPT_STORE_POLL ms, or sooner when the store
  * says one is due sooner.
  *
- * Ids: blocks of ID_BLOCK (about a million) reserved in the store (so
+ * Ids: blocks of CODA__ID_BLOCK (about a million) reserved in the store (so
  * never reused, even after a crash), handed out under `id_mu`; the store thread reserves
  * the next block when half of the current one is used. A task with an idempotency key
  * gets an id derived from the key instead, so the handler knows it at once and a second
@@ -126,7 +126,7 @@ static uint64_t key_id(const char *key) {
   h ^= h >> 33;
   h *= 0xc4ceb9fe1a85ec53ULL;
   h ^= h >> 33;
-  return KEY_ID_BIT | (h & (KEY_ID_BIT - 1));
+  return CODA__KEY_ID_BIT | (h & (CODA__KEY_ID_BIT - 1));
 }
 
 static void wake(coda__durable *d) {
@@ -147,7 +147,7 @@ static int next_id(coda__durable *d, uint64_t *id) {
     *id = d->id_next++;
   else
     rc = CODA_EFULL; /* the store thread has not kept up: back-pressure */
-  if (!d->refill && !d->spare_end && d->id_end - d->id_next < ID_BLOCK / 2)
+  if (!d->refill && !d->spare_end && d->id_end - d->id_next < CODA__ID_BLOCK / 2)
     ask = d->refill = 1;
   uv_mutex_unlock(&d->id_mu);
   if (ask)
@@ -186,10 +186,10 @@ int coda__durable_prepare(coda__engine *e, coda_task *t, const coda_task_opts *o
   return next_id(d, &t->id);
 }
 
-static void push_op(coda__durable *d, store_op *op) {
+static void push_op(coda__durable *d, coda__store_op *op) {
   uv_mutex_lock(&d->mu);
   coda__queue_insert_tail(&d->ops, &op->link);
-  if (!d->coalescing || !is_outcome(op))
+  if (!d->coalescing || !coda__op_is_outcome(op))
     uv_cond_signal(&d->cond);
   uv_mutex_unlock(&d->mu);
 }
@@ -202,7 +202,7 @@ int coda__durable_hold(coda_res *res, coda_tasks *run) {
   coda__hold *h = calloc(1, sizeof *h);
   if (!h)
     return CODA_ENOMEM;
-  h->op.kind = OP_HOLD;
+  h->op.kind = CODA__OP_HOLD;
   h->loop = run->loop;
   h->res = res;
   h->run = run;
@@ -229,12 +229,12 @@ static int enqueue_alone(coda_app *app, coda_task_def *def, coda_task_opts *opts
   if (rc)
     return rc;
   coda__opts_write_id(opts, t->id);
-  enqueue_op *op = calloc(1, sizeof *op);
+  coda__enqueue_op *op = calloc(1, sizeof *op);
   if (!op) {
     coda__task_drop(t, "out of memory");
     return CODA_ENOMEM;
   }
-  op->op.kind = OP_ENQUEUE;
+  op->op.kind = CODA__OP_ENQUEUE;
   op->task = t;
   push_op(d, &op->op);
   return 0;
@@ -255,7 +255,7 @@ int coda_app_store_sync(coda_app *app) {
     return CODA_ESTATE;
   if (!d->running)
     return 0;
-  sync_op op = {.op = {.kind = OP_SYNC}};
+  coda__sync_op op = {.op = {.kind = CODA__OP_SYNC}};
   uv_mutex_lock(&d->mu);
   coda__queue_insert_tail(&d->ops, &op.op.link);
   uv_cond_signal(&d->cond);
@@ -329,11 +329,11 @@ void coda__durable_abandon(coda_task *t, const char *final_why) {
   leave_live(d, t);
   if (!final_why)
     return; /* stays in the store as it is: it runs at the next start */
-  finish_op *op = calloc(1, sizeof *op);
+  coda__finish_op *op = calloc(1, sizeof *op);
   if (!op)
     return; /* not recorded: it runs at the next start */
   int64_t now = now_ms();
-  op->op.kind = OP_FINISH;
+  op->op.kind = CODA__OP_FINISH;
   op->executor = t->executor; /* def NULL: the caller gave the slot back */
   op->r.id = t->id;
   op->r.name = t->def->name;
@@ -351,7 +351,7 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
   coda__engine *e = t->def->engine;
   coda__durable *d = e->durable;
   double progress = leave_live(d, t);
-  finish_op *op = calloc(1, sizeof *op);
+  coda__finish_op *op = calloc(1, sizeof *op);
   if (!op) {
     /* Not recorded: the task stays claimed and runs again at the next
      * start (at least once). Its slot is given back now. */
@@ -359,7 +359,7 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
     return;
   }
   int64_t now = now_ms();
-  op->op.kind = OP_FINISH;
+  op->op.kind = CODA__OP_FINISH;
   op->def = t->def;
   op->executor = t->executor;
   coda__task_record *r = &op->r;
@@ -621,10 +621,10 @@ int coda_task_progress(coda_task *t, double fraction) {
   uv_mutex_lock(&d->reg_mu);
   t->progress = fraction;
   uv_mutex_unlock(&d->reg_mu);
-  progress_op *op = calloc(1, sizeof *op);
+  coda__progress_op *op = calloc(1, sizeof *op);
   if (!op)
     return CODA_ENOMEM;
-  op->op.kind = OP_PROGRESS;
+  op->op.kind = CODA__OP_PROGRESS;
   op->id = t->id;
   op->progress = fraction;
   push_op(d, &op->op);

@@ -13,21 +13,21 @@
 #include "server/conn.h"
 #include "store/store.h"
 
-#define ID_BLOCK (1u << 20)
-#define KEY_ID_BIT (1ULL << 62)
-#define MAX_CLAIM 512
+#define CODA__ID_BLOCK (1u << 20)
+#define CODA__KEY_ID_BIT (1ULL << 62)
+#define CODA__MAX_CLAIM 512
 
-typedef enum { OP_HOLD, OP_ENQUEUE, OP_FINISH, OP_PROGRESS, OP_SYNC } op_kind;
+typedef enum { CODA__OP_HOLD, CODA__OP_ENQUEUE, CODA__OP_FINISH, CODA__OP_PROGRESS, CODA__OP_SYNC } coda__op_kind;
 
-typedef struct store_op {
+typedef struct coda__store_op {
   coda__queue link;
-  op_kind kind;
+  coda__op_kind kind;
   int rc; /* the outcome, once written */
-} store_op;
+} coda__store_op;
 
 typedef struct coda__hold coda__hold;
 struct coda__hold {
-  store_op op;
+  coda__store_op op;
   coda__inbox_msg msg; /* back to the response's loop */
   coda__task_loop *loop;
   coda_res *res; /* gated: its connection's memory stays until we resume */
@@ -39,30 +39,30 @@ struct coda__hold {
  * is abandoned here. Frees h. Store thread. */
 void coda__durable_hold_written(coda__hold *h);
 
-typedef struct enqueue_op {
-  store_op op;
+typedef struct coda__enqueue_op {
+  coda__store_op op;
   coda_task *task;
-} enqueue_op;
+} coda__enqueue_op;
 
-typedef struct finish_op {
-  store_op op;
+typedef struct coda__finish_op {
+  coda__store_op op;
   coda_task_def *def; /* whose slot is given back once written (NULL: none) */
   coda_executor executor;
   coda__task_record r;
   char *error;
   void *result;
-} finish_op;
+} coda__finish_op;
 
-typedef struct progress_op {
-  store_op op;
+typedef struct coda__progress_op {
+  coda__store_op op;
   uint64_t id;
   double progress;
-} progress_op;
+} coda__progress_op;
 
-typedef struct sync_op {
-  store_op op;
+typedef struct coda__sync_op {
+  coda__store_op op;
   int done;
-} sync_op;
+} coda__sync_op;
 
 struct coda__durable {
   coda__engine *engine;
@@ -109,8 +109,8 @@ struct coda__durable {
 
 static inline int64_t now_ms(void) { return coda__unix_ms(); }
 
-static inline int is_outcome(const store_op *op) {
-  return op->kind == OP_FINISH || op->kind == OP_PROGRESS;
+static inline int coda__op_is_outcome(const coda__store_op *op) {
+  return op->kind == CODA__OP_FINISH || op->kind == CODA__OP_PROGRESS;
 }
 
 /* The last store error, for coda_app_store_error(). Any thread. */

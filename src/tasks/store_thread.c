@@ -20,7 +20,7 @@
 static int only_outcomes(coda__queue *ops) {
   coda__queue *q;
   coda__queue_foreach(q, ops) {
-    if (!is_outcome(coda__container_of(q, store_op, link)))
+    if (!coda__op_is_outcome(coda__container_of(q, coda__store_op, link)))
       return 0;
   }
   return 1;
@@ -85,10 +85,10 @@ static int write_task(coda__durable *d, coda_task *t, int64_t now) {
 
 /* Writes one operation. Returns nonzero only for a failure that spoils the
  * whole batch; what concerns one operation alone goes to op->rc. */
-static int apply(coda__durable *d, store_op *op, int64_t now) {
+static int apply(coda__durable *d, coda__store_op *op, int64_t now) {
   coda__store *s = d->store;
   switch (op->kind) {
-  case OP_HOLD: {
+  case CODA__OP_HOLD: {
     coda_tasks *run = ((coda__hold *)op)->run;
     for (int i = 0; i < run->n; i++) {
       coda_task *t = run->tasks[i];
@@ -100,13 +100,13 @@ static int apply(coda__durable *d, store_op *op, int64_t now) {
     }
     return 0;
   }
-  case OP_ENQUEUE:
-    return write_task(d, ((enqueue_op *)op)->task, now);
-  case OP_FINISH:
-    return s->m->finish(s, &((finish_op *)op)->r);
-  case OP_PROGRESS:
-    return s->m->progress(s, ((progress_op *)op)->id, ((progress_op *)op)->progress);
-  case OP_SYNC:
+  case CODA__OP_ENQUEUE:
+    return write_task(d, ((coda__enqueue_op *)op)->task, now);
+  case CODA__OP_FINISH:
+    return s->m->finish(s, &((coda__finish_op *)op)->r);
+  case CODA__OP_PROGRESS:
+    return s->m->progress(s, ((coda__progress_op *)op)->id, ((coda__progress_op *)op)->progress);
+  case CODA__OP_SYNC:
     return 0;
   }
   return 0;
@@ -167,18 +167,18 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
   while (!coda__queue_empty(batch)) {
     coda__queue *q = coda__queue_head(batch);
     coda__queue_remove(q);
-    store_op *op = coda__container_of(q, store_op, link);
+    coda__store_op *op = coda__container_of(q, coda__store_op, link);
     op->rc = op->rc ? op->rc : rc ? CODA_ESTORE : 0;
     switch (op->kind) {
-    case OP_HOLD: {
+    case CODA__OP_HOLD: {
       coda__hold *h = (coda__hold *)op;
       if (op->rc == 0)
         hold_written(d, h, now);
       coda__durable_hold_written(h);
       break;
     }
-    case OP_ENQUEUE: {
-      coda_task *t = ((enqueue_op *)op)->task;
+    case CODA__OP_ENQUEUE: {
+      coda_task *t = ((coda__enqueue_op *)op)->task;
       free(op);
       if (rc) {
         CODA__LOG(e->app, CODA_LOG_ERROR,
@@ -203,8 +203,8 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       uv_mutex_unlock(&d->submit_mu);
       break;
     }
-    case OP_FINISH: {
-      finish_op *f = (finish_op *)op;
+    case CODA__OP_FINISH: {
+      coda__finish_op *f = (coda__finish_op *)op;
       if (rc) { /* kept, and tried again with the next batch */
         f->op.rc = 0;
         coda__queue_insert_tail(&d->retry_ops, &f->op.link);
@@ -217,12 +217,12 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       free(f);
       break;
     }
-    case OP_PROGRESS:
+    case CODA__OP_PROGRESS:
       free(op);
       break;
-    case OP_SYNC:
+    case CODA__OP_SYNC:
       uv_mutex_lock(&d->mu);
-      ((sync_op *)op)->done = 1;
+      ((coda__sync_op *)op)->done = 1;
       uv_mutex_unlock(&d->mu);
       break;
     }
@@ -233,7 +233,7 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
 }
 
 /* One operation in its own transaction. */
-static int write_alone(coda__durable *d, store_op *op, int64_t now) {
+static int write_alone(coda__durable *d, coda__store_op *op, int64_t now) {
   coda__store *s = d->store;
   int rc = s->m->begin(s);
   if (rc == 0)
@@ -257,10 +257,10 @@ static void write_one_by_one(coda__durable *d, coda__queue *batch, int64_t now) 
   while (!coda__queue_empty(batch)) {
     coda__queue *q = coda__queue_head(batch);
     coda__queue_remove(q);
-    store_op *op = coda__container_of(q, store_op, link);
+    coda__store_op *op = coda__container_of(q, coda__store_op, link);
     int rc = write_alone(d, op, now);
-    if (rc == CODA_ELIMIT && op->kind == OP_FINISH && ((finish_op *)op)->result) {
-      finish_op *f = (finish_op *)op;
+    if (rc == CODA_ELIMIT && op->kind == CODA__OP_FINISH && ((coda__finish_op *)op)->result) {
+      coda__finish_op *f = (coda__finish_op *)op;
       char why[160];
       snprintf(why, sizeof why, "its result (%zu bytes) could not be stored: %s",
                f->r.result_len, d->store->m->errmsg(d->store));
@@ -299,12 +299,12 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
   int lazy = !want_ids && s->m->begin_lazy;
   coda__queue *q;
   coda__queue_foreach(q, batch) {
-    op_kind k = coda__container_of(q, store_op, link)->kind;
-    if (k != OP_FINISH && k != OP_PROGRESS)
+    coda__op_kind k = coda__container_of(q, coda__store_op, link)->kind;
+    if (k != CODA__OP_FINISH && k != CODA__OP_PROGRESS)
       lazy = 0;
   }
   int rc = lazy ? s->m->begin_lazy(s) : s->m->begin(s);
-  if (rc == 0 && want_ids && (rc = s->m->reserve_ids(s, ID_BLOCK, &first)) != 0) {
+  if (rc == 0 && want_ids && (rc = s->m->reserve_ids(s, CODA__ID_BLOCK, &first)) != 0) {
     /* The current block still has ids (a refill starts at half): write
      * the batch without the next one, which the next batch asks for. */
     report_store_error(d, "reserving task ids", 0);
@@ -315,7 +315,7 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
   coda__queue_foreach(q, batch) {
     if (rc)
       break;
-    rc = apply(d, coda__container_of(q, store_op, link), now);
+    rc = apply(d, coda__container_of(q, coda__store_op, link), now);
   }
   if (rc == 0)
     rc = s->m->commit(s);
@@ -335,8 +335,8 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
     coda__queue *next;
     for (q = coda__queue_head(batch); q != batch; q = next) {
       next = q->next;
-      store_op *op = coda__container_of(q, store_op, link);
-      if (op->kind == OP_HOLD || op->kind == OP_ENQUEUE) {
+      coda__store_op *op = coda__container_of(q, coda__store_op, link);
+      if (op->kind == CODA__OP_HOLD || op->kind == CODA__OP_ENQUEUE) {
         adds++;
       } else {
         coda__queue_remove(q);
@@ -361,7 +361,7 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
     if (want_ids) {
       uv_mutex_lock(&d->id_mu);
       d->spare_first = first;
-      d->spare_end = first + ID_BLOCK;
+      d->spare_end = first + CODA__ID_BLOCK;
       d->refill = 0;
       uv_mutex_unlock(&d->id_mu);
     }
@@ -378,7 +378,7 @@ typedef struct claim_ctx {
     uint64_t id;
     int attempts;
     int unreadable;     /* registered, but its arguments do not decode */
-  } unknown[MAX_CLAIM]; /* every task of a claim may be unknown */
+  } unknown[CODA__MAX_CLAIM]; /* every task of a claim may be unknown */
   int nunknown;
 } claim_ctx;
 
@@ -392,7 +392,7 @@ static void on_claimed(void *user, const coda__task_record *r) {
              "task store: task %llu names \"%s\", which %s; it is marked dead",
              (unsigned long long)r->id, r->name,
              def ? "cannot be read back" : "is not registered in this program");
-    if (cx->nunknown < MAX_CLAIM) {
+    if (cx->nunknown < CODA__MAX_CLAIM) {
       cx->unknown[cx->nunknown].id = r->id;
       cx->unknown[cx->nunknown].attempts = r->attempts;
       cx->unknown[cx->nunknown++].unreadable = def != NULL;
@@ -420,7 +420,7 @@ static long free_slots(coda__engine *e) {
     n = free_loop;
   if (e->procs && free_proc < n)
     n = free_proc;
-  return n < 0 ? 0 : n > MAX_CLAIM ? MAX_CLAIM : n;
+  return n < 0 ? 0 : n > CODA__MAX_CLAIM ? CODA__MAX_CLAIM : n;
 }
 
 static void claim_due(coda__durable *d) {
@@ -588,7 +588,7 @@ static void store_main(void *arg) {
   while (!coda__queue_empty(&d->retry_ops)) {
     coda__queue *q = coda__queue_head(&d->retry_ops);
     coda__queue_remove(q);
-    finish_op *f = coda__container_of(q, finish_op, op.link);
+    coda__finish_op *f = coda__container_of(q, coda__finish_op, op.link);
     coda__task_unreserve_def(f->def);
     free(f->error);
     free(f->result);
@@ -611,7 +611,7 @@ int coda__durable_start(coda__engine *e) {
   uint64_t first = 0;
   int rc = s->m->begin(s);
   int recovered = rc ? rc : s->m->recover(s, now);
-  rc = recovered < 0 ? recovered : s->m->reserve_ids(s, ID_BLOCK, &first);
+  rc = recovered < 0 ? recovered : s->m->reserve_ids(s, CODA__ID_BLOCK, &first);
   if (rc == 0)
     rc = s->m->commit(s);
   if (rc) {
@@ -626,7 +626,7 @@ int coda__durable_start(coda__engine *e) {
              "they run again",
              recovered);
   d->id_next = first;
-  d->id_end = first + ID_BLOCK;
+  d->id_end = first + CODA__ID_BLOCK;
   d->spare_first = d->spare_end = 0;
   d->refill = 0;
   d->stop = 0;
