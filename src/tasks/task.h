@@ -15,6 +15,7 @@
 #include "app/app.h"
 #include "common/buf.h"
 #include "common/queue.h"
+#include "tasks/args.h"
 
 #include <stdatomic.h>
 #include <uv.h>
@@ -36,16 +37,6 @@ struct coda_task_def {
   atomic_long outstanding; /* added and not finished, for the shutdown report */
   coda__engine *engine;
 };
-
-typedef struct coda__arg {
-  char type; /* 's', 'i', 'd', 'b' */
-  uint32_t len;
-  union {
-    int64_t i;
-    double d;
-    const char *p;
-  } v;
-} coda__arg;
 
 struct coda_task {
   coda__queue link; /* in an executor queue */
@@ -224,9 +215,9 @@ void coda__thread_pool_watch(coda__thread_pool *p, uint64_t now_ns);
 /* Joins the threads when `wait`; otherwise detaches the busy ones. */
 void coda__thread_pool_stop(coda__thread_pool *p);
 
-/* Argument bytes for a store (native byte order): encode appends to b;
- * decode builds a task of def with its own copy. */
-int coda__task_encode_args(const coda_task *t, struct coda__buf *b);
+/* Builds a task of def from argument bytes read back from a store (the
+ * codec of args.h), with its own copy of them. CODA_EINVAL if they do not
+ * decode. */
 int coda__task_decode_args(coda_task_def *def, const void *data, size_t len,
                            coda_task **out);
 /* Takes a slot for a task read back from the store (may exceed the bound
