@@ -23,8 +23,8 @@
  *
  * Wire format, both ways: u32 payload length, u32 kind, payload.
  *   TASK (parent to worker): u64 id, i32 attempt, u8 durable, u8 skip, u64
- *     after, u16 name length, name, u16 nargs, then per argument a type byte
- *     and 8 bytes (i, d) or u32 length + bytes (s, b). With skip set, the
+ *     after, u16 name length, name, then the arguments as args.c encodes
+ *     them for the stores, to the end of the payload. With skip set, the
  *     task does not run if the task `after` failed or was skipped.
  *   DONE (worker to parent): u64 id, i32 rc, u32 message length, message,
  *     u8 has result, u32 result length, result, f64 progress.
@@ -131,7 +131,7 @@ static int encode_task(coda__buf *b, const coda_task *t, const coda_task *after)
   int rc = 0;
   uint32_t hdr[2] = {0, MSG_TASK};
   put(b, hdr, sizeof hdr, &rc);
-  uint16_t nlen = (uint16_t)strlen(t->def->name), nargs = (uint16_t)t->nargs;
+  uint16_t nlen = (uint16_t)strlen(t->def->name);
   int32_t attempt = t->attempt ? t->attempt : 1;
   uint8_t durable = t->durable, skip = after != NULL;
   uint64_t after_id = after ? after->id : 0;
@@ -142,17 +142,8 @@ static int encode_task(coda__buf *b, const coda_task *t, const coda_task *after)
   put(b, &after_id, 8, &rc);
   put(b, &nlen, 2, &rc);
   put(b, t->def->name, nlen, &rc);
-  put(b, &nargs, 2, &rc);
-  for (int i = 0; i < t->nargs; i++) {
-    const coda__arg *a = &t->args[i];
-    put(b, &a->type, 1, &rc);
-    if (a->type == 's' || a->type == 'b') {
-      put(b, &a->len, 4, &rc);
-      put(b, a->v.p, a->len, &rc);
-    } else {
-      put(b, &a->v, 8, &rc);
-    }
-  }
+  if (rc == 0)
+    rc = coda__args_encode(t->args, t->nargs, b);
   if (rc == 0) {
     uint32_t len = (uint32_t)(b->len - sizeof hdr);
     memcpy(b->base, &len, 4);
@@ -244,16 +235,17 @@ typedef struct chain_ref {
   uint64_t after;
 } chain_ref;
 
-/* Rebuilds a task from a TASK message; its strings point into `msg`.
- * *id is the message's task id, set even when the task is not rebuilt (an
- * unknown name), so that the answer still names it. */
+/* Rebuilds a task from a TASK message; its strings and bytes are copies,
+ * NUL-terminated, in *copies (to be freed). *id is the message's task id,
+ * set even when the task is not rebuilt (an unknown name), so that the
+ * answer still names it. */
 static coda_task *decode_task(coda__engine *e, const char *msg, size_t len,
                               coda__arg *args, int max_args, chain_ref *chain,
-                              uint64_t *id) {
+                              uint64_t *id, char **copies) {
   static coda_task t;
   memset(&t, 0, sizeof t);
   reader r = {msg, len, 0};
-  uint16_t nlen = 0, nargs = 0;
+  uint16_t nlen = 0;
   int32_t attempt = 1;
   uint8_t durable = 0, skip = 0;
   TAKE(&r, t.id);
@@ -267,8 +259,7 @@ static coda_task *decode_task(coda__engine *e, const char *msg, size_t len,
   t.durable = durable != 0;
   TAKE(&r, nlen);
   const char *name = take(&r, nlen);
-  TAKE(&r, nargs);
-  if (r.bad || nargs > max_args)
+  if (r.bad)
     return NULL;
   char namebuf[256];
   if (nlen >= sizeof namebuf)
@@ -279,19 +270,15 @@ static coda_task *decode_task(coda__engine *e, const char *msg, size_t len,
   if (!t.def)
     return NULL;
   t.executor = CODA_EXEC_PROCESS;
+  int nargs;
+  size_t bytes;
+  if (coda__args_measure(r.p, r.left, &nargs, &bytes) != 0 || nargs > max_args)
+    return NULL;
+  if (!(*copies = malloc(bytes ? bytes : 1)))
+    _exit(1); /* seen by the server as a crash, like any failed allocation here */
   t.args = args;
-  t.nargs = nargs;
-  for (int i = 0; i < nargs; i++) {
-    coda__arg *a = &args[i];
-    TAKE(&r, a->type);
-    if (a->type == 's' || a->type == 'b') {
-      TAKE(&r, a->len);
-      a->v.p = take(&r, a->len);
-    } else {
-      TAKE(&r, a->v);
-    }
-  }
-  return r.bad ? NULL : &t;
+  t.nargs = coda__args_decode(r.p, r.left, args, max_args, *copies, bytes);
+  return &t;
 }
 
 /* The worker's last outcomes, enough to find a chained task's predecessor:
@@ -318,7 +305,7 @@ static void remember(outcomes *o, uint64_t id, int failed) {
 static void on_stop_signal(int signo) { (void)signo; }
 
 void coda__process_worker_main(coda__engine *e, int fd) {
-  coda__arg args[32];
+  coda__arg args[CODA__ARGS_MAX];
   coda__buf out = {0};
   worker_fd = fd;
   /* Killed with the server's control thread, even in the middle of a long
@@ -360,7 +347,8 @@ void coda__process_worker_main(coda__engine *e, int fd) {
     uint32_t len = hdr[0];
     chain_ref chain = {0, 0};
     uint64_t id = 0;
-    coda_task *t = decode_task(e, msg, len, args, 32, &chain, &id);
+    char *copies = NULL;
+    coda_task *t = decode_task(e, msg, len, args, CODA__ARGS_MAX, &chain, &id, &copies);
     int32_t rc;
     const char *why = NULL;
     if (!t) {
@@ -368,19 +356,7 @@ void coda__process_worker_main(coda__engine *e, int fd) {
       why = "unknown task name or bad message (is it registered before coda_app_run?)";
     } else if (chain.skip && failed_recently(&recent, chain.after)) {
       rc = CODA__SKIPPED;
-      t->nargs = 0; /* nothing copied below */
     } else {
-      /* Strings and bytes are followed by the next field, not a NUL:
-       * give the task NUL-terminated copies. */
-      for (int i = 0; i < t->nargs; i++)
-        if (t->args[i].type == 's' || t->args[i].type == 'b') {
-          char *copy = malloc(t->args[i].len + 1);
-          if (!copy)
-            _exit(1);
-          memcpy(copy, t->args[i].v.p, t->args[i].len);
-          copy[t->args[i].len] = '\0';
-          t->args[i].v.p = copy;
-        }
       rc = t->def->fn(t);
       if (rc > 0)
         rc = 0;
@@ -410,12 +386,10 @@ void coda__process_worker_main(coda__engine *e, int fd) {
     if (write_full(fd, out.base, out.len) != 0)
       _exit(1);
     if (t) {
-      for (int i = 0; i < t->nargs; i++)
-        if (t->args[i].type == 's' || t->args[i].type == 'b')
-          free((void *)t->args[i].v.p);
       free(t->error);
       free(t->result);
     }
+    free(copies);
     free(msg);
   }
 }
