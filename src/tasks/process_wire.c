@@ -50,11 +50,13 @@ int coda__wire_put_task(coda__buf *b, const coda_task *t, const coda_task *after
   uint16_t nlen = (uint16_t)strlen(t->def->name);
   int32_t attempt = t->attempt ? t->attempt : 1;
   uint8_t durable = t->durable, skip = after != NULL;
+  uint8_t delivered = coda_task_delivered(t) != 0;
   uint64_t after_id = after ? after->id : 0;
   put(b, &t->id, 8, &rc);
   put(b, &attempt, 4, &rc);
   put(b, &durable, 1, &rc);
   put(b, &skip, 1, &rc);
+  put(b, &delivered, 1, &rc);
   put(b, &after_id, 8, &rc);
   put(b, &nlen, 2, &rc);
   put(b, t->def->name, nlen, &rc);
@@ -139,7 +141,7 @@ size_t coda__wire_next(const char *data, size_t len, uint32_t *kind, const char 
 
 int coda__wire_get_task(const char *payload, size_t len, coda__task_msg *m) {
   reader r = {payload, len, 0};
-  uint8_t durable = 0, skip = 0;
+  uint8_t durable = 0, skip = 0, delivered = 0;
   uint16_t nlen = 0;
   memset(m, 0, sizeof *m);
   m->attempt = 1;
@@ -147,12 +149,14 @@ int coda__wire_get_task(const char *payload, size_t len, coda__task_msg *m) {
   TAKE(&r, m->attempt);
   TAKE(&r, durable);
   TAKE(&r, skip);
+  TAKE(&r, delivered);
   TAKE(&r, m->after);
   TAKE(&r, nlen);
   m->name = take(&r, nlen);
   m->name_len = nlen;
   m->durable = durable != 0;
   m->skip = skip != 0;
+  m->delivered = delivered != 0;
   m->args = r.p;
   m->args_len = r.left;
   return r.bad ? CODA_EINVAL : 0;

@@ -99,6 +99,7 @@ static int rebuild_task(coda__engine *e, const coda__task_msg *m, coda_task *t,
   t->id = m->id;
   t->attempt = m->attempt;
   t->durable = m->durable;
+  t->delivered = m->delivered;
   t->executor = CODA_EXEC_PROCESS;
   if (m->name_len >= sizeof name)
     return -1;

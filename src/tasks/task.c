@@ -722,7 +722,9 @@ int coda_task_fail(coda_task *t, const char *fmt, ...) {
 int coda_task_cancelled(const coda_task *t) {
   return atomic_load_explicit(&((coda_task *)t)->cancelled, memory_order_relaxed);
 }
-int coda_task_delivered(const coda_task *t) { return t->run ? t->run->delivered : 0; }
+int coda_task_delivered(const coda_task *t) {
+  return t->run ? t->run->delivered : t->delivered;
+}
 const char *coda_task_name(const coda_task *t) { return t->def->name; }
 coda_executor coda_task_executor(const coda_task *t) { return t->executor; }
 uint64_t coda_task_id(const coda_task *t) { return t->id; }

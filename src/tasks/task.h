@@ -63,6 +63,9 @@ struct coda_task {
    * list that stops on failure, skipped there rather than run (skipping). */
   unsigned chained : 1;
   unsigned skipping : 1;
+  /* PROCESS, in a worker: whether its response was delivered, as the server
+   * said (the worker's copy of the task has no run to ask). */
+  unsigned delivered : 1;
   /* Durable tasks (durable.c). The store thread reads them while it writes
    * the task; the hand-offs through its queue order those accesses. */
   unsigned durable : 1;
