@@ -1,7 +1,11 @@
 /*
- * process_pool.c - the PROCESS executor: worker processes started with the
- * server, each running one task at a time, for CPU work with true
- * parallelism and crash isolation.
+ * process_pool.c - the parent side of the PROCESS executor: worker
+ * processes started with the server, each running one task at a time, for
+ * CPU work with true parallelism and crash isolation. It owns the workers
+ * (spawning, the pipes, READY, timeouts, replacing the ones that end), the
+ * queue of tasks waiting for one, and the dispatch: which task goes to
+ * which worker, and in which order the answers finish them. The child side
+ * is process_worker.c; the bytes between them are process_wire.c's.
  *
  * No fork after threads exist, except to exec: a worker is this same
  * program, started again through uv_spawn (fork immediately followed by
@@ -12,7 +16,10 @@
  *
  * Threads: the pool lives on the control loop (the thread that called
  * coda_app_run). Other threads submit through `inbox` (under `mu`) and one
- * coalescing async. Everything else is touched by the control loop only.
+ * coalescing async. Everything else is touched by the control loop only,
+ * which must never block on a worker: the pipes are non-blocking, and a
+ * worker that hangs is killed by its task's timeout, not waited for (the
+ * stop reaps only workers it has just sent SIGKILL).
  *
  * Ordered lists: the tasks of a list run one after another, so a PROCESS
  * task that follows a PROCESS task is not sent after a round trip through
@@ -21,55 +28,29 @@
  * them in order; in a list that stops on failure it skips a chained task
  * whose predecessor failed, and the parent drops it when the answer comes.
  *
- * Wire format, both ways: u32 payload length, u32 kind, payload.
- *   TASK (parent to worker): u64 id, i32 attempt, u8 durable, u8 skip, u64
- *     after, u16 name length, name, u16 nargs, then per argument a type byte
- *     and 8 bytes (i, d) or u32 length + bytes (s, b). With skip set, the
- *     task does not run if the task `after` failed or was skipped.
- *   DONE (worker to parent): u64 id, i32 rc, u32 message length, message,
- *     u8 has result, u32 result length, result, f64 progress.
- *   PROGRESS (worker to parent, while the task runs): u64 id, f64 progress.
- *   READY (worker to parent, once, before any task): no payload.
- *
  * Durable PROCESS tasks report progress and results like the others:
- * coda_task_progress() in a worker sends PROGRESS (at most one per
- * PROGRESS_EVERY_MS; DONE carries the last value), and the result set by
- * coda_task_set_result() travels with DONE.
+ * coda_task_progress() in a worker sends PROGRESS (DONE carries the last
+ * value), and the result set by coda_task_set_result() travels with DONE.
  */
-#include "common/buf.h"
-#include "tasks/task.h"
+#include "tasks/process.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MSG_TASK 1
-#define MSG_DONE 2
-#define MSG_PROGRESS 3
-#define MSG_READY 4
-#define PROGRESS_EVERY_MS 10
-/* Workers crunch below the server: nice 19 and SCHED_BATCH (no wake-up
- * preemption of the loop threads), so a saturated pool barely delays a
- * response. They still get the CPU the server leaves idle, so they never
- * starve the way SCHED_IDLE could under sustained load. */
-#define WORKER_NICE 19
-#define MAX_MESSAGE (64u << 20)
 /* Tasks sent ahead to one worker, so it finds its next task waiting instead
  * of sleeping through a round trip. Small, because a task queued behind a
  * long one on the same worker waits for it. */
 #define PIPELINE_DEPTH 4
-/* A chain (the tasks of one ordered list) may go deeper: its tasks wait for
- * each other anyway, and the deeper it is, the less often the worker waits
- * for the server to send the next one. */
-#define CHAIN_DEPTH 16
+/* A chain (the tasks of one ordered list) may go deeper, up to
+ * CODA__CHAIN_DEPTH: its tasks wait for each other anyway, and the deeper
+ * it is, the less often the worker waits for the server to send the next
+ * one. */
 /* A worker gets tasks only once it says READY (it reached the task loop).
  * One that ends before that did not really start (a broken binary, a
  * crash in start-up code, a missing library): no task is lost with it, and
@@ -90,7 +71,7 @@ typedef struct worker {
   int ready;          /* said READY: tasks may be sent */
   int quick_exits;    /* ended before READY, in a row */
   coda__buf in;
-  coda_task *inflight[CHAIN_DEPTH]; /* sent, in order; the head runs */
+  coda_task *inflight[CODA__CHAIN_DEPTH]; /* sent, in order; the head runs */
   int head;
   int count;
   int begun; /* the head has begun (or is known to be skipped) */
@@ -114,313 +95,11 @@ struct coda__process_pool {
   uv_thread_t control; /* the thread of `loop` */
   char **argv;         /* this program's command line, for the workers */
   char **envp;
-  int exe_fd;   /* this program's file, opened at start (see exe_path) */
+  int exe_fd;   /* this program's file, opened at start (see open_exe) */
   char exe[32]; /* "/proc/self/fd/N": what workers exec */
 };
 
-/* ---- encoding ------------------------------------------------------- */
-
-static void put(coda__buf *b, const void *p, size_t n, int *rc) {
-  if (coda__buf_append(b, p, n) != 0)
-    *rc = CODA_ENOMEM;
-}
-
-/* `after`: for a chained task in a list that stops on failure, the task
- * before it, else NULL. */
-static int encode_task(coda__buf *b, const coda_task *t, const coda_task *after) {
-  int rc = 0;
-  uint32_t hdr[2] = {0, MSG_TASK};
-  put(b, hdr, sizeof hdr, &rc);
-  uint16_t nlen = (uint16_t)strlen(t->def->name), nargs = (uint16_t)t->nargs;
-  int32_t attempt = t->attempt ? t->attempt : 1;
-  uint8_t durable = t->durable, skip = after != NULL;
-  uint64_t after_id = after ? after->id : 0;
-  put(b, &t->id, 8, &rc);
-  put(b, &attempt, 4, &rc);
-  put(b, &durable, 1, &rc);
-  put(b, &skip, 1, &rc);
-  put(b, &after_id, 8, &rc);
-  put(b, &nlen, 2, &rc);
-  put(b, t->def->name, nlen, &rc);
-  put(b, &nargs, 2, &rc);
-  for (int i = 0; i < t->nargs; i++) {
-    const coda__arg *a = &t->args[i];
-    put(b, &a->type, 1, &rc);
-    if (a->type == 's' || a->type == 'b') {
-      put(b, &a->len, 4, &rc);
-      put(b, a->v.p, a->len, &rc);
-    } else {
-      put(b, &a->v, 8, &rc);
-    }
-  }
-  if (rc == 0) {
-    uint32_t len = (uint32_t)(b->len - sizeof hdr);
-    memcpy(b->base, &len, 4);
-  }
-  return rc;
-}
-
-typedef struct reader {
-  const char *p;
-  size_t left;
-  int bad;
-} reader;
-
-static const void *take(reader *r, size_t n) {
-  if (r->bad || r->left < n) {
-    r->bad = 1;
-    return NULL;
-  }
-  const void *p = r->p;
-  r->p += n;
-  r->left -= n;
-  return p;
-}
-
-#define TAKE(r, var)                                                                     \
-  do {                                                                                   \
-    const void *p_ = take((r), sizeof(var));                                             \
-    if (p_)                                                                              \
-      memcpy(&(var), p_, sizeof(var));                                                   \
-  } while (0)
-
-/* ---- the worker side -------------------------------------------------- */
-
-static int worker_fd = -1; /* in a worker process: the pipe to the server */
-static uint64_t progress_sent_ns;
-
-int coda__in_worker(void) { return worker_fd >= 0; }
-
-int coda__worker_progress(coda_task *t, double fraction) {
-  t->progress = fraction;
-  uint64_t now = uv_hrtime();
-  if (fraction < 1 && now - progress_sent_ns < PROGRESS_EVERY_MS * 1000000ull)
-    return 0; /* DONE carries the latest value */
-  progress_sent_ns = now;
-  char m[8 + 8 + 8];
-  uint32_t hdr[2] = {16, MSG_PROGRESS};
-  memcpy(m, hdr, 8);
-  memcpy(m + 8, &t->id, 8);
-  memcpy(m + 16, &fraction, 8);
-  /* One write below PIPE_BUF: whole, even from a thread of the task. */
-  return write(worker_fd, m, sizeof m) == (ssize_t)sizeof m ? 0 : CODA_EIO;
-}
-
-static int read_full(int fd, void *p, size_t n) {
-  char *c = p;
-  while (n > 0) {
-    ssize_t r = read(fd, c, n);
-    if (r == 0)
-      return -1;
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    c += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
-
-static int write_full(int fd, const void *p, size_t n) {
-  const char *c = p;
-  while (n > 0) {
-    ssize_t w = write(fd, c, n);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    c += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-/* A TASK message's chain fields. */
-typedef struct chain_ref {
-  int skip;
-  uint64_t after;
-} chain_ref;
-
-/* Rebuilds a task from a TASK message; its strings point into `msg`.
- * *id is the message's task id, set even when the task is not rebuilt (an
- * unknown name), so that the answer still names it. */
-static coda_task *decode_task(coda__engine *e, const char *msg, size_t len,
-                              coda__arg *args, int max_args, chain_ref *chain,
-                              uint64_t *id) {
-  static coda_task t;
-  memset(&t, 0, sizeof t);
-  reader r = {msg, len, 0};
-  uint16_t nlen = 0, nargs = 0;
-  int32_t attempt = 1;
-  uint8_t durable = 0, skip = 0;
-  TAKE(&r, t.id);
-  *id = t.id;
-  TAKE(&r, attempt);
-  TAKE(&r, durable);
-  TAKE(&r, skip);
-  TAKE(&r, chain->after);
-  chain->skip = skip != 0;
-  t.attempt = attempt;
-  t.durable = durable != 0;
-  TAKE(&r, nlen);
-  const char *name = take(&r, nlen);
-  TAKE(&r, nargs);
-  if (r.bad || nargs > max_args)
-    return NULL;
-  char namebuf[256];
-  if (nlen >= sizeof namebuf)
-    return NULL;
-  memcpy(namebuf, name, nlen);
-  namebuf[nlen] = '\0';
-  t.def = coda__engine_find(e, namebuf);
-  if (!t.def)
-    return NULL;
-  t.executor = CODA_EXEC_PROCESS;
-  t.args = args;
-  t.nargs = nargs;
-  for (int i = 0; i < nargs; i++) {
-    coda__arg *a = &args[i];
-    TAKE(&r, a->type);
-    if (a->type == 's' || a->type == 'b') {
-      TAKE(&r, a->len);
-      a->v.p = take(&r, a->len);
-    } else {
-      TAKE(&r, a->v);
-    }
-  }
-  return r.bad ? NULL : &t;
-}
-
-/* The worker's last outcomes, enough to find a chained task's predecessor:
- * it was sent just before it, so it is among the last CHAIN_DEPTH. */
-typedef struct outcomes {
-  uint64_t id[CHAIN_DEPTH * 2];
-  uint8_t failed[CHAIN_DEPTH * 2];
-  unsigned at;
-} outcomes;
-
-static int failed_recently(const outcomes *o, uint64_t id) {
-  for (size_t i = 0; i < sizeof o->id / sizeof o->id[0]; i++)
-    if (o->id[i] == id)
-      return o->failed[i];
-  return 0;
-}
-
-static void remember(outcomes *o, uint64_t id, int failed) {
-  unsigned i = o->at++ % (sizeof o->id / sizeof o->id[0]);
-  o->id[i] = id;
-  o->failed[i] = (uint8_t)failed;
-}
-
-static void on_stop_signal(int signo) { (void)signo; }
-
-void coda__process_worker_main(coda__engine *e, int fd) {
-  coda__arg args[32];
-  coda__buf out = {0};
-  worker_fd = fd;
-  /* Killed with the server's control thread, even in the middle of a long
-   * task; a server that died before this line closed the pipe, and the
-   * first read ends the worker. */
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  /* The server decides when workers stop (it closes the pipe, or kills
-   * one past its timeout). A Ctrl-C in a terminal, `systemctl stop` or
-   * `timeout` signal the whole process group or cgroup: the server drains
-   * its tasks then, and its workers must be alive to finish them. A
-   * handler that does nothing, not SIG_IGN: handlers reset at exec, so a
-   * program a task starts can still be stopped by SIGTERM or Ctrl-C. */
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_stop_signal;
-  sa.sa_flags = SA_RESTART;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
-  /* Exec'd as /proc/self/fd/N, the worker would be named "N" in ps and
-   * pgrep: it takes its program's name back. */
-  prctl(PR_SET_NAME, program_invocation_short_name);
-  uint32_t ready[2] = {0, MSG_READY};
-  if (write_full(fd, ready, sizeof ready) != 0)
-    _exit(1);
-  outcomes recent;
-  memset(&recent, 0, sizeof recent);
-  struct sched_param sp = {0};
-  sched_setscheduler(0, SCHED_BATCH, &sp); /* best effort: nice alone otherwise */
-  setpriority(PRIO_PROCESS, 0, WORKER_NICE);
-  for (;;) {
-    uint32_t hdr[2];
-    if (read_full(fd, hdr, sizeof hdr) != 0 || hdr[0] > MAX_MESSAGE)
-      _exit(0);
-    char *msg = malloc((size_t)hdr[0] + 1);
-    if (!msg || read_full(fd, msg, hdr[0]) != 0)
-      _exit(1);
-    uint32_t len = hdr[0];
-    chain_ref chain = {0, 0};
-    uint64_t id = 0;
-    coda_task *t = decode_task(e, msg, len, args, 32, &chain, &id);
-    int32_t rc;
-    const char *why = NULL;
-    if (!t) {
-      rc = CODA_ENOTFOUND;
-      why = "unknown task name or bad message (is it registered before coda_app_run?)";
-    } else if (chain.skip && failed_recently(&recent, chain.after)) {
-      rc = CODA__SKIPPED;
-      t->nargs = 0; /* nothing copied below */
-    } else {
-      /* Strings and bytes are followed by the next field, not a NUL:
-       * give the task NUL-terminated copies. */
-      for (int i = 0; i < t->nargs; i++)
-        if (t->args[i].type == 's' || t->args[i].type == 'b') {
-          char *copy = malloc(t->args[i].len + 1);
-          if (!copy)
-            _exit(1);
-          memcpy(copy, t->args[i].v.p, t->args[i].len);
-          copy[t->args[i].len] = '\0';
-          t->args[i].v.p = copy;
-        }
-      rc = t->def->fn(t);
-      if (rc > 0)
-        rc = 0;
-      why = t->error;
-    }
-    remember(&recent, id, rc < 0);
-    uint32_t mlen = why ? (uint32_t)strlen(why) : 0;
-    uint8_t has_result = t && t->result;
-    uint32_t rlen = has_result ? (uint32_t)t->result_len : 0;
-    double progress = t ? t->progress : 0;
-    uint32_t out_hdr[2] = {0, MSG_DONE};
-    int bad = 0;
-    out.len = 0;
-    put(&out, out_hdr, 8, &bad);
-    put(&out, &id, 8, &bad);
-    put(&out, &rc, 4, &bad);
-    put(&out, &mlen, 4, &bad);
-    put(&out, why ? why : "", mlen, &bad);
-    put(&out, &has_result, 1, &bad);
-    put(&out, &rlen, 4, &bad);
-    put(&out, has_result ? t->result : "", rlen, &bad);
-    put(&out, &progress, 8, &bad);
-    if (bad)
-      _exit(1);
-    out_hdr[0] = (uint32_t)(out.len - 8);
-    memcpy(out.base, out_hdr, 4);
-    if (write_full(fd, out.base, out.len) != 0)
-      _exit(1);
-    if (t) {
-      for (int i = 0; i < t->nargs; i++)
-        if (t->args[i].type == 's' || t->args[i].type == 'b')
-          free((void *)t->args[i].v.p);
-      free(t->error);
-      free(t->result);
-    }
-    free(msg);
-  }
-}
-
-/* ---- the server side --------------------------------------------------- */
+/* ---- workers: starting, ending, replacing ------------------------------ */
 
 static void spawn_worker(worker *w);
 static void dispatch(coda__process_pool *p);
@@ -492,7 +171,7 @@ static void finish_current(worker *w, int rc, const char *message) {
   coda_task *t = current(w);
   if (!t)
     return;
-  w->head = (w->head + 1) % CHAIN_DEPTH;
+  w->head = (w->head + 1) % CODA__CHAIN_DEPTH;
   w->count--;
   w->begun = 0;
   uv_timer_stop(&w->timer);
@@ -533,7 +212,7 @@ static int is_ahead(const coda_task *t) {
 static void requeue_unstarted(worker *w) {
   coda__process_pool *p = w->pool;
   for (int k = w->count - 1; k >= 1; k--) {
-    coda_task *t = w->inflight[(w->head + k) % CHAIN_DEPTH];
+    coda_task *t = w->inflight[(w->head + k) % CODA__CHAIN_DEPTH];
     if (is_ahead(t))
       t->run->ahead--;
     else
@@ -621,55 +300,42 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(w->in.base + w->in.len, (unsigned)(w->in.cap - w->in.len));
 }
 
-/* Handles every complete DONE message in the worker's input. */
+/* Handles every complete message in the worker's input. */
 static void consume_input(worker *w) {
-  size_t at = 0;
-  while (w->in.len - at >= 8) {
-    uint32_t hdr[2];
-    memcpy(hdr, w->in.base + at, 8);
-    if (w->in.len - at - 8 < hdr[0])
-      break;
-    reader r = {w->in.base + at + 8, hdr[0], 0};
-    at += 8 + hdr[0];
-    if (hdr[1] == MSG_READY) {
+  size_t at = 0, n, len;
+  uint32_t kind;
+  const char *payload;
+  while ((n = coda__wire_next(w->in.base + at, w->in.len - at, &kind, &payload, &len))) {
+    at += n;
+    if (kind == CODA__MSG_READY) {
       w->ready = 1;
       continue;
     }
     uint64_t id = 0;
-    TAKE(&r, id);
     coda_task *t = current(w);
-    if (!t || t->id != id)
+    if (coda__wire_get_id(payload, len, &id) != 0 || !t || t->id != id)
       continue; /* not the head: stale or garbled */
-    if (hdr[1] == MSG_PROGRESS) {
+    if (kind == CODA__MSG_PROGRESS) {
       double progress = 0;
-      TAKE(&r, progress);
-      if (!r.bad && t->durable && !t->skipping)
+      if (coda__wire_get_progress(payload, len, &id, &progress) == 0 && t->durable &&
+          !t->skipping)
         coda_task_progress(t, progress);
       continue;
     }
-    int32_t rc = 0;
-    uint32_t mlen = 0, rlen = 0;
-    uint8_t has_result = 0;
-    double progress = 0;
-    TAKE(&r, rc);
-    TAKE(&r, mlen);
-    const char *msg = take(&r, mlen);
-    TAKE(&r, has_result);
-    TAKE(&r, rlen);
-    const char *result = take(&r, rlen);
-    TAKE(&r, progress);
-    if (hdr[1] != MSG_DONE || r.bad)
+    coda__done_msg m;
+    if (kind != CODA__MSG_DONE || coda__wire_get_done(payload, len, &m) != 0)
       continue;
-    int ran = !t->skipping && rc != CODA__SKIPPED;
-    if (ran && t->durable && progress != t->progress)
-      coda_task_progress(t, progress);
-    if (ran && t->durable && has_result)
-      coda_task_set_result(t, result ? result : "", rlen);
+    int ran = !t->skipping && m.rc != CODA__SKIPPED;
+    if (ran && t->durable && m.progress != t->progress)
+      coda_task_progress(t, m.progress);
+    if (ran && t->durable && m.has_result)
+      coda_task_set_result(t, m.result ? m.result : "", m.result_len);
     char text[512];
-    size_t n = mlen < sizeof text - 1 ? mlen : sizeof text - 1;
-    memcpy(text, msg ? msg : "", n);
-    text[n] = '\0';
-    finish_current(w, rc, n ? text : NULL);
+    size_t tn = m.message_len < sizeof text - 1 ? m.message_len : sizeof text - 1;
+    if (tn)
+      memcpy(text, m.message, tn);
+    text[tn] = '\0';
+    finish_current(w, m.rc, tn ? text : NULL);
   }
   memmove(w->in.base, w->in.base + at, w->in.len - at);
   w->in.len -= at;
@@ -703,13 +369,13 @@ static void on_written(uv_write_t *req, int status) {
  * (t is not sent). */
 static int send_task(worker *w, coda_task *t, const coda_task *after) {
   write_req *wr = calloc(1, sizeof *wr);
-  if (!wr || encode_task(&wr->buf, t, after) != 0) {
+  if (!wr || coda__wire_put_task(&wr->buf, t, after) != 0) {
     if (wr)
       coda__buf_free(&wr->buf);
     free(wr);
     return CODA_ENOMEM;
   }
-  w->inflight[(w->head + w->count) % CHAIN_DEPTH] = t;
+  w->inflight[(w->head + w->count) % CODA__CHAIN_DEPTH] = t;
   if (++w->count == 1)
     start_current(w);
   uv_buf_t b = uv_buf_init(wr->buf.base, (unsigned)wr->buf.len);
@@ -725,8 +391,8 @@ static int send_task(worker *w, coda_task *t, const coda_task *after) {
  * right behind its predecessor in w's pipe, so it is the head as soon as
  * that one ends, and the worker never waits for the parent in between. */
 static void chain_ahead(worker *w) {
-  while (w->alive && w->ready && w->count > 0 && w->count < CHAIN_DEPTH) {
-    coda_task *last = w->inflight[(w->head + w->count - 1) % CHAIN_DEPTH];
+  while (w->alive && w->ready && w->count > 0 && w->count < CODA__CHAIN_DEPTH) {
+    coda_task *last = w->inflight[(w->head + w->count - 1) % CODA__CHAIN_DEPTH];
     coda_tasks *run = last->run;
     if (!run || (run->flags & CODA_LIST_PARALLEL) || stops_after_failure(run))
       return;
@@ -959,7 +625,7 @@ void coda__process_pool_stop(coda__process_pool *p, int free_it) {
       if (t && t->durable && !t->skipping) {
         /* Killed by the stop, not by itself: its attempt is not spent.
          * It stays in the store as it is and runs at the next start. */
-        w->head = (w->head + 1) % CHAIN_DEPTH;
+        w->head = (w->head + 1) % CODA__CHAIN_DEPTH;
         w->count = 0;
         w->begun = 0;
         coda__stat_add(p->engine, t->executor, CODA_STAT_RUNNING, -1);
@@ -988,14 +654,4 @@ void coda__process_pool_stop(coda__process_pool *p, int free_it) {
   free(p->argv);
   free(p->envp);
   free(p);
-}
-
-int coda_app_worker(coda_app *app) {
-  const char *fd = getenv("CODA_WORKER_FD");
-  if (!fd)
-    return 0;
-  int n = atoi(fd);
-  unsetenv("CODA_WORKER_FD");
-  coda__process_worker_main(coda__engine_of(app), n);
-  return 0; /* not reached */
 }

@@ -60,7 +60,7 @@ static void gather_outcomes(coda__durable *d, coda__queue *batch, int n) {
 static int write_task(coda__durable *d, coda_task *t, int64_t now) {
   coda__store *s = d->store;
   d->scratch.len = 0;
-  if (coda__task_encode_args(t, &d->scratch) != 0)
+  if (coda__args_encode(t->args, t->nargs, &d->scratch) != 0)
     return CODA_ENOMEM;
   int delayed = t->run_at > now;
   coda__task_record r = {

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_TASK_ARGS 32
+#define MAX_TASK_ARGS CODA__ARGS_MAX
 
 static const char *const executor_names[] = {"default", "loop", "thread", "process"};
 
@@ -667,75 +667,17 @@ void coda__task_submit(coda_task *t) { submit(t); }
 
 /* ---- arguments as bytes (for stores) ------------------------------------ */
 
-int coda__task_encode_args(const coda_task *t, coda__buf *b) {
-  int rc = 0;
-  uint8_t n = (uint8_t)t->nargs;
-  rc |= coda__buf_append(b, &n, 1);
-  for (int i = 0; i < t->nargs; i++) {
-    const coda__arg *a = &t->args[i];
-    rc |= coda__buf_append(b, &a->type, 1);
-    if (a->type == 's' || a->type == 'b') {
-      rc |= coda__buf_append(b, &a->len, 4);
-      rc |= coda__buf_append(b, a->v.p, a->len);
-    } else {
-      rc |= coda__buf_append(b, &a->v, 8);
-    }
-  }
-  return rc ? CODA_ENOMEM : 0;
-}
-
 int coda__task_decode_args(coda_task_def *def, const void *data, size_t len,
                            coda_task **out) {
-  const unsigned char *p = data, *end = p + len;
-  if (len < 1 || p[0] > MAX_TASK_ARGS)
-    return CODA_EINVAL;
-  int nargs = p[0];
-  size_t bytes = 0;
-  /* First pass: check the framing and measure. */
-  const unsigned char *q = p + 1;
-  for (int i = 0; i < nargs; i++) {
-    if (q >= end)
-      return CODA_EINVAL;
-    char type = (char)*q++;
-    if (type == 's' || type == 'b') {
-      uint32_t n;
-      if (end - q < 4)
-        return CODA_EINVAL;
-      memcpy(&n, q, 4);
-      q += 4;
-      if ((size_t)(end - q) < n)
-        return CODA_EINVAL;
-      q += n;
-      bytes += n + 1;
-    } else if (type == 'i' || type == 'd') {
-      if (end - q < 8)
-        return CODA_EINVAL;
-      q += 8;
-    } else {
-      return CODA_EINVAL;
-    }
-  }
+  int nargs;
+  size_t bytes;
+  int rc = coda__args_measure(data, len, &nargs, &bytes);
+  if (rc)
+    return rc;
   coda_task *t = task_alloc(def, nargs, bytes);
   if (!t)
     return CODA_ENOMEM;
-  char *dst = (char *)(t->args + nargs);
-  q = p + 1;
-  for (int i = 0; i < nargs; i++) {
-    coda__arg *a = &t->args[i];
-    a->type = (char)*q++;
-    if (a->type == 's' || a->type == 'b') {
-      memcpy(&a->len, q, 4);
-      q += 4;
-      memcpy(dst, q, a->len);
-      dst[a->len] = '\0';
-      a->v.p = dst;
-      dst += a->len + 1;
-      q += a->len;
-    } else {
-      memcpy(&a->v, q, 8);
-      q += 8;
-    }
-  }
+  coda__args_decode(data, len, t->args, nargs, (char *)(t->args + nargs), bytes);
   *out = t;
   return 0;
 }
@@ -979,7 +921,9 @@ int coda_task_fail(coda_task *t, const char *fmt, ...) {
 int coda_task_cancelled(const coda_task *t) {
   return atomic_load_explicit(&((coda_task *)t)->cancelled, memory_order_relaxed);
 }
-int coda_task_delivered(const coda_task *t) { return t->run ? t->run->delivered : 0; }
+int coda_task_delivered(const coda_task *t) {
+  return t->run ? t->run->delivered : t->delivered;
+}
 const char *coda_task_name(const coda_task *t) { return t->def->name; }
 coda_executor coda_task_executor(const coda_task *t) { return t->executor; }
 uint64_t coda_task_id(const coda_task *t) { return t->id; }

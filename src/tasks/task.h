@@ -16,6 +16,7 @@
 #include "common/buf.h"
 #include "common/inbox.h"
 #include "common/queue.h"
+#include "tasks/args.h"
 
 #include <stdatomic.h>
 #include <uv.h>
@@ -60,16 +61,6 @@ struct coda_task_def {
   coda__engine *engine;
 };
 
-typedef struct coda__arg {
-  char type; /* 's', 'i', 'd', 'b' */
-  uint32_t len;
-  union {
-    int64_t i;
-    double d;
-    const char *p;
-  } v;
-} coda__arg;
-
 struct coda_task {
   coda__queue link; /* in an executor queue */
   struct coda_tasks *run;
@@ -96,6 +87,9 @@ struct coda_task {
    * list that stops on failure, skipped there rather than run (skipping). */
   unsigned chained : 1;
   unsigned skipping : 1;
+  /* PROCESS, in a worker: whether its response was delivered, as the server
+   * said (the worker's copy of the task has no run to ask). */
+  unsigned delivered : 1;
   /* Durable tasks (durable.c). The store thread reads them while it writes
    * the task; the hand-offs through its queue order those accesses. */
   unsigned durable : 1;
@@ -293,9 +287,9 @@ int coda__thread_pool_stop(coda__thread_pool *p);
  * CODA_ESTATE while one still runs. Any thread. */
 int coda__thread_pool_release(coda__thread_pool *p);
 
-/* Argument bytes for a store (native byte order): encode appends to b;
- * decode builds a task of def with its own copy. */
-int coda__task_encode_args(const coda_task *t, struct coda__buf *b);
+/* Builds a task of def from argument bytes read back from a store (the
+ * codec of args.h), with its own copy of them. CODA_EINVAL if they do not
+ * decode. */
 int coda__task_decode_args(coda_task_def *def, const void *data, size_t len,
                            coda_task **out);
 /* Takes a slot for a task read back from the store (may exceed the bound

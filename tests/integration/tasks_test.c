@@ -123,11 +123,11 @@ static int delivered_task(coda_task *t) {
   return 0;
 }
 
-static coda_task_def *delivered_def;
+static coda_task_def *delivered_def, *delivered_process_def;
 
 typedef struct {
   coda_task_def *note_thread, *note_loop, *note_process, *fail_thread, *fail_process,
-      *crash, *spin, *slow, *args, *sleeper;
+      *crash, *spin, *slow, *args, *args_process, *sleeper;
 } defs;
 
 static defs register_tasks(coda_app *app) {
@@ -142,7 +142,10 @@ static defs register_tasks(coda_app *app) {
   d.sleeper = coda_app_task(app, "sleeper", sleeper_task, CODA_EXEC_PROCESS);
   d.slow = coda_app_task(app, "slow", slow_thread_task, CODA_EXEC_THREAD);
   d.args = coda_app_task(app, "args", args_task, CODA_EXEC_THREAD);
+  d.args_process = coda_app_task(app, "args_process", args_task, CODA_EXEC_PROCESS);
   delivered_def = coda_app_task(app, "delivered", delivered_task, CODA_EXEC_THREAD);
+  delivered_process_def =
+      coda_app_task(app, "delivered_process", delivered_task, CODA_EXEC_PROCESS);
   coda_task_def_timeout(d.spin, 200);
   coda_task_def_timeout(d.slow, 100);
   return d;
@@ -190,10 +193,12 @@ static int h_big(coda_req *req, coda_res *res, void *user) {
   return coda_res_body_static(res, big, sizeof big);
 }
 
-/* GET /big-delivered: 16 MiB, then a task that asks if they arrived. */
+/* GET /big-delivered[?process=1]: 16 MiB, then a task that asks if they
+ * arrived. */
 static int h_big_delivered(coda_req *req, coda_res *res, void *user) {
-  (void)req, (void)user;
-  coda_res_add_task(res, delivered_def, "");
+  (void)user;
+  coda_res_add_task(
+      res, coda_req_query(req, "process") ? delivered_process_def : delivered_def, "");
   return coda_res_body_static(res, big, sizeof big);
 }
 
@@ -204,13 +209,15 @@ static int h_slowtask(coda_req *req, coda_res *res, void *user) {
   return rc ? rc : coda_res_body_static(res, "fast", 4);
 }
 
-/* POST /args: arguments from request memory, which is reused right after. */
+/* POST /args[?process=1]: arguments from request memory, which is reused
+ * right after, for a THREAD task or a PROCESS one. */
 static int h_args(coda_req *req, coda_res *res, void *user) {
   (void)user;
   size_t len;
   const char *body = coda_req_body(req, &len);
-  int rc = coda_res_add_task(res, D.args, "sib", coda_req_header(req, "X-Name"),
-                             (int64_t)42, body, len);
+  coda_task_def *def = coda_req_query(req, "process") ? D.args_process : D.args;
+  int rc = coda_res_add_task(res, def, "sib", coda_req_header(req, "X-Name"), (int64_t)42,
+                             body, len);
   return rc ? rc : coda_res_body_static(res, "ok", 2);
 }
 
@@ -444,11 +451,15 @@ TEST(no_task_starts_before_the_last_byte_is_written) {
 }
 
 /* The client resets the connection mid-response: the committed task still
- * runs, and knows its response did not arrive. */
-TEST(tasks_of_an_abandoned_response_run_and_know_it) {
+ * runs, and knows its response did not arrive; after a response read to
+ * the end, it knows it did. `query` picks the task's executor. */
+static void check_delivered(const char *query) {
+  char request[128];
+  snprintf(request, sizeof request, "GET /big-delivered%s HTTP/1.1\r\nHost: x\r\n\r\n",
+           query);
   journal_reset();
   int fd = tc_connect_rcvbuf(ts.port, 5000, 4096);
-  tc_send_str(fd, "GET /big-delivered HTTP/1.1\r\nHost: x\r\n\r\n");
+  tc_send_str(fd, request);
   tc_sleep_ms(100);
   struct linger lg = {1, 0};
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -460,13 +471,21 @@ TEST(tasks_of_an_abandoned_response_run_and_know_it) {
   journal_reset();
   char resp[4096];
   fd = tc_connect(ts.port, 5000);
-  tc_send_str(fd, "GET /big-delivered HTTP/1.1\r\nHost: x\r\n\r\n");
+  tc_send_str(fd, request);
   static char whole[sizeof big + 4096];
   REQUIRE(tc_read_response(fd, whole, sizeof whole) > sizeof big);
   close(fd);
   REQUIRE(journal_wait("delivered=", 3000));
   journal_read(resp, sizeof resp);
   CHECK_EQ_STR(resp, "delivered=1\n");
+}
+
+TEST(tasks_of_an_abandoned_response_run_and_know_it) { check_delivered(""); }
+
+/* A PROCESS task runs in another process, with no run of its own there:
+ * its worker is told whether the response was delivered. */
+TEST(a_process_task_knows_whether_its_response_was_delivered) {
+  check_delivered("?process=1");
 }
 
 TEST(arguments_are_copied_and_outlive_the_request) {
@@ -487,6 +506,27 @@ TEST(arguments_are_copied_and_outlive_the_request) {
   journal_read(buf, sizeof buf);
   CHECK(strstr(buf, "args first 42 3 0103 delivered=1\n") != NULL);
   CHECK(strstr(buf, "args second 42 2 aabb delivered=1\n") != NULL);
+}
+
+/* The same arguments reach a PROCESS task, through its worker's pipe. */
+TEST(arguments_reach_a_process_task_whole) {
+  journal_reset();
+  int fd = tc_connect(ts.port, 5000);
+  char buf[4096];
+  static const char two[] = /* a NUL inside the first body */
+      "POST /args?process=1 HTTP/1.1\r\nHost: x\r\nX-Name: pfirst\r\n"
+      "Content-Length: 3\r\n\r\n\x01\x00\x03"
+      "POST /args?process=1 HTTP/1.1\r\nHost: x\r\nX-Name: psecond\r\n"
+      "Content-Length: 0\r\n\r\n";
+  tc_send(fd, two, sizeof two - 1);
+  REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  close(fd);
+  REQUIRE(journal_wait("args psecond", 3000));
+  REQUIRE(journal_wait("args pfirst", 3000));
+  journal_read(buf, sizeof buf);
+  CHECK(strstr(buf, "args pfirst 42 3 0103 delivered=1\n") != NULL);
+  CHECK(strstr(buf, "args psecond 42 0 0000 delivered=1\n") != NULL);
 }
 
 TEST(route_level_and_middleware_tasks) {
@@ -943,7 +983,9 @@ int main(void) {
       TEST_CASE(the_response_is_complete_before_the_task_starts),
       TEST_CASE(no_task_starts_before_the_last_byte_is_written),
       TEST_CASE(tasks_of_an_abandoned_response_run_and_know_it),
+      TEST_CASE(a_process_task_knows_whether_its_response_was_delivered),
       TEST_CASE(arguments_are_copied_and_outlive_the_request),
+      TEST_CASE(arguments_reach_a_process_task_whole),
       TEST_CASE(route_level_and_middleware_tasks),
       TEST_CASE(a_parallel_list_runs_its_tasks_together),
       TEST_CASE(a_crashing_process_task_is_reported_and_its_worker_replaced),
