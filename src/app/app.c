@@ -339,8 +339,10 @@ size_t coda_stats_json(const coda_app *app, char *buf, size_t cap) {
   char tmp[8192];
   size_t n = (size_t)snprintf(tmp, sizeof tmp, "{\"requests\":%llu",
                               (unsigned long long)coda__app_requests(app));
-  if (app->ext.stats_json) {
-    n += app->ext.stats_json(app->ext.data, tmp + n, sizeof tmp - n);
+  for (int i = 0; i < app->nservices; i++) {
+    const coda__service *svc = app->services[i];
+    if (svc->stats_json)
+      n += svc->stats_json(svc->data, tmp + n, sizeof tmp - n);
     if (n >= sizeof tmp - 1)
       n = sizeof tmp - 2;
   }

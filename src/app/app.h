@@ -55,9 +55,6 @@ typedef struct coda__app_ext {
   /* coda_app_bind() and coda_app_run() call it first: a process that is a
    * task worker serves there and never returns. */
   void (*enter)(void *data);
-  /* Appends ,"name":{...} members to the JSON of coda_stats_json(). Any
-   * thread. Returns the length needed, like snprintf. */
-  size_t (*stats_json)(void *data, char *buf, size_t cap);
   /* coda_app_free(): free the layer. Returns nonzero if it cannot be
    * freed yet (threads of it still run): the app is then kept. */
   int (*free)(void *data);

@@ -123,6 +123,10 @@ typedef struct coda__service {
   void (*report)(void *data);
   /* Control thread, after every loop thread has ended. */
   void (*stop)(void *data);
+  /* Appends ,"name":{...} members to a JSON object of figures (the app's
+   * coda_stats_json()). Any thread, running or not. Returns the length
+   * needed, like snprintf. */
+  size_t (*stats_json)(void *data, char *buf, size_t cap);
 } coda__service;
 
 struct coda__loop {

@@ -195,6 +195,5 @@ const coda__app_ext coda__tasks_ext = {
     .gate = ext_gate,
     .committed = ext_committed,
     .enter = ext_enter,
-    .stats_json = coda__engine_stats_json,
     .free = coda__engine_free,
 };

@@ -135,7 +135,8 @@ coda__engine *coda__engine_of(coda_app *app) {
                                service_start,        service_loop_init,
                                service_loop_close,   service_ready,
                                service_drain,        service_outstanding,
-                               service_report,       service_stop};
+                               service_report,       service_stop,
+                               coda__engine_stats_json};
   coda__app_ext ext = coda__tasks_ext;
   ext.data = e;
   if (coda__app_add_service(app, &e->service) != 0 || coda__app_set_ext(app, &ext) != 0) {
@@ -943,7 +944,7 @@ long coda_task_stat(const coda_app *app, coda_executor ex, coda_task_stat_kind k
   return e ? atomic_load_explicit(&e->stats[ex][kind], memory_order_relaxed) : 0;
 }
 
-/* The app's stats_json extension: ,"tasks":{...},"durable":{...}. */
+/* The engine's figures for coda_stats_json(): ,"tasks":{...},"durable":{...}. */
 size_t coda__engine_stats_json(void *data, char *buf, size_t cap) {
   static const char *const names[CODA_STAT_COUNT_] = {
       "queued",  "running", "succeeded", "failed",    "timed_out", "crashed",  "rejected",
