@@ -197,7 +197,7 @@ static void push_op(coda__durable *d, coda__store_op *op) {
 int coda__durable_hold(coda_res *res, coda_tasks *run) {
   coda__engine *e = coda__engine_peek(res->app);
   coda__durable *d = e ? e->durable : NULL;
-  if (!d || !d->running || !run->loop)
+  if (!d || !atomic_load(&d->running) || !run->loop)
     return CODA_ESTORE;
   coda__hold *h = calloc(1, sizeof *h);
   if (!h)
@@ -215,7 +215,7 @@ static int enqueue_alone(coda_app *app, coda_task_def *def, coda_task_opts *opts
                          const char *fmt, va_list ap) {
   coda__engine *e = coda__engine_peek(app);
   coda__durable *d = e ? e->durable : NULL;
-  if (!d || !d->running)
+  if (!d || !atomic_load(&d->running))
     return CODA_ESTATE;
   coda_task_opts o;
   int rc = coda__opts_read(opts, &o);
@@ -253,7 +253,7 @@ int coda_app_store_sync(coda_app *app) {
   coda__durable *d = app_durable(app);
   if (!d)
     return CODA_ESTATE;
-  if (!d->running)
+  if (!atomic_load(&d->running))
     return 0;
   coda__sync_op op = {.op = {.kind = CODA__OP_SYNC}};
   uv_mutex_lock(&d->mu);

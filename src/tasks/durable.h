@@ -75,7 +75,7 @@ struct coda__durable {
   int stop;
   int coalescing; /* the store thread gathers outcomes: they need no wake-up */
   int kick;       /* claim now (the loops just became ready) */
-  int running;
+  atomic_int running; /* the store thread runs: read from any thread */
   uv_thread_t thread;
   atomic_int faulted;                  /* the last batch failed: adds fail fast */
   atomic_long batches, errors, purged; /* for the stats */
