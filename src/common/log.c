@@ -66,7 +66,9 @@ int coda__logger_init(coda__logger *lg, int fd, size_t ring_bytes) {
   return 0;
 }
 
-static int has_work(const coda__logger *lg) { return lg->head != lg->tail || lg->dropped; }
+static int has_work(const coda__logger *lg) {
+  return lg->head != lg->tail || lg->dropped;
+}
 
 /* Waits on the condition in state `what`; called with mu held. */
 static void writer_wait(coda__logger *lg, int what) {

@@ -40,7 +40,7 @@ typedef struct coda__logger {
   uint64_t head; /* next byte to write out */
   uint64_t tail; /* next byte to fill */
   uint64_t dropped;
-  long gather_ms;  /* set after init to change CODA__LOG_GATHER_MS */
+  long gather_ms; /* set after init to change CODA__LOG_GATHER_MS */
   int fd;
   int started;   /* the writer thread exists (start/stop caller only) */
   int accepting; /* the writer takes lines; otherwise callers write through */

@@ -219,6 +219,6 @@ RUN_TESTS(common, TEST_CASE(errors_have_names),
           TEST_CASE(arena_uses_the_inline_block_first_then_the_heap),
           TEST_CASE(buf_grows_and_formats_numbers),
           TEST_CASE(log_lines_use_the_seeds_prefixes_and_truncate),
-          TEST_CASE(logger_writes_lines_in_batches), TEST_CASE(logger_wakes_its_idle_writer),
-          TEST_CASE(logger_stop_loses_no_line),
+          TEST_CASE(logger_writes_lines_in_batches),
+          TEST_CASE(logger_wakes_its_idle_writer), TEST_CASE(logger_stop_loses_no_line),
           TEST_CASE(queue_links_and_unlinks))
