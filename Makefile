@@ -8,7 +8,7 @@ JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:8000
 FUZZ_TIME  ?= 60
 
-.PHONY: all deps build run test test-asan test-tsan fuzz bench bench-tasks bench-durable install clean format
+.PHONY: all deps build run test test-asan test-tsan fuzz bench bench-tasks bench-durable bench-hotpath install clean format
 
 all: build
 
@@ -42,6 +42,10 @@ bench-tasks: build
 bench-durable: build
 	@scripts/deps bench
 	@BUILD=$(BUILD) bench/durable.sh
+
+bench-hotpath: build
+	@scripts/deps bench
+	@BUILD=$(BUILD) bench/hotpath.sh
 
 test-tsan: deps
 	@scripts/test tsan

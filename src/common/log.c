@@ -1,5 +1,9 @@
 /*
- * log.c - the logger thread and line formatting (see log.h).
+ * log.c - the logger thread and line formatting (see log.h for the lock
+ * rule and the wake-up policy).
+ *
+ * The writer thread is the only one that calls write(2) while the logger
+ * runs; callers on loop threads only copy into the ring and, rarely, signal.
  */
 #include "common/log.h"
 
@@ -7,7 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+/* What the writer thread is doing, for callers deciding whether to signal. */
+enum { WRITER_BUSY, WRITER_IDLE, WRITER_GATHERING };
 
 static void write_all(int fd, const char *p, size_t n) {
   while (n > 0) {
@@ -22,6 +30,22 @@ static void write_all(int fd, const char *p, size_t n) {
   }
 }
 
+/* Writes ring bytes [from, to) with one writev(2) when the sink takes them
+ * all (the span may wrap around the end of the ring). */
+static void write_span(coda__logger *lg, uint64_t from, uint64_t to) {
+  while (from < to) {
+    size_t at = (size_t)(from % lg->cap), n = (size_t)(to - from);
+    struct iovec iov[2] = {{lg->ring + at, lg->cap - at < n ? lg->cap - at : n}};
+    iov[1] = (struct iovec){lg->ring, n - iov[0].iov_len};
+    ssize_t w = writev(lg->fd, iov, iov[1].iov_len ? 2 : 1);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return; /* nowhere left to report a failing log sink */
+    from += (uint64_t)w;
+  }
+}
+
 int coda__logger_init(coda__logger *lg, int fd, size_t ring_bytes) {
   memset(lg, 0, sizeof *lg);
   lg->ring = malloc(ring_bytes);
@@ -29,6 +53,7 @@ int coda__logger_init(coda__logger *lg, int fd, size_t ring_bytes) {
     return CODA_ENOMEM;
   lg->cap = ring_bytes;
   lg->fd = fd;
+  lg->gather_ms = CODA__LOG_GATHER_MS;
   if (uv_mutex_init(&lg->mu) != 0) {
     free(lg->ring);
     return CODA_ENOMEM;
@@ -41,33 +66,36 @@ int coda__logger_init(coda__logger *lg, int fd, size_t ring_bytes) {
   return 0;
 }
 
-/* Copies up to `max` bytes out of the ring; called with mu held. */
-static size_t take_locked(coda__logger *lg, char *out, size_t max) {
-  size_t n = (size_t)(lg->tail - lg->head);
-  if (n > max)
-    n = max;
-  size_t at = (size_t)(lg->head % lg->cap);
-  size_t first = lg->cap - at < n ? lg->cap - at : n;
-  memcpy(out, lg->ring + at, first);
-  memcpy(out + first, lg->ring, n - first);
-  lg->head += n;
-  return n;
+static int has_work(const coda__logger *lg) {
+  return lg->head != lg->tail || lg->dropped;
+}
+
+/* Waits on the condition in state `what`; called with mu held. */
+static void writer_wait(coda__logger *lg, int what) {
+  lg->writer = what;
+  if (what == WRITER_IDLE)
+    uv_cond_wait(&lg->cond, &lg->mu);
+  else
+    (void)uv_cond_timedwait(&lg->cond, &lg->mu, (uint64_t)lg->gather_ms * 1000000u);
+  lg->writer = WRITER_BUSY;
+  lg->signalled = 0;
 }
 
 static void writer_main(void *arg) {
   coda__logger *lg = arg;
-  char chunk[16384];
   uv_mutex_lock(&lg->mu);
   for (;;) {
-    while (lg->head == lg->tail && !lg->dropped && !lg->stop)
-      uv_cond_wait(&lg->cond, &lg->mu);
-    if (lg->head == lg->tail && !lg->dropped && lg->stop)
+    while (!has_work(lg) && !lg->stop)
+      writer_wait(lg, WRITER_IDLE);
+    /* Let more lines come (a caller ends this early past half full). */
+    if (!lg->stop && lg->gather_ms > 0 && lg->tail - lg->head < lg->cap / 2)
+      writer_wait(lg, WRITER_GATHERING);
+    if (!has_work(lg) && lg->stop)
       break;
-    size_t n = take_locked(lg, chunk, sizeof chunk);
-    uint64_t dropped = lg->dropped;
+    uint64_t from = lg->head, to = lg->tail, dropped = lg->dropped;
     lg->dropped = 0;
     uv_mutex_unlock(&lg->mu);
-    write_all(lg->fd, chunk, n);
+    write_span(lg, from, to);
     if (dropped) {
       char note[96];
       int m = snprintf(note, sizeof note,
@@ -76,29 +104,41 @@ static void writer_main(void *arg) {
       write_all(lg->fd, note, (size_t)m);
     }
     uv_mutex_lock(&lg->mu);
+    lg->head = to; /* only now may callers reuse those bytes */
   }
+  /* Still under mu: from here on callers write through, so a line logged
+   * while the logger stops is written, not left in the ring. */
+  lg->accepting = 0;
   uv_mutex_unlock(&lg->mu);
 }
 
 int coda__logger_start(coda__logger *lg) {
-  if (lg->running)
+  if (lg->started)
     return 0;
+  uv_mutex_lock(&lg->mu);
   lg->stop = 0;
-  if (uv_thread_create(&lg->thread, writer_main, lg) != 0)
+  lg->accepting = 1;
+  lg->writer = WRITER_BUSY;
+  uv_mutex_unlock(&lg->mu);
+  if (uv_thread_create(&lg->thread, writer_main, lg) != 0) {
+    uv_mutex_lock(&lg->mu);
+    lg->accepting = 0;
+    uv_mutex_unlock(&lg->mu);
     return CODA_ENOMEM;
-  lg->running = 1;
+  }
+  lg->started = 1;
   return 0;
 }
 
 void coda__logger_stop(coda__logger *lg) {
-  if (!lg->running)
+  if (!lg->started)
     return;
   uv_mutex_lock(&lg->mu);
   lg->stop = 1;
   uv_cond_signal(&lg->cond);
   uv_mutex_unlock(&lg->mu);
   uv_thread_join(&lg->thread);
-  lg->running = 0;
+  lg->started = 0;
 }
 
 void coda__logger_free(coda__logger *lg) {
@@ -111,7 +151,7 @@ void coda__logger_free(coda__logger *lg) {
 
 void coda__logger_write(coda__logger *lg, const char *p, size_t n) {
   uv_mutex_lock(&lg->mu);
-  if (!lg->running) {
+  if (!lg->accepting) {
     /* No writer yet (start-up) or any more (shutdown): write through. */
     write_all(lg->fd, p, n);
     uv_mutex_unlock(&lg->mu);
@@ -126,8 +166,14 @@ void coda__logger_write(coda__logger *lg, const char *p, size_t n) {
     memcpy(lg->ring, p + first, n - first);
     lg->tail += n;
   }
-  uv_cond_signal(&lg->cond);
+  /* A busy or gathering writer looks at the ring again by itself. */
+  int wake = !lg->signalled &&
+             (lg->writer == WRITER_IDLE ||
+              (lg->writer == WRITER_GATHERING && lg->tail - lg->head >= lg->cap / 2));
+  lg->signalled |= wake;
   uv_mutex_unlock(&lg->mu);
+  if (wake)
+    uv_cond_signal(&lg->cond); /* the one waiter is the writer */
 }
 
 static const char *const level_prefix[] = {
