@@ -95,9 +95,13 @@ int coda__loop_submit(coda__task_loop *tl, coda_task *t) {
   return coda__inbox_post(tl->inbox, &t->post, on_post);
 }
 
-int coda__task_loop_on_thread(const coda__task_loop *tl) {
+/* A closed loop's batch is never flushed again: a THREAD task started
+ * while the loop ends (a LOOP task before it in its list was cancelled by
+ * the inbox's close) goes straight to the pool. `closed` is written on the
+ * loop's own thread, so reading it here, on that thread, needs no lock. */
+int coda__loop_can_defer(const coda__task_loop *tl) {
   uv_thread_t me = uv_thread_self();
-  return uv_thread_equal(&me, tl->self);
+  return uv_thread_equal(&me, tl->self) && !tl->closed;
 }
 
 static void on_idle(uv_idle_t *h) { (void)h; }

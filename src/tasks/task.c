@@ -647,7 +647,7 @@ static void submit(coda_task *t) {
       rc = coda__process_pool_submit(e->procs, t);
     break;
   default:
-    if (e->threads && t->loop && coda__task_loop_on_thread(t->loop)) {
+    if (e->threads && t->loop && coda__loop_can_defer(t->loop)) {
       coda__loop_defer_thread_task(t->loop, t); /* one hand-off per iteration */
       rc = 0;
     } else if (e->threads) {

@@ -273,9 +273,10 @@ int coda__thread_pool_submit(coda__thread_pool *p, coda_task *t);
 /* Submits a whole queue of tasks with one lock and the fewest wake-ups;
  * `tasks` ends empty on success. CODA_ESTATE once stopped. */
 int coda__thread_pool_submit_batch(coda__thread_pool *p, coda__queue *tasks);
-/* On the loop's own thread: THREAD tasks started during this iteration are
- * collected and submitted together when the iteration's I/O is done. */
-int coda__task_loop_on_thread(const coda__task_loop *tl);
+/* On the loop's own thread, while its executor is open: THREAD tasks
+ * started during this iteration are collected and submitted together when
+ * the iteration's I/O is done. */
+int coda__loop_can_defer(const coda__task_loop *tl);
 void coda__loop_defer_thread_task(coda__task_loop *tl, coda_task *t);
 void coda__thread_pool_watch(coda__thread_pool *p, uint64_t now_ns);
 /* Stops the pool: running tasks are cancelled and get a short grace; the
