@@ -590,7 +590,6 @@ int coda__server_run(coda__server *s) {
     cut += s->loops[i].cut_connections;
     if (uv_loop_close(&s->loops[i].uv) == UV_EBUSY)
       CODA__SERVER_LOG(s, CODA_LOG_WARN, "loop %d ended with handles still open", i);
-    coda__inbox_destroy(&s->loops[i].inbox);
     coda__buf_free(&s->loops[i].log);
   }
   if (control) {
@@ -598,6 +597,11 @@ int coda__server_run(coda__server *s) {
       if (s->services[i]->stop)
         s->services[i]->stop(s->services[i]->data);
   }
+  /* Closed since their loop ended (posts are refused), the inboxes are
+   * destroyed only now: a service's threads may try to post until it has
+   * stopped them. */
+  for (int i = 0; i < started; i++)
+    coda__inbox_destroy(&s->loops[i].inbox);
   if (cut)
     CODA__SERVER_LOG(s, CODA_LOG_WARN, "shutdown deadline: %d connections cut", cut);
   else if (rc == 0)

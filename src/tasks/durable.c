@@ -435,7 +435,7 @@ static void on_hold_written(coda__inbox_msg *m, int cancelled) {
 }
 
 void coda__durable_hold_written(coda__hold *h) {
-  if (coda__inbox_post(h->loop->inbox, &h->msg, on_hold_written) != 0)
+  if (coda__task_loop_post(h->loop, &h->msg, on_hold_written) != 0)
     abandon_hold(h);
 }
 

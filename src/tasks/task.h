@@ -28,12 +28,25 @@ typedef struct coda__process_pool coda__process_pool;
 /* The engine's state on one event loop: where LOOP tasks run and where
  * THREAD tasks started on that loop are batched. Made by
  * coda__engine_add_loop() for any libuv loop with an inbox: a server's
- * loops (through the engine's service) or bare ones (a test, a worker). */
+ * loops (through the engine's service) or bare ones (a test, a worker).
+ *
+ * It outlives its loop: tasks and held responses keep pointing at it (a
+ * THREAD task left running at shutdown submits the next task of its list
+ * when it returns, long after), so it is freed only with the engine. The
+ * loop, its inbox and the memory they live in are its owner's, and may be
+ * gone once the loop has ended: `mu` orders every post to `inbox` before
+ * the executor's close, after which `inbox` is never touched again. */
 typedef struct coda__task_loop {
   coda__engine *engine;
   uv_loop_t *uv;
+  uv_mutex_t mu; /* protects `closed` against the posting threads */
   coda__inbox *inbox;
-  const uv_thread_t *self; /* the loop's thread, valid once it runs */
+  int closed;                      /* set under mu by the loop's close */
+  struct coda__task_loop *retired; /* the engine's list of ended loops */
+  /* The loop's thread, learnt by the executor's first callback there
+   * (before that, nothing is batched). */
+  uv_thread_t self;
+  atomic_int self_known;
   /* THREAD tasks started on this loop during the current iteration,
    * submitted together by the check handle (loop thread only). */
   coda__queue thread_batch;
@@ -45,7 +58,6 @@ typedef struct coda__task_loop {
   uv_check_t thread_batch_check;
   uv_idle_t thread_batch_idle; /* active while the batch is not empty: the
                                   next poll must not block before the flush */
-  int closed;
 } coda__task_loop;
 
 struct coda_task_def {
@@ -137,8 +149,10 @@ struct coda__engine {
   atomic_long outstanding;
   coda_task_error_hook hook;
   void *hook_user;
-  coda__thread_pool *threads;
-  coda__process_pool *procs;
+  /* The pools, NULL once stopped. Atomic: a THREAD task left running at
+   * shutdown reads them when it submits the next task of its list. */
+  _Atomic(coda__thread_pool *) threads;
+  _Atomic(coda__process_pool *) procs;
   coda__server *server;     /* while draining: told when outstanding hits 0 */
   coda__service service;    /* how the server runs the engine */
   int loop_slot;            /* the server loops' slot holding a coda__task_loop */
@@ -147,6 +161,7 @@ struct coda__engine {
   int loops_cap;
   uv_mutex_t loops_mu;      /* protects loops/nloops against a reader on
                                another thread while a loop is added */
+  coda__task_loop *retired; /* loops of earlier runs, freed with the engine */
   uv_timer_t watch;         /* THREAD task timeouts (control loop) */
   int watching;
   coda_tasks **route_lists; /* templates of route-level tasks, owned here */
@@ -172,13 +187,13 @@ size_t coda__engine_stats_json(void *data, char *buf, size_t cap);
  * that loop). Then add each loop tasks may use (before it runs, or on its
  * thread), and call coda__engine_ready() once they are all there. */
 int coda__engine_start(coda__engine *e, uv_loop_t *control);
-coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv, coda__inbox *inbox,
-                                       const uv_thread_t *self);
+coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv, coda__inbox *inbox);
 void coda__engine_ready(coda__engine *e);
 /* Takes no new attempts from the store; sets `draining`. */
 void coda__engine_drain(coda__engine *e);
 /* Closes the engine's state on a loop (its thread, or once it no longer
- * runs); LOOP tasks posted later are dropped by the inbox's close. */
+ * runs), before the loop's inbox closes: from then on LOOP tasks and held
+ * responses for that loop are refused at once, on the posting thread. */
 void coda__engine_loop_close(coda__task_loop *tl);
 /* Stops the pools and the store thread; tasks still queued are dropped
  * and counted. The control loop must run once more to close the watchdog. */
@@ -238,6 +253,11 @@ void coda__run_abandon(coda_tasks *run);
 /* Executors. */
 int coda__loop_executor_init(coda__task_loop *tl);
 void coda__loop_executor_close(coda__task_loop *tl);
+/* Frees what coda__loop_executor_init() made (once the loop has ended). */
+void coda__loop_executor_destroy(coda__task_loop *tl);
+/* Posts msg to the loop's inbox: 0, or CODA_ESTATE once the loop's
+ * executor has closed (msg was not posted). Any thread. */
+int coda__task_loop_post(coda__task_loop *tl, coda__inbox_msg *msg, coda__inbox_fn fn);
 int coda__loop_submit(coda__task_loop *tl, coda_task *t);
 /* LOOP tasks still pending when their loop ended: dropped (never done) or
  * freed (finished by their timeout). After the loop's thread has ended. */

@@ -132,9 +132,29 @@ static int h_stubborn(coda_req *req, coda_res *res, void *user) {
   return rc ? rc : coda_res_body_static(res, "ok", 2);
 }
 
+/* After the stubborn task in its list: a LOOP task, submitted by the left
+ * thread once the loops, the server and the engine's loop state are gone. */
+static atomic_int after_stubborn_runs;
+
+static int after_stubborn(coda_task *t) {
+  (void)t;
+  atomic_fetch_add(&after_stubborn_runs, 1);
+  return 0;
+}
+
+static coda_task_def *after_stubborn_def;
+
+static int h_stubborn_then_loop(coda_req *req, coda_res *res, void *user) {
+  (void)req;
+  int rc = coda_res_add_task(res, user, "");
+  rc = rc ? rc : coda_res_add_task(res, after_stubborn_def, "");
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
 /* Stops an app whose thread task never returns, with one stop or two, and
- * returns how long coda_app_run() took to return. */
-static long stop_with_stubborn_task(long drain_ms, int stops) {
+ * returns how long coda_app_run() took to return. With `then_loop`, a LOOP
+ * task follows the stubborn one in its list. */
+static long stop_with_stubborn_list(long drain_ms, int stops, int then_loop) {
   atomic_store(&stubborn_started, 0);
   atomic_store(&stubborn_done, 0);
   coda_app *app = coda_app_new();
@@ -143,7 +163,9 @@ static long stop_with_stubborn_task(long drain_ms, int stops) {
   coda_app_set(app, CODA_OPT_LOG_LEVEL, CODA_LOG_ERROR);
   coda_app_set(app, CODA_OPT_TASK_DRAIN_TIMEOUT, drain_ms);
   coda_task_def *def = coda_app_task(app, "stubborn", stubborn, CODA_EXEC_THREAD);
-  coda_app_route(app, "GET", "/stubborn", h_stubborn, def);
+  after_stubborn_def = coda_app_task(app, "after_stubborn", after_stubborn, CODA_EXEC_LOOP);
+  coda_app_route(app, "GET", "/stubborn", then_loop ? h_stubborn_then_loop : h_stubborn,
+                 def);
   test_server ts;
   if (ts_start(&ts, app) != 0)
     return -1;
@@ -171,6 +193,10 @@ static long stop_with_stubborn_task(long drain_ms, int stops) {
   return took;
 }
 
+static long stop_with_stubborn_task(long drain_ms, int stops) {
+  return stop_with_stubborn_list(drain_ms, stops, 0);
+}
+
 /* The drain deadline bounds the stop: cancelled THREAD tasks get 100 ms
  * more, not a second (coda_app_run() took 1.3 s with a 300 ms drain). */
 TEST(a_stop_waits_the_drain_deadline_and_a_short_grace) {
@@ -186,6 +212,18 @@ TEST(a_second_stop_skips_the_drain) {
   fprintf(stderr, "  two stops, drain 5000 ms: coda_app_run returned after %ld ms\n", took);
   CHECK(took >= 0);
   CHECK(took < 700);
+}
+
+/* The task after a left THREAD task in its list is submitted when that
+ * task returns, long after coda_app_run(): its loop has ended, and the
+ * engine's state for that loop and the loop's inbox must not be touched
+ * (they were freed: ASan reported a heap-use-after-free in the LOOP
+ * submit). It is dropped, and the app is freed once the thread returns. */
+TEST(a_task_after_a_left_thread_task_is_dropped_safely) {
+  atomic_store(&after_stubborn_runs, 0);
+  long took = stop_with_stubborn_list(100, 1, 1);
+  CHECK(took >= 0);
+  CHECK_EQ_INT(atomic_load(&after_stubborn_runs), 0);
 }
 
 /* CODA_OPT_SEND_BUFFER bounds what of a response may still be unread when
@@ -239,4 +277,5 @@ RUN_TESTS(run, TEST_CASE(an_app_with_no_listen_address_runs_its_tasks_only),
           TEST_CASE(a_bound_app_queues_connections_before_it_runs),
           TEST_CASE(a_stop_waits_the_drain_deadline_and_a_short_grace),
           TEST_CASE(a_second_stop_skips_the_drain),
+          TEST_CASE(a_task_after_a_left_thread_task_is_dropped_safely),
           TEST_CASE(a_bounded_send_buffer_holds_tasks_until_the_client_reads))

@@ -203,7 +203,7 @@ static void setup(void) {
   REQUIRE(uv_async_init(&loop, &keep_alive, NULL) == 0);
   REQUIRE(coda__inbox_init(&inbox, &loop) == 0);
   REQUIRE(coda__engine_start(engine, &control) == 0);
-  tl = coda__engine_add_loop(engine, &loop, &inbox, &self);
+  tl = coda__engine_add_loop(engine, &loop, &inbox);
   REQUIRE(tl != NULL);
   coda__engine_ready(engine);
   setup_ok = 1;
