@@ -226,6 +226,50 @@ TEST(a_task_after_a_left_thread_task_is_dropped_safely) {
   CHECK_EQ_INT(atomic_load(&after_stubborn_runs), 0);
 }
 
+/* coda_app_stop() may come from any thread at any time, also while
+ * coda_app_run() is ending on another: it read app->server without
+ * synchronisation (a data race TSan reports), could use the server after
+ * coda_app_run() freed it, and sent to the control loop's async after that
+ * loop was closed. */
+typedef struct stopper {
+  coda_app *app;
+  atomic_int done;
+  long stops;
+} stopper;
+
+static void keep_stopping(void *arg) {
+  stopper *st = arg;
+  while (!atomic_load(&st->done)) {
+    coda_app_stop(st->app);
+    st->stops++;
+  }
+}
+
+TEST(stops_from_another_thread_while_the_run_ends_are_safe) {
+  for (int round = 0; round < 20; round++) {
+    coda_app *app = coda_app_new();
+    REQUIRE(app != NULL);
+    coda_app_set(app, CODA_OPT_HANDLE_SIGNALS, 0);
+    coda_app_set(app, CODA_OPT_THREADS, 1);
+    coda_app_set(app, CODA_OPT_LOG_LEVEL, CODA_LOG_ERROR);
+    REQUIRE(coda_app_listen(app, "127.0.0.1:0") == 0);
+    REQUIRE(coda_app_bind(app) == 0);
+    runner r = {.app = app, .rc = -1};
+    stopper st = {.app = app};
+    REQUIRE(uv_thread_create(&r.thread, run_app, &r) == 0);
+    tc_sleep_ms(round % 4 * 5);
+    uv_thread_t t;
+    REQUIRE(uv_thread_create(&t, keep_stopping, &st) == 0);
+    uv_thread_join(&r.thread);
+    tc_sleep_ms(2); /* stops after the run returned do nothing */
+    atomic_store(&st.done, 1);
+    uv_thread_join(&t);
+    CHECK_EQ_INT(r.rc, 0);
+    CHECK(st.stops > 0);
+    CHECK_EQ_INT(coda_app_free(app), 0);
+  }
+}
+
 /* CODA_OPT_SEND_BUFFER bounds what of a response may still be unread when
  * its tasks start: with an 8 KiB send buffer and a client that reads
  * nothing (4 KiB receive buffer), a 1 MiB response is far from written, so
@@ -278,4 +322,5 @@ RUN_TESTS(run, TEST_CASE(an_app_with_no_listen_address_runs_its_tasks_only),
           TEST_CASE(a_stop_waits_the_drain_deadline_and_a_short_grace),
           TEST_CASE(a_second_stop_skips_the_drain),
           TEST_CASE(a_task_after_a_left_thread_task_is_dropped_safely),
+          TEST_CASE(stops_from_another_thread_while_the_run_ends_are_safe),
           TEST_CASE(a_bounded_send_buffer_holds_tasks_until_the_client_reads))
