@@ -67,7 +67,9 @@ typedef struct coda__sync_op {
 struct coda__durable {
   coda__engine *engine;
   coda__store *store;
-  /* mu protects ops, stop and the sync ops' done flags. */
+  /* mu protects ops, stop and the sync ops' done flags. Once stop is set,
+   * operations are refused (push_op): the thread drains what was queued
+   * before and ends, and nothing queued later would ever be taken. */
   uv_mutex_t mu;
   uv_cond_t cond;   /* work arrived, or stop */
   uv_cond_t synced; /* a batch ended */
@@ -75,7 +77,7 @@ struct coda__durable {
   int stop;
   int coalescing; /* the store thread gathers outcomes: they need no wake-up */
   int kick;       /* claim now (the loops just became ready) */
-  int running;
+  atomic_int running; /* the thread runs; any thread reads it */
   uv_thread_t thread;
   atomic_int faulted;                  /* the last batch failed: adds fail fast */
   atomic_long batches, errors, purged; /* for the stats */

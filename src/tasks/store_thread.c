@@ -629,7 +629,9 @@ int coda__durable_start(coda__engine *e) {
   d->id_end = first + CODA__ID_BLOCK;
   d->spare_first = d->spare_end = 0;
   d->refill = 0;
+  uv_mutex_lock(&d->mu);
   d->stop = 0;
+  uv_mutex_unlock(&d->mu);
   d->no_submit = 0;
   d->loops_ready = 0;
   d->kick = 0;
@@ -640,7 +642,7 @@ int coda__durable_start(coda__engine *e) {
   d->next_purge = now + purge_every(&e->app->opt);
   if (uv_thread_create(&d->thread, store_main, d) != 0)
     return CODA_ENOMEM;
-  d->running = 1;
+  atomic_store(&d->running, 1);
   return 0;
 }
 
@@ -673,14 +675,14 @@ void coda__durable_draining(coda__engine *e) {
 
 void coda__durable_stop(coda__engine *e) {
   coda__durable *d = e->durable;
-  if (!d || !d->running)
+  if (!d || !atomic_load(&d->running))
     return;
   uv_mutex_lock(&d->mu);
   d->stop = 1;
   uv_cond_signal(&d->cond);
   uv_mutex_unlock(&d->mu);
   uv_thread_join(&d->thread);
-  d->running = 0;
+  atomic_store(&d->running, 0);
   uv_mutex_lock(&d->reg_mu);
   coda__idmap_free(&d->live);
   uv_mutex_unlock(&d->reg_mu);
