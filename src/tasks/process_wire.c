@@ -58,6 +58,7 @@ int coda__wire_put_task(coda__buf *b, const coda_task *t, const coda_task *after
   put(b, &skip, 1, &rc);
   put(b, &delivered, 1, &rc);
   put(b, &after_id, 8, &rc);
+  put(b, &t->request_id, 8, &rc);
   put(b, &nlen, 2, &rc);
   put(b, t->def->name, nlen, &rc);
   if (rc == 0)
@@ -151,6 +152,7 @@ int coda__wire_get_task(const char *payload, size_t len, coda__task_msg *m) {
   TAKE(&r, skip);
   TAKE(&r, delivered);
   TAKE(&r, m->after);
+  TAKE(&r, m->request_id);
   TAKE(&r, nlen);
   m->name = take(&r, nlen);
   m->name_len = nlen;

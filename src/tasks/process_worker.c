@@ -100,6 +100,7 @@ static int rebuild_task(coda__engine *e, const coda__task_msg *m, coda_task *t,
   t->attempt = m->attempt;
   t->durable = m->durable;
   t->delivered = m->delivered;
+  t->request_id = m->request_id;
   t->executor = CODA_EXEC_PROCESS;
   if (m->name_len >= sizeof name)
     return -1;

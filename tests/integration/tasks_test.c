@@ -125,9 +125,18 @@ static int delivered_task(coda_task *t) {
 
 static coda_task_def *delivered_def, *delivered_process_def;
 
+/* Says whether it knows the id of the request that added it (argument 0). */
+static int request_id_task(coda_task *t) {
+  journal("request id %s: %s %s", coda_executor_name(coda_task_executor(t)),
+          coda_task_request_id(t) == (uint64_t)coda_task_int(t, 0) ? "same" : "different",
+          coda_task_request_id(t) ? "nonzero" : "zero");
+  return 0;
+}
+
 typedef struct {
   coda_task_def *note_thread, *note_loop, *note_process, *fail_thread, *fail_process,
-      *crash, *spin, *slow, *args, *args_process, *sleeper;
+      *crash, *spin, *slow, *args, *args_process, *sleeper, *request_id_thread,
+      *request_id_process;
 } defs;
 
 static defs register_tasks(coda_app *app) {
@@ -146,6 +155,10 @@ static defs register_tasks(coda_app *app) {
   delivered_def = coda_app_task(app, "delivered", delivered_task, CODA_EXEC_THREAD);
   delivered_process_def =
       coda_app_task(app, "delivered_process", delivered_task, CODA_EXEC_PROCESS);
+  d.request_id_thread =
+      coda_app_task(app, "request_id_thread", request_id_task, CODA_EXEC_THREAD);
+  d.request_id_process =
+      coda_app_task(app, "request_id_process", request_id_task, CODA_EXEC_PROCESS);
   coda_task_def_timeout(d.spin, 200);
   coda_task_def_timeout(d.slow, 100);
   return d;
@@ -284,6 +297,15 @@ static int h_process_note(coda_req *req, coda_res *res, void *user) {
   return rc ? rc : coda_res_body_static(res, "ok", 2);
 }
 
+/* GET /request-id: the request's id, to a THREAD task then a PROCESS one. */
+static int h_request_id(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  int64_t id = (int64_t)coda_req_id(req);
+  int rc = coda_res_add_task(res, D.request_id_thread, "i", id);
+  rc = rc ? rc : coda_res_add_task(res, D.request_id_process, "i", id);
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
 static int h_plain(coda_req *req, coda_res *res, void *user) {
   (void)req, (void)user;
   return coda_res_body_static(res, "plain", 5);
@@ -365,6 +387,7 @@ static coda_app *make_app(void) {
   coda_app_route(a, "GET", "/parallel", h_parallel, NULL);
   coda_app_route(a, "GET", "/mw", h_mw, NULL);
   coda_app_route(a, "GET", "/routed", h_plain, NULL);
+  coda_app_route(a, "GET", "/request-id", h_request_id, NULL);
   coda_app_route_task(a, "GET", "/routed", D.note_loop, "si", "route-task", (int64_t)0);
   return a;
 }
@@ -486,6 +509,18 @@ TEST(tasks_of_an_abandoned_response_run_and_know_it) { check_delivered(""); }
  * its worker is told whether the response was delivered. */
 TEST(a_process_task_knows_whether_its_response_was_delivered) {
   check_delivered("?process=1");
+}
+
+/* coda_task_request_id() is the id of the request that added the task, in
+ * a PROCESS worker too (it was 0 there: the TASK message did not carry it). */
+TEST(a_process_task_knows_its_request_id) {
+  journal_reset();
+  char buf[4096];
+  CHECK_EQ_INT(get(ts.port, "/request-id", buf, sizeof buf), 200);
+  REQUIRE(journal_wait("request id process", 5000));
+  journal_read(buf, sizeof buf);
+  CHECK(strstr(buf, "request id thread: same nonzero\n") != NULL);
+  CHECK(strstr(buf, "request id process: same nonzero\n") != NULL);
 }
 
 TEST(arguments_are_copied_and_outlive_the_request) {
@@ -984,6 +1019,7 @@ int main(void) {
       TEST_CASE(no_task_starts_before_the_last_byte_is_written),
       TEST_CASE(tasks_of_an_abandoned_response_run_and_know_it),
       TEST_CASE(a_process_task_knows_whether_its_response_was_delivered),
+      TEST_CASE(a_process_task_knows_its_request_id),
       TEST_CASE(arguments_are_copied_and_outlive_the_request),
       TEST_CASE(arguments_reach_a_process_task_whole),
       TEST_CASE(route_level_and_middleware_tasks),
