@@ -17,8 +17,11 @@
  *     With skip set, the task does not run if the task `after` failed or
  *     was skipped. Delivered is coda_task_delivered() in the server, the
  *     request id its coda_task_request_id() (0: none).
- *   DONE (worker to parent): u64 id, i32 rc, u32 message length, message,
- *     u8 has result, u32 result length, result, f64 progress.
+ *   DONE (worker to parent): u64 id, i32 rc, u8 skipped, u32 message
+ *     length, message, u8 has result, u32 result length, result, f64
+ *     progress. Skipped: the task did not run (its chained predecessor
+ *     failed or was skipped); rc is then 0. Any rc is the task's own, so a
+ *     task may return any negative value.
  *   PROGRESS (worker to parent, while the task runs): u64 id, f64 progress.
  *   READY (worker to parent, once, before any task): no payload.
  */
@@ -69,6 +72,7 @@ typedef struct coda__task_msg {
 typedef struct coda__done_msg {
   uint64_t id;
   int32_t rc;
+  int skipped; /* not run: see DONE above */
   const char *message; /* not NUL-terminated */
   uint32_t message_len;
   int has_result;

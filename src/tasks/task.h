@@ -135,9 +135,6 @@ struct coda_tasks {
   coda_task *inline_tasks[4];
 };
 
-/* What a worker answers for a chained task it skipped (never a CODA_E*). */
-#define CODA__SKIPPED (-1000)
-
 struct coda__engine {
   coda_app *app;
   coda_task_def **defs;

@@ -133,10 +133,16 @@ static int request_id_task(coda_task *t) {
   return 0;
 }
 
+/* Returns -1000, a task's own failure code like any other. */
+static int minus_thousand_task(coda_task *t) {
+  journal("minus thousand %s", coda_task_str(t, 0));
+  return -1000;
+}
+
 typedef struct {
   coda_task_def *note_thread, *note_loop, *note_process, *fail_thread, *fail_process,
       *crash, *spin, *slow, *args, *args_process, *sleeper, *request_id_thread,
-      *request_id_process;
+      *request_id_process, *minus_thousand_process;
 } defs;
 
 static defs register_tasks(coda_app *app) {
@@ -159,6 +165,8 @@ static defs register_tasks(coda_app *app) {
       coda_app_task(app, "request_id_thread", request_id_task, CODA_EXEC_THREAD);
   d.request_id_process =
       coda_app_task(app, "request_id_process", request_id_task, CODA_EXEC_PROCESS);
+  d.minus_thousand_process =
+      coda_app_task(app, "minus_thousand_process", minus_thousand_task, CODA_EXEC_PROCESS);
   coda_task_def_timeout(d.spin, 200);
   coda_task_def_timeout(d.slow, 100);
   return d;
@@ -306,6 +314,14 @@ static int h_request_id(coda_req *req, coda_res *res, void *user) {
   return rc ? rc : coda_res_body_static(res, "ok", 2);
 }
 
+/* GET /minus-thousand: a PROCESS task returning -1000, then one after it. */
+static int h_minus_thousand(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  int rc = coda_res_add_task(res, D.minus_thousand_process, "s", "m");
+  rc = rc ? rc : coda_res_add_task(res, D.note_process, "si", "after-minus", (int64_t)0);
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
 static int h_plain(coda_req *req, coda_res *res, void *user) {
   (void)req, (void)user;
   return coda_res_body_static(res, "plain", 5);
@@ -388,6 +404,7 @@ static coda_app *make_app(void) {
   coda_app_route(a, "GET", "/mw", h_mw, NULL);
   coda_app_route(a, "GET", "/routed", h_plain, NULL);
   coda_app_route(a, "GET", "/request-id", h_request_id, NULL);
+  coda_app_route(a, "GET", "/minus-thousand", h_minus_thousand, NULL);
   coda_app_route_task(a, "GET", "/routed", D.note_loop, "si", "route-task", (int64_t)0);
   return a;
 }
@@ -521,6 +538,26 @@ TEST(a_process_task_knows_its_request_id) {
   journal_read(buf, sizeof buf);
   CHECK(strstr(buf, "request id thread: same nonzero\n") != NULL);
   CHECK(strstr(buf, "request id process: same nonzero\n") != NULL);
+}
+
+/* A PROCESS task may return any negative value, -1000 included: it failed
+ * (counted, reported, the list goes on). -1000 was also the worker's code
+ * for "skipped", so such a task was dropped as if an earlier task of its
+ * list had failed. */
+TEST(a_process_task_returning_minus_1000_failed_and_was_not_skipped) {
+  journal_reset();
+  long failed = stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED);
+  long dropped = stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED);
+  char buf[4096];
+  CHECK_EQ_INT(get(ts.port, "/minus-thousand", buf, sizeof buf), 200);
+  REQUIRE(journal_wait("after-minus process", 5000));
+  journal_read(buf, sizeof buf);
+  CHECK(strstr(buf, "minus thousand m\n") != NULL);
+  for (int i = 0; i < 200 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED) == failed; i++)
+    tc_sleep_ms(5);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED) - failed, 1);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED) - dropped, 0);
+  CHECK(hook_says("minus_thousand_process", "-1000"));
 }
 
 TEST(arguments_are_copied_and_outlive_the_request) {
@@ -1020,6 +1057,7 @@ int main(void) {
       TEST_CASE(tasks_of_an_abandoned_response_run_and_know_it),
       TEST_CASE(a_process_task_knows_whether_its_response_was_delivered),
       TEST_CASE(a_process_task_knows_its_request_id),
+      TEST_CASE(a_process_task_returning_minus_1000_failed_and_was_not_skipped),
       TEST_CASE(arguments_are_copied_and_outlive_the_request),
       TEST_CASE(arguments_reach_a_process_task_whole),
       TEST_CASE(route_level_and_middleware_tasks),
