@@ -647,8 +647,13 @@ void coda__process_pool_stop(coda__process_pool *p, int free_it) {
   coda__tasks_drop_queue(&p->waiting, "shutdown before it ran");
   uv_close((uv_handle_t *)&p->async, NULL);
   uv_run(p->loop, UV_RUN_NOWAIT);
-  if (!free_it)
-    return; /* a thread left running may still submit: it finds it closed */
+  if (free_it)
+    coda__process_pool_free(p);
+  /* Otherwise a thread left running may still submit: it finds it closed;
+   * the engine frees the pool once that thread has returned. */
+}
+
+void coda__process_pool_free(coda__process_pool *p) {
   uv_mutex_destroy(&p->mu);
   free(p->workers);
   if (p->exe_fd >= 0)

@@ -49,6 +49,9 @@ int coda__engine_free(void *data) {
   if (e->left_threads && coda__thread_pool_release(e->left_threads) != 0)
     return CODA_ESTATE;
   e->left_threads = NULL;
+  if (e->left_procs)
+    coda__process_pool_free(e->left_procs);
+  e->left_procs = NULL;
   for (int i = 0; i < e->ndefs; i++) {
     free(e->defs[i]->name);
     free(e->defs[i]);
@@ -242,8 +245,11 @@ void coda__engine_stop(coda__engine *e) {
     e->left_threads = threads;
   atomic_store(&e->threads, NULL);
   atomic_store(&e->procs, NULL);
-  if (procs)
+  if (procs) {
     coda__process_pool_stop(procs, !e->left_threads);
+    if (e->left_threads)
+      e->left_procs = procs; /* freed with the engine, once they return */
+  }
   coda__durable_stop(e); /* after the pools: their last outcomes get written */
   if (e->watching && !uv_is_closing((uv_handle_t *)&e->watch))
     uv_close((uv_handle_t *)&e->watch, NULL);

@@ -166,6 +166,7 @@ struct coda__engine {
   struct coda__durable *durable; /* the store and its thread (durable.c) */
   atomic_int draining;
   coda__thread_pool *left_threads; /* stopped with tasks still running */
+  coda__process_pool *left_procs;  /* stopped, kept for left_threads */
 };
 
 /* The app's engine, made on first use (a configuration call: one thread,
@@ -266,6 +267,8 @@ int coda__process_pool_submit(coda__process_pool *p, coda_task *t);
 void coda__process_pool_close(coda__process_pool *p);
 /* Kills the workers and drops what is left; frees the pool if free_it. */
 void coda__process_pool_stop(coda__process_pool *p, int free_it);
+/* Frees a pool stopped without free_it. */
+void coda__process_pool_free(coda__process_pool *p);
 /* In a worker process (coda__in_worker): sends a PROCESS task's progress to
  * the server. */
 int coda__in_worker(void);
