@@ -164,8 +164,12 @@ int coda__loop_executor_init(coda__task_loop *tl) {
   return 0;
 }
 
-/* The loop is ending: the batch goes to the pool, the handles close. LOOP
- * tasks still in the inbox are dropped when its owner closes it. */
+/* The loop is ending (the drain is over): the batch goes to the pool, the
+ * handles close. LOOP tasks still in the inbox are dropped when its owner
+ * closes it. Pending LOOP tasks lose their timeout timers, which would keep
+ * the loop running until they fire, past the drain deadline: such a task
+ * ends when its own handles call coda_task_done() before the loop ends, or
+ * is dropped at the engine's stop (coda__loop_executor_free_pending). */
 void coda__loop_executor_close(coda__task_loop *tl) {
   uv_mutex_lock(&tl->mu);
   int was_closed = tl->closed;
@@ -173,6 +177,9 @@ void coda__loop_executor_close(coda__task_loop *tl) {
   uv_mutex_unlock(&tl->mu);
   if (was_closed)
     return;
+  coda__queue *q;
+  coda__queue_foreach(q, &tl->pending)
+    stop_timer(coda__container_of(q, coda_task, link));
   flush_thread_batch(tl);
   if (!uv_is_closing((uv_handle_t *)&tl->thread_batch_check))
     uv_close((uv_handle_t *)&tl->thread_batch_check, NULL);

@@ -247,6 +247,45 @@ TEST(a_durable_task_left_running_finishes_after_the_store_stopped) {
   CHECK(took >= 0);
 }
 
+/* A LOOP task that returned CODA_PENDING and never calls coda_task_done():
+ * its timeout timer kept its loop running after the drain deadline, so
+ * coda_app_run() returned only when that timeout fired, not within the
+ * documented drain deadline plus the grace. */
+static atomic_int pending_started;
+
+static int never_done(coda_task *t) {
+  (void)t;
+  atomic_store(&pending_started, 1);
+  return CODA_PENDING;
+}
+
+TEST(a_pending_loop_task_does_not_hold_the_stop_past_the_drain) {
+  atomic_store(&pending_started, 0);
+  coda_app *app = coda_app_new();
+  REQUIRE(app != NULL);
+  coda_app_set(app, CODA_OPT_LOG_LEVEL, CODA_LOG_OFF);
+  coda_app_set(app, CODA_OPT_TASK_DRAIN_TIMEOUT, 100);
+  coda_task_def *def = coda_app_task(app, "never_done", never_done, CODA_EXEC_LOOP);
+  REQUIRE(def != NULL);
+  coda_task_def_timeout(def, 4000);
+  coda_app_route(app, "GET", "/pending", h_stubborn, def);
+  test_server ts;
+  REQUIRE(ts_start(&ts, app) == 0);
+  char buf[1024];
+  CHECK_EQ_INT(tc_get(ts.port, "/pending", buf, sizeof buf, 5000), 200);
+  for (int i = 0; i < 1000 && !atomic_load(&pending_started); i++)
+    tc_sleep_ms(5);
+  CHECK(atomic_load(&pending_started));
+  uint64_t t0 = tc_now_ms();
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  long took = (long)(tc_now_ms() - t0);
+  fprintf(stderr, "  drain 100 ms, a LOOP task pending with a 4 s timeout: stopped in %ld ms\n",
+          took);
+  CHECK(took < 1500);
+  CHECK_EQ_INT(coda_task_stat(app, CODA_EXEC_LOOP, CODA_STAT_DROPPED), 1);
+  CHECK_EQ_INT(coda_app_free(app), 0);
+}
+
 /* coda_app_stop() may come from any thread at any time, also while
  * coda_app_run() is ending on another: it read app->server without
  * synchronisation (a data race TSan reports), could use the server after
@@ -345,4 +384,5 @@ RUN_TESTS(run, TEST_CASE(an_app_with_no_listen_address_runs_its_tasks_only),
           TEST_CASE(a_task_after_a_left_thread_task_is_dropped_safely),
           TEST_CASE(a_durable_task_left_running_finishes_after_the_store_stopped),
           TEST_CASE(stops_from_another_thread_while_the_run_ends_are_safe),
+          TEST_CASE(a_pending_loop_task_does_not_hold_the_stop_past_the_drain),
           TEST_CASE(a_bounded_send_buffer_holds_tasks_until_the_client_reads))
