@@ -15,6 +15,7 @@
 #include "http/response.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,7 +97,7 @@ long coda_app_get(const coda_app *app, coda_option opt) {
 }
 
 int coda_app_listen(coda_app *app, const char *host_port) {
-  if (app->server || atomic_load(&app->running))
+  if (atomic_load(&app->server) || atomic_load(&app->running))
     return CODA_ESTATE;
   if (!host_port) {
     app->listen = 0; /* tasks only */
@@ -136,7 +137,10 @@ int coda_app_listen(coda_app *app, const char *host_port) {
   return 0;
 }
 
-int coda_app_port(const coda_app *app) { return app->server ? app->server->bound_port : 0; }
+int coda_app_port(const coda_app *app) {
+  coda__server *s = atomic_load(&((coda_app *)app)->server);
+  return s ? s->bound_port : 0;
+}
 
 int coda_app_route(coda_app *app, const char *method, const char *pattern,
                    coda_handler handler, void *user) {
@@ -357,7 +361,8 @@ size_t coda_stats_json(const coda_app *app, char *buf, size_t cap) {
 }
 
 uint64_t coda__app_requests(const coda_app *app) {
-  return app->server ? coda__server_requests(app->server) : 0;
+  coda__server *s = atomic_load(&((coda_app *)app)->server);
+  return s ? coda__server_requests(s) : 0;
 }
 
 /* ---- running --------------------------------------------------------- */
@@ -394,13 +399,17 @@ static void server_config(coda_app *app, coda__server_config *cfg) {
 int coda_app_bind(coda_app *app) {
   if (app->ext.enter)
     app->ext.enter(app->ext.data); /* a task worker process never gets past this */
-  if (app->server)
+  if (atomic_load(&app->server))
     return 0;
   coda__server_config cfg;
   server_config(app, &cfg);
   coda__server_hooks hooks = {app, sizeof(coda__exchange), coda__app_dispatch,
                               coda__app_release};
-  return coda__server_new(&cfg, &hooks, app->services, app->nservices, &app->server);
+  coda__server *s;
+  int rc = coda__server_new(&cfg, &hooks, app->services, app->nservices, &s);
+  if (rc == 0)
+    atomic_store(&app->server, s);
+  return rc;
 }
 
 int coda_app_run(coda_app *app) {
@@ -410,23 +419,29 @@ int coda_app_run(coda_app *app) {
   int rc = coda_app_bind(app);
   if (rc == 0) {
     coda__logger_start(&app->logger);
-    rc = coda__server_run(app->server);
+    rc = coda__server_run(atomic_load(&app->server));
     coda__logger_stop(&app->logger);
   }
-  atomic_store(&app->running, 0);
-  coda__server *s = app->server;
-  app->server = NULL;
+  /* A coda_app_stop() on another thread may hold the server: it is freed
+   * once none does. The app counts as running until then, so that
+   * coda_app_free() cannot free it under this thread. */
+  coda__server *s = atomic_exchange(&app->server, NULL);
+  while (atomic_load(&app->stoppers) > 0)
+    sched_yield();
   coda__server_free(s);
+  atomic_store(&app->running, 0);
   return rc;
 }
 
 /* A stop counts from coda_app_bind() on, so one that comes while another
  * thread is still starting coda_app_run() is not lost: that run returns at
- * once. */
+ * once. Atomics only, so a signal handler may call it; see `stoppers`. */
 void coda_app_stop(coda_app *app) {
-  coda__server *s = app->server;
+  atomic_fetch_add(&app->stoppers, 1);
+  coda__server *s = atomic_load(&app->server);
   if (s)
     coda__server_stop(s);
+  atomic_fetch_sub(&app->stoppers, 1);
 }
 
 /* ---- logging --------------------------------------------------------- */

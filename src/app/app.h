@@ -5,8 +5,8 @@
  * server runs (coda__app_add_service).
  *
  * Everything here is written by one thread before coda_app_run() and only
- * read afterwards, by every loop thread, without locks. The exception is
- * `running`, which any thread may read.
+ * read afterwards, by every loop thread, without locks. The exceptions are
+ * `running`, `server` and `stoppers`, which any thread may read.
  */
 #ifndef CODA_APP_APP_H
 #define CODA_APP_APP_H
@@ -74,7 +74,11 @@ struct coda_app {
   int listen_port;
   struct sockaddr_storage addr;
   coda__logger logger;
-  coda__server *server; /* while bound or running */
+  /* While bound or running. Atomic, with `stoppers` (coda_app_stop() calls
+   * under way, from any thread or a signal handler): coda_app_run() clears
+   * it, then waits for stoppers to be 0 before it frees the server. */
+  _Atomic(coda__server *) server;
+  atomic_int stoppers;
   coda__app_ext ext;
   const coda__service *services[CODA__APP_MAX_SERVICES];
   int nservices;

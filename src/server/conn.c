@@ -281,6 +281,7 @@ static void on_close(uv_handle_t *h) {
   batch_release(&c->inflight);
   coda__queue_remove(&c->link);
   atomic_fetch_sub(&loop->server->nconnections, 1);
+  c->close_done = 1;
   if (!c->stream_open && !c->gated)
     conn_free(c);
   coda__loop_conn_closed(loop);
@@ -660,7 +661,11 @@ void coda__conn_gate_orphan(coda__conn *c) {
 void coda__conn_gate_end(coda__conn *c, int ok) {
   c->gated = 0;
   if (c->closed) {
-    /* The client left meanwhile: nothing to send. */
+    /* The client left meanwhile: nothing to send. If the close callback
+     * has not run yet (the connection closed earlier in this iteration),
+     * it releases and frees, as for any connection. */
+    if (!c->close_done)
+      return;
     const coda__server_hooks *hooks = &c->loop->server->hooks;
     if (hooks->release)
       hooks->release(hooks->data, c->exchange);
@@ -705,7 +710,10 @@ void coda__conn_stream_end(coda__conn *c) {
   if (c->state == CODA__CONN_STREAMING)
     finish_exchange(c);
   if (c->closed) {
-    if (!c->gated)
+    /* Freed here only once the close callback has run; before that (a
+     * write of this stream's end failed and closed it just now), the
+     * callback frees it. */
+    if (c->close_done && !c->gated)
       conn_free(c);
     return;
   }

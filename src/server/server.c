@@ -27,6 +27,7 @@
 #include "server/conn.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -445,7 +446,24 @@ static void finish_drain(coda__server *s) {
   close_control(s);
 }
 
-void coda__server_idle(coda__server *s) { uv_async_send(&s->drain_async); }
+/* Sends to one of the control loop's asyncs, unless that loop is about to
+ * be closed (uv_async_send() on a closed loop aborts the process). Atomics
+ * only: safe from any thread and from a signal handler. */
+static void send_to_control(coda__server *s, uv_async_t *a) {
+  atomic_fetch_add(&s->senders, 1);
+  if (atomic_load(&s->control_ready))
+    uv_async_send(a);
+  atomic_fetch_sub(&s->senders, 1);
+}
+
+/* Before the control loop is closed: no sender is left, and none starts. */
+static void control_quiesce(coda__server *s) {
+  atomic_store(&s->control_ready, 0);
+  while (atomic_load(&s->senders) > 0)
+    sched_yield();
+}
+
+void coda__server_idle(coda__server *s) { send_to_control(s, &s->drain_async); }
 
 static void on_drain_idle(uv_async_t *a) {
   coda__server *s = a->data;
@@ -486,8 +504,7 @@ void coda__server_stop(coda__server *s) {
   if (!s)
     return;
   atomic_fetch_add(&s->stop_requests, 1);
-  if (atomic_load(&s->control_ready))
-    uv_async_send(&s->stop_async);
+  send_to_control(s, &s->stop_async);
 }
 
 static int control_init(coda__server *s) {
@@ -590,7 +607,6 @@ int coda__server_run(coda__server *s) {
     cut += s->loops[i].cut_connections;
     if (uv_loop_close(&s->loops[i].uv) == UV_EBUSY)
       CODA__SERVER_LOG(s, CODA_LOG_WARN, "loop %d ended with handles still open", i);
-    coda__inbox_destroy(&s->loops[i].inbox);
     coda__buf_free(&s->loops[i].log);
   }
   if (control) {
@@ -598,11 +614,17 @@ int coda__server_run(coda__server *s) {
       if (s->services[i]->stop)
         s->services[i]->stop(s->services[i]->data);
   }
+  /* Closed since their loop ended (posts are refused), the inboxes are
+   * destroyed only now: a service's threads may try to post until it has
+   * stopped them. */
+  for (int i = 0; i < started; i++)
+    coda__inbox_destroy(&s->loops[i].inbox);
   if (cut)
     CODA__SERVER_LOG(s, CODA_LOG_WARN, "shutdown deadline: %d connections cut", cut);
   else if (rc == 0)
     CODA__SERVER_LOG(s, CODA_LOG_INFO, "Shutdown complete");
   if (control) {
+    control_quiesce(s);
     close_control(s);
     uv_run(&s->control, UV_RUN_DEFAULT);
     uv_loop_close(&s->control);

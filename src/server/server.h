@@ -178,7 +178,11 @@ struct coda__server {
   uv_signal_t sigterm;
   atomic_int running;
   atomic_int stop_requests;
-  atomic_int control_ready; /* stop_async may be sent */
+  /* stop_async and drain_async may be sent: set once the control loop
+   * runs, cleared before it is closed, which first waits until no sender
+   * (`senders`: coda__server_stop() and _idle() calls under way) is left. */
+  atomic_int control_ready;
+  atomic_int senders;
   atomic_int loops_done;
   int handled_stop;
 };

@@ -186,12 +186,18 @@ int coda__durable_prepare(coda__engine *e, coda_task *t, const coda_task_opts *o
   return next_id(d, &t->id);
 }
 
-static void push_op(coda__durable *d, coda__store_op *op) {
+/* Queues op for the store thread: 0, or CODA_ESTATE once it is stopping
+ * (op was not queued: the caller still owns it). */
+static int push_op(coda__durable *d, coda__store_op *op) {
   uv_mutex_lock(&d->mu);
-  coda__queue_insert_tail(&d->ops, &op->link);
-  if (!d->coalescing || !coda__op_is_outcome(op))
-    uv_cond_signal(&d->cond);
+  int stopping = d->stop;
+  if (!stopping) {
+    coda__queue_insert_tail(&d->ops, &op->link);
+    if (!d->coalescing || !coda__op_is_outcome(op))
+      uv_cond_signal(&d->cond);
+  }
   uv_mutex_unlock(&d->mu);
+  return stopping ? CODA_ESTATE : 0;
 }
 
 int coda__durable_hold(coda_res *res, coda_tasks *run) {
@@ -206,7 +212,10 @@ int coda__durable_hold(coda_res *res, coda_tasks *run) {
   h->loop = run->loop;
   h->res = res;
   h->run = run;
-  push_op(d, &h->op);
+  if (push_op(d, &h->op) != 0) {
+    free(h);
+    return CODA_ESTORE;
+  }
   return 0;
 }
 
@@ -236,7 +245,11 @@ static int enqueue_alone(coda_app *app, coda_task_def *def, coda_task_opts *opts
   }
   op->op.kind = CODA__OP_ENQUEUE;
   op->task = t;
-  push_op(d, &op->op);
+  if (push_op(d, &op->op) != 0) { /* the app is stopping: refused, not lost */
+    free(op);
+    coda__task_reject(t);
+    return CODA_ESTATE;
+  }
   return 0;
 }
 
@@ -257,6 +270,10 @@ int coda_app_store_sync(coda_app *app) {
     return 0;
   coda__sync_op op = {.op = {.kind = CODA__OP_SYNC}};
   uv_mutex_lock(&d->mu);
+  if (d->stop) { /* the thread writes what it has and ends: nothing to wait for */
+    uv_mutex_unlock(&d->mu);
+    return 0;
+  }
   coda__queue_insert_tail(&d->ops, &op.op.link);
   uv_cond_signal(&d->cond);
   while (!op.done)
@@ -342,7 +359,10 @@ void coda__durable_abandon(coda_task *t, const char *final_why) {
   op->r.max_attempts = t->max_attempts;
   op->r.finished_at = now;
   op->r.error = op->error = strdup(final_why);
-  push_op(d, &op->op);
+  if (push_op(d, &op->op) != 0) { /* not recorded: it runs at the next start */
+    free(op->error);
+    free(op);
+  }
 }
 
 /* Builds and queues the outcome of t's attempt, which gives back its slot
@@ -394,7 +414,14 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
   }
   if (failed && message)
     r->error = op->error = strdup(message);
-  push_op(d, &op->op);
+  if (push_op(d, &op->op) != 0) {
+    /* The store thread has stopped (a THREAD task left running at
+     * shutdown): not recorded, as when out of memory above. */
+    coda__task_unreserve_def(t->def);
+    free(op->error);
+    free(op->result);
+    free(op);
+  }
 }
 
 void coda__durable_finished(coda_task *t, int failed, const char *message) {
@@ -435,7 +462,7 @@ static void on_hold_written(coda__inbox_msg *m, int cancelled) {
 }
 
 void coda__durable_hold_written(coda__hold *h) {
-  if (coda__inbox_post(h->loop->inbox, &h->msg, on_hold_written) != 0)
+  if (coda__task_loop_post(h->loop, &h->msg, on_hold_written) != 0)
     abandon_hold(h);
 }
 
@@ -627,7 +654,10 @@ int coda_task_progress(coda_task *t, double fraction) {
   op->op.kind = CODA__OP_PROGRESS;
   op->id = t->id;
   op->progress = fraction;
-  push_op(d, &op->op);
+  if (push_op(d, &op->op) != 0) {
+    free(op);
+    return CODA_ESTATE; /* the store has stopped */
+  }
   return 0;
 }
 

@@ -67,7 +67,9 @@ typedef struct coda__sync_op {
 struct coda__durable {
   coda__engine *engine;
   coda__store *store;
-  /* mu protects ops, stop and the sync ops' done flags. */
+  /* mu protects ops, stop and the sync ops' done flags. Once stop is set,
+   * operations are refused (push_op): the thread drains what was queued
+   * before and ends, and nothing queued later would ever be taken. */
   uv_mutex_t mu;
   uv_cond_t cond;   /* work arrived, or stop */
   uv_cond_t synced; /* a batch ended */

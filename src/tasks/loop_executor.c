@@ -11,9 +11,13 @@
  * THREAD tasks a loop starts during one iteration (one hand-off to the pool
  * per iteration).
  *
- * Threads: everything here but coda__loop_submit() runs on the loop's
- * thread, except coda__loop_executor_free_pending(), which runs once the
- * loop has ended.
+ * Threads: everything here but coda__task_loop_post() and
+ * coda__loop_submit() runs on the loop's thread, except
+ * coda__loop_executor_free_pending() and _destroy(), which run once the
+ * loop has ended. Posts take the task loop's `mu` and are refused once the
+ * executor has closed: the inbox belongs to the loop's owner (the server
+ * frees it with its loops), and a post may come from a thread that
+ * outlives the loop (a THREAD task left running at shutdown).
  */
 #include "tasks/task.h"
 
@@ -83,21 +87,45 @@ void coda__loop_executor_free_pending(coda__task_loop *tl) {
   }
 }
 
+/* Called by the executor's callbacks, on the loop's thread: from then on
+ * THREAD tasks started there can be batched. */
+static void learn_thread(coda__task_loop *tl) {
+  if (atomic_load_explicit(&tl->self_known, memory_order_relaxed))
+    return;
+  tl->self = uv_thread_self();
+  atomic_store_explicit(&tl->self_known, 1, memory_order_release);
+}
+
 static void on_post(coda__inbox_msg *m, int cancelled) {
   coda_task *t = coda__container_of(m, coda_task, post);
-  if (cancelled)
+  if (cancelled) {
     coda__task_drop_advance(t, "shutdown before it ran");
-  else
-    run_task(t->loop, t);
+    return;
+  }
+  learn_thread(t->loop);
+  run_task(t->loop, t);
+}
+
+int coda__task_loop_post(coda__task_loop *tl, coda__inbox_msg *msg, coda__inbox_fn fn) {
+  uv_mutex_lock(&tl->mu);
+  int rc = tl->closed ? CODA_ESTATE : coda__inbox_post(tl->inbox, msg, fn);
+  uv_mutex_unlock(&tl->mu);
+  return rc;
 }
 
 int coda__loop_submit(coda__task_loop *tl, coda_task *t) {
-  return coda__inbox_post(tl->inbox, &t->post, on_post);
+  return coda__task_loop_post(tl, &t->post, on_post);
 }
 
-int coda__task_loop_on_thread(const coda__task_loop *tl) {
+/* A closed loop's batch is never flushed again: a THREAD task started
+ * while the loop ends (a LOOP task before it in its list was cancelled by
+ * the inbox's close) goes straight to the pool. `closed` is set by the
+ * loop's own thread, so reading it here, on that thread, needs no lock. */
+int coda__loop_can_defer(const coda__task_loop *tl) {
+  if (!atomic_load_explicit(&tl->self_known, memory_order_acquire))
+    return 0;
   uv_thread_t me = uv_thread_self();
-  return uv_thread_equal(&me, tl->self);
+  return uv_thread_equal(&me, &tl->self) && !tl->closed;
 }
 
 static void on_idle(uv_idle_t *h) { (void)h; }
@@ -112,16 +140,22 @@ static void flush_thread_batch(coda__task_loop *tl) {
   if (coda__queue_empty(&tl->thread_batch))
     return;
   uv_idle_stop(&tl->thread_batch_idle);
-  coda__engine *e = tl->engine;
-  if (!e->threads || coda__thread_pool_submit_batch(e->threads, &tl->thread_batch) != 0)
+  coda__thread_pool *pool = atomic_load(&tl->engine->threads);
+  if (!pool || coda__thread_pool_submit_batch(pool, &tl->thread_batch) != 0)
     coda__tasks_drop_queue(&tl->thread_batch, "the thread pool has stopped");
 }
 
-static void on_check(uv_check_t *c) { flush_thread_batch(c->data); }
+static void on_check(uv_check_t *c) {
+  coda__task_loop *tl = c->data;
+  learn_thread(tl);
+  flush_thread_batch(tl);
+}
 
 int coda__loop_executor_init(coda__task_loop *tl) {
   coda__queue_init(&tl->thread_batch);
   coda__queue_init(&tl->pending);
+  if (uv_mutex_init(&tl->mu) != 0)
+    return CODA_ENOMEM;
   uv_check_init(tl->uv, &tl->thread_batch_check);
   tl->thread_batch_check.data = tl;
   uv_check_start(&tl->thread_batch_check, on_check);
@@ -130,15 +164,27 @@ int coda__loop_executor_init(coda__task_loop *tl) {
   return 0;
 }
 
-/* The loop is ending: the batch goes to the pool, the handles close. LOOP
- * tasks still in the inbox are dropped when its owner closes it. */
+/* The loop is ending (the drain is over): the batch goes to the pool, the
+ * handles close. LOOP tasks still in the inbox are dropped when its owner
+ * closes it. Pending LOOP tasks lose their timeout timers, which would keep
+ * the loop running until they fire, past the drain deadline: such a task
+ * ends when its own handles call coda_task_done() before the loop ends, or
+ * is dropped at the engine's stop (coda__loop_executor_free_pending). */
 void coda__loop_executor_close(coda__task_loop *tl) {
-  if (tl->closed)
-    return;
+  uv_mutex_lock(&tl->mu);
+  int was_closed = tl->closed;
   tl->closed = 1;
+  uv_mutex_unlock(&tl->mu);
+  if (was_closed)
+    return;
+  coda__queue *q;
+  coda__queue_foreach(q, &tl->pending)
+    stop_timer(coda__container_of(q, coda_task, link));
   flush_thread_batch(tl);
   if (!uv_is_closing((uv_handle_t *)&tl->thread_batch_check))
     uv_close((uv_handle_t *)&tl->thread_batch_check, NULL);
   if (!uv_is_closing((uv_handle_t *)&tl->thread_batch_idle))
     uv_close((uv_handle_t *)&tl->thread_batch_idle, NULL);
 }
+
+void coda__loop_executor_destroy(coda__task_loop *tl) { uv_mutex_destroy(&tl->mu); }

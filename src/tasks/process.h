@@ -12,12 +12,16 @@
  * Every message is framed the same way, both ways: u32 payload length, u32
  * kind, payload (native byte order: both ends are the same program).
  *   TASK (parent to worker): u64 id, i32 attempt, u8 durable, u8 skip, u8
- *     delivered, u64 after, u16 name length, name, then the task's
- *     arguments as args.c encodes them, to the end of the payload. With
- *     skip set, the task does not run if the task `after` failed or was
- *     skipped. Delivered is coda_task_delivered() in the server.
- *   DONE (worker to parent): u64 id, i32 rc, u32 message length, message,
- *     u8 has result, u32 result length, result, f64 progress.
+ *     delivered, u64 after, u64 request id, u16 name length, name, then the
+ *     task's arguments as args.c encodes them, to the end of the payload.
+ *     With skip set, the task does not run if the task `after` failed or
+ *     was skipped. Delivered is coda_task_delivered() in the server, the
+ *     request id its coda_task_request_id() (0: none).
+ *   DONE (worker to parent): u64 id, i32 rc, u8 skipped, u32 message
+ *     length, message, u8 has result, u32 result length, result, f64
+ *     progress. Skipped: the task did not run (its chained predecessor
+ *     failed or was skipped); rc is then 0. Any rc is the task's own, so a
+ *     task may return any negative value.
  *   PROGRESS (worker to parent, while the task runs): u64 id, f64 progress.
  *   READY (worker to parent, once, before any task): no payload.
  */
@@ -57,6 +61,7 @@ typedef struct coda__task_msg {
   int skip;       /* skip the task if `after` failed or was skipped */
   int delivered;  /* its response was delivered */
   uint64_t after; /* with skip: the task before it in its list */
+  uint64_t request_id;
   const char *name;
   size_t name_len;
   const void *args; /* args.c's encoding */
@@ -67,6 +72,7 @@ typedef struct coda__task_msg {
 typedef struct coda__done_msg {
   uint64_t id;
   int32_t rc;
+  int skipped; /* not run: see DONE above */
   const char *message; /* not NUL-terminated */
   uint32_t message_len;
   int has_result;

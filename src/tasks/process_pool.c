@@ -167,7 +167,9 @@ static void start_current(worker *w) {
 
 static void chain_ahead(worker *w);
 
-static void finish_current(worker *w, int rc, const char *message) {
+/* The head task ended: with rc (0 or negative) and message, or skipped
+ * (the worker did not run it, or it was known to be skipped here). */
+static void finish_current(worker *w, int rc, const char *message, int skipped) {
   coda_task *t = current(w);
   if (!t)
     return;
@@ -177,7 +179,7 @@ static void finish_current(worker *w, int rc, const char *message) {
   uv_timer_stop(&w->timer);
   /* The list advances first: whether the next chained task is skipped
    * depends on how this one ended. */
-  if (t->skipping || rc == CODA__SKIPPED) {
+  if (t->skipping || skipped) {
     coda_tasks *run = t->run;
     if (!t->skipping) { /* begun by a parent that did not expect the skip */
       coda__stat_add(t->def->engine, t->executor, CODA_STAT_RUNNING, -1);
@@ -256,9 +258,9 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
   requeue_unstarted(w);
   coda_task *t = current(w);
   if (t && t->skipping) {
-    finish_current(w, CODA__SKIPPED, NULL);
+    finish_current(w, 0, NULL, 1);
   } else if (t && w->killed_for_timeout) {
-    finish_current(w, CODA_ETIMEDOUT, NULL); /* already reported */
+    finish_current(w, CODA_ETIMEDOUT, NULL, 0); /* already reported */
   } else if (t) {
     if (signo)
       snprintf(why, sizeof why, "worker %d killed by signal %d (%s)", (int)proc->pid,
@@ -267,7 +269,7 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
       snprintf(why, sizeof why, "worker %d exited with status %lld", (int)proc->pid,
                (long long)status);
     coda__task_report(t, CODA_STAT_CRASHED, why);
-    finish_current(w, CODA_ECRASHED, why);
+    finish_current(w, CODA_ECRASHED, why, 0);
   }
   if (!p->stopping)
     coda_log(p->engine->app, CODA_LOG_WARN,
@@ -325,7 +327,7 @@ static void consume_input(worker *w) {
     coda__done_msg m;
     if (kind != CODA__MSG_DONE || coda__wire_get_done(payload, len, &m) != 0)
       continue;
-    int ran = !t->skipping && m.rc != CODA__SKIPPED;
+    int ran = !t->skipping && !m.skipped;
     if (ran && t->durable && m.progress != t->progress)
       coda_task_progress(t, m.progress);
     if (ran && t->durable && m.has_result)
@@ -335,7 +337,7 @@ static void consume_input(worker *w) {
     if (tn)
       memcpy(text, m.message, tn);
     text[tn] = '\0';
-    finish_current(w, m.rc, tn ? text : NULL);
+    finish_current(w, m.rc, tn ? text : NULL, m.skipped);
   }
   memmove(w->in.base, w->in.base + at, w->in.len - at);
   w->in.len -= at;
@@ -635,7 +637,7 @@ void coda__process_pool_stop(coda__process_pool *p, int free_it) {
         if (run)
           coda__run_advance(run, 1);
       } else if (t) {
-        finish_current(w, CODA_ECRASHED, "the server stopped while it ran");
+        finish_current(w, CODA_ECRASHED, "the server stopped while it ran", 0);
       }
       close_worker(w);
     }
@@ -645,8 +647,13 @@ void coda__process_pool_stop(coda__process_pool *p, int free_it) {
   coda__tasks_drop_queue(&p->waiting, "shutdown before it ran");
   uv_close((uv_handle_t *)&p->async, NULL);
   uv_run(p->loop, UV_RUN_NOWAIT);
-  if (!free_it)
-    return; /* a thread left running may still submit: it finds it closed */
+  if (free_it)
+    coda__process_pool_free(p);
+  /* Otherwise a thread left running may still submit: it finds it closed;
+   * the engine frees the pool once that thread has returned. */
+}
+
+void coda__process_pool_free(coda__process_pool *p) {
   uv_mutex_destroy(&p->mu);
   free(p->workers);
   if (p->exe_fd >= 0)

@@ -58,6 +58,7 @@ int coda__wire_put_task(coda__buf *b, const coda_task *t, const coda_task *after
   put(b, &skip, 1, &rc);
   put(b, &delivered, 1, &rc);
   put(b, &after_id, 8, &rc);
+  put(b, &t->request_id, 8, &rc);
   put(b, &nlen, 2, &rc);
   put(b, t->def->name, nlen, &rc);
   if (rc == 0)
@@ -68,10 +69,11 @@ int coda__wire_put_task(coda__buf *b, const coda_task *t, const coda_task *after
 int coda__wire_put_done(coda__buf *b, const coda__done_msg *m) {
   int rc = 0;
   size_t start = begin(b, CODA__MSG_DONE, &rc);
-  uint8_t has_result = m->has_result != 0;
+  uint8_t has_result = m->has_result != 0, skipped = m->skipped != 0;
   uint32_t rlen = has_result ? m->result_len : 0;
   put(b, &m->id, 8, &rc);
   put(b, &m->rc, 4, &rc);
+  put(b, &skipped, 1, &rc);
   put(b, &m->message_len, 4, &rc);
   put(b, m->message_len ? m->message : "", m->message_len, &rc);
   put(b, &has_result, 1, &rc);
@@ -151,6 +153,7 @@ int coda__wire_get_task(const char *payload, size_t len, coda__task_msg *m) {
   TAKE(&r, skip);
   TAKE(&r, delivered);
   TAKE(&r, m->after);
+  TAKE(&r, m->request_id);
   TAKE(&r, nlen);
   m->name = take(&r, nlen);
   m->name_len = nlen;
@@ -164,10 +167,11 @@ int coda__wire_get_task(const char *payload, size_t len, coda__task_msg *m) {
 
 int coda__wire_get_done(const char *payload, size_t len, coda__done_msg *m) {
   reader r = {payload, len, 0};
-  uint8_t has_result = 0;
+  uint8_t has_result = 0, skipped = 0;
   memset(m, 0, sizeof *m);
   TAKE(&r, m->id);
   TAKE(&r, m->rc);
+  TAKE(&r, skipped);
   TAKE(&r, m->message_len);
   m->message = take(&r, m->message_len);
   TAKE(&r, has_result);
@@ -175,6 +179,7 @@ int coda__wire_get_done(const char *payload, size_t len, coda__done_msg *m) {
   m->result = take(&r, m->result_len);
   TAKE(&r, m->progress);
   m->has_result = has_result != 0;
+  m->skipped = skipped != 0;
   return r.bad ? CODA_EINVAL : 0;
 }
 

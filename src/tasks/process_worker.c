@@ -100,6 +100,7 @@ static int rebuild_task(coda__engine *e, const coda__task_msg *m, coda_task *t,
   t->attempt = m->attempt;
   t->durable = m->durable;
   t->delivered = m->delivered;
+  t->request_id = m->request_id;
   t->executor = CODA_EXEC_PROCESS;
   if (m->name_len >= sizeof name)
     return -1;
@@ -181,13 +182,13 @@ static void run_one(coda__engine *e, const char *payload, size_t len, outcomes *
     done->rc = CODA_ENOTFOUND;
     why = "unknown task name or bad message (is it registered before coda_app_run?)";
   } else if (m.skip && failed_recently(recent, m.after)) {
-    done->rc = CODA__SKIPPED;
+    done->skipped = 1; /* a skipped task counts as failed for the next */
   } else {
     int rc = t->def->fn(t);
     done->rc = rc > 0 ? 0 : rc;
     why = t->error;
   }
-  remember(recent, m.id, done->rc < 0);
+  remember(recent, m.id, done->rc < 0 || done->skipped);
   done->message = why;
   done->message_len = why ? (uint32_t)strlen(why) : 0;
   done->has_result = !bad && t->result;

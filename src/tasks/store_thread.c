@@ -629,7 +629,9 @@ int coda__durable_start(coda__engine *e) {
   d->id_end = first + CODA__ID_BLOCK;
   d->spare_first = d->spare_end = 0;
   d->refill = 0;
+  uv_mutex_lock(&d->mu);
   d->stop = 0;
+  uv_mutex_unlock(&d->mu);
   d->no_submit = 0;
   d->loops_ready = 0;
   d->kick = 0;

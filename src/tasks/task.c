@@ -35,6 +35,11 @@ static coda_executor resolve_executor(coda_executor ex) {
 static void run_free(coda_tasks *run);
 static void task_free(coda_task *t);
 
+static void free_task_loop(coda__task_loop *tl) {
+  coda__loop_executor_destroy(tl);
+  free(tl);
+}
+
 /* ---- engine and definitions ----------------------------------------- */
 
 int coda__engine_free(void *data) {
@@ -44,6 +49,9 @@ int coda__engine_free(void *data) {
   if (e->left_threads && coda__thread_pool_release(e->left_threads) != 0)
     return CODA_ESTATE;
   e->left_threads = NULL;
+  if (e->left_procs)
+    coda__process_pool_free(e->left_procs);
+  e->left_procs = NULL;
   for (int i = 0; i < e->ndefs; i++) {
     free(e->defs[i]->name);
     free(e->defs[i]);
@@ -57,8 +65,13 @@ int coda__engine_free(void *data) {
   }
   free(e->route_lists);
   for (int i = 0; i < e->nloops; i++)
-    free(e->loops[i]);
+    free_task_loop(e->loops[i]);
   free(e->loops);
+  while (e->retired) {
+    coda__task_loop *tl = e->retired;
+    e->retired = tl->retired;
+    free_task_loop(tl);
+  }
   uv_mutex_destroy(&e->loops_mu);
   coda__durable_free(e);
   free(e);
@@ -75,8 +88,7 @@ static int service_start(void *data, coda__server *s, uv_loop_t *control) {
 
 static int service_loop_init(void *data, coda__loop *loop) {
   coda__engine *e = data;
-  coda__task_loop *tl =
-      coda__engine_add_loop(e, coda__loop_uv(loop), coda__loop_inbox(loop), &loop->self);
+  coda__task_loop *tl = coda__engine_add_loop(e, coda__loop_uv(loop), coda__loop_inbox(loop));
   if (!tl)
     return CODA_ENOMEM;
   coda__loop_set_slot(loop, e->loop_slot, tl);
@@ -151,8 +163,9 @@ coda__engine *coda__engine_of(coda_app *app) {
 
 static void on_watch(uv_timer_t *t) {
   coda__engine *e = t->data;
-  if (e->threads)
-    coda__thread_pool_watch(e->threads, uv_hrtime());
+  coda__thread_pool *pool = atomic_load(&e->threads);
+  if (pool)
+    coda__thread_pool_watch(pool, uv_hrtime());
 }
 
 int coda__engine_start(coda__engine *e, uv_loop_t *control) {
@@ -162,31 +175,31 @@ int coda__engine_start(coda__engine *e, uv_loop_t *control) {
   e->watching = 1;
   uv_timer_start(&e->watch, on_watch, 20, 20);
   uv_unref((uv_handle_t *)&e->watch);
-  e->threads = coda__thread_pool_new(e, (int)o->thread_pool_size);
-  if (!e->threads)
+  coda__thread_pool *pool = coda__thread_pool_new(e, (int)o->thread_pool_size);
+  if (!pool)
     return CODA_ENOMEM;
+  atomic_store(&e->threads, pool);
   for (int i = 0; i < e->ndefs; i++) {
     if (e->defs[i]->executor != CODA_EXEC_PROCESS)
       continue;
     int workers =
         o->process_workers ? (int)o->process_workers : (int)uv_available_parallelism();
-    e->procs = coda__process_pool_new(e, control, workers);
-    if (!e->procs)
+    coda__process_pool *procs = coda__process_pool_new(e, control, workers);
+    if (!procs)
       return CODA_EIO;
+    atomic_store(&e->procs, procs);
     break; /* only apps with PROCESS tasks pay for workers */
   }
   return coda__durable_start(e);
 }
 
-coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv, coda__inbox *inbox,
-                                       const uv_thread_t *self) {
+coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv, coda__inbox *inbox) {
   coda__task_loop *tl = calloc(1, sizeof *tl);
   if (!tl)
     return NULL;
   tl->engine = e;
   tl->uv = uv;
   tl->inbox = inbox;
-  tl->self = self;
   uv_mutex_lock(&e->loops_mu);
   int rc = 0;
   if (e->nloops == e->loops_cap) {
@@ -225,26 +238,35 @@ void coda__engine_stop(coda__engine *e) {
   /* The process pool refuses new tasks first, but stays allocated until
    * the thread pool has stopped: a THREAD task ending meanwhile may submit
    * the next task of its list to it (and gets CODA_ESTATE). */
-  if (e->procs)
-    coda__process_pool_close(e->procs);
-  if (e->threads && coda__thread_pool_stop(e->threads) != 0)
-    e->left_threads = e->threads;
-  e->threads = NULL;
-  if (e->procs)
-    coda__process_pool_stop(e->procs, !e->left_threads);
-  e->procs = NULL;
+  coda__process_pool *procs = atomic_load(&e->procs);
+  coda__thread_pool *threads = atomic_load(&e->threads);
+  if (procs)
+    coda__process_pool_close(procs);
+  if (threads && coda__thread_pool_stop(threads) != 0)
+    e->left_threads = threads;
+  atomic_store(&e->threads, NULL);
+  atomic_store(&e->procs, NULL);
+  if (procs) {
+    coda__process_pool_stop(procs, !e->left_threads);
+    if (e->left_threads)
+      e->left_procs = procs; /* freed with the engine, once they return */
+  }
   coda__durable_stop(e); /* after the pools: their last outcomes get written */
   if (e->watching && !uv_is_closing((uv_handle_t *)&e->watch))
     uv_close((uv_handle_t *)&e->watch, NULL);
   e->watching = 0;
-  /* The loops are gone: their state is freed, a next run adds new ones. */
+  /* The loops are gone; a next run adds new ones. Their state stays until
+   * the engine is freed: a task left running may still point at it. */
   uv_mutex_lock(&e->loops_mu);
-  for (int i = 0; i < e->nloops; i++) {
-    coda__loop_executor_free_pending(e->loops[i]);
-    free(e->loops[i]);
-  }
+  int n = e->nloops;
   e->nloops = 0;
   uv_mutex_unlock(&e->loops_mu);
+  for (int i = 0; i < n; i++) {
+    coda__task_loop *tl = e->loops[i];
+    coda__loop_executor_free_pending(tl); /* its list goes on: not under loops_mu */
+    tl->retired = e->retired;
+    e->retired = tl;
+  }
 }
 
 coda_task_def *coda__engine_find(coda__engine *e, const char *name) {
@@ -643,17 +665,21 @@ static void submit(coda_task *t) {
       rc = coda__loop_submit(t->loop, t);
     break;
   }
-  case CODA_EXEC_PROCESS:
-    if (e->procs)
-      rc = coda__process_pool_submit(e->procs, t);
+  case CODA_EXEC_PROCESS: {
+    coda__process_pool *procs = atomic_load(&e->procs);
+    if (procs)
+      rc = coda__process_pool_submit(procs, t);
     break;
-  default:
-    if (e->threads && t->loop && coda__task_loop_on_thread(t->loop)) {
+  }
+  default: {
+    coda__thread_pool *pool = atomic_load(&e->threads);
+    if (pool && t->loop && coda__loop_can_defer(t->loop)) {
       coda__loop_defer_thread_task(t->loop, t); /* one hand-off per iteration */
       rc = 0;
-    } else if (e->threads) {
-      rc = coda__thread_pool_submit(e->threads, t);
+    } else if (pool) {
+      rc = coda__thread_pool_submit(pool, t);
     }
+  }
   }
   if (rc == 0)
     return;

@@ -28,12 +28,25 @@ typedef struct coda__process_pool coda__process_pool;
 /* The engine's state on one event loop: where LOOP tasks run and where
  * THREAD tasks started on that loop are batched. Made by
  * coda__engine_add_loop() for any libuv loop with an inbox: a server's
- * loops (through the engine's service) or bare ones (a test, a worker). */
+ * loops (through the engine's service) or bare ones (a test, a worker).
+ *
+ * It outlives its loop: tasks and held responses keep pointing at it (a
+ * THREAD task left running at shutdown submits the next task of its list
+ * when it returns, long after), so it is freed only with the engine. The
+ * loop, its inbox and the memory they live in are its owner's, and may be
+ * gone once the loop has ended: `mu` orders every post to `inbox` before
+ * the executor's close, after which `inbox` is never touched again. */
 typedef struct coda__task_loop {
   coda__engine *engine;
   uv_loop_t *uv;
+  uv_mutex_t mu; /* protects `closed` against the posting threads */
   coda__inbox *inbox;
-  const uv_thread_t *self; /* the loop's thread, valid once it runs */
+  int closed;                      /* set under mu by the loop's close */
+  struct coda__task_loop *retired; /* the engine's list of ended loops */
+  /* The loop's thread, learnt by the executor's first callback there
+   * (before that, nothing is batched). */
+  uv_thread_t self;
+  atomic_int self_known;
   /* THREAD tasks started on this loop during the current iteration,
    * submitted together by the check handle (loop thread only). */
   coda__queue thread_batch;
@@ -45,7 +58,6 @@ typedef struct coda__task_loop {
   uv_check_t thread_batch_check;
   uv_idle_t thread_batch_idle; /* active while the batch is not empty: the
                                   next poll must not block before the flush */
-  int closed;
 } coda__task_loop;
 
 struct coda_task_def {
@@ -123,9 +135,6 @@ struct coda_tasks {
   coda_task *inline_tasks[4];
 };
 
-/* What a worker answers for a chained task it skipped (never a CODA_E*). */
-#define CODA__SKIPPED (-1000)
-
 struct coda__engine {
   coda_app *app;
   coda_task_def **defs;
@@ -137,8 +146,10 @@ struct coda__engine {
   atomic_long outstanding;
   coda_task_error_hook hook;
   void *hook_user;
-  coda__thread_pool *threads;
-  coda__process_pool *procs;
+  /* The pools, NULL once stopped. Atomic: a THREAD task left running at
+   * shutdown reads them when it submits the next task of its list. */
+  _Atomic(coda__thread_pool *) threads;
+  _Atomic(coda__process_pool *) procs;
   coda__server *server;     /* while draining: told when outstanding hits 0 */
   coda__service service;    /* how the server runs the engine */
   int loop_slot;            /* the server loops' slot holding a coda__task_loop */
@@ -147,6 +158,7 @@ struct coda__engine {
   int loops_cap;
   uv_mutex_t loops_mu;      /* protects loops/nloops against a reader on
                                another thread while a loop is added */
+  coda__task_loop *retired; /* loops of earlier runs, freed with the engine */
   uv_timer_t watch;         /* THREAD task timeouts (control loop) */
   int watching;
   coda_tasks **route_lists; /* templates of route-level tasks, owned here */
@@ -154,6 +166,7 @@ struct coda__engine {
   struct coda__durable *durable; /* the store and its thread (durable.c) */
   atomic_int draining;
   coda__thread_pool *left_threads; /* stopped with tasks still running */
+  coda__process_pool *left_procs;  /* stopped, kept for left_threads */
 };
 
 /* The app's engine, made on first use (a configuration call: one thread,
@@ -172,13 +185,13 @@ size_t coda__engine_stats_json(void *data, char *buf, size_t cap);
  * that loop). Then add each loop tasks may use (before it runs, or on its
  * thread), and call coda__engine_ready() once they are all there. */
 int coda__engine_start(coda__engine *e, uv_loop_t *control);
-coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv, coda__inbox *inbox,
-                                       const uv_thread_t *self);
+coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv, coda__inbox *inbox);
 void coda__engine_ready(coda__engine *e);
 /* Takes no new attempts from the store; sets `draining`. */
 void coda__engine_drain(coda__engine *e);
 /* Closes the engine's state on a loop (its thread, or once it no longer
- * runs); LOOP tasks posted later are dropped by the inbox's close. */
+ * runs), before the loop's inbox closes: from then on LOOP tasks and held
+ * responses for that loop are refused at once, on the posting thread. */
 void coda__engine_loop_close(coda__task_loop *tl);
 /* Stops the pools and the store thread; tasks still queued are dropped
  * and counted. The control loop must run once more to close the watchdog. */
@@ -238,6 +251,11 @@ void coda__run_abandon(coda_tasks *run);
 /* Executors. */
 int coda__loop_executor_init(coda__task_loop *tl);
 void coda__loop_executor_close(coda__task_loop *tl);
+/* Frees what coda__loop_executor_init() made (once the loop has ended). */
+void coda__loop_executor_destroy(coda__task_loop *tl);
+/* Posts msg to the loop's inbox: 0, or CODA_ESTATE once the loop's
+ * executor has closed (msg was not posted). Any thread. */
+int coda__task_loop_post(coda__task_loop *tl, coda__inbox_msg *msg, coda__inbox_fn fn);
 int coda__loop_submit(coda__task_loop *tl, coda_task *t);
 /* LOOP tasks still pending when their loop ended: dropped (never done) or
  * freed (finished by their timeout). After the loop's thread has ended. */
@@ -249,6 +267,8 @@ int coda__process_pool_submit(coda__process_pool *p, coda_task *t);
 void coda__process_pool_close(coda__process_pool *p);
 /* Kills the workers and drops what is left; frees the pool if free_it. */
 void coda__process_pool_stop(coda__process_pool *p, int free_it);
+/* Frees a pool stopped without free_it. */
+void coda__process_pool_free(coda__process_pool *p);
 /* In a worker process (coda__in_worker): sends a PROCESS task's progress to
  * the server. */
 int coda__in_worker(void);
@@ -273,9 +293,10 @@ int coda__thread_pool_submit(coda__thread_pool *p, coda_task *t);
 /* Submits a whole queue of tasks with one lock and the fewest wake-ups;
  * `tasks` ends empty on success. CODA_ESTATE once stopped. */
 int coda__thread_pool_submit_batch(coda__thread_pool *p, coda__queue *tasks);
-/* On the loop's own thread: THREAD tasks started during this iteration are
- * collected and submitted together when the iteration's I/O is done. */
-int coda__task_loop_on_thread(const coda__task_loop *tl);
+/* On the loop's own thread, while its executor is open: THREAD tasks
+ * started during this iteration are collected and submitted together when
+ * the iteration's I/O is done. */
+int coda__loop_can_defer(const coda__task_loop *tl);
 void coda__loop_defer_thread_task(coda__task_loop *tl, coda_task *t);
 void coda__thread_pool_watch(coda__thread_pool *p, uint64_t now_ns);
 /* Stops the pool: running tasks are cancelled and get a short grace; the

@@ -336,7 +336,14 @@ int coda__thread_pool_stop(coda__thread_pool *p) {
     for (int i = 0; i < p->nthreads; i++)
       uv_thread_join(&p->threads[i]);
   }
-  coda__tasks_drop_queue(&p->queue, "shutdown before it ran");
+  /* Taken under mu: a thread left running reads the queue (under mu) when
+   * its task returns. */
+  coda__queue never_ran;
+  coda__queue_init(&never_ran);
+  uv_mutex_lock(&p->mu);
+  coda__queue_move(&never_ran, &p->queue);
+  uv_mutex_unlock(&p->mu);
+  coda__tasks_drop_queue(&never_ran, "shutdown before it ran");
   if (busy)
     return CODA_ESTATE;
   pool_destroy(p);

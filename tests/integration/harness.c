@@ -57,6 +57,15 @@ int ts_stop(test_server *ts) {
   return ts->run_rc;
 }
 
+int tc_app_free(coda_app *app, int ms) {
+  int rc = coda_app_free(app);
+  for (int waited = 0; rc == CODA_ESTATE && waited < ms; waited += 5) {
+    tc_sleep_ms(5);
+    rc = coda_app_free(app);
+  }
+  return rc;
+}
+
 int tc_connect(int port, int timeout_ms) {
   return tc_connect_rcvbuf(port, timeout_ms, 0);
 }

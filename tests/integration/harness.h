@@ -24,6 +24,10 @@ int ts_start(test_server *ts, coda_app *app);
 /* coda_app_stop() and join; returns what coda_app_run() returned. */
 int ts_stop(test_server *ts);
 
+/* coda_app_free(), again every 5 ms while THREAD tasks left running at
+ * shutdown still run (CODA_ESTATE), for up to ms. Returns its last rc. */
+int tc_app_free(coda_app *app, int ms);
+
 /* A connected blocking socket to the test server (-1 on failure) with a
  * receive timeout of `timeout_ms`. */
 int tc_connect(int port, int timeout_ms);

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* ---- handlers -------------------------------------------------------- */
@@ -624,7 +625,11 @@ TEST(shutdown_deadline_cuts_what_does_not_finish) {
   REQUIRE(ts_start(&s, a) == 0);
   int busy = tc_connect(s.port, 3000);
   tc_send_str(busy, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
-  tc_sleep_ms(30);
+  char head[1024];
+  /* The stream has begun (a fixed 30 ms sleep was not always enough on a
+   * loaded machine: the stop then found an idle connection and closed it
+   * at once, and the test saw it cut before the deadline). */
+  CHECK(tc_read_head(busy, head, sizeof head) > 0);
   uint64_t t0 = tc_now_ms();
   coda_app_stop(a);
   /* The deadline cuts the connection: the client sees it close, after
@@ -641,6 +646,76 @@ TEST(shutdown_deadline_cuts_what_does_not_finish) {
   close(busy);
   uv_thread_join(&s.thread);
   CHECK(tc_now_ms() - t0 < 5000);
+  coda_app_free(a);
+}
+
+/* A stream whose client has reset the connection, ended from a timer: the
+ * last write fails and closes the connection, and coda_stream_end() runs
+ * before libuv's close callback. The connection must be freed once, by
+ * that callback (it was freed by the end, then used and freed again by
+ * the callback: ASan reported the use after free). Reading has stopped
+ * (the client filled the read buffer), so only the write sees the reset. */
+typedef struct {
+  uv_timer_t timer;
+  coda_stream *stream;
+  atomic_int *ended;
+} reset_state;
+
+static atomic_int reset_ended;
+
+static void reset_tick(uv_timer_t *t) {
+  reset_state *st = t->data;
+  static char chunk[65536];
+  coda_stream_write(st->stream, chunk, sizeof chunk); /* fails: the peer reset */
+  coda_stream_end(st->stream);
+  atomic_store(st->ended, 1);
+  uv_close((uv_handle_t *)t, stream_closed);
+}
+
+static int h_reset_stream(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  reset_state *st = calloc(1, sizeof *st);
+  st->stream = coda_res_stream(res);
+  if (!st->stream) {
+    free(st);
+    return CODA_ESTATE;
+  }
+  st->ended = &reset_ended;
+  uv_timer_init(coda_req_loop(req), &st->timer);
+  st->timer.data = st;
+  uv_timer_start(&st->timer, reset_tick, 300, 0);
+  return 0;
+}
+
+TEST(a_stream_ended_after_its_client_reset_is_freed_once) {
+  coda_app *a = coda_app_new();
+  test_server s;
+  coda_app_set(a, CODA_OPT_LOG_LEVEL, CODA_LOG_OFF);
+  coda_app_set(a, CODA_OPT_THREADS, 1);
+  coda_app_route(a, "GET", "/reset-stream", h_reset_stream, NULL);
+  coda_app_route(a, "GET", "/plain", h_plain, NULL);
+  REQUIRE(ts_start(&s, a) == 0);
+  atomic_store(&reset_ended, 0);
+  int fd = tc_connect(s.port, 3000);
+  REQUIRE(fd >= 0);
+  /* The request, then more bytes than the read buffer holds: the server
+   * stops reading while the stream is open, and never sees the reset. */
+  static char req[70000];
+  int n = snprintf(req, sizeof req, "GET /reset-stream HTTP/1.1\r\nHost: x\r\n\r\n");
+  memset(req + n, 'x', sizeof req - (size_t)n);
+  CHECK_EQ_INT(tc_send(fd, req, sizeof req), 0);
+  char buf[4096];
+  CHECK(tc_read_head(fd, buf, sizeof buf) > 0);
+  CHECK_EQ_INT(tc_status(buf), 200);
+  struct linger lg = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd); /* RST */
+  for (int i = 0; i < 400 && !atomic_load(&reset_ended); i++)
+    tc_sleep_ms(5);
+  CHECK(atomic_load(&reset_ended));
+  tc_sleep_ms(50); /* the close callback has run */
+  CHECK_EQ_INT(tc_get(s.port, "/plain", buf, sizeof buf, 3000), 200); /* still serving */
+  CHECK_EQ_INT(ts_stop(&s), 0);
   coda_app_free(a);
 }
 
@@ -695,6 +770,7 @@ int main(void) {
       TEST_CASE(echo_round_trips_a_large_body),
       TEST_CASE(graceful_shutdown_finishes_in_flight_and_closes_idle),
       TEST_CASE(shutdown_deadline_cuts_what_does_not_finish),
+      TEST_CASE(a_stream_ended_after_its_client_reset_is_freed_once),
       TEST_CASE(several_loops_share_the_port),
   };
   int rc = test__run("http", cases, sizeof cases / sizeof cases[0]);

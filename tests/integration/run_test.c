@@ -132,9 +132,37 @@ static int h_stubborn(coda_req *req, coda_res *res, void *user) {
   return rc ? rc : coda_res_body_static(res, "ok", 2);
 }
 
+/* After the stubborn task in its list: a LOOP task, submitted by the left
+ * thread once the loops, the server and the engine's loop state are gone. */
+static atomic_int after_stubborn_runs;
+
+static int after_stubborn(coda_task *t) {
+  (void)t;
+  atomic_fetch_add(&after_stubborn_runs, 1);
+  return 0;
+}
+
+static coda_task_def *after_stubborn_def;
+
+static int h_stubborn_durable(coda_req *req, coda_res *res, void *user) {
+  (void)req;
+  int rc = coda_res_add_task_opts(res, user, CODA_TASK_OPTS(.flags = CODA_TASK_DURABLE), "");
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+static int h_stubborn_then_loop(coda_req *req, coda_res *res, void *user) {
+  (void)req;
+  int rc = coda_res_add_task(res, user, "");
+  rc = rc ? rc : coda_res_add_task(res, after_stubborn_def, "");
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+enum { STUBBORN_ALONE, STUBBORN_THEN_LOOP, STUBBORN_DURABLE };
+
 /* Stops an app whose thread task never returns, with one stop or two, and
- * returns how long coda_app_run() took to return. */
-static long stop_with_stubborn_task(long drain_ms, int stops) {
+ * returns how long coda_app_run() took to return. The stubborn task is
+ * alone in its list, followed by a LOOP task, or durable. */
+static long stop_with_stubborn_list(long drain_ms, int stops, int mode) {
   atomic_store(&stubborn_started, 0);
   atomic_store(&stubborn_done, 0);
   coda_app *app = coda_app_new();
@@ -143,7 +171,12 @@ static long stop_with_stubborn_task(long drain_ms, int stops) {
   coda_app_set(app, CODA_OPT_LOG_LEVEL, CODA_LOG_ERROR);
   coda_app_set(app, CODA_OPT_TASK_DRAIN_TIMEOUT, drain_ms);
   coda_task_def *def = coda_app_task(app, "stubborn", stubborn, CODA_EXEC_THREAD);
-  coda_app_route(app, "GET", "/stubborn", h_stubborn, def);
+  after_stubborn_def = coda_app_task(app, "after_stubborn", after_stubborn, CODA_EXEC_LOOP);
+  coda_app_route(app, "GET", "/stubborn",
+                 mode == STUBBORN_THEN_LOOP ? h_stubborn_then_loop
+                 : mode == STUBBORN_DURABLE ? h_stubborn_durable
+                                            : h_stubborn,
+                 def);
   test_server ts;
   if (ts_start(&ts, app) != 0)
     return -1;
@@ -171,6 +204,10 @@ static long stop_with_stubborn_task(long drain_ms, int stops) {
   return took;
 }
 
+static long stop_with_stubborn_task(long drain_ms, int stops) {
+  return stop_with_stubborn_list(drain_ms, stops, STUBBORN_ALONE);
+}
+
 /* The drain deadline bounds the stop: cancelled THREAD tasks get 100 ms
  * more, not a second (coda_app_run() took 1.3 s with a 300 ms drain). */
 TEST(a_stop_waits_the_drain_deadline_and_a_short_grace) {
@@ -186,6 +223,111 @@ TEST(a_second_stop_skips_the_drain) {
   fprintf(stderr, "  two stops, drain 5000 ms: coda_app_run returned after %ld ms\n", took);
   CHECK(took >= 0);
   CHECK(took < 700);
+}
+
+/* The task after a left THREAD task in its list is submitted when that
+ * task returns, long after coda_app_run(): its loop has ended, and the
+ * engine's state for that loop and the loop's inbox must not be touched
+ * (they were freed: ASan reported a heap-use-after-free in the LOOP
+ * submit). It is dropped, and the app is freed once the thread returns. */
+TEST(a_task_after_a_left_thread_task_is_dropped_safely) {
+  atomic_store(&after_stubborn_runs, 0);
+  long took = stop_with_stubborn_list(100, 1, STUBBORN_THEN_LOOP);
+  CHECK(took >= 0);
+  CHECK_EQ_INT(atomic_load(&after_stubborn_runs), 0);
+}
+
+/* A durable THREAD task left running records its outcome when it returns,
+ * after the store thread has stopped: the outcome was queued for a thread
+ * that would never take it (LeakSanitizer found it, and its slot was never
+ * given back). It is not recorded: the task stays in the store and runs
+ * again at the next start. */
+TEST(a_durable_task_left_running_finishes_after_the_store_stopped) {
+  long took = stop_with_stubborn_list(100, 1, STUBBORN_DURABLE);
+  CHECK(took >= 0);
+}
+
+/* A LOOP task that returned CODA_PENDING and never calls coda_task_done():
+ * its timeout timer kept its loop running after the drain deadline, so
+ * coda_app_run() returned only when that timeout fired, not within the
+ * documented drain deadline plus the grace. */
+static atomic_int pending_started;
+
+static int never_done(coda_task *t) {
+  (void)t;
+  atomic_store(&pending_started, 1);
+  return CODA_PENDING;
+}
+
+TEST(a_pending_loop_task_does_not_hold_the_stop_past_the_drain) {
+  atomic_store(&pending_started, 0);
+  coda_app *app = coda_app_new();
+  REQUIRE(app != NULL);
+  coda_app_set(app, CODA_OPT_LOG_LEVEL, CODA_LOG_OFF);
+  coda_app_set(app, CODA_OPT_TASK_DRAIN_TIMEOUT, 100);
+  coda_task_def *def = coda_app_task(app, "never_done", never_done, CODA_EXEC_LOOP);
+  REQUIRE(def != NULL);
+  coda_task_def_timeout(def, 4000);
+  coda_app_route(app, "GET", "/pending", h_stubborn, def);
+  test_server ts;
+  REQUIRE(ts_start(&ts, app) == 0);
+  char buf[1024];
+  CHECK_EQ_INT(tc_get(ts.port, "/pending", buf, sizeof buf, 5000), 200);
+  for (int i = 0; i < 1000 && !atomic_load(&pending_started); i++)
+    tc_sleep_ms(5);
+  CHECK(atomic_load(&pending_started));
+  uint64_t t0 = tc_now_ms();
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  long took = (long)(tc_now_ms() - t0);
+  fprintf(stderr, "  drain 100 ms, a LOOP task pending with a 4 s timeout: stopped in %ld ms\n",
+          took);
+  CHECK(took < 1500);
+  CHECK_EQ_INT(coda_task_stat(app, CODA_EXEC_LOOP, CODA_STAT_DROPPED), 1);
+  CHECK_EQ_INT(coda_app_free(app), 0);
+}
+
+/* coda_app_stop() may come from any thread at any time, also while
+ * coda_app_run() is ending on another: it read app->server without
+ * synchronisation (a data race TSan reports), could use the server after
+ * coda_app_run() freed it, and sent to the control loop's async after that
+ * loop was closed. */
+typedef struct stopper {
+  coda_app *app;
+  atomic_int done;
+  long stops;
+} stopper;
+
+static void keep_stopping(void *arg) {
+  stopper *st = arg;
+  while (!atomic_load(&st->done)) {
+    coda_app_stop(st->app);
+    st->stops++;
+  }
+}
+
+TEST(stops_from_another_thread_while_the_run_ends_are_safe) {
+  for (int round = 0; round < 20; round++) {
+    coda_app *app = coda_app_new();
+    REQUIRE(app != NULL);
+    coda_app_set(app, CODA_OPT_HANDLE_SIGNALS, 0);
+    coda_app_set(app, CODA_OPT_THREADS, 1);
+    coda_app_set(app, CODA_OPT_LOG_LEVEL, CODA_LOG_ERROR);
+    REQUIRE(coda_app_listen(app, "127.0.0.1:0") == 0);
+    REQUIRE(coda_app_bind(app) == 0);
+    runner r = {.app = app, .rc = -1};
+    stopper st = {.app = app};
+    REQUIRE(uv_thread_create(&r.thread, run_app, &r) == 0);
+    tc_sleep_ms(round % 4 * 5);
+    uv_thread_t t;
+    REQUIRE(uv_thread_create(&t, keep_stopping, &st) == 0);
+    uv_thread_join(&r.thread);
+    tc_sleep_ms(2); /* stops after the run returned do nothing */
+    atomic_store(&st.done, 1);
+    uv_thread_join(&t);
+    CHECK_EQ_INT(r.rc, 0);
+    CHECK(st.stops > 0);
+    CHECK_EQ_INT(coda_app_free(app), 0);
+  }
 }
 
 /* CODA_OPT_SEND_BUFFER bounds what of a response may still be unread when
@@ -239,4 +381,8 @@ RUN_TESTS(run, TEST_CASE(an_app_with_no_listen_address_runs_its_tasks_only),
           TEST_CASE(a_bound_app_queues_connections_before_it_runs),
           TEST_CASE(a_stop_waits_the_drain_deadline_and_a_short_grace),
           TEST_CASE(a_second_stop_skips_the_drain),
+          TEST_CASE(a_task_after_a_left_thread_task_is_dropped_safely),
+          TEST_CASE(a_durable_task_left_running_finishes_after_the_store_stopped),
+          TEST_CASE(stops_from_another_thread_while_the_run_ends_are_safe),
+          TEST_CASE(a_pending_loop_task_does_not_hold_the_stop_past_the_drain),
           TEST_CASE(a_bounded_send_buffer_holds_tasks_until_the_client_reads))

@@ -125,9 +125,24 @@ static int delivered_task(coda_task *t) {
 
 static coda_task_def *delivered_def, *delivered_process_def;
 
+/* Says whether it knows the id of the request that added it (argument 0). */
+static int request_id_task(coda_task *t) {
+  journal("request id %s: %s %s", coda_executor_name(coda_task_executor(t)),
+          coda_task_request_id(t) == (uint64_t)coda_task_int(t, 0) ? "same" : "different",
+          coda_task_request_id(t) ? "nonzero" : "zero");
+  return 0;
+}
+
+/* Returns -1000, a task's own failure code like any other. */
+static int minus_thousand_task(coda_task *t) {
+  journal("minus thousand %s", coda_task_str(t, 0));
+  return -1000;
+}
+
 typedef struct {
   coda_task_def *note_thread, *note_loop, *note_process, *fail_thread, *fail_process,
-      *crash, *spin, *slow, *args, *args_process, *sleeper;
+      *crash, *spin, *slow, *args, *args_process, *sleeper, *request_id_thread,
+      *request_id_process, *minus_thousand_process;
 } defs;
 
 static defs register_tasks(coda_app *app) {
@@ -146,6 +161,12 @@ static defs register_tasks(coda_app *app) {
   delivered_def = coda_app_task(app, "delivered", delivered_task, CODA_EXEC_THREAD);
   delivered_process_def =
       coda_app_task(app, "delivered_process", delivered_task, CODA_EXEC_PROCESS);
+  d.request_id_thread =
+      coda_app_task(app, "request_id_thread", request_id_task, CODA_EXEC_THREAD);
+  d.request_id_process =
+      coda_app_task(app, "request_id_process", request_id_task, CODA_EXEC_PROCESS);
+  d.minus_thousand_process =
+      coda_app_task(app, "minus_thousand_process", minus_thousand_task, CODA_EXEC_PROCESS);
   coda_task_def_timeout(d.spin, 200);
   coda_task_def_timeout(d.slow, 100);
   return d;
@@ -284,6 +305,23 @@ static int h_process_note(coda_req *req, coda_res *res, void *user) {
   return rc ? rc : coda_res_body_static(res, "ok", 2);
 }
 
+/* GET /request-id: the request's id, to a THREAD task then a PROCESS one. */
+static int h_request_id(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  int64_t id = (int64_t)coda_req_id(req);
+  int rc = coda_res_add_task(res, D.request_id_thread, "i", id);
+  rc = rc ? rc : coda_res_add_task(res, D.request_id_process, "i", id);
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
+/* GET /minus-thousand: a PROCESS task returning -1000, then one after it. */
+static int h_minus_thousand(coda_req *req, coda_res *res, void *user) {
+  (void)req, (void)user;
+  int rc = coda_res_add_task(res, D.minus_thousand_process, "s", "m");
+  rc = rc ? rc : coda_res_add_task(res, D.note_process, "si", "after-minus", (int64_t)0);
+  return rc ? rc : coda_res_body_static(res, "ok", 2);
+}
+
 static int h_plain(coda_req *req, coda_res *res, void *user) {
   (void)req, (void)user;
   return coda_res_body_static(res, "plain", 5);
@@ -365,6 +403,8 @@ static coda_app *make_app(void) {
   coda_app_route(a, "GET", "/parallel", h_parallel, NULL);
   coda_app_route(a, "GET", "/mw", h_mw, NULL);
   coda_app_route(a, "GET", "/routed", h_plain, NULL);
+  coda_app_route(a, "GET", "/request-id", h_request_id, NULL);
+  coda_app_route(a, "GET", "/minus-thousand", h_minus_thousand, NULL);
   coda_app_route_task(a, "GET", "/routed", D.note_loop, "si", "route-task", (int64_t)0);
   return a;
 }
@@ -486,6 +526,38 @@ TEST(tasks_of_an_abandoned_response_run_and_know_it) { check_delivered(""); }
  * its worker is told whether the response was delivered. */
 TEST(a_process_task_knows_whether_its_response_was_delivered) {
   check_delivered("?process=1");
+}
+
+/* coda_task_request_id() is the id of the request that added the task, in
+ * a PROCESS worker too (it was 0 there: the TASK message did not carry it). */
+TEST(a_process_task_knows_its_request_id) {
+  journal_reset();
+  char buf[4096];
+  CHECK_EQ_INT(get(ts.port, "/request-id", buf, sizeof buf), 200);
+  REQUIRE(journal_wait("request id process", 5000));
+  journal_read(buf, sizeof buf);
+  CHECK(strstr(buf, "request id thread: same nonzero\n") != NULL);
+  CHECK(strstr(buf, "request id process: same nonzero\n") != NULL);
+}
+
+/* A PROCESS task may return any negative value, -1000 included: it failed
+ * (counted, reported, the list goes on). -1000 was also the worker's code
+ * for "skipped", so such a task was dropped as if an earlier task of its
+ * list had failed. */
+TEST(a_process_task_returning_minus_1000_failed_and_was_not_skipped) {
+  journal_reset();
+  long failed = stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED);
+  long dropped = stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED);
+  char buf[4096];
+  CHECK_EQ_INT(get(ts.port, "/minus-thousand", buf, sizeof buf), 200);
+  REQUIRE(journal_wait("after-minus process", 5000));
+  journal_read(buf, sizeof buf);
+  CHECK(strstr(buf, "minus thousand m\n") != NULL);
+  for (int i = 0; i < 200 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED) == failed; i++)
+    tc_sleep_ms(5);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED) - failed, 1);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED) - dropped, 0);
+  CHECK(hook_says("minus_thousand_process", "-1000"));
 }
 
 TEST(arguments_are_copied_and_outlive_the_request) {
@@ -933,7 +1005,8 @@ TEST(shutdown_drains_tasks_and_reports_the_rest) {
   unlink(logpath);
   CHECK(strstr(log, "Waiting for 4 background tasks") != NULL);
   CHECK(strstr(log, "tasks did not finish: note_thread x") != NULL);
-  coda_app_free(a);
+  /* A task cut at the deadline may still sleep on a left thread. */
+  CHECK_EQ_INT(tc_app_free(a, 2000), 0);
 }
 
 /* A second stop during the drain does not wait for the tasks. */
@@ -956,7 +1029,7 @@ TEST(a_second_stop_skips_the_drain) {
   uint64_t took = tc_now_ms() - t0;
   CHECK(took < 1000); /* not the 1.8 s of queued work, nor the 10 s drain */
   CHECK(coda_task_stat(a, CODA_EXEC_THREAD, CODA_STAT_DROPPED) >= 3);
-  coda_app_free(a);
+  CHECK_EQ_INT(tc_app_free(a, 2000), 0); /* the task that ran is left to end */
 }
 
 int main(void) {
@@ -984,6 +1057,8 @@ int main(void) {
       TEST_CASE(no_task_starts_before_the_last_byte_is_written),
       TEST_CASE(tasks_of_an_abandoned_response_run_and_know_it),
       TEST_CASE(a_process_task_knows_whether_its_response_was_delivered),
+      TEST_CASE(a_process_task_knows_its_request_id),
+      TEST_CASE(a_process_task_returning_minus_1000_failed_and_was_not_skipped),
       TEST_CASE(arguments_are_copied_and_outlive_the_request),
       TEST_CASE(arguments_reach_a_process_task_whole),
       TEST_CASE(route_level_and_middleware_tasks),

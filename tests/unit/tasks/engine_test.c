@@ -203,24 +203,43 @@ static void setup(void) {
   REQUIRE(uv_async_init(&loop, &keep_alive, NULL) == 0);
   REQUIRE(coda__inbox_init(&inbox, &loop) == 0);
   REQUIRE(coda__engine_start(engine, &control) == 0);
-  tl = coda__engine_add_loop(engine, &loop, &inbox, &self);
+  tl = coda__engine_add_loop(engine, &loop, &inbox);
   REQUIRE(tl != NULL);
   coda__engine_ready(engine);
   setup_ok = 1;
 }
 
 /* Stops as the server would: the loop's state, its inbox, then the engine;
- * every handle coda opened must close. */
+ * every handle coda opened must close. A list whose LOOP task is still in
+ * the inbox when it closes is cancelled there, on the loop's thread, and
+ * its THREAD task must still be accounted for: it was put in the closed
+ * loop's batch, which nothing flushes any more, and restarted that loop's
+ * idle handle while it closed, so the loop never ended. */
 TEST(stopping_leaves_no_handle_open) {
+  coda_tasks *list = coda_tasks_new(app);
+  REQUIRE(list != NULL);
+  REQUIRE(coda_tasks_add(list, loop_def, "") == 0);
+  REQUIRE(coda_tasks_add(list, thread_def, "s", "hello") == 0);
+  list->loop = tl;
+  long dropped_before = coda_task_stat(app, CODA_EXEC_THREAD, CODA_STAT_DROPPED);
+  int ran_before = atomic_load(&thread_ran);
+  coda__run_start(list, 1); /* the LOOP task waits in the inbox */
   coda__engine_drain(engine);
   coda__engine_loop_close(tl);
   coda__inbox_close(&inbox);
   coda__engine_stop(engine);
   uv_close((uv_handle_t *)&keep_alive, NULL);
-  spin_until(closed_all, 5000);
+  spin_until(closed_all, 2000);
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
   CHECK_EQ_INT(uv_loop_close(&control), 0);
   coda__inbox_destroy(&inbox);
+  CHECK_EQ_INT(coda_task_stat(app, CODA_EXEC_LOOP, CODA_STAT_DROPPED), 1);
+  /* The THREAD task ran (the pool was still up) or was dropped by its stop. */
+  CHECK_EQ_INT(atomic_load(&thread_ran) - ran_before +
+                   coda_task_stat(app, CODA_EXEC_THREAD, CODA_STAT_DROPPED) - dropped_before,
+               1);
+  CHECK_EQ_INT(coda_task_stat(app, CODA_EXEC_THREAD, CODA_STAT_QUEUED), 0);
+  CHECK_EQ_INT(atomic_load(&engine->outstanding), 0);
 }
 
 int main(void) {
