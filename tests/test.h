@@ -6,6 +6,9 @@
  * goes on; REQUIRE returns from the test. The last line printed is
  * "N passed, N failed" and the exit code is non-zero on any failure, so
  * ctest and people read the same thing.
+ *
+ * CODA_TEST_ONLY=name[,name...] runs only the named cases, so one flaky
+ * case can be run a hundred times under load without the others.
  */
 #ifndef CODA_TEST_H
 #define CODA_TEST_H
@@ -63,13 +66,26 @@ typedef struct {
   void (*fn)(void);
 } test__case;
 
+static inline int test__selected(const char *name) {
+  const char *only = getenv("CODA_TEST_ONLY");
+  if (!only || !*only)
+    return 1;
+  size_t len = strlen(name);
+  for (const char *p = only; *p;) {
+    const char *end = strchr(p, ',');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    if (n == len && strncmp(p, name, n) == 0)
+      return 1;
+    p += end ? n + 1 : n;
+  }
+  return 0;
+}
+
 static inline int test__run(const char *suite, const test__case *cases,
                             size_t n) {
   int passed = 0, failed = 0;
-  /* TEST_ONLY=part runs only the cases whose name contains it. */
-  const char *only = getenv("TEST_ONLY");
   for (size_t i = 0; i < n; i++) {
-    if (only && !strstr(cases[i].name, only))
+    if (!test__selected(cases[i].name))
       continue;
     test__failures_in_case = 0;
     cases[i].fn();

@@ -753,15 +753,8 @@ TEST(stopping_with_chains_in_flight_accounts_for_every_task) {
 int main(void) {
   tc_journal_path(journal_path, sizeof journal_path, "/tmp/coda-chain-journal");
   app = make_app(&app_tasks);
-  coda_app_worker(app); /* a PROCESS worker stops here */
-  /* The crashes are on purpose: under AddressSanitizer the workers die of
-   * their SIGSEGV as they would without it, not after a report each (this
-   * process keeps the options it started with). */
-  const char *asan = getenv("ASAN_OPTIONS");
-  char opts[1024];
-  snprintf(opts, sizeof opts, "%s%shandle_segv=0", asan ? asan : "",
-           asan && *asan ? ":" : "");
-  setenv("ASAN_OPTIONS", opts, 1);
+  coda_app_worker(app);     /* a PROCESS worker stops here */
+  tc_workers_die_of_segv(); /* the crashes are on purpose */
   const char *s = getenv("CODA_CHAIN_SEED");
   seed = s ? strtoull(s, NULL, 0) : 0xC0DAC4A1ULL;
   if (seed == 0)

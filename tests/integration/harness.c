@@ -279,3 +279,16 @@ void tc_journal_path(char *buf, size_t cap, const char *prefix) {
   snprintf(buf, cap, "%s-%d", prefix, (int)getpid());
   setenv("CODA_TEST_JOURNAL", buf, 1);
 }
+
+/* Appends opt to the sanitizer options in environment variable var. */
+static void add_sanitizer_option(const char *var, const char *opt) {
+  const char *old = getenv(var);
+  char buf[2048];
+  snprintf(buf, sizeof buf, "%s%s%s", old ? old : "", old && *old ? ":" : "", opt);
+  setenv(var, buf, 1);
+}
+
+void tc_workers_die_of_segv(void) {
+  add_sanitizer_option("ASAN_OPTIONS", "handle_segv=0");
+  add_sanitizer_option("TSAN_OPTIONS", "handle_segv=0");
+}

@@ -73,6 +73,17 @@ void tc_remove_tree(const char *dir);
  * the parent, passed down in CODA_TEST_JOURNAL (workers re-run main()). */
 void tc_journal_path(char *buf, size_t cap, const char *prefix);
 
+/* For tests whose PROCESS workers crash on purpose. A sanitizer catches a
+ * SIGSEGV and writes a symbolized report before the process dies: seconds
+ * per crash on a busy machine, so the crash was counted long after the
+ * test had stopped waiting, and the next cases saw it. This sets
+ * handle_segv=0 in ASAN_OPTIONS and TSAN_OPTIONS for the processes started
+ * from now on (this one keeps the options it started with): the workers
+ * then die of their SIGSEGV at once, as without a sanitizer. Call it
+ * before the first worker starts, while no other thread reads the
+ * environment. */
+void tc_workers_die_of_segv(void);
+
 /* Counts non-overlapping occurrences of needle. */
 int tc_count(const char *hay, const char *needle);
 
