@@ -165,6 +165,10 @@ struct coda__engine {
   int nroute_lists;
   struct coda__durable *durable; /* the store and its thread (durable.c) */
   atomic_int draining;
+  /* Threads between a look at `draining` and their coda__server_idle():
+   * the report waits for none to be left, so none can use the server
+   * once the drain is over (a thread left running outlives it). */
+  atomic_int notifying;
   coda__thread_pool *left_threads; /* stopped with tasks still running */
   coda__process_pool *left_procs;  /* stopped, kept for left_threads */
 };
