@@ -471,6 +471,27 @@ static int h_plain(coda_req *req, coda_res *res, void *user) {
   return coda_res_body_static(res, "plain", 5);
 }
 
+/* GET /durable-stream?tag=T: a durable task (it sleeps 300 ms), then a
+ * stream; if the stream is refused, an ordinary answer. The body says which
+ * and gives the task's id. */
+static int h_durable_stream(coda_req *req, coda_res *res, void *user) {
+  defs *d = user;
+  coda_task_opts o = CODA_TASK_OPTS_INIT(.flags = CODA_TASK_DURABLE);
+  int rc = coda_res_add_task_opts(res, d->note, &o, "si", coda_req_query(req, "tag"),
+                                  (int64_t)300);
+  if (rc)
+    return rc;
+  char text[64];
+  coda_stream *st = coda_res_stream(res);
+  if (!st) {
+    snprintf(text, sizeof text, "refused %llu", (unsigned long long)o.id);
+    return coda_res_body(res, text, strlen(text));
+  }
+  snprintf(text, sizeof text, "streamed %llu", (unsigned long long)o.id);
+  coda_stream_write(st, text, strlen(text));
+  return coda_stream_end(st);
+}
+
 /* GET /busy?ms=N: blocks its loop for N ms (what a handler must never do;
  * a test uses it to make things happen in one loop iteration). */
 static int h_busy(coda_req *req, coda_res *res, void *user) {
@@ -537,6 +558,7 @@ static int fixture_init(fixture *f, const char *store, const long *opts) {
   coda_app_route(f->app, "GET", "/stopping", h_stopping, &f->d);
   coda_app_route(f->app, "GET", "/pair", h_pair, &f->d);
   coda_app_route(f->app, "GET", "/busy", h_busy, NULL);
+  coda_app_route(f->app, "GET", "/durable-stream", h_durable_stream, &f->d);
   coda_app_route_task(f->app, "GET", "/routed", f->d.route_note, "si", "route-note",
                       (int64_t)0);
   int rc = coda_app_store(f->app, store);
@@ -1795,6 +1817,32 @@ TEST(a_held_response_whose_client_resets_as_the_store_answers) {
   fixture_done(&f);
 }
 
+/* A stream sends its head at once, before any store write: a response that
+ * holds durable tasks cannot stream (coda_res_stream() returns NULL and the
+ * handler answers as usual, after the write). It streamed, and the task the
+ * client was told about was in no store: coda_task_get() did not find it,
+ * and a crash then would have lost it. */
+TEST(a_response_holding_durable_tasks_cannot_stream) {
+  char uri[512], buf[4096];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "durstream", uri, sizeof uri), NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  CHECK_EQ_INT(http_get(f.ts.port, "/durable-stream?tag=dur-stream", buf, sizeof buf), 200);
+  const char *body = tc_body(buf);
+  REQUIRE_F(body != NULL);
+  CHECK(strncmp(body, "refused ", 8) == 0);
+  const char *sp = strchr(body, ' ');
+  uint64_t id = sp ? strtoull(sp + 1, NULL, 10) : 0;
+  REQUIRE_F(id != 0);
+  coda_task_info *info = NULL;
+  CHECK_EQ_INT(coda_task_get(f.app, id, &info), 0); /* in the store already */
+  coda_task_info_free(info);
+  info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
+  coda_task_info_free(info);
+  fixture_done(&f);
+}
+
 /* ---- handler failure, PROCESS tasks, route-level durable tasks -------- */
 
 /* A failing handler's durable task is dropped (never written, never run);
@@ -2245,6 +2293,7 @@ int main(void) {
       TEST_CASE(a_locked_database_answers_503_and_the_loop_keeps_serving),
       TEST_CASE(a_hold_outlasting_the_shutdown_frees_its_connection),
       TEST_CASE(a_held_response_whose_client_resets_as_the_store_answers),
+      TEST_CASE(a_response_holding_durable_tasks_cannot_stream),
       TEST_CASE(pipelined_requests_wait_behind_a_held_response),
       TEST_CASE(a_loop_task_past_its_timeout_is_retried_memory),
       TEST_CASE(a_loop_task_past_its_timeout_is_retried_sqlite),
