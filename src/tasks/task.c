@@ -89,7 +89,8 @@ static int service_start(void *data, coda__server *s, uv_loop_t *control) {
 
 static int service_loop_init(void *data, coda__loop *loop) {
   coda__engine *e = data;
-  coda__task_loop *tl = coda__engine_add_loop(e, coda__loop_uv(loop), coda__loop_inbox(loop));
+  coda__task_loop *tl =
+      coda__engine_add_loop(e, coda__loop_uv(loop), coda__loop_inbox(loop));
   if (!tl)
     return CODA_ENOMEM;
   coda__loop_set_slot(loop, e->loop_slot, tl);
@@ -195,7 +196,8 @@ int coda__engine_start(coda__engine *e, uv_loop_t *control) {
   return coda__durable_start(e);
 }
 
-coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv, coda__inbox *inbox) {
+coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv,
+                                       coda__inbox *inbox) {
   coda__task_loop *tl = calloc(1, sizeof *tl);
   if (!tl)
     return NULL;

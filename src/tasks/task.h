@@ -189,7 +189,8 @@ size_t coda__engine_stats_json(void *data, char *buf, size_t cap);
  * that loop). Then add each loop tasks may use (before it runs, or on its
  * thread), and call coda__engine_ready() once they are all there. */
 int coda__engine_start(coda__engine *e, uv_loop_t *control);
-coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv, coda__inbox *inbox);
+coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv,
+                                       coda__inbox *inbox);
 void coda__engine_ready(coda__engine *e);
 /* Takes no new attempts from the store; sets `draining`. */
 void coda__engine_drain(coda__engine *e);

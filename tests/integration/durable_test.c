@@ -1798,7 +1798,9 @@ TEST(a_held_response_whose_client_resets_as_the_store_answers) {
   REQUIRE_F(locked);
   int held = tc_connect(f.ts.port, 5000);
   REQUIRE_F(held >= 0);
-  CHECK_EQ_INT(tc_send_str(held, "GET /add?def=note&tag=reset-hold HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+  CHECK_EQ_INT(
+      tc_send_str(held, "GET /add?def=note&tag=reset-hold HTTP/1.1\r\nHost: t\r\n\r\n"),
+      0);
   tc_sleep_ms(100); /* held: the store thread waits on the lock */
   int busy = tc_connect(f.ts.port, 5000);
   REQUIRE_F(busy >= 0);
@@ -1827,7 +1829,8 @@ TEST(a_response_holding_durable_tasks_cannot_stream) {
   fixture f;
   REQUIRE(fixture_init(&f, store_uri("sqlite", "durstream", uri, sizeof uri), NULL) == 0);
   REQUIRE(fixture_start(&f) == 0);
-  CHECK_EQ_INT(http_get(f.ts.port, "/durable-stream?tag=dur-stream", buf, sizeof buf), 200);
+  CHECK_EQ_INT(http_get(f.ts.port, "/durable-stream?tag=dur-stream", buf, sizeof buf),
+               200);
   const char *body = tc_body(buf);
   REQUIRE_F(body != NULL);
   CHECK(strncmp(body, "refused ", 8) == 0);

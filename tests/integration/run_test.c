@@ -148,7 +148,8 @@ static coda_task_def *after_stubborn_def;
 
 static int h_stubborn_durable(coda_req *req, coda_res *res, void *user) {
   (void)req;
-  int rc = coda_res_add_task_opts(res, user, CODA_TASK_OPTS(.flags = CODA_TASK_DURABLE), "");
+  int rc =
+      coda_res_add_task_opts(res, user, CODA_TASK_OPTS(.flags = CODA_TASK_DURABLE), "");
   return rc ? rc : coda_res_body_static(res, "ok", 2);
 }
 
@@ -173,7 +174,8 @@ static long stop_with_stubborn_list(long drain_ms, int stops, int mode) {
   coda_app_set(app, CODA_OPT_LOG_LEVEL, CODA_LOG_ERROR);
   coda_app_set(app, CODA_OPT_TASK_DRAIN_TIMEOUT, drain_ms);
   coda_task_def *def = coda_app_task(app, "stubborn", stubborn, CODA_EXEC_THREAD);
-  after_stubborn_def = coda_app_task(app, "after_stubborn", after_stubborn, CODA_EXEC_LOOP);
+  after_stubborn_def =
+      coda_app_task(app, "after_stubborn", after_stubborn, CODA_EXEC_LOOP);
   coda_app_route(app, "GET", "/stubborn",
                  mode == STUBBORN_THEN_LOOP ? h_stubborn_then_loop
                  : mode == STUBBORN_DURABLE ? h_stubborn_durable
@@ -281,7 +283,8 @@ TEST(a_pending_loop_task_does_not_hold_the_stop_past_the_drain) {
   uint64_t t0 = tc_now_ms();
   CHECK_EQ_INT(ts_stop(&ts), 0);
   long took = (long)(tc_now_ms() - t0);
-  fprintf(stderr, "  drain 100 ms, a LOOP task pending with a 4 s timeout: stopped in %ld ms\n",
+  fprintf(stderr,
+          "  drain 100 ms, a LOOP task pending with a 4 s timeout: stopped in %ld ms\n",
           took);
   CHECK(took < 1500);
   CHECK_EQ_INT(coda_task_stat(app, CODA_EXEC_LOOP, CODA_STAT_DROPPED), 1);
