@@ -367,7 +367,11 @@ CODA_API int coda_res_json_text(coda_res *res, int status, const char *json);
 /** Starts a streaming (chunked) response with the status and headers set so
  *  far. The returned stream stays valid until coda_stream_end(), which must
  *  be called exactly once, possibly later, from the same loop thread (a
- *  timer, a loop task). Requests pipelined behind it wait for it. */
+ *  timer, a loop task). Requests pipelined behind it wait for it. Returns
+ *  NULL if a stream was already started, or if the response holds durable
+ *  tasks: they are written to the store before the response leaves, and a
+ *  stream's head leaves at once (answer without a stream, or add them as
+ *  plain tasks). */
 CODA_API coda_stream *coda_res_stream(coda_res *res);
 
 /** Sends `len` bytes as one chunk (copied). Returns CODA_ECLOSED if the

@@ -48,6 +48,10 @@ typedef struct coda__app_ext {
    * it (the layer calls coda__res_resume() or coda__res_abandon() later,
    * on the loop thread), a negative code fails it (503/500). */
   int (*gate)(void *data, coda_res *res);
+  /* coda_res_stream() is about to begin a stream, whose head leaves at
+   * once, before any gate: a nonzero return refuses it (coda_res_stream()
+   * returns NULL and the handler answers as usual). */
+  int (*stream)(void *data, coda_res *res);
   /* The response was committed: its bytes are queued (queued 1: the
    * layer may coda__res_mark_written()) or it could not be written
    * (queued 0: the connection is gone). */

@@ -315,7 +315,9 @@ void coda__res_abandon(coda_res *res) {
 coda_stream *coda_res_stream(coda_res *res) {
   coda__conn *c = res->conn;
   coda__exchange *x = coda__conn_exchange(c);
-  if (res->streaming || coda__conn_stream_begin(c) != 0)
+  const coda__app_ext *ext = &res->app->ext;
+  if (res->streaming || (res->ext && ext->stream && ext->stream(ext->data, res) != 0) ||
+      coda__conn_stream_begin(c) != 0)
     return NULL;
   int chunked = x->req.head->version_minor == 1;
   if (!chunked)

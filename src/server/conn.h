@@ -82,9 +82,9 @@ struct coda__conn {
   unsigned read_active : 1;
   unsigned read_eof : 1;
   unsigned write_active : 1;
-  unsigned closed : 1;      /* uv_close called */
-  unsigned close_done : 1;  /* its close callback has run: only then may an
-                               ending stream or gate free the memory */
+  unsigned closed : 1;     /* uv_close called */
+  unsigned close_done : 1; /* its close callback has run: only then may an
+                              ending stream or gate free the memory */
   unsigned lingering : 1;
   unsigned stream_open : 1;
   unsigned dispatching : 1;

@@ -315,22 +315,27 @@ static void worker_main(void *arg) {
   on_prepare_flush(loop); /* the last lines */
 }
 
+/* What a failed libuv call means for coda__server_run()'s caller. */
+static int from_uv(int rc) { return rc == UV_ENOMEM ? CODA_ENOMEM : CODA_EIO; }
+
 /* Prepares loop `index` (control thread, before its thread starts): the
  * loop, its listener, timers, inbox, then the services' loop state. Logs
- * what failed. */
+ * what failed. What was made before a failure is undone by loop_close(),
+ * which relies on uv_made and inbox_made. */
 static int loop_init(coda__server *s, int index) {
   coda__loop *loop = &s->loops[index];
   loop->server = s;
   loop->index = index;
   coda__queue_init(&loop->conns);
-  if (uv_loop_init(&loop->uv) != 0) {
-    CODA__SERVER_LOG(s, CODA_LOG_ERROR, "loop %d: cannot create an event loop", index);
-    return CODA_ENOMEM;
+  int rc = uv_loop_init(&loop->uv);
+  if (rc != 0) {
+    CODA__SERVER_LOG(s, CODA_LOG_ERROR, "loop %d: cannot create an event loop: %s", index,
+                     uv_strerror(rc));
+    return from_uv(rc);
   }
+  loop->uv_made = 1;
   uv_tcp_init(&loop->uv, &loop->listener);
   loop->listener.data = loop;
-  uv_async_init(&loop->uv, &loop->wakeup, on_wakeup);
-  loop->wakeup.data = loop;
   uv_timer_init(&loop->uv, &loop->sweep);
   loop->sweep.data = loop;
   uv_timer_init(&loop->uv, &loop->deadline);
@@ -339,12 +344,21 @@ static int loop_init(coda__server *s, int index) {
   uv_prepare_init(&loop->uv, &loop->prepare);
   loop->prepare.data = loop;
   uv_prepare_start(&loop->prepare, on_prepare);
+  /* The first async handle of a loop makes its eventfd: it can fail. */
+  rc = uv_async_init(&loop->uv, &loop->wakeup, on_wakeup);
+  if (rc != 0) {
+    CODA__SERVER_LOG(s, CODA_LOG_ERROR, "loop %d: cannot create its wake-up: %s", index,
+                     uv_strerror(rc));
+    return from_uv(rc);
+  }
+  loop->wakeup.data = loop;
   if (coda__inbox_init(&loop->inbox, &loop->uv) != 0) {
     CODA__SERVER_LOG(s, CODA_LOG_ERROR, "loop %d: out of memory", index);
     return CODA_ENOMEM;
   }
+  loop->inbox_made = 1;
   if (s->cfg.listen) {
-    int rc = uv_tcp_open(&loop->listener, loop->listen_fd);
+    rc = uv_tcp_open(&loop->listener, loop->listen_fd);
     if (rc == 0) {
       loop->listen_fd = -1; /* libuv owns it now */
       rc = uv_listen((uv_stream_t *)&loop->listener, LISTEN_BACKLOG, on_connection);
@@ -359,7 +373,7 @@ static int loop_init(coda__server *s, int index) {
   }
   for (int i = 0; i < s->nservices; i++) {
     const coda__service *svc = s->services[i];
-    int rc = svc->loop_init ? svc->loop_init(svc->data, loop) : 0;
+    rc = svc->loop_init ? svc->loop_init(svc->data, loop) : 0;
     if (rc) {
       CODA__SERVER_LOG(s, CODA_LOG_ERROR, "loop %d: %s could not start: %s", index,
                        svc->name, coda_strerror(rc));
@@ -369,14 +383,27 @@ static int loop_init(coda__server *s, int index) {
   return 0;
 }
 
-/* A loop whose start failed: its services close what they made, then
- * everything left open closes and the loop is freed. */
+/* A loop whose start failed, on the control thread (its thread never ran):
+ * the services close what they made (a service looks at its slot), the
+ * inbox closes if it was made, then every handle that was made closes
+ * (uv_walk() sees only those) and the loop is freed. */
 static void loop_close(coda__loop *loop) {
-  loop_exit(loop);
+  if (!loop->uv_made) {
+    coda__buf_free(&loop->log);
+    return;
+  }
+  coda__server *s = loop->server;
+  for (int i = s->nservices - 1; i >= 0; i--)
+    if (s->services[i]->loop_close)
+      s->services[i]->loop_close(s->services[i]->data, loop);
+  if (loop->inbox_made)
+    coda__inbox_close(&loop->inbox);
+  on_prepare_flush(loop);
   uv_walk(&loop->uv, close_any, NULL);
   uv_run(&loop->uv, UV_RUN_DEFAULT);
   uv_loop_close(&loop->uv);
-  coda__inbox_destroy(&loop->inbox);
+  if (loop->inbox_made)
+    coda__inbox_destroy(&loop->inbox);
   coda__buf_free(&loop->log);
 }
 
@@ -398,7 +425,7 @@ static void request_stop(coda__server *s) {
   CODA__SERVER_LOG(s, CODA_LOG_INFO,
                    level == 1 ? "Shutting down (finishing in-flight requests)"
                               : "Shutting down now");
-  for (int i = 0; i < s->nloops; i++) {
+  for (int i = 0; i < s->nstarted; i++) {
     atomic_store(&s->loops[i].stop_level, level);
     uv_async_send(&s->loops[i].wakeup);
   }
@@ -439,7 +466,7 @@ static void finish_drain(coda__server *s) {
   for (int i = 0; i < s->nservices; i++)
     if (s->services[i]->report)
       s->services[i]->report(s->services[i]->data);
-  for (int i = 0; i < s->nloops; i++) {
+  for (int i = 0; i < s->nstarted; i++) {
     atomic_store(&s->loops[i].stop_level, 3);
     uv_async_send(&s->loops[i].wakeup);
   }
@@ -507,26 +534,46 @@ void coda__server_stop(coda__server *s) {
   send_to_control(s, &s->stop_async);
 }
 
+/* Closes what control_init() made before it failed. */
+static void control_undo(coda__server *s) {
+  uv_walk(&s->control, close_any, NULL);
+  uv_run(&s->control, UV_RUN_DEFAULT);
+  uv_loop_close(&s->control);
+}
+
 static int control_init(coda__server *s) {
-  if (uv_loop_init(&s->control) != 0) {
-    CODA__SERVER_LOG(s, CODA_LOG_ERROR, "cannot create the control loop");
-    return CODA_ENOMEM;
+  int rc = uv_loop_init(&s->control);
+  if (rc != 0) {
+    CODA__SERVER_LOG(s, CODA_LOG_ERROR, "cannot create the control loop: %s",
+                     uv_strerror(rc));
+    return from_uv(rc);
   }
-  uv_async_init(&s->control, &s->stop_async, on_stop_async);
-  s->stop_async.data = s;
-  uv_async_init(&s->control, &s->done_async, on_done_async);
-  s->done_async.data = s;
-  uv_async_init(&s->control, &s->drain_async, on_drain_idle);
-  s->drain_async.data = s;
   uv_timer_init(&s->control, &s->drain_timer);
   s->drain_timer.data = s;
-  uv_signal_init(&s->control, &s->sigint);
-  uv_signal_init(&s->control, &s->sigterm);
-  s->sigint.data = s->sigterm.data = s;
-  if (s->cfg.handle_signals) {
-    uv_signal_start(&s->sigint, on_signal, SIGINT);
-    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+  rc = uv_async_init(&s->control, &s->stop_async, on_stop_async);
+  if (rc == 0)
+    rc = uv_async_init(&s->control, &s->done_async, on_done_async);
+  if (rc == 0)
+    rc = uv_async_init(&s->control, &s->drain_async, on_drain_idle);
+  if (rc == 0)
+    rc = uv_signal_init(&s->control, &s->sigint);
+  if (rc == 0)
+    rc = uv_signal_init(&s->control, &s->sigterm);
+  if (rc == 0 && s->cfg.handle_signals) {
+    rc = uv_signal_start(&s->sigint, on_signal, SIGINT);
+    if (rc == 0)
+      rc = uv_signal_start(&s->sigterm, on_signal, SIGTERM);
   }
+  if (rc != 0) {
+    CODA__SERVER_LOG(s, CODA_LOG_ERROR, "cannot set up the control loop: %s",
+                     uv_strerror(rc));
+    control_undo(s);
+    return from_uv(rc);
+  }
+  s->stop_async.data = s;
+  s->done_async.data = s;
+  s->drain_async.data = s;
+  s->sigint.data = s->sigterm.data = s;
   return 0;
 }
 
@@ -584,6 +631,7 @@ int coda__server_run(coda__server *s) {
     else
       loop_close(&s->loops[i]);
   }
+  s->nstarted = started; /* the loops after a failed one were never made */
   if (rc == 0) {
     for (int i = 0; i < s->nservices; i++)
       if (s->services[i]->ready)

@@ -155,6 +155,8 @@ struct coda__loop {
   size_t date_len;
   coda__buf log; /* access log lines of this iteration */
   int cut_connections; /* connections closed at the shutdown deadline */
+  int uv_made;         /* uv_loop_init() succeeded (for a failed start) */
+  int inbox_made;      /* coda__inbox_init() succeeded (idem) */
   atomic_ulong requests; /* served (written by this loop only) */
 };
 
@@ -164,6 +166,7 @@ struct coda__server {
   const coda__service *services[8];
   int nservices;
   int nloops;
+  int nstarted; /* loops whose thread runs: the first nstarted */
   coda__loop *loops;
   int bound_port;
   atomic_long nconnections;

@@ -170,6 +170,14 @@ static int ext_gate(void *data, coda_res *res) {
   return rc;
 }
 
+/* A stream's head leaves before anything could be written to the store:
+ * a response holding durable tasks answers without one. */
+static int ext_stream(void *data, coda_res *res) {
+  (void)data;
+  const coda_tasks *run = res->ext;
+  return run->durable_unstored ? CODA_ESTATE : 0;
+}
+
 static void on_response_written(void *arg, int ok) { coda__run_start(arg, ok); }
 
 static void ext_committed(void *data, coda_res *res, int queued) {
@@ -193,6 +201,7 @@ const coda__app_ext coda__tasks_ext = {
     .route = ext_route,
     .failed = ext_failed,
     .gate = ext_gate,
+    .stream = ext_stream,
     .committed = ext_committed,
     .enter = ext_enter,
     .free = coda__engine_free,

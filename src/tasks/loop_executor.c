@@ -177,8 +177,7 @@ void coda__loop_executor_close(coda__task_loop *tl) {
   uv_mutex_unlock(&tl->mu);
   if (was_closed)
     return;
-  coda__queue *q;
-  coda__queue_foreach(q, &tl->pending)
+  for (coda__queue *q = tl->pending.next; q != &tl->pending; q = q->next)
     stop_timer(coda__container_of(q, coda_task, link));
   flush_thread_batch(tl);
   if (!uv_is_closing((uv_handle_t *)&tl->thread_batch_check))

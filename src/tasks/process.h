@@ -72,7 +72,7 @@ typedef struct coda__task_msg {
 typedef struct coda__done_msg {
   uint64_t id;
   int32_t rc;
-  int skipped; /* not run: see DONE above */
+  int skipped;         /* not run: see DONE above */
   const char *message; /* not NUL-terminated */
   uint32_t message_len;
   int has_result;

@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "server/server.h"
 
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,7 +89,8 @@ static int service_start(void *data, coda__server *s, uv_loop_t *control) {
 
 static int service_loop_init(void *data, coda__loop *loop) {
   coda__engine *e = data;
-  coda__task_loop *tl = coda__engine_add_loop(e, coda__loop_uv(loop), coda__loop_inbox(loop));
+  coda__task_loop *tl =
+      coda__engine_add_loop(e, coda__loop_uv(loop), coda__loop_inbox(loop));
   if (!tl)
     return CODA_ENOMEM;
   coda__loop_set_slot(loop, e->loop_slot, tl);
@@ -113,6 +115,8 @@ static long service_outstanding(void *data) {
 static void service_report(void *data) {
   coda__engine *e = data;
   atomic_store(&e->draining, 0);
+  while (atomic_load(&e->notifying) > 0)
+    sched_yield();
   coda__engine_report_unfinished(e);
 }
 
@@ -193,7 +197,8 @@ int coda__engine_start(coda__engine *e, uv_loop_t *control) {
   return coda__durable_start(e);
 }
 
-coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv, coda__inbox *inbox) {
+coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv,
+                                       coda__inbox *inbox) {
   coda__task_loop *tl = calloc(1, sizeof *tl);
   if (!tl)
     return NULL;
@@ -335,13 +340,22 @@ static int reserve(coda__engine *e, coda_executor ex) {
   return 0;
 }
 
+/* The engine has no work left: if the server is draining, it may end the
+ * drain now. Any thread. */
+static void notify_idle(coda__engine *e) {
+  atomic_fetch_add(&e->notifying, 1);
+  coda__server *s = atomic_load(&e->draining) ? e->server : NULL;
+  if (s)
+    coda__server_idle(s);
+  atomic_fetch_sub(&e->notifying, 1);
+}
+
 void coda__task_unreserve_def(coda_task_def *def) {
   coda__engine *e = def->engine;
   atomic_fetch_sub_explicit(&e->reserved[def->executor], 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(&def->outstanding, 1, memory_order_relaxed);
-  if (atomic_fetch_sub_explicit(&e->outstanding, 1, memory_order_acq_rel) == 1 &&
-      atomic_load(&e->draining) && e->server)
-    coda__server_idle(e->server);
+  if (atomic_fetch_sub_explicit(&e->outstanding, 1, memory_order_acq_rel) == 1)
+    notify_idle(e);
 }
 
 static void unreserve(coda_task *t) { coda__task_unreserve_def(t->def); }

@@ -165,6 +165,10 @@ struct coda__engine {
   int nroute_lists;
   struct coda__durable *durable; /* the store and its thread (durable.c) */
   atomic_int draining;
+  /* Threads between a look at `draining` and their coda__server_idle():
+   * the report waits for none to be left, so none can use the server
+   * once the drain is over (a thread left running outlives it). */
+  atomic_int notifying;
   coda__thread_pool *left_threads; /* stopped with tasks still running */
   coda__process_pool *left_procs;  /* stopped, kept for left_threads */
 };
@@ -185,7 +189,8 @@ size_t coda__engine_stats_json(void *data, char *buf, size_t cap);
  * that loop). Then add each loop tasks may use (before it runs, or on its
  * thread), and call coda__engine_ready() once they are all there. */
 int coda__engine_start(coda__engine *e, uv_loop_t *control);
-coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv, coda__inbox *inbox);
+coda__task_loop *coda__engine_add_loop(coda__engine *e, uv_loop_t *uv,
+                                       coda__inbox *inbox);
 void coda__engine_ready(coda__engine *e);
 /* Takes no new attempts from the store; sets `draining`. */
 void coda__engine_drain(coda__engine *e);

@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -470,6 +471,35 @@ static int h_plain(coda_req *req, coda_res *res, void *user) {
   return coda_res_body_static(res, "plain", 5);
 }
 
+/* GET /durable-stream?tag=T: a durable task (it sleeps 300 ms), then a
+ * stream; if the stream is refused, an ordinary answer. The body says which
+ * and gives the task's id. */
+static int h_durable_stream(coda_req *req, coda_res *res, void *user) {
+  defs *d = user;
+  coda_task_opts o = CODA_TASK_OPTS_INIT(.flags = CODA_TASK_DURABLE);
+  int rc = coda_res_add_task_opts(res, d->note, &o, "si", coda_req_query(req, "tag"),
+                                  (int64_t)300);
+  if (rc)
+    return rc;
+  char text[64];
+  coda_stream *st = coda_res_stream(res);
+  if (!st) {
+    snprintf(text, sizeof text, "refused %llu", (unsigned long long)o.id);
+    return coda_res_body(res, text, strlen(text));
+  }
+  snprintf(text, sizeof text, "streamed %llu", (unsigned long long)o.id);
+  coda_stream_write(st, text, strlen(text));
+  return coda_stream_end(st);
+}
+
+/* GET /busy?ms=N: blocks its loop for N ms (what a handler must never do;
+ * a test uses it to make things happen in one loop iteration). */
+static int h_busy(coda_req *req, coda_res *res, void *user) {
+  (void)user;
+  tc_sleep_ms(atoi(coda_req_query(req, "ms")));
+  return coda_res_body_static(res, "busy", 4);
+}
+
 static defs register_defs(coda_app *a) {
   defs d;
   d.status = coda_app_task(a, "status", status_task, CODA_EXEC_THREAD);
@@ -527,6 +557,8 @@ static int fixture_init(fixture *f, const char *store, const long *opts) {
   coda_app_route(f->app, "GET", "/routed", h_plain, NULL);
   coda_app_route(f->app, "GET", "/stopping", h_stopping, &f->d);
   coda_app_route(f->app, "GET", "/pair", h_pair, &f->d);
+  coda_app_route(f->app, "GET", "/busy", h_busy, NULL);
+  coda_app_route(f->app, "GET", "/durable-stream", h_durable_stream, &f->d);
   coda_app_route_task(f->app, "GET", "/routed", f->d.route_note, "si", "route-note",
                       (int64_t)0);
   int rc = coda_app_store(f->app, store);
@@ -1767,6 +1799,78 @@ TEST(a_hold_outlasting_the_shutdown_frees_its_connection) {
   fixture_done(&f);
 }
 
+/* A held response whose client resets the connection in the same loop
+ * iteration as the store thread's answer: the loop sees the reset first
+ * (close_now), then the answer, whose gate end freed the connection before
+ * libuv's close callback used it (ASan: heap-use-after-free in on_close).
+ * A handler that blocks the only loop lines both events up for one epoll
+ * batch. */
+TEST(a_held_response_whose_client_resets_as_the_store_answers) {
+  char uri[512], buf[4096];
+  fixture f;
+  const long opts[] = {CODA_OPT_THREADS, 1, 0};
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "resethold", uri, sizeof uri), opts) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  REQUIRE_F(add_task(f.ts.port, "/add?def=note&tag=before-reset") != 0);
+  sqlite3 *other;
+  REQUIRE_F(sqlite3_open(uri + strlen("sqlite:"), &other) == SQLITE_OK);
+  int locked = 0;
+  for (int i = 0; i < 200 && !locked; i++) {
+    locked = sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+    if (!locked)
+      tc_sleep_ms(10);
+  }
+  REQUIRE_F(locked);
+  int held = tc_connect(f.ts.port, 5000);
+  REQUIRE_F(held >= 0);
+  CHECK_EQ_INT(
+      tc_send_str(held, "GET /add?def=note&tag=reset-hold HTTP/1.1\r\nHost: t\r\n\r\n"),
+      0);
+  tc_sleep_ms(100); /* held: the store thread waits on the lock */
+  int busy = tc_connect(f.ts.port, 5000);
+  REQUIRE_F(busy >= 0);
+  CHECK_EQ_INT(tc_send_str(busy, "GET /busy?ms=800 HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+  tc_sleep_ms(100); /* the loop is blocked */
+  struct linger lg = {1, 0};
+  setsockopt(held, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(held); /* RST, seen when the loop polls again */
+  sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL); /* the store writes and answers */
+  sqlite3_close(other);
+  CHECK(tc_read_response(busy, buf, sizeof buf) > 0);
+  CHECK_EQ_INT(tc_status(buf), 200);
+  close(busy);
+  CHECK_EQ_INT(http_get(f.ts.port, "/plain", buf, sizeof buf), 200); /* still serving */
+  CHECK(wait_runs("reset-hold", 1, 5000)); /* written, so it runs (not delivered) */
+  fixture_done(&f);
+}
+
+/* A stream sends its head at once, before any store write: a response that
+ * holds durable tasks cannot stream (coda_res_stream() returns NULL and the
+ * handler answers as usual, after the write). It streamed, and the task the
+ * client was told about was in no store: coda_task_get() did not find it,
+ * and a crash then would have lost it. */
+TEST(a_response_holding_durable_tasks_cannot_stream) {
+  char uri[512], buf[4096];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri("sqlite", "durstream", uri, sizeof uri), NULL) == 0);
+  REQUIRE(fixture_start(&f) == 0);
+  CHECK_EQ_INT(http_get(f.ts.port, "/durable-stream?tag=dur-stream", buf, sizeof buf),
+               200);
+  const char *body = tc_body(buf);
+  REQUIRE_F(body != NULL);
+  CHECK(strncmp(body, "refused ", 8) == 0);
+  const char *sp = strchr(body, ' ');
+  uint64_t id = sp ? strtoull(sp + 1, NULL, 10) : 0;
+  REQUIRE_F(id != 0);
+  coda_task_info *info = NULL;
+  CHECK_EQ_INT(coda_task_get(f.app, id, &info), 0); /* in the store already */
+  coda_task_info_free(info);
+  info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
+  coda_task_info_free(info);
+  fixture_done(&f);
+}
+
 /* ---- handler failure, PROCESS tasks, route-level durable tasks -------- */
 
 /* A failing handler's durable task is dropped (never written, never run);
@@ -2216,6 +2320,8 @@ int main(void) {
       TEST_CASE(a_refused_id_reservation_does_not_fail_new_tasks),
       TEST_CASE(a_locked_database_answers_503_and_the_loop_keeps_serving),
       TEST_CASE(a_hold_outlasting_the_shutdown_frees_its_connection),
+      TEST_CASE(a_held_response_whose_client_resets_as_the_store_answers),
+      TEST_CASE(a_response_holding_durable_tasks_cannot_stream),
       TEST_CASE(pipelined_requests_wait_behind_a_held_response),
       TEST_CASE(a_loop_task_past_its_timeout_is_retried_memory),
       TEST_CASE(a_loop_task_past_its_timeout_is_retried_sqlite),

@@ -165,8 +165,8 @@ static defs register_tasks(coda_app *app) {
       coda_app_task(app, "request_id_thread", request_id_task, CODA_EXEC_THREAD);
   d.request_id_process =
       coda_app_task(app, "request_id_process", request_id_task, CODA_EXEC_PROCESS);
-  d.minus_thousand_process =
-      coda_app_task(app, "minus_thousand_process", minus_thousand_task, CODA_EXEC_PROCESS);
+  d.minus_thousand_process = coda_app_task(app, "minus_thousand_process",
+                                           minus_thousand_task, CODA_EXEC_PROCESS);
   coda_task_def_timeout(d.spin, 200);
   coda_task_def_timeout(d.slow, 100);
   return d;

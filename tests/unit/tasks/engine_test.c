@@ -236,7 +236,8 @@ TEST(stopping_leaves_no_handle_open) {
   CHECK_EQ_INT(coda_task_stat(app, CODA_EXEC_LOOP, CODA_STAT_DROPPED), 1);
   /* The THREAD task ran (the pool was still up) or was dropped by its stop. */
   CHECK_EQ_INT(atomic_load(&thread_ran) - ran_before +
-                   coda_task_stat(app, CODA_EXEC_THREAD, CODA_STAT_DROPPED) - dropped_before,
+                   coda_task_stat(app, CODA_EXEC_THREAD, CODA_STAT_DROPPED) -
+                   dropped_before,
                1);
   CHECK_EQ_INT(coda_task_stat(app, CODA_EXEC_THREAD, CODA_STAT_QUEUED), 0);
   CHECK_EQ_INT(atomic_load(&engine->outstanding), 0);
