@@ -192,7 +192,9 @@ CODA_API int coda_app_port(const coda_app *app);
  *  the drain (it returns within about 100 ms).
  *  Returns 0 after a stop, or a CODA_E* code if it could not start. Binds
  *  first if coda_app_bind() was not called (default "127.0.0.1:8000"). In a
- *  PROCESS worker it serves tasks instead and never returns. */
+ *  PROCESS worker it serves tasks instead and never returns.
+ *  CODA_ESTATE if THREAD tasks a previous run left running (see
+ *  coda_app_free()) have not returned yet. */
 CODA_API int coda_app_run(coda_app *app);
 
 /** Binds the listening sockets now, so that coda_app_port() is known before

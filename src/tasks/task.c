@@ -138,6 +138,10 @@ coda__engine *coda__engine_of(coda_app *app) {
   coda__engine *e = coda__engine_peek(app);
   if (e)
     return e;
+  /* Made while the app runs, it would never be started by the server:
+   * task configuration belongs before coda_app_run(). */
+  if (atomic_load(&app->running))
+    return NULL;
   uv_once(&slot_once, take_slot);
   if (engine_slot < 0 || (e = calloc(1, sizeof *e)) == NULL)
     return NULL;
@@ -174,6 +178,16 @@ static void on_watch(uv_timer_t *t) {
 
 int coda__engine_start(coda__engine *e, uv_loop_t *control) {
   const coda__options *o = &e->app->opt;
+  /* THREAD tasks left running by the previous run still use that run's
+   * pools: a new run waits until they have returned. */
+  if (e->left_threads) {
+    if (coda__thread_pool_release(e->left_threads) != 0)
+      return CODA_ESTATE;
+    e->left_threads = NULL;
+    if (e->left_procs)
+      coda__process_pool_free(e->left_procs);
+    e->left_procs = NULL;
+  }
   uv_timer_init(control, &e->watch);
   e->watch.data = e;
   e->watching = 1;
