@@ -43,7 +43,7 @@
 #define MAX_CLIENTS 6
 #define WORKERS 3
 #define SPIN_TIMEOUT_MS 150
-#define SETTLE_MS 45000 /* a bound, not a wait: the poll ends when all is done */
+#define SETTLE_MS 30000 /* the longest stall allowed while tasks settle */
 #define MAX_PROBLEMS 12 /* problems described in full; the rest are counted */
 
 static char journal_path[256];
@@ -316,17 +316,28 @@ static stats expected_stats(int first, int last) {
 }
 
 /* Polls until nothing is queued or running and every task added since
- * `base` has ended, or `ms` pass. */
+ * `base` has ended, or `ms` pass without one more task ending: the bound is
+ * on a stall, not on the whole, so a slow machine only takes longer (under
+ * TSan at load 9 a storm ran 900 of its 1284 PROCESS tasks in 45 s), while
+ * tasks that are lost stop the count and fail it. */
 static int settle(coda_app *a, const stats *base, const stats *want, int ms) {
   uint64_t deadline = tc_now_ms() + (uint64_t)ms;
+  long seen = -1;
   for (;;) {
     stats now = read_stats(a);
     int done = 1;
-    for (int ex = CODA_EXEC_LOOP; ex < CODA_EXEC_COUNT_; ex++)
+    long total = 0;
+    for (int ex = CODA_EXEC_LOOP; ex < CODA_EXEC_COUNT_; ex++) {
       done &= now.v[ex][CODA_STAT_QUEUED] == 0 && now.v[ex][CODA_STAT_RUNNING] == 0 &&
               ended(&now, ex) - ended(base, ex) == ended(want, ex);
+      total += ended(&now, ex);
+    }
     if (done)
       return 1;
+    if (total != seen) {
+      seen = total;
+      deadline = tc_now_ms() + (uint64_t)ms;
+    }
     if (tc_now_ms() > deadline)
       return 0;
     tc_sleep_ms(10);

@@ -36,6 +36,11 @@ static void read_log(demo *d, int ms, const char *until) {
   while (tc_now_ms() < end) {
     if (until && strstr(d->log, until))
       return;
+    if (d->log_len > sizeof d->log / 2) { /* keep reading: keep the newest quarter */
+      size_t drop = d->log_len - sizeof d->log / 4;
+      memmove(d->log, d->log + drop, d->log_len - drop + 1);
+      d->log_len -= drop;
+    }
     struct pollfd p = {d->err_fd, POLLIN, 0};
     if (poll(&p, 1, 20) <= 0)
       continue;
@@ -88,21 +93,29 @@ static int demo_start(demo *d) {
   return d->port > 0 ? 0 : -1;
 }
 
-/* Sends a signal and waits for the exit; returns the exit status, or -1 if
- * it did not exit normally within ms. */
+/* Sends a signal (0: none) and waits for the exit, reading the demo's
+ * stderr meanwhile so that it can never block on a full pipe; returns the
+ * exit status, or -1 (said on stderr, with the end of its log) if it did
+ * not exit normally within ms. */
 static int demo_stop(demo *d, int sig, int ms) {
   kill(d->pid, sig);
-  uint64_t end = tc_now_ms() + (uint64_t)ms;
+  uint64_t t0 = tc_now_ms();
   int status;
-  while (tc_now_ms() < end) {
+  while (tc_now_ms() - t0 < (uint64_t)ms) {
     pid_t r = waitpid(d->pid, &status, WNOHANG);
     if (r == d->pid) {
       read_log(d, 50, NULL);
       close(d->err_fd);
-      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+      fprintf(stderr, "  demo killed by signal %d; its log ends:\n%s\n", WTERMSIG(status),
+              d->log_len > 2000 ? d->log + d->log_len - 2000 : d->log);
+      return -1;
     }
-    tc_sleep_ms(10);
+    read_log(d, 10, NULL);
   }
+  fprintf(stderr, "  demo still running %d ms after signal %d; its log ends:\n%s\n", ms,
+          sig, d->log_len > 2000 ? d->log + d->log_len - 2000 : d->log);
   kill(d->pid, SIGKILL);
   waitpid(d->pid, &status, 0);
   close(d->err_fd);

@@ -2132,6 +2132,7 @@ TEST(left_over_tasks_run_after_a_restart) {
     CHECK_EQ_INT(info->run_at, far_at);
   coda_task_info_free(info);
   REQUIRE(fixture_start(&f) == 0);
+  int64_t started = unix_ms(); /* app #2 may start after soon_at, under load */
   info = NULL;
   CHECK_EQ_INT(coda_task_get(f.app, soon, &info), 0);
   if (info) {
@@ -2160,7 +2161,14 @@ TEST(left_over_tasks_run_after_a_restart) {
   if (runs_of("restart-soon", &ev, 1) == 1) {
     CHECK_EQ_INT(ev.phase, 2);
     CHECK(ev.wall >= soon_at);
-    CHECK(ev.wall <= soon_at + 20 + 300);
+    /* Claimed within a poll (20 ms) of its time, or of app #2's start if
+     * that came later; the rest is the claim and the hand-over to a thread
+     * on a machine that may be busy. */
+    int64_t due = soon_at > started ? soon_at : started;
+    if (ev.wall > due + 20 + 1000)
+      fprintf(stderr, "  restart-soon ran %lld ms after it was due\n",
+              (long long)(ev.wall - due));
+    CHECK(ev.wall <= due + 20 + 1000);
   } else {
     fprintf(stderr, "  restart-soon ran %d times\n", runs_of("restart-soon", NULL, 0));
     test__failures_in_case++;

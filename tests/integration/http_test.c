@@ -586,8 +586,22 @@ static void slow_done(uv_timer_t *t) {
   uv_close((uv_handle_t *)t, stream_closed);
 }
 
+/* How many /slow requests have reached their handler: a test stops the
+ * server only once its request is in flight, not after a sleep that a busy
+ * machine can outlast (the connection would then be idle, and closed at
+ * once). */
+static atomic_int slow_started;
+
+static void wait_slow_started(int before) {
+  for (uint64_t t0 = tc_now_ms();
+       atomic_load(&slow_started) == before && tc_now_ms() - t0 < 5000;)
+    tc_sleep_ms(2);
+  CHECK(atomic_load(&slow_started) > before);
+}
+
 static int h_slow(coda_req *req, coda_res *res, void *user) {
   (void)user;
+  atomic_fetch_add(&slow_started, 1);
   slow_state *s = calloc(1, sizeof *s);
   s->stream = coda_res_stream(res);
   uv_timer_init(coda_req_loop(req), &s->timer);
@@ -608,8 +622,9 @@ TEST(graceful_shutdown_finishes_in_flight_and_closes_idle) {
   tc_send_str(idle, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n");
   REQUIRE(tc_read_response(idle, buf, sizeof buf) > 0);
   int busy = tc_connect(s.port, 3000);
+  int before = atomic_load(&slow_started);
   tc_send_str(busy, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
-  tc_sleep_ms(50);
+  wait_slow_started(before);
   uint64_t t0 = tc_now_ms();
   coda_app_stop(a);
   int closed;
@@ -636,12 +651,9 @@ TEST(shutdown_deadline_cuts_what_does_not_finish) {
   coda_app_route(a, "GET", "/slow", h_slow, NULL); /* takes 300 ms */
   REQUIRE(ts_start(&s, a) == 0);
   int busy = tc_connect(s.port, 3000);
+  int before = atomic_load(&slow_started);
   tc_send_str(busy, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
-  char head[1024];
-  /* The stream has begun (a fixed 30 ms sleep was not always enough on a
-   * loaded machine: the stop then found an idle connection and closed it
-   * at once, and the test saw it cut before the deadline). */
-  CHECK(tc_read_head(busy, head, sizeof head) > 0);
+  wait_slow_started(before);
   uint64_t t0 = tc_now_ms();
   coda_app_stop(a);
   /* The deadline cuts the connection: the client sees it close, after
