@@ -1017,8 +1017,9 @@ TEST(a_full_queue_answers_503_with_retry_after) {
  * what did not finish. The tasks are long (1 s each, 4 s in all on one
  * thread) so that none has finished when the stop begins, and a stop that
  * waited for the work would take seconds longer than one that kept the
- * deadline (450 ms, then the task under way ends): timings under a
- * sanitizer on a busy machine fall between the two, not across. */
+ * deadline (450 ms, then 100 ms of grace for the task under way, which is
+ * left to end on its thread): timings under a sanitizer on a busy machine
+ * fall between the two, not across. */
 TEST(shutdown_drains_tasks_and_reports_the_rest) {
   coda_app *a = make_app();
   coda_app_set(a, CODA_OPT_THREAD_POOL_SIZE, 1);
@@ -1041,13 +1042,14 @@ TEST(shutdown_drains_tasks_and_reports_the_rest) {
   uint64_t took = tc_now_ms() - t0;
   dup2(saved, 2);
   close(saved);
-  journal_read(buf, sizeof buf);
-  int ran = tc_count(buf, "block thread");
-  if (took < 400 || took >= 3000 || ran != 1)
-    fprintf(stderr, "  stopped after %llu ms, %d tasks ran\n", (unsigned long long)took,
-            ran);
+  if (took < 400 || took >= 3000)
+    fprintf(stderr, "  stopped after %llu ms\n", (unsigned long long)took);
   CHECK(took >= 400 && took < 3000); /* the drain deadline, not the work */
-  CHECK_EQ_INT(ran, 1);              /* the one under way, not the three behind it */
+  /* The task under way ends on its left thread (the app is freed once it
+   * has); the three behind it never ran. */
+  CHECK_EQ_INT(tc_app_free(a, 3000), 0);
+  journal_read(buf, sizeof buf);
+  CHECK_EQ_INT(tc_count(buf, "block thread"), 1);
   char log[16384];
   lseek(logfd, 0, SEEK_SET);
   ssize_t n = read(logfd, log, sizeof log - 1);
@@ -1056,8 +1058,6 @@ TEST(shutdown_drains_tasks_and_reports_the_rest) {
   unlink(logpath);
   CHECK(strstr(log, "Waiting for 4 background tasks") != NULL);
   CHECK(strstr(log, "tasks did not finish: note_thread x") != NULL);
-  /* A task cut at the deadline may still sleep on a left thread. */
-  CHECK_EQ_INT(tc_app_free(a, 2000), 0);
 }
 
 /* A second stop during the drain does not wait for the tasks. */
