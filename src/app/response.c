@@ -228,21 +228,21 @@ static int write_head(coda_res *res, coda__buf *out, int chunked) {
   const coda_req *req = &((coda__exchange *)coda__conn_exchange(c))->req;
   size_t dlen;
   const char *date = coda__conn_date(c, &dlen);
-  int rc = coda__http_status_line(out, res->status);
-  rc |= coda__buf_append_lit(out, "Server: coda\r\n");
-  rc |= coda__buf_append(out, date, dlen);
+  int ok = coda__http_status_line(out, res->status) == 0;
+  ok &= coda__buf_append_lit(out, "Server: coda\r\n") == 0;
+  ok &= coda__buf_append(out, date, dlen) == 0;
   for (coda__res_header *h = res->headers; h; h = h->next)
-    rc |= coda__http_write_field(out, h->name, h->name_len, h->value, h->value_len);
+    ok &= coda__http_write_field(out, h->name, h->name_len, h->value, h->value_len) == 0;
   if (chunked)
-    rc |= coda__buf_append_lit(out, "Transfer-Encoding: chunked\r\n");
+    ok &= coda__buf_append_lit(out, "Transfer-Encoding: chunked\r\n") == 0;
   else if (coda__http_status_has_body(res->status) && !res->streaming)
-    rc |= coda__http_content_length(out, res->body_len);
+    ok &= coda__http_content_length(out, res->body_len) == 0;
   if (!coda__conn_keep_alive(c))
-    rc |= coda__buf_append_lit(out, "Connection: close\r\n");
+    ok &= coda__buf_append_lit(out, "Connection: close\r\n") == 0;
   else if (req->head->version_minor == 0)
-    rc |= coda__buf_append_lit(out, "Connection: keep-alive\r\n");
-  rc |= coda__buf_append_lit(out, "\r\n");
-  return rc ? CODA_ENOMEM : 0;
+    ok &= coda__buf_append_lit(out, "Connection: keep-alive\r\n") == 0;
+  ok &= coda__buf_append_lit(out, "\r\n") == 0;
+  return ok ? 0 : CODA_ENOMEM;
 }
 
 static void ext_committed(coda_res *res, int queued) {

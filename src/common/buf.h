@@ -6,6 +6,8 @@
 #ifndef CODA_COMMON_BUF_H
 #define CODA_COMMON_BUF_H
 
+#include "coda.h"
+
 #include <stddef.h>
 #include <string.h>
 
@@ -18,9 +20,10 @@ typedef struct coda__buf {
 /* Makes room for n more bytes; 0 or CODA_ENOMEM. */
 int coda__buf_reserve(coda__buf *b, size_t n);
 
+/* Appends n bytes: 0 or CODA_ENOMEM (the buffer is then unchanged). */
 static inline int coda__buf_append(coda__buf *b, const void *p, size_t n) {
   if (b->cap - b->len < n && coda__buf_reserve(b, n) != 0)
-    return -1;
+    return CODA_ENOMEM;
   memcpy(b->base + b->len, p, n);
   b->len += n;
   return 0;

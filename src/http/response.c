@@ -46,36 +46,36 @@ const char *coda__http_reason(int status) {
   }
 }
 
-/* The helpers below OR the append results: each is 0 or -1, so any failure
- * shows, and the caller gets one CODA_ENOMEM. */
-static int result(int failed) { return failed ? CODA_ENOMEM : 0; }
+/* The writers below collect whether every append succeeded (`ok`), and
+ * answer 0 or CODA_ENOMEM once: error codes are never OR-ed together. */
+static int result(int ok) { return ok ? 0 : CODA_ENOMEM; }
 
 int coda__http_status_line(coda__buf *out, int status) {
   if (status == 200)
-    return result(coda__buf_append_lit(out, "HTTP/1.1 200 OK\r\n"));
+    return result(coda__buf_append_lit(out, "HTTP/1.1 200 OK\r\n") == 0);
   const char *reason = coda__http_reason(status);
-  int f = coda__buf_append_lit(out, "HTTP/1.1 ");
-  f |= coda__buf_append_u64(out, (unsigned)status);
-  f |= coda__buf_append_lit(out, " ");
-  f |= coda__buf_append(out, reason, strlen(reason));
-  f |= coda__buf_append_lit(out, "\r\n");
-  return result(f);
+  int ok = coda__buf_append_lit(out, "HTTP/1.1 ") == 0;
+  ok &= coda__buf_append_u64(out, (unsigned)status) == 0;
+  ok &= coda__buf_append_lit(out, " ") == 0;
+  ok &= coda__buf_append(out, reason, strlen(reason)) == 0;
+  ok &= coda__buf_append_lit(out, "\r\n") == 0;
+  return result(ok);
 }
 
 int coda__http_write_field(coda__buf *out, const char *name, size_t nlen, const char *value,
                      size_t vlen) {
-  int f = coda__buf_append(out, name, nlen);
-  f |= coda__buf_append_lit(out, ": ");
-  f |= coda__buf_append(out, value, vlen);
-  f |= coda__buf_append_lit(out, "\r\n");
-  return result(f);
+  int ok = coda__buf_append(out, name, nlen) == 0;
+  ok &= coda__buf_append_lit(out, ": ") == 0;
+  ok &= coda__buf_append(out, value, vlen) == 0;
+  ok &= coda__buf_append_lit(out, "\r\n") == 0;
+  return result(ok);
 }
 
 int coda__http_content_length(coda__buf *out, uint64_t n) {
-  int f = coda__buf_append_lit(out, "Content-Length: ");
-  f |= coda__buf_append_u64(out, n);
-  f |= coda__buf_append_lit(out, "\r\n");
-  return result(f);
+  int ok = coda__buf_append_lit(out, "Content-Length: ") == 0;
+  ok &= coda__buf_append_u64(out, n) == 0;
+  ok &= coda__buf_append_lit(out, "\r\n") == 0;
+  return result(ok);
 }
 
 int coda__http_status_has_body(int status) {
@@ -85,15 +85,15 @@ int coda__http_status_has_body(int status) {
 int coda__http_chunk(coda__buf *out, const void *data, size_t len) {
   if (len == 0)
     return 0;
-  int f = coda__buf_append_hex(out, len);
-  f |= coda__buf_append_lit(out, "\r\n");
-  f |= coda__buf_append(out, data, len);
-  f |= coda__buf_append_lit(out, "\r\n");
-  return result(f);
+  int ok = coda__buf_append_hex(out, len) == 0;
+  ok &= coda__buf_append_lit(out, "\r\n") == 0;
+  ok &= coda__buf_append(out, data, len) == 0;
+  ok &= coda__buf_append_lit(out, "\r\n") == 0;
+  return result(ok);
 }
 
 int coda__http_last_chunk(coda__buf *out) {
-  return result(coda__buf_append_lit(out, "0\r\n\r\n"));
+  return result(coda__buf_append_lit(out, "0\r\n\r\n") == 0);
 }
 
 size_t coda__http_date_line(time_t now, char *buf, size_t cap) {
@@ -106,13 +106,13 @@ int coda__http_error_response(coda__buf *out, int status, const char *date_line,
                               size_t date_len) {
   const char *reason = coda__http_reason(status);
   size_t rlen = strlen(reason);
-  int f = coda__http_status_line(out, status) != 0;
-  f |= coda__buf_append_lit(out, "Server: coda\r\n");
-  f |= coda__buf_append(out, date_line, date_len);
-  f |= coda__buf_append_lit(out, "Content-Type: text/plain; charset=utf-8\r\n");
-  f |= coda__http_content_length(out, rlen + 1) != 0;
-  f |= coda__buf_append_lit(out, "Connection: close\r\n\r\n");
-  f |= coda__buf_append(out, reason, rlen);
-  f |= coda__buf_append_lit(out, "\n");
-  return result(f);
+  int ok = coda__http_status_line(out, status) == 0;
+  ok &= coda__buf_append_lit(out, "Server: coda\r\n") == 0;
+  ok &= coda__buf_append(out, date_line, date_len) == 0;
+  ok &= coda__buf_append_lit(out, "Content-Type: text/plain; charset=utf-8\r\n") == 0;
+  ok &= coda__http_content_length(out, rlen + 1) == 0;
+  ok &= coda__buf_append_lit(out, "Connection: close\r\n\r\n") == 0;
+  ok &= coda__buf_append(out, reason, rlen) == 0;
+  ok &= coda__buf_append_lit(out, "\n") == 0;
+  return result(ok);
 }
