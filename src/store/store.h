@@ -4,9 +4,9 @@
  * exchanges with a store.
  *
  * Implementations: memory_store.c (durable semantics in memory: ids,
- * retries, status; nothing survives the process) and sqlite_store.c (one
- * file, WAL, an fsync per commit). A store shared by several processes
- * (Redis) would implement the same table.
+ * retries, status; nothing survives the process), sqlite_store.c (one
+ * file, WAL, an fsync per commit) and redis_store.c (shared by every
+ * process pointed at it: servers and workers of a fleet).
  * New members are only ever added at the end; `version` says which exist.
  *
  * The engine makes no assumption a store cannot keep:
@@ -40,7 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CODA__STORE_VERSION 1
+#define CODA__STORE_VERSION 2
 
 typedef struct coda__store coda__store;
 
@@ -62,7 +62,30 @@ typedef struct coda__task_record {
   const char *error; /* NULL: none */
   const void *result;
   size_t result_len;
+  /* Version 2. */
+  const char *queue; /* NULL: "default" */
+  /* The fencing token of the claim that ran this attempt, a counter of
+   * the task's own: an owned enqueue() sets 1 (an unowned one 0), and each
+   * claim() or expire() of the task adds 1, so a token is never reused for
+   * a task. finish(), progress_leased() and renew() are refused for any
+   * token but the current one. */
+  uint64_t lease;
 } coda__task_record;
+
+/* One claim the engine holds: the task and the token of its claim. */
+typedef struct coda__lease {
+  uint64_t id;
+  uint64_t lease;
+} coda__lease;
+
+/* Filters of find(): NULL / -1 / 0 mean "any". */
+typedef struct coda__task_filter {
+  int state;          /* a coda_task_state, or -1 */
+  const char *queue;
+  const char *name;
+  uint64_t after_id;  /* ids above this one, increasing */
+  int limit;
+} coda__task_filter;
 
 /* Called by claim() for each task it claimed; the record lives for the
  * call. A claim cannot be cut short (SQLite claims its rows in one
@@ -122,6 +145,43 @@ typedef struct coda__store_methods {
    * left), but a younger task never holds back an older one. Inside a
    * batch. Returns how many, or < 0. */
   int (*purge)(coda__store *s, int64_t finished_before, int limit);
+  /* ---- Version 2: stores shared by several processes. ----------------
+   * A claim has a fencing token (record.lease). The memory and SQLite
+   * stores implement these too (one process: nothing is ever taken over
+   * unless expire() takes it), so the engine has one code path. */
+  /* The queues claim() takes tasks from, in that order of preference
+   * (n == 0: every queue). Called once, before the first claim. */
+  int (*serve)(coda__store *s, const char *const *queues, int n);
+  /* Pauses (1) or resumes (0) a queue for every process sharing the store:
+   * claim() takes nothing from a paused queue; running tasks go on.
+   * Outside a batch. */
+  int (*pause)(coda__store *s, const char *queue, int paused);
+  /* Extends to lease_until the leases of the claims in l that still hold
+   * (same id, same token, still running); lost[i] = 1 for each one that
+   * does not (expired and taken over, deleted, finished). Outside a batch,
+   * and may be called from a thread other than the store thread (the
+   * heartbeat): a store serialises it as it does get(). Returns 0 or < 0. */
+  int (*renew)(coda__store *s, const coda__lease *l, int n, int64_t lease_until,
+               unsigned char *lost);
+  /* After commit() returned 0: the outcomes (finish) and progress of that
+   * batch the store refused because their claim no longer held the task
+   * (record.lease is not the task's current token, or it is not running).
+   * Copies up to max of them to out and returns how many (0 nearly
+   * always). Refused writes changed nothing. */
+  int (*refused)(coda__store *s, coda__lease *out, int max);
+  /* Takes over up to max running tasks whose lease ended before now, in
+   * one atomic step (two processes never take the same one): each gets a
+   * fresh token and a lease until lease_until, attempts unchanged, and fn
+   * gets its record; the engine then writes its outcome (the attempt failed:
+   * "its lease expired", retried with the definition's backoff, or dead)
+   * with finish() under that token. Inside a batch. Returns how many or < 0. */
+  int (*expire)(coda__store *s, int64_t now, int64_t lease_until, int max,
+                coda__claim_fn fn, void *user);
+  /* Like progress(), fenced by the claim's token. */
+  int (*progress_leased)(coda__store *s, const coda__lease *l, double progress);
+  /* Tasks matching f by increasing id; fn as for list(). Any thread.
+   * Returns how many, or < 0. */
+  int (*find)(coda__store *s, const coda__task_filter *f, coda_task_list_fn fn, void *user);
 } coda__store_methods;
 
 struct coda__store {
