@@ -2,7 +2,11 @@
  * crash_server.c - the program crash_test kills with SIGKILL over and over:
  * a real coda server with a SQLite store and one durable THREAD task.
  *
- *   crash_server STORE_PATH JOURNAL_PATH [LEASE_MS [DONE_FD]]
+ *   crash_server STORE JOURNAL_PATH [LEASE_MS [DONE_FD]]
+ *
+ * STORE is a SQLite file's path or a store URI (redis://...: the fleet
+ * test runs several of these on one Redis). With CRASH_SERVER_WORKER=1 in
+ * its environment it is a worker: no listener, it runs tasks only.
  *
  * It listens on 127.0.0.1:0 and prints "port N" on stdout once bound, then
  * serves:
@@ -209,14 +213,22 @@ int main(int argc, char **argv) {
     return 2;
   }
   char uri[4200];
-  snprintf(uri, sizeof uri, "sqlite:%s", argv[1]);
+  /* A URI (redis://..., memory) as it is; a bare path is a SQLite file. */
+  if (strstr(argv[1], "://") || strncmp(argv[1], "sqlite:", 7) == 0)
+    snprintf(uri, sizeof uri, "%s", argv[1]);
+  else
+    snprintf(uri, sizeof uri, "sqlite:%s", argv[1]);
   rc = coda_app_store(app, uri);
   if (rc) {
     fprintf(stderr, "crash_server: store %s: %s (%s)\n", argv[1], coda_strerror(rc),
             coda_app_store_error(app));
     return 2;
   }
-  rc = coda_app_listen(app, "127.0.0.1:0");
+  /* CRASH_SERVER_WORKER=1: a worker, which runs tasks and serves no HTTP
+   * (it prints "port 0"). */
+  const char *worker = getenv("CRASH_SERVER_WORKER");
+  int is_worker = worker && strcmp(worker, "1") == 0;
+  rc = coda_app_listen(app, is_worker ? NULL : "127.0.0.1:0");
   if (rc == 0)
     rc = coda_app_bind(app);
   if (rc) {

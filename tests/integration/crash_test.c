@@ -29,6 +29,7 @@
  * CODA_CRASH_KEEP=1 keeps the directory (store, journal, server log).
  */
 #include "harness.h"
+#include "node.h"
 #include "test.h"
 
 #include <errno.h>
@@ -36,7 +37,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -47,7 +47,6 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
 
 #define KILLS 24  /* the issue asks for at least 20 */
 #define CLIENTS 6 /* keep-alive connections posting jobs */
@@ -64,11 +63,7 @@ extern char **environ;
  * test itself is interrupted, so no crash_server outlives a failed run. */
 static volatile sig_atomic_t live_pid;
 
-typedef struct {
-  pid_t pid;
-  int out_fd; /* read end of its stdout */
-  int port;
-} server;
+typedef tc_node server;
 
 /* One finished run, as the journal has it. */
 typedef struct {
@@ -126,82 +121,20 @@ static void on_fatal_signal(int sig) {
 /* ---- the server process ------------------------------------------------ */
 
 static int server_start(server *s) {
-  memset(s, 0, sizeof *s);
-  s->out_fd = -1;
-  int out[2];
-  if (pipe2(out, O_CLOEXEC) != 0)
-    return -1;
-  int logfd = open(g.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (logfd < 0) {
-    close(out[0]);
-    close(out[1]);
-    return -1;
-  }
   char lease[16];
   snprintf(lease, sizeof lease, "%d", LEASE_MS);
   char *argv[] = {CODA_CRASH_SERVER, g.store, g.journal, lease, "3", NULL};
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, logfd, 2);
-  posix_spawn_file_actions_adddup2(&fa, g.done_fd, 3);
-  int rc = posix_spawn(&s->pid, CODA_CRASH_SERVER, &fa, NULL, argv, environ);
-  posix_spawn_file_actions_destroy(&fa);
-  close(out[1]);
-  close(logfd);
-  s->out_fd = out[0];
-  if (rc != 0) {
-    close(s->out_fd);
-    s->out_fd = -1;
-    return -1;
-  }
+  /* Generous for a sanitizer build's start-up. */
+  int rc = tc_node_start(s, argv, NULL, g.log, g.done_fd, 20000);
   live_pid = s->pid;
-  /* "port N\n" once bound; generous for a sanitizer build's start-up. */
-  char line[64];
-  size_t n = 0;
-  uint64_t end = tc_now_ms() + 20000;
-  while (n + 1 < sizeof line && !memchr(line, '\n', n) && tc_now_ms() < end) {
-    struct pollfd p = {s->out_fd, POLLIN, 0};
-    if (poll(&p, 1, 50) <= 0)
-      continue;
-    ssize_t r = read(s->out_fd, line + n, sizeof line - 1 - n);
-    if (r <= 0)
-      break; /* it exited before binding */
-    n += (size_t)r;
-  }
-  line[n] = '\0';
-  if (sscanf(line, "port %d", &s->port) != 1 || s->port <= 0)
-    return -1;
-  /* Bound is not yet listening: wait until it accepts, as ts_start does. */
-  while (tc_now_ms() < end) {
-    int fd = tc_connect(s->port, 1000);
-    if (fd >= 0) {
-      close(fd);
-      return 0;
-    }
-    tc_sleep_ms(2);
-  }
-  return -1;
+  return rc;
 }
 
 /* Sends sig and waits up to ms for the exit; returns the wait status, or
  * -1 if it had to be killed. */
 static int server_end(server *s, int sig, int ms) {
-  int status = 0;
-  kill(s->pid, sig);
-  uint64_t end = tc_now_ms() + (uint64_t)ms;
-  pid_t r;
-  while ((r = waitpid(s->pid, &status, WNOHANG)) == 0 && tc_now_ms() < end)
-    tc_sleep_ms(5);
-  if (r != s->pid) {
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, &status, 0);
-    status = -1;
-  }
+  int status = tc_node_end(s, sig, ms);
   live_pid = 0;
-  if (s->out_fd >= 0)
-    close(s->out_fd);
-  s->out_fd = -1;
   return status;
 }
 

@@ -1,0 +1,136 @@
+/*
+ * node.c - test programs as processes (node.h).
+ */
+#include "node.h"
+
+#include "harness.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* environ plus extra, in a malloc'd array (the strings are borrowed). */
+static char **merged_env(char *const extra[]) {
+  size_t a = 0, b = 0;
+  while (environ[a])
+    a++;
+  while (extra && extra[b])
+    b++;
+  char **env = calloc(a + b + 1, sizeof *env);
+  if (!env)
+    return NULL;
+  for (size_t i = 0; i < b; i++)
+    env[i] = extra[i];
+  for (size_t i = 0; i < a; i++)
+    env[b + i] = environ[i]; /* the first of a name wins: extra overrides */
+  return env;
+}
+
+static int spawn(tc_node *n, char *const argv[], char *const env[], const char *log_path,
+                 int fd3) {
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0)
+    return -1;
+  int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  char **envp = merged_env(env);
+  int rc = -1;
+  if (logfd >= 0 && envp) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, logfd, 2);
+    if (fd3 >= 0)
+      posix_spawn_file_actions_adddup2(&fa, fd3, 3);
+    rc = posix_spawn(&n->pid, argv[0], &fa, NULL, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  free(envp);
+  if (logfd >= 0)
+    close(logfd);
+  close(out[1]);
+  if (rc != 0) {
+    close(out[0]);
+    n->pid = 0;
+    return -1;
+  }
+  n->out_fd = out[0];
+  return 0;
+}
+
+/* Reads "port N\n" from its stdout until the deadline. */
+static int read_port(tc_node *n, uint64_t end) {
+  char line[64];
+  size_t len = 0;
+  while (len + 1 < sizeof line && !memchr(line, '\n', len) && tc_now_ms() < end) {
+    struct pollfd p = {n->out_fd, POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0)
+      continue;
+    ssize_t r = read(n->out_fd, line + len, sizeof line - 1 - len);
+    if (r <= 0)
+      return -1; /* it exited before binding */
+    len += (size_t)r;
+  }
+  line[len] = '\0';
+  return sscanf(line, "port %d", &n->port) == 1 && n->port >= 0 ? 0 : -1;
+}
+
+int tc_node_start(tc_node *n, char *const argv[], char *const env[], const char *log_path,
+                  int fd3, int timeout_ms) {
+  memset(n, 0, sizeof *n);
+  n->out_fd = -1;
+  if (spawn(n, argv, env, log_path, fd3) != 0)
+    return -1;
+  uint64_t end = tc_now_ms() + (uint64_t)timeout_ms;
+  if (read_port(n, end) != 0)
+    return -1;
+  if (n->port == 0)
+    return 0;
+  /* Bound is not yet accepting for every loop: wait until it accepts. */
+  while (tc_now_ms() < end) {
+    int fd = tc_connect(n->port, 1000);
+    if (fd >= 0) {
+      close(fd);
+      return 0;
+    }
+    tc_sleep_ms(2);
+  }
+  return -1;
+}
+
+int tc_node_exited(tc_node *n, int *status) {
+  if (n->pid <= 0 || waitpid(n->pid, status, WNOHANG) != n->pid)
+    return 0;
+  n->pid = 0;
+  if (n->out_fd >= 0)
+    close(n->out_fd);
+  n->out_fd = -1;
+  return 1;
+}
+
+int tc_node_end(tc_node *n, int sig, int ms) {
+  int status = 0;
+  if (n->pid > 0) {
+    kill(n->pid, sig);
+    uint64_t end = tc_now_ms() + (uint64_t)ms;
+    pid_t r;
+    while ((r = waitpid(n->pid, &status, WNOHANG)) == 0 && tc_now_ms() < end)
+      tc_sleep_ms(5);
+    if (r != n->pid) {
+      kill(n->pid, SIGKILL);
+      waitpid(n->pid, &status, 0);
+      status = -1;
+    }
+  }
+  if (n->out_fd >= 0)
+    close(n->out_fd);
+  n->out_fd = -1;
+  return status;
+}

@@ -1,0 +1,34 @@
+/*
+ * node.h - a coda program a test starts as a process of its own (a server
+ * or a worker of a fleet, crash_server), reads the port it bound from its
+ * stdout, and ends with a signal of its choice (SIGKILL for the crash
+ * tests).
+ */
+#ifndef CODA_TEST_NODE_H
+#define CODA_TEST_NODE_H
+
+#include <sys/types.h>
+
+typedef struct tc_node {
+  pid_t pid;
+  int out_fd; /* read end of its stdout */
+  int port;   /* what it printed as "port N"; 0: a worker, no listener */
+} tc_node;
+
+/* Spawns argv[0] with argv, the test's environment plus `env` (NAME=VALUE
+ * strings, NULL-terminated, may be NULL), its stdout on a pipe, its stderr
+ * appended to log_path, and fd 3 a copy of fd3 when fd3 >= 0. Waits up to
+ * timeout_ms for a "port N" line, then, for N > 0, until the port accepts.
+ * Returns 0, or -1 (n->pid is then the child's pid if it was spawned, so
+ * the caller can end it). */
+int tc_node_start(tc_node *n, char *const argv[], char *const env[], const char *log_path,
+                  int fd3, int timeout_ms);
+
+/* Sends sig and waits up to ms for the exit. Returns the wait status, or
+ * -1 if it had to be killed with SIGKILL. Closes its stdout pipe. */
+int tc_node_end(tc_node *n, int sig, int ms);
+
+/* Reaps n if it has exited by itself: 1 (with *status), or 0 if it runs. */
+int tc_node_exited(tc_node *n, int *status);
+
+#endif /* CODA_TEST_NODE_H */
