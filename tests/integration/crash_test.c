@@ -65,16 +65,6 @@ static volatile sig_atomic_t live_pid;
 
 typedef tc_node server;
 
-/* One finished run, as the journal has it. */
-typedef struct {
-  uint64_t id;
-  uint64_t job;
-  int pid;
-  int attempt;
-  uint64_t t_us;    /* CLOCK_MONOTONIC when it wrote the line */
-  uint64_t done_us; /* when it returned success, if known, or 0 */
-  size_t line;      /* journal order */
-} run_line;
 
 /* crash_server's record of the first run of each job to return success
  * (a memfd shared with every server, indexed by job). */
@@ -385,59 +375,13 @@ static int store_integrity_ok(void) {
 
 /* ---- the journal --------------------------------------------------------- */
 
-static int by_job_then_line(const void *a, const void *b) {
-  const run_line *x = a, *y = b;
-  if (x->job != y->job)
-    return x->job < y->job ? -1 : 1;
-  return x->line < y->line ? -1 : x->line > y->line;
-}
-
-/* Makes room for one more element of `size` bytes; 0 or -1. */
-static int grow(void **items, size_t *cap, size_t n, size_t size) {
-  if (n < *cap)
-    return 0;
-  size_t want = *cap ? *cap * 2 : 4096;
-  void *more = realloc(*items, want * size);
-  if (!more)
-    return -1;
-  *items = more;
-  *cap = want;
-  return 0;
-}
-
 /* Reads the journal: the runs sorted by job, then journal order, each with
  * the time it returned if its done slot has it. Counts lines that do not
  * parse. */
 static run_line *read_journal(size_t *nruns, long *malformed) {
-  *nruns = 0;
-  *malformed = 0;
-  FILE *f = fopen(g.journal, "r");
-  if (!f)
+  run_line *runs = tc_journal_read(g.journal, nruns, malformed);
+  if (!runs)
     return NULL;
-  run_line *runs = NULL;
-  size_t cap = 0, lineno = 0;
-  char line[256];
-  int ok = 1;
-  while (ok && fgets(line, sizeof line, f)) {
-    unsigned long long id, job, t_us;
-    int pid, attempt;
-    char extra;
-    lineno++;
-    if (strchr(line, '\n') && sscanf(line, "%llu %llu %d %d %llu %c", &id, &job, &pid,
-                                     &attempt, &t_us, &extra) == 5) {
-      ok = grow((void **)&runs, &cap, *nruns, sizeof *runs) == 0;
-      if (ok)
-        runs[(*nruns)++] = (run_line){id, job, pid, attempt, t_us, 0, lineno};
-    } else if ((*malformed)++ < 5) {
-      fprintf(stderr, "  journal line %zu malformed: %s\n", lineno, line);
-    }
-  }
-  fclose(f);
-  if (!ok || !runs) {
-    free(runs);
-    return NULL;
-  }
-  qsort(runs, *nruns, sizeof *runs, by_job_then_line);
   size_t len = MAX_JOBS * sizeof(done_slot);
   done_slot *done = mmap(NULL, len, PROT_READ, MAP_SHARED, g.done_fd, 0);
   if (done != MAP_FAILED) {

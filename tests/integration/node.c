@@ -134,3 +134,53 @@ int tc_node_end(tc_node *n, int sig, int ms) {
   n->out_fd = -1;
   return status;
 }
+
+/* ---- the journal ---------------------------------------------------------- */
+
+static int by_job_then_line(const void *a, const void *b) {
+  const run_line *x = a, *y = b;
+  if (x->job != y->job)
+    return x->job < y->job ? -1 : 1;
+  return x->line < y->line ? -1 : x->line > y->line;
+}
+
+run_line *tc_journal_read(const char *path, size_t *nruns, long *malformed) {
+  *nruns = 0;
+  *malformed = 0;
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return NULL;
+  run_line *runs = NULL;
+  size_t cap = 0, lineno = 0;
+  char line[256];
+  int ok = 1;
+  while (ok && fgets(line, sizeof line, f)) {
+    unsigned long long id, job, t_us;
+    int pid, attempt;
+    char extra;
+    lineno++;
+    if (strchr(line, '\n') && sscanf(line, "%llu %llu %d %d %llu %c", &id, &job, &pid,
+                                     &attempt, &t_us, &extra) == 5) {
+      if (*nruns == cap) {
+        size_t want = cap ? cap * 2 : 4096;
+        run_line *more = realloc(runs, want * sizeof *runs);
+        ok = more != NULL;
+        if (ok) {
+          runs = more;
+          cap = want;
+        }
+      }
+      if (ok)
+        runs[(*nruns)++] = (run_line){id, job, pid, attempt, t_us, 0, lineno};
+    } else if ((*malformed)++ < 5) {
+      fprintf(stderr, "  journal line %zu malformed: %s\n", lineno, line);
+    }
+  }
+  fclose(f);
+  if (!ok || !runs) {
+    free(runs);
+    return NULL;
+  }
+  qsort(runs, *nruns, sizeof *runs, by_job_then_line);
+  return runs;
+}

@@ -7,6 +7,8 @@
 #ifndef CODA_TEST_NODE_H
 #define CODA_TEST_NODE_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 typedef struct tc_node {
@@ -30,5 +32,22 @@ int tc_node_end(tc_node *n, int sig, int ms);
 
 /* Reaps n if it has exited by itself: 1 (with *status), or 0 if it runs. */
 int tc_node_exited(tc_node *n, int *status);
+
+/* One finished run of a crash_server job, as its journal has it: lines
+ * "ID JOB PID ATTEMPT T" (T: CLOCK_MONOTONIC in us), one per run. */
+typedef struct {
+  uint64_t id;
+  uint64_t job;
+  int pid;
+  int attempt;
+  uint64_t t_us;    /* when it wrote the line */
+  uint64_t done_us; /* when it returned success, if the caller knows, or 0 */
+  size_t line;      /* journal order */
+} run_line;
+
+/* Reads a journal: the runs sorted by job, then journal order (malloc'd;
+ * NULL if it cannot be read or holds no run). Counts lines that do not
+ * parse in *malformed and shows the first few on stderr. */
+run_line *tc_journal_read(const char *path, size_t *nruns, long *malformed);
 
 #endif /* CODA_TEST_NODE_H */
