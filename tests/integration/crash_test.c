@@ -252,30 +252,6 @@ static int crash_cycle(int k, int delay_ms) {
 
 /* ---- the final run ------------------------------------------------------ */
 
-/* GET /tasks/{id} on fd: fills state ("" on a transport failure). */
-static void task_state(int fd, uint64_t id, char *state, size_t cap, int *attempts) {
-  char req[96], buf[8192];
-  state[0] = '\0';
-  int n = snprintf(req, sizeof req, "GET /tasks/%llu HTTP/1.1\r\nHost: crash\r\n\r\n",
-                   (unsigned long long)id);
-  if (tc_send(fd, req, (size_t)n) != 0 || tc_read_response(fd, buf, sizeof buf) == 0)
-    return;
-  if (tc_status(buf) == 404) {
-    snprintf(state, cap, "not-found");
-    return;
-  }
-  const char *h = strcasestr(buf, "\r\nX-State: ");
-  if (!h) {
-    snprintf(state, cap, "status-%d", tc_status(buf));
-    return;
-  }
-  h += strlen("\r\nX-State: ");
-  size_t len = strcspn(h, "\r");
-  snprintf(state, cap, "%.*s", (int)(len < cap ? len : cap - 1), h);
-  const char *a = strcasestr(buf, "\r\nX-Attempts: ");
-  *attempts = a ? atoi(a + strlen("\r\nX-Attempts: ")) : -1;
-}
-
 typedef struct {
   long succeeded, not_found, dead, other;
   long attempts_max;
@@ -301,13 +277,13 @@ static int wait_all_succeeded(int port, const uint64_t *jobs, long njobs,
     for (; i < npending; i++) {
       uint64_t job = pending[i];
       int attempts = 0;
-      task_state(fd, g.acked[job], state, sizeof state, &attempts);
+      tc_task_state(fd, g.acked[job], state, sizeof state, &attempts);
       if (!state[0]) { /* one reconnect, then give up */
         close(fd);
         fd = tc_connect(port, 10000);
         if (fd < 0)
           break;
-        task_state(fd, g.acked[job], state, sizeof state, &attempts);
+        tc_task_state(fd, g.acked[job], state, sizeof state, &attempts);
       }
       if (strcmp(state, "succeeded") == 0) {
         f->succeeded++;

@@ -135,6 +135,32 @@ int tc_node_end(tc_node *n, int sig, int ms) {
   return status;
 }
 
+/* ---- crash_server's answers ----------------------------------------------- */
+
+/* GET /tasks/{id} on fd: fills state ("" on a transport failure). */
+void tc_task_state(int fd, uint64_t id, char *state, size_t cap, int *attempts) {
+  char req[96], buf[8192];
+  state[0] = '\0';
+  int n = snprintf(req, sizeof req, "GET /tasks/%llu HTTP/1.1\r\nHost: crash\r\n\r\n",
+                   (unsigned long long)id);
+  if (tc_send(fd, req, (size_t)n) != 0 || tc_read_response(fd, buf, sizeof buf) == 0)
+    return;
+  if (tc_status(buf) == 404) {
+    snprintf(state, cap, "not-found");
+    return;
+  }
+  const char *h = strcasestr(buf, "\r\nX-State: ");
+  if (!h) {
+    snprintf(state, cap, "status-%d", tc_status(buf));
+    return;
+  }
+  h += strlen("\r\nX-State: ");
+  size_t len = strcspn(h, "\r");
+  snprintf(state, cap, "%.*s", (int)(len < cap ? len : cap - 1), h);
+  const char *a = strcasestr(buf, "\r\nX-Attempts: ");
+  *attempts = a ? atoi(a + strlen("\r\nX-Attempts: ")) : -1;
+}
+
 /* ---- the journal ---------------------------------------------------------- */
 
 static int by_job_then_line(const void *a, const void *b) {

@@ -33,6 +33,11 @@ int tc_node_end(tc_node *n, int sig, int ms);
 /* Reaps n if it has exited by itself: 1 (with *status), or 0 if it runs. */
 int tc_node_exited(tc_node *n, int *status);
 
+/* GET /tasks/{id} of crash_server on the connection fd: state gets its
+ * X-State ("succeeded", ...), "not-found", "status-N", or "" when the
+ * connection failed; *attempts its X-Attempts. */
+void tc_task_state(int fd, uint64_t id, char *state, size_t cap, int *attempts);
+
 /* One finished run of a crash_server job, as its journal has it: lines
  * "ID JOB PID ATTEMPT T" (T: CLOCK_MONOTONIC in us), one per run. */
 typedef struct {
