@@ -10,7 +10,8 @@
  *
  * It listens on 127.0.0.1:0 and prints "port N" on stdout once bound, then
  * serves:
- *   POST /jobs?n=JOB  adds one durable task carrying JOB and answers 202
+ *   POST /jobs?n=JOB[&ms=MS]  adds one durable task carrying JOB (which
+ *                     runs for MS ms if given) and answers 202
  *                     {"id":ID,"job":JOB} (Location: /tasks/ID) once the
  *                     task is in the store; 503 when it could not be.
  *   GET /tasks/{id}   the task's status as coda_task_info_json(), with the
@@ -84,9 +85,13 @@ static int map_done(int fd) {
 
 static int job_task(coda_task *t) {
   int64_t job = coda_task_int(t, 0);
+  int64_t ms = coda_task_int(t, 1);
   /* 0-2 ms of "work", varied by job, so kills land mid-task as well as
-   * between tasks. */
-  unsigned us = (unsigned)(((uint64_t)job * 2654435761u) % 2001u);
+   * between tasks; or as long as the job asked (?ms=), which the fleet
+   * test uses to outlast a lease. */
+  unsigned us = ms > 0 ? 0 : (unsigned)(((uint64_t)job * 2654435761u) % 2001u);
+  for (int64_t slept = 0; slept < ms; slept += 10)
+    usleep(10000);
   if (us)
     usleep(us);
   /* Every line is JOURNAL_LINE bytes (padded with spaces), so none
@@ -105,6 +110,10 @@ static int job_task(coda_task *t) {
     return coda_task_fail(t, "journal write: %s", strerror(errno));
   if (fdatasync(journal_fd) != 0)
     return coda_task_fail(t, "journal fdatasync: %s", strerror(errno));
+  /* The result names the process whose run it is. */
+  char result[32];
+  int len = snprintf(result, sizeof result, "pid %d", (int)getpid());
+  coda_task_set_result(t, result, (size_t)len);
   /* The first run of a job claims its slot, and only then reads the
    * clock: nothing but the return lies between that time and the success
    * being queued for the store. */
@@ -123,8 +132,10 @@ static int post_job(coda_req *req, coda_res *res, void *user) {
   long long job = n ? strtoll(n, &end, 10) : 0;
   if (!n || !*n || *end || job <= 0)
     return coda_res_json_text(res, 400, "{\"error\":\"want ?n=JOB\"}");
+  const char *ms = coda_req_query(req, "ms");
+  long long run_ms = ms ? strtoll(ms, NULL, 10) : 0;
   coda_task_opts o = CODA_TASK_OPTS_INIT(.flags = CODA_TASK_DURABLE);
-  int rc = coda_res_add_task_opts(res, job_def, &o, "i", (int64_t)job);
+  int rc = coda_res_add_task_opts(res, job_def, &o, "ii", (int64_t)job, (int64_t)run_ms);
   if (rc)
     return rc; /* 503 with Retry-After: not accepted */
   char body[96], location[64];
