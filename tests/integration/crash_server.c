@@ -14,6 +14,7 @@
  *                     runs for MS ms if given) and answers 202
  *                     {"id":ID,"job":JOB} (Location: /tasks/ID) once the
  *                     task is in the store; 503 when it could not be.
+ *   GET /plain        200, no task; POST /mem: 202 and one in-memory task
  *   GET /tasks/{id}   the task's status as coda_task_info_json(), with the
  *                     state and attempts also in X-State and X-Attempts so
  *                     the test needs neither a JSON parser nor the schema.
@@ -146,6 +147,27 @@ static int post_job(coda_req *req, coda_res *res, void *user) {
   return coda_res_json_text(res, 202, body);
 }
 
+/* GET /plain: no task at all; POST /mem: one in-memory task. Both must
+ * carry on while the store is down. */
+static int memory_task(coda_task *t) {
+  (void)t;
+  return 0;
+}
+static coda_task_def *memory_def;
+
+static int get_plain(coda_req *req, coda_res *res, void *user) {
+  (void)req;
+  (void)user;
+  return coda_res_json_text(res, 200, "{\"plain\":true}");
+}
+
+static int post_mem(coda_req *req, coda_res *res, void *user) {
+  (void)req;
+  (void)user;
+  int rc = coda_res_add_task(res, memory_def, "");
+  return rc ? rc : coda_res_json_text(res, 202, "{\"memory\":true}");
+}
+
 static int get_task(coda_req *req, coda_res *res, void *user) {
   (void)user;
   const char *s = coda_req_param(req, "id");
@@ -219,6 +241,11 @@ int main(int argc, char **argv) {
     rc = coda_app_route(app, "POST", "/jobs", post_job, NULL);
   if (rc == 0)
     rc = coda_app_route(app, "GET", "/tasks/{id}", get_task, NULL);
+  memory_def = coda_app_task(app, "memory_job", memory_task, CODA_EXEC_THREAD);
+  if (rc == 0)
+    rc = memory_def ? coda_app_route(app, "GET", "/plain", get_plain, NULL) : CODA_ENOMEM;
+  if (rc == 0)
+    rc = coda_app_route(app, "POST", "/mem", post_mem, NULL);
   if (rc) {
     fprintf(stderr, "crash_server: set-up: %s\n", coda_strerror(rc));
     return 2;

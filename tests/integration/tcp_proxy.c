@@ -39,7 +39,8 @@ typedef struct {
 } pair;
 
 struct tc_proxy {
-  int listen_fd, port, target_port;
+  int listen_fd, port;
+  atomic_int target_port, drop;
   int wake[2];
   pthread_t thread;
   atomic_int cut, stop, seen, generation, connections;
@@ -77,7 +78,7 @@ static void accept_one(tc_proxy *px) {
   int fd = accept4(px->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (fd < 0)
     return;
-  int up = connect_target(px->target_port);
+  int up = connect_target(atomic_load(&px->target_port));
   pair *p = NULL;
   for (int i = 0; i < MAX_PAIRS && !p; i++)
     if (!px->pairs[i].used)
@@ -133,6 +134,10 @@ static void *relay_main(void *arg) {
     /* The generation first: a change stores cut, then bumps it. */
     int gen = atomic_load(&px->generation);
     int cut = atomic_load(&px->cut);
+    if (atomic_exchange(&px->drop, 0))
+      for (int i = 0; i < MAX_PAIRS; i++)
+        if (px->pairs[i].used)
+          close_pair(&px->pairs[i]);
     atomic_store(&px->seen, gen);
     int n = 0;
     fds[n++] = (struct pollfd){.fd = px->wake[0], .events = POLLIN};
@@ -190,7 +195,7 @@ tc_proxy *tc_proxy_start(int target_port) {
   tc_proxy *p = calloc(1, sizeof *p);
   if (!p)
     return NULL;
-  p->target_port = target_port;
+  atomic_store(&p->target_port, target_port);
   p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   struct sockaddr_in a = {.sin_family = AF_INET};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -217,6 +222,11 @@ tc_proxy *tc_proxy_start(int target_port) {
 
 int tc_proxy_port(const tc_proxy *p) { return p->port; }
 void tc_proxy_cut(tc_proxy *p) { change(p, 1); }
+void tc_proxy_retarget(tc_proxy *p, int target_port) {
+  atomic_store(&p->target_port, target_port);
+  atomic_store(&p->drop, 1);
+  change(p, atomic_load(&p->cut));
+}
 void tc_proxy_restore(tc_proxy *p) { change(p, 0); }
 int tc_proxy_connections(const tc_proxy *p) { return atomic_load(&p->connections); }
 

@@ -26,6 +26,10 @@ int tc_proxy_port(const tc_proxy *p);
  * has seen the change. */
 void tc_proxy_cut(tc_proxy *p);
 void tc_proxy_restore(tc_proxy *p);
+/* Closes every relayed connection (their clients see them closed) and
+ * relays new ones to target_port: a failover that moves an address to
+ * another server (a promoted replica). */
+void tc_proxy_retarget(tc_proxy *p, int target_port);
 /* Connections relayed so far (made through the proxy, while up). */
 int tc_proxy_connections(const tc_proxy *p);
 /* Closes every connection and the listener, joins the thread, frees p. */
