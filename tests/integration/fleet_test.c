@@ -24,6 +24,7 @@
 #include "harness.h"
 #include "node.h"
 #include "redis_server.h"
+#include "tcp_proxy.h"
 #include "test.h"
 
 #include <limits.h>
@@ -363,4 +364,117 @@ out:
   free(g.acked);
 }
 
-RUN_TESTS(fleet, TEST_CASE(two_servers_two_workers_under_kill_9_lose_nothing_acknowledged))
+
+/* ---- a worker cut off from Redis ------------------------------------------- */
+
+/* GET /tasks/{id} on a server: its X-State into state, its body into body. */
+static void read_task(int port, uint64_t id, char *state, size_t cap, char *body,
+                      size_t body_cap) {
+  char path[64], buf[8192];
+  snprintf(path, sizeof path, "/tasks/%llu", (unsigned long long)id);
+  state[0] = body[0] = '\0';
+  if (tc_get(port, path, buf, sizeof buf, 5000) != 200)
+    return;
+  const char *h = strcasestr(buf, "\r\nX-State: ");
+  if (h) {
+    h += strlen("\r\nX-State: ");
+    snprintf(state, cap, "%.*s", (int)strcspn(h, "\r"), h);
+  }
+  snprintf(body, body_cap, "%s", tc_body(buf) ? tc_body(buf) : "");
+}
+
+/* Polls until the task is in `want` or ms pass; returns whether it is. */
+static int wait_state(int port, uint64_t id, const char *want, int ms, char *body,
+                      size_t body_cap) {
+  char state[32];
+  uint64_t end = tc_now_ms() + (uint64_t)ms;
+  do {
+    read_task(port, id, state, sizeof state, body, body_cap);
+    if (strcmp(state, want) == 0)
+      return 1;
+    tc_sleep_ms(20);
+  } while (tc_now_ms() < end);
+  fprintf(stderr, "  task %llu is \"%s\", not %s, after %d ms\n", (unsigned long long)id,
+          state, want, ms);
+  return 0;
+}
+
+/* How many times needle occurs in the file (0 if unreadable). */
+static int count_in_file(const char *path, const char *needle) {
+  static char buf[1 << 20];
+  tc_read_file(path, buf, sizeof buf);
+  return tc_count(buf, needle);
+}
+
+TEST(a_worker_cut_off_mid_task_loses_its_lease_and_its_late_outcome_is_refused) {
+  char dir[] = "/tmp/coda-partition-XXXXXX", journal[64], log_cut[64], log_peer[64];
+  REQUIRE(mkdtemp(dir) != NULL);
+  snprintf(journal, sizeof journal, "%s/journal", dir);
+  snprintf(log_cut, sizeof log_cut, "%s/cut.log", dir);
+  snprintf(log_peer, sizeof log_peer, "%s/peer.log", dir);
+  tc_redis r;
+  REQUIRE(tc_redis_start(&r, "appendonly no\n") == 0);
+  tc_proxy *link = tc_proxy_start(r.port);
+  REQUIRE(link != NULL);
+  /* A: reaches Redis only through the link the test cuts; B: directly. */
+  char uri_a[256], uri_b[256];
+  snprintf(uri_a, sizeof uri_a, "redis://127.0.0.1:%d/0?prefix=part", tc_proxy_port(link));
+  tc_redis_uri(&r, uri_b, sizeof uri_b, "/0?prefix=part");
+  char *argv_a[] = {CODA_CRASH_SERVER, uri_a, journal, "1000", NULL};
+  char *argv_b[] = {CODA_CRASH_SERVER, uri_b, journal, "1000", NULL};
+  tc_node a, b;
+  REQUIRE(tc_node_start(&a, argv_a, NULL, log_cut, -1, 20000) == 0);
+  live_pids[0] = a.pid;
+  /* A adds the task and runs it itself (it serves the queue; B is not up). */
+  char buf[4096], body[4096];
+  int fd = tc_connect(a.port, 5000);
+  REQUIRE(fd >= 0);
+  tc_send_str(fd, "POST /jobs?n=1&ms=4000 HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\n\r\n");
+  CHECK(tc_read_response(fd, buf, sizeof buf) > 0 && tc_status(buf) == 202);
+  close(fd);
+  const char *idp = tc_body(buf) ? strstr(tc_body(buf), "\"id\":") : NULL;
+  uint64_t id = idp ? strtoull(idp + 5, NULL, 10) : 0;
+  REQUIRE(id > 0);
+  CHECK(wait_state(a.port, id, "running", 5000, body, sizeof body));
+  /* Link down, mid-task: A can neither renew its lease nor report. */
+  tc_proxy_cut(link);
+  uint64_t cut_at = tc_now_ms();
+  REQUIRE(tc_node_start(&b, argv_b, NULL, log_peer, -1, 20000) == 0);
+  live_pids[1] = b.pid;
+  /* The lease (1 s) lapses; B takes the task over and runs it to the end. */
+  CHECK(wait_state(b.port, id, "succeeded", 30000, body, sizeof body));
+  char mine[32];
+  snprintf(mine, sizeof mine, "\"pid %d\"", (int)b.pid);
+  CHECK(strstr(body, mine) != NULL);
+  printf("  cut at +0 ms; B's run succeeded at +%llu ms: %s\n",
+         (unsigned long long)(tc_now_ms() - cut_at), body);
+  /* A's own run ends (its journal line), its outcome still unsent. */
+  uint64_t end = tc_now_ms() + 20000;
+  while (count_in_file(journal, "\n") < 2 && tc_now_ms() < end)
+    tc_sleep_ms(20);
+  CHECK_EQ_INT(count_in_file(journal, "\n"), 2);
+  /* Link up: A's late outcome reaches Redis and is refused. */
+  tc_proxy_restore(link);
+  end = tc_now_ms() + 20000;
+  while (count_in_file(log_cut, "lease") == 0 && tc_now_ms() < end)
+    tc_sleep_ms(20);
+  CHECK(count_in_file(log_cut, "lease") > 0);
+  /* The stored result is still B's. */
+  CHECK(wait_state(b.port, id, "succeeded", 1000, body, sizeof body));
+  CHECK(strstr(body, mine) != NULL);
+  printf("  after the link came back: %s\n", body);
+  CHECK(tc_node_end(&a, SIGTERM, 10000) == 0);
+  CHECK(tc_node_end(&b, SIGTERM, 10000) == 0);
+  live_pids[0] = live_pids[1] = 0;
+  if (test__failures_in_case) {
+    static char text[8001];
+    tc_read_file(log_cut, text, sizeof text);
+    fprintf(stderr, "  --- A's log ---\n%s\n", text);
+  }
+  tc_proxy_stop(link);
+  tc_redis_remove(&r);
+  tc_remove_tree(dir);
+}
+
+RUN_TESTS(fleet, TEST_CASE(two_servers_two_workers_under_kill_9_lose_nothing_acknowledged),
+          TEST_CASE(a_worker_cut_off_mid_task_loses_its_lease_and_its_late_outcome_is_refused))
