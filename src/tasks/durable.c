@@ -52,8 +52,6 @@ static coda__durable *app_durable(const coda_app *app) {
 
 /* ---- opening --------------------------------------------------------------- */
 
-static char open_error[512]; /* for an app whose store failed to open */
-
 int coda_app_store(coda_app *app, const char *uri) {
   coda__engine *e = coda__engine_of(app);
   if (!e)
@@ -68,9 +66,13 @@ int coda_app_store(coda_app *app, const char *uri) {
   return coda__durable_open(e, uri);
 }
 
+/* A store that failed to open leaves no coda__durable behind: its error is
+ * kept in the engine, so each app reports its own. */
 const char *coda_app_store_error(const coda_app *app) {
-  coda__durable *d = app_durable(app);
-  return d ? d->err : open_error;
+  coda__engine *e = coda__engine_peek(app);
+  if (!e)
+    return "";
+  return e->durable ? e->durable->err : e->store_error;
 }
 
 int coda__durable_open(coda__engine *e, const char *uri) {
@@ -80,12 +82,12 @@ int coda__durable_open(coda__engine *e, const char *uri) {
   char err[512] = "";
   int rc = coda__store_open(uri, e->app->opt.store_max_bytes, &d->store, err, sizeof err);
   if (rc) {
-    snprintf(open_error, sizeof open_error, "%s", err);
+    snprintf(e->store_error, sizeof e->store_error, "%s", err);
     coda_log(e->app, CODA_LOG_ERROR, "task store \"%s\": %s", uri, err);
     free(d);
     return rc == CODA_EINVAL ? rc : CODA_ESTORE;
   }
-  open_error[0] = '\0';
+  e->store_error[0] = '\0';
   d->engine = e;
   uv_mutex_init(&d->mu);
   uv_cond_init(&d->cond);

@@ -164,6 +164,9 @@ struct coda__engine {
   coda_tasks **route_lists; /* templates of route-level tasks, owned here */
   int nroute_lists;
   struct coda__durable *durable; /* the store and its thread (durable.c) */
+  /* Why the last store failed to open, while `durable` is NULL (durable.c;
+   * written by a configuration call, so on one thread per app). */
+  char store_error[512];
   atomic_int draining;
   /* Threads between a look at `draining` and their coda__server_idle():
    * the report waits for none to be left, so none can use the server
