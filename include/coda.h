@@ -728,6 +728,45 @@ typedef int (*coda_task_list_fn)(const coda_task_info *info, void *user);
 CODA_API int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int limit,
                             coda_task_list_fn fn, void *user);
 
+/** A set of states, for coda_task_filter.states:
+ *  CODA_STATE_BIT(CODA_STATE_FAILED) | CODA_STATE_BIT(CODA_STATE_DEAD). */
+#define CODA_STATE_BIT(state) (1u << (state))
+
+/** What coda_task_find() lists: the tasks that match every member set.
+ *  Always make one with CODA_TASK_FILTER_INIT (or the pointer form
+ *  CODA_TASK_FILTER), which records its size: members are only ever added
+ *  at the end, and coda reads only those the caller's header had. A filter
+ *  without its size is refused (CODA_EINVAL). */
+typedef struct coda_task_filter {
+  size_t size;       /* sizeof(coda_task_filter) in the caller's header */
+  unsigned states;   /* CODA_STATE_BIT() of each state listed; 0: every state */
+  const char *queue; /* tasks of this queue ("default" unless named); NULL: any */
+  const char *name;  /* tasks of this definition (coda_app_task()'s name); NULL: any */
+  uint64_t after_id; /* ids above this one: 0 from the first, else the last id of
+                        the previous page */
+  int limit;         /* at most this many; 0: no limit */
+} coda_task_filter;
+
+/** coda_task_filter f = CODA_TASK_FILTER_INIT(.name = "tick", .limit = 50); */
+#define CODA_TASK_FILTER_INIT(...) {.size = sizeof(coda_task_filter), __VA_ARGS__}
+/** A pointer to a filter for one call:
+ *  coda_task_find(app, CODA_TASK_FILTER(.name = "tick"), fn, user). */
+#define CODA_TASK_FILTER(...) (&(const coda_task_filter)CODA_TASK_FILTER_INIT(__VA_ARGS__))
+
+/** Lists the durable tasks that match `filter` (NULL: all of them), by
+ *  increasing id, to fn (return nonzero from it to stop). Pages: pass the
+ *  last id delivered as after_id. Ids follow the order tasks were added,
+ *  except for tasks with an idempotency key (periodic tasks among them),
+ *  whose id is derived from the key. Any thread; it reads the store
+ *  (SQLite: by name through an index, otherwise a scan, for operators, not
+ *  for a hot path); tasks alive in this process show their state as
+ *  coda_task_get() does, as for coda_task_list(). The strings of the
+ *  filter are borrowed for the call. Returns how many fn got, CODA_EINVAL
+ *  for a bad filter (no size, an unknown state bit, a negative limit), or
+ *  another CODA_E* code. coda_task_list() is this with one state. */
+CODA_API int coda_task_find(coda_app *app, const coda_task_filter *filter,
+                            coda_task_list_fn fn, void *user);
+
 /** Frees what coda_task_get() returned. */
 CODA_API void coda_task_info_free(coda_task_info *info);
 /** Writes the status as JSON (a result is included as a string if it is
