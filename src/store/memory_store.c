@@ -22,6 +22,7 @@
 #include "common/queue.h"
 #include "store/store.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -300,17 +301,26 @@ static int64_t memory_next_due(coda__store *base) {
 }
 
 typedef struct list_ctx {
-  coda_task_state state;
-  uint64_t after_id;
+  const coda__task_filter *f;
   entry **found;
   size_t n, cap;
   int nomem;
 } list_ctx;
 
+static int in_queue(const entry *e, const char *queue) {
+  return strcmp(e->r.queue ? e->r.queue : "default", queue) == 0;
+}
+
+static int matches(const entry *e, const coda__task_filter *f) {
+  return e->r.id > f->after_id && (f->state < 0 || (int)e->r.state == f->state) &&
+         (!f->name || strcmp(e->r.name, f->name) == 0) &&
+         (!f->queue || in_queue(e, f->queue));
+}
+
 static void collect(void *value, void *user) {
   entry *e = value;
   list_ctx *cx = user;
-  if (e->r.state != cx->state || e->r.id <= cx->after_id || cx->nomem)
+  if (cx->nomem || !matches(e, cx->f))
     return;
   if (cx->n == cx->cap) {
     size_t cap = cx->cap ? cx->cap * 2 : 64;
@@ -330,16 +340,18 @@ static int by_id(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static int memory_list(coda__store *base, coda_task_state state, uint64_t after_id,
-                       int limit, coda_task_list_fn fn, void *user) {
+/* A scan of every entry: for operators, not for a hot path. */
+static int memory_find(coda__store *base, const coda__task_filter *f,
+                       coda_task_list_fn fn, void *user) {
   memory_store *s = (memory_store *)base;
-  list_ctx cx = {.state = state, .after_id = after_id};
+  list_ctx cx = {.f = f};
   coda__info_list out = {0};
+  size_t limit = f->limit > 0 ? (size_t)f->limit : SIZE_MAX;
   uv_mutex_lock(&s->mu);
   coda__idmap_each_user(&s->entries, collect, &cx);
   if (!cx.nomem && cx.n > 1)
     qsort(cx.found, cx.n, sizeof *cx.found, by_id);
-  for (size_t i = 0; !cx.nomem && i < cx.n && out.n < limit; i++)
+  for (size_t i = 0; !cx.nomem && i < cx.n && i < limit; i++)
     cx.nomem = coda__info_list_add(&out, &cx.found[i]->r) != 0;
   uv_mutex_unlock(&s->mu);
   free(cx.found);
@@ -348,6 +360,12 @@ static int memory_list(coda__store *base, coda_task_state state, uint64_t after_
     return CODA_ENOMEM;
   }
   return coda__info_list_deliver(&out, fn, user);
+}
+
+static int memory_list(coda__store *base, coda_task_state state, uint64_t after_id,
+                       int limit, coda_task_list_fn fn, void *user) {
+  coda__task_filter f = {.state = (int)state, .after_id = after_id, .limit = limit};
+  return limit > 0 ? memory_find(base, &f, fn, user) : 0;
 }
 
 static const char *memory_errmsg(coda__store *base) {
@@ -393,4 +411,5 @@ static const coda__store_methods memory_methods = {
     .begin_lazy = memory_begin,
     .list = memory_list,
     .purge = memory_purge,
+    .find = memory_find,
 };

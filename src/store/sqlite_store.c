@@ -106,6 +106,12 @@ static const char *const schema_v1 =
 static const char *const schema_v2 =
     "CREATE INDEX coda_tasks_done ON coda_tasks(finished_at) WHERE state IN (2,4);";
 
+/* find() by name pages through one name's tasks by id. An index, not a
+ * change of what the file holds: made where missing whatever the schema
+ * version, and an older coda keeps it up to date without knowing it. */
+static const char *const index_names =
+    "CREATE INDEX IF NOT EXISTS coda_tasks_name ON coda_tasks(name, id);";
+
 typedef struct sqlite_store {
   coda__store base;
   sqlite3 *db;
@@ -113,6 +119,8 @@ typedef struct sqlite_store {
   sqlite3_stmt *st[ST_COUNT_];
   sqlite3_stmt *get;
   sqlite3_stmt *list;
+  sqlite3_stmt *find[8]; /* by which filters are set (find_shape), made on first use */
+  int queue_column; /* find: 1 the table has a queue column, -1 not, 0 not known yet */
   uv_mutex_t read_mu;
   int lock_fd;
   long max_bytes; /* 0: no cap */
@@ -293,6 +301,8 @@ static int configure(sqlite_store *s, const char *path, long max_bytes) {
     return rc;
   if ((rc = migrate(s, path)) != 0)
     return rc;
+  if ((rc = exec(s, index_names, "indexing task names")) != 0)
+    return rc;
   /* Checkpoints run on the checkpointer's connection, not in a commit. */
   if ((rc = exec(s, "PRAGMA wal_autocheckpoint=0", "configuring")) != 0)
     return rc;
@@ -361,6 +371,8 @@ static void sqlite_close(coda__store *base) {
     sqlite3_finalize(s->st[i]);
   sqlite3_finalize(s->get);
   sqlite3_finalize(s->list);
+  for (int i = 0; i < 8; i++)
+    sqlite3_finalize(s->find[i]);
   sqlite3_close(s->rdb);
   sqlite3_close(s->db);
   if (s->lock_fd >= 0)
@@ -665,6 +677,97 @@ static int sqlite_list(coda__store *base, coda_task_state state, uint64_t after_
   return coda__info_list_deliver(&out, fn, user);
 }
 
+/* ---- find (version 2) -------------------------------------------------------- */
+
+enum { FIND_STATE = 1, FIND_NAME = 2, FIND_QUEUE = 4 };
+
+/* Whether the table has a queue column (the queues' schema): until it
+ * does, every task is in "default". Under read_mu. */
+static int has_queue_column(sqlite_store *s) {
+  if (s->queue_column == 0) {
+    sqlite3_stmt *st;
+    s->queue_column = -1;
+    if (sqlite3_prepare_v2(
+            s->rdb, "SELECT 1 FROM pragma_table_info('coda_tasks') WHERE name='queue'",
+            -1, &st, NULL) == SQLITE_OK) {
+      if (sqlite3_step(st) == SQLITE_ROW)
+        s->queue_column = 1;
+      sqlite3_finalize(st);
+    }
+  }
+  return s->queue_column > 0;
+}
+
+/* The statement for this shape of filter, so that each one uses the index
+ * that fits it (by name: coda_tasks_name) rather than one query with
+ * "?N IS NULL OR" that the planner cannot index. Under read_mu. */
+static sqlite3_stmt *find_statement(sqlite_store *s, int shape) {
+  if (s->find[shape])
+    return s->find[shape];
+  char q[512];
+  snprintf(q, sizeof q,
+           "SELECT id,name,key,state,attempts,max_attempts,created_at,run_at,started_at,"
+           "finished_at,progress,error,result FROM coda_tasks WHERE id>?1%s%s%s "
+           "ORDER BY id LIMIT ?5",
+           shape & FIND_STATE ? " AND state=?2" : "",
+           shape & FIND_NAME ? " AND name=?3" : "",
+           shape & FIND_QUEUE ? " AND coalesce(queue,'default')=?4" : "");
+  if (sqlite3_prepare_v3(s->rdb, q, -1, SQLITE_PREPARE_PERSISTENT, &s->find[shape],
+                         NULL) != SQLITE_OK)
+    fail(s, s->rdb, "preparing a search");
+  return s->find[shape];
+}
+
+/* Reads the rows of a prepared search into out. SQLITE_DONE or an error. */
+static int read_rows(sqlite3_stmt *st, coda__info_list *out) {
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    coda__task_record r = {0};
+    read_record(st, &r);
+    if (coda__info_list_add(out, &r) != 0) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+  }
+  sqlite3_reset(st);
+  return rc;
+}
+
+static int sqlite_find(coda__store *base, const coda__task_filter *f,
+                       coda_task_list_fn fn, void *user) {
+  sqlite_store *s = (sqlite_store *)base;
+  coda__info_list out = {0};
+  int rc = SQLITE_DONE;
+  uv_mutex_lock(&s->read_mu);
+  int shape = (f->state >= 0 ? FIND_STATE : 0) | (f->name ? FIND_NAME : 0);
+  int none = 0; /* no row can match */
+  if (f->queue && has_queue_column(s))
+    shape |= FIND_QUEUE;
+  else if (f->queue)
+    none = strcmp(f->queue, "default") != 0;
+  sqlite3_stmt *st = none ? NULL : find_statement(s, shape);
+  if (!none && !st) {
+    rc = SQLITE_ERROR;
+  } else if (st) {
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)f->after_id);
+    if (shape & FIND_STATE)
+      sqlite3_bind_int(st, 2, f->state);
+    if (shape & FIND_NAME)
+      sqlite3_bind_text(st, 3, f->name, -1, SQLITE_STATIC);
+    if (shape & FIND_QUEUE)
+      sqlite3_bind_text(st, 4, f->queue, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, f->limit > 0 ? f->limit : -1); /* -1: no limit */
+    rc = read_rows(st, &out);
+    sqlite3_clear_bindings(st);
+  }
+  uv_mutex_unlock(&s->read_mu);
+  if (rc != SQLITE_DONE) {
+    coda__info_list_deliver(&out, NULL, NULL);
+    return rc == SQLITE_NOMEM ? CODA_ENOMEM : CODA_ESTORE;
+  }
+  return coda__info_list_deliver(&out, fn, user);
+}
+
 static const char *sqlite_errmsg(coda__store *base) { return ((sqlite_store *)base)->err; }
 
 static int sqlite_purge(coda__store *base, int64_t finished_before, int limit) {
@@ -697,4 +800,5 @@ static const coda__store_methods sqlite_methods = {
     .begin_lazy = sqlite_begin_lazy,
     .list = sqlite_list,
     .purge = sqlite_purge,
+    .find = sqlite_find,
 };

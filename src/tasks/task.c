@@ -75,6 +75,7 @@ int coda__engine_free(void *data) {
   }
   uv_mutex_destroy(&e->loops_mu);
   coda__durable_free(e);
+  coda__schedule_free(e);
   free(e);
   return 0;
 }

@@ -174,6 +174,7 @@ struct coda__engine {
   atomic_int notifying;
   coda__thread_pool *left_threads; /* stopped with tasks still running */
   coda__process_pool *left_procs;  /* stopped, kept for left_threads */
+  struct coda__scheduler *scheduler; /* periodic tasks (schedule.c), or NULL */
 };
 
 /* The app's engine, made on first use (a configuration call: one thread,
@@ -368,6 +369,11 @@ void coda__durable_loops_ready(coda__engine *e);
 void coda__durable_quiesce(coda__engine *e);
 /* Stops claiming new attempts (the drain has begun). */
 void coda__durable_draining(coda__engine *e);
+
+/* ---- periodic tasks (schedule.c) ---- */
+typedef struct coda__scheduler coda__scheduler;
+/* Frees the schedules (with the engine). */
+void coda__schedule_free(coda__engine *e);
 
 static inline void coda__stat_add(coda__engine *e, coda_executor ex,
                                   coda_task_stat_kind k, long v) {
