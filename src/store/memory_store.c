@@ -578,6 +578,25 @@ static int memory_progress_leased(coda__store *base, const coda__lease *l, doubl
   return 0;
 }
 
+static int memory_paused(coda__store *base, char *buf, size_t cap) {
+  memory_store *s = (memory_store *)base;
+  size_t len = 0;
+  int rc = 0;
+  uv_mutex_lock(&s->mu);
+  if (cap)
+    buf[0] = '\0';
+  for (int i = 0; i < s->npaused && rc == 0; i++) {
+    int n = snprintf(buf + len, cap - len, "%s%s", i ? "," : "", s->paused[i]);
+    if (n < 0 || (size_t)n >= cap - len)
+      rc = CODA_ELIMIT;
+    else
+      len += (size_t)n;
+  }
+  rc = rc ? rc : s->npaused;
+  uv_mutex_unlock(&s->mu);
+  return rc;
+}
+
 static const coda__store_methods memory_methods = {
     .version = CODA__STORE_VERSION,
     .name = "memory",
@@ -603,4 +622,5 @@ static const coda__store_methods memory_methods = {
     .refused = memory_refused,
     .expire = memory_expire,
     .progress_leased = memory_progress_leased,
+    .paused = memory_paused,
 };

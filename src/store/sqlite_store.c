@@ -63,6 +63,7 @@ enum {
   ST_PROGRESS_LEASED,
   ST_EXPIRE,
   ST_PAUSE,
+  ST_PAUSED,
   ST_COUNT_
 };
 
@@ -94,6 +95,7 @@ static const char *const sql[ST_COUNT_] = {
     [ST_EXPIRE] = "UPDATE coda_tasks SET token=token+1,lease_until=?1,state=1 WHERE id IN "
                   "(SELECT id FROM coda_tasks WHERE owned=1 AND lease_until<?2 "
                   "ORDER BY lease_until LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
+    [ST_PAUSED] = "SELECT name FROM coda_queues WHERE paused=1 ORDER BY name",
     [ST_PAUSE] = "INSERT INTO coda_queues(name,paused) VALUES(?1,?2) "
                  "ON CONFLICT(name) DO UPDATE SET paused=excluded.paused",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -921,6 +923,27 @@ static int sqlite_progress_leased(coda__store *base, const coda__lease *l, doubl
   return rc;
 }
 
+static int sqlite_paused(coda__store *base, char *buf, size_t cap) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_PAUSED];
+  size_t len = 0;
+  int n = 0, rc, out = 0;
+  if (cap)
+    buf[0] = '\0';
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW && out == 0) {
+    const char *name = (const char *)sqlite3_column_text(st, 0);
+    int w = snprintf(buf + len, cap - len, "%s%s", n ? "," : "", name ? name : "");
+    if (w < 0 || (size_t)w >= cap - len)
+      out = CODA_ELIMIT;
+    else
+      len += (size_t)w, n++;
+  }
+  if (out == 0 && rc != SQLITE_DONE)
+    out = fail(s, s->db, "reading paused queues");
+  sqlite3_reset(st);
+  return out ? out : n;
+}
+
 static const coda__store_methods sqlite_methods = {
     .version = CODA__STORE_VERSION,
     .name = "sqlite",
@@ -946,4 +969,5 @@ static const coda__store_methods sqlite_methods = {
     .refused = sqlite_refused,
     .expire = sqlite_expire,
     .progress_leased = sqlite_progress_leased,
+    .paused = sqlite_paused,
 };

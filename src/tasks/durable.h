@@ -130,6 +130,10 @@ struct coda__durable {
   uv_cond_t hb_cond;
   int hb_stop, hb_paused, hb_running;
   int hb_failing; /* heartbeat thread only: the last renewal failed */
+  /* Store thread only: the queues paused fleet-wide as last read (store
+   * paused()), comma-separated: a task added here in one of them is
+   * written unclaimed. */
+  char paused[1024];
   char err[512]; /* last error, for coda_app_store_error (under mu) */
 };
 
@@ -157,6 +161,10 @@ void coda__lease_check_refused(coda__durable *d, coda__queue *batch);
 /* Store thread: takes the pause ops out of `batch` and writes them, each
  * alone, waking their callers. */
 void coda__lease_write_pauses(coda__durable *d, coda__queue *batch);
+/* Store thread: reads which queues are paused (every poll), and whether
+ * one is. */
+void coda__lease_refresh_paused(coda__durable *d);
+int coda__lease_is_paused(const coda__durable *d, const char *queue);
 /* The delay before the attempt after `attempt` of a def's task (def NULL:
  * the app's policy), jittered. Any thread. */
 int64_t coda__durable_backoff(coda__durable *d, const coda_task_def *def, int attempt);

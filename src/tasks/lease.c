@@ -155,9 +155,34 @@ void coda__lease_write_pauses(coda__durable *d, coda__queue *batch) {
   if (!any)
     return;
   d->next_poll = 0; /* a resumed queue: claim now */
+  coda__lease_refresh_paused(d);
   uv_mutex_lock(&d->mu);
   uv_cond_broadcast(&d->synced);
   uv_mutex_unlock(&d->mu);
+}
+
+void coda__lease_refresh_paused(coda__durable *d) {
+  coda__store *s = d->store;
+  if (!s->m->paused)
+    return;
+  char buf[sizeof d->paused];
+  int rc = s->m->paused(s, buf, sizeof buf);
+  if (rc >= 0)
+    memcpy(d->paused, buf, sizeof buf);
+  /* On an error the last list stands: a task added in a queue paused
+   * since then may run here once, as if added just before the pause. */
+}
+
+int coda__lease_is_paused(const coda__durable *d, const char *queue) {
+  size_t len = strlen(queue);
+  for (const char *p = d->paused; *p;) {
+    const char *end = strchr(p, ',');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    if (n == len && memcmp(p, queue, n) == 0)
+      return 1;
+    p += end ? n + 1 : n;
+  }
+  return 0;
 }
 
 /* ---- lost leases ---------------------------------------------------------- */
@@ -280,6 +305,8 @@ int coda__lease_start(coda__durable *d) {
     return rc;
   }
   d->next_expire = 0;
+  d->paused[0] = '\0';
+  coda__lease_refresh_paused(d);
   d->hb_stop = 0;
   d->hb_failing = 0;
   if (!s->m->renew)

@@ -63,10 +63,12 @@ static int write_task(coda__durable *d, coda_task *t, int64_t now) {
   if (coda__args_encode(t->args, t->nargs, &d->scratch) != 0)
     return CODA_ENOMEM;
   int delayed = t->run_at > now;
-  /* Claimed at once by this process only if it serves the task's queue;
-   * otherwise a process that does claims it. */
+  /* Claimed at once by this process only if it serves the task's queue
+   * and the queue is not paused; otherwise a claim takes it, here or in
+   * a process that serves it. */
   const char *queue = coda__def_queue(t->def);
-  int owned = !delayed && coda__engine_serves(d->engine, queue);
+  int owned = !delayed && coda__engine_serves(d->engine, queue) &&
+              !coda__lease_is_paused(d, queue);
   coda__task_record r = {
       .id = t->id,
       .name = t->def->name,
@@ -133,7 +135,8 @@ static void register_live(coda__durable *d, coda_task *t) {
 }
 
 /* A written task that will not run now: a duplicate, delayed (the claims
- * will run it at its time), or of a queue another process serves. */
+ * will run it at its time), or of a queue another process serves or that
+ * is paused. */
 static int set_aside(coda__durable *d, coda_task *t, int64_t now) {
   if (t->duplicate)
     coda__stat_add(d->engine, t->executor, CODA_STAT_DUPLICATE, 1);
@@ -599,6 +602,7 @@ static void store_main(void *arg) {
     }
     uv_mutex_unlock(&d->submit_mu);
     if (now_ms() >= d->next_poll) {
+      coda__lease_refresh_paused(d);
       uv_mutex_lock(&d->submit_mu);
       if (!d->no_submit && d->loops_ready && !atomic_load(&d->draining))
         claim_due(d);
