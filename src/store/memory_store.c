@@ -539,7 +539,8 @@ static int memory_refused(coda__store *base, coda__lease *out, int max) {
   memory_store *s = (memory_store *)base;
   uv_mutex_lock(&s->mu);
   int n = s->nrefused < max ? s->nrefused : max;
-  memcpy(out, s->refused, (size_t)n * sizeof *out);
+  if (n > 0)
+    memcpy(out, s->refused, (size_t)n * sizeof *out);
   uv_mutex_unlock(&s->mu);
   return n;
 }

@@ -897,7 +897,8 @@ static int sqlite_renew(coda__store *base, const coda__lease *l, int n, int64_t 
 static int sqlite_refused(coda__store *base, coda__lease *out, int max) {
   sqlite_store *s = (sqlite_store *)base;
   int n = s->nrefused < max ? s->nrefused : max;
-  memcpy(out, s->refused, (size_t)n * sizeof *out);
+  if (n > 0)
+    memcpy(out, s->refused, (size_t)n * sizeof *out);
   return n;
 }
 
