@@ -602,18 +602,18 @@ typedef enum {
   CODA_STAT_QUEUED = 0, /* added, not started (includes waiting for the response) */
   CODA_STAT_RUNNING,
   CODA_STAT_SUCCEEDED,
-  CODA_STAT_FAILED,   /* includes crashed and timed out */
+  CODA_STAT_FAILED, /* includes crashed and timed out */
   CODA_STAT_TIMED_OUT,
   CODA_STAT_CRASHED,
-  CODA_STAT_REJECTED, /* queue full at add time */
-  CODA_STAT_DROPPED,  /* handler failed, or skipped after a failure */
-  CODA_STAT_RETRIED,  /* durable: failed attempts with another one scheduled */
-  CODA_STAT_DEAD,     /* durable: every attempt failed */
-  CODA_STAT_DUPLICATE, /* durable: adds whose idempotency key was known */
-  CODA_STAT_CLAIMED,  /* durable: attempts read back from the store */
-  CODA_STAT_RESTARTED, /* process: workers replaced after they ended (a worker
-                          that ends before it is ready for tasks is replaced
-                          after 0.1 s, doubling up to 5 s) */
+  CODA_STAT_REJECTED,   /* queue full at add time */
+  CODA_STAT_DROPPED,    /* handler failed, or skipped after a failure */
+  CODA_STAT_RETRIED,    /* durable: failed attempts with another one scheduled */
+  CODA_STAT_DEAD,       /* durable: every attempt failed */
+  CODA_STAT_DUPLICATE,  /* durable: adds whose idempotency key was known */
+  CODA_STAT_CLAIMED,    /* durable: attempts read back from the store */
+  CODA_STAT_RESTARTED,  /* process: workers replaced after they ended (a worker
+                           that ends before it is ready for tasks is replaced
+                           after 0.1 s, doubling up to 5 s) */
   CODA_STAT_LEASE_LOST, /* durable: outcomes the store refused because the
                            attempt's lease had been taken over (not retried) */
   CODA_STAT_COUNT_

@@ -365,18 +365,19 @@ static int get_stats(coda_req *req, coda_res *res, void *user) {
 /* ---- main ---------------------------------------------------------------- */
 
 static void usage(const char *argv0) {
-  fprintf(stderr,
-          "usage: %s [--listen HOST:PORT] [--threads N] [--store URI] [--queues a,b] "
-          "[--quiet]\n"
-          "       %s --worker --store URI [--queues a,b] [--threads N]\n"
-          "  --listen   address to serve on (default 127.0.0.1:8000; port 0 = any)\n"
-          "  --threads  event loops, one per thread (default: one per core)\n"
-          "  --store    durable tasks: memory or sqlite:PATH (default sqlite:data/coda.db)\n"
-          "  --queues   the durable task queues this process runs, by preference "
-          "(default: all)\n"
-          "  --worker   no HTTP: run durable tasks only, until SIGTERM\n"
-          "  --quiet    no access log\n",
-          argv0, argv0);
+  fprintf(
+      stderr,
+      "usage: %s [--listen HOST:PORT] [--threads N] [--store URI] [--queues a,b] "
+      "[--quiet]\n"
+      "       %s --worker --store URI [--queues a,b] [--threads N]\n"
+      "  --listen   address to serve on (default 127.0.0.1:8000; port 0 = any)\n"
+      "  --threads  event loops, one per thread (default: one per core)\n"
+      "  --store    durable tasks: memory or sqlite:PATH (default sqlite:data/coda.db)\n"
+      "  --queues   the durable task queues this process runs, by preference "
+      "(default: all)\n"
+      "  --worker   no HTTP: run durable tasks only, until SIGTERM\n"
+      "  --quiet    no access log\n",
+      argv0, argv0);
 }
 
 static int register_tasks(void) {
@@ -452,7 +453,8 @@ int main(int argc, char **argv) {
   if (rc == 0)
     rc = coda_app_listen(app, worker ? NULL : listen); /* NULL: tasks only */
   if (rc == 0 && queues && (rc = coda_app_queues(app, queues)) != 0)
-    fprintf(stderr, "coda-demo: --queues %s: queue names are A-Z a-z 0-9 _ . -\n", queues);
+    fprintf(stderr, "coda-demo: --queues %s: queue names are A-Z a-z 0-9 _ . -\n",
+            queues);
   if (rc == 0 && threads > 0)
     rc = coda_app_set(app, CODA_OPT_THREADS, threads);
   if (rc == 0)
@@ -462,7 +464,8 @@ int main(int argc, char **argv) {
   if (rc == 0 && !worker)
     rc = register_routes();
   if (rc == 0 && worker)
-    fprintf(stderr, "coda-demo: worker on %s, queues %s\n", store, queues ? queues : "(all)");
+    fprintf(stderr, "coda-demo: worker on %s, queues %s\n", store,
+            queues ? queues : "(all)");
   if (rc == 0)
     rc = coda_app_run(app);
   if (rc != 0)

@@ -39,7 +39,7 @@ typedef struct entry {
   coda__queue link; /* in waiting, claimed or finished */
   coda__task_record r;
   int owned;
-  int64_t lease_until; /* while owned */
+  int64_t lease_until;  /* while owned */
   uint64_t finished_by; /* the token of the outcome that released it, 0: none */
   char *name, *key, *error, *queue;
   void *args, *result;
@@ -242,7 +242,8 @@ static int listed(char *const *names, int n, const char *name) {
 }
 
 /* Whether claim() may take e now, from `queue` (NULL: any served one). */
-static int claimable(const memory_store *s, const entry *e, const char *queue, int64_t now) {
+static int claimable(const memory_store *s, const entry *e, const char *queue,
+                     int64_t now) {
   if (e->r.run_at > now || listed(s->paused, s->npaused, e->queue))
     return 0;
   if (queue)
@@ -250,8 +251,8 @@ static int claimable(const memory_store *s, const entry *e, const char *queue, i
   return s->nserved == 0 || listed(s->served, s->nserved, e->queue);
 }
 
-static int claim_from(memory_store *s, const char *queue, int64_t now, int64_t lease_until,
-                      int max, coda__claim_fn fn, void *user) {
+static int claim_from(memory_store *s, const char *queue, int64_t now,
+                      int64_t lease_until, int max, coda__claim_fn fn, void *user) {
   int n = 0;
   coda__queue *q = coda__queue_head(&s->waiting);
   while (q != &s->waiting && n < max) {
@@ -521,8 +522,8 @@ static int memory_pause(coda__store *base, const char *queue, int paused) {
   return rc;
 }
 
-static int memory_renew(coda__store *base, const coda__lease *l, int n, int64_t lease_until,
-                        unsigned char *lost) {
+static int memory_renew(coda__store *base, const coda__lease *l, int n,
+                        int64_t lease_until, unsigned char *lost) {
   memory_store *s = (memory_store *)base;
   uv_mutex_lock(&s->mu);
   for (int i = 0; i < n; i++) {
@@ -567,7 +568,8 @@ static int memory_expire(coda__store *base, int64_t now, int64_t lease_until, in
   return n;
 }
 
-static int memory_progress_leased(coda__store *base, const coda__lease *l, double progress) {
+static int memory_progress_leased(coda__store *base, const coda__lease *l,
+                                  double progress) {
   memory_store *s = (memory_store *)base;
   uv_mutex_lock(&s->mu);
   entry *e = coda__idmap_get(&s->entries, l->id);

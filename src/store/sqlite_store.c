@@ -68,33 +68,37 @@ enum {
 };
 
 /* What claim and expire return, in this order (read_claimed()). */
-#define CLAIMED_COLUMNS "id,name,key,args,attempts,max_attempts,created_at,run_at,progress,token,queue"
+#define CLAIMED_COLUMNS                                                                  \
+  "id,name,key,args,attempts,max_attempts,created_at,run_at,progress,token,queue"
 #define NOT_PAUSED "queue NOT IN (SELECT name FROM coda_queues WHERE paused=1)"
-#define CLAIM_SET "UPDATE coda_tasks SET state=1,owned=1,lease_until=?1,attempts=attempts+1," \
-                  "token=token+1 WHERE id IN (SELECT id FROM coda_tasks WHERE owned=0 AND "   \
-                  "state IN (0,3) AND run_at<=?2 AND " NOT_PAUSED
+#define CLAIM_SET                                                                        \
+  "UPDATE coda_tasks SET state=1,owned=1,lease_until=?1,attempts=attempts+1,"            \
+  "token=token+1 WHERE id IN (SELECT id FROM coda_tasks WHERE owned=0 AND "              \
+  "state IN (0,3) AND run_at<=?2 AND " NOT_PAUSED
 
 static const char *const sql[ST_COUNT_] = {
     [ST_INSERT] = "INSERT INTO coda_tasks(id,name,key,args,state,attempts,max_attempts,"
                   "created_at,run_at,owned,lease_until,token,queue) "
                   "VALUES(?1,?2,?3,?4,0,?5,?6,?7,?8,?9,?10,?9,?11)",
     [ST_CLAIM] = CLAIM_SET " ORDER BY run_at LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
-    [ST_CLAIM_QUEUE] = CLAIM_SET " AND queue=?4 ORDER BY run_at LIMIT ?3) RETURNING "
-                       CLAIMED_COLUMNS,
+    [ST_CLAIM_QUEUE] =
+        CLAIM_SET " AND queue=?4 ORDER BY run_at LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
     [ST_FINISH] = "UPDATE coda_tasks SET state=?2,attempts=?3,run_at=?4,started_at=?5,"
                   "finished_at=?6,progress=?7,error=?8,result=?9,owned=0,lease_until=0 "
                   "WHERE id=?1 AND token=?10 AND owned=1",
     [ST_PROGRESS] = "UPDATE coda_tasks SET progress=?2 WHERE id=?1",
-    [ST_RESERVE] = "UPDATE coda_meta SET value=value+?1 WHERE name='next_id' RETURNING value",
+    [ST_RESERVE] =
+        "UPDATE coda_meta SET value=value+?1 WHERE name='next_id' RETURNING value",
     [ST_NEXT_DUE] = "SELECT min(run_at) FROM coda_tasks WHERE owned=0 AND state IN (0,3) "
                     "AND " NOT_PAUSED,
     [ST_NEXT_DUE_QUEUE] = "SELECT min(run_at) FROM coda_tasks WHERE owned=0 AND "
                           "state IN (0,3) AND queue=?1 AND " NOT_PAUSED,
     [ST_PROGRESS_LEASED] = "UPDATE coda_tasks SET progress=?2 WHERE id=?1 AND token=?3 "
                            "AND owned=1",
-    [ST_EXPIRE] = "UPDATE coda_tasks SET token=token+1,lease_until=?1,state=1 WHERE id IN "
-                  "(SELECT id FROM coda_tasks WHERE owned=1 AND lease_until<?2 "
-                  "ORDER BY lease_until LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
+    [ST_EXPIRE] =
+        "UPDATE coda_tasks SET token=token+1,lease_until=?1,state=1 WHERE id IN "
+        "(SELECT id FROM coda_tasks WHERE owned=1 AND lease_until<?2 "
+        "ORDER BY lease_until LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
     [ST_PAUSED] = "SELECT name FROM coda_queues WHERE paused=1 ORDER BY name",
     [ST_PAUSE] = "INSERT INTO coda_queues(name,paused) VALUES(?1,?2) "
                  "ON CONFLICT(name) DO UPDATE SET paused=excluded.paused",
@@ -146,7 +150,8 @@ static const char *const schema_v3 =
     " paused INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS coda_tasks_queue_due ON coda_tasks(queue, run_at)"
     " WHERE owned=0 AND state IN (0,3);"
-    "CREATE INDEX IF NOT EXISTS coda_tasks_leased ON coda_tasks(lease_until) WHERE owned=1;";
+    "CREATE INDEX IF NOT EXISTS coda_tasks_leased ON coda_tasks(lease_until) WHERE "
+    "owned=1;";
 
 typedef struct sqlite_store {
   coda__store base;
@@ -290,7 +295,8 @@ static int user_version(sqlite_store *s, int *v) {
 static int has_column(sqlite_store *s, const char *column, int *yes) {
   sqlite3_stmt *st;
   *yes = 0;
-  if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM pragma_table_info('coda_tasks') WHERE name=?1",
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT 1 FROM pragma_table_info('coda_tasks') WHERE name=?1",
                          -1, &st, NULL) != SQLITE_OK)
     return fail(s, s->db, "reading the schema");
   sqlite3_bind_text(st, 1, column, -1, SQLITE_STATIC);
@@ -304,7 +310,8 @@ static int migrate_v3(sqlite_store *s) {
   static const struct {
     const char *column, *add;
   } cols[] = {
-      {"queue", "ALTER TABLE coda_tasks ADD COLUMN queue TEXT NOT NULL DEFAULT 'default'"},
+      {"queue",
+       "ALTER TABLE coda_tasks ADD COLUMN queue TEXT NOT NULL DEFAULT 'default'"},
       {"token", "ALTER TABLE coda_tasks ADD COLUMN token INTEGER NOT NULL DEFAULT 0"},
   };
   int rc = 0;
@@ -868,8 +875,8 @@ static int sqlite_pause(coda__store *base, const char *queue, int paused) {
 }
 
 /* The heartbeat's thread, on its own connection (see the top). */
-static int sqlite_renew(coda__store *base, const coda__lease *l, int n, int64_t lease_until,
-                        unsigned char *lost) {
+static int sqlite_renew(coda__store *base, const coda__lease *l, int n,
+                        int64_t lease_until, unsigned char *lost) {
   sqlite_store *s = (sqlite_store *)base;
   uv_mutex_lock(&s->renew_mu);
   int rc = sqlite3_exec(s->hdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
@@ -912,7 +919,8 @@ static int sqlite_expire(coda__store *base, int64_t now, int64_t lease_until, in
   return hand_rows(s, st, fn, user, "taking over expired tasks");
 }
 
-static int sqlite_progress_leased(coda__store *base, const coda__lease *l, double progress) {
+static int sqlite_progress_leased(coda__store *base, const coda__lease *l,
+                                  double progress) {
   sqlite_store *s = (sqlite_store *)base;
   sqlite3_stmt *st = s->st[ST_PROGRESS_LEASED];
   sqlite3_bind_int64(st, 1, (sqlite3_int64)l->id);

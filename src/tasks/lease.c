@@ -25,7 +25,8 @@
 #include <string.h>
 
 #define QUEUE_NAME_MAX 64
-#define EXPIRE_MAX 256 /* tasks taken over per call: the store thread's other work goes on */
+#define EXPIRE_MAX                                                                       \
+  256 /* tasks taken over per call: the store thread's other work goes on */
 
 /* ---- queues ---------------------------------------------------------------- */
 
@@ -253,8 +254,8 @@ static void renew_all(coda__durable *d, lease_list *l) {
   if (l->n == 0)
     return;
   unsigned char *lost = calloc((size_t)l->n, 1);
-  int rc = lost ? s->m->renew(s, l->items, l->n, now_ms() + d->engine->app->opt.task_lease,
-                              lost)
+  int rc = lost ? s->m->renew(s, l->items, l->n,
+                              now_ms() + d->engine->app->opt.task_lease, lost)
                 : CODA_ENOMEM;
   if (rc) {
     /* Tried again at the next beat; the lease has two more beats left. */
@@ -356,8 +357,9 @@ static void on_expired(void *user, const coda__task_record *r) {
   expire_ctx *cx = user;
   if (cx->n == EXPIRE_MAX)
     return; /* cannot happen: the store takes at most max */
-  cx->items[cx->n++] = (expired){r->id, r->lease, r->attempts, r->max_attempts,
-                                 r->progress, strdup(r->name ? r->name : "")};
+  cx->items[cx->n++] =
+      (expired){r->id,           r->lease,    r->attempts,
+                r->max_attempts, r->progress, strdup(r->name ? r->name : "")};
 }
 
 /* The outcome of an expired attempt, as a failed attempt's would be. */
@@ -415,8 +417,8 @@ void coda__lease_expire_due(coda__durable *d) {
   rc = n < 0 ? CODA_ESTORE : s->m->commit(s);
   if (rc) {
     s->m->rollback(s);
-    coda_log(d->engine->app, CODA_LOG_ERROR, "task store: taking over expired tasks failed: %s",
-             s->m->errmsg(s));
+    coda_log(d->engine->app, CODA_LOG_ERROR,
+             "task store: taking over expired tasks failed: %s", s->m->errmsg(s));
     d->next_expire = now + o->store_poll;
   } else {
     for (int i = 0; i < cx->n; i++) {

@@ -670,7 +670,7 @@ int coda__durable_start(coda__engine *e) {
   atomic_store(&d->faulted, 0);
   d->next_poll = 0; /* claim what is due at once */
   d->next_purge = now + purge_every(&e->app->opt);
-  d->next_expire = INT64_MAX; /* a store without leases */
+  d->next_expire = INT64_MAX;           /* a store without leases */
   if ((rc = coda__lease_start(d)) != 0) /* queues served, then the heartbeat */
     return rc;
   if (uv_thread_create(&d->thread, store_main, d) != 0) {

@@ -1007,9 +1007,9 @@ long coda_task_stat(const coda_app *app, coda_executor ex, coda_task_stat_kind k
 /* The engine's figures for coda_stats_json(): ,"tasks":{...},"durable":{...}. */
 size_t coda__engine_stats_json(void *data, char *buf, size_t cap) {
   static const char *const names[CODA_STAT_COUNT_] = {
-      "queued",  "running", "succeeded", "failed",    "timed_out", "crashed",  "rejected",
-      "dropped", "retried", "dead",      "duplicate", "claimed",   "restarted",
-      "lease_lost"};
+      "queued",    "running",  "succeeded", "failed",    "timed_out",
+      "crashed",   "rejected", "dropped",   "retried",   "dead",
+      "duplicate", "claimed",  "restarted", "lease_lost"};
   coda__engine *e = data;
   char tmp[4096];
   size_t n = (size_t)snprintf(tmp, sizeof tmp, ",\"tasks\":{");

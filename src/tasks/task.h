@@ -70,7 +70,7 @@ struct coda_task_def {
   int max_attempts; /* 0: the app's */
   long backoff_ms;  /* 0: the app's */
   long backoff_max_ms;
-  char *queue;      /* durable: the queue its tasks are claimed from (NULL: "default") */
+  char *queue; /* durable: the queue its tasks are claimed from (NULL: "default") */
   atomic_long outstanding; /* added and not finished, for the shutdown report */
   coda__engine *engine;
 };
@@ -174,8 +174,8 @@ struct coda__engine {
   coda__task_loop *retired; /* loops of earlier runs, freed with the engine */
   uv_timer_t watch;         /* THREAD task timeouts (control loop) */
   int watching;
-  char **queues; /* coda_app_queues(): the queues served, by preference */
-  int nqueues;   /* 0: every queue */
+  char **queues;            /* coda_app_queues(): the queues served, by preference */
+  int nqueues;              /* 0: every queue */
   coda_tasks **route_lists; /* templates of route-level tasks, owned here */
   int nroute_lists;
   struct coda__durable *durable; /* the store and its thread (durable.c) */

@@ -48,7 +48,8 @@ enum { MEMORY, SQLITE, EXTERNAL };
 
 /* ---- tasks ------------------------------------------------------------------ */
 
-static atomic_int long_runs, lost_runs, lost_seen, cancelled_seen, queued_runs, plain_runs;
+static atomic_int long_runs, lost_runs, lost_seen, cancelled_seen, queued_runs,
+    plain_runs;
 
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -128,7 +129,8 @@ static int register_defs(coda_app *app, defs *d, int with_process) {
   d->cpu_job = coda_app_task(app, "cpu_job", queued_task, CODA_EXEC_THREAD);
   d->plain = coda_app_task(app, "plain", plain_task, CODA_EXEC_THREAD);
   if (with_process)
-    d->long_process = coda_app_task(app, "long_process", long_process_task, CODA_EXEC_PROCESS);
+    d->long_process =
+        coda_app_task(app, "long_process", long_process_task, CODA_EXEC_PROCESS);
   if (!d->long_thread || !d->loser || !d->cpu_job || !d->plain ||
       (with_process && !d->long_process))
     return -1;
@@ -162,8 +164,8 @@ static coda_app *new_app(const char *uri, defs *d, int with_process, const char 
            coda_app_set(app, CODA_OPT_STORE_POLL, 20) == 0 &&
            coda_app_set(app, CODA_OPT_THREADS, 1) == 0 &&
            coda_app_set(app, CODA_OPT_PROCESS_WORKERS, 1) == 0 &&
-           register_defs(app, d, with_process) == 0 && coda_app_queues(app, queues) == 0 &&
-           coda_app_store(app, uri) == 0;
+           register_defs(app, d, with_process) == 0 &&
+           coda_app_queues(app, queues) == 0 && coda_app_store(app, uri) == 0;
   if (!ok) {
     fprintf(stderr, "  new_app(%s): %s\n", uri, coda_app_store_error(app));
     coda_app_free(app);
@@ -215,8 +217,8 @@ static int wait_state(coda_app *app, uint64_t id, coda_task_state want, int ms,
       coda_task_info_free(info);
     }
     if (tc_now_ms() >= end) {
-      fprintf(stderr, "  task %llu: state %d, not %d after %d ms\n", (unsigned long long)id,
-              last, (int)want, ms);
+      fprintf(stderr, "  task %llu: state %d, not %d after %d ms\n",
+              (unsigned long long)id, last, (int)want, ms);
       return -1;
     }
     sleep_ms(10);
@@ -272,8 +274,12 @@ static void store_fences(int kind) {
   REQUIRE(s->m->commit(s) == 0);
   /* Token 2 never held the task: its progress and outcome are refused. */
   coda__lease wrong = {42, 2}, right = {42, 1};
-  coda__task_record done = {.id = 42, .state = CODA_STATE_SUCCEEDED, .attempts = 1,
-                            .finished_at = now, .progress = 1, .lease = 2};
+  coda__task_record done = {.id = 42,
+                            .state = CODA_STATE_SUCCEEDED,
+                            .attempts = 1,
+                            .finished_at = now,
+                            .progress = 1,
+                            .lease = 2};
   REQUIRE(s->m->begin(s) == 0);
   CHECK_EQ_INT(s->m->progress_leased(s, &wrong, 0.5), 0);
   CHECK_EQ_INT(s->m->finish(s, &done), 0);
@@ -340,7 +346,8 @@ static void long_thread_task_keeps_its_lease(int kind) {
   uint64_t id = enqueue(app, d.long_thread);
   CHECK(id != 0);
   coda_task_info *info = NULL;
-  CHECK(id && wait_state(app, id, CODA_STATE_SUCCEEDED, LONG_TASK_MS + 10000, &info) == 0);
+  CHECK(id &&
+        wait_state(app, id, CODA_STATE_SUCCEEDED, LONG_TASK_MS + 10000, &info) == 0);
   if (info)
     CHECK_EQ_INT(info->attempts, 1);
   coda_task_info_free(info);
@@ -369,7 +376,8 @@ static void long_process_task_keeps_its_lease(int kind) {
   uint64_t id = enqueue(app, d.long_process);
   CHECK(id != 0);
   coda_task_info *info = NULL;
-  CHECK(id && wait_state(app, id, CODA_STATE_SUCCEEDED, LONG_TASK_MS + 15000, &info) == 0);
+  CHECK(id &&
+        wait_state(app, id, CODA_STATE_SUCCEEDED, LONG_TASK_MS + 15000, &info) == 0);
   if (info)
     CHECK_EQ_INT(info->attempts, 1);
   coda_task_info_free(info);
@@ -439,7 +447,8 @@ TEST(a_process_task_sees_its_lost_lease) {
   char uri[600], journal[4096];
   defs d;
   unlink(journal_path);
-  coda_app *app = new_app(store_uri(MEMORY, "process-lost", uri, sizeof uri), &d, 1, NULL);
+  coda_app *app =
+      new_app(store_uri(MEMORY, "process-lost", uri, sizeof uri), &d, 1, NULL);
   REQUIRE(app);
   test_server ts;
   REQUIRE(start_app(&ts, app) == 0);
@@ -452,7 +461,8 @@ TEST(a_process_task_sees_its_lost_lease) {
   if (info)
     CHECK(info->error && strstr(info->error, "lease expired"));
   coda_task_info_free(info);
-  CHECK(wait_stat(app, CODA_EXEC_PROCESS, CODA_STAT_LEASE_LOST, 1, LONG_TASK_MS + 10000) == 0);
+  CHECK(wait_stat(app, CODA_EXEC_PROCESS, CODA_STAT_LEASE_LOST, 1,
+                  LONG_TASK_MS + 10000) == 0);
   tc_read_file(journal_path, journal, sizeof journal);
   CHECK_EQ_INT(tc_count(journal, "lost=1"), 1);
   REQUIRE(coda_task_get(app, id, &info) == 0);

@@ -136,8 +136,8 @@ static int file_state(const char *path, unsigned long long id) {
   if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
     sqlite3_stmt *st;
     sqlite3_busy_timeout(db, 1000);
-    if (sqlite3_prepare_v2(db, "SELECT state FROM coda_tasks WHERE id=?1", -1, &st, NULL) ==
-        SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, "SELECT state FROM coda_tasks WHERE id=?1", -1, &st,
+                           NULL) == SQLITE_OK) {
       sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
       if (sqlite3_step(st) == SQLITE_ROW)
         state = sqlite3_column_int(st, 0);
@@ -153,14 +153,14 @@ TEST(a_worker_runs_a_task_a_server_added_to_a_queue_it_does_not_serve) {
   snprintf(path, sizeof path, "%s/fleet.db", store_dir);
   snprintf(uri, sizeof uri, "sqlite:%s", path);
   proc server, worker;
-  char *server_args[] = {"--listen", "127.0.0.1:0", "--threads", "1", "--store", uri,
-                         "--queues", "elsewhere", "--quiet", NULL};
+  char *server_args[] = {"--listen", "127.0.0.1:0", "--threads", "1",       "--store",
+                         uri,        "--queues",    "elsewhere", "--quiet", NULL};
   REQUIRE(start(&server, server_args, "listening on http://127.0.0.1:") == 0);
   unsigned long long id = post_report(server.port);
   CHECK(id != 0);
   CHECK_EQ_INT(stop(&server, 15000), 0);
   CHECK(!strstr(server.log, "[Report]")); /* never ran there */
-  CHECK_EQ_INT(file_state(path, id), 0); /* queued, unclaimed */
+  CHECK_EQ_INT(file_state(path, id), 0);  /* queued, unclaimed */
   char *worker_args[] = {"--worker", "--store", uri, "--threads", "1", NULL};
   REQUIRE(start(&worker, worker_args, "coda-demo: worker on") == 0);
   int state = -1;
@@ -180,8 +180,8 @@ TEST(a_worker_and_a_server_share_an_external_store) {
     return;
   }
   proc server, worker;
-  char *server_args[] = {"--listen", "127.0.0.1:0", "--threads", "1", "--store",
-                         (char *)uri, "--queues", "elsewhere", "--quiet", NULL};
+  char *server_args[] = {"--listen",  "127.0.0.1:0", "--threads", "1",       "--store",
+                         (char *)uri, "--queues",    "elsewhere", "--quiet", NULL};
   char *worker_args[] = {"--worker", "--store", (char *)uri, "--threads", "1", NULL};
   REQUIRE(start(&server, server_args, "listening on http://127.0.0.1:") == 0);
   if (start(&worker, worker_args, "coda-demo: worker on") != 0) {
