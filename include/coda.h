@@ -557,8 +557,20 @@ CODA_API const void *coda_task_bytes(const coda_task *t, int i, size_t *len);
  *  can `return coda_task_fail(t, "smtp: %s", why);`. */
 CODA_API int coda_task_fail(coda_task *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/** True once a THREAD task has passed its timeout (or shutdown forced). */
+/** True once a THREAD task has passed its timeout (or shutdown forced), and
+ *  for a durable task of any executor once its lease is lost (see
+ *  coda_task_lease_lost()): the task should stop, as its outcome will not
+ *  be recorded. A PROCESS task's worker sees only the lost lease (a
+ *  timeout kills the worker instead). Any thread. */
 CODA_API int coda_task_cancelled(const coda_task *t);
+/** True once the running durable task's lease is lost: the heartbeat could
+ *  not renew it in time, and the store gave the task to another attempt
+ *  (another process, or a retry here). Whatever this attempt records from
+ *  then on (outcome, result, progress) is refused by the store, logged and
+ *  counted as CODA_STAT_LEASE_LOST. In a PROCESS worker it is told by a
+ *  signal (SIGRTMIN+2, handled by coda: leave it alone in task code), seen
+ *  within a heartbeat (CODA_OPT_TASK_LEASE / 3). Any thread. */
+CODA_API int coda_task_lease_lost(const coda_task *t);
 /** True if the response this task belongs to reached the client's socket. */
 CODA_API int coda_task_delivered(const coda_task *t);
 /** The registered name of the task's definition. */
@@ -590,18 +602,20 @@ typedef enum {
   CODA_STAT_QUEUED = 0, /* added, not started (includes waiting for the response) */
   CODA_STAT_RUNNING,
   CODA_STAT_SUCCEEDED,
-  CODA_STAT_FAILED,   /* includes crashed and timed out */
+  CODA_STAT_FAILED, /* includes crashed and timed out */
   CODA_STAT_TIMED_OUT,
   CODA_STAT_CRASHED,
-  CODA_STAT_REJECTED, /* queue full at add time */
-  CODA_STAT_DROPPED,  /* handler failed, or skipped after a failure */
-  CODA_STAT_RETRIED,  /* durable: failed attempts with another one scheduled */
-  CODA_STAT_DEAD,     /* durable: every attempt failed */
-  CODA_STAT_DUPLICATE, /* durable: adds whose idempotency key was known */
-  CODA_STAT_CLAIMED,  /* durable: attempts read back from the store */
-  CODA_STAT_RESTARTED, /* process: workers replaced after they ended (a worker
-                          that ends before it is ready for tasks is replaced
-                          after 0.1 s, doubling up to 5 s) */
+  CODA_STAT_REJECTED,   /* queue full at add time */
+  CODA_STAT_DROPPED,    /* handler failed, or skipped after a failure */
+  CODA_STAT_RETRIED,    /* durable: failed attempts with another one scheduled */
+  CODA_STAT_DEAD,       /* durable: every attempt failed */
+  CODA_STAT_DUPLICATE,  /* durable: adds whose idempotency key was known */
+  CODA_STAT_CLAIMED,    /* durable: attempts read back from the store */
+  CODA_STAT_RESTARTED,  /* process: workers replaced after they ended (a worker
+                           that ends before it is ready for tasks is replaced
+                           after 0.1 s, doubling up to 5 s) */
+  CODA_STAT_LEASE_LOST, /* durable: outcomes the store refused because the
+                           attempt's lease had been taken over (not retried) */
   CODA_STAT_COUNT_
 } coda_task_stat_kind;
 
@@ -653,6 +667,27 @@ CODA_API const char *coda_app_store_error(const coda_app *app);
 
 /** Makes every task of this definition durable (route-level tasks too). */
 CODA_API int coda_task_def_durable(coda_task_def *def, int durable);
+
+/** Puts the definition's durable tasks in a named queue (default
+ *  "default"): they run on the processes that serve that queue
+ *  (coda_app_queues()), whichever process added them. A name is 1 to 64
+ *  characters among A-Z a-z 0-9 _ . - (CODA_EINVAL otherwise). Copied.
+ *  Before coda_app_run(). */
+CODA_API int coda_task_def_queue(coda_task_def *def, const char *queue);
+
+/** Which queues this process claims durable tasks from, as a
+ *  comma-separated list in order of preference ("cpu,default"); NULL or ""
+ *  serves every queue (the default). A durable task added here of a queue
+ *  not served is written unclaimed for a process that serves it. Before
+ *  coda_app_run(): CODA_ESTATE after, CODA_EINVAL for a bad name. */
+CODA_API int coda_app_queues(coda_app *app, const char *queues);
+
+/** Pauses (paused 1) or resumes (0) claiming from a queue, for every
+ *  process sharing the store: tasks running go on, nothing new of that
+ *  queue starts until it is resumed. Waits for the store to record it.
+ *  Any thread but a task's or an event loop's of this app while it runs
+ *  (it blocks for one store write). CODA_ESTATE without a store. */
+CODA_API int coda_app_queue_pause(coda_app *app, const char *queue, int paused);
 
 /** Retry policy of a definition's durable tasks: attempts in all (>= 1),
  *  first backoff and its cap in ms. The delay before attempt n+1 is

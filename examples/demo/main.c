@@ -2,7 +2,12 @@
  * coda-demo - the seeds' examples in C, and the program `make run` starts.
  *
  *   coda-demo [--listen HOST:PORT] [--threads N] [--store memory|sqlite:PATH] [--quiet]
- *             [--tick MS]
+ *             [--queues a,b] [--tick MS]
+ *   coda-demo --worker --store URI [--queues a,b]
+ *
+ * A worker serves no HTTP: it registers the same task definitions (it must
+ * know every name it may claim) and runs the durable tasks of its queues
+ * that any process sharing the store added, until SIGTERM or SIGINT.
  *
  * Routes are listed by GET /. Handlers run on the event loop threads and
  * never block; the slow work is in background tasks that start once the
@@ -388,14 +393,21 @@ static int get_stats(coda_req *req, coda_res *res, void *user) {
 /* ---- main ---------------------------------------------------------------- */
 
 static void usage(const char *argv0) {
-  fprintf(stderr,
-          "usage: %s [--listen HOST:PORT] [--threads N] [--store URI] [--quiet] [--tick MS]\n"
-          "  --listen   address to serve on (default 127.0.0.1:8000; port 0 = any)\n"
-          "  --threads  event loops, one per thread (default: one per core)\n"
-          "  --store    durable tasks: memory or sqlite:PATH (default sqlite:data/coda.db)\n"
-          "  --quiet    no access log\n"
-          "  --tick     the periodic tick task's interval in ms (default 1000; 0: off)\n",
-          argv0);
+  fprintf(
+      stderr,
+      "usage: %s [--listen HOST:PORT] [--threads N] [--store URI] [--queues a,b] "
+      "[--quiet] [--tick MS]\n"
+      "       %s --worker --store URI [--queues a,b] [--threads N]\n"
+      "  --listen   address to serve on (default 127.0.0.1:8000; port 0 = any)\n"
+      "  --threads  event loops, one per thread (default: one per core)\n"
+      "  --store    durable tasks: memory, sqlite:PATH or redis://HOST:PORT[/DB][?prefix=&replicas=]\n"
+      "             (default sqlite:data/coda.db)\n"
+      "  --queues   the durable task queues this process runs, by preference "
+      "(default: all)\n"
+      "  --worker   no HTTP: run durable tasks only, until SIGTERM\n"
+      "  --quiet    no access log\n"
+      "  --tick     the periodic tick task's interval in ms (default 1000; 0: off)\n",
+      argv0, argv0);
 }
 
 static int register_tasks(void) {
@@ -440,8 +452,9 @@ static int register_routes(void) {
 int main(int argc, char **argv) {
   const char *listen = "127.0.0.1:8000";
   const char *store = "sqlite:data/coda.db";
+  const char *queues = NULL;
   long threads = 0;
-  int access_log = 1;
+  int access_log = 1, worker = 0;
   long tick_ms = 1000;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
@@ -450,6 +463,10 @@ int main(int argc, char **argv) {
       threads = strtol(argv[++i], NULL, 10);
     } else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc) {
       store = argv[++i];
+    } else if (strcmp(argv[i], "--queues") == 0 && i + 1 < argc) {
+      queues = argv[++i];
+    } else if (strcmp(argv[i], "--worker") == 0) {
+      worker = 1;
     } else if (strcmp(argv[i], "--quiet") == 0) {
       access_log = 0;
     } else if (strcmp(argv[i], "--tick") == 0 && i + 1 < argc) {
@@ -468,17 +485,23 @@ int main(int argc, char **argv) {
   if (rc == 0)
     coda_app_worker(app); /* a process worker stops here */
   if (rc == 0)
-    rc = coda_app_listen(app, listen);
+    rc = coda_app_listen(app, worker ? NULL : listen); /* NULL: tasks only */
+  if (rc == 0 && queues && (rc = coda_app_queues(app, queues)) != 0)
+    fprintf(stderr, "coda-demo: --queues %s: queue names are A-Z a-z 0-9 _ . -\n",
+            queues);
   if (rc == 0 && threads > 0)
     rc = coda_app_set(app, CODA_OPT_THREADS, threads);
   if (rc == 0)
     rc = coda_app_set(app, CODA_OPT_ACCESS_LOG, access_log);
   if (rc == 0 && (rc = coda_app_store(app, store)) != 0)
     fprintf(stderr, "coda-demo: store %s: %s\n", store, coda_app_store_error(app));
-  if (rc == 0)
+  if (rc == 0 && !worker)
     rc = register_routes();
   if (rc == 0 && tick_ms > 0 && (rc = coda_app_every(app, tick_def, tick_ms)) != 0)
     fprintf(stderr, "coda-demo: --tick %ld: at least 10 ms, or 0 for none\n", tick_ms);
+  if (rc == 0 && worker)
+    fprintf(stderr, "coda-demo: worker on %s, queues %s\n", store,
+            queues ? queues : "(all)");
   if (rc == 0)
     rc = coda_app_run(app);
   if (rc != 0)

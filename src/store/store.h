@@ -182,6 +182,13 @@ typedef struct coda__store_methods {
   /* Tasks matching f by increasing id; fn as for list(). Any thread.
    * Returns how many, or < 0. */
   int (*find)(coda__store *s, const coda__task_filter *f, coda_task_list_fn fn, void *user);
+  /* The queues paused for every process (pause()), as names separated by
+   * commas (queue names hold none) in buf, NUL-terminated. Returns how
+   * many, CODA_ELIMIT if they do not fit, or < 0. The engine reads it every
+   * poll, so that a task it adds in a paused queue is written unclaimed
+   * rather than run at once (an owned enqueue is a claim). May be NULL:
+   * nothing is known paused. */
+  int (*paused)(coda__store *s, char *buf, size_t cap);
 } coda__store_methods;
 
 struct coda__store {

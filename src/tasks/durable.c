@@ -95,6 +95,8 @@ int coda__durable_open(coda__engine *e, const char *uri) {
   uv_mutex_init(&d->id_mu);
   uv_mutex_init(&d->reg_mu);
   uv_mutex_init(&d->submit_mu);
+  uv_mutex_init(&d->hb_mu);
+  uv_cond_init(&d->hb_cond);
   coda__queue_init(&d->ops);
   coda__queue_init(&d->retry_ops);
   atomic_store(&d->rng, uv_hrtime());
@@ -115,6 +117,8 @@ void coda__durable_free(coda__engine *e) {
   uv_mutex_destroy(&d->id_mu);
   uv_mutex_destroy(&d->reg_mu);
   uv_mutex_destroy(&d->submit_mu);
+  uv_mutex_destroy(&d->hb_mu);
+  uv_cond_destroy(&d->hb_cond);
   free(d);
   e->durable = NULL;
 }
@@ -298,12 +302,13 @@ static uint64_t next_random(coda__durable *d) {
 }
 
 /* min(max, base * 2^(attempt-1)), jittered to between half and all of it. */
-static int64_t backoff_ms(coda__durable *d, const coda_task *t, uint64_t random) {
+int64_t coda__durable_backoff(coda__durable *d, const coda_task_def *def, int attempt) {
   const coda__options *o = &d->engine->app->opt;
-  int64_t base = t->def->backoff_ms ? t->def->backoff_ms : o->backoff;
-  int64_t max = t->def->backoff_max_ms ? t->def->backoff_max_ms : o->backoff_max;
+  uint64_t random = next_random(d);
+  int64_t base = def && def->backoff_ms ? def->backoff_ms : o->backoff;
+  int64_t max = def && def->backoff_max_ms ? def->backoff_max_ms : o->backoff_max;
   int64_t delay = base;
-  for (int i = 1; i < t->attempt && delay < max; i++)
+  for (int i = 1; i < attempt && delay < max; i++)
     delay *= 2;
   if (delay > max)
     delay = max;
@@ -355,6 +360,7 @@ void coda__durable_abandon(coda_task *t, const char *final_why) {
   op->op.kind = CODA__OP_FINISH;
   op->executor = t->executor; /* def NULL: the caller gave the slot back */
   op->r.id = t->id;
+  op->r.lease = t->lease;
   op->r.name = t->def->name;
   op->r.state = CODA_STATE_DEAD;
   op->r.attempts = t->attempt > 0 ? t->attempt - 1 : 0; /* it never ran */
@@ -386,6 +392,7 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
   op->executor = t->executor;
   coda__task_record *r = &op->r;
   r->id = t->id;
+  r->lease = t->lease; /* fenced: refused if the claim was taken over */
   r->name = t->def->name;
   r->attempts = t->attempt;
   r->max_attempts = t->max_attempts;
@@ -406,7 +413,7 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
               message ? message : "failed");
   } else {
     r->state = CODA_STATE_FAILED;
-    int64_t wait = backoff_ms(d, t, next_random(d));
+    int64_t wait = coda__durable_backoff(d, t->def, t->attempt);
     r->run_at = now + wait;
     coda__stat_add(e, t->executor, CODA_STAT_RETRIED, 1);
     CODA__LOG(e->app, CODA_LOG_WARN,
@@ -512,6 +519,7 @@ int coda_task_progress(coda_task *t, double fraction) {
     return CODA_ENOMEM;
   op->op.kind = CODA__OP_PROGRESS;
   op->id = t->id;
+  op->lease = t->lease;
   op->progress = fraction;
   if (push_op(d, &op->op) != 0) {
     free(op);

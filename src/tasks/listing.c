@@ -45,12 +45,9 @@ static int wanted(const list_merge *m, coda_task_state state) {
   return (m->states >> state & 1) != 0;
 }
 
-/* The queue a live task belongs to. Definitions have no queue of their
- * own yet: every task is in "default" until named queues land, which
- * return the definition's queue here. */
+/* The queue a live task belongs to: its definition's. */
 static const char *live_queue(const coda_task *t) {
-  (void)t;
-  return "default";
+  return t->def->queue ? t->def->queue : "default";
 }
 
 static int live_matches(const list_merge *m, const coda_task *t) {

@@ -41,8 +41,22 @@
 
 static int worker_fd = -1; /* in a worker process: the pipe to the server */
 static uint64_t progress_sent_ns;
+/* The task whose lease the server said is lost (CODA__LEASE_SIGNAL): the
+ * low 31 bits of its id, + 1 (0: none). Written by the signal handler. */
+static volatile sig_atomic_t lease_lost_tag;
 
 int coda__in_worker(void) { return worker_fd >= 0; }
+
+static void on_lease_signal(int signo, siginfo_t *info, void *context) {
+  (void)signo, (void)context;
+  if (info->si_code == SI_QUEUE)
+    lease_lost_tag = (sig_atomic_t)((info->si_value.sival_int & 0x7fffffff) + 1);
+}
+
+int coda__worker_lease_lost(const coda_task *t) {
+  sig_atomic_t tag = lease_lost_tag;
+  return tag != 0 && tag == (sig_atomic_t)((t->id & 0x7fffffff) + 1);
+}
 
 int coda__worker_progress(coda_task *t, double fraction) {
   t->progress = fraction;
@@ -181,6 +195,13 @@ static void prepare_process(void) {
   /* Again: main() may have changed them since the constructor. */
   keep_stop_signals_for_the_server();
   signal(SIGPIPE, SIG_IGN);
+  /* The server tells a running durable task that its lease is lost. */
+  struct sigaction lost;
+  memset(&lost, 0, sizeof lost);
+  lost.sa_sigaction = on_lease_signal;
+  lost.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&lost.sa_mask);
+  sigaction(CODA__LEASE_SIGNAL, &lost, NULL);
   /* Exec'd as /proc/self/fd/N, the worker would be named "N" in ps and
    * pgrep: it takes its program's name back. */
   prctl(PR_SET_NAME, program_invocation_short_name);

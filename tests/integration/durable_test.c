@@ -1431,11 +1431,15 @@ TEST(a_version_1_store_is_migrated) {
   REQUIRE(sqlite3_prepare_v2(
               db,
               "SELECT (SELECT user_version FROM pragma_user_version),"
-              " (SELECT count(*) FROM sqlite_master WHERE name='coda_tasks_done')",
+              " (SELECT count(*) FROM sqlite_master WHERE name='coda_tasks_done'),"
+              " (SELECT queue||','||token FROM coda_tasks WHERE id=7)",
               -1, &st, NULL) == SQLITE_OK);
   REQUIRE(sqlite3_step(st) == SQLITE_ROW);
-  CHECK_EQ_INT(sqlite3_column_int(st, 0), 2);
+  CHECK_EQ_INT(sqlite3_column_int(st, 0), 3);
   CHECK_EQ_INT(sqlite3_column_int(st, 1), 1);
+  /* Version 3 added a task's queue and claim token: old rows read as the
+   * default queue, never claimed. */
+  CHECK_EQ_STR((const char *)sqlite3_column_text(st, 2), "default,0");
   sqlite3_finalize(st);
   sqlite3_close(db);
 }

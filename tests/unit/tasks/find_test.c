@@ -56,8 +56,12 @@ static int fill(coda__store *s) {
                            .max_attempts = 3,
                            .created_at = T0,
                            .run_at = T0 + 3600000}; /* later: not claimed by anyone */
-    rc = s->m->enqueue(s, &r, 0, 0);
     coda_task_state st = state_of(id);
+    /* A task that will have an outcome is written claimed (token 1), as
+     * a running task's is: a fenced store takes outcomes only from the
+     * claim that holds the task. */
+    int owned = st != CODA_STATE_QUEUED;
+    rc = s->m->enqueue(s, &r, owned, owned ? T0 + 60000 : 0);
     if (rc == 0 && st != CODA_STATE_QUEUED) {
       coda__task_record f = {.id = id,
                              .name = names[id % 3],
@@ -66,7 +70,8 @@ static int fill(coda__store *s) {
                              .max_attempts = 3,
                              .run_at = st == CODA_STATE_FAILED ? T0 + 3600000 : 0,
                              .started_at = T0,
-                             .finished_at = T0 + (int64_t)id};
+                             .finished_at = T0 + (int64_t)id,
+                             .lease = 1};
       rc = s->m->finish(s, &f);
     }
   }

@@ -55,6 +55,7 @@ static void scan_begins(coda__store *s) {
   if (finish_in_scan) { /* as record_outcome: leave the registry, write */
     unregister(finish_in_scan);
     coda__task_record r = {.id = finish_in_scan,
+                           .lease = 1, /* its owned enqueue's claim */
                            .state = CODA_STATE_SUCCEEDED,
                            .attempts = 1,
                            .finished_at = coda__unix_ms(),
@@ -97,6 +98,7 @@ static int put(coda__store *s, uint64_t id, int how) {
   rc = rc ? rc : s->m->enqueue(s, &r, how != LATER, 0);
   if (rc == 0 && how == SUCCEEDED) {
     coda__task_record f = {.id = id,
+                           .lease = 1, /* its owned enqueue's claim */
                            .state = CODA_STATE_SUCCEEDED,
                            .attempts = 1,
                            .finished_at = 1,
