@@ -42,7 +42,8 @@ static int free_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0)
     return -1;
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t len = sizeof a;
   int port = -1;
   if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
@@ -174,7 +175,8 @@ int tc_redis_stop(tc_redis *r) {
     }
     pause_ms(5);
   }
-  fprintf(stderr, "  redis-server %d ignored SIGTERM for %d ms: killed\n", (int)r->pid, STOP_MS);
+  fprintf(stderr, "  redis-server %d ignored SIGTERM for %d ms: killed\n", (int)r->pid,
+          STOP_MS);
   tc_redis_kill(r);
   return -1;
 }

@@ -18,10 +18,10 @@
 #include <sys/types.h>
 
 typedef struct tc_redis {
-  char dir[64];   /* the temp directory, "" before start */
-  char *extra;    /* config lines added by the test (malloc'd copy) */
+  char dir[64]; /* the temp directory, "" before start */
+  char *extra;  /* config lines added by the test (malloc'd copy) */
   int port;
-  pid_t pid;      /* 0 when not running */
+  pid_t pid; /* 0 when not running */
 } tc_redis;
 
 /* Starts redis-server with `extra_config` (lines of redis.conf, may be

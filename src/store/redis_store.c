@@ -71,44 +71,57 @@
 #define WAIT_TIMEOUT_MS 1000
 #define FIND_PAGE 256
 #define ERR_LEN 512
-#define STALE_QUEUES 1 /* commit_once(): the cached queues were stale, nothing written */
+#define STALE_QUEUES                                                                     \
+  1 /* commit_once(): the cached queues were stale, nothing written                      \
+     */
 
 /* The keys every script gets first, in this order (KEYS[1..16]). */
 enum {
-  K_META, K_NAME, K_KEY, K_QUEUE, K_ARGS, K_ERROR, K_RESULT, K_RUNNING, K_DONE,
-  K_QUEUES, K_PAUSED, K_STATE0, K_FIXED = K_STATE0 + 5
+  K_META,
+  K_NAME,
+  K_KEY,
+  K_QUEUE,
+  K_ARGS,
+  K_ERROR,
+  K_RESULT,
+  K_RUNNING,
+  K_DONE,
+  K_QUEUES,
+  K_PAUSED,
+  K_STATE0,
+  K_FIXED = K_STATE0 + 5
 };
 static const char *const fixed_names[K_FIXED] = {
-    "meta", "name", "key", "queue", "args", "error", "result", "running", "done",
-    "queues", "paused", "s:0", "s:1", "s:2", "s:3", "s:4"};
+    "meta", "name",   "key",    "queue", "args", "error", "result", "running",
+    "done", "queues", "paused", "s:0",   "s:1",  "s:2",   "s:3",    "s:4"};
 
 /* ---- scripts --------------------------------------------------------------- */
 
 /* Shared by every script: the meta string of a task, read and written. */
-#define LUA_COMMON                                                                        \
-  "local function getm(id)\n"                                                             \
-  "  local v = redis.call('HGET', KEYS[1], id)\n"                                         \
-  "  if not v then return nil end\n"                                                      \
-  "  local m = {}\n"                                                                      \
-  "  for x in string.gmatch(v, '%S+') do m[#m + 1] = tonumber(x) end\n"                   \
-  "  return m\n"                                                                          \
-  "end\n"                                                                                 \
-  "local function putm(id, m)\n"                                                          \
-  "  redis.call('HSET', KEYS[1], id, string.format("                                      \
-  "'%d %d %d %.0f %.0f %.0f %.0f %.0f %.0f %.17g', m[1], m[2], m[3], m[4], m[5], m[6],"   \
-  " m[7], m[8], m[9], m[10]))\n"                                                          \
-  "end\n"                                                                                 \
-  "local function move(id, m, st)\n"                                                      \
-  "  if m[1] ~= st then\n"                                                                \
-  "    redis.call('ZREM', KEYS[12 + m[1]], id)\n"                                         \
-  "    redis.call('ZADD', KEYS[12 + st], 0, id)\n"                                        \
-  "    m[1] = st\n"                                                                       \
-  "  end\n"                                                                               \
-  "end\n"                                                                                 \
-  "local function record(id)\n"                                                           \
-  "  return {id, redis.call('HGET', KEYS[1], id), redis.call('HGET', KEYS[2], id),\n"     \
-  "    redis.call('HGET', KEYS[3], id), redis.call('HGET', KEYS[4], id),\n"               \
-  "    redis.call('HGET', KEYS[5], id)}\n"                                                \
+#define LUA_COMMON                                                                       \
+  "local function getm(id)\n"                                                            \
+  "  local v = redis.call('HGET', KEYS[1], id)\n"                                        \
+  "  if not v then return nil end\n"                                                     \
+  "  local m = {}\n"                                                                     \
+  "  for x in string.gmatch(v, '%S+') do m[#m + 1] = tonumber(x) end\n"                  \
+  "  return m\n"                                                                         \
+  "end\n"                                                                                \
+  "local function putm(id, m)\n"                                                         \
+  "  redis.call('HSET', KEYS[1], id, string.format("                                     \
+  "'%d %d %d %.0f %.0f %.0f %.0f %.0f %.0f %.17g', m[1], m[2], m[3], m[4], m[5], m[6],"  \
+  " m[7], m[8], m[9], m[10]))\n"                                                         \
+  "end\n"                                                                                \
+  "local function move(id, m, st)\n"                                                     \
+  "  if m[1] ~= st then\n"                                                               \
+  "    redis.call('ZREM', KEYS[12 + m[1]], id)\n"                                        \
+  "    redis.call('ZADD', KEYS[12 + st], 0, id)\n"                                       \
+  "    m[1] = st\n"                                                                      \
+  "  end\n"                                                                              \
+  "end\n"                                                                                \
+  "local function record(id)\n"                                                          \
+  "  return {id, redis.call('HGET', KEYS[1], id), redis.call('HGET', KEYS[2], id),\n"    \
+  "    redis.call('HGET', KEYS[3], id), redis.call('HGET', KEYS[4], id),\n"              \
+  "    redis.call('HGET', KEYS[5], id)}\n"                                               \
   "end\n"
 
 /* A batch. KEYS: the fixed ones, then {N}:w:Q and {N}:qi:Q for each known
@@ -120,8 +133,7 @@ static const char *const fixed_names[K_FIXED] = {
  * Token 0: not fenced (a version-1 caller). Phase one checks what refuses
  * the whole batch, before any write; phase two applies in order. Returns
  * {new tasks written, {duplicate ids}, {refused id, token, ...}}. */
-static const char commit_lua[] =
-    LUA_COMMON
+static const char commit_lua[] = LUA_COMMON
     "local nq = tonumber(ARGV[1])\n"
     "local W, QI, N = {}, {}, {}\n"
     "for i = 1, nq do\n"
@@ -229,72 +241,71 @@ static const char commit_lua[] =
  * preference. ARGV: now, lease_until, max, nq, the queues. Returns
  * {number of known queues, record, ...}. */
 static const char claim_lua[] =
-    LUA_COMMON
-    "local now, lease, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "local nq = tonumber(ARGV[4])\n"
-    "local out = {redis.call('SCARD', KEYS[10])}\n"
-    "local n = 0\n"
-    "for i = 1, nq do\n"
-    "  if n >= max then break end\n"
-    "  if redis.call('SISMEMBER', KEYS[11], ARGV[4 + i]) == 0 then\n"
-    "    local ids = redis.call('ZRANGEBYSCORE', KEYS[16 + i], '-inf', now, 'LIMIT', 0, max - n)\n"
-    "    for _, id in ipairs(ids) do\n"
-    "      redis.call('ZREM', KEYS[16 + i], id)\n"
-    "      local m = getm(id)\n"
-    "      if m then\n"
-    "        move(id, m, 1)\n"
-    "        m[2] = m[2] + 1\n"
-    "        m[8] = m[8] + 1\n"
-    "        m[9] = lease\n"
-    "        putm(id, m)\n"
-    "        redis.call('ZADD', KEYS[8], lease, id)\n"
-    "        out[#out + 1] = record(id)\n"
-    "        n = n + 1\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return out\n";
+    LUA_COMMON "local now, lease, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+               "local nq = tonumber(ARGV[4])\n"
+               "local out = {redis.call('SCARD', KEYS[10])}\n"
+               "local n = 0\n"
+               "for i = 1, nq do\n"
+               "  if n >= max then break end\n"
+               "  if redis.call('SISMEMBER', KEYS[11], ARGV[4 + i]) == 0 then\n"
+               "    local ids = redis.call('ZRANGEBYSCORE', KEYS[16 + i], '-inf', now, "
+               "'LIMIT', 0, max - n)\n"
+               "    for _, id in ipairs(ids) do\n"
+               "      redis.call('ZREM', KEYS[16 + i], id)\n"
+               "      local m = getm(id)\n"
+               "      if m then\n"
+               "        move(id, m, 1)\n"
+               "        m[2] = m[2] + 1\n"
+               "        m[8] = m[8] + 1\n"
+               "        m[9] = lease\n"
+               "        putm(id, m)\n"
+               "        redis.call('ZADD', KEYS[8], lease, id)\n"
+               "        out[#out + 1] = record(id)\n"
+               "        n = n + 1\n"
+               "      end\n"
+               "    end\n"
+               "  end\n"
+               "end\n"
+               "return out\n";
 
 /* KEYS: the fixed ones. ARGV: now, lease_until, max. Returns records. */
 static const char expire_lua[] =
-    LUA_COMMON
-    "local ids = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', '(' .. ARGV[1], 'LIMIT', 0,\n"
-    "  tonumber(ARGV[3]))\n"
-    "local out = {}\n"
-    "for _, id in ipairs(ids) do\n"
-    "  local m = getm(id)\n"
-    "  if m and m[1] == 1 then\n"
-    "    m[8] = m[8] + 1\n"
-    "    m[9] = tonumber(ARGV[2])\n"
-    "    putm(id, m)\n"
-    "    redis.call('ZADD', KEYS[8], m[9], id)\n"
-    "    out[#out + 1] = record(id)\n"
-    "  else\n"
-    "    redis.call('ZREM', KEYS[8], id)\n"
-    "  end\n"
-    "end\n"
-    "return out\n";
+    LUA_COMMON "local ids = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', '(' .. ARGV[1], "
+               "'LIMIT', 0,\n"
+               "  tonumber(ARGV[3]))\n"
+               "local out = {}\n"
+               "for _, id in ipairs(ids) do\n"
+               "  local m = getm(id)\n"
+               "  if m and m[1] == 1 then\n"
+               "    m[8] = m[8] + 1\n"
+               "    m[9] = tonumber(ARGV[2])\n"
+               "    putm(id, m)\n"
+               "    redis.call('ZADD', KEYS[8], m[9], id)\n"
+               "    out[#out + 1] = record(id)\n"
+               "  else\n"
+               "    redis.call('ZREM', KEYS[8], id)\n"
+               "  end\n"
+               "end\n"
+               "return out\n";
 
 /* KEYS: the fixed ones. ARGV: lease_until, then id token pairs. Returns
  * 0 (extended) or 1 (lost) per pair. */
 static const char renew_lua[] =
-    LUA_COMMON
-    "local lease = tonumber(ARGV[1])\n"
-    "local out = {}\n"
-    "for i = 2, #ARGV, 2 do\n"
-    "  local id = ARGV[i]\n"
-    "  local m = getm(id)\n"
-    "  if m and m[1] == 1 and m[8] == tonumber(ARGV[i + 1]) then\n"
-    "    m[9] = lease\n"
-    "    putm(id, m)\n"
-    "    redis.call('ZADD', KEYS[8], lease, id)\n"
-    "    out[#out + 1] = 0\n"
-    "  else\n"
-    "    out[#out + 1] = 1\n"
-    "  end\n"
-    "end\n"
-    "return out\n";
+    LUA_COMMON "local lease = tonumber(ARGV[1])\n"
+               "local out = {}\n"
+               "for i = 2, #ARGV, 2 do\n"
+               "  local id = ARGV[i]\n"
+               "  local m = getm(id)\n"
+               "  if m and m[1] == 1 and m[8] == tonumber(ARGV[i + 1]) then\n"
+               "    m[9] = lease\n"
+               "    putm(id, m)\n"
+               "    redis.call('ZADD', KEYS[8], lease, id)\n"
+               "    out[#out + 1] = 0\n"
+               "  else\n"
+               "    out[#out + 1] = 1\n"
+               "  end\n"
+               "end\n"
+               "return out\n";
 
 /* KEYS: the fixed ones. ARGV: ids. Returns per id false (unknown) or
  * {id, meta, name, key, queue, error, result}, read atomically. */
@@ -304,7 +315,8 @@ static const char read_lua[] =
     "  local id = ARGV[i]\n"
     "  local m = redis.call('HGET', KEYS[1], id)\n"
     "  if m then\n"
-    "    out[i] = {id, m, redis.call('HGET', KEYS[2], id), redis.call('HGET', KEYS[3], id),\n"
+    "    out[i] = {id, m, redis.call('HGET', KEYS[2], id), redis.call('HGET', KEYS[3], "
+    "id),\n"
     "      redis.call('HGET', KEYS[4], id), redis.call('HGET', KEYS[6], id),\n"
     "      redis.call('HGET', KEYS[7], id)}\n"
     "  else\n"
@@ -317,33 +329,32 @@ static const char read_lua[] =
  * before, nq, queues, nn, names, ids. Deletes each id still finished
  * before `before`; returns how many. */
 static const char purge_lua[] =
-    LUA_COMMON
-    "local before = tonumber(ARGV[1])\n"
-    "local nq = tonumber(ARGV[2])\n"
-    "local QI, N = {}, {}\n"
-    "for i = 1, nq do QI[ARGV[2 + i]] = KEYS[16 + i] end\n"
-    "local a = 3 + nq\n"
-    "local nn = tonumber(ARGV[a])\n"
-    "for j = 1, nn do N[ARGV[a + j]] = KEYS[16 + nq + j] end\n"
-    "local n = 0\n"
-    "for i = a + nn + 1, #ARGV do\n"
-    "  local id = ARGV[i]\n"
-    "  local f = redis.call('ZSCORE', KEYS[9], id)\n"
-    "  if f and tonumber(f) < before then\n"
-    "    local m = getm(id)\n"
-    "    local q = redis.call('HGET', KEYS[4], id)\n"
-    "    local name = redis.call('HGET', KEYS[2], id)\n"
-    "    if m and q and name and QI[q] and N[name] then\n"
-    "      for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
-    "      redis.call('ZREM', KEYS[9], id)\n"
-    "      redis.call('ZREM', KEYS[12 + m[1]], id)\n"
-    "      redis.call('ZREM', QI[q], id)\n"
-    "      redis.call('ZREM', N[name], id)\n"
-    "      n = n + 1\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return n\n";
+    LUA_COMMON "local before = tonumber(ARGV[1])\n"
+               "local nq = tonumber(ARGV[2])\n"
+               "local QI, N = {}, {}\n"
+               "for i = 1, nq do QI[ARGV[2 + i]] = KEYS[16 + i] end\n"
+               "local a = 3 + nq\n"
+               "local nn = tonumber(ARGV[a])\n"
+               "for j = 1, nn do N[ARGV[a + j]] = KEYS[16 + nq + j] end\n"
+               "local n = 0\n"
+               "for i = a + nn + 1, #ARGV do\n"
+               "  local id = ARGV[i]\n"
+               "  local f = redis.call('ZSCORE', KEYS[9], id)\n"
+               "  if f and tonumber(f) < before then\n"
+               "    local m = getm(id)\n"
+               "    local q = redis.call('HGET', KEYS[4], id)\n"
+               "    local name = redis.call('HGET', KEYS[2], id)\n"
+               "    if m and q and name and QI[q] and N[name] then\n"
+               "      for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
+               "      redis.call('ZREM', KEYS[9], id)\n"
+               "      redis.call('ZREM', KEYS[12 + m[1]], id)\n"
+               "      redis.call('ZREM', QI[q], id)\n"
+               "      redis.call('ZREM', N[name], id)\n"
+               "      n = n + 1\n"
+               "    end\n"
+               "  end\n"
+               "end\n"
+               "return n\n";
 
 enum { S_COMMIT, S_CLAIM, S_EXPIRE, S_RENEW, S_READ, S_PURGE, S_COUNT };
 static const char *const scripts[S_COUNT] = {commit_lua, claim_lua, expire_lua,
@@ -387,7 +398,7 @@ typedef struct redis_store {
   char warning[ERR_LEN];
   /* The open batch. */
   args ops;
-  names batch_names;  /* distinct names enqueued */
+  names batch_names;     /* distinct names enqueued */
   coda__idmap batch_ids; /* id -> 1 + index in ops of its 'E' */
   int batch_adds;
   /* Results of the last commit. */
@@ -485,7 +496,8 @@ static void args_free(args *a) {
   memset(a, 0, sizeof *a);
 }
 
-/* ---- lists of names ----------------------------------------------------------------- */
+/* ---- lists of names -----------------------------------------------------------------
+ */
 
 static int names_find(const names *l, const char *v) {
   for (int i = 0; i < l->n; i++)
@@ -573,8 +585,8 @@ static redisReply *check_reply(redis_store *s, redisReply *r, const char *what) 
 
 static int load_scripts(redis_store *s, conn *l) {
   for (int i = 0; i < S_COUNT; i++) {
-    redisReply *r = check_reply(s, link_simple(s, l, 3, "SCRIPT", "LOAD", scripts[i]),
-                                "SCRIPT LOAD");
+    redisReply *r =
+        check_reply(s, link_simple(s, l, 3, "SCRIPT", "LOAD", scripts[i]), "SCRIPT LOAD");
     if (!r)
       return CODA_ESTORE;
     if (r->type == REDIS_REPLY_STRING && r->len == 40)
@@ -640,8 +652,8 @@ static int reply_error_code(const redisReply *r) {
 /* EVALSHA of script `which` with KEYS `keys` and ARGV `argv`; once more
  * after loading the scripts again on NOSCRIPT (a SCRIPT FLUSH, a restarted
  * or failed-over server). *out: the reply, to free. */
-static int run_script(redis_store *s, conn *l, int which, const args *keys, const args *argv,
-                      redisReply **out) {
+static int run_script(redis_store *s, conn *l, int which, const args *keys,
+                      const args *argv, redisReply **out) {
   *out = NULL;
   int rc = link_ready(s, l);
   if (rc)
@@ -663,7 +675,8 @@ static int run_script(redis_store *s, conn *l, int which, const args *keys, cons
       rc = CODA_ESTORE;
       break;
     }
-    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && attempt == 0) {
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 &&
+        attempt == 0) {
       freeReplyObject(r);
       if ((rc = load_scripts(s, l)) != 0)
         break;
@@ -683,7 +696,8 @@ static int run_script(redis_store *s, conn *l, int which, const args *keys, cons
   return rc;
 }
 
-/* ---- keys ---------------------------------------------------------------------------- */
+/* ---- keys ----------------------------------------------------------------------------
+ */
 
 static int fixed_keys(const redis_store *s, args *k) {
   for (int i = 0; i < K_FIXED; i++)
@@ -713,7 +727,8 @@ static int refresh_known(redis_store *s) {
     return rc;
   char key[200];
   snprintf(key, sizeof key, "%s", s->keys[K_QUEUES]);
-  redisReply *r = check_reply(s, link_simple(s, &s->main, 2, "SMEMBERS", key), "SMEMBERS");
+  redisReply *r =
+      check_reply(s, link_simple(s, &s->main, 2, "SMEMBERS", key), "SMEMBERS");
   if (!r)
     return CODA_ESTORE;
   rc = 0;
@@ -723,7 +738,8 @@ static int refresh_known(redis_store *s) {
   return rc;
 }
 
-/* ---- records --------------------------------------------------------------------------- */
+/* ---- records
+ * --------------------------------------------------------------------------- */
 
 static uint64_t parse_id(const redisReply *r) {
   return r && r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 16) : 0;
@@ -743,8 +759,9 @@ static int parse_record(const redisReply *t, int with_outcome, coda__task_record
     return CODA_ESTORE;
   long long state, attempts, max, created, run_at, started, finished, token, until;
   double progress;
-  if (sscanf(meta, "%lld %lld %lld %lld %lld %lld %lld %lld %lld %lf", &state, &attempts, &max,
-             &created, &run_at, &started, &finished, &token, &until, &progress) != 10)
+  if (sscanf(meta, "%lld %lld %lld %lld %lld %lld %lld %lld %lld %lf", &state, &attempts,
+             &max, &created, &run_at, &started, &finished, &token, &until,
+             &progress) != 10)
     return CODA_ESTORE;
   *r = (coda__task_record){.id = parse_id(t->element[0]),
                            .name = str_or_null(t->element[2]),
@@ -774,20 +791,22 @@ static int parse_record(const redisReply *t, int with_outcome, coda__task_record
   return 0;
 }
 
-/* ---- opening --------------------------------------------------------------------------- */
+/* ---- opening
+ * --------------------------------------------------------------------------- */
 
 static int valid_prefix(const char *p) {
   if (!*p)
     return 0;
   for (; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-          *p == '_' || *p == '-' || *p == '.'))
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+          (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
       return 0;
   return 1;
 }
 
 /* Reads one query parameter (prefix or replicas) of the URI. */
-static int parse_param(redis_store *s, const char *p, size_t n, char *prefix, size_t cap) {
+static int parse_param(redis_store *s, const char *p, size_t n, char *prefix,
+                       size_t cap) {
   if (n > 7 && strncmp(p, "prefix=", 7) == 0 && n - 7 < cap) {
     memcpy(prefix, p + 7, n - 7);
     prefix[n - 7] = '\0';
@@ -872,18 +891,20 @@ static int check_eviction(redis_store *s) {
     return CODA_ESTORE;
   int rc = 0;
   if (r->type == REDIS_REPLY_ERROR) {
-    snprintf(s->warning, sizeof s->warning,
-             "redis store: cannot read maxmemory-policy (%s): make sure it is noeviction, or "
-             "tasks may be evicted and lost",
-             r->str);
+    snprintf(
+        s->warning, sizeof s->warning,
+        "redis store: cannot read maxmemory-policy (%s): make sure it is noeviction, or "
+        "tasks may be evicted and lost",
+        r->str);
   } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
              r->element[1]->type == REDIS_REPLY_STRING) {
     const char *policy = r->element[1]->str;
     if (strncmp(policy, "volatile-", 9) == 0) {
-      snprintf(s->warning, sizeof s->warning,
-               "redis store: maxmemory-policy is %s; coda sets no TTL so its keys are not "
-               "evicted, but noeviction is the safe setting",
-               policy);
+      snprintf(
+          s->warning, sizeof s->warning,
+          "redis store: maxmemory-policy is %s; coda sets no TTL so its keys are not "
+          "evicted, but noeviction is the safe setting",
+          policy);
     } else if (strcmp(policy, "noeviction") != 0) {
       set_err(s,
               "redis %s:%d has maxmemory-policy %s, which can evict task keys and lose "
@@ -956,7 +977,8 @@ static void redis_close(coda__store *base) {
   free(s);
 }
 
-/* ---- batches ---------------------------------------------------------------------------- */
+/* ---- batches
+ * ---------------------------------------------------------------------------- */
 
 static int redis_recover(coda__store *base, int64_t now) {
   (void)base;
@@ -1072,7 +1094,8 @@ static int redis_progress(coda__store *base, uint64_t id, double progress) {
   return push_progress((redis_store *)base, id, progress, 0);
 }
 
-static int redis_progress_leased(coda__store *base, const coda__lease *l, double progress) {
+static int redis_progress_leased(coda__store *base, const coda__lease *l,
+                                 double progress) {
   return push_progress((redis_store *)base, l->id, progress, l->lease);
 }
 
@@ -1113,8 +1136,8 @@ static int keep_results(redis_store *s, const redisReply *r) {
     s->refused_cap = (int)nref;
   }
   for (size_t i = 0; i < nref; i++)
-    s->refused[s->nrefused++] = (coda__lease){parse_id(f->element[2 * i]),
-                                              strtoull(f->element[2 * i + 1]->str, NULL, 10)};
+    s->refused[s->nrefused++] = (coda__lease){
+        parse_id(f->element[2 * i]), strtoull(f->element[2 * i + 1]->str, NULL, 10)};
   return 0;
 }
 
@@ -1129,13 +1152,19 @@ static int wait_replicas(redis_store *s) {
   long long acks = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
   freeReplyObject(r);
   if (acks < s->replicas) {
-    set_err(s,
-            "redis store: new tasks not acknowledged by %d replicas within %d ms (%lld did); "
-            "refused",
-            s->replicas, WAIT_TIMEOUT_MS, acks);
+    set_err(
+        s,
+        "redis store: new tasks not acknowledged by %d replicas within %d ms (%lld did); "
+        "refused",
+        s->replicas, WAIT_TIMEOUT_MS, acks);
     return CODA_ESTORE;
   }
   return 0;
+}
+
+/* The text of an error a script raised: Redis may put "ERR " before it. */
+static const char *script_error(const redisReply *r) {
+  return strncmp(r->str, "ERR ", 4) == 0 ? r->str + 4 : r->str;
 }
 
 /* One commit script call; STALE_QUEUES when the queues known here were
@@ -1150,13 +1179,15 @@ static int commit_once(redis_store *s, long long *written) {
     rc = run_script(s, &s->main, S_COMMIT, &keys, &argv, &r);
   args_free(&keys);
   args_free(&argv);
-  if (rc && r && strcmp(r->str, "CODASTALE") == 0)
+  const char *why = rc && r ? script_error(r) : "";
+  if (strcmp(why, "CODASTALE") == 0)
     rc = STALE_QUEUES;
-  else if (rc && r && strncmp(r->str, "CODAIDTAKEN ", 12) == 0)
+  else if (strncmp(why, "CODAIDTAKEN ", 12) == 0)
     set_err(s, "redis store: id %" PRIu64 " taken by another key",
-            strtoull(r->str + 12, NULL, 16));
+            strtoull(why + 12, NULL, 16));
   else if (rc && rc == CODA_ELIMIT)
-    set_err(s, "redis is out of memory (maxmemory): nothing of the batch was written (%s)",
+    set_err(s,
+            "redis is out of memory (maxmemory): nothing of the batch was written (%s)",
             r->str);
   if (rc == 0 && (r->type != REDIS_REPLY_ARRAY || r->elements != 3)) {
     set_err(s, "redis store: unexpected reply to a commit");
@@ -1193,21 +1224,24 @@ static int redis_commit(coda__store *base) {
 static int redis_duplicates(coda__store *base, uint64_t *out, int max) {
   redis_store *s = (redis_store *)base;
   int n = s->ndups < max ? s->ndups : max;
-  memcpy(out, s->dups, (size_t)n * sizeof *out);
+  if (n > 0)
+    memcpy(out, s->dups, (size_t)n * sizeof *out);
   return n;
 }
 
 static int redis_refused(coda__store *base, coda__lease *out, int max) {
   redis_store *s = (redis_store *)base;
   int n = s->nrefused < max ? s->nrefused : max;
-  memcpy(out, s->refused, (size_t)n * sizeof *out);
+  if (n > 0)
+    memcpy(out, s->refused, (size_t)n * sizeof *out);
   return n;
 }
 
-/* ---- claims, expiry, leases --------------------------------------------------------- */
+/* ---- claims, expiry, leases ---------------------------------------------------------
+ */
 
-static int deliver_records(redis_store *s, const redisReply *r, size_t from, coda__claim_fn fn,
-                           void *user) {
+static int deliver_records(redis_store *s, const redisReply *r, size_t from,
+                           coda__claim_fn fn, void *user) {
   int n = 0;
   for (size_t i = from; i < r->elements; i++) {
     coda__task_record rec;
@@ -1286,8 +1320,8 @@ static int redis_expire(coda__store *base, int64_t now, int64_t lease_until, int
   return n;
 }
 
-static int redis_renew(coda__store *base, const coda__lease *l, int n, int64_t lease_until,
-                       unsigned char *lost) {
+static int redis_renew(coda__store *base, const coda__lease *l, int n,
+                       int64_t lease_until, unsigned char *lost) {
   redis_store *s = (redis_store *)base;
   if (n <= 0)
     return 0;
@@ -1340,7 +1374,8 @@ static int redis_pause(coda__store *base, const char *queue, int paused) {
   return 0;
 }
 
-/* ---- reading ---------------------------------------------------------------------------- */
+/* ---- reading
+ * ---------------------------------------------------------------------------- */
 
 /* The tasks of `ids` (hex strings in argv), read atomically on the side
  * link. Caller holds side_mu. */
@@ -1350,7 +1385,8 @@ static int read_tasks(redis_store *s, const args *ids, redisReply **out) {
   if (rc == 0)
     rc = run_script(s, &s->side, S_READ, &keys, ids, out);
   args_free(&keys);
-  if (rc == 0 && ((*out)->type != REDIS_REPLY_ARRAY || (*out)->elements != (size_t)ids->n)) {
+  if (rc == 0 &&
+      ((*out)->type != REDIS_REPLY_ARRAY || (*out)->elements != (size_t)ids->n)) {
     set_err(s, "redis store: unexpected reply to a read");
     rc = CODA_ESTORE;
   }
@@ -1402,7 +1438,8 @@ static int by_hex(const void *a, const void *b) {
 
 /* The next ids of the index keys above `after` (16 hex digits), merged,
  * into ids (at most `page`). Caller holds side_mu. */
-static int next_ids(redis_store *s, const args *index, const char *after, int page, args *ids) {
+static int next_ids(redis_store *s, const args *index, const char *after, int page,
+                    args *ids) {
   int rc = link_ready(s, &s->side);
   if (rc)
     return rc;
@@ -1477,7 +1514,8 @@ static int gather(redis_store *s, const coda__task_filter *f, coda__info_list *o
       break;
     for (size_t i = 0; rc == 0 && i < r->elements && out->n < f->limit; i++) {
       coda__task_record rec;
-      if (r->element[i]->type != REDIS_REPLY_ARRAY || parse_record(r->element[i], 1, &rec) != 0)
+      if (r->element[i]->type != REDIS_REPLY_ARRAY ||
+          parse_record(r->element[i], 1, &rec) != 0)
         continue; /* deleted since the index was read */
       if (matches(f, &rec))
         rc = coda__info_list_add(out, &rec);
@@ -1507,8 +1545,8 @@ static int redis_find(coda__store *base, const coda__task_filter *f, coda_task_l
   return coda__info_list_deliver(&out, fn, user); /* side_mu released: fn may get() */
 }
 
-static int redis_list(coda__store *base, coda_task_state state, uint64_t after_id, int limit,
-                      coda_task_list_fn fn, void *user) {
+static int redis_list(coda__store *base, coda_task_state state, uint64_t after_id,
+                      int limit, coda_task_list_fn fn, void *user) {
   coda__task_filter f = {.state = (int)state, .after_id = after_id, .limit = limit};
   return redis_find(base, &f, fn, user);
 }
@@ -1583,7 +1621,8 @@ static int redis_reserve_ids(coda__store *base, uint64_t count, uint64_t *first)
   return rc;
 }
 
-/* ---- purge ------------------------------------------------------------------------------- */
+/* ---- purge
+ * ------------------------------------------------------------------------------- */
 
 /* Purge, step one: finished tasks older than `before` (at most limit), with
  * their names and queues, in two round trips. */
@@ -1592,8 +1631,9 @@ static int purge_candidates(redis_store *s, int64_t before, int limit, redisRepl
   char max[32], lim[16];
   snprintf(max, sizeof max, "(%" PRId64, before);
   snprintf(lim, sizeof lim, "%d", limit);
-  *ids = check_reply(s, link_simple(s, &s->main, 7, "ZRANGEBYSCORE", s->keys[K_DONE], "-inf",
-                                    max, "LIMIT", "0", lim),
+  *ids = check_reply(s,
+                     link_simple(s, &s->main, 7, "ZRANGEBYSCORE", s->keys[K_DONE], "-inf",
+                                 max, "LIMIT", "0", lim),
                      "ZRANGEBYSCORE");
   if (!*ids)
     return CODA_ESTORE;
