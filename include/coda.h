@@ -557,8 +557,20 @@ CODA_API const void *coda_task_bytes(const coda_task *t, int i, size_t *len);
  *  can `return coda_task_fail(t, "smtp: %s", why);`. */
 CODA_API int coda_task_fail(coda_task *t, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/** True once a THREAD task has passed its timeout (or shutdown forced). */
+/** True once a THREAD task has passed its timeout (or shutdown forced), and
+ *  for a durable task of any executor once its lease is lost (see
+ *  coda_task_lease_lost()): the task should stop, as its outcome will not
+ *  be recorded. A PROCESS task's worker sees only the lost lease (a
+ *  timeout kills the worker instead). Any thread. */
 CODA_API int coda_task_cancelled(const coda_task *t);
+/** True once the running durable task's lease is lost: the heartbeat could
+ *  not renew it in time, and the store gave the task to another attempt
+ *  (another process, or a retry here). Whatever this attempt records from
+ *  then on (outcome, result, progress) is refused by the store, logged and
+ *  counted as CODA_STAT_LEASE_LOST. In a PROCESS worker it is told by a
+ *  signal (SIGRTMIN+2, handled by coda: leave it alone in task code), seen
+ *  within a heartbeat (CODA_OPT_TASK_LEASE / 3). Any thread. */
+CODA_API int coda_task_lease_lost(const coda_task *t);
 /** True if the response this task belongs to reached the client's socket. */
 CODA_API int coda_task_delivered(const coda_task *t);
 /** The registered name of the task's definition. */
@@ -590,18 +602,20 @@ typedef enum {
   CODA_STAT_QUEUED = 0, /* added, not started (includes waiting for the response) */
   CODA_STAT_RUNNING,
   CODA_STAT_SUCCEEDED,
-  CODA_STAT_FAILED,   /* includes crashed and timed out */
+  CODA_STAT_FAILED, /* includes crashed and timed out */
   CODA_STAT_TIMED_OUT,
   CODA_STAT_CRASHED,
-  CODA_STAT_REJECTED, /* queue full at add time */
-  CODA_STAT_DROPPED,  /* handler failed, or skipped after a failure */
-  CODA_STAT_RETRIED,  /* durable: failed attempts with another one scheduled */
-  CODA_STAT_DEAD,     /* durable: every attempt failed */
-  CODA_STAT_DUPLICATE, /* durable: adds whose idempotency key was known */
-  CODA_STAT_CLAIMED,  /* durable: attempts read back from the store */
-  CODA_STAT_RESTARTED, /* process: workers replaced after they ended (a worker
-                          that ends before it is ready for tasks is replaced
-                          after 0.1 s, doubling up to 5 s) */
+  CODA_STAT_REJECTED,   /* queue full at add time */
+  CODA_STAT_DROPPED,    /* handler failed, or skipped after a failure */
+  CODA_STAT_RETRIED,    /* durable: failed attempts with another one scheduled */
+  CODA_STAT_DEAD,       /* durable: every attempt failed */
+  CODA_STAT_DUPLICATE,  /* durable: adds whose idempotency key was known */
+  CODA_STAT_CLAIMED,    /* durable: attempts read back from the store */
+  CODA_STAT_RESTARTED,  /* process: workers replaced after they ended (a worker
+                           that ends before it is ready for tasks is replaced
+                           after 0.1 s, doubling up to 5 s) */
+  CODA_STAT_LEASE_LOST, /* durable: outcomes the store refused because the
+                           attempt's lease had been taken over (not retried) */
   CODA_STAT_COUNT_
 } coda_task_stat_kind;
 
@@ -654,6 +668,27 @@ CODA_API const char *coda_app_store_error(const coda_app *app);
 /** Makes every task of this definition durable (route-level tasks too). */
 CODA_API int coda_task_def_durable(coda_task_def *def, int durable);
 
+/** Puts the definition's durable tasks in a named queue (default
+ *  "default"): they run on the processes that serve that queue
+ *  (coda_app_queues()), whichever process added them. A name is 1 to 64
+ *  characters among A-Z a-z 0-9 _ . - (CODA_EINVAL otherwise). Copied.
+ *  Before coda_app_run(). */
+CODA_API int coda_task_def_queue(coda_task_def *def, const char *queue);
+
+/** Which queues this process claims durable tasks from, as a
+ *  comma-separated list in order of preference ("cpu,default"); NULL or ""
+ *  serves every queue (the default). A durable task added here of a queue
+ *  not served is written unclaimed for a process that serves it. Before
+ *  coda_app_run(): CODA_ESTATE after, CODA_EINVAL for a bad name. */
+CODA_API int coda_app_queues(coda_app *app, const char *queues);
+
+/** Pauses (paused 1) or resumes (0) claiming from a queue, for every
+ *  process sharing the store: tasks running go on, nothing new of that
+ *  queue starts until it is resumed. Waits for the store to record it.
+ *  Any thread but a task's or an event loop's of this app while it runs
+ *  (it blocks for one store write). CODA_ESTATE without a store. */
+CODA_API int coda_app_queue_pause(coda_app *app, const char *queue, int paused);
+
 /** Retry policy of a definition's durable tasks: attempts in all (>= 1),
  *  first backoff and its cap in ms. The delay before attempt n+1 is
  *  min(backoff_max, backoff * 2^(n-1)), then a random jitter takes it to
@@ -682,6 +717,58 @@ CODA_API int coda_app_enqueue(coda_app *app, coda_task_def *def, coda_task_opts 
 /** Waits (blocking the caller) until every durable write queued so far is
  *  in the store. Not from an event loop thread. Returns 0 or CODA_ESTORE. */
 CODA_API int coda_app_store_sync(coda_app *app);
+
+/* -- periodic tasks --
+ *
+ *   coda_task_def *tick = coda_app_task(app, "tick", tick_fn, CODA_EXEC_THREAD);
+ *   coda_app_every(app, tick, 1000);             // each second, on the second
+ *   coda_app_cron(app, report, "30 6 * * mon-fri"); // 06:30 UTC on weekdays
+ *
+ * Each due time adds one durable task of the definition, as
+ * coda_app_enqueue() does (durable whatever the definition says; other adds
+ * of it are as the definition says), with run_at its due time and the
+ * idempotency key "periodic:NAME:DUE" (DUE in unix ms). The task gets one
+ * argument, its due time in unix ms: coda_task_int(t, 0). Due times are on
+ * the wall clock in UTC: an interval's are its multiples since the unix
+ * epoch (every 1000 ms is on each second, every hour on the hour), a cron
+ * expression's are its minutes. So every process that schedules the
+ * definition against one store (the servers and workers of a fleet) adds
+ * the same keys, and each due time runs once, whichever processes are up.
+ * A process adds a due time when it comes (a timer on the server's control
+ * loop, no polling), and stops adding them when it begins to shut down.
+ *
+ * Missed due times: when the app starts, the latest due time at or before
+ * that moment is added as well, if it is younger than CODA_OPT_TASK_RETAIN
+ * (any age if 0). If some process ran it, its key is still in the store and
+ * nothing runs; if every process was down then, it runs once, now. Earlier
+ * missed due times do not run: one catch-up, never a burst. This relies on
+ * the retention keeping finished tasks longer than the interval: a due time
+ * older than the retention is not caught up (the store could no longer tell
+ * whether it ran). A process that falls behind while it runs (suspended)
+ * likewise adds only the latest due time it missed.
+ *
+ * Both are configuration calls (before coda_app_run()); one schedule per
+ * definition. Schedules run while coda_app_run() runs, with a listener or
+ * without one (a worker process). */
+
+/** Runs `def` every `interval_ms` milliseconds (at least 10), at the
+ *  multiples of the interval since the unix epoch. Returns 0, CODA_EINVAL
+ *  (no def, a def of another app, an interval below 10 ms), CODA_EEXIST
+ *  (the definition has a schedule already), CODA_ESTATE once the app runs,
+ *  or CODA_ENOMEM. */
+CODA_API int coda_app_every(coda_app *app, coda_task_def *def, long interval_ms);
+
+/** Runs `def` at the minutes of a five-field cron expression in UTC:
+ *  "minute hour day-of-month month day-of-week", each `*` or a list of
+ *  numbers, ranges `a-b` and steps (`1-10/2`; every 5 minutes is `*` then
+ *  `/5`); months and weekdays
+ *  also by name (jan, mon); Sunday is 0 or 7; when both day fields are
+ *  restricted a day matches either (a day field that starts with `*`
+ *  restricts nothing there); @hourly, @daily, @weekly, @monthly, @yearly.
+ *  Returns as coda_app_every(), and CODA_EINVAL for an expression that does
+ *  not parse or never matches, with the reason logged ("hour: 24 is out of
+ *  range 0-23"). */
+CODA_API int coda_app_cron(coda_app *app, coda_task_def *def, const char *expr);
 
 /** States of a durable task. */
 typedef enum {
@@ -726,6 +813,45 @@ typedef int (*coda_task_list_fn)(const coda_task_info *info, void *user);
  *  does (a first attempt that runs now is listed as running, not by the
  *  queued state stored for it). */
 CODA_API int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int limit,
+                            coda_task_list_fn fn, void *user);
+
+/** A set of states, for coda_task_filter.states:
+ *  CODA_STATE_BIT(CODA_STATE_FAILED) | CODA_STATE_BIT(CODA_STATE_DEAD). */
+#define CODA_STATE_BIT(state) (1u << (state))
+
+/** What coda_task_find() lists: the tasks that match every member set.
+ *  Always make one with CODA_TASK_FILTER_INIT (or the pointer form
+ *  CODA_TASK_FILTER), which records its size: members are only ever added
+ *  at the end, and coda reads only those the caller's header had. A filter
+ *  without its size is refused (CODA_EINVAL). */
+typedef struct coda_task_filter {
+  size_t size;       /* sizeof(coda_task_filter) in the caller's header */
+  unsigned states;   /* CODA_STATE_BIT() of each state listed; 0: every state */
+  const char *queue; /* tasks of this queue ("default" unless named); NULL: any */
+  const char *name;  /* tasks of this definition (coda_app_task()'s name); NULL: any */
+  uint64_t after_id; /* ids above this one: 0 from the first, else the last id of
+                        the previous page */
+  int limit;         /* at most this many; 0: no limit */
+} coda_task_filter;
+
+/** coda_task_filter f = CODA_TASK_FILTER_INIT(.name = "tick", .limit = 50); */
+#define CODA_TASK_FILTER_INIT(...) {.size = sizeof(coda_task_filter), __VA_ARGS__}
+/** A pointer to a filter for one call:
+ *  coda_task_find(app, CODA_TASK_FILTER(.name = "tick"), fn, user). */
+#define CODA_TASK_FILTER(...) (&(const coda_task_filter)CODA_TASK_FILTER_INIT(__VA_ARGS__))
+
+/** Lists the durable tasks that match `filter` (NULL: all of them), by
+ *  increasing id, to fn (return nonzero from it to stop). Pages: pass the
+ *  last id delivered as after_id. Ids follow the order tasks were added,
+ *  except for tasks with an idempotency key (periodic tasks among them),
+ *  whose id is derived from the key. Any thread; it reads the store
+ *  (SQLite: by name through an index, otherwise a scan, for operators, not
+ *  for a hot path); tasks alive in this process show their state as
+ *  coda_task_get() does, as for coda_task_list(). The strings of the
+ *  filter are borrowed for the call. Returns how many fn got, CODA_EINVAL
+ *  for a bad filter (no size, an unknown state bit, a negative limit), or
+ *  another CODA_E* code. coda_task_list() is this with one state. */
+CODA_API int coda_task_find(coda_app *app, const coda_task_filter *filter,
                             coda_task_list_fn fn, void *user);
 
 /** Frees what coda_task_get() returned. */

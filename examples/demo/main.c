@@ -2,6 +2,12 @@
  * coda-demo - the seeds' examples in C, and the program `make run` starts.
  *
  *   coda-demo [--listen HOST:PORT] [--threads N] [--store memory|sqlite:PATH] [--quiet]
+ *             [--queues a,b] [--tick MS]
+ *   coda-demo --worker --store URI [--queues a,b]
+ *
+ * A worker serves no HTTP: it registers the same task definitions (it must
+ * know every name it may claim) and runs the durable tasks of its queues
+ * that any process sharing the store added, until SIGTERM or SIGINT.
  *
  * Routes are listed by GET /. Handlers run on the event loop threads and
  * never block; the slow work is in background tasks that start once the
@@ -20,9 +26,9 @@
 #include <time.h>
 
 static coda_app *app;
-static atomic_long trivial_runs;
-static coda_task_def *trivial_def, *email_def, *cpu_def, *profile_def, *notify_def,
-    *upload_def, *webhook_def, *report_def;
+static atomic_long trivial_runs, tick_runs;
+static coda_task_def *tick_def, *trivial_def, *email_def, *cpu_def, *profile_def,
+    *notify_def, *upload_def, *webhook_def, *report_def;
 
 static const char plain_body[] = "{\"status\":\"ok\"}";
 static const char queued_body[] = "{\"status\":\"queued\"}";
@@ -41,6 +47,7 @@ static const char index_body[] =
     "{\"method\":\"POST\",\"path\":\"/reports\",\"does\":\"202 + Location, a durable report task that fails twice, then succeeds\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks/{id}\",\"does\":\"a durable task's state, attempts, progress, result\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks?state=dead\",\"does\":\"durable tasks in one state, by id (after=, limit=)\"},"
+    "{\"method\":\"GET\",\"path\":\"/tasks?name=tick\",\"does\":\"the runs of the periodic tick task and their due times, by id (state=, after=, limit=)\"},"
     "{\"method\":\"GET\",\"path\":\"/stats\",\"does\":\"request and task counters\"}"
     "]}";
 
@@ -49,6 +56,14 @@ static const char index_body[] =
 static int trivial_task(coda_task *t) {
   (void)t;
   atomic_fetch_add_explicit(&trivial_runs, 1, memory_order_relaxed);
+  return 0;
+}
+
+/* The periodic task (every second, --tick): counts itself. Its argument is
+ * its due time; GET /tasks?name=tick lists its runs. */
+static int tick_task(coda_task *t) {
+  (void)t;
+  atomic_fetch_add_explicit(&tick_runs, 1, memory_order_relaxed);
   return 0;
 }
 
@@ -301,39 +316,58 @@ static int get_task(coda_req *req, coda_res *res, void *user) {
   return coda_res_body(res, buf, n < sizeof buf ? n : sizeof buf - 1);
 }
 
+/* A listed task as JSON, with the due time of a periodic task (from its
+ * key, "periodic:NAME:DUE"). */
 static int add_listed(const coda_task_info *info, void *user) {
   char buf[4096];
   size_t n = coda_task_info_json(info, buf, sizeof buf);
   json_t *item = n < sizeof buf ? json_loadb(buf, n, 0, NULL) : NULL;
+  const char *due = info->key && strncmp(info->key, "periodic:", 9) == 0
+                        ? strrchr(info->key, ':')
+                        : NULL;
+  if (item && due)
+    json_object_set_new(item, "due", json_integer(strtoll(due + 1, NULL, 10)));
   if (item)
     json_array_append_new(user, item);
   return 0;
 }
 
-/* GET /tasks?state=dead&after=ID&limit=N: durable tasks in one state (the
- * dead ones by default), by id; page with after=<the last id>. */
+/* GET /tasks?state=dead&name=tick&after=ID&limit=N: durable tasks by state
+ * (the dead ones when neither is given) and definition name, by increasing
+ * id; page with after=<next_after>. The ids of periodic tasks derive from
+ * their keys, so that is not the order of their due times: each carries
+ * its "due" time. */
 static int get_tasks(coda_req *req, coda_res *res, void *user) {
   (void)user;
   static const char *const states[] = {"queued", "running", "succeeded", "failed", "dead"};
-  const char *name = coda_req_query(req, "state");
+  const char *state_name = coda_req_query(req, "state");
+  const char *name = coda_req_query(req, "name");
   const char *after = coda_req_query(req, "after");
   const char *limit = coda_req_query(req, "limit");
+  if (!state_name && !name)
+    state_name = "dead";
   int state = -1;
-  for (int i = 0; i < 5; i++)
-    if (strcmp(name ? name : "dead", states[i]) == 0)
+  for (int i = 0; state_name && i < 5; i++)
+    if (strcmp(state_name, states[i]) == 0)
       state = i;
   long n = limit ? strtol(limit, NULL, 10) : 50;
-  if (state < 0 || n < 1 || n > 1000)
+  if ((state_name && state < 0) || (name && !*name) || n < 1 || n > 1000)
     return coda_res_json_text(res, 422, "{\"error\":\"state: queued, running, succeeded, "
-                                        "failed or dead; limit: 1..1000\"}");
+                                        "failed or dead; name: a task's; limit: 1..1000\"}");
   json_t *list = json_array();
-  int rc = coda_task_list(app, (coda_task_state)state,
-                          after ? strtoull(after, NULL, 10) : 0, (int)n, add_listed, list);
+  coda_task_filter f = CODA_TASK_FILTER_INIT(
+      .states = state >= 0 ? CODA_STATE_BIT(state) : 0, .name = name,
+      .after_id = after ? strtoull(after, NULL, 10) : 0, .limit = (int)n);
+  int rc = coda_task_find(app, &f, add_listed, list);
   if (rc < 0) {
     json_decref(list);
     return rc;
   }
-  json_t *out = json_pack("{s:s, s:o}", "state", states[state], "tasks", list);
+  size_t got = json_array_size(list);
+  json_t *last = got ? json_object_get(json_array_get(list, got - 1), "id") : NULL;
+  json_t *out = json_pack("{s:s?, s:s?, s:o, s:O?}", "state", state >= 0 ? states[state] : NULL,
+                          "name", name, "tasks", list, "next_after",
+                          got == (size_t)n ? last : NULL);
   rc = coda_res_json(res, 200, out);
   json_decref(out);
   return rc;
@@ -359,16 +393,25 @@ static int get_stats(coda_req *req, coda_res *res, void *user) {
 /* ---- main ---------------------------------------------------------------- */
 
 static void usage(const char *argv0) {
-  fprintf(stderr,
-          "usage: %s [--listen HOST:PORT] [--threads N] [--store URI] [--quiet]\n"
-          "  --listen   address to serve on (default 127.0.0.1:8000; port 0 = any)\n"
-          "  --threads  event loops, one per thread (default: one per core)\n"
-          "  --store    durable tasks: memory or sqlite:PATH (default sqlite:data/coda.db)\n"
-          "  --quiet    no access log\n",
-          argv0);
+  fprintf(
+      stderr,
+      "usage: %s [--listen HOST:PORT] [--threads N] [--store URI] [--queues a,b] "
+      "[--quiet] [--tick MS]\n"
+      "       %s --worker --store URI [--queues a,b] [--threads N]\n"
+      "  --listen   address to serve on (default 127.0.0.1:8000; port 0 = any)\n"
+      "  --threads  event loops, one per thread (default: one per core)\n"
+      "  --store    durable tasks: memory, sqlite:PATH or redis://HOST:PORT[/DB][?prefix=&replicas=]\n"
+      "             (default sqlite:data/coda.db)\n"
+      "  --queues   the durable task queues this process runs, by preference "
+      "(default: all)\n"
+      "  --worker   no HTTP: run durable tasks only, until SIGTERM\n"
+      "  --quiet    no access log\n"
+      "  --tick     the periodic tick task's interval in ms (default 1000; 0: off)\n",
+      argv0, argv0);
 }
 
 static int register_tasks(void) {
+  tick_def = coda_app_task(app, "tick", tick_task, CODA_EXEC_THREAD);
   trivial_def = coda_app_task(app, "trivial", trivial_task, CODA_EXEC_THREAD);
   email_def = coda_app_task(app, "blocking_io_task", blocking_io_task, CODA_EXEC_THREAD);
   cpu_def = coda_app_task(app, "cpu_heavy_task", cpu_heavy_task, CODA_EXEC_PROCESS);
@@ -379,7 +422,7 @@ static int register_tasks(void) {
   coda_task_def_timeout(webhook_def, 15000);
   report_def = coda_app_task(app, "build_report", build_report_task, CODA_EXEC_THREAD);
   coda_task_def_retry(report_def, 5, 1000, 10000); /* ~1 s, ~2 s, ... between attempts */
-  return trivial_def && email_def && cpu_def && profile_def && notify_def && upload_def &&
+  return tick_def && trivial_def && email_def && cpu_def && profile_def && notify_def && upload_def &&
                  webhook_def && report_def
              ? 0
              : CODA_ENOMEM;
@@ -409,8 +452,10 @@ static int register_routes(void) {
 int main(int argc, char **argv) {
   const char *listen = "127.0.0.1:8000";
   const char *store = "sqlite:data/coda.db";
+  const char *queues = NULL;
   long threads = 0;
-  int access_log = 1;
+  int access_log = 1, worker = 0;
+  long tick_ms = 1000;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
       listen = argv[++i];
@@ -418,8 +463,14 @@ int main(int argc, char **argv) {
       threads = strtol(argv[++i], NULL, 10);
     } else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc) {
       store = argv[++i];
+    } else if (strcmp(argv[i], "--queues") == 0 && i + 1 < argc) {
+      queues = argv[++i];
+    } else if (strcmp(argv[i], "--worker") == 0) {
+      worker = 1;
     } else if (strcmp(argv[i], "--quiet") == 0) {
       access_log = 0;
+    } else if (strcmp(argv[i], "--tick") == 0 && i + 1 < argc) {
+      tick_ms = strtol(argv[++i], NULL, 10);
     } else {
       usage(argv[0]);
       return 2;
@@ -434,15 +485,23 @@ int main(int argc, char **argv) {
   if (rc == 0)
     coda_app_worker(app); /* a process worker stops here */
   if (rc == 0)
-    rc = coda_app_listen(app, listen);
+    rc = coda_app_listen(app, worker ? NULL : listen); /* NULL: tasks only */
+  if (rc == 0 && queues && (rc = coda_app_queues(app, queues)) != 0)
+    fprintf(stderr, "coda-demo: --queues %s: queue names are A-Z a-z 0-9 _ . -\n",
+            queues);
   if (rc == 0 && threads > 0)
     rc = coda_app_set(app, CODA_OPT_THREADS, threads);
   if (rc == 0)
     rc = coda_app_set(app, CODA_OPT_ACCESS_LOG, access_log);
   if (rc == 0 && (rc = coda_app_store(app, store)) != 0)
     fprintf(stderr, "coda-demo: store %s: %s\n", store, coda_app_store_error(app));
-  if (rc == 0)
+  if (rc == 0 && !worker)
     rc = register_routes();
+  if (rc == 0 && tick_ms > 0 && (rc = coda_app_every(app, tick_def, tick_ms)) != 0)
+    fprintf(stderr, "coda-demo: --tick %ld: at least 10 ms, or 0 for none\n", tick_ms);
+  if (rc == 0 && worker)
+    fprintf(stderr, "coda-demo: worker on %s, queues %s\n", store,
+            queues ? queues : "(all)");
   if (rc == 0)
     rc = coda_app_run(app);
   if (rc != 0)

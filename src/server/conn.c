@@ -181,6 +181,11 @@ static void start_write(coda__conn *c) {
 
 static void wrote(coda__conn *c, size_t n) {
   c->written_total += n;
+  /* The loop's time is cached when its iteration begins: a handler that
+   * ran for seconds earlier in this iteration would make this write look
+   * that much older, and the send timeout would cut a reader who is
+   * keeping up. The refresh is a clock read (vDSO), no system call. */
+  uv_update_time(&c->loop->uv);
   c->last_write = loop_now(c);
   fire_marks(c, 0);
 }

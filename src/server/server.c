@@ -273,11 +273,15 @@ static void on_wakeup(uv_async_t *a) {
 
 static void on_sweep(uv_timer_t *t) {
   coda__loop *loop = t->data;
-  uint64_t now = uv_now(&loop->uv);
   coda__queue *q, *next;
   for (q = loop->conns.next; q != &loop->conns; q = next) {
     next = q->next;
-    coda__conn_check_timeouts(coda__container_of(q, coda__conn, link), now);
+    /* Read for each connection: a write refreshes the loop's time (conn.c
+     * wrote()), and a check can run code that writes to another
+     * connection (a 408 lets a pipelined request's handler run, which may
+     * write to a stream it keeps). That connection's stamp would then be
+     * later than a `now` read before the walk, and `now - stamp` wrap. */
+    coda__conn_check_timeouts(coda__container_of(q, coda__conn, link), uv_now(&loop->uv));
   }
   if (loop->accept_pending && !loop->stopping && below_connection_limit(loop)) {
     loop->accept_pending = 0;

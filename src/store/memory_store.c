@@ -17,11 +17,19 @@
  * duplicate of a task that never runs. The ids enqueued since begin are
  * kept for that; outcomes and progress need no undo (the engine writes
  * them again, and writing one twice changes nothing).
+ *
+ * Version 2 (fencing): each entry keeps its claim token (r.lease) and when
+ * its lease ends; claimed entries are linked in `claimed`, which expire()
+ * walks. An outcome is refused unless it carries the current token of a
+ * claimed entry, or it is the same outcome written again after a rollback
+ * (the entry remembers the token that finished it: no other claim can
+ * carry that token, so this is the engine repeating itself).
  */
 #include "common/idmap.h"
 #include "common/queue.h"
 #include "store/store.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -29,10 +37,12 @@
 #define MAX_FINISHED 100000
 
 typedef struct entry {
-  coda__queue link; /* in waiting or finished, or alone while claimed */
+  coda__queue link; /* in waiting, claimed or finished */
   coda__task_record r;
   int owned;
-  char *name, *key, *error;
+  int64_t lease_until;  /* while owned */
+  uint64_t finished_by; /* the token of the outcome that released it, 0: none */
+  char *name, *key, *error, *queue;
   void *args, *result;
 } entry;
 
@@ -41,7 +51,14 @@ typedef struct memory_store {
   uv_mutex_t mu;
   coda__idmap entries; /* id -> entry */
   coda__queue waiting;
+  coda__queue claimed;
   coda__queue finished;
+  char **served; /* serve(): the queues claim() takes from, NULL: all */
+  int nserved;
+  char **paused; /* pause(): queues claim() takes nothing from */
+  int npaused;
+  coda__lease *refused; /* outcomes the open batch refused */
+  int nrefused, refused_cap;
   size_t nfinished;
   uint64_t next_id;
   uint64_t *added; /* ids enqueued in the open batch, for rollback */
@@ -55,6 +72,7 @@ static void entry_free(entry *e) {
   free(e->name);
   free(e->key);
   free(e->error);
+  free(e->queue);
   free(e->args);
   free(e->result);
   free(e);
@@ -88,6 +106,7 @@ coda__store *coda__memory_store_open(void) {
   s->base.m = &memory_methods;
   uv_mutex_init(&s->mu);
   coda__queue_init(&s->waiting);
+  coda__queue_init(&s->claimed);
   coda__queue_init(&s->finished);
   s->next_id = 1;
   return &s->base;
@@ -95,12 +114,21 @@ coda__store *coda__memory_store_open(void) {
 
 static void free_entry_value(void *e) { entry_free(e); }
 
+static void free_names(char **names, int n) {
+  for (int i = 0; i < n; i++)
+    free(names[i]);
+  free(names);
+}
+
 static void memory_close(coda__store *base) {
   memory_store *s = (memory_store *)base;
   coda__idmap_each(&s->entries, free_entry_value);
   coda__idmap_free(&s->entries);
   uv_mutex_destroy(&s->mu);
   free(s->added);
+  free_names(s->served, s->nserved);
+  free_names(s->paused, s->npaused);
+  free(s->refused);
   free(s);
 }
 
@@ -111,6 +139,16 @@ static int memory_recover(coda__store *base, int64_t now) {
 }
 
 static int memory_begin(coda__store *base) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  s->nadded = 0;
+  s->nrefused = 0;
+  uv_mutex_unlock(&s->mu);
+  return 0;
+}
+
+/* What commit() keeps: the writes, and the refusals for refused(). */
+static int memory_commit(coda__store *base) {
   memory_store *s = (memory_store *)base;
   uv_mutex_lock(&s->mu);
   s->nadded = 0;
@@ -127,6 +165,7 @@ static void memory_rollback(coda__store *base) {
       forget(s, e);
   }
   s->nadded = 0;
+  s->nrefused = 0;
   uv_mutex_unlock(&s->mu);
 }
 
@@ -147,7 +186,6 @@ static int reserve_undo(memory_store *s) {
 static int memory_enqueue(coda__store *base, const coda__task_record *r, int owned,
                           int64_t lease_until) {
   memory_store *s = (memory_store *)base;
-  (void)lease_until;
   int rc = 0;
   uv_mutex_lock(&s->mu);
   entry *old = coda__idmap_get(&s->entries, r->id);
@@ -167,14 +205,18 @@ static int memory_enqueue(coda__store *base, const coda__task_record *r, int own
   e->r.state = CODA_STATE_QUEUED;
   e->name = strdup(r->name);
   e->key = dup_or_null(r->key);
+  e->queue = strdup(r->queue ? r->queue : "default");
   e->args = dup_bytes(r->args, r->args_len);
-  if (!e->name || (r->key && !e->key) || !e->args) {
+  if (!e->name || (r->key && !e->key) || !e->queue || !e->args) {
     entry_free(e);
     rc = CODA_ENOMEM;
     goto out;
   }
   e->r.name = e->name;
   e->r.key = e->key;
+  e->r.queue = e->queue;
+  e->r.lease = owned ? 1 : 0;
+  e->lease_until = owned ? lease_until : 0;
   e->r.args = e->args;
   e->r.error = NULL;
   e->r.result = NULL;
@@ -186,44 +228,94 @@ static int memory_enqueue(coda__store *base, const coda__task_record *r, int own
     rc = CODA_ENOMEM;
     goto out;
   }
-  if (!owned)
-    coda__queue_insert_tail(&s->waiting, &e->link);
+  coda__queue_insert_tail(owned ? &s->claimed : &s->waiting, &e->link);
   s->added[s->nadded++] = r->id;
 out:
   uv_mutex_unlock(&s->mu);
   return rc;
 }
 
-static int memory_claim(coda__store *base, int64_t now, int64_t lease_until, int max,
-                        coda__claim_fn fn, void *user) {
-  memory_store *s = (memory_store *)base;
-  (void)lease_until;
+static int listed(char *const *names, int n, const char *name) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(names[i], name) == 0)
+      return 1;
+  return 0;
+}
+
+/* Whether claim() may take e now, from `queue` (NULL: any served one). */
+static int claimable(const memory_store *s, const entry *e, const char *queue,
+                     int64_t now) {
+  if (e->r.run_at > now || listed(s->paused, s->npaused, e->queue))
+    return 0;
+  if (queue)
+    return strcmp(e->queue, queue) == 0;
+  return s->nserved == 0 || listed(s->served, s->nserved, e->queue);
+}
+
+static int claim_from(memory_store *s, const char *queue, int64_t now,
+                      int64_t lease_until, int max, coda__claim_fn fn, void *user) {
   int n = 0;
-  uv_mutex_lock(&s->mu);
   coda__queue *q = coda__queue_head(&s->waiting);
   while (q != &s->waiting && n < max) {
     entry *e = coda__container_of(q, entry, link);
     q = q->next;
-    if (e->r.run_at > now)
+    if (!claimable(s, e, queue, now))
       continue;
     coda__queue_remove(&e->link);
+    coda__queue_insert_tail(&s->claimed, &e->link);
     e->owned = 1;
+    e->lease_until = lease_until;
+    e->r.lease++;
     e->r.state = CODA_STATE_RUNNING;
     e->r.attempts++;
     n++;
     fn(user, &e->r);
   }
+  return n;
+}
+
+static int memory_claim(coda__store *base, int64_t now, int64_t lease_until, int max,
+                        coda__claim_fn fn, void *user) {
+  memory_store *s = (memory_store *)base;
+  int n = 0;
+  uv_mutex_lock(&s->mu);
+  if (s->nserved == 0)
+    n = claim_from(s, NULL, now, lease_until, max, fn, user);
+  for (int i = 0; i < s->nserved && n < max; i++) /* in the order of preference */
+    n += claim_from(s, s->served[i], now, lease_until, max - n, fn, user);
   uv_mutex_unlock(&s->mu);
   return n;
+}
+
+/* Remembers a refused write for refused(); the batch's writes fit (the
+ * engine reads them back after each commit). Under mu. */
+static void refuse(memory_store *s, uint64_t id, uint64_t lease) {
+  if (s->nrefused == s->refused_cap) {
+    int cap = s->refused_cap ? s->refused_cap * 2 : 16;
+    coda__lease *p = realloc(s->refused, (size_t)cap * sizeof *p);
+    if (!p)
+      return; /* refused all the same, only not reported */
+    s->refused = p;
+    s->refused_cap = cap;
+  }
+  s->refused[s->nrefused++] = (coda__lease){id, lease};
+}
+
+/* Whether a write carrying `lease` still holds e (see the top). */
+static int holds(const entry *e, uint64_t lease, int rewrite_ok) {
+  if (!e || e->r.lease != lease)
+    return 0;
+  return e->owned || (rewrite_ok && e->finished_by == lease);
 }
 
 static int memory_finish(coda__store *base, const coda__task_record *r) {
   memory_store *s = (memory_store *)base;
   uv_mutex_lock(&s->mu);
   entry *e = coda__idmap_get(&s->entries, r->id);
-  if (!e) {
+  if (!holds(e, r->lease, 1)) {
+    refuse(s, r->id, r->lease); /* taken over, finished or forgotten */
     uv_mutex_unlock(&s->mu);
-    return 0; /* forgotten already */
+    return 0;
   }
   if (is_final(e->r.state))
     s->nfinished--; /* written twice: it is counted again below */
@@ -241,6 +333,8 @@ static int memory_finish(coda__store *base, const coda__task_record *r) {
   e->r.error = e->error;
   e->r.result = e->result;
   e->owned = 0;
+  e->lease_until = 0;
+  e->finished_by = r->lease;
   coda__queue_remove(&e->link);
   if (r->state == CODA_STATE_FAILED) {
     coda__queue_insert_tail(&s->waiting, &e->link);
@@ -291,26 +385,37 @@ static int64_t memory_next_due(coda__store *base) {
   coda__queue *q;
   uv_mutex_lock(&s->mu);
   coda__queue_foreach(q, &s->waiting) {
-    int64_t t = coda__container_of(q, entry, link)->r.run_at;
-    if (!when || t < when)
-      when = t;
+    entry *e = coda__container_of(q, entry, link);
+    if (!claimable(s, e, NULL, INT64_MAX))
+      continue; /* a queue this process does not serve, or paused */
+    if (!when || e->r.run_at < when)
+      when = e->r.run_at;
   }
   uv_mutex_unlock(&s->mu);
   return when;
 }
 
 typedef struct list_ctx {
-  coda_task_state state;
-  uint64_t after_id;
+  const coda__task_filter *f;
   entry **found;
   size_t n, cap;
   int nomem;
 } list_ctx;
 
+static int in_queue(const entry *e, const char *queue) {
+  return strcmp(e->r.queue ? e->r.queue : "default", queue) == 0;
+}
+
+static int matches(const entry *e, const coda__task_filter *f) {
+  return e->r.id > f->after_id && (f->state < 0 || (int)e->r.state == f->state) &&
+         (!f->name || strcmp(e->r.name, f->name) == 0) &&
+         (!f->queue || in_queue(e, f->queue));
+}
+
 static void collect(void *value, void *user) {
   entry *e = value;
   list_ctx *cx = user;
-  if (e->r.state != cx->state || e->r.id <= cx->after_id || cx->nomem)
+  if (cx->nomem || !matches(e, cx->f))
     return;
   if (cx->n == cx->cap) {
     size_t cap = cx->cap ? cx->cap * 2 : 64;
@@ -330,16 +435,18 @@ static int by_id(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static int memory_list(coda__store *base, coda_task_state state, uint64_t after_id,
-                       int limit, coda_task_list_fn fn, void *user) {
+/* A scan of every entry: for operators, not for a hot path. */
+static int memory_find(coda__store *base, const coda__task_filter *f,
+                       coda_task_list_fn fn, void *user) {
   memory_store *s = (memory_store *)base;
-  list_ctx cx = {.state = state, .after_id = after_id};
+  list_ctx cx = {.f = f};
   coda__info_list out = {0};
+  size_t limit = f->limit > 0 ? (size_t)f->limit : SIZE_MAX;
   uv_mutex_lock(&s->mu);
   coda__idmap_each_user(&s->entries, collect, &cx);
   if (!cx.nomem && cx.n > 1)
     qsort(cx.found, cx.n, sizeof *cx.found, by_id);
-  for (size_t i = 0; !cx.nomem && i < cx.n && out.n < limit; i++)
+  for (size_t i = 0; !cx.nomem && i < cx.n && i < limit; i++)
     cx.nomem = coda__info_list_add(&out, &cx.found[i]->r) != 0;
   uv_mutex_unlock(&s->mu);
   free(cx.found);
@@ -348,6 +455,12 @@ static int memory_list(coda__store *base, coda_task_state state, uint64_t after_
     return CODA_ENOMEM;
   }
   return coda__info_list_deliver(&out, fn, user);
+}
+
+static int memory_list(coda__store *base, coda_task_state state, uint64_t after_id,
+                       int limit, coda_task_list_fn fn, void *user) {
+  coda__task_filter f = {.state = (int)state, .after_id = after_id, .limit = limit};
+  return limit > 0 ? memory_find(base, &f, fn, user) : 0;
 }
 
 static const char *memory_errmsg(coda__store *base) {
@@ -374,12 +487,143 @@ static int memory_purge(coda__store *base, int64_t finished_before, int limit) {
   return n;
 }
 
+/* ---- version 2 ------------------------------------------------------------ */
+
+static int copy_names(const char *const *names, int n, char ***out) {
+  char **c = n ? calloc((size_t)n, sizeof *c) : NULL;
+  if (n && !c)
+    return CODA_ENOMEM;
+  for (int i = 0; i < n; i++) {
+    if (!(c[i] = strdup(names[i]))) {
+      free_names(c, i);
+      return CODA_ENOMEM;
+    }
+  }
+  *out = c;
+  return 0;
+}
+
+static int memory_serve(coda__store *base, const char *const *queues, int n) {
+  memory_store *s = (memory_store *)base;
+  char **c;
+  if (n < 0 || copy_names(queues, n, &c) != 0)
+    return n < 0 ? CODA_EINVAL : CODA_ENOMEM;
+  uv_mutex_lock(&s->mu);
+  free_names(s->served, s->nserved);
+  s->served = c;
+  s->nserved = n;
+  uv_mutex_unlock(&s->mu);
+  return 0;
+}
+
+static int memory_pause(coda__store *base, const char *queue, int paused) {
+  memory_store *s = (memory_store *)base;
+  int rc = 0;
+  uv_mutex_lock(&s->mu);
+  int i = 0;
+  while (i < s->npaused && strcmp(s->paused[i], queue) != 0)
+    i++;
+  if (!paused && i < s->npaused) {
+    free(s->paused[i]);
+    s->paused[i] = s->paused[--s->npaused];
+  } else if (paused && i == s->npaused) {
+    char **p = realloc(s->paused, (size_t)(s->npaused + 1) * sizeof *p);
+    char *name = p ? strdup(queue) : NULL;
+    if (p)
+      s->paused = p;
+    if (name)
+      s->paused[s->npaused++] = name;
+    else
+      rc = CODA_ENOMEM;
+  }
+  uv_mutex_unlock(&s->mu);
+  return rc;
+}
+
+static int memory_renew(coda__store *base, const coda__lease *l, int n,
+                        int64_t lease_until, unsigned char *lost) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  for (int i = 0; i < n; i++) {
+    entry *e = coda__idmap_get(&s->entries, l[i].id);
+    lost[i] = !holds(e, l[i].lease, 0);
+    if (!lost[i])
+      e->lease_until = lease_until;
+  }
+  uv_mutex_unlock(&s->mu);
+  return 0;
+}
+
+static int memory_refused(coda__store *base, coda__lease *out, int max) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  int n = s->nrefused < max ? s->nrefused : max;
+  if (n > 0)
+    memcpy(out, s->refused, (size_t)n * sizeof *out);
+  uv_mutex_unlock(&s->mu);
+  return n;
+}
+
+static int memory_expire(coda__store *base, int64_t now, int64_t lease_until, int max,
+                         coda__claim_fn fn, void *user) {
+  memory_store *s = (memory_store *)base;
+  int n = 0;
+  uv_mutex_lock(&s->mu);
+  coda__queue *q;
+  coda__queue_foreach(q, &s->claimed) {
+    entry *e = coda__container_of(q, entry, link);
+    if (n == max)
+      break;
+    if (e->lease_until >= now)
+      continue;
+    e->r.lease++; /* the old claim's writes are refused from now on */
+    e->lease_until = lease_until;
+    e->r.state = CODA_STATE_RUNNING;
+    n++;
+    fn(user, &e->r);
+  }
+  uv_mutex_unlock(&s->mu);
+  return n;
+}
+
+static int memory_progress_leased(coda__store *base, const coda__lease *l,
+                                  double progress) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  entry *e = coda__idmap_get(&s->entries, l->id);
+  if (holds(e, l->lease, 0))
+    e->r.progress = progress;
+  else
+    refuse(s, l->id, l->lease);
+  uv_mutex_unlock(&s->mu);
+  return 0;
+}
+
+static int memory_paused(coda__store *base, char *buf, size_t cap) {
+  memory_store *s = (memory_store *)base;
+  size_t len = 0;
+  int rc = 0;
+  uv_mutex_lock(&s->mu);
+  if (cap)
+    buf[0] = '\0';
+  for (int i = 0; i < s->npaused && rc == 0; i++) {
+    int n = snprintf(buf + len, cap - len, "%s%s", i ? "," : "", s->paused[i]);
+    if (n < 0 || (size_t)n >= cap - len)
+      rc = CODA_ELIMIT;
+    else
+      len += (size_t)n;
+  }
+  rc = rc ? rc : s->npaused;
+  uv_mutex_unlock(&s->mu);
+  return rc;
+}
+
 static const coda__store_methods memory_methods = {
     .version = CODA__STORE_VERSION,
     .name = "memory",
     .recover = memory_recover,
     .begin = memory_begin,
-    .commit = memory_begin, /* what is written stays; the undo list empties */
+    .commit = memory_commit, /* what is written stays; the undo list empties */
     .rollback = memory_rollback,
     .enqueue = memory_enqueue,
     .claim = memory_claim,
@@ -393,4 +637,12 @@ static const coda__store_methods memory_methods = {
     .begin_lazy = memory_begin,
     .list = memory_list,
     .purge = memory_purge,
+    .find = memory_find,
+    .serve = memory_serve,
+    .pause = memory_pause,
+    .renew = memory_renew,
+    .refused = memory_refused,
+    .expire = memory_expire,
+    .progress_leased = memory_progress_leased,
+    .paused = memory_paused,
 };

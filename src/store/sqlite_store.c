@@ -17,6 +17,13 @@
  *
  * Schema version in PRAGMA user_version; migrate() brings an older file up
  * to date inside one transaction, and refuses a newer one.
+ *
+ * Version 2 of the store interface (fencing): each row keeps the token of
+ * its claim (`token`) and its queue; finish and progress_leased change a
+ * row only with its current token while it is claimed (owned=1), and what
+ * they did not change is kept for refused(). renew() is called by the
+ * engine's heartbeat thread: it writes on a connection of its own, `hdb`,
+ * under `renew_mu`, so it never shares the store thread's connection.
  */
 #include "store/store.h"
 
@@ -32,7 +39,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 /* How long a write waits for a lock another program holds before the batch
  * fails (and its responses become 503): a client is waiting meanwhile. */
 #define BUSY_TIMEOUT_MS 1000
@@ -51,22 +58,50 @@ enum {
   ST_SYNC_NORMAL,
   ST_SYNC_FULL,
   ST_PURGE,
+  ST_CLAIM_QUEUE,
+  ST_NEXT_DUE_QUEUE,
+  ST_PROGRESS_LEASED,
+  ST_EXPIRE,
+  ST_PAUSE,
+  ST_PAUSED,
   ST_COUNT_
 };
 
+/* What claim and expire return, in this order (read_claimed()). */
+#define CLAIMED_COLUMNS                                                                  \
+  "id,name,key,args,attempts,max_attempts,created_at,run_at,progress,token,queue"
+#define NOT_PAUSED "queue NOT IN (SELECT name FROM coda_queues WHERE paused=1)"
+#define CLAIM_SET                                                                        \
+  "UPDATE coda_tasks SET state=1,owned=1,lease_until=?1,attempts=attempts+1,"            \
+  "token=token+1 WHERE id IN (SELECT id FROM coda_tasks WHERE owned=0 AND "              \
+  "state IN (0,3) AND run_at<=?2 AND " NOT_PAUSED
+
 static const char *const sql[ST_COUNT_] = {
     [ST_INSERT] = "INSERT INTO coda_tasks(id,name,key,args,state,attempts,max_attempts,"
-                  "created_at,run_at,owned,lease_until) VALUES(?1,?2,?3,?4,0,?5,?6,?7,?8,?9,?10)",
-    [ST_CLAIM] = "UPDATE coda_tasks SET state=1,owned=1,lease_until=?1,attempts=attempts+1 "
-                 "WHERE id IN (SELECT id FROM coda_tasks WHERE owned=0 AND state IN (0,3) "
-                 "AND run_at<=?2 ORDER BY run_at LIMIT ?3) "
-                 "RETURNING id,name,key,args,attempts,max_attempts,created_at,run_at,progress",
+                  "created_at,run_at,owned,lease_until,token,queue) "
+                  "VALUES(?1,?2,?3,?4,0,?5,?6,?7,?8,?9,?10,?9,?11)",
+    [ST_CLAIM] = CLAIM_SET " ORDER BY run_at LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
+    [ST_CLAIM_QUEUE] =
+        CLAIM_SET " AND queue=?4 ORDER BY run_at LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
     [ST_FINISH] = "UPDATE coda_tasks SET state=?2,attempts=?3,run_at=?4,started_at=?5,"
                   "finished_at=?6,progress=?7,error=?8,result=?9,owned=0,lease_until=0 "
-                  "WHERE id=?1",
+                  "WHERE id=?1 AND token=?10 AND owned=1",
     [ST_PROGRESS] = "UPDATE coda_tasks SET progress=?2 WHERE id=?1",
-    [ST_RESERVE] = "UPDATE coda_meta SET value=value+?1 WHERE name='next_id' RETURNING value",
-    [ST_NEXT_DUE] = "SELECT min(run_at) FROM coda_tasks WHERE owned=0 AND state IN (0,3)",
+    [ST_RESERVE] =
+        "UPDATE coda_meta SET value=value+?1 WHERE name='next_id' RETURNING value",
+    [ST_NEXT_DUE] = "SELECT min(run_at) FROM coda_tasks WHERE owned=0 AND state IN (0,3) "
+                    "AND " NOT_PAUSED,
+    [ST_NEXT_DUE_QUEUE] = "SELECT min(run_at) FROM coda_tasks WHERE owned=0 AND "
+                          "state IN (0,3) AND queue=?1 AND " NOT_PAUSED,
+    [ST_PROGRESS_LEASED] = "UPDATE coda_tasks SET progress=?2 WHERE id=?1 AND token=?3 "
+                           "AND owned=1",
+    [ST_EXPIRE] =
+        "UPDATE coda_tasks SET token=token+1,lease_until=?1,state=1 WHERE id IN "
+        "(SELECT id FROM coda_tasks WHERE owned=1 AND lease_until<?2 "
+        "ORDER BY lease_until LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
+    [ST_PAUSED] = "SELECT name FROM coda_queues WHERE paused=1 ORDER BY name",
+    [ST_PAUSE] = "INSERT INTO coda_queues(name,paused) VALUES(?1,?2) "
+                 "ON CONFLICT(name) DO UPDATE SET paused=excluded.paused",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
@@ -106,6 +141,23 @@ static const char *const schema_v1 =
 static const char *const schema_v2 =
     "CREATE INDEX coda_tasks_done ON coda_tasks(finished_at) WHERE state IN (2,4);";
 
+/* find() by name pages through one name's tasks by id. An index, not a
+ * change of what the file holds: made where missing whatever the schema
+ * version, and an older coda keeps it up to date without knowing it. */
+static const char *const index_names =
+    "CREATE INDEX IF NOT EXISTS coda_tasks_name ON coda_tasks(name, id);";
+/* Version 3 (store interface version 2): the queue of each task, the token
+ * of its claim, paused queues, and claimed tasks by the end of their lease
+ * for expire(). The columns are added only where missing (migrate_v3()):
+ * rows of an older file read as queue "default", token 0. */
+static const char *const schema_v3 =
+    "CREATE TABLE IF NOT EXISTS coda_queues(name TEXT PRIMARY KEY,"
+    " paused INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX IF NOT EXISTS coda_tasks_queue_due ON coda_tasks(queue, run_at)"
+    " WHERE owned=0 AND state IN (0,3);"
+    "CREATE INDEX IF NOT EXISTS coda_tasks_leased ON coda_tasks(lease_until) WHERE "
+    "owned=1;";
+
 typedef struct sqlite_store {
   coda__store base;
   sqlite3 *db;
@@ -113,6 +165,8 @@ typedef struct sqlite_store {
   sqlite3_stmt *st[ST_COUNT_];
   sqlite3_stmt *get;
   sqlite3_stmt *list;
+  sqlite3_stmt *find[8]; /* by which filters are set (find_shape), made on first use */
+  int queue_column; /* find: 1 the table has a queue column, -1 not, 0 not known yet */
   uv_mutex_t read_mu;
   int lock_fd;
   long max_bytes; /* 0: no cap */
@@ -128,6 +182,16 @@ typedef struct sqlite_store {
   int ckpt_stop;
   int ckpt_running;
   atomic_int wal_pages; /* frames in the WAL after the last commit */
+  /* Version 2. Store thread: the queues served (NULL: all) and the
+   * refusals of the open batch. */
+  char **served;
+  int nserved;
+  coda__lease *refused;
+  int nrefused, refused_cap;
+  /* The heartbeat's connection and statement, under renew_mu. */
+  sqlite3 *hdb;
+  sqlite3_stmt *renew;
+  uv_mutex_t renew_mu;
   char err[512];
 } sqlite_store;
 
@@ -234,6 +298,38 @@ static int user_version(sqlite_store *s, int *v) {
   return rc == SQLITE_ROW ? 0 : fail(s, s->db, "reading the schema version");
 }
 
+/* Whether coda_tasks has this column (a file an older coda wrote may not). */
+static int has_column(sqlite_store *s, const char *column, int *yes) {
+  sqlite3_stmt *st;
+  *yes = 0;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT 1 FROM pragma_table_info('coda_tasks') WHERE name=?1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return fail(s, s->db, "reading the schema");
+  sqlite3_bind_text(st, 1, column, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  *yes = rc == SQLITE_ROW;
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(s, s->db, "reading the schema");
+}
+
+static int migrate_v3(sqlite_store *s) {
+  static const struct {
+    const char *column, *add;
+  } cols[] = {
+      {"queue",
+       "ALTER TABLE coda_tasks ADD COLUMN queue TEXT NOT NULL DEFAULT 'default'"},
+      {"token", "ALTER TABLE coda_tasks ADD COLUMN token INTEGER NOT NULL DEFAULT 0"},
+  };
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < sizeof cols / sizeof cols[0]; i++) {
+    int yes;
+    if ((rc = has_column(s, cols[i].column, &yes)) == 0 && !yes)
+      rc = exec(s, cols[i].add, "adding a column");
+  }
+  return rc ? rc : exec(s, schema_v3, "adding queues and leases");
+}
+
 /* Brings the schema to SCHEMA_VERSION. Each step is one migration; a later
  * version adds `case 1:` and so on, falling through. */
 static int migrate(sqlite_store *s, const char *path) {
@@ -257,6 +353,10 @@ static int migrate(sqlite_store *s, const char *path) {
   case 1:
     if (rc == 0)
       rc = exec(s, schema_v2, "indexing finished tasks");
+    /* fall through */
+  case 2:
+    if (rc == 0)
+      rc = migrate_v3(s);
     break;
   }
   char set[64];
@@ -292,6 +392,8 @@ static int configure(sqlite_store *s, const char *path, long max_bytes) {
       (rc = exec(s, "PRAGMA foreign_keys=OFF", "configuring")))
     return rc;
   if ((rc = migrate(s, path)) != 0)
+    return rc;
+  if ((rc = exec(s, index_names, "indexing task names")) != 0)
     return rc;
   /* Checkpoints run on the checkpointer's connection, not in a commit. */
   if ((rc = exec(s, "PRAGMA wal_autocheckpoint=0", "configuring")) != 0)
@@ -337,6 +439,16 @@ static int configure(sqlite_store *s, const char *path, long max_bytes) {
     return fail(s, s->rdb, "preparing statements");
   if ((rc = open_db(s, path, SQLITE_OPEN_READWRITE, &s->cdb)) != 0)
     return rc;
+  /* A renewal lost to a power cut does not matter: recover() releases
+   * every claim at the next start. */
+  if ((rc = open_db(s, path, SQLITE_OPEN_READWRITE, &s->hdb)) != 0)
+    return rc;
+  if (sqlite3_exec(s->hdb, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v3(s->hdb,
+                         "UPDATE coda_tasks SET lease_until=?1 WHERE id=?2 AND token=?3 "
+                         "AND owned=1",
+                         -1, SQLITE_PREPARE_PERSISTENT, &s->renew, NULL) != SQLITE_OK)
+    return fail(s, s->hdb, "preparing statements");
   if (uv_thread_create(&s->ckpt_thread, checkpointer, s) != 0) {
     snprintf(s->err, sizeof s->err, "sqlite store: cannot start the checkpointer");
     return CODA_ESTORE;
@@ -355,12 +467,21 @@ static void sqlite_close(coda__store *base) {
     uv_thread_join(&s->ckpt_thread);
   }
   sqlite3_close(s->cdb);
+  sqlite3_finalize(s->renew);
+  sqlite3_close(s->hdb);
+  uv_mutex_destroy(&s->renew_mu);
+  for (int i = 0; i < s->nserved; i++)
+    free(s->served[i]);
+  free(s->served);
+  free(s->refused);
   uv_cond_destroy(&s->ckpt_cond);
   uv_mutex_destroy(&s->ckpt_mu);
   for (int i = 0; i < ST_COUNT_; i++)
     sqlite3_finalize(s->st[i]);
   sqlite3_finalize(s->get);
   sqlite3_finalize(s->list);
+  for (int i = 0; i < 8; i++)
+    sqlite3_finalize(s->find[i]);
   sqlite3_close(s->rdb);
   sqlite3_close(s->db);
   if (s->lock_fd >= 0)
@@ -378,6 +499,7 @@ int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
   s->base.m = &sqlite_methods;
   s->lock_fd = -1;
   uv_mutex_init(&s->read_mu);
+  uv_mutex_init(&s->renew_mu);
   uv_mutex_init(&s->ckpt_mu);
   uv_cond_init(&s->ckpt_cond);
   int rc = 0;
@@ -421,6 +543,7 @@ static int sqlite_begin(coda__store *base) {
     sqlite3_reset(st);
     s->full = pages * s->page_size >= s->max_bytes;
   }
+  s->nrefused = 0;
   return step_done(s, s->st[ST_BEGIN], "beginning a batch");
 }
 
@@ -462,6 +585,7 @@ static void sqlite_rollback(coda__store *base) {
     sqlite3_step(s->st[ST_ROLLBACK]);
     sqlite3_reset(s->st[ST_ROLLBACK]);
   }
+  s->nrefused = 0;
   end_lazy(s);
 }
 
@@ -511,8 +635,9 @@ static int sqlite_enqueue(coda__store *base, const coda__task_record *r, int own
   sqlite3_bind_int(st, 6, r->max_attempts);
   sqlite3_bind_int64(st, 7, r->created_at);
   sqlite3_bind_int64(st, 8, r->run_at);
-  sqlite3_bind_int(st, 9, owned);
+  sqlite3_bind_int(st, 9, owned); /* also the token: 1 if owned, 0 if not */
   sqlite3_bind_int64(st, 10, owned ? lease_until : 0);
+  sqlite3_bind_text(st, 11, r->queue ? r->queue : "default", -1, SQLITE_STATIC);
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
   if (rc == SQLITE_DONE)
@@ -527,34 +652,73 @@ static int sqlite_enqueue(coda__store *base, const coda__task_record *r, int own
   return fail(s, s->db, "writing a task");
 }
 
-static int sqlite_claim(coda__store *base, int64_t now, int64_t lease_until, int max,
-                        coda__claim_fn fn, void *user) {
-  sqlite_store *s = (sqlite_store *)base;
-  sqlite3_stmt *st = s->st[ST_CLAIM];
-  sqlite3_bind_int64(st, 1, lease_until);
-  sqlite3_bind_int64(st, 2, now);
-  sqlite3_bind_int(st, 3, max);
+/* Reads a row of CLAIMED_COLUMNS. */
+static void read_claimed(sqlite3_stmt *st, coda__task_record *r) {
+  memset(r, 0, sizeof *r);
+  r->id = (uint64_t)sqlite3_column_int64(st, 0);
+  r->name = (const char *)sqlite3_column_text(st, 1);
+  r->key = (const char *)sqlite3_column_text(st, 2);
+  r->args = sqlite3_column_blob(st, 3);
+  r->args_len = (size_t)sqlite3_column_bytes(st, 3);
+  r->state = CODA_STATE_RUNNING;
+  r->attempts = sqlite3_column_int(st, 4);
+  r->max_attempts = sqlite3_column_int(st, 5);
+  r->created_at = sqlite3_column_int64(st, 6);
+  r->run_at = sqlite3_column_int64(st, 7);
+  r->progress = sqlite3_column_double(st, 8);
+  r->lease = (uint64_t)sqlite3_column_int64(st, 9);
+  r->queue = (const char *)sqlite3_column_text(st, 10);
+}
+
+/* Steps a claim or expire statement (bound), handing each row to fn.
+ * RETURNING rows are all computed by the first step, so the callback may
+ * stop early without leaving a task half claimed. */
+static int hand_rows(sqlite_store *s, sqlite3_stmt *st, coda__claim_fn fn, void *user,
+                     const char *what) {
   int n = 0, rc;
-  /* RETURNING rows are all computed by the first step, so the callback
-   * may stop early without leaving a task half claimed. */
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    coda__task_record r = {0};
-    r.id = (uint64_t)sqlite3_column_int64(st, 0);
-    r.name = (const char *)sqlite3_column_text(st, 1);
-    r.key = (const char *)sqlite3_column_text(st, 2);
-    r.args = sqlite3_column_blob(st, 3);
-    r.args_len = (size_t)sqlite3_column_bytes(st, 3);
-    r.state = CODA_STATE_RUNNING;
-    r.attempts = sqlite3_column_int(st, 4);
-    r.max_attempts = sqlite3_column_int(st, 5);
-    r.created_at = sqlite3_column_int64(st, 6);
-    r.run_at = sqlite3_column_int64(st, 7);
-    r.progress = sqlite3_column_double(st, 8);
+    coda__task_record r;
+    read_claimed(st, &r);
     n++;
     fn(user, &r);
   }
   sqlite3_reset(st);
-  return rc == SQLITE_DONE ? n : fail(s, s->db, "claiming tasks");
+  return rc == SQLITE_DONE ? n : fail(s, s->db, what);
+}
+
+static int sqlite_claim(coda__store *base, int64_t now, int64_t lease_until, int max,
+                        coda__claim_fn fn, void *user) {
+  sqlite_store *s = (sqlite_store *)base;
+  int n = 0;
+  /* Every queue, or the served ones one at a time, in their order. */
+  for (int i = 0; i == 0 || i < s->nserved; i++) {
+    sqlite3_stmt *st = s->st[s->nserved ? ST_CLAIM_QUEUE : ST_CLAIM];
+    sqlite3_bind_int64(st, 1, lease_until);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int(st, 3, max - n);
+    if (s->nserved)
+      sqlite3_bind_text(st, 4, s->served[i], -1, SQLITE_STATIC);
+    int got = hand_rows(s, st, fn, user, "claiming tasks");
+    if (got < 0)
+      return got;
+    if ((n += got) == max)
+      break;
+  }
+  return n;
+}
+
+/* Remembers a write that changed nothing (its claim no longer holds) for
+ * refused(). */
+static void refuse(sqlite_store *s, uint64_t id, uint64_t lease) {
+  if (s->nrefused == s->refused_cap) {
+    int cap = s->refused_cap ? s->refused_cap * 2 : 16;
+    coda__lease *p = realloc(s->refused, (size_t)cap * sizeof *p);
+    if (!p)
+      return; /* refused all the same, only not reported */
+    s->refused = p;
+    s->refused_cap = cap;
+  }
+  s->refused[s->nrefused++] = (coda__lease){id, lease};
 }
 
 static int sqlite_finish(coda__store *base, const coda__task_record *r) {
@@ -569,7 +733,11 @@ static int sqlite_finish(coda__store *base, const coda__task_record *r) {
   sqlite3_bind_double(st, 7, r->progress);
   bind_text_or_null(st, 8, r->error);
   bind_blob_or_null(st, 9, r->result, r->result_len);
-  return step_done(s, st, "recording a task's end");
+  sqlite3_bind_int64(st, 10, (sqlite3_int64)r->lease);
+  int rc = step_done(s, st, "recording a task's end");
+  if (rc == 0 && sqlite3_changes(s->db) == 0)
+    refuse(s, r->id, r->lease);
+  return rc;
 }
 
 static int sqlite_progress(coda__store *base, uint64_t id, double progress) {
@@ -593,11 +761,18 @@ static int sqlite_reserve_ids(coda__store *base, uint64_t count, uint64_t *first
 
 static int64_t sqlite_next_due(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
-  sqlite3_stmt *st = s->st[ST_NEXT_DUE];
   int64_t when = 0;
-  if (sqlite3_step(st) == SQLITE_ROW)
-    when = sqlite3_column_int64(st, 0);
-  sqlite3_reset(st);
+  for (int i = 0; i == 0 || i < s->nserved; i++) {
+    sqlite3_stmt *st = s->st[s->nserved ? ST_NEXT_DUE_QUEUE : ST_NEXT_DUE];
+    if (s->nserved)
+      sqlite3_bind_text(st, 1, s->served[i], -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+      int64_t t = sqlite3_column_int64(st, 0); /* NULL (none) reads as 0 */
+      if (t && (!when || t < when))
+        when = t;
+    }
+    sqlite3_reset(st);
+  }
   return when;
 }
 
@@ -665,6 +840,97 @@ static int sqlite_list(coda__store *base, coda_task_state state, uint64_t after_
   return coda__info_list_deliver(&out, fn, user);
 }
 
+/* ---- find (version 2) -------------------------------------------------------- */
+
+enum { FIND_STATE = 1, FIND_NAME = 2, FIND_QUEUE = 4 };
+
+/* Whether the table has a queue column (the queues' schema): until it
+ * does, every task is in "default". Under read_mu. */
+static int has_queue_column(sqlite_store *s) {
+  if (s->queue_column == 0) {
+    sqlite3_stmt *st;
+    s->queue_column = -1;
+    if (sqlite3_prepare_v2(
+            s->rdb, "SELECT 1 FROM pragma_table_info('coda_tasks') WHERE name='queue'",
+            -1, &st, NULL) == SQLITE_OK) {
+      if (sqlite3_step(st) == SQLITE_ROW)
+        s->queue_column = 1;
+      sqlite3_finalize(st);
+    }
+  }
+  return s->queue_column > 0;
+}
+
+/* The statement for this shape of filter, so that each one uses the index
+ * that fits it (by name: coda_tasks_name) rather than one query with
+ * "?N IS NULL OR" that the planner cannot index. Under read_mu. */
+static sqlite3_stmt *find_statement(sqlite_store *s, int shape) {
+  if (s->find[shape])
+    return s->find[shape];
+  char q[512];
+  snprintf(q, sizeof q,
+           "SELECT id,name,key,state,attempts,max_attempts,created_at,run_at,started_at,"
+           "finished_at,progress,error,result FROM coda_tasks WHERE id>?1%s%s%s "
+           "ORDER BY id LIMIT ?5",
+           shape & FIND_STATE ? " AND state=?2" : "",
+           shape & FIND_NAME ? " AND name=?3" : "",
+           shape & FIND_QUEUE ? " AND coalesce(queue,'default')=?4" : "");
+  if (sqlite3_prepare_v3(s->rdb, q, -1, SQLITE_PREPARE_PERSISTENT, &s->find[shape],
+                         NULL) != SQLITE_OK)
+    fail(s, s->rdb, "preparing a search");
+  return s->find[shape];
+}
+
+/* Reads the rows of a prepared search into out. SQLITE_DONE or an error. */
+static int read_rows(sqlite3_stmt *st, coda__info_list *out) {
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    coda__task_record r = {0};
+    read_record(st, &r);
+    if (coda__info_list_add(out, &r) != 0) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+  }
+  sqlite3_reset(st);
+  return rc;
+}
+
+static int sqlite_find(coda__store *base, const coda__task_filter *f,
+                       coda_task_list_fn fn, void *user) {
+  sqlite_store *s = (sqlite_store *)base;
+  coda__info_list out = {0};
+  int rc = SQLITE_DONE;
+  uv_mutex_lock(&s->read_mu);
+  int shape = (f->state >= 0 ? FIND_STATE : 0) | (f->name ? FIND_NAME : 0);
+  int none = 0; /* no row can match */
+  if (f->queue && has_queue_column(s))
+    shape |= FIND_QUEUE;
+  else if (f->queue)
+    none = strcmp(f->queue, "default") != 0;
+  sqlite3_stmt *st = none ? NULL : find_statement(s, shape);
+  if (!none && !st) {
+    rc = SQLITE_ERROR;
+  } else if (st) {
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)f->after_id);
+    if (shape & FIND_STATE)
+      sqlite3_bind_int(st, 2, f->state);
+    if (shape & FIND_NAME)
+      sqlite3_bind_text(st, 3, f->name, -1, SQLITE_STATIC);
+    if (shape & FIND_QUEUE)
+      sqlite3_bind_text(st, 4, f->queue, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, f->limit > 0 ? f->limit : -1); /* -1: no limit */
+    rc = read_rows(st, &out);
+    sqlite3_clear_bindings(st);
+  }
+  uv_mutex_unlock(&s->read_mu);
+  if (rc != SQLITE_DONE) {
+    coda__info_list_deliver(&out, NULL, NULL);
+    return rc == SQLITE_NOMEM ? CODA_ENOMEM : CODA_ESTORE;
+  }
+  return coda__info_list_deliver(&out, fn, user);
+}
+
 static const char *sqlite_errmsg(coda__store *base) { return ((sqlite_store *)base)->err; }
 
 static int sqlite_purge(coda__store *base, int64_t finished_before, int limit) {
@@ -676,6 +942,117 @@ static int sqlite_purge(coda__store *base, int64_t finished_before, int limit) {
   if (rc != 0)
     return rc;
   return sqlite3_changes(s->db);
+}
+
+/* ---- version 2 ------------------------------------------------------------ */
+
+static int sqlite_serve(coda__store *base, const char *const *queues, int n) {
+  sqlite_store *s = (sqlite_store *)base;
+  if (n < 0)
+    return CODA_EINVAL;
+  char **c = n ? calloc((size_t)n, sizeof *c) : NULL;
+  int ok = !n || c;
+  for (int i = 0; ok && i < n; i++)
+    ok = (c[i] = strdup(queues[i])) != NULL;
+  if (!ok) {
+    for (int i = 0; c && i < n; i++)
+      free(c[i]);
+    free(c);
+    return CODA_ENOMEM;
+  }
+  for (int i = 0; i < s->nserved; i++)
+    free(s->served[i]);
+  free(s->served);
+  s->served = c;
+  s->nserved = n;
+  return 0;
+}
+
+static int sqlite_pause(coda__store *base, const char *queue, int paused) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_PAUSE];
+  sqlite3_bind_text(st, 1, queue, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, paused != 0);
+  return step_done(s, st, paused ? "pausing a queue" : "resuming a queue");
+}
+
+/* The heartbeat's thread, on its own connection (see the top). */
+static int sqlite_renew(coda__store *base, const coda__lease *l, int n,
+                        int64_t lease_until, unsigned char *lost) {
+  sqlite_store *s = (sqlite_store *)base;
+  uv_mutex_lock(&s->renew_mu);
+  int rc = sqlite3_exec(s->hdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
+               ? 0
+               : fail(s, s->hdb, "renewing leases");
+  for (int i = 0; rc == 0 && i < n; i++) {
+    sqlite3_bind_int64(s->renew, 1, lease_until);
+    sqlite3_bind_int64(s->renew, 2, (sqlite3_int64)l[i].id);
+    sqlite3_bind_int64(s->renew, 3, (sqlite3_int64)l[i].lease);
+    int step = sqlite3_step(s->renew);
+    sqlite3_reset(s->renew);
+    if (step != SQLITE_DONE)
+      rc = fail(s, s->hdb, "renewing leases");
+    else
+      lost[i] = sqlite3_changes(s->hdb) == 0;
+  }
+  if (rc == 0 && sqlite3_exec(s->hdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    rc = fail(s, s->hdb, "renewing leases");
+  if (rc)
+    sqlite3_exec(s->hdb, "ROLLBACK", NULL, NULL, NULL);
+  uv_mutex_unlock(&s->renew_mu);
+  return rc;
+}
+
+static int sqlite_refused(coda__store *base, coda__lease *out, int max) {
+  sqlite_store *s = (sqlite_store *)base;
+  int n = s->nrefused < max ? s->nrefused : max;
+  if (n > 0)
+    memcpy(out, s->refused, (size_t)n * sizeof *out);
+  return n;
+}
+
+static int sqlite_expire(coda__store *base, int64_t now, int64_t lease_until, int max,
+                         coda__claim_fn fn, void *user) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_EXPIRE];
+  sqlite3_bind_int64(st, 1, lease_until);
+  sqlite3_bind_int64(st, 2, now);
+  sqlite3_bind_int(st, 3, max);
+  return hand_rows(s, st, fn, user, "taking over expired tasks");
+}
+
+static int sqlite_progress_leased(coda__store *base, const coda__lease *l,
+                                  double progress) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_PROGRESS_LEASED];
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)l->id);
+  sqlite3_bind_double(st, 2, progress);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)l->lease);
+  int rc = step_done(s, st, "recording progress");
+  if (rc == 0 && sqlite3_changes(s->db) == 0)
+    refuse(s, l->id, l->lease);
+  return rc;
+}
+
+static int sqlite_paused(coda__store *base, char *buf, size_t cap) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_PAUSED];
+  size_t len = 0;
+  int n = 0, rc, out = 0;
+  if (cap)
+    buf[0] = '\0';
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW && out == 0) {
+    const char *name = (const char *)sqlite3_column_text(st, 0);
+    int w = snprintf(buf + len, cap - len, "%s%s", n ? "," : "", name ? name : "");
+    if (w < 0 || (size_t)w >= cap - len)
+      out = CODA_ELIMIT;
+    else
+      len += (size_t)w, n++;
+  }
+  if (out == 0 && rc != SQLITE_DONE)
+    out = fail(s, s->db, "reading paused queues");
+  sqlite3_reset(st);
+  return out ? out : n;
 }
 
 static const coda__store_methods sqlite_methods = {
@@ -697,4 +1074,12 @@ static const coda__store_methods sqlite_methods = {
     .begin_lazy = sqlite_begin_lazy,
     .list = sqlite_list,
     .purge = sqlite_purge,
+    .find = sqlite_find,
+    .serve = sqlite_serve,
+    .pause = sqlite_pause,
+    .renew = sqlite_renew,
+    .refused = sqlite_refused,
+    .expire = sqlite_expire,
+    .progress_leased = sqlite_progress_leased,
+    .paused = sqlite_paused,
 };

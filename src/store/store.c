@@ -25,7 +25,10 @@ int coda__store_open(const char *uri, long max_bytes, coda__store **out, char *e
   }
   if (strncmp(uri, "sqlite:", 7) == 0 && uri[7])
     return coda__sqlite_store_open(uri + 7, max_bytes, out, err, errlen);
-  snprintf(err, errlen, "unknown store \"%s\" (use memory or sqlite:PATH)", uri);
+  if (strncmp(uri, "redis://", 8) == 0)
+    return coda__redis_store_open(uri, out, err, errlen);
+  snprintf(err, errlen,
+           "unknown store \"%s\" (use memory, sqlite:PATH or redis://HOST:PORT[/DB])", uri);
   return CODA_EINVAL;
 }
 

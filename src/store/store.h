@@ -108,9 +108,10 @@ typedef struct coda__store_methods {
   int (*enqueue)(coda__store *s, const coda__task_record *r, int owned,
                  int64_t lease_until);
   /* Claims up to `max` tasks that are due (queued or failed, run_at <= now,
-   * not claimed, or, in a shared store, their lease expired): each becomes
-   * running, attempts + 1, leased until `lease_until`. Returns how many,
-   * or < 0. */
+   * not claimed) in the queues served and not paused: each becomes
+   * running, attempts + 1, leased until `lease_until`, with a new token.
+   * A task whose lease expired is taken back by expire(), never here.
+   * Returns how many, or < 0. */
   int (*claim)(coda__store *s, int64_t now, int64_t lease_until, int max,
                coda__claim_fn fn, void *user);
   /* The end of an attempt: r->state is SUCCEEDED, FAILED (with run_at for
@@ -182,13 +183,31 @@ typedef struct coda__store_methods {
   /* Tasks matching f by increasing id; fn as for list(). Any thread.
    * Returns how many, or < 0. */
   int (*find)(coda__store *s, const coda__task_filter *f, coda_task_list_fn fn, void *user);
+  /* The queues paused for every process (pause()), as names separated by
+   * commas (queue names hold none) in buf, NUL-terminated. Returns how
+   * many, CODA_ELIMIT if they do not fit, or < 0. The engine reads it every
+   * poll, so that a task it adds in a paused queue is written unclaimed
+   * rather than run at once (an owned enqueue is a claim). May be NULL:
+   * nothing is known paused. */
+  int (*paused)(coda__store *s, char *buf, size_t cap);
+  /* After commit() returned 0: the ids of that batch's enqueues that were
+   * duplicates (the id was stored already with the same key), which a
+   * store that checks ids only when the batch reaches it (Redis: one round
+   * trip per batch, not one per enqueue) cannot report as CODA_EEXIST from
+   * enqueue(): its enqueue() returned 0 and nothing of them was written.
+   * The engine treats them as an EEXIST from enqueue (t->duplicate). An id
+   * taken by another key still fails the whole commit (CODA_ESTORE), and a
+   * duplicate within one batch is still CODA_EEXIST from enqueue(). NULL
+   * in a store whose enqueue() reports every duplicate itself. Copies up
+   * to max ids to out and returns how many. */
+  int (*duplicates)(coda__store *s, uint64_t *out, int max);
 } coda__store_methods;
 
 struct coda__store {
   const coda__store_methods *m;
 };
 
-/* Opens a store from a URI ("memory", "sqlite:PATH"). On failure returns
+/* Opens a store from a URI ("memory", "sqlite:PATH", "redis://..."). On failure returns
  * CODA_ESTORE (or CODA_EINVAL for an unknown scheme) with a message in
  * err. `max_bytes`: a size cap where the store supports one (0: none). */
 int coda__store_open(const char *uri, long max_bytes, coda__store **out, char *err,
@@ -197,6 +216,10 @@ int coda__store_open(const char *uri, long max_bytes, coda__store **out, char *e
 coda__store *coda__memory_store_open(void);
 int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
                             char *err, size_t errlen);
+/* uri: redis://HOST:PORT[/DB][?prefix=NAME&replicas=N]. Connects, checks
+ * maxmemory-policy (refused unless it cannot evict coda's keys) and loads
+ * the scripts: CODA_ESTORE with the reason in err on any failure. */
+int coda__redis_store_open(const char *uri, coda__store **out, char *err, size_t errlen);
 
 /* Builds a coda_task_info in one malloc'd block from a record. */
 coda_task_info *coda__task_info_from_record(const coda__task_record *r);

@@ -52,8 +52,6 @@ static coda__durable *app_durable(const coda_app *app) {
 
 /* ---- opening --------------------------------------------------------------- */
 
-static char open_error[512]; /* for an app whose store failed to open */
-
 int coda_app_store(coda_app *app, const char *uri) {
   coda__engine *e = coda__engine_of(app);
   if (!e)
@@ -68,9 +66,13 @@ int coda_app_store(coda_app *app, const char *uri) {
   return coda__durable_open(e, uri);
 }
 
+/* A store that failed to open leaves no coda__durable behind: its error is
+ * kept in the engine, so each app reports its own. */
 const char *coda_app_store_error(const coda_app *app) {
-  coda__durable *d = app_durable(app);
-  return d ? d->err : open_error;
+  coda__engine *e = coda__engine_peek(app);
+  if (!e)
+    return "";
+  return e->durable ? e->durable->err : e->store_error;
 }
 
 int coda__durable_open(coda__engine *e, const char *uri) {
@@ -80,12 +82,12 @@ int coda__durable_open(coda__engine *e, const char *uri) {
   char err[512] = "";
   int rc = coda__store_open(uri, e->app->opt.store_max_bytes, &d->store, err, sizeof err);
   if (rc) {
-    snprintf(open_error, sizeof open_error, "%s", err);
+    snprintf(e->store_error, sizeof e->store_error, "%s", err);
     coda_log(e->app, CODA_LOG_ERROR, "task store \"%s\": %s", uri, err);
     free(d);
     return rc == CODA_EINVAL ? rc : CODA_ESTORE;
   }
-  open_error[0] = '\0';
+  e->store_error[0] = '\0';
   d->engine = e;
   uv_mutex_init(&d->mu);
   uv_cond_init(&d->cond);
@@ -93,6 +95,8 @@ int coda__durable_open(coda__engine *e, const char *uri) {
   uv_mutex_init(&d->id_mu);
   uv_mutex_init(&d->reg_mu);
   uv_mutex_init(&d->submit_mu);
+  uv_mutex_init(&d->hb_mu);
+  uv_cond_init(&d->hb_cond);
   coda__queue_init(&d->ops);
   coda__queue_init(&d->retry_ops);
   atomic_store(&d->rng, uv_hrtime());
@@ -113,6 +117,8 @@ void coda__durable_free(coda__engine *e) {
   uv_mutex_destroy(&d->id_mu);
   uv_mutex_destroy(&d->reg_mu);
   uv_mutex_destroy(&d->submit_mu);
+  uv_mutex_destroy(&d->hb_mu);
+  uv_cond_destroy(&d->hb_cond);
   free(d);
   e->durable = NULL;
 }
@@ -296,12 +302,13 @@ static uint64_t next_random(coda__durable *d) {
 }
 
 /* min(max, base * 2^(attempt-1)), jittered to between half and all of it. */
-static int64_t backoff_ms(coda__durable *d, const coda_task *t, uint64_t random) {
+int64_t coda__durable_backoff(coda__durable *d, const coda_task_def *def, int attempt) {
   const coda__options *o = &d->engine->app->opt;
-  int64_t base = t->def->backoff_ms ? t->def->backoff_ms : o->backoff;
-  int64_t max = t->def->backoff_max_ms ? t->def->backoff_max_ms : o->backoff_max;
+  uint64_t random = next_random(d);
+  int64_t base = def && def->backoff_ms ? def->backoff_ms : o->backoff;
+  int64_t max = def && def->backoff_max_ms ? def->backoff_max_ms : o->backoff_max;
   int64_t delay = base;
-  for (int i = 1; i < t->attempt && delay < max; i++)
+  for (int i = 1; i < attempt && delay < max; i++)
     delay *= 2;
   if (delay > max)
     delay = max;
@@ -353,6 +360,7 @@ void coda__durable_abandon(coda_task *t, const char *final_why) {
   op->op.kind = CODA__OP_FINISH;
   op->executor = t->executor; /* def NULL: the caller gave the slot back */
   op->r.id = t->id;
+  op->r.lease = t->lease;
   op->r.name = t->def->name;
   op->r.state = CODA_STATE_DEAD;
   op->r.attempts = t->attempt > 0 ? t->attempt - 1 : 0; /* it never ran */
@@ -384,6 +392,7 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
   op->executor = t->executor;
   coda__task_record *r = &op->r;
   r->id = t->id;
+  r->lease = t->lease; /* fenced: refused if the claim was taken over */
   r->name = t->def->name;
   r->attempts = t->attempt;
   r->max_attempts = t->max_attempts;
@@ -404,7 +413,7 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
               message ? message : "failed");
   } else {
     r->state = CODA_STATE_FAILED;
-    int64_t wait = backoff_ms(d, t, next_random(d));
+    int64_t wait = coda__durable_backoff(d, t->def, t->attempt);
     r->run_at = now + wait;
     coda__stat_add(e, t->executor, CODA_STAT_RETRIED, 1);
     CODA__LOG(e->app, CODA_LOG_WARN,
@@ -490,149 +499,6 @@ int coda_task_get(coda_app *app, uint64_t id, coda_task_info **out) {
   return 0;
 }
 
-/* A listing merges two streams by id: the store's, in which a task alive
- * here may show a stale state (a first attempt is written queued and never
- * claimed), and the live tasks, read as coda_task_get() shows them. */
-typedef struct live_id {
-  uint64_t id;
-  coda_task_state state;
-} live_id;
-
-typedef struct list_merge {
-  coda_app *app;
-  coda_task_state state;
-  live_id *live; /* the tasks alive here when the listing began, by id */
-  size_t nlive, next_live, cap;
-  uint64_t after_id;
-  int delivered, limit, stopped, nomem;
-  int rc; /* a failed read of a live task */
-  coda_task_list_fn fn;
-  void *user;
-} list_merge;
-
-static void snapshot_live(void *value, void *user) {
-  coda_task *t = value;
-  list_merge *m = user;
-  if (t->id <= m->after_id || m->nomem)
-    return;
-  if (m->nlive == m->cap) {
-    size_t cap = m->cap ? m->cap * 2 : 64;
-    live_id *p = realloc(m->live, cap * sizeof *p);
-    if (!p) {
-      m->nomem = 1;
-      return;
-    }
-    m->live = p;
-    m->cap = cap;
-  }
-  m->live[m->nlive++] =
-      (live_id){t->id, t->began_at ? CODA_STATE_RUNNING : CODA_STATE_QUEUED};
-}
-
-static int by_live_id(const void *a, const void *b) {
-  uint64_t x = ((const live_id *)a)->id, y = ((const live_id *)b)->id;
-  return x < y ? -1 : x > y;
-}
-
-static void deliver(list_merge *m, const coda_task_info *info) {
-  m->delivered++;
-  if (m->fn(info, m->user) || m->delivered == m->limit)
-    m->stopped = 1;
-}
-
-/* Reads a task again as coda_task_get() shows it (its state may have moved
- * on since the snapshot) and delivers it if it is in the listed state. */
-static void deliver_current(list_merge *m, uint64_t id) {
-  coda_task_info *info;
-  int rc = coda_task_get(m->app, id, &info);
-  if (rc == CODA_ENOTFOUND)
-    return; /* purged meanwhile */
-  if (rc) {
-    m->rc = rc;
-    m->stopped = 1;
-    return;
-  }
-  if (info->state == m->state)
-    deliver(m, info);
-  coda_task_info_free(info);
-}
-
-/* The live tasks of the snapshot with an id below `below`: those then in
- * the listed state, and the stored row `stored_id`, whatever its state
- * then (it may have finished since: the store says so now). */
-static void deliver_live_below(list_merge *m, uint64_t below, uint64_t stored_id) {
-  while (!m->stopped && m->next_live < m->nlive && m->live[m->next_live].id < below) {
-    live_id l = m->live[m->next_live++];
-    if (l.state == m->state || l.id == stored_id)
-      deliver_current(m, l.id);
-  }
-}
-
-static int is_live_now(coda__durable *d, uint64_t id) {
-  uv_mutex_lock(&d->reg_mu);
-  int live = coda__idmap_get(&d->live, id) != NULL;
-  uv_mutex_unlock(&d->reg_mu);
-  return live;
-}
-
-static int on_stored(const coda_task_info *info, void *user) {
-  list_merge *m = user;
-  m->after_id = info->id;
-  deliver_live_below(m, info->id + 1, info->id);
-  int in_snapshot = m->next_live > 0 && m->live[m->next_live - 1].id == info->id;
-  if (m->stopped || in_snapshot)
-    return m->stopped;
-  /* Alive since the snapshot (a claimed retry): its state is not the
-   * stored one. */
-  if (is_live_now(app_durable(m->app), info->id))
-    deliver_current(m, info->id);
-  else
-    deliver(m, info);
-  return m->stopped;
-}
-
-int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int limit,
-                   coda_task_list_fn fn, void *user) {
-  coda__durable *d = app_durable(app);
-  if (!fn || limit < 0 || state < CODA_STATE_QUEUED || state > CODA_STATE_DEAD)
-    return CODA_EINVAL;
-  if (!d || !d->store->m->list)
-    return d ? CODA_ESTATE : 0;
-  if (limit == 0)
-    return 0;
-  list_merge m = {.app = app,
-                  .state = state,
-                  .after_id = after_id,
-                  .limit = limit,
-                  .fn = fn,
-                  .user = user};
-  uv_mutex_lock(&d->reg_mu);
-  coda__idmap_each_user(&d->live, snapshot_live, &m);
-  uv_mutex_unlock(&d->reg_mu);
-  if (m.nomem) {
-    free(m.live);
-    return CODA_ENOMEM;
-  }
-  if (m.nlive > 1)
-    qsort(m.live, m.nlive, sizeof *m.live, by_live_id);
-  /* A stored row of a live task is delivered from the live side (or not
-   * at all), so a read may deliver fewer rows than it read: read `limit`
-   * plus the live tasks still ahead, which is enough in one read unless
-   * tasks turned live meanwhile. */
-  int rc = 0;
-  while (!m.stopped) {
-    size_t ahead = m.nlive - m.next_live;
-    int page = ahead > (size_t)(INT_MAX - limit) ? INT_MAX : limit + (int)ahead;
-    rc = d->store->m->list(d->store, state, m.after_id, page, on_stored, &m);
-    if (rc < page)
-      break;
-  }
-  if (rc >= 0)
-    deliver_live_below(&m, UINT64_MAX, 0);
-  free(m.live);
-  return rc < 0 ? rc : m.rc ? m.rc : m.delivered;
-}
-
 int coda_task_progress(coda_task *t, double fraction) {
   coda__durable *d = t->def->engine->durable;
   if (!t->durable)
@@ -653,6 +519,7 @@ int coda_task_progress(coda_task *t, double fraction) {
     return CODA_ENOMEM;
   op->op.kind = CODA__OP_PROGRESS;
   op->id = t->id;
+  op->lease = t->lease;
   op->progress = fraction;
   if (push_op(d, &op->op) != 0) {
     free(op);

@@ -17,7 +17,14 @@
 #define CODA__KEY_ID_BIT (1ULL << 62)
 #define CODA__MAX_CLAIM 512
 
-typedef enum { CODA__OP_HOLD, CODA__OP_ENQUEUE, CODA__OP_FINISH, CODA__OP_PROGRESS, CODA__OP_SYNC } coda__op_kind;
+typedef enum {
+  CODA__OP_HOLD,
+  CODA__OP_ENQUEUE,
+  CODA__OP_FINISH,
+  CODA__OP_PROGRESS,
+  CODA__OP_SYNC,
+  CODA__OP_PAUSE /* outside any batch: written before it (lease.c) */
+} coda__op_kind;
 
 typedef struct coda__store_op {
   coda__queue link;
@@ -56,8 +63,16 @@ typedef struct coda__finish_op {
 typedef struct coda__progress_op {
   coda__store_op op;
   uint64_t id;
+  uint64_t lease; /* the claim's token */
   double progress;
 } coda__progress_op;
+
+typedef struct coda__pause_op {
+  coda__store_op op;
+  const char *queue; /* the caller's, which waits */
+  int paused;
+  int done; /* under mu */
+} coda__pause_op;
 
 typedef struct coda__sync_op {
   coda__store_op op;
@@ -106,6 +121,19 @@ struct coda__durable {
   int64_t next_purge; /* store thread only */
   unsigned next_loop;
   atomic_ullong rng;
+  int64_t next_expire; /* store thread only */
+  /* The heartbeat (lease.c): its own thread, which renews the leases of
+   * the live tasks every CODA_OPT_TASK_LEASE / 3. hb_mu protects hb_stop
+   * and hb_paused; hb_cond wakes it to stop. */
+  uv_thread_t hb_thread;
+  uv_mutex_t hb_mu;
+  uv_cond_t hb_cond;
+  int hb_stop, hb_paused, hb_running;
+  int hb_failing; /* heartbeat thread only: the last renewal failed */
+  /* Store thread only: the queues paused fleet-wide as last read (store
+   * paused()), comma-separated: a task added here in one of them is
+   * written unclaimed. */
+  char paused[1024];
   char err[512]; /* last error, for coda_app_store_error (under mu) */
 };
 
@@ -117,5 +145,32 @@ static inline int coda__op_is_outcome(const coda__store_op *op) {
 
 /* The last store error, for coda_app_store_error(). Any thread. */
 void coda__durable_set_error(coda__durable *d, const char *msg);
+
+/* ---- leases and queues (lease.c) ---- */
+/* Tells the store the queues served and starts the heartbeat (after the
+ * store's recovery, before the store thread claims). */
+int coda__lease_start(coda__durable *d);
+/* Stops and joins the heartbeat (before the store thread stops). */
+void coda__lease_stop(coda__durable *d);
+/* Store thread: takes over tasks whose lease expired and records each
+ * attempt as failed, when it is time to look (every lease / 2). */
+void coda__lease_expire_due(coda__durable *d);
+/* Store thread, after a commit of `batch` returned 0: the outcomes the
+ * store refused are logged and counted (not retried). */
+void coda__lease_check_refused(coda__durable *d, coda__queue *batch);
+/* Store thread: takes the pause ops out of `batch` and writes them, each
+ * alone, waking their callers. */
+void coda__lease_write_pauses(coda__durable *d, coda__queue *batch);
+/* Store thread: reads which queues are paused (every poll), and whether
+ * one is. */
+void coda__lease_refresh_paused(coda__durable *d);
+int coda__lease_is_paused(const coda__durable *d, const char *queue);
+/* The delay before the attempt after `attempt` of a def's task (def NULL:
+ * the app's policy), jittered. Any thread. */
+int64_t coda__durable_backoff(coda__durable *d, const coda_task_def *def, int attempt);
+/* The live task of this id, if it holds a claim with a token below
+ * `below` (tokens only grow), is marked lost. Any thread but the registry
+ * lock's holder. */
+void coda__lease_mark_lost(coda__durable *d, uint64_t id, uint64_t below);
 
 #endif /* CODA_TASKS_DURABLE_H */

@@ -161,6 +161,7 @@ static void start_current(worker *w) {
     return;
   }
   coda__task_begin(t);
+  atomic_store(&t->worker_pid, w->proc.pid); /* a lost lease is told to it */
   if (t->def->timeout_ms > 0)
     uv_timer_start(&w->timer, on_timeout, (uint64_t)t->def->timeout_ms, 0);
 }
@@ -176,6 +177,7 @@ static void finish_current(worker *w, int rc, const char *message, int skipped) 
   w->head = (w->head + 1) % CODA__CHAIN_DEPTH;
   w->count--;
   w->begun = 0;
+  atomic_store(&t->worker_pid, 0);
   uv_timer_stop(&w->timer);
   /* The list advances first: whether the next chained task is skipped
    * depends on how this one ended. */

@@ -41,8 +41,22 @@
 
 static int worker_fd = -1; /* in a worker process: the pipe to the server */
 static uint64_t progress_sent_ns;
+/* The task whose lease the server said is lost (CODA__LEASE_SIGNAL): the
+ * low 31 bits of its id, + 1 (0: none). Written by the signal handler. */
+static volatile sig_atomic_t lease_lost_tag;
 
 int coda__in_worker(void) { return worker_fd >= 0; }
+
+static void on_lease_signal(int signo, siginfo_t *info, void *context) {
+  (void)signo, (void)context;
+  if (info->si_code == SI_QUEUE)
+    lease_lost_tag = (sig_atomic_t)((info->si_value.sival_int & 0x7fffffff) + 1);
+}
+
+int coda__worker_lease_lost(const coda_task *t) {
+  sig_atomic_t tag = lease_lost_tag;
+  return tag != 0 && tag == (sig_atomic_t)((t->id & 0x7fffffff) + 1);
+}
 
 int coda__worker_progress(coda_task *t, double fraction) {
   t->progress = fraction;
@@ -140,19 +154,13 @@ static void remember(outcomes *o, uint64_t id, int failed) {
 
 static void on_stop_signal(int signo) { (void)signo; }
 
-/* Before the first task: tie the worker's life to the server's, keep its
- * signals for the server to decide, and let it yield to the server. */
-static void prepare_process(void) {
-  /* Killed with the server's control thread, even in the middle of a long
-   * task; a server that died before this line closed the pipe, and the
-   * first read ends the worker. */
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  /* The server decides when workers stop (it closes the pipe, or kills
-   * one past its timeout). A Ctrl-C in a terminal, `systemctl stop` or
-   * `timeout` signal the whole process group or cgroup: the server drains
-   * its tasks then, and its workers must be alive to finish them. A
-   * handler that does nothing, not SIG_IGN: handlers reset at exec, so a
-   * program a task starts can still be stopped by SIGTERM or Ctrl-C. */
+/* The server decides when workers stop (it closes the pipe, or kills one
+ * past its timeout). A Ctrl-C in a terminal, `systemctl stop` or `timeout`
+ * signal the whole process group or cgroup: the server drains its tasks
+ * then, and its workers must be alive to finish them. A handler that does
+ * nothing, not SIG_IGN: handlers reset at exec, so a program a task starts
+ * can still be stopped by SIGTERM or Ctrl-C. */
+static void keep_stop_signals_for_the_server(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_stop_signal;
@@ -160,7 +168,40 @@ static void prepare_process(void) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+}
+
+/* A worker starts with every signal unblocked and at its default action:
+ * uv_spawn blocks them in the parent across fork, but its child resets
+ * every handler to SIG_DFL and empties its signal mask just before exec
+ * (libuv unix/process.c), so nothing the server blocks or ignores survives
+ * into the worker. From exec to coda_app_worker(), the program's own main()
+ * runs (its start-up code, its task registrations), and a stop signal for
+ * the group then would kill the worker; its replacement could die the same
+ * way. So the handlers go in before main(), when the library is loaded
+ * into a worker; only exec and the dynamic loader's work remain before
+ * them. In any other process this does nothing. */
+__attribute__((constructor)) static void keep_stop_signals_from_the_start(void) {
+  if (getenv("CODA_WORKER_FD"))
+    keep_stop_signals_for_the_server();
+}
+
+/* Before the first task: tie the worker's life to the server's, keep its
+ * signals for the server to decide, and let it yield to the server. */
+static void prepare_process(void) {
+  /* Killed with the server's control thread, even in the middle of a long
+   * task; a server that died before this line closed the pipe, and the
+   * first read ends the worker. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  /* Again: main() may have changed them since the constructor. */
+  keep_stop_signals_for_the_server();
   signal(SIGPIPE, SIG_IGN);
+  /* The server tells a running durable task that its lease is lost. */
+  struct sigaction lost;
+  memset(&lost, 0, sizeof lost);
+  lost.sa_sigaction = on_lease_signal;
+  lost.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&lost.sa_mask);
+  sigaction(CODA__LEASE_SIGNAL, &lost, NULL);
   /* Exec'd as /proc/self/fd/N, the worker would be named "N" in ps and
    * pgrep: it takes its program's name back. */
   prctl(PR_SET_NAME, program_invocation_short_name);

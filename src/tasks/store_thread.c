@@ -63,6 +63,12 @@ static int write_task(coda__durable *d, coda_task *t, int64_t now) {
   if (coda__args_encode(t->args, t->nargs, &d->scratch) != 0)
     return CODA_ENOMEM;
   int delayed = t->run_at > now;
+  /* Claimed at once by this process only if it serves the task's queue
+   * and the queue is not paused; otherwise a claim takes it, here or in
+   * a process that serves it. */
+  const char *queue = coda__def_queue(t->def);
+  int owned = !delayed && coda__engine_serves(d->engine, queue) &&
+              !coda__lease_is_paused(d, queue);
   coda__task_record r = {
       .id = t->id,
       .name = t->def->name,
@@ -70,12 +76,15 @@ static int write_task(coda__durable *d, coda_task *t, int64_t now) {
       .args = d->scratch.base,
       .args_len = d->scratch.len,
       .state = CODA_STATE_QUEUED,
-      .attempts = delayed ? 0 : 1,
+      .attempts = owned ? 1 : 0,
       .max_attempts = t->max_attempts,
       .created_at = t->created_at,
       .run_at = delayed ? t->run_at : t->created_at,
+      .queue = queue,
   };
-  int rc = s->m->enqueue(s, &r, !delayed, now + d->engine->app->opt.task_lease);
+  t->elsewhere = !delayed && !owned;
+  t->lease = owned ? 1 : 0; /* an owned enqueue is the task's first claim */
+  int rc = s->m->enqueue(s, &r, owned, now + d->engine->app->opt.task_lease);
   if (rc == CODA_EEXIST) {
     t->duplicate = 1;
     return 0;
@@ -104,9 +113,16 @@ static int apply(coda__durable *d, coda__store_op *op, int64_t now) {
     return write_task(d, ((coda__enqueue_op *)op)->task, now);
   case CODA__OP_FINISH:
     return s->m->finish(s, &((coda__finish_op *)op)->r);
-  case CODA__OP_PROGRESS:
-    return s->m->progress(s, ((coda__progress_op *)op)->id, ((coda__progress_op *)op)->progress);
+  case CODA__OP_PROGRESS: {
+    coda__progress_op *p = (coda__progress_op *)op;
+    if (s->m->progress_leased) {
+      coda__lease l = {p->id, p->lease};
+      return s->m->progress_leased(s, &l, p->progress);
+    }
+    return s->m->progress(s, p->id, p->progress);
+  }
   case CODA__OP_SYNC:
+  case CODA__OP_PAUSE: /* written apart, before the batch */
     return 0;
   }
   return 0;
@@ -118,12 +134,13 @@ static void register_live(coda__durable *d, coda_task *t) {
   uv_mutex_unlock(&d->reg_mu);
 }
 
-/* A written task that will not run now: a duplicate, or delayed (the
- * claims will run it at its time). */
+/* A written task that will not run now: a duplicate, delayed (the claims
+ * will run it at its time), or of a queue another process serves or that
+ * is paused. */
 static int set_aside(coda__durable *d, coda_task *t, int64_t now) {
   if (t->duplicate)
     coda__stat_add(d->engine, t->executor, CODA_STAT_DUPLICATE, 1);
-  if (!t->duplicate && t->run_at <= now)
+  if (!t->duplicate && t->run_at <= now && !t->elsewhere)
     return 0;
   coda__stat_add(d->engine, t->executor, CODA_STAT_QUEUED, -1);
   coda__task_unreserve_def(t->def);
@@ -225,6 +242,8 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       ((coda__sync_op *)op)->done = 1;
       uv_mutex_unlock(&d->mu);
       break;
+    case CODA__OP_PAUSE: /* taken out of every batch before it is written */
+      break;
     }
   }
   uv_mutex_lock(&d->mu);
@@ -281,6 +300,8 @@ static void write_one_by_one(coda__durable *d, coda__queue *batch, int64_t now) 
     coda__queue q1;
     coda__queue_init(&q1);
     coda__queue_insert_tail(&q1, &op->link);
+    if (rc == 0)
+      coda__lease_check_refused(d, &q1);
     complete(d, &q1, rc, now);
   }
   if (wrote && !failed && atomic_exchange(&d->faulted, 0))
@@ -358,6 +379,7 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
     if (atomic_exchange(&d->faulted, 0))
       coda_log(d->engine->app, CODA_LOG_INFO, "task store: writing again");
     atomic_fetch_add_explicit(&d->batches, 1, memory_order_relaxed);
+    coda__lease_check_refused(d, batch);
     if (want_ids) {
       uv_mutex_lock(&d->id_mu);
       d->spare_first = first;
@@ -375,7 +397,7 @@ typedef struct claim_ctx {
   coda__durable *d;
   coda__queue tasks;
   struct {
-    uint64_t id;
+    uint64_t id, lease;
     int attempts;
     int unreadable;     /* registered, but its arguments do not decode */
   } unknown[CODA__MAX_CLAIM]; /* every task of a claim may be unknown */
@@ -394,12 +416,14 @@ static void on_claimed(void *user, const coda__task_record *r) {
              def ? "cannot be read back" : "is not registered in this program");
     if (cx->nunknown < CODA__MAX_CLAIM) {
       cx->unknown[cx->nunknown].id = r->id;
+      cx->unknown[cx->nunknown].lease = r->lease;
       cx->unknown[cx->nunknown].attempts = r->attempts;
       cx->unknown[cx->nunknown++].unreadable = def != NULL;
     }
     return;
   }
   t->id = r->id;
+  t->lease = r->lease;
   t->durable = t->stored = 1;
   t->attempt = r->attempts;
   t->max_attempts = r->max_attempts;
@@ -440,6 +464,7 @@ static void claim_due(coda__durable *d) {
     coda__task_record dead = {.id = cx.unknown[i].id,
                               .state = CODA_STATE_DEAD,
                               .attempts = cx.unknown[i].attempts,
+                              .lease = cx.unknown[i].lease,
                               .finished_at = now,
                               .error = cx.unknown[i].unreadable
                                            ? "its arguments cannot be read back"
@@ -526,6 +551,8 @@ static void store_main(void *arg) {
       if (!coda__queue_empty(&d->ops) || d->stop || d->kick)
         break;
       int64_t next = d->next_poll < d->next_purge ? d->next_poll : d->next_purge;
+      if (d->next_expire < next)
+        next = d->next_expire;
       int64_t wait = next - now_ms();
       if (wait <= 0)
         break;
@@ -540,6 +567,7 @@ static void store_main(void *arg) {
       gather_outcomes(d, &batch, 1);
     int stop = d->stop;
     uv_mutex_unlock(&d->mu);
+    coda__lease_write_pauses(d, &batch);
     int64_t now = now_ms();
     /* Outcomes a failed batch kept go first, at the poll's pace. */
     if (!coda__queue_empty(&d->retry_ops) && (now >= d->next_poll || stop)) {
@@ -574,6 +602,7 @@ static void store_main(void *arg) {
     }
     uv_mutex_unlock(&d->submit_mu);
     if (now_ms() >= d->next_poll) {
+      coda__lease_refresh_paused(d);
       uv_mutex_lock(&d->submit_mu);
       if (!d->no_submit && d->loops_ready && !atomic_load(&d->draining))
         claim_due(d);
@@ -583,6 +612,7 @@ static void store_main(void *arg) {
     }
     if (now_ms() >= d->next_purge)
       purge_old(d);
+    coda__lease_expire_due(d);
   }
   long lost = 0;
   while (!coda__queue_empty(&d->retry_ops)) {
@@ -640,8 +670,13 @@ int coda__durable_start(coda__engine *e) {
   atomic_store(&d->faulted, 0);
   d->next_poll = 0; /* claim what is due at once */
   d->next_purge = now + purge_every(&e->app->opt);
-  if (uv_thread_create(&d->thread, store_main, d) != 0)
+  d->next_expire = INT64_MAX;           /* a store without leases */
+  if ((rc = coda__lease_start(d)) != 0) /* queues served, then the heartbeat */
+    return rc;
+  if (uv_thread_create(&d->thread, store_main, d) != 0) {
+    coda__lease_stop(d);
     return CODA_ENOMEM;
+  }
   atomic_store(&d->running, 1);
   return 0;
 }
@@ -677,6 +712,7 @@ void coda__durable_stop(coda__engine *e) {
   coda__durable *d = e->durable;
   if (!d || !atomic_load(&d->running))
     return;
+  coda__lease_stop(d);
   uv_mutex_lock(&d->mu);
   d->stop = 1;
   uv_cond_signal(&d->cond);

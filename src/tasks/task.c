@@ -55,8 +55,12 @@ int coda__engine_free(void *data) {
   e->left_procs = NULL;
   for (int i = 0; i < e->ndefs; i++) {
     free(e->defs[i]->name);
+    free(e->defs[i]->queue);
     free(e->defs[i]);
   }
+  for (int i = 0; i < e->nqueues; i++)
+    free(e->queues[i]);
+  free(e->queues);
   free(e->defs);
   for (int i = 0; i < e->nroute_lists; i++) {
     coda_tasks *l = e->route_lists[i];
@@ -75,6 +79,7 @@ int coda__engine_free(void *data) {
   }
   uv_mutex_destroy(&e->loops_mu);
   coda__durable_free(e);
+  coda__schedule_free(e);
   free(e);
   return 0;
 }
@@ -974,6 +979,8 @@ int coda_task_fail(coda_task *t, const char *fmt, ...) {
 }
 
 int coda_task_cancelled(const coda_task *t) {
+  if (coda__in_worker() && coda__worker_lease_lost(t))
+    return 1;
   return atomic_load_explicit(&((coda_task *)t)->cancelled, memory_order_relaxed);
 }
 int coda_task_delivered(const coda_task *t) {
@@ -1001,8 +1008,9 @@ long coda_task_stat(const coda_app *app, coda_executor ex, coda_task_stat_kind k
 /* The engine's figures for coda_stats_json(): ,"tasks":{...},"durable":{...}. */
 size_t coda__engine_stats_json(void *data, char *buf, size_t cap) {
   static const char *const names[CODA_STAT_COUNT_] = {
-      "queued",  "running", "succeeded", "failed",    "timed_out", "crashed",  "rejected",
-      "dropped", "retried", "dead",      "duplicate", "claimed",   "restarted"};
+      "queued",    "running",  "succeeded", "failed",    "timed_out",
+      "crashed",   "rejected", "dropped",   "retried",   "dead",
+      "duplicate", "claimed",  "restarted", "lease_lost"};
   coda__engine *e = data;
   char tmp[4096];
   size_t n = (size_t)snprintf(tmp, sizeof tmp, ",\"tasks\":{");

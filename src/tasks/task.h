@@ -18,6 +18,7 @@
 #include "common/queue.h"
 #include "tasks/args.h"
 
+#include <signal.h>
 #include <stdatomic.h>
 #include <uv.h>
 
@@ -69,6 +70,7 @@ struct coda_task_def {
   int max_attempts; /* 0: the app's */
   long backoff_ms;  /* 0: the app's */
   long backoff_max_ms;
+  char *queue; /* durable: the queue its tasks are claimed from (NULL: "default") */
   atomic_long outstanding; /* added and not finished, for the shutdown report */
   coda__engine *engine;
 };
@@ -107,6 +109,17 @@ struct coda_task {
   unsigned durable : 1;
   unsigned stored : 1;    /* in the store */
   unsigned duplicate : 1; /* its key matched a task already stored */
+  unsigned elsewhere : 1; /* written unclaimed: a queue this process does not serve */
+  /* The fencing token of this process's claim (0: none), set by the store
+   * thread before the task is registered live, read under the registry
+   * lock by the heartbeat. */
+  uint64_t lease;
+  /* Set once by the heartbeat or the store thread when the claim is lost:
+   * the attempt's outcome will be refused (coda_task_lease_lost()). */
+  atomic_int lease_lost;
+  /* PROCESS: the pid of the worker running it (0: none), set and cleared
+   * by the control loop, read by the heartbeat to tell the worker. */
+  atomic_int worker_pid;
   int attempt;            /* 1 for the first */
   int max_attempts;
   int64_t created_at; /* unix ms */
@@ -161,9 +174,14 @@ struct coda__engine {
   coda__task_loop *retired; /* loops of earlier runs, freed with the engine */
   uv_timer_t watch;         /* THREAD task timeouts (control loop) */
   int watching;
+  char **queues;            /* coda_app_queues(): the queues served, by preference */
+  int nqueues;              /* 0: every queue */
   coda_tasks **route_lists; /* templates of route-level tasks, owned here */
   int nroute_lists;
   struct coda__durable *durable; /* the store and its thread (durable.c) */
+  /* Why the last store failed to open, while `durable` is NULL (durable.c;
+   * written by a configuration call, so on one thread per app). */
+  char store_error[512];
   atomic_int draining;
   /* Threads between a look at `draining` and their coda__server_idle():
    * the report waits for none to be left, so none can use the server
@@ -171,6 +189,7 @@ struct coda__engine {
   atomic_int notifying;
   coda__thread_pool *left_threads; /* stopped with tasks still running */
   coda__process_pool *left_procs;  /* stopped, kept for left_threads */
+  struct coda__scheduler *scheduler; /* periodic tasks (schedule.c), or NULL */
 };
 
 /* The app's engine, made on first use (a configuration call: one thread,
@@ -357,6 +376,24 @@ void coda__durable_abandon(coda_task *t, const char *final_why);
 void coda__task_drop_final(coda_task *t, const char *why);
 /* The attempt begins (executor thread). */
 void coda__durable_began(coda_task *t);
+/* Whether this process serves the queue (coda_app_queues()). */
+int coda__engine_serves(const coda__engine *e, const char *queue);
+/* The queue of a definition. */
+static inline const char *coda__def_queue(const coda_task_def *def) {
+  return def->queue ? def->queue : "default";
+}
+/* Marks t's claim lost (heartbeat or store thread, under the durable
+ * registry lock): coda_task_lease_lost() and coda_task_cancelled() become
+ * true, in a PROCESS worker too (process_worker.c). */
+void coda__task_mark_lease_lost(coda_task *t);
+/* The signal that tells a PROCESS worker its current task's lease is lost;
+ * its value is the low 31 bits of the task's id. */
+#define CODA__LEASE_SIGNAL (SIGRTMIN + 2)
+/* In a worker process: whether the server said t's lease is lost. */
+int coda__worker_lease_lost(const coda_task *t);
+/* Tests only: pauses (1) or resumes (0) the heartbeat's renewals, so that a
+ * running task's lease can expire. */
+void coda__durable_test_pause_heartbeat(coda_app *app, int paused);
 size_t coda__durable_stats_json(coda__engine *e, char *buf, size_t cap);
 /* The server's loops are initialised: the store thread may hand tasks to
  * the executors (LOOP ones need the loops). */
@@ -365,6 +402,11 @@ void coda__durable_loops_ready(coda__engine *e);
 void coda__durable_quiesce(coda__engine *e);
 /* Stops claiming new attempts (the drain has begun). */
 void coda__durable_draining(coda__engine *e);
+
+/* ---- periodic tasks (schedule.c) ---- */
+typedef struct coda__scheduler coda__scheduler;
+/* Frees the schedules (with the engine). */
+void coda__schedule_free(coda__engine *e);
 
 static inline void coda__stat_add(coda__engine *e, coda_executor ex,
                                   coda_task_stat_kind k, long v) {

@@ -7,6 +7,7 @@
 #include "test.h"
 
 #include <arpa/inet.h>
+#include <jansson.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -55,6 +56,9 @@ static void read_log(demo *d, int ms, const char *until) {
 /* Each demo gets its own store file in a temp directory (removed at exit). */
 static char store_dir[] = "/tmp/coda-demo-test-XXXXXX";
 static char store_uri[256];
+/* The demo's --tick: off, so that /stats counts only the seeds' tasks,
+ * unless a case turns it on. */
+static const char *tick_ms = "0";
 
 static void remove_store(void) {
   char cmd[300];
@@ -78,7 +82,7 @@ static int demo_start(demo *d) {
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
   char *argv[] = {CODA_DEMO_PATH, "--listen", "127.0.0.1:0", "--threads", "2",
-                  "--store", store_uri, NULL};
+                  "--store", store_uri, "--tick", (char *)tick_ms, NULL};
   int rc = posix_spawn(&d->pid, CODA_DEMO_PATH, &fa, NULL, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   close(fds[1]);
@@ -326,6 +330,95 @@ TEST(demo_durable_report_retries_and_survives_a_restart) {
   CHECK_EQ_INT(demo_stop(&d, SIGTERM, 5000), 0);
 }
 
+/* GET /tasks?name=tick: the periodic task's runs, each with its due time
+ * (a multiple of the interval), once each; pages by id with next_after. */
+static json_t *get_json(int port, const char *path, int *status) {
+  char buf[65536];
+  *status = tc_get(port, path, buf, sizeof buf, 3000);
+  const char *body = *status > 0 ? tc_body(buf) : NULL;
+  return body ? json_loads(body, 0, NULL) : NULL;
+}
+
+/* Succeeded tick runs listed in one page (-1 if the answer is unreadable). */
+static int succeeded_ticks(int port) {
+  int status;
+  json_t *j = get_json(port, "/tasks?name=tick&state=succeeded&limit=1000", &status);
+  int n = j && status == 200 ? (int)json_array_size(json_object_get(j, "tasks")) : -1;
+  json_decref(j);
+  return n;
+}
+
+TEST(demo_lists_the_periodic_tick_by_name) {
+  tick_ms = "200";
+  demo d;
+  int started = demo_start(&d);
+  tick_ms = "0";
+  REQUIRE(started == 0);
+  uint64_t end = tc_now_ms() + 20000;
+  while (succeeded_ticks(d.port) < 4 && tc_now_ms() < end)
+    tc_sleep_ms(50);
+  CHECK(succeeded_ticks(d.port) >= 4);
+  /* Every run, any state: a due time each, aligned, none twice. */
+  int status;
+  json_t *all = get_json(d.port, "/tasks?name=tick", &status);
+  CHECK_EQ_INT(status, 200);
+  json_t *tasks = json_object_get(all, "tasks");
+  REQUIRE(json_is_array(tasks));
+  size_t n = json_array_size(tasks);
+  CHECK(n >= 4);
+  CHECK_EQ_STR(json_string_value(json_object_get(all, "name")), "tick");
+  long long dues[256];
+  for (size_t i = 0; i < n && i < 256; i++) {
+    json_t *t = json_array_get(tasks, i);
+    dues[i] = json_integer_value(json_object_get(t, "due"));
+    CHECK_EQ_STR(json_string_value(json_object_get(t, "name")), "tick");
+    CHECK(dues[i] > 0 && dues[i] % 200 == 0);
+    for (size_t k = 0; k < i; k++)
+      CHECK(dues[k] != dues[i]);
+    if (i > 0) /* by increasing id */
+      CHECK(json_integer_value(json_object_get(t, "id")) >
+            json_integer_value(json_object_get(json_array_get(tasks, i - 1), "id")));
+  }
+  /* Pages of two cover the same tasks (and the ticks added meanwhile,
+   * whose ids, derived from their keys, fall anywhere). */
+  static json_int_t paged_ids[4096];
+  size_t npaged = 0;
+  char path[128] = "/tasks?name=tick&limit=2";
+  for (int pages = 0; pages < 1000; pages++) {
+    json_t *page = get_json(d.port, path, &status);
+    json_t *items = json_object_get(page, "tasks");
+    for (size_t i = 0; i < json_array_size(items) && npaged < 4096; i++)
+      paged_ids[npaged++] =
+          json_integer_value(json_object_get(json_array_get(items, i), "id"));
+    json_t *next = json_object_get(page, "next_after");
+    if (json_is_integer(next))
+      snprintf(path, sizeof path, "/tasks?name=tick&limit=2&after=%lld",
+               (long long)json_integer_value(next));
+    int more = json_is_integer(next);
+    json_decref(page);
+    if (!more)
+      break;
+  }
+  size_t paged = 0;
+  for (size_t i = 0; i < n; i++) {
+    json_int_t id = json_integer_value(json_object_get(json_array_get(tasks, i), "id"));
+    for (size_t k = 0; k < npaged; k++)
+      if (paged_ids[k] == id) {
+        paged++;
+        break;
+      }
+  }
+  CHECK_EQ_INT(paged, n);
+  json_decref(all);
+  json_t *none = get_json(d.port, "/tasks?name=nothing", &status);
+  CHECK_EQ_INT(status, 200);
+  CHECK_EQ_INT(json_array_size(json_object_get(none, "tasks")), 0);
+  json_decref(none);
+  char buf[4096];
+  CHECK_EQ_INT(tc_get(d.port, "/tasks?name=", buf, sizeof buf, 3000), 422);
+  CHECK_EQ_INT(demo_stop(&d, SIGTERM, 5000), 0);
+}
+
 /* SIGINT closes an idle keep-alive connection at once, not after the
  * keep-alive timeout (5 s) or at the shutdown deadline (10 s), and the demo
  * exits with status 0. Timed by the end of the connection, not by the exit
@@ -368,4 +461,5 @@ RUN_TESTS(demo, TEST_CASE(demo_serves_its_routes_and_logs_them),
           TEST_CASE(demo_runs_the_seeds_tasks_after_the_response),
           TEST_CASE(demo_durable_report_retries_and_survives_a_restart),
           TEST_CASE(demo_exits_zero_on_sigint_with_an_open_connection),
-          TEST_CASE(demo_rejects_bad_arguments))
+          TEST_CASE(demo_rejects_bad_arguments),
+          TEST_CASE(demo_lists_the_periodic_tick_by_name))

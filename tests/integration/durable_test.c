@@ -22,7 +22,8 @@
  * Retry-After, nothing acknowledged lost), an outcome too big for a capped
  * store, a failing handler's durable tasks, a durable PROCESS task,
  * route-level durable tasks, timeouts as failed attempts, a queue wait
- * past the lease, a restart on the same file, and store errors at start.
+ * past the lease, a restart on the same file, and store errors at start
+ * (each app its own, two apps opening on two threads at once).
  */
 #include "app/app.h"
 #include "harness.h"
@@ -1430,11 +1431,15 @@ TEST(a_version_1_store_is_migrated) {
   REQUIRE(sqlite3_prepare_v2(
               db,
               "SELECT (SELECT user_version FROM pragma_user_version),"
-              " (SELECT count(*) FROM sqlite_master WHERE name='coda_tasks_done')",
+              " (SELECT count(*) FROM sqlite_master WHERE name='coda_tasks_done'),"
+              " (SELECT queue||','||token FROM coda_tasks WHERE id=7)",
               -1, &st, NULL) == SQLITE_OK);
   REQUIRE(sqlite3_step(st) == SQLITE_ROW);
-  CHECK_EQ_INT(sqlite3_column_int(st, 0), 2);
+  CHECK_EQ_INT(sqlite3_column_int(st, 0), 3);
   CHECK_EQ_INT(sqlite3_column_int(st, 1), 1);
+  /* Version 3 added a task's queue and claim token: old rows read as the
+   * default queue, never claimed. */
+  CHECK_EQ_STR((const char *)sqlite3_column_text(st, 2), "default,0");
   sqlite3_finalize(st);
   sqlite3_close(db);
 }
@@ -2293,6 +2298,54 @@ TEST(store_errors_are_reported_at_start_up) {
   CHECK(open_store("bogus:whatever", msg, sizeof msg) < 0);
 }
 
+/* Two apps in one process, each opening a bad store on its own thread at
+ * the same time: each reports its own error, not the other's, and an app
+ * that never opened a store reports none. Both threads fail their open
+ * before either reads its error (the barrier), so an error kept once per
+ * process would show the same text to both. Under TSan it is also a race. */
+typedef struct {
+  const char *uri;
+  uv_barrier_t *both_opened;
+  int rc;
+  char msg[512];
+} bad_open;
+
+static void open_bad_store(void *arg) {
+  bad_open *b = arg;
+  coda_app *a = coda_app_new();
+  if (a) {
+    coda_app_set(a, CODA_OPT_LOG_LEVEL, quiet());
+    b->rc = coda_app_store(a, b->uri);
+  }
+  uv_barrier_wait(b->both_opened);
+  if (a)
+    snprintf(b->msg, sizeof b->msg, "%s", coda_app_store_error(a));
+  coda_app_free(a);
+}
+
+TEST(each_app_reports_its_own_store_error) {
+  uv_barrier_t both_opened;
+  REQUIRE(uv_barrier_init(&both_opened, 2) == 0);
+  bad_open b[2] = {{.uri = "bogus-first:1", .both_opened = &both_opened, .rc = 1},
+                   {.uri = "bogus-second:2", .both_opened = &both_opened, .rc = 1}};
+  uv_thread_t th[2];
+  REQUIRE(uv_thread_create(&th[0], open_bad_store, &b[0]) == 0);
+  REQUIRE(uv_thread_create(&th[1], open_bad_store, &b[1]) == 0);
+  uv_thread_join(&th[0]);
+  uv_thread_join(&th[1]);
+  uv_barrier_destroy(&both_opened);
+  for (int i = 0; i < 2; i++) {
+    printf("  %s: %s\n", b[i].uri, b[i].msg);
+    CHECK(b[i].rc < 0);
+    CHECK(strstr(b[i].msg, b[i].uri) != NULL);
+    CHECK(strstr(b[i].msg, b[1 - i].uri) == NULL);
+  }
+  coda_app *none = coda_app_new();
+  REQUIRE(none);
+  CHECK_EQ_STR(coda_app_store_error(none), "");
+  coda_app_free(none);
+}
+
 /* ---- main ----------------------------------------------------------------- */
 
 int main(void) {
@@ -2362,6 +2415,7 @@ int main(void) {
       TEST_CASE(a_task_queued_past_its_lease_runs_once),
       TEST_CASE(left_over_tasks_run_after_a_restart),
       TEST_CASE(store_errors_are_reported_at_start_up),
+      TEST_CASE(each_app_reports_its_own_store_error),
   };
   int rc = test__run("durable", cases, sizeof cases / sizeof cases[0]);
   tc_remove_tree(store_dir);

@@ -56,15 +56,25 @@ static int big_handler(coda_req *req, coda_res *res, void *user) {
 }
 
 /* The same 16 MiB written from the static buffer, so the handler costs
- * nothing. The server stamps a write with its loop's time, taken when the
- * iteration that ran the handler began; copying 16 MiB under ASan on a busy
- * machine took up to 1.3 s, all of it counted against the send timeout
- * before the first byte left. The steady-reader case is about the reader,
- * not about that. */
+ * nothing: copying 16 MiB under ASan on a busy machine took up to 1.3 s.
+ * The steady-reader case is about the reader, not about the handler's time
+ * (a_slow_handler_does_not_eat_the_send_timeout is). */
 static int big_static_handler(coda_req *req, coda_res *res, void *user) {
   (void)req;
   (void)user;
   return coda_res_body_static(res, big_body, sizeof big_body);
+}
+
+/* The same 16 MiB after a handler that holds its loop for
+ * SLOW_HANDLER_MS, longer than the send timeout of the case that uses it
+ * (a slow database query, a blocking call a handler should not make). */
+#define SLOW_HANDLER_MS 2000
+
+static int slow_big_handler(coda_req *req, coda_res *res, void *user) {
+  uint64_t until = tc_now_ms() + SLOW_HANDLER_MS;
+  while (tc_now_ms() < until)
+    tc_sleep_ms(10);
+  return big_static_handler(req, res, user);
 }
 
 /* 1 MiB, copied (/mb/{n}) or written from the static buffer (/mbs/{n});
@@ -120,6 +130,7 @@ static coda_app *new_app(counters *k) {
   rc |= coda_app_route(app, "POST", "/echo", echo_handler, k);
   rc |= coda_app_route(app, "GET", "/big", big_handler, k);
   rc |= coda_app_route(app, "GET", "/big-static", big_static_handler, k);
+  rc |= coda_app_route(app, "GET", "/slow-big", slow_big_handler, k);
   rc |= coda_app_route(app, "GET", "/mb/{n}", mb_handler, k);
   rc |= coda_app_route(app, "GET", "/mbs/{n}", mbs_handler, k);
   rc |= coda_app_route(app, "GET", "/n/{n}", n_handler, k);
@@ -838,6 +849,51 @@ TEST(steady_slow_reader_is_not_cut_by_the_send_timeout) {
   coda_app_free(app);
 }
 
+/* The send timeout counts from the server's last progress, and a handler
+ * that held the loop for longer than the timeout is not a stalled reader:
+ * the server's first write comes after the handler returned, and its
+ * clock must say so. A server that stamped that write with the time its
+ * loop iteration began (before the handler ran) would see a write already
+ * older than the timeout and cut this reader, which reads steadily from
+ * the first byte on, at its first sweep. */
+TEST(a_slow_handler_does_not_eat_the_send_timeout) {
+  counters k;
+  coda_app *app = timeout_app(&k, LONG_MS, LONG_MS, LONG_MS, STEADY_SEND_MS);
+  REQUIRE(app);
+  test_server ts;
+  REQUIRE(ts_start(&ts, app) == 0);
+  int fd = tc_connect(ts.port, 2000);
+  REQUIRE(fd >= 0);
+  size_t cap = BIG_BYTES + 65536;
+  char *buf = malloc(cap);
+  REQUIRE(buf);
+  uint64_t asked = tc_now_ms();
+  CHECK(tc_send_str(fd, "GET /slow-big HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+  /* The reader's pace starts with the first byte, not with the request:
+   * it must not catch up on the handler's time in one gulp. */
+  CHECK(wait_readable(fd, SLOW_HANDLER_MS + 10000));
+  steady_reader sr = {.fd = fd, .t0 = tc_now_ms()};
+  sr.last = sr.t0;
+  CHECK(sr.t0 - asked >= SLOW_HANDLER_MS - 50); /* the handler really was slow */
+  size_t n = read_steadily(&sr, buf, 0, 4096);
+  size_t full = big_response_length(buf, n);
+  CHECK(full > 0);
+  if (full > 0 && n < full)
+    n = read_steadily(&sr, buf, n, full);
+  uint64_t took = tc_now_ms() - sr.t0;
+  if (n != full)
+    fprintf(stderr, "  read %zu of %zu bytes in %llu ms; longest pause %llu ms\n", n,
+            full, (unsigned long long)took, (unsigned long long)sr.longest_gap);
+  CHECK(took > 2 * STEADY_SEND_MS); /* the reading really was slow */
+  CHECK(!sr.closed);
+  CHECK(full > 0 && n == full);
+  CHECK(n == full && memcmp(buf + full - BIG_BYTES, big_body, BIG_BYTES) == 0);
+  free(buf);
+  close(fd);
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  coda_app_free(app);
+}
+
 /* A connection writing a long response is not idle: the keep-alive timeout
  * counts from when the last byte was written, not from when the handler
  * ran. The server only knows when its last write went into the kernel, so
@@ -1146,6 +1202,7 @@ RUN_TESTS(limits, TEST_CASE(malformed_requests_get_an_error_and_close),
           TEST_CASE(a_trickled_body_answers_408_below_the_minimum_rate),
           TEST_CASE(send_stall_is_cut_at_the_send_timeout),
           TEST_CASE(steady_slow_reader_is_not_cut_by_the_send_timeout),
+          TEST_CASE(a_slow_handler_does_not_eat_the_send_timeout),
           TEST_CASE(keepalive_timeout_starts_after_the_response_is_written),
           TEST_CASE(connection_limit_evicts_an_idle_connection),
           TEST_CASE(connection_limit_queues_when_all_are_busy),

@@ -29,6 +29,7 @@
 
 static char journal_path[256];
 static char noworker_path[300];
+static char early_signal_path[300];
 
 static void journal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void journal(const char *fmt, ...) {
@@ -675,11 +676,34 @@ static void settle(void) {
   }
 }
 
+/* True once `pid` has exec'd as a worker: its environment block holds
+ * CODA_WORKER_FD. Between uv_spawn's fork and its exec, a child is a copy
+ * of this process, with this program's name and file. */
+static int execd_as_worker(int pid) {
+  static const char key[] = "CODA_WORKER_FD=";
+  char path[64], buf[4096 + sizeof key];
+  snprintf(path, sizeof path, "/proc/%d/environ", pid);
+  int fd = open(path, O_RDONLY);
+  if (fd < 0)
+    return 0;
+  size_t kept = 0; /* the tail of the last read, for a key cut in two */
+  ssize_t n;
+  int found = 0;
+  while (!found && (n = read(fd, buf + kept, 4096)) > 0) {
+    size_t len = kept + (size_t)n;
+    found = memmem(buf, len, key, sizeof key - 1) != NULL;
+    kept = len < sizeof key ? len : sizeof key;
+    memmove(buf, buf + len - kept, kept);
+  }
+  close(fd);
+  return found;
+}
+
 /* This program's child processes that run this program (its PROCESS
  * workers): up to `max` pids go to pids[]; *starting counts those not yet
  * named as this program (exec'd through /proc/self/fd/N, a worker is named
  * "N" until it takes the name back, right after it installs its signal
- * handlers). Returns how many there are. */
+ * handlers) or not yet exec'd. Returns how many there are. */
 static int find_workers(int *pids, int max, int *starting) {
   char self[PATH_MAX], exe[PATH_MAX], path[64], text[512], own[64];
   *starting = 0;
@@ -705,7 +729,7 @@ static int find_workers(int *pids, int max, int *starting) {
     char comm[64];
     snprintf(path, sizeof path, "/proc/%d/comm", pid);
     tc_read_file(path, comm, sizeof comm);
-    if (strcmp(comm, own) != 0)
+    if (strcmp(comm, own) != 0 || !execd_as_worker(pid))
       (*starting)++;
     if (n < max)
       pids[n] = pid;
@@ -910,6 +934,43 @@ TEST(a_signal_to_the_whole_group_leaves_workers_to_the_server) {
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_RESTARTED), restarted);
 }
 
+/* A Ctrl-C or a `systemctl stop` can come while a worker is starting: its
+ * main() runs its own start-up code before it reaches coda_app_worker(),
+ * and uv_spawn hands it every signal unblocked and at its default action.
+ * A worker that died of it would be replaced, and the replacement could
+ * die the same way. Here each new worker signals itself in main(); the
+ * one that replaces a crashed worker must live and serve. */
+TEST(a_stop_signal_while_a_worker_starts_does_not_kill_it) {
+  char buf[4096];
+  settle();
+  REQUIRE(workers_ready(2, 20000)); /* both past main(), so neither reads the file */
+  int fd = open(early_signal_path, O_WRONLY | O_CREAT, 0600);
+  REQUIRE(fd >= 0);
+  close(fd);
+  long restarted = stat_of(CODA_EXEC_PROCESS, CODA_STAT_RESTARTED);
+  long crashed = stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED);
+  int asked = get(ts.port, "/crash", buf, sizeof buf) == 200;
+  for (uint64_t t0 = tc_now_ms();
+       asked && stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED) == crashed &&
+       tc_now_ms() - t0 < 20000;)
+    tc_sleep_ms(10);
+  /* The replacement has signalled itself once it is past main(). */
+  int ready = asked && workers_ready(2, 20000);
+  unlink(early_signal_path);
+  CHECK(asked);
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_CRASHED), crashed + 1);
+  CHECK(ready);
+  /* The crashed worker was replaced once; the signals ended no worker. */
+  CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_RESTARTED), restarted + 1);
+  journal_reset();
+  for (int i = 0; i < 4; i++) { /* and tasks run */
+    char name[48];
+    snprintf(name, sizeof name, "/pnote?n=after-early-signal%d", i);
+    REQUIRE(get(ts.port, name, buf, sizeof buf) == 200);
+  }
+  CHECK(journal_wait("after-early-signal3 process", 10000));
+}
+
 /* A server killed with SIGKILL takes its workers with it, even one in the
  * middle of a long task (they would otherwise burn on, orphaned). The
  * server is this program again, in "orphan" mode (see main). */
@@ -1095,6 +1156,14 @@ int main(void) {
   snprintf(noworker_path, sizeof noworker_path, "%s.noworker", journal_path);
   if (getenv("CODA_WORKER_FD") && access(noworker_path, F_OK) == 0)
     _exit(3);
+  /* While this file exists, new workers are sent SIGTERM and SIGINT here,
+   * long before coda_app_worker() (see
+   * a_stop_signal_while_a_worker_starts_does_not_kill_it). */
+  snprintf(early_signal_path, sizeof early_signal_path, "%s.earlysignal", journal_path);
+  if (getenv("CODA_WORKER_FD") && access(early_signal_path, F_OK) == 0) {
+    raise(SIGTERM);
+    raise(SIGINT);
+  }
   app = make_app();
   coda_app_worker(app); /* a PROCESS worker stops here */
   parent_only_def = coda_app_task(app, "parent_only", note_task, CODA_EXEC_PROCESS);
@@ -1121,6 +1190,7 @@ int main(void) {
       TEST_CASE(a_parallel_list_runs_its_tasks_together),
       TEST_CASE(a_crashing_process_task_is_reported_and_its_worker_replaced),
       TEST_CASE(a_signal_to_the_whole_group_leaves_workers_to_the_server),
+      TEST_CASE(a_stop_signal_while_a_worker_starts_does_not_kill_it),
       TEST_CASE(a_process_task_past_its_timeout_is_killed),
       TEST_CASE(a_chain_of_process_tasks_runs_in_order),
       TEST_CASE(a_failure_in_a_process_chain_stops_it_only_when_asked),

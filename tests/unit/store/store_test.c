@@ -3,18 +3,27 @@
  * store through its vtable: the memory store, and the SQLite store on a
  * file in a mkdtemp() directory that main() removes at the end.
  *
+ * The Redis store runs on a redis-server that main() starts on an
+ * ephemeral port in a temp dir (tests/redis_server.h); each check gets a
+ * fresh key prefix on it, so checks never see each other's tasks.
+ *
  * Each TEST hands one check function to on_each_store(), which opens a
  * fresh store per URI, runs the check, closes the store, and names the
- * store under any failure the check printed. A check only sees the vtable,
+ * store under any failure the check printed. Version-2 checks need the
+ * version-2 members: a store that lacks one is skipped with a visible
+ * "SKIP (not implemented)" line, never passed in silence. A check only sees the vtable,
  * drives it as the engine does (every write in a begin .. commit batch),
  * and uses fixed times, never the clock. A SIGALRM ends the program if a
  * check hangs (a list callback that deadlocks on get(), say).
  */
 #include "harness.h"
+#include "redis_server.h"
 #include "store/store.h"
 #include "test.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <uv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -24,18 +33,29 @@
 #define MAX_SEEN 16
 
 static char store_dir[] = "/tmp/coda-store-test-XXXXXX";
+static tc_redis redis;
+static int redis_up;
+
+#define NSTORES 3
 
 /* ---- the stores ------------------------------------------------------------ */
 
 typedef void (*store_check)(coda__store *s);
 
+/* A fresh store: memory, SQLite on a new file, or Redis under a new key
+ * prefix. */
 static int open_store(int which, coda__store **s) {
-  static int files;
-  char uri[256], err[256] = "";
-  if (which == 0)
+  static int files, prefixes;
+  char uri[256], err[512] = "";
+  if (which == 0) {
     snprintf(uri, sizeof uri, "memory");
-  else
+  } else if (which == 1) {
     snprintf(uri, sizeof uri, "sqlite:%s/store-%d.db", store_dir, ++files);
+  } else {
+    char suffix[64];
+    snprintf(suffix, sizeof suffix, "/0?prefix=t%d", ++prefixes);
+    tc_redis_uri(&redis, uri, sizeof uri, suffix);
+  }
   int rc = coda__store_open(uri, 0, s, err, sizeof err);
   if (rc != 0)
     fprintf(stderr, "  cannot open %s: %s (%s)\n", uri, err, coda_strerror(rc));
@@ -43,15 +63,63 @@ static int open_store(int which, coda__store **s) {
 }
 
 static void on_each_store(store_check check) {
-  for (int which = 0; which < 2; which++) {
+  for (int which = 0; which < NSTORES; which++) {
     coda__store *s;
     int before = test__failures_in_case;
+    if (which == 2 && !redis_up) {
+      fprintf(stderr, "  FAIL: no redis-server for the redis store\n");
+      test__failures_in_case++;
+      continue;
+    }
     CHECK_EQ_INT(open_store(which, &s), 0);
     if (test__failures_in_case != before)
       continue;
     alarm(60);
     check(s);
     alarm(0);
+    const char *name = s->m->name;
+    s->m->close(s);
+    if (test__failures_in_case != before)
+      fprintf(stderr, "  ^ on the %s store\n", name);
+  }
+}
+
+/* Version 2 members, or NULL: a store without one of them is skipped, and
+ * says so. */
+#define V2_MEMBER(m, field) ((m)->version >= 2 ? (void *)(m)->field : NULL)
+
+static int lacks_v2(coda__store *s) {
+  const coda__store_methods *m = s->m;
+  const char *missing = !V2_MEMBER(m, serve)             ? "serve"
+                        : !V2_MEMBER(m, pause)           ? "pause"
+                        : !V2_MEMBER(m, renew)           ? "renew"
+                        : !V2_MEMBER(m, refused)         ? "refused"
+                        : !V2_MEMBER(m, expire)          ? "expire"
+                        : !V2_MEMBER(m, progress_leased) ? "progress_leased"
+                        : !V2_MEMBER(m, find)            ? "find"
+                                                         : NULL;
+  if (missing)
+    printf("SKIP (not implemented) on the %s store: %s() is missing\n", m->name, missing);
+  return missing != NULL;
+}
+
+static void on_each_v2_store(store_check check) {
+  for (int which = 0; which < NSTORES; which++) {
+    coda__store *s;
+    int before = test__failures_in_case;
+    if (which == 2 && !redis_up) {
+      fprintf(stderr, "  FAIL: no redis-server for the redis store\n");
+      test__failures_in_case++;
+      continue;
+    }
+    CHECK_EQ_INT(open_store(which, &s), 0);
+    if (test__failures_in_case != before)
+      continue;
+    if (!lacks_v2(s)) {
+      alarm(60);
+      check(s);
+      alarm(0);
+    }
     const char *name = s->m->name;
     s->m->close(s);
     if (test__failures_in_case != before)
@@ -75,13 +143,28 @@ static coda__task_record task(uint64_t id, const char *key, int64_t run_at) {
                              .run_at = run_at};
 }
 
+/* Whether the last commit reported id as a duplicate (a store that knows
+ * duplicates only at commit: store.h, duplicates()). */
+static int reported_duplicate(coda__store *s, uint64_t id) {
+  if (s->m->version < 2 || !s->m->duplicates)
+    return 0;
+  uint64_t ids[MAX_SEEN];
+  int n = s->m->duplicates(s, ids, MAX_SEEN);
+  for (int i = 0; i < n; i++)
+    if (ids[i] == id)
+      return 1;
+  return 0;
+}
+
 static int enqueue_record(coda__store *s, const coda__task_record *r, int owned) {
   int rc = s->m->begin(s);
   if (rc != 0)
     return rc;
   rc = s->m->enqueue(s, r, owned, owned ? T0 + LEASE_MS : 0);
-  if (rc == 0)
-    return s->m->commit(s);
+  if (rc == 0) {
+    rc = s->m->commit(s);
+    return rc == 0 && reported_duplicate(s, r->id) ? CODA_EEXIST : rc;
+  }
   s->m->rollback(s);
   return rc;
 }
@@ -140,6 +223,8 @@ typedef struct seen_task {
   int has_key;
   char args[32];
   size_t args_len;
+  uint64_t lease;
+  char queue[32];
 } seen_task;
 
 typedef struct claimed {
@@ -164,8 +249,10 @@ static void on_claimed(void *user, const coda__task_record *r) {
                      .max_attempts = r->max_attempts,
                      .created_at = r->created_at,
                      .run_at = r->run_at,
-                     .has_key = r->key != NULL};
+                     .has_key = r->key != NULL,
+                     .lease = r->lease};
     copy_text(t->name, sizeof t->name, r->name);
+    copy_text(t->queue, sizeof t->queue, r->queue ? r->queue : "default");
     copy_text(t->key, sizeof t->key, r->key);
     t->args_len = r->args_len;
     if (r->args_len <= sizeof t->args)
@@ -246,7 +333,7 @@ static void check_id_taken(coda__store *s) {
   REQUIRE(add(s, 10, "k", T0, 0) == 0);
   CHECK_EQ_INT(add(s, 10, "k", T0, 0), CODA_EEXIST);
   CHECK_EQ_INT(add(s, 10, "other", T0, 0), CODA_ESTORE);
-  CHECK(s->m->errmsg(s)[0] != '\0');
+  CHECK(strstr(s->m->errmsg(s), "another key") != NULL);
   CHECK_EQ_INT(add(s, 10, NULL, T0, 0), CODA_ESTORE);
   REQUIRE(add(s, 11, NULL, T0, 0) == 0);
   CHECK_EQ_INT(add(s, 11, "k", T0, 0), CODA_ESTORE);
@@ -605,6 +692,558 @@ static void check_progress(coda__store *s) {
 
 TEST(progress_is_stored_and_read_back) { on_each_store(check_progress); }
 
+/* ---- 11. version 2: fencing tokens, renew, expire, queues, find ------------- */
+
+/* A task of queue `queue` named `name`, not claimed. */
+static int add_in(coda__store *s, uint64_t id, const char *name, const char *queue,
+                  int64_t run_at) {
+  coda__task_record r = task(id, NULL, run_at);
+  r.name = name;
+  r.queue = queue;
+  return enqueue_record(s, &r, 0);
+}
+
+/* An outcome under the token of a claim. */
+static int finish_leased(coda__store *s, uint64_t id, uint64_t lease, coda_task_state state,
+                         int64_t at) {
+  coda__task_record r = outcome(id, state, at);
+  r.lease = lease;
+  if (state == CODA_STATE_FAILED)
+    r.run_at = at + 100;
+  return finish(s, &r);
+}
+
+static int progress_leased(coda__store *s, uint64_t id, uint64_t lease, double p) {
+  coda__lease l = {id, lease};
+  int rc = s->m->begin(s);
+  if (rc == 0)
+    rc = s->m->progress_leased(s, &l, p);
+  if (rc == 0)
+    return s->m->commit(s);
+  s->m->rollback(s);
+  return rc;
+}
+
+/* Expires at `now`, leases until now + LEASE_MS, in a batch. */
+static int expire(coda__store *s, int64_t now, int max, claimed *c) {
+  int rc = s->m->begin(s);
+  int n = rc ? rc : s->m->expire(s, now, now + LEASE_MS, max, on_claimed, c);
+  if (n >= 0 && (rc = s->m->commit(s)) != 0)
+    n = rc;
+  if (n < 0)
+    s->m->rollback(s);
+  return n;
+}
+
+static int refused_count(coda__store *s, coda__lease *out, int max) {
+  return s->m->refused(s, out, max);
+}
+
+static void check_tokens_increase_per_claim(coda__store *s) {
+  REQUIRE(add(s, 1, NULL, T0, 0) == 0);
+  claimed c1 = {0}, c2 = {0}, c3 = {0};
+  REQUIRE(claim(s, T0, 10, &c1) == 1);
+  CHECK(c1.t[0].lease >= 1);
+  REQUIRE(finish_leased(s, 1, c1.t[0].lease, CODA_STATE_FAILED, T0 + 10) == 0);
+  REQUIRE(claim(s, T0 + 110, 10, &c2) == 1);
+  CHECK(c2.t[0].lease > c1.t[0].lease);
+  /* Expire gives a fresh token too, attempts unchanged. */
+  REQUIRE(expire(s, T0 + 110 + LEASE_MS + 1, 10, &c3) == 1);
+  CHECK(c3.t[0].lease > c2.t[0].lease);
+  CHECK_EQ_INT(c3.t[0].attempts, c2.t[0].attempts);
+  CHECK_EQ_INT(c3.t[0].state, CODA_STATE_RUNNING);
+}
+
+static void check_stale_token_is_refused(coda__store *s) {
+  REQUIRE(add(s, 1, NULL, T0, 0) == 0);
+  claimed c1 = {0}, c2 = {0};
+  REQUIRE(claim(s, T0, 10, &c1) == 1);
+  uint64_t old = c1.t[0].lease;
+  REQUIRE(expire(s, T0 + LEASE_MS + 1, 10, &c2) == 1); /* taken over */
+  uint64_t now = c2.t[0].lease;
+  coda__lease out[4];
+  CHECK_EQ_INT(progress_leased(s, 1, old, 0.5), 0);
+  CHECK_EQ_INT(refused_count(s, out, 4), 1);
+  CHECK(out[0].id == 1 && out[0].lease == old);
+  CHECK(progress_of(s, 1) == 0);
+  CHECK_EQ_INT(finish_leased(s, 1, old, CODA_STATE_SUCCEEDED, T0 + 20), 0);
+  CHECK_EQ_INT(refused_count(s, out, 4), 1);
+  CHECK(out[0].id == 1 && out[0].lease == old);
+  CHECK_EQ_INT(state_of(s, 1), CODA_STATE_RUNNING); /* nothing changed */
+  /* The current token is heard, and then nothing is refused. */
+  CHECK_EQ_INT(progress_leased(s, 1, now, 0.25), 0);
+  CHECK_EQ_INT(refused_count(s, out, 4), 0);
+  CHECK(progress_of(s, 1) == 0.25);
+  CHECK_EQ_INT(finish_leased(s, 1, now, CODA_STATE_SUCCEEDED, T0 + LEASE_MS + 50), 0);
+  CHECK_EQ_INT(refused_count(s, out, 4), 0);
+  CHECK_EQ_INT(state_of(s, 1), CODA_STATE_SUCCEEDED);
+  /* Once finished, even the token that finished it is refused. */
+  CHECK_EQ_INT(finish_leased(s, 1, now, CODA_STATE_DEAD, T0 + LEASE_MS + 60), 0);
+  CHECK_EQ_INT(refused_count(s, out, 4), 1);
+  CHECK_EQ_INT(state_of(s, 1), CODA_STATE_SUCCEEDED);
+}
+
+static void check_renew(coda__store *s) {
+  for (uint64_t id = 1; id <= 3; id++)
+    REQUIRE(add(s, id, NULL, T0, 0) == 0);
+  claimed c = {0};
+  REQUIRE(claim(s, T0, 10, &c) == 3);
+  const seen_task *t1 = seen(&c, 1), *t2 = seen(&c, 2), *t3 = seen(&c, 3);
+  REQUIRE(t1 && t2 && t3);
+  REQUIRE(finish_leased(s, 3, t3->lease, CODA_STATE_SUCCEEDED, T0 + 10) == 0);
+  coda__lease l[4] = {{1, t1->lease}, {2, t2->lease + 1}, {3, t3->lease}, {99, 1}};
+  unsigned char lost[4] = {9, 9, 9, 9};
+  CHECK_EQ_INT(s->m->renew(s, l, 4, T0 + 3 * LEASE_MS, lost), 0);
+  CHECK(lost[0] == 0 && lost[1] == 1 && lost[2] == 1 && lost[3] == 1);
+  /* Task 1's lease now ends at T0 + 3 * LEASE_MS; task 2's did not move. */
+  claimed e1 = {0}, e2 = {0};
+  CHECK_EQ_INT(expire(s, T0 + 2 * LEASE_MS, 10, &e1), 1);
+  CHECK(seen(&e1, 2) != NULL);
+  CHECK_EQ_INT(expire(s, T0 + 3 * LEASE_MS + 1, 10, &e2), 2); /* and 2 again */
+  CHECK(seen(&e2, 1) != NULL);
+  /* The old token of task 1 is lost now. */
+  lost[0] = 0;
+  CHECK_EQ_INT(s->m->renew(s, l, 1, T0 + 5 * LEASE_MS, lost), 0);
+  CHECK_EQ_INT(lost[0], 1);
+}
+
+static void check_expire_takes_expired_once(coda__store *s) {
+  REQUIRE(add(s, 1, NULL, T0, 0) == 0);
+  REQUIRE(add(s, 2, NULL, T0, 1) == 0); /* owned: leased until T0 + LEASE_MS too */
+  REQUIRE(claim_count(s, T0, 10) == 1);
+  claimed c = {0}, again = {0};
+  CHECK_EQ_INT(expire(s, T0 + LEASE_MS - 1, 10, &c), 0);
+  CHECK_EQ_INT(expire(s, T0 + LEASE_MS + 1, 10, &c), 2);
+  CHECK(seen(&c, 1) && seen(&c, 2));
+  CHECK(seen(&c, 1) && seen(&c, 1)->attempts == 1);
+  CHECK_EQ_INT(expire(s, T0 + LEASE_MS + 1, 10, &again), 0);
+  /* A finished or waiting task is never expired. */
+  REQUIRE(add(s, 3, NULL, T0 + 10 * LEASE_MS, 0) == 0);
+  CHECK_EQ_INT(finish_leased(s, 1, seen(&c, 1)->lease, CODA_STATE_SUCCEEDED, T0 + LEASE_MS + 2),
+               0);
+  CHECK_EQ_INT(expire(s, T0 + 100 * LEASE_MS, 10, &again), 1);
+  CHECK(again.n == 1 && again.t[0].id == 2);
+}
+
+TEST(v2_tokens_increase_per_claim) { on_each_v2_store(check_tokens_increase_per_claim); }
+TEST(v2_a_stale_token_is_refused_and_changes_nothing) {
+  on_each_v2_store(check_stale_token_is_refused);
+}
+TEST(v2_renew_extends_live_claims_only) { on_each_v2_store(check_renew); }
+TEST(v2_expire_takes_each_expired_lease_once) {
+  on_each_v2_store(check_expire_takes_expired_once);
+}
+
+static int serve(coda__store *s, const char *q0, const char *q1) {
+  const char *q[2] = {q0, q1};
+  return s->m->serve(s, q, q0 ? (q1 ? 2 : 1) : 0);
+}
+
+static void check_queues(coda__store *s) {
+  REQUIRE(add_in(s, 1, "a", "cpu", T0) == 0);
+  REQUIRE(add_in(s, 2, "b", "io", T0) == 0);
+  REQUIRE(add_in(s, 3, "c", NULL, T0) == 0); /* the default queue */
+  REQUIRE(add_in(s, 4, "d", "cpu", T0) == 0);
+  REQUIRE(serve(s, "cpu", NULL) == 0);
+  REQUIRE(s->m->pause(s, "cpu", 1) == 0);
+  CHECK_EQ_INT(claim_count(s, T0, 10), 0);
+  CHECK_EQ_INT(s->m->next_due(s), 0); /* nothing it may take */
+  REQUIRE(s->m->pause(s, "cpu", 0) == 0);
+  claimed c = {0};
+  CHECK_EQ_INT(claim(s, T0, 1, &c), 1);
+  CHECK(c.n == 1 && strcmp(c.t[0].queue, "cpu") == 0);
+  CHECK_EQ_INT(claim(s, T0, 10, &c), 1);
+  CHECK(c.n == 2 && seen(&c, 1) && seen(&c, 4));
+  CHECK_EQ_INT(claim_count(s, T0, 10), 0);
+  REQUIRE(serve(s, "io", "default") == 0);
+  REQUIRE(s->m->pause(s, "default", 1) == 0);
+  claimed d = {0};
+  CHECK_EQ_INT(claim(s, T0, 10, &d), 1);
+  CHECK(d.n == 1 && d.t[0].id == 2);
+  REQUIRE(s->m->pause(s, "default", 0) == 0);
+  REQUIRE(serve(s, NULL, NULL) == 0); /* every queue */
+  REQUIRE(add_in(s, 5, "e", "new", T0) == 0);
+  claimed e = {0};
+  CHECK_EQ_INT(claim(s, T0, 10, &e), 2);
+  CHECK(seen(&e, 3) && seen(&e, 5));
+}
+
+TEST(v2_serve_and_pause_limit_claims) { on_each_v2_store(check_queues); }
+
+static int find(coda__store *s, int state, const char *queue, const char *name, uint64_t after,
+                int limit, listed *l) {
+  coda__task_filter f = {
+      .state = state, .queue = queue, .name = name, .after_id = after, .limit = limit};
+  l->s = s;
+  return s->m->find(s, &f, on_listed, l);
+}
+
+static void check_find(coda__store *s) {
+  /* Ids 1..8: names x (odd) and y (even); queues q1 (1..4) and q2 (5..8). */
+  for (uint64_t id = 1; id <= 8; id++)
+    REQUIRE(add_in(s, id, id % 2 ? "x" : "y", id <= 4 ? "q1" : "q2", T0 + (id > 2 ? 1000 : 0)) ==
+            0);
+  REQUIRE(claim_count(s, T0, 10) == 2); /* 1 and 2, the only ones due */
+  listed all = {0}, byname = {0}, byqueue = {0}, page = {0}, both = {0}, running = {0};
+  CHECK_EQ_INT(find(s, -1, NULL, NULL, 0, 100, &all), 8);
+  for (int i = 0; i < 8 && i < all.n; i++)
+    CHECK_EQ_INT(all.ids[i], i + 1);
+  CHECK_EQ_INT(find(s, -1, NULL, "y", 0, 100, &byname), 4);
+  CHECK(byname.ids[0] == 2 && byname.ids[1] == 4 && byname.ids[2] == 6 && byname.ids[3] == 8);
+  CHECK_EQ_INT(find(s, -1, "q2", NULL, 0, 100, &byqueue), 4);
+  CHECK(byqueue.ids[0] == 5 && byqueue.ids[3] == 8);
+  CHECK_EQ_INT(find(s, -1, "q2", "x", 5, 1, &page), 1);
+  CHECK(page.ids[0] == 7);
+  CHECK_EQ_INT(find(s, CODA_STATE_QUEUED, "q1", "x", 0, 100, &both), 1);
+  CHECK(both.ids[0] == 3);
+  CHECK_EQ_INT(find(s, CODA_STATE_RUNNING, NULL, NULL, 0, 100, &running), 2);
+  CHECK_EQ_INT(all.reread_failures + byname.reread_failures, 0);
+  listed none = {0};
+  CHECK_EQ_INT(find(s, CODA_STATE_DEAD, NULL, "x", 0, 100, &none), 0);
+}
+
+TEST(v2_find_filters_by_state_queue_and_name_with_paging) { on_each_v2_store(check_find); }
+
+/* ---- 12. the Redis store alone ---------------------------------------------- */
+
+/* Opens the Redis store of server r with URI suffix `params` (after the
+ * port), a fresh prefix unless params names one. */
+static int open_redis(const tc_redis *r, const char *params, coda__store **s, char *err,
+                      size_t errlen) {
+  static int n;
+  char suffix[128], uri[256];
+  if (params)
+    snprintf(suffix, sizeof suffix, "%s", params);
+  else
+    snprintf(suffix, sizeof suffix, "/0?prefix=r%d", ++n);
+  tc_redis_uri(r, uri, sizeof uri, suffix);
+  err[0] = '\0';
+  return coda__store_open(uri, 0, s, err, errlen);
+}
+
+/* The calls= count of a command in INFO commandstats. */
+static long long command_calls(const char *command) {
+  redisReply *r = tc_redis_cmd(&redis, "INFO commandstats");
+  long long calls = -1;
+  char needle[64];
+  snprintf(needle, sizeof needle, "cmdstat_%s:calls=", command);
+  if (r && r->type == REDIS_REPLY_STRING) {
+    const char *p = strstr(r->str, needle);
+    calls = p ? atoll(p + strlen(needle)) : 0;
+  }
+  if (r)
+    freeReplyObject(r);
+  return calls;
+}
+
+TEST(redis_uri_errors_are_clear) {
+  static const char *const bad[] = {"redis://", "redis://host:0", "redis://host:99999",
+                                    "redis://127.0.0.1:6379/x", "redis://h:1?prefix={x}",
+                                    "redis://h:1?prefix=", "redis://h:1?replicas=-1",
+                                    "redis://h:1?what=1"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    coda__store *s = NULL;
+    char err[512] = "";
+    CHECK_EQ_INT(coda__store_open(bad[i], 0, &s, err, sizeof err), CODA_ESTORE);
+    CHECK(s == NULL && strstr(err, "redis://HOST:PORT") != NULL);
+  }
+  /* Nothing listens: a port just freed by a stopped server. */
+  tc_redis gone;
+  REQUIRE(tc_redis_start(&gone, NULL) == 0);
+  tc_redis_stop(&gone);
+  coda__store *s = NULL;
+  char err[512];
+  uint64_t t = tc_now_ms();
+  CHECK_EQ_INT(open_redis(&gone, NULL, &s, err, sizeof err), CODA_ESTORE);
+  CHECK(tc_now_ms() - t < 3000);
+  CHECK(strstr(err, "cannot connect") != NULL);
+  tc_redis_remove(&gone);
+}
+
+TEST(redis_scripts_come_back_after_noscript) {
+  coda__store *s;
+  char err[512];
+  REQUIRE(open_redis(&redis, NULL, &s, err, sizeof err) == 0);
+  CHECK_EQ_INT(add(s, 1, NULL, T0, 0), 0);
+  redisReply *r = tc_redis_cmd(&redis, "SCRIPT FLUSH");
+  CHECK(r && r->type == REDIS_REPLY_STATUS);
+  if (r)
+    freeReplyObject(r);
+  CHECK_EQ_INT(add(s, 2, NULL, T0, 0), 0);
+  r = tc_redis_cmd(&redis, "SCRIPT FLUSH");
+  if (r)
+    freeReplyObject(r);
+  CHECK_EQ_INT(claim_count(s, T0, 10), 2);
+  CHECK_EQ_INT(state_of(s, 2), CODA_STATE_RUNNING); /* the side connection too */
+  s->m->close(s);
+}
+
+TEST(redis_refuses_a_policy_that_evicts) {
+  tc_redis lru;
+  REQUIRE(tc_redis_start(&lru, "maxmemory 64mb\nmaxmemory-policy allkeys-lru") == 0);
+  coda__store *s = NULL;
+  char err[512];
+  CHECK_EQ_INT(open_redis(&lru, NULL, &s, err, sizeof err), CODA_ESTORE);
+  CHECK(s == NULL);
+  CHECK(strstr(err, "maxmemory-policy allkeys-lru") && strstr(err, "noeviction"));
+  redisReply *r = tc_redis_cmd(&lru, "CONFIG SET maxmemory-policy volatile-lru");
+  if (r)
+    freeReplyObject(r);
+  REQUIRE(open_redis(&lru, NULL, &s, err, sizeof err) == 0);
+  CHECK(strstr(s->m->errmsg(s), "volatile-lru") != NULL); /* the warning */
+  s->m->close(s);
+  tc_redis_remove(&lru);
+}
+
+TEST(redis_a_batch_is_one_script_call) {
+  coda__store *s;
+  char err[512];
+  REQUIRE(open_redis(&redis, NULL, &s, err, sizeof err) == 0);
+  long long before = command_calls("evalsha");
+  REQUIRE(s->m->begin(s) == 0);
+  for (uint64_t id = 1; id <= 300; id++) {
+    coda__task_record r = task(id, NULL, T0);
+    CHECK_EQ_INT(s->m->enqueue(s, &r, 0, 0), 0);
+  }
+  CHECK_EQ_INT(s->m->commit(s), 0);
+  CHECK_EQ_INT(command_calls("evalsha") - before, 1);
+  before = command_calls("evalsha");
+  CHECK_EQ_INT(claim_count(s, T0, 300), 300);
+  CHECK_EQ_INT(command_calls("evalsha") - before, 1);
+  before = command_calls("evalsha");
+  REQUIRE(s->m->begin(s) == 0);
+  for (uint64_t id = 1; id <= 300; id++) {
+    coda__task_record r = outcome(id, CODA_STATE_SUCCEEDED, T0 + 10);
+    CHECK_EQ_INT(s->m->finish(s, &r), 0);
+  }
+  CHECK_EQ_INT(s->m->commit(s), 0);
+  CHECK_EQ_INT(command_calls("evalsha") - before, 1);
+  CHECK_EQ_INT(state_of(s, 300), CODA_STATE_SUCCEEDED);
+  s->m->close(s);
+}
+
+/* Adds task id until it works or ms pass; the last rc. */
+static int add_until(coda__store *s, uint64_t id, int ms) {
+  uint64_t deadline = tc_now_ms() + (uint64_t)ms;
+  int rc;
+  while ((rc = add(s, id, NULL, T0, 0)) != 0 && tc_now_ms() < deadline)
+    tc_sleep_ms(20);
+  if (rc)
+    fprintf(stderr, "  still failing: %s\n", s->m->errmsg(s));
+  return rc;
+}
+
+/* state_of(), again while the store answers CODA_ESTORE (its connection
+ * for reads waits for its own backoff), for up to 10 s. */
+static int state_once_up(coda__store *s, uint64_t id) {
+  uint64_t deadline = tc_now_ms() + 10000;
+  int st;
+  while ((st = state_of(s, id)) == CODA_ESTORE && tc_now_ms() < deadline)
+    tc_sleep_ms(20);
+  return st;
+}
+
+TEST(redis_down_is_an_error_in_bounded_time_and_back_works_again) {
+  tc_redis own;
+  REQUIRE(tc_redis_start(&own, "appendonly yes\nappendfsync always") == 0);
+  coda__store *s;
+  char err[512];
+  REQUIRE(open_redis(&own, NULL, &s, err, sizeof err) == 0);
+  CHECK_EQ_INT(add(s, 1, NULL, T0, 0), 0);
+  tc_redis_stop(&own);
+  uint64_t t = tc_now_ms();
+  CHECK_EQ_INT(add(s, 2, NULL, T0, 0), CODA_ESTORE);
+  CHECK(s->m->errmsg(s)[0] != '\0');
+  coda_task_info *info = NULL;
+  CHECK_EQ_INT(s->m->get(s, 1, &info), CODA_ESTORE);
+  CHECK_EQ_INT(claim_count(s, T0, 10), CODA_ESTORE);
+  /* The next tries wait for the backoff: they fail at once. */
+  for (int i = 0; i < 100; i++)
+    CHECK_EQ_INT(add(s, 2, NULL, T0, 0), CODA_ESTORE);
+  CHECK(tc_now_ms() - t < 3000);
+  CHECK(strstr(s->m->errmsg(s), "next try in") != NULL);
+  REQUIRE(tc_redis_restart(&own) == 0);
+  CHECK_EQ_INT(add_until(s, 2, 10000), 0);
+  CHECK_EQ_INT(state_once_up(s, 1), CODA_STATE_QUEUED); /* kept by the AOF */
+  CHECK_EQ_INT(claim_count(s, T0, 10), 2);
+  /* A server that stops answering (SIGSTOP) costs the command timeout. */
+  kill(own.pid, SIGSTOP);
+  t = tc_now_ms();
+  CHECK_EQ_INT(add(s, 3, NULL, T0, 0), CODA_ESTORE);
+  CHECK(tc_now_ms() - t < 5000);
+  CHECK_EQ_INT(state_of(s, 1), CODA_ESTORE);
+  kill(own.pid, SIGCONT);
+  /* The timed-out commit may still run once the server wakes up: task 3
+   * exists or not, the store cannot know (its add answered an error). */
+  CHECK_EQ_INT(add_until(s, 4, 10000), 0);
+  int st3 = state_once_up(s, 3);
+  CHECK(st3 == CODA_STATE_QUEUED || st3 == CODA_ENOTFOUND);
+  s->m->close(s);
+  tc_redis_remove(&own);
+}
+
+TEST(redis_out_of_memory_refuses_the_whole_batch) {
+  tc_redis small;
+  REQUIRE(tc_redis_start(&small, "maxmemory 4mb\nmaxmemory-policy noeviction") == 0);
+  coda__store *s;
+  char err[512];
+  REQUIRE(open_redis(&small, NULL, &s, err, sizeof err) == 0);
+  static char big[16384];
+  memset(big, 'x', sizeof big);
+  int rc = 0;
+  uint64_t id = 0, batch_first = 0;
+  for (int b = 0; b < 200 && rc == 0; b++) {
+    batch_first = id + 1;
+    REQUIRE(s->m->begin(s) == 0);
+    for (int i = 0; i < 20; i++) {
+      coda__task_record r = task(++id, NULL, T0);
+      r.args = big;
+      r.args_len = sizeof big;
+      REQUIRE(s->m->enqueue(s, &r, 0, 0) == 0);
+    }
+    rc = s->m->commit(s);
+  }
+  CHECK_EQ_INT(rc, CODA_ELIMIT);
+  CHECK(strstr(s->m->errmsg(s), "out of memory") != NULL);
+  CHECK_EQ_INT(state_of(s, batch_first), CODA_ENOTFOUND);
+  CHECK_EQ_INT(state_of(s, id), CODA_ENOTFOUND);
+  CHECK_EQ_INT(state_of(s, batch_first - 1), CODA_STATE_QUEUED);
+  s->m->close(s);
+  tc_redis_remove(&small);
+}
+
+static int replica_ready(tc_redis *primary) {
+  redisReply *r = tc_redis_cmd(primary, "INFO replication");
+  int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "connected_slaves:1") &&
+           strstr(r->str, "state=online");
+  if (r)
+    freeReplyObject(r);
+  return ok;
+}
+
+TEST(redis_replicas_must_acknowledge_new_tasks) {
+  tc_redis primary, replica;
+  REQUIRE(tc_redis_start(&primary, NULL) == 0);
+  coda__store *s;
+  char err[512];
+  REQUIRE(open_redis(&primary, "/0?prefix=rep&replicas=1", &s, err, sizeof err) == 0);
+  uint64_t t = tc_now_ms();
+  CHECK_EQ_INT(add(s, 1, NULL, T0, 0), CODA_ESTORE);
+  CHECK(tc_now_ms() - t < 3000);
+  CHECK(strstr(s->m->errmsg(s), "not acknowledged by 1 replica") != NULL);
+  char conf[64];
+  snprintf(conf, sizeof conf, "replicaof 127.0.0.1 %d", primary.port);
+  REQUIRE(tc_redis_start(&replica, conf) == 0);
+  uint64_t deadline = tc_now_ms() + 15000;
+  while (!replica_ready(&primary) && tc_now_ms() < deadline)
+    tc_sleep_ms(20);
+  CHECK(replica_ready(&primary));
+  CHECK_EQ_INT(add(s, 2, NULL, T0, 0), 0);
+  /* Outcomes alone need no acknowledgement. */
+  CHECK_EQ_INT(claim_count(s, T0, 10), 2);
+  tc_redis_stop(&replica);
+  CHECK_EQ_INT(finish_as(s, 2, CODA_STATE_SUCCEEDED, T0 + 5), 0);
+  s->m->close(s);
+  tc_redis_remove(&replica);
+  tc_redis_remove(&primary);
+}
+
+/* Two processes' stores on one Redis expire the same leases at once:
+ * each task goes to exactly one. */
+typedef struct expirer {
+  coda__store *s;
+  claimed got;
+  uint64_t ids[64];
+  int n, rc;
+} expirer;
+
+static void on_expired(void *user, const coda__task_record *r) {
+  expirer *e = user;
+  if (e->n < 64)
+    e->ids[e->n] = r->id;
+  e->n++;
+}
+
+static void expire_all(void *arg) {
+  expirer *e = arg;
+  for (;;) {
+    int rc = e->s->m->begin(e->s);
+    int n = rc ? rc : e->s->m->expire(e->s, T0 + LEASE_MS + 1, T0 + 10 * LEASE_MS, 2, on_expired, e);
+    rc = n < 0 ? n : e->s->m->commit(e->s);
+    if (rc || n <= 0) {
+      e->rc = rc ? rc : n;
+      return;
+    }
+  }
+}
+
+TEST(redis_two_stores_never_expire_the_same_task) {
+  coda__store *a, *b;
+  char err[512];
+  REQUIRE(open_redis(&redis, "/0?prefix=shared", &a, err, sizeof err) == 0);
+  REQUIRE(open_redis(&redis, "/0?prefix=shared", &b, err, sizeof err) == 0);
+  for (uint64_t id = 1; id <= 40; id++)
+    REQUIRE(add(a, id, NULL, T0, 0) == 0);
+  CHECK_EQ_INT(claim_count(b, T0, 100), 40);
+  expirer ea = {.s = a}, eb = {.s = b};
+  uv_thread_t ta, tb;
+  uv_thread_create(&ta, expire_all, &ea);
+  uv_thread_create(&tb, expire_all, &eb);
+  uv_thread_join(&ta);
+  uv_thread_join(&tb);
+  CHECK(ea.rc == 0 && eb.rc == 0);
+  CHECK_EQ_INT(ea.n + eb.n, 40);
+  for (int i = 0; i < ea.n && i < 64; i++)
+    for (int j = 0; j < eb.n && j < 64; j++)
+      CHECK(ea.ids[i] != eb.ids[j]);
+  a->m->close(a);
+  b->m->close(b);
+}
+
+TEST(redis_duplicates_are_reported_after_commit) {
+  coda__store *s;
+  char err[512];
+  REQUIRE(open_redis(&redis, NULL, &s, err, sizeof err) == 0);
+  REQUIRE(add(s, 5, "k5", T0, 0) == 0);
+  REQUIRE(s->m->begin(s) == 0);
+  coda__task_record a = task(5, "k5", T0), b = task(6, "k6", T0), c = task(6, "k6", T0);
+  CHECK_EQ_INT(s->m->enqueue(s, &a, 1, T0 + LEASE_MS), 0); /* known only at commit */
+  CHECK_EQ_INT(s->m->enqueue(s, &b, 0, 0), 0);
+  CHECK_EQ_INT(s->m->enqueue(s, &c, 0, 0), CODA_EEXIST); /* within the batch */
+  CHECK_EQ_INT(s->m->commit(s), 0);
+  uint64_t dups[4];
+  CHECK_EQ_INT(s->m->duplicates(s, dups, 4), 1);
+  CHECK_EQ_INT(dups[0], 5);
+  CHECK_EQ_INT(state_of(s, 5), CODA_STATE_QUEUED); /* the first write stands */
+  CHECK_EQ_INT(state_of(s, 6), CODA_STATE_QUEUED);
+  s->m->close(s);
+}
+
+/* A queue created by another process after this one opened: claims and
+ * retries in it still reach the right keys (the commit script refuses a
+ * queue it was not given, before writing, and the store reads the queues
+ * again). */
+TEST(redis_a_queue_made_elsewhere_is_learnt) {
+  coda__store *a, *b;
+  char err[512];
+  REQUIRE(open_redis(&redis, "/0?prefix=learn", &b, err, sizeof err) == 0);
+  REQUIRE(open_redis(&redis, "/0?prefix=learn", &a, err, sizeof err) == 0);
+  REQUIRE(add_in(a, 1, "x", "later", T0) == 0);
+  REQUIRE(add_in(a, 2, "x", "other", T0) == 0);
+  const char *q[] = {"later"};
+  REQUIRE(b->m->serve(b, q, 1) == 0);
+  claimed c = {0};
+  REQUIRE(claim(b, T0, 10, &c) == 1);
+  CHECK_EQ_INT(finish_leased(b, 1, c.t[0].lease, CODA_STATE_FAILED, T0 + 10), 0);
+  CHECK_EQ_INT(state_of(b, 1), CODA_STATE_FAILED);
+  claimed d = {0};
+  CHECK_EQ_INT(claim(b, T0 + 110, 10, &d), 1); /* back in its queue */
+  CHECK_EQ_INT(d.t[0].id, 1);
+  CHECK_EQ_INT(d.t[0].attempts, 2);
+  a->m->close(a);
+  b->m->close(b);
+}
+
 /* ---- main ------------------------------------------------------------------- */
 
 int main(void) {
@@ -612,6 +1251,7 @@ int main(void) {
     perror("mkdtemp");
     return 1;
   }
+  redis_up = tc_redis_start(&redis, NULL) == 0;
   static const test__case cases[] = {
       TEST_CASE(enqueue_then_get_round_trips_every_field),
       TEST_CASE(enqueue_of_a_taken_id_is_a_duplicate_only_with_the_same_key),
@@ -625,8 +1265,25 @@ int main(void) {
       TEST_CASE(purge_forgets_old_finished_tasks_only),
       TEST_CASE(purge_is_not_held_back_by_a_younger_task),
       TEST_CASE(progress_is_stored_and_read_back),
+      TEST_CASE(v2_tokens_increase_per_claim),
+      TEST_CASE(v2_a_stale_token_is_refused_and_changes_nothing),
+      TEST_CASE(v2_renew_extends_live_claims_only),
+      TEST_CASE(v2_expire_takes_each_expired_lease_once),
+      TEST_CASE(v2_serve_and_pause_limit_claims),
+      TEST_CASE(v2_find_filters_by_state_queue_and_name_with_paging),
+      TEST_CASE(redis_uri_errors_are_clear),
+      TEST_CASE(redis_scripts_come_back_after_noscript),
+      TEST_CASE(redis_refuses_a_policy_that_evicts),
+      TEST_CASE(redis_a_batch_is_one_script_call),
+      TEST_CASE(redis_down_is_an_error_in_bounded_time_and_back_works_again),
+      TEST_CASE(redis_out_of_memory_refuses_the_whole_batch),
+      TEST_CASE(redis_replicas_must_acknowledge_new_tasks),
+      TEST_CASE(redis_two_stores_never_expire_the_same_task),
+      TEST_CASE(redis_duplicates_are_reported_after_commit),
+      TEST_CASE(redis_a_queue_made_elsewhere_is_learnt),
   };
   int rc = test__run("store", cases, sizeof cases / sizeof cases[0]);
   tc_remove_tree(store_dir);
+  tc_redis_remove(&redis);
   return rc;
 }

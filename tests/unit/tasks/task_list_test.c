@@ -1,9 +1,10 @@
 /*
  * task_list_test.c - coda_task_list()'s merge of the store's rows with the
- * tasks alive in this process (src/tasks/durable.c), on both stores, with
+ * tasks alive in this process (src/tasks/listing.c), on both stores, with
  * no server: tasks are made "alive" by putting them in the live registry,
- * and the store's list method is wrapped so that a task can change state
- * in the middle of the store's scan, as it can in a running server.
+ * and the store's list and find methods are wrapped so that a task can
+ * change state in the middle of the store's scan, as it can in a running
+ * server.
  *
  * Checks: a task alive when the listing starts that finishes during the
  * scan is listed by its new state; one that turns alive during the scan is
@@ -48,12 +49,13 @@ static coda_task *make_live(uint64_t id, int running) {
   return t;
 }
 
-static int list_hook(coda__store *s, coda_task_state state, uint64_t after, int limit,
-                     coda_task_list_fn fn, void *user) {
+/* What happens at the start of a store's scan (list or find). */
+static void scan_begins(coda__store *s) {
   list_calls++;
   if (finish_in_scan) { /* as record_outcome: leave the registry, write */
     unregister(finish_in_scan);
     coda__task_record r = {.id = finish_in_scan,
+                           .lease = 1, /* its owned enqueue's claim */
                            .state = CODA_STATE_SUCCEEDED,
                            .attempts = 1,
                            .finished_at = coda__unix_ms(),
@@ -65,7 +67,18 @@ static int list_hook(coda__store *s, coda_task_state state, uint64_t after, int 
     make_live(revive_in_scan, 1);
     revive_in_scan = 0;
   }
+}
+
+static int list_hook(coda__store *s, coda_task_state state, uint64_t after, int limit,
+                     coda_task_list_fn fn, void *user) {
+  scan_begins(s);
   return orig->list(s, state, after, limit, fn, user);
+}
+
+static int find_hook(coda__store *s, const coda__task_filter *f, coda_task_list_fn fn,
+                     void *user) {
+  scan_begins(s);
+  return orig->find(s, f, fn, user);
 }
 
 /* Writes task id: owned and queued (a first attempt running here), queued
@@ -85,6 +98,7 @@ static int put(coda__store *s, uint64_t id, int how) {
   rc = rc ? rc : s->m->enqueue(s, &r, how != LATER, 0);
   if (rc == 0 && how == SUCCEEDED) {
     coda__task_record f = {.id = id,
+                           .lease = 1, /* its owned enqueue's claim */
                            .state = CODA_STATE_SUCCEEDED,
                            .attempts = 1,
                            .finished_at = 1,
@@ -105,6 +119,7 @@ static coda_app *open_app(const char *uri) {
   orig = D->store->m;
   wrapped = *orig;
   wrapped.list = list_hook;
+  wrapped.find = find_hook;
   D->store->m = &wrapped;
   list_calls = 0;
   return app;

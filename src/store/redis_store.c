@@ -1,0 +1,1752 @@
+/*
+ * redis_store.c - the task store shared by a fleet: every coda server and
+ * worker pointed at the same Redis (redis://HOST:PORT[/DB][?prefix=NAME&
+ * replicas=N]) shares its tasks. On hiredis's synchronous API.
+ *
+ * Key layout. Every key starts with the hash tag "{NAME}:" (NAME: the
+ * prefix, default "coda"), so all of them live in one Cluster slot, and
+ * every key a script touches is passed to it in KEYS: a script never
+ * builds a key name. That is why a task is not a hash of its own (a claim
+ * could not name the hashes of the tasks it is about to find): task
+ * fields are columns, one hash per field, keyed by the task id written as
+ * 16 hex digits (so that lexical order is numeric order):
+ *   {N}:meta     id -> "state attempts max_attempts created_at run_at
+ *                started_at finished_at token lease_until progress"
+ *   {N}:name {N}:key {N}:queue {N}:args {N}:error {N}:result   id -> bytes
+ *   {N}:w:QUEUE  zset, waiting tasks of QUEUE (queued, delayed, retrying)
+ *                by run_at: claims take due members in order
+ *   {N}:running  zset, running tasks by lease end (expire() reads it)
+ *   {N}:done     zset, succeeded and dead tasks by finished_at (purge:
+ *                retention by age, never by count)
+ *   {N}:s:0..4   zsets of ids by state, score 0 (read by lex: find, list)
+ *   {N}:qi:QUEUE {N}:n:NAME   zsets of ids by queue and by name (find)
+ *   {N}:queues   set of queue names; {N}:paused: set of paused ones
+ *   {N}:ids      the counter of reserve_ids (INCRBY)
+ * An idempotency key needs no key of its own: the engine derives the id
+ * from it, and {N}:key says whether an existing id has the same key.
+ * Scripts that move a task between queues get the {N}:w: keys of every
+ * queue this process knows of ({N}:queues, cached; a script that meets a
+ * queue it was not given fails before writing, and the cache is read again).
+ * Cost of find(): an index zset read by lex (O(log N + page)), then the
+ * tasks of the page in one script call; filters the index does not cover
+ * are checked here, which may read further pages.
+ *
+ * Round trips: begin 0; enqueue, finish, progress(_leased) 0 (buffered);
+ * commit 1 script call whatever the batch size (+1 WAIT with replicas=N
+ * when it wrote new tasks); claim 1 (+1 SMEMBERS when a new queue appeared
+ * while serving every queue); expire 1; renew 1 per call; get 1; find 2
+ * per page; reserve_ids 1; purge 3 (candidates, their names and queues,
+ * then the script, which checks each again); next_due 1; pause 1.
+ *
+ * Threads: every call but get/find/list/renew comes from the engine's
+ * store thread and uses `main`. get, find, list and renew may come from
+ * any thread: they use a second connection, `side`, under `side_mu`. The
+ * last error is kept under `err_mu`; errmsg() copies it for its caller.
+ *
+ * Faults: a connection that fails is dropped; the next call connects
+ * again, but not before a backoff (100 ms doubling to 5 s) has passed, so
+ * a Redis that is down costs no busy loop; scripts are loaded again on
+ * every new connection and after a NOSCRIPT reply. Connect and command
+ * timeouts bound every call. Must never: block without a timeout, or keep
+ * a batch's writes when its commit failed (phase one of the commit script
+ * checks everything that can refuse the batch before it writes).
+ */
+#include "common/buf.h"
+#include "common/idmap.h"
+#include "store/store.h"
+
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#define CONNECT_TIMEOUT_MS 1000
+#define COMMAND_TIMEOUT_MS 2000
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 5000
+#define WAIT_TIMEOUT_MS 1000
+#define FIND_PAGE 256
+#define ERR_LEN 512
+#define STALE_QUEUES                                                                     \
+  1 /* commit_once(): the cached queues were stale, nothing written                      \
+     */
+
+/* The keys every script gets first, in this order (KEYS[1..16]). */
+enum {
+  K_META,
+  K_NAME,
+  K_KEY,
+  K_QUEUE,
+  K_ARGS,
+  K_ERROR,
+  K_RESULT,
+  K_RUNNING,
+  K_DONE,
+  K_QUEUES,
+  K_PAUSED,
+  K_STATE0,
+  K_FIXED = K_STATE0 + 5
+};
+static const char *const fixed_names[K_FIXED] = {
+    "meta", "name",   "key",    "queue", "args", "error", "result", "running",
+    "done", "queues", "paused", "s:0",   "s:1",  "s:2",   "s:3",    "s:4"};
+
+/* ---- scripts --------------------------------------------------------------- */
+
+/* Shared by every script: the meta string of a task, read and written. */
+#define LUA_COMMON                                                                       \
+  "local function getm(id)\n"                                                            \
+  "  local v = redis.call('HGET', KEYS[1], id)\n"                                        \
+  "  if not v then return nil end\n"                                                     \
+  "  local m = {}\n"                                                                     \
+  "  for x in string.gmatch(v, '%S+') do m[#m + 1] = tonumber(x) end\n"                  \
+  "  return m\n"                                                                         \
+  "end\n"                                                                                \
+  "local function putm(id, m)\n"                                                         \
+  "  redis.call('HSET', KEYS[1], id, string.format("                                     \
+  "'%d %d %d %.0f %.0f %.0f %.0f %.0f %.0f %.17g', m[1], m[2], m[3], m[4], m[5], m[6],"  \
+  " m[7], m[8], m[9], m[10]))\n"                                                         \
+  "end\n"                                                                                \
+  "local function move(id, m, st)\n"                                                     \
+  "  if m[1] ~= st then\n"                                                               \
+  "    redis.call('ZREM', KEYS[12 + m[1]], id)\n"                                        \
+  "    redis.call('ZADD', KEYS[12 + st], 0, id)\n"                                       \
+  "    m[1] = st\n"                                                                      \
+  "  end\n"                                                                              \
+  "end\n"                                                                                \
+  "local function record(id)\n"                                                          \
+  "  return {id, redis.call('HGET', KEYS[1], id), redis.call('HGET', KEYS[2], id),\n"    \
+  "    redis.call('HGET', KEYS[3], id), redis.call('HGET', KEYS[4], id),\n"              \
+  "    redis.call('HGET', KEYS[5], id)}\n"                                               \
+  "end\n"
+
+/* A batch. KEYS: the fixed ones, then {N}:w:Q and {N}:qi:Q for each known
+ * queue Q, then {N}:n:NAME for each name enqueued. ARGV: nq, the queues,
+ * nn, the names, then the operations:
+ *   E id name haskey key queue args max created run_at attempts owned lease_until
+ *   F id state attempts run_at started finished progress haserr err hasres res token
+ *   P id progress token
+ * Token 0: not fenced (a version-1 caller). Phase one checks what refuses
+ * the whole batch, before any write; phase two applies in order. Returns
+ * {new tasks written, {duplicate ids}, {refused id, token, ...}}. */
+static const char commit_lua[] = LUA_COMMON
+    "local nq = tonumber(ARGV[1])\n"
+    "local W, QI, N = {}, {}, {}\n"
+    "for i = 1, nq do\n"
+    "  W[ARGV[1 + i]] = KEYS[16 + 2 * i - 1]\n"
+    "  QI[ARGV[1 + i]] = KEYS[16 + 2 * i]\n"
+    "end\n"
+    "local a = 2 + nq\n"
+    "local nn = tonumber(ARGV[a])\n"
+    "for j = 1, nn do N[ARGV[a + j]] = KEYS[16 + 2 * nq + j] end\n"
+    "local first = a + nn + 1\n"
+    "local dup = {}\n"
+    "local i = first\n"
+    "while i <= #ARGV do\n"
+    "  local op, id = ARGV[i], ARGV[i + 1]\n"
+    "  if op == 'E' then\n"
+    "    if not W[ARGV[i + 5]] then return redis.error_reply('CODASTALE') end\n"
+    "    if redis.call('HEXISTS', KEYS[1], id) == 1 then\n"
+    "      local k = redis.call('HGET', KEYS[3], id)\n"
+    "      if ARGV[i + 3] == '1' and k == ARGV[i + 4] then dup[id] = true\n"
+    "      else return redis.error_reply('CODAIDTAKEN ' .. id) end\n"
+    "    end\n"
+    "    i = i + 13\n"
+    "  elseif op == 'F' then\n"
+    "    local q = redis.call('HGET', KEYS[4], id)\n"
+    "    if q and not W[q] then return redis.error_reply('CODASTALE') end\n"
+    "    i = i + 13\n"
+    "  else\n"
+    "    i = i + 4\n"
+    "  end\n"
+    "end\n"
+    "local new, dups, refused = 0, {}, {}\n"
+    "local function holds(m, token)\n"
+    "  return m and (token == 0 or (m[1] == 1 and m[8] == token))\n"
+    "end\n"
+    "i = first\n"
+    "while i <= #ARGV do\n"
+    "  local op, id = ARGV[i], ARGV[i + 1]\n"
+    "  if op == 'E' then\n"
+    "    if dup[id] then\n"
+    "      dups[#dups + 1] = id\n"
+    "    else\n"
+    "      local owned = ARGV[i + 11] == '1'\n"
+    "      local q = ARGV[i + 5]\n"
+    "      local m = {owned and 1 or 0, tonumber(ARGV[i + 10]), tonumber(ARGV[i + 7]),\n"
+    "        tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), 0, 0, owned and 1 or 0,\n"
+    "        owned and tonumber(ARGV[i + 12]) or 0, 0}\n"
+    "      putm(id, m)\n"
+    "      redis.call('HSET', KEYS[2], id, ARGV[i + 2])\n"
+    "      if ARGV[i + 3] == '1' then redis.call('HSET', KEYS[3], id, ARGV[i + 4]) end\n"
+    "      redis.call('HSET', KEYS[4], id, q)\n"
+    "      redis.call('HSET', KEYS[5], id, ARGV[i + 6])\n"
+    "      redis.call('ZADD', KEYS[12 + m[1]], 0, id)\n"
+    "      redis.call('ZADD', QI[q], 0, id)\n"
+    "      redis.call('ZADD', N[ARGV[i + 2]], 0, id)\n"
+    "      redis.call('SADD', KEYS[10], q)\n"
+    "      if owned then redis.call('ZADD', KEYS[8], m[9], id)\n"
+    "      else redis.call('ZADD', W[q], m[5], id) end\n"
+    "      new = new + 1\n"
+    "    end\n"
+    "    i = i + 13\n"
+    "  elseif op == 'F' then\n"
+    "    local m = getm(id)\n"
+    "    local token = tonumber(ARGV[i + 12])\n"
+    "    if holds(m, token) then\n"
+    "      local q = redis.call('HGET', KEYS[4], id)\n"
+    "      redis.call('ZREM', KEYS[8], id)\n"
+    "      redis.call('ZREM', KEYS[9], id)\n"
+    "      if q and W[q] then redis.call('ZREM', W[q], id) end\n"
+    "      local st = tonumber(ARGV[i + 2])\n"
+    "      move(id, m, st)\n"
+    "      m[2] = tonumber(ARGV[i + 3])\n"
+    "      m[5] = tonumber(ARGV[i + 4])\n"
+    "      m[6] = tonumber(ARGV[i + 5])\n"
+    "      m[7] = tonumber(ARGV[i + 6])\n"
+    "      m[9] = 0\n"
+    "      m[10] = tonumber(ARGV[i + 7])\n"
+    "      putm(id, m)\n"
+    "      if ARGV[i + 8] == '1' then redis.call('HSET', KEYS[6], id, ARGV[i + 9])\n"
+    "      else redis.call('HDEL', KEYS[6], id) end\n"
+    "      if ARGV[i + 10] == '1' then redis.call('HSET', KEYS[7], id, ARGV[i + 11])\n"
+    "      else redis.call('HDEL', KEYS[7], id) end\n"
+    "      if st == 3 and q and W[q] then redis.call('ZADD', W[q], m[5], id)\n"
+    "      elseif st == 2 or st == 4 then redis.call('ZADD', KEYS[9], m[7], id) end\n"
+    "    elseif token ~= 0 then\n"
+    "      refused[#refused + 1] = id\n"
+    "      refused[#refused + 1] = ARGV[i + 12]\n"
+    "    end\n"
+    "    i = i + 13\n"
+    "  else\n"
+    "    local m = getm(id)\n"
+    "    local token = tonumber(ARGV[i + 3])\n"
+    "    if holds(m, token) then\n"
+    "      m[10] = tonumber(ARGV[i + 2])\n"
+    "      putm(id, m)\n"
+    "    elseif token ~= 0 then\n"
+    "      refused[#refused + 1] = id\n"
+    "      refused[#refused + 1] = ARGV[i + 3]\n"
+    "    end\n"
+    "    i = i + 4\n"
+    "  end\n"
+    "end\n"
+    "return {new, dups, refused}\n";
+
+/* KEYS: the fixed ones, then {N}:w:Q of each served queue in order of
+ * preference. ARGV: now, lease_until, max, nq, the queues. Returns
+ * {number of known queues, record, ...}. */
+static const char claim_lua[] =
+    LUA_COMMON "local now, lease, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+               "local nq = tonumber(ARGV[4])\n"
+               "local out = {redis.call('SCARD', KEYS[10])}\n"
+               "local n = 0\n"
+               "for i = 1, nq do\n"
+               "  if n >= max then break end\n"
+               "  if redis.call('SISMEMBER', KEYS[11], ARGV[4 + i]) == 0 then\n"
+               "    local ids = redis.call('ZRANGEBYSCORE', KEYS[16 + i], '-inf', now, "
+               "'LIMIT', 0, max - n)\n"
+               "    for _, id in ipairs(ids) do\n"
+               "      redis.call('ZREM', KEYS[16 + i], id)\n"
+               "      local m = getm(id)\n"
+               "      if m then\n"
+               "        move(id, m, 1)\n"
+               "        m[2] = m[2] + 1\n"
+               "        m[8] = m[8] + 1\n"
+               "        m[9] = lease\n"
+               "        putm(id, m)\n"
+               "        redis.call('ZADD', KEYS[8], lease, id)\n"
+               "        out[#out + 1] = record(id)\n"
+               "        n = n + 1\n"
+               "      end\n"
+               "    end\n"
+               "  end\n"
+               "end\n"
+               "return out\n";
+
+/* KEYS: the fixed ones. ARGV: now, lease_until, max. Returns records. */
+static const char expire_lua[] =
+    LUA_COMMON "local ids = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', '(' .. ARGV[1], "
+               "'LIMIT', 0,\n"
+               "  tonumber(ARGV[3]))\n"
+               "local out = {}\n"
+               "for _, id in ipairs(ids) do\n"
+               "  local m = getm(id)\n"
+               "  if m and m[1] == 1 then\n"
+               "    m[8] = m[8] + 1\n"
+               "    m[9] = tonumber(ARGV[2])\n"
+               "    putm(id, m)\n"
+               "    redis.call('ZADD', KEYS[8], m[9], id)\n"
+               "    out[#out + 1] = record(id)\n"
+               "  else\n"
+               "    redis.call('ZREM', KEYS[8], id)\n"
+               "  end\n"
+               "end\n"
+               "return out\n";
+
+/* KEYS: the fixed ones. ARGV: lease_until, then id token pairs. Returns
+ * 0 (extended) or 1 (lost) per pair. */
+static const char renew_lua[] =
+    LUA_COMMON "local lease = tonumber(ARGV[1])\n"
+               "local out = {}\n"
+               "for i = 2, #ARGV, 2 do\n"
+               "  local id = ARGV[i]\n"
+               "  local m = getm(id)\n"
+               "  if m and m[1] == 1 and m[8] == tonumber(ARGV[i + 1]) then\n"
+               "    m[9] = lease\n"
+               "    putm(id, m)\n"
+               "    redis.call('ZADD', KEYS[8], lease, id)\n"
+               "    out[#out + 1] = 0\n"
+               "  else\n"
+               "    out[#out + 1] = 1\n"
+               "  end\n"
+               "end\n"
+               "return out\n";
+
+/* KEYS: the fixed ones. ARGV: ids. Returns per id false (unknown) or
+ * {id, meta, name, key, queue, error, result}, read atomically. */
+static const char read_lua[] =
+    "local out = {}\n"
+    "for i = 1, #ARGV do\n"
+    "  local id = ARGV[i]\n"
+    "  local m = redis.call('HGET', KEYS[1], id)\n"
+    "  if m then\n"
+    "    out[i] = {id, m, redis.call('HGET', KEYS[2], id), redis.call('HGET', KEYS[3], "
+    "id),\n"
+    "      redis.call('HGET', KEYS[4], id), redis.call('HGET', KEYS[6], id),\n"
+    "      redis.call('HGET', KEYS[7], id)}\n"
+    "  else\n"
+    "    out[i] = false\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS: the fixed ones, {N}:qi:Q per queue, {N}:n:NAME per name. ARGV:
+ * before, nq, queues, nn, names, ids. Deletes each id still finished
+ * before `before`; returns how many. */
+static const char purge_lua[] =
+    LUA_COMMON "local before = tonumber(ARGV[1])\n"
+               "local nq = tonumber(ARGV[2])\n"
+               "local QI, N = {}, {}\n"
+               "for i = 1, nq do QI[ARGV[2 + i]] = KEYS[16 + i] end\n"
+               "local a = 3 + nq\n"
+               "local nn = tonumber(ARGV[a])\n"
+               "for j = 1, nn do N[ARGV[a + j]] = KEYS[16 + nq + j] end\n"
+               "local n = 0\n"
+               "for i = a + nn + 1, #ARGV do\n"
+               "  local id = ARGV[i]\n"
+               "  local f = redis.call('ZSCORE', KEYS[9], id)\n"
+               "  if f and tonumber(f) < before then\n"
+               "    local m = getm(id)\n"
+               "    local q = redis.call('HGET', KEYS[4], id)\n"
+               "    local name = redis.call('HGET', KEYS[2], id)\n"
+               "    if m and q and name and QI[q] and N[name] then\n"
+               "      for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
+               "      redis.call('ZREM', KEYS[9], id)\n"
+               "      redis.call('ZREM', KEYS[12 + m[1]], id)\n"
+               "      redis.call('ZREM', QI[q], id)\n"
+               "      redis.call('ZREM', N[name], id)\n"
+               "      n = n + 1\n"
+               "    end\n"
+               "  end\n"
+               "end\n"
+               "return n\n";
+
+enum { S_COMMIT, S_CLAIM, S_EXPIRE, S_RENEW, S_READ, S_PURGE, S_COUNT };
+static const char *const scripts[S_COUNT] = {commit_lua, claim_lua, expire_lua,
+                                             renew_lua,  read_lua,  purge_lua};
+
+/* ---- the store --------------------------------------------------------------- */
+
+/* A connection, dropped on any I/O error and made again after a backoff. */
+typedef struct conn {
+  redisContext *c;
+  int64_t next_try; /* monotonic ms: no connect attempt before */
+  int backoff_ms;
+} conn;
+
+/* Arguments of one command, binary-safe, kept as offsets into `bytes` so
+ * that the buffer may move while it grows. */
+typedef struct args {
+  coda__buf bytes;
+  size_t *off, *len;
+  int n, cap;
+} args;
+
+typedef struct names {
+  char **v;
+  int n, cap;
+} names;
+
+typedef struct redis_store {
+  coda__store base;
+  char host[256];
+  int port, db, replicas;
+  char keys[K_FIXED][160];
+  char ids_key[160];
+  char tag[80]; /* "{NAME}:" */
+  char sha[S_COUNT][41];
+  conn main; /* the store thread's */
+  conn side; /* get, find, list, renew: under side_mu */
+  uv_mutex_t side_mu;
+  uv_mutex_t err_mu;
+  char err[ERR_LEN];
+  char warning[ERR_LEN];
+  /* The open batch. */
+  args ops;
+  names batch_names;     /* distinct names enqueued */
+  coda__idmap batch_ids; /* id -> 1 + index in ops of its 'E' */
+  int batch_adds;
+  /* Results of the last commit. */
+  uint64_t *dups;
+  int ndups, dups_cap;
+  coda__lease *refused;
+  int nrefused, refused_cap;
+  /* Queues: known ones (cached {N}:queues) and served ones. */
+  names known;
+  names served;
+  int serve_all;
+} redis_store;
+
+static const coda__store_methods redis_methods;
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_err(redis_store *s, const char *fmt, ...) {
+  va_list ap;
+  uv_mutex_lock(&s->err_mu);
+  va_start(ap, fmt);
+  vsnprintf(s->err, sizeof s->err, fmt, ap);
+  va_end(ap);
+  uv_mutex_unlock(&s->err_mu);
+}
+
+/* A copy per thread, so that another thread's error cannot change the
+ * text under its reader: valid until this thread's next errmsg(). */
+static const char *redis_errmsg(coda__store *base) {
+  static _Thread_local char copy[ERR_LEN];
+  redis_store *s = (redis_store *)base;
+  uv_mutex_lock(&s->err_mu);
+  snprintf(copy, sizeof copy, "%s", s->err[0] ? s->err : s->warning);
+  uv_mutex_unlock(&s->err_mu);
+  return copy;
+}
+
+/* ---- argument vectors ------------------------------------------------------------ */
+
+static int args_push(args *a, const void *p, size_t n) {
+  if (a->n == a->cap) {
+    int cap = a->cap ? a->cap * 2 : 64;
+    size_t *off = realloc(a->off, (size_t)cap * sizeof *off);
+    if (!off)
+      return CODA_ENOMEM;
+    a->off = off;
+    size_t *len = realloc(a->len, (size_t)cap * sizeof *len);
+    if (!len)
+      return CODA_ENOMEM;
+    a->len = len;
+    a->cap = cap;
+  }
+  a->off[a->n] = a->bytes.len;
+  a->len[a->n] = n;
+  if (coda__buf_append(&a->bytes, n ? p : "", n) != 0)
+    return CODA_ENOMEM;
+  a->n++;
+  return 0;
+}
+
+static int args_str(args *a, const char *str) { return args_push(a, str, strlen(str)); }
+
+static int args_fmt(args *a, const char *fmt, ...) {
+  char tmp[64];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  return args_push(a, tmp, (size_t)n);
+}
+
+static int args_id(args *a, uint64_t id) { return args_fmt(a, "%016" PRIx64, id); }
+static int args_i64(args *a, int64_t v) { return args_fmt(a, "%" PRId64, v); }
+
+static int args_all(args *a, const args *from) {
+  for (int i = 0; i < from->n; i++)
+    if (args_push(a, from->bytes.base + from->off[i], from->len[i]) != 0)
+      return CODA_ENOMEM;
+  return 0;
+}
+
+static void args_reset(args *a) {
+  a->n = 0;
+  a->bytes.len = 0;
+}
+
+static void args_free(args *a) {
+  coda__buf_free(&a->bytes);
+  free(a->off);
+  free(a->len);
+  memset(a, 0, sizeof *a);
+}
+
+/* ---- lists of names -----------------------------------------------------------------
+ */
+
+static int names_find(const names *l, const char *v) {
+  for (int i = 0; i < l->n; i++)
+    if (strcmp(l->v[i], v) == 0)
+      return i;
+  return -1;
+}
+
+static int names_add(names *l, const char *v) {
+  if (names_find(l, v) >= 0)
+    return 0;
+  if (l->n == l->cap) {
+    int cap = l->cap ? l->cap * 2 : 8;
+    char **p = realloc(l->v, (size_t)cap * sizeof *p);
+    if (!p)
+      return CODA_ENOMEM;
+    l->v = p;
+    l->cap = cap;
+  }
+  if (!(l->v[l->n] = strdup(v)))
+    return CODA_ENOMEM;
+  l->n++;
+  return 0;
+}
+
+static void names_clear(names *l) {
+  for (int i = 0; i < l->n; i++)
+    free(l->v[i]);
+  l->n = 0;
+}
+
+static void names_free(names *l) {
+  names_clear(l);
+  free(l->v);
+  memset(l, 0, sizeof *l);
+}
+
+/* ---- connections ------------------------------------------------------------------- */
+
+static void link_drop(conn *l) {
+  if (l->c)
+    redisFree(l->c);
+  l->c = NULL;
+  l->next_try = mono_ms() + l->backoff_ms;
+  l->backoff_ms = l->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : l->backoff_ms * 2;
+}
+
+/* Sends one command; NULL (and the link dropped, err set) on an I/O error. */
+static redisReply *link_command(redis_store *s, conn *l, const args *a) {
+  const char *v[a->n ? a->n : 1];
+  for (int i = 0; i < a->n; i++)
+    v[i] = a->bytes.base + a->off[i];
+  redisReply *r = redisCommandArgv(l->c, a->n, v, a->len);
+  if (!r) {
+    set_err(s, "redis %s:%d: %s", s->host, s->port,
+            l->c->errstr[0] ? l->c->errstr : "connection lost");
+    link_drop(l);
+  }
+  return r;
+}
+
+/* A command of string arguments (at most 8). */
+static redisReply *link_simple(redis_store *s, conn *l, int argc, ...) {
+  args a = {0};
+  va_list ap;
+  va_start(ap, argc);
+  int rc = 0;
+  for (int i = 0; i < argc && rc == 0; i++)
+    rc = args_str(&a, va_arg(ap, const char *));
+  va_end(ap);
+  redisReply *r = rc == 0 ? link_command(s, l, &a) : NULL;
+  args_free(&a);
+  return r;
+}
+
+/* The reply, or NULL with err set for an error reply (which is freed). */
+static redisReply *check_reply(redis_store *s, redisReply *r, const char *what) {
+  if (r && r->type == REDIS_REPLY_ERROR) {
+    set_err(s, "redis %s: %s", what, r->str);
+    freeReplyObject(r);
+    return NULL;
+  }
+  return r;
+}
+
+static int load_scripts(redis_store *s, conn *l) {
+  for (int i = 0; i < S_COUNT; i++) {
+    redisReply *r =
+        check_reply(s, link_simple(s, l, 3, "SCRIPT", "LOAD", scripts[i]), "SCRIPT LOAD");
+    if (!r)
+      return CODA_ESTORE;
+    if (r->type == REDIS_REPLY_STRING && r->len == 40)
+      memcpy(s->sha[i], r->str, 41);
+    freeReplyObject(r);
+  }
+  return 0;
+}
+
+static int link_open(redis_store *s, conn *l) {
+  struct timeval ct = {CONNECT_TIMEOUT_MS / 1000, (CONNECT_TIMEOUT_MS % 1000) * 1000};
+  struct timeval wt = {COMMAND_TIMEOUT_MS / 1000, (COMMAND_TIMEOUT_MS % 1000) * 1000};
+  l->c = redisConnectWithTimeout(s->host, s->port, ct);
+  if (!l->c || l->c->err) {
+    set_err(s, "cannot connect to redis %s:%d: %s", s->host, s->port,
+            l->c ? l->c->errstr : "out of memory");
+    link_drop(l);
+    return CODA_ESTORE;
+  }
+  redisSetTimeout(l->c, wt);
+  redisEnableKeepAlive(l->c);
+  if (s->db) {
+    char db[16];
+    snprintf(db, sizeof db, "%d", s->db);
+    redisReply *r = check_reply(s, link_simple(s, l, 2, "SELECT", db), "SELECT");
+    if (!r) {
+      link_drop(l);
+      return CODA_ESTORE;
+    }
+    freeReplyObject(r);
+  }
+  if (load_scripts(s, l) != 0) {
+    link_drop(l);
+    return CODA_ESTORE;
+  }
+  l->backoff_ms = BACKOFF_FIRST_MS;
+  return 0;
+}
+
+/* 0 when the link is up (connected again if its backoff has passed). */
+static int link_ready(redis_store *s, conn *l) {
+  if (l->c)
+    return 0;
+  int64_t now = mono_ms();
+  if (now < l->next_try) {
+    uv_mutex_lock(&s->err_mu);
+    size_t n = strlen(s->err);
+    if (!strstr(s->err, "next try in"))
+      snprintf(s->err + n, sizeof s->err - n, " (next try in %d ms)",
+               (int)(l->next_try - now));
+    uv_mutex_unlock(&s->err_mu);
+    return CODA_ESTORE;
+  }
+  return link_open(s, l);
+}
+
+/* An error reply as a CODA_E* code: out of memory on the server is a
+ * limit (what was written does not fit), the rest a store error. */
+static int reply_error_code(const redisReply *r) {
+  return strncmp(r->str, "OOM", 3) == 0 ? CODA_ELIMIT : CODA_ESTORE;
+}
+
+/* EVALSHA of script `which` with KEYS `keys` and ARGV `argv`; once more
+ * after loading the scripts again on NOSCRIPT (a SCRIPT FLUSH, a restarted
+ * or failed-over server). *out: the reply, to free. */
+static int run_script(redis_store *s, conn *l, int which, const args *keys,
+                      const args *argv, redisReply **out) {
+  *out = NULL;
+  int rc = link_ready(s, l);
+  if (rc)
+    return rc;
+  args a = {0};
+  rc = args_str(&a, "EVALSHA");
+  rc = rc ? rc : args_str(&a, s->sha[which]);
+  rc = rc ? rc : args_fmt(&a, "%d", keys->n);
+  rc = rc ? rc : args_all(&a, keys);
+  rc = rc ? rc : args_all(&a, argv);
+  if (rc) {
+    args_free(&a);
+    set_err(s, "redis store: out of memory");
+    return rc;
+  }
+  for (int attempt = 0;; attempt++) {
+    redisReply *r = link_command(s, l, &a);
+    if (!r) {
+      rc = CODA_ESTORE;
+      break;
+    }
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 &&
+        attempt == 0) {
+      freeReplyObject(r);
+      if ((rc = load_scripts(s, l)) != 0)
+        break;
+      continue;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+      set_err(s, "redis: %s", r->str);
+      rc = reply_error_code(r);
+      *out = r; /* the caller may read the error */
+      break;
+    }
+    *out = r;
+    rc = 0;
+    break;
+  }
+  args_free(&a);
+  return rc;
+}
+
+/* ---- keys ----------------------------------------------------------------------------
+ */
+
+static int fixed_keys(const redis_store *s, args *k) {
+  for (int i = 0; i < K_FIXED; i++)
+    if (args_str(k, s->keys[i]) != 0)
+      return CODA_ENOMEM;
+  return 0;
+}
+
+/* "{N}:<kind><name>", e.g. "{coda}:w:default". */
+static int key_of(const redis_store *s, args *k, const char *kind, const char *name) {
+  size_t tn = strlen(s->tag), kn = strlen(kind), nn = strlen(name);
+  char *p = malloc(tn + kn + nn + 1);
+  if (!p)
+    return CODA_ENOMEM;
+  memcpy(p, s->tag, tn);
+  memcpy(p + tn, kind, kn);
+  memcpy(p + tn + kn, name, nn + 1);
+  int rc = args_push(k, p, tn + kn + nn);
+  free(p);
+  return rc;
+}
+
+/* The names in {N}:queues, into s->known. */
+static int refresh_known(redis_store *s) {
+  int rc = link_ready(s, &s->main);
+  if (rc)
+    return rc;
+  char key[200];
+  snprintf(key, sizeof key, "%s", s->keys[K_QUEUES]);
+  redisReply *r =
+      check_reply(s, link_simple(s, &s->main, 2, "SMEMBERS", key), "SMEMBERS");
+  if (!r)
+    return CODA_ESTORE;
+  rc = 0;
+  for (size_t i = 0; rc == 0 && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+    rc = names_add(&s->known, r->element[i]->str);
+  freeReplyObject(r);
+  return rc;
+}
+
+/* ---- records
+ * --------------------------------------------------------------------------- */
+
+static uint64_t parse_id(const redisReply *r) {
+  return r && r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 16) : 0;
+}
+
+static const char *str_or_null(const redisReply *r) {
+  return r && r->type == REDIS_REPLY_STRING ? r->str : NULL;
+}
+
+/* A record from {id, meta, name, key, queue, args-or-error, [result]}:
+ * pointers into the reply, which must outlive it. */
+static int parse_record(const redisReply *t, int with_outcome, coda__task_record *r) {
+  if (!t || t->type != REDIS_REPLY_ARRAY || t->elements < 6)
+    return CODA_ESTORE;
+  const char *meta = str_or_null(t->element[1]);
+  if (!meta)
+    return CODA_ESTORE;
+  long long state, attempts, max, created, run_at, started, finished, token, until;
+  double progress;
+  if (sscanf(meta, "%lld %lld %lld %lld %lld %lld %lld %lld %lld %lf", &state, &attempts,
+             &max, &created, &run_at, &started, &finished, &token, &until,
+             &progress) != 10)
+    return CODA_ESTORE;
+  *r = (coda__task_record){.id = parse_id(t->element[0]),
+                           .name = str_or_null(t->element[2]),
+                           .key = str_or_null(t->element[3]),
+                           .queue = str_or_null(t->element[4]),
+                           .state = (coda_task_state)state,
+                           .attempts = (int)attempts,
+                           .max_attempts = (int)max,
+                           .created_at = created,
+                           .run_at = run_at,
+                           .started_at = started,
+                           .finished_at = finished,
+                           .progress = progress,
+                           .lease = (uint64_t)token};
+  if (!r->name)
+    r->name = "";
+  if (with_outcome) {
+    r->error = str_or_null(t->element[5]);
+    if (t->elements > 6 && t->element[6]->type == REDIS_REPLY_STRING) {
+      r->result = t->element[6]->str;
+      r->result_len = t->element[6]->len;
+    }
+  } else if (t->element[5]->type == REDIS_REPLY_STRING) {
+    r->args = t->element[5]->str;
+    r->args_len = t->element[5]->len;
+  }
+  return 0;
+}
+
+/* ---- opening
+ * --------------------------------------------------------------------------- */
+
+static int valid_prefix(const char *p) {
+  if (!*p)
+    return 0;
+  for (; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+          (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
+      return 0;
+  return 1;
+}
+
+/* Reads one query parameter (prefix or replicas) of the URI. */
+static int parse_param(redis_store *s, const char *p, size_t n, char *prefix,
+                       size_t cap) {
+  if (n > 7 && strncmp(p, "prefix=", 7) == 0 && n - 7 < cap) {
+    memcpy(prefix, p + 7, n - 7);
+    prefix[n - 7] = '\0';
+    return valid_prefix(prefix) ? 0 : -1;
+  }
+  if (n > 9 && strncmp(p, "replicas=", 9) == 0) {
+    char num[16];
+    if (n - 9 >= sizeof num)
+      return -1;
+    memcpy(num, p + 9, n - 9);
+    num[n - 9] = '\0';
+    char *end;
+    long v = strtol(num, &end, 10);
+    if (*end || v < 0 || v > 100)
+      return -1;
+    s->replicas = (int)v;
+    return 0;
+  }
+  return -1;
+}
+
+/* redis://HOST:PORT[/DB][?prefix=NAME&replicas=N]; HOST may be [v6]. */
+static int parse_uri(redis_store *s, const char *uri, char *prefix, size_t cap) {
+  if (strncmp(uri, "redis://", 8) != 0)
+    return -1;
+  const char *p = uri + 8, *end;
+  if (*p == '[') {
+    end = strchr(p, ']');
+    if (!end || (size_t)(end - p - 1) >= sizeof s->host)
+      return -1;
+    memcpy(s->host, p + 1, (size_t)(end - p - 1));
+    s->host[end - p - 1] = '\0';
+    p = end + 1;
+  } else {
+    size_t n = strcspn(p, ":/?");
+    if (n == 0 || n >= sizeof s->host)
+      return -1;
+    memcpy(s->host, p, n);
+    s->host[n] = '\0';
+    p += n;
+  }
+  s->port = 6379;
+  if (*p == ':') {
+    char *e;
+    long port = strtol(p + 1, &e, 10);
+    if (e == p + 1 || port <= 0 || port > 65535)
+      return -1;
+    s->port = (int)port;
+    p = e;
+  }
+  if (*p == '/' && p[1] && p[1] != '?') {
+    char *e;
+    long db = strtol(p + 1, &e, 10);
+    if (e == p + 1 || db < 0 || db > 1000000)
+      return -1;
+    s->db = (int)db;
+    p = e;
+  } else if (*p == '/') {
+    p++;
+  }
+  snprintf(prefix, cap, "coda");
+  if (*p == '?') {
+    for (p++; *p;) {
+      size_t n = strcspn(p, "&");
+      if (parse_param(s, p, n, prefix, cap) != 0)
+        return -1;
+      p += n;
+      if (*p == '&')
+        p++;
+    }
+  }
+  return *p ? -1 : 0;
+}
+
+/* Keys must not be evicted: a policy that may evict them is refused; a
+ * volatile-* one evicts only keys with a TTL (coda sets none) and is
+ * accepted with a warning; where CONFIG is disabled (managed Redis) the
+ * policy cannot be read, and the warning says to check it. */
+static int check_eviction(redis_store *s) {
+  redisReply *r = link_simple(s, &s->main, 3, "CONFIG", "GET", "maxmemory-policy");
+  if (!r)
+    return CODA_ESTORE;
+  int rc = 0;
+  if (r->type == REDIS_REPLY_ERROR) {
+    snprintf(
+        s->warning, sizeof s->warning,
+        "redis store: cannot read maxmemory-policy (%s): make sure it is noeviction, or "
+        "tasks may be evicted and lost",
+        r->str);
+  } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+             r->element[1]->type == REDIS_REPLY_STRING) {
+    const char *policy = r->element[1]->str;
+    if (strncmp(policy, "volatile-", 9) == 0) {
+      snprintf(
+          s->warning, sizeof s->warning,
+          "redis store: maxmemory-policy is %s; coda sets no TTL so its keys are not "
+          "evicted, but noeviction is the safe setting",
+          policy);
+    } else if (strcmp(policy, "noeviction") != 0) {
+      set_err(s,
+              "redis %s:%d has maxmemory-policy %s, which can evict task keys and lose "
+              "tasks: set maxmemory-policy noeviction (CONFIG SET maxmemory-policy "
+              "noeviction, and in redis.conf)",
+              s->host, s->port, policy);
+      rc = CODA_ESTORE;
+    }
+  }
+  freeReplyObject(r);
+  return rc;
+}
+
+static void redis_close(coda__store *base);
+
+int coda__redis_store_open(const char *uri, coda__store **out, char *err, size_t errlen) {
+  *out = NULL;
+  redis_store *s = calloc(1, sizeof *s);
+  if (!s)
+    return CODA_ENOMEM;
+  s->base.m = &redis_methods;
+  uv_mutex_init(&s->side_mu);
+  uv_mutex_init(&s->err_mu);
+  s->main.backoff_ms = s->side.backoff_ms = BACKOFF_FIRST_MS;
+  s->serve_all = 1;
+  char prefix[64];
+  if (parse_uri(s, uri, prefix, sizeof prefix) != 0) {
+    snprintf(err, errlen,
+             "bad redis URI \"%s\" (use redis://HOST:PORT[/DB][?prefix=NAME&replicas=N]; "
+             "NAME of letters, digits, _ - .)",
+             uri);
+    redis_close(&s->base);
+    return CODA_ESTORE;
+  }
+  snprintf(s->tag, sizeof s->tag, "{%s}:", prefix);
+  for (int i = 0; i < K_FIXED; i++)
+    snprintf(s->keys[i], sizeof s->keys[i], "%s%s", s->tag, fixed_names[i]);
+  snprintf(s->ids_key, sizeof s->ids_key, "%sids", s->tag);
+  int rc = link_open(s, &s->main);
+  if (rc == 0)
+    rc = check_eviction(s);
+  if (rc == 0)
+    rc = refresh_known(s);
+  if (rc == 0)
+    rc = link_open(s, &s->side);
+  if (rc) {
+    snprintf(err, errlen, "%s", s->err);
+    redis_close(&s->base);
+    return CODA_ESTORE;
+  }
+  *out = &s->base;
+  return 0;
+}
+
+static void redis_close(coda__store *base) {
+  redis_store *s = (redis_store *)base;
+  if (s->main.c)
+    redisFree(s->main.c);
+  if (s->side.c)
+    redisFree(s->side.c);
+  args_free(&s->ops);
+  names_free(&s->batch_names);
+  names_free(&s->known);
+  names_free(&s->served);
+  coda__idmap_free(&s->batch_ids);
+  free(s->dups);
+  free(s->refused);
+  uv_mutex_destroy(&s->side_mu);
+  uv_mutex_destroy(&s->err_mu);
+  free(s);
+}
+
+/* ---- batches
+ * ---------------------------------------------------------------------------- */
+
+static int redis_recover(coda__store *base, int64_t now) {
+  (void)base;
+  (void)now;
+  return 0; /* shared: tasks of a dead process come back through expire() */
+}
+
+static void forget_batch(redis_store *s) {
+  args_reset(&s->ops);
+  names_clear(&s->batch_names);
+  coda__idmap_free(&s->batch_ids);
+  memset(&s->batch_ids, 0, sizeof s->batch_ids);
+  s->batch_adds = 0;
+}
+
+static int redis_begin(coda__store *base) {
+  redis_store *s = (redis_store *)base;
+  forget_batch(s);
+  s->ndups = s->nrefused = 0;
+  return 0;
+}
+
+static void redis_rollback(coda__store *base) { forget_batch((redis_store *)base); }
+
+/* The same id twice in one batch: the batch itself tells a duplicate
+ * (same key) from a collision, as a store that wrote at once would. */
+static int batch_collision(redis_store *s, const coda__task_record *r) {
+  uintptr_t at = (uintptr_t)coda__idmap_get(&s->batch_ids, r->id);
+  if (!at)
+    return 0;
+  int has_key = s->ops.bytes.base[s->ops.off[at - 1 + 3]] == '1';
+  size_t kl = s->ops.len[at - 1 + 4];
+  const char *k = s->ops.bytes.base + s->ops.off[at - 1 + 4];
+  if (has_key && r->key && strlen(r->key) == kl && memcmp(k, r->key, kl) == 0)
+    return CODA_EEXIST;
+  set_err(s, "redis store: id %" PRIu64 " taken by another key", r->id);
+  return CODA_ESTORE;
+}
+
+static int redis_enqueue(coda__store *base, const coda__task_record *r, int owned,
+                         int64_t lease_until) {
+  redis_store *s = (redis_store *)base;
+  int rc = batch_collision(s, r);
+  if (rc)
+    return rc;
+  const char *queue = r->queue ? r->queue : "default";
+  int at = s->ops.n;
+  args *a = &s->ops;
+  rc = args_str(a, "E");
+  rc = rc ? rc : args_id(a, r->id);
+  rc = rc ? rc : args_str(a, r->name);
+  rc = rc ? rc : args_str(a, r->key ? "1" : "0");
+  rc = rc ? rc : args_str(a, r->key ? r->key : "");
+  rc = rc ? rc : args_str(a, queue);
+  rc = rc ? rc : args_push(a, r->args, r->args_len);
+  rc = rc ? rc : args_i64(a, r->max_attempts);
+  rc = rc ? rc : args_i64(a, r->created_at);
+  rc = rc ? rc : args_i64(a, r->run_at);
+  rc = rc ? rc : args_i64(a, r->attempts);
+  rc = rc ? rc : args_str(a, owned ? "1" : "0");
+  rc = rc ? rc : args_i64(a, owned ? lease_until : 0);
+  rc = rc ? rc : names_add(&s->batch_names, r->name);
+  rc = rc ? rc : names_add(&s->known, queue);
+  rc = rc ? rc : coda__idmap_put(&s->batch_ids, r->id, (void *)(uintptr_t)(at + 1));
+  if (rc) {
+    set_err(s, "redis store: out of memory");
+    return CODA_ENOMEM;
+  }
+  s->batch_adds++;
+  return 0;
+}
+
+static int push_outcome(args *a, const coda__task_record *r) {
+  int rc = args_str(a, "F");
+  rc = rc ? rc : args_id(a, r->id);
+  rc = rc ? rc : args_i64(a, r->state);
+  rc = rc ? rc : args_i64(a, r->attempts);
+  rc = rc ? rc : args_i64(a, r->run_at);
+  rc = rc ? rc : args_i64(a, r->started_at);
+  rc = rc ? rc : args_i64(a, r->finished_at);
+  rc = rc ? rc : args_fmt(a, "%.17g", r->progress);
+  rc = rc ? rc : args_str(a, r->error ? "1" : "0");
+  rc = rc ? rc : args_str(a, r->error ? r->error : "");
+  rc = rc ? rc : args_str(a, r->result ? "1" : "0");
+  rc = rc ? rc : args_push(a, r->result, r->result ? r->result_len : 0);
+  rc = rc ? rc : args_fmt(a, "%" PRIu64, r->lease);
+  return rc;
+}
+
+static int redis_finish(coda__store *base, const coda__task_record *r) {
+  redis_store *s = (redis_store *)base;
+  if (push_outcome(&s->ops, r) != 0) {
+    set_err(s, "redis store: out of memory");
+    return CODA_ENOMEM;
+  }
+  return 0;
+}
+
+static int push_progress(redis_store *s, uint64_t id, double progress, uint64_t token) {
+  args *a = &s->ops;
+  int rc = args_str(a, "P");
+  rc = rc ? rc : args_id(a, id);
+  rc = rc ? rc : args_fmt(a, "%.17g", progress);
+  rc = rc ? rc : args_fmt(a, "%" PRIu64, token);
+  if (rc) {
+    set_err(s, "redis store: out of memory");
+    return CODA_ENOMEM;
+  }
+  return 0;
+}
+
+static int redis_progress(coda__store *base, uint64_t id, double progress) {
+  return push_progress((redis_store *)base, id, progress, 0);
+}
+
+static int redis_progress_leased(coda__store *base, const coda__lease *l,
+                                 double progress) {
+  return push_progress((redis_store *)base, l->id, progress, l->lease);
+}
+
+/* KEYS and the ARGV header of the commit script for the open batch. */
+static int commit_args(redis_store *s, args *keys, args *argv) {
+  int rc = fixed_keys(s, keys);
+  rc = rc ? rc : args_fmt(argv, "%d", s->known.n);
+  for (int i = 0; rc == 0 && i < s->known.n; i++) {
+    rc = key_of(s, keys, "w:", s->known.v[i]);
+    rc = rc ? rc : key_of(s, keys, "qi:", s->known.v[i]);
+    rc = rc ? rc : args_str(argv, s->known.v[i]);
+  }
+  rc = rc ? rc : args_fmt(argv, "%d", s->batch_names.n);
+  for (int i = 0; rc == 0 && i < s->batch_names.n; i++) {
+    rc = key_of(s, keys, "n:", s->batch_names.v[i]);
+    rc = rc ? rc : args_str(argv, s->batch_names.v[i]);
+  }
+  return rc ? rc : args_all(argv, &s->ops);
+}
+
+static int keep_results(redis_store *s, const redisReply *r) {
+  const redisReply *d = r->element[1], *f = r->element[2];
+  if (d->elements > (size_t)s->dups_cap) {
+    uint64_t *p = realloc(s->dups, d->elements * sizeof *p);
+    if (!p)
+      return CODA_ENOMEM;
+    s->dups = p;
+    s->dups_cap = (int)d->elements;
+  }
+  for (size_t i = 0; i < d->elements; i++)
+    s->dups[s->ndups++] = parse_id(d->element[i]);
+  size_t nref = f->elements / 2;
+  if (nref > (size_t)s->refused_cap) {
+    coda__lease *p = realloc(s->refused, nref * sizeof *p);
+    if (!p)
+      return CODA_ENOMEM;
+    s->refused = p;
+    s->refused_cap = (int)nref;
+  }
+  for (size_t i = 0; i < nref; i++)
+    s->refused[s->nrefused++] = (coda__lease){
+        parse_id(f->element[2 * i]), strtoull(f->element[2 * i + 1]->str, NULL, 10)};
+  return 0;
+}
+
+/* With replicas=N: new tasks count as written once N replicas have them. */
+static int wait_replicas(redis_store *s) {
+  char n[16], ms[16];
+  snprintf(n, sizeof n, "%d", s->replicas);
+  snprintf(ms, sizeof ms, "%d", WAIT_TIMEOUT_MS);
+  redisReply *r = check_reply(s, link_simple(s, &s->main, 3, "WAIT", n, ms), "WAIT");
+  if (!r)
+    return CODA_ESTORE;
+  long long acks = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+  freeReplyObject(r);
+  if (acks < s->replicas) {
+    set_err(
+        s,
+        "redis store: new tasks not acknowledged by %d replicas within %d ms (%lld did); "
+        "refused",
+        s->replicas, WAIT_TIMEOUT_MS, acks);
+    return CODA_ESTORE;
+  }
+  return 0;
+}
+
+/* The text of an error a script raised: Redis may put "ERR " before it. */
+static const char *script_error(const redisReply *r) {
+  return strncmp(r->str, "ERR ", 4) == 0 ? r->str + 4 : r->str;
+}
+
+/* One commit script call; STALE_QUEUES when the queues known here were
+ * stale (nothing was written). */
+static int commit_once(redis_store *s, long long *written) {
+  args keys = {0}, argv = {0};
+  redisReply *r = NULL;
+  int rc = commit_args(s, &keys, &argv);
+  if (rc)
+    set_err(s, "redis store: out of memory");
+  else
+    rc = run_script(s, &s->main, S_COMMIT, &keys, &argv, &r);
+  args_free(&keys);
+  args_free(&argv);
+  const char *why = rc && r ? script_error(r) : "";
+  if (strcmp(why, "CODASTALE") == 0)
+    rc = STALE_QUEUES;
+  else if (strncmp(why, "CODAIDTAKEN ", 12) == 0)
+    set_err(s, "redis store: id %" PRIu64 " taken by another key",
+            strtoull(why + 12, NULL, 16));
+  else if (rc && rc == CODA_ELIMIT)
+    set_err(s,
+            "redis is out of memory (maxmemory): nothing of the batch was written (%s)",
+            r->str);
+  if (rc == 0 && (r->type != REDIS_REPLY_ARRAY || r->elements != 3)) {
+    set_err(s, "redis store: unexpected reply to a commit");
+    rc = CODA_ESTORE;
+  }
+  if (rc == 0) {
+    *written = r->element[0]->integer;
+    rc = keep_results(s, r);
+  }
+  if (r)
+    freeReplyObject(r);
+  return rc;
+}
+
+static int redis_commit(coda__store *base) {
+  redis_store *s = (redis_store *)base;
+  s->ndups = s->nrefused = 0;
+  if (s->ops.n == 0)
+    return 0;
+  long long written = 0;
+  int rc = commit_once(s, &written);
+  if (rc == STALE_QUEUES && (rc = refresh_known(s)) == 0)
+    rc = commit_once(s, &written);
+  if (rc == STALE_QUEUES) {
+    set_err(s, "redis store: the queues changed twice during one commit");
+    rc = CODA_ESTORE;
+  }
+  if (rc == 0 && written > 0 && s->replicas > 0)
+    rc = wait_replicas(s);
+  forget_batch(s);
+  return rc;
+}
+
+static int redis_duplicates(coda__store *base, uint64_t *out, int max) {
+  redis_store *s = (redis_store *)base;
+  int n = s->ndups < max ? s->ndups : max;
+  if (n > 0)
+    memcpy(out, s->dups, (size_t)n * sizeof *out);
+  return n;
+}
+
+static int redis_refused(coda__store *base, coda__lease *out, int max) {
+  redis_store *s = (redis_store *)base;
+  int n = s->nrefused < max ? s->nrefused : max;
+  if (n > 0)
+    memcpy(out, s->refused, (size_t)n * sizeof *out);
+  return n;
+}
+
+/* ---- claims, expiry, leases ---------------------------------------------------------
+ */
+
+static int deliver_records(redis_store *s, const redisReply *r, size_t from,
+                           coda__claim_fn fn, void *user) {
+  int n = 0;
+  for (size_t i = from; i < r->elements; i++) {
+    coda__task_record rec;
+    if (parse_record(r->element[i], 0, &rec) != 0) {
+      set_err(s, "redis store: a task record does not parse");
+      continue;
+    }
+    fn(user, &rec);
+    n++;
+  }
+  return n;
+}
+
+static int claim_once(redis_store *s, int64_t now, int64_t lease_until, int max,
+                      coda__claim_fn fn, void *user, int *stale) {
+  const names *q = s->serve_all ? &s->known : &s->served;
+  args keys = {0}, argv = {0};
+  int rc = fixed_keys(s, &keys);
+  rc = rc ? rc : args_i64(&argv, now);
+  rc = rc ? rc : args_i64(&argv, lease_until);
+  rc = rc ? rc : args_i64(&argv, max);
+  rc = rc ? rc : args_i64(&argv, q->n);
+  for (int i = 0; rc == 0 && i < q->n; i++) {
+    rc = key_of(s, &keys, "w:", q->v[i]);
+    rc = rc ? rc : args_str(&argv, q->v[i]);
+  }
+  redisReply *r = NULL;
+  if (rc == 0)
+    rc = run_script(s, &s->main, S_CLAIM, &keys, &argv, &r);
+  args_free(&keys);
+  args_free(&argv);
+  if (rc == 0 && (r->type != REDIS_REPLY_ARRAY || r->elements < 1)) {
+    set_err(s, "redis store: unexpected reply to a claim");
+    rc = CODA_ESTORE;
+  }
+  int n = rc;
+  if (rc == 0) {
+    *stale = s->serve_all && r->element[0]->integer != s->known.n;
+    n = deliver_records(s, r, 1, fn, user);
+  }
+  if (r)
+    freeReplyObject(r);
+  return n;
+}
+
+static int redis_claim(coda__store *base, int64_t now, int64_t lease_until, int max,
+                       coda__claim_fn fn, void *user) {
+  redis_store *s = (redis_store *)base;
+  int stale = 0;
+  int n = claim_once(s, now, lease_until, max, fn, user, &stale);
+  if (n >= 0 && stale && refresh_known(s) == 0 && n < max) {
+    int more = claim_once(s, now, lease_until, max - n, fn, user, &stale);
+    n = more < 0 ? n : n + more;
+  }
+  return n;
+}
+
+static int redis_expire(coda__store *base, int64_t now, int64_t lease_until, int max,
+                        coda__claim_fn fn, void *user) {
+  redis_store *s = (redis_store *)base;
+  args keys = {0}, argv = {0};
+  int rc = fixed_keys(s, &keys);
+  rc = rc ? rc : args_i64(&argv, now);
+  rc = rc ? rc : args_i64(&argv, lease_until);
+  rc = rc ? rc : args_i64(&argv, max);
+  redisReply *r = NULL;
+  if (rc == 0)
+    rc = run_script(s, &s->main, S_EXPIRE, &keys, &argv, &r);
+  args_free(&keys);
+  args_free(&argv);
+  int n = rc;
+  if (rc == 0)
+    n = r->type == REDIS_REPLY_ARRAY ? deliver_records(s, r, 0, fn, user) : CODA_ESTORE;
+  if (r)
+    freeReplyObject(r);
+  return n;
+}
+
+static int redis_renew(coda__store *base, const coda__lease *l, int n,
+                       int64_t lease_until, unsigned char *lost) {
+  redis_store *s = (redis_store *)base;
+  if (n <= 0)
+    return 0;
+  args keys = {0}, argv = {0};
+  int rc = fixed_keys(s, &keys);
+  rc = rc ? rc : args_i64(&argv, lease_until);
+  for (int i = 0; rc == 0 && i < n; i++) {
+    rc = args_id(&argv, l[i].id);
+    rc = rc ? rc : args_fmt(&argv, "%" PRIu64, l[i].lease);
+  }
+  redisReply *r = NULL;
+  uv_mutex_lock(&s->side_mu);
+  if (rc == 0)
+    rc = run_script(s, &s->side, S_RENEW, &keys, &argv, &r);
+  uv_mutex_unlock(&s->side_mu);
+  args_free(&keys);
+  args_free(&argv);
+  if (rc == 0 && (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n)) {
+    set_err(s, "redis store: unexpected reply to a renewal");
+    rc = CODA_ESTORE;
+  }
+  for (int i = 0; rc == 0 && i < n; i++)
+    lost[i] = r->element[i]->integer != 0;
+  if (r)
+    freeReplyObject(r);
+  return rc;
+}
+
+static int redis_serve(coda__store *base, const char *const *queues, int n) {
+  redis_store *s = (redis_store *)base;
+  names_clear(&s->served);
+  s->serve_all = n == 0;
+  for (int i = 0; i < n; i++)
+    if (names_add(&s->served, queues[i]) != 0)
+      return CODA_ENOMEM;
+  return 0;
+}
+
+static int redis_pause(coda__store *base, const char *queue, int paused) {
+  redis_store *s = (redis_store *)base;
+  int rc = link_ready(s, &s->main);
+  if (rc)
+    return rc;
+  redisReply *r = check_reply(
+      s, link_simple(s, &s->main, 3, paused ? "SADD" : "SREM", s->keys[K_PAUSED], queue),
+      "pause");
+  if (!r)
+    return CODA_ESTORE;
+  freeReplyObject(r);
+  return 0;
+}
+
+/* ---- reading
+ * ---------------------------------------------------------------------------- */
+
+/* The tasks of `ids` (hex strings in argv), read atomically on the side
+ * link. Caller holds side_mu. */
+static int read_tasks(redis_store *s, const args *ids, redisReply **out) {
+  args keys = {0};
+  int rc = fixed_keys(s, &keys);
+  if (rc == 0)
+    rc = run_script(s, &s->side, S_READ, &keys, ids, out);
+  args_free(&keys);
+  if (rc == 0 &&
+      ((*out)->type != REDIS_REPLY_ARRAY || (*out)->elements != (size_t)ids->n)) {
+    set_err(s, "redis store: unexpected reply to a read");
+    rc = CODA_ESTORE;
+  }
+  return rc;
+}
+
+static int redis_get(coda__store *base, uint64_t id, coda_task_info **out) {
+  redis_store *s = (redis_store *)base;
+  args ids = {0};
+  redisReply *r = NULL;
+  int rc = args_id(&ids, id);
+  uv_mutex_lock(&s->side_mu);
+  if (rc == 0)
+    rc = read_tasks(s, &ids, &r);
+  uv_mutex_unlock(&s->side_mu);
+  args_free(&ids);
+  if (rc == 0) {
+    coda__task_record rec;
+    const redisReply *t = r->element[0];
+    if (t->type != REDIS_REPLY_ARRAY)
+      rc = CODA_ENOTFOUND;
+    else if (parse_record(t, 1, &rec) != 0)
+      rc = CODA_ESTORE;
+    else
+      rc = (*out = coda__task_info_from_record(&rec)) ? 0 : CODA_ENOMEM;
+  }
+  if (r)
+    freeReplyObject(r);
+  return rc;
+}
+
+/* The index find() walks: the most selective one its filter names. */
+static int find_index(const redis_store *s, const coda__task_filter *f, args *keys) {
+  if (f->name)
+    return key_of(s, keys, "n:", f->name);
+  if (f->queue)
+    return key_of(s, keys, "qi:", f->queue);
+  if (f->state >= 0 && f->state <= CODA_STATE_DEAD)
+    return args_str(keys, s->keys[K_STATE0 + f->state]);
+  for (int st = 0; st <= CODA_STATE_DEAD; st++) /* every state: merged */
+    if (args_str(keys, s->keys[K_STATE0 + st]) != 0)
+      return CODA_ENOMEM;
+  return 0;
+}
+
+static int by_hex(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The next ids of the index keys above `after` (16 hex digits), merged,
+ * into ids (at most `page`). Caller holds side_mu. */
+static int next_ids(redis_store *s, const args *index, const char *after, int page,
+                    args *ids) {
+  int rc = link_ready(s, &s->side);
+  if (rc)
+    return rc;
+  char from[24], limit[16];
+  snprintf(from, sizeof from, "(%s", after);
+  snprintf(limit, sizeof limit, "%d", page);
+  for (int i = 0; i < index->n; i++) {
+    const char *key = index->bytes.base + index->off[i];
+    const char *v[] = {"ZRANGEBYLEX", key, from, "+", "LIMIT", "0", limit};
+    size_t len[] = {11, index->len[i], strlen(from), 1, 5, 1, strlen(limit)};
+    if (redisAppendCommandArgv(s->side.c, 7, v, len) != REDIS_OK) {
+      set_err(s, "redis store: out of memory");
+      return CODA_ENOMEM;
+    }
+  }
+  char **all = NULL;
+  int nall = 0;
+  redisReply *replies[5] = {0};
+  for (int i = 0; i < index->n; i++) {
+    void *r = NULL;
+    if (redisGetReply(s->side.c, &r) != REDIS_OK) {
+      set_err(s, "redis %s:%d: %s", s->host, s->port, s->side.c->errstr);
+      link_drop(&s->side);
+      rc = CODA_ESTORE;
+      break;
+    }
+    replies[i] = r;
+    if (replies[i]->type != REDIS_REPLY_ARRAY)
+      rc = CODA_ESTORE;
+  }
+  for (int i = 0; rc == 0 && i < index->n; i++)
+    nall += (int)replies[i]->elements;
+  if (rc == 0 && nall && !(all = malloc((size_t)nall * sizeof *all)))
+    rc = CODA_ENOMEM;
+  nall = 0;
+  for (int i = 0; rc == 0 && i < index->n; i++)
+    for (size_t j = 0; j < replies[i]->elements; j++)
+      all[nall++] = replies[i]->element[j]->str;
+  if (rc == 0 && index->n > 1)
+    qsort(all, (size_t)nall, sizeof *all, by_hex);
+  for (int i = 0; rc == 0 && i < nall && i < page; i++)
+    rc = args_str(ids, all[i]);
+  free(all);
+  for (int i = 0; i < index->n; i++)
+    if (replies[i])
+      freeReplyObject(replies[i]);
+  return rc;
+}
+
+static int matches(const coda__task_filter *f, const coda__task_record *r) {
+  if (f->state >= 0 && (int)r->state != f->state)
+    return 0;
+  if (f->queue && (!r->queue || strcmp(f->queue, r->queue) != 0))
+    return 0;
+  return !f->name || strcmp(f->name, r->name) == 0;
+}
+
+/* Pages through the index until `limit` tasks matched or it ends. Caller
+ * holds side_mu. */
+static int gather(redis_store *s, const coda__task_filter *f, coda__info_list *out) {
+  args index = {0}, ids = {0};
+  char after[20];
+  snprintf(after, sizeof after, "%016" PRIx64, f->after_id);
+  int rc = find_index(s, f, &index);
+  while (rc == 0 && out->n < f->limit) {
+    args_reset(&ids);
+    if ((rc = next_ids(s, &index, after, FIND_PAGE, &ids)) != 0 || ids.n == 0)
+      break;
+    memcpy(after, ids.bytes.base + ids.off[ids.n - 1], 16);
+    redisReply *r = NULL;
+    if ((rc = read_tasks(s, &ids, &r)) != 0)
+      break;
+    for (size_t i = 0; rc == 0 && i < r->elements && out->n < f->limit; i++) {
+      coda__task_record rec;
+      if (r->element[i]->type != REDIS_REPLY_ARRAY ||
+          parse_record(r->element[i], 1, &rec) != 0)
+        continue; /* deleted since the index was read */
+      if (matches(f, &rec))
+        rc = coda__info_list_add(out, &rec);
+    }
+    freeReplyObject(r);
+    if (ids.n < FIND_PAGE)
+      break;
+  }
+  args_free(&index);
+  args_free(&ids);
+  return rc;
+}
+
+static int redis_find(coda__store *base, const coda__task_filter *f, coda_task_list_fn fn,
+                      void *user) {
+  redis_store *s = (redis_store *)base;
+  coda__info_list out = {0};
+  if (f->limit <= 0)
+    return 0;
+  uv_mutex_lock(&s->side_mu);
+  int rc = gather(s, f, &out);
+  uv_mutex_unlock(&s->side_mu);
+  if (rc) {
+    coda__info_list_deliver(&out, NULL, NULL);
+    return rc;
+  }
+  return coda__info_list_deliver(&out, fn, user); /* side_mu released: fn may get() */
+}
+
+static int redis_list(coda__store *base, coda_task_state state, uint64_t after_id,
+                      int limit, coda_task_list_fn fn, void *user) {
+  coda__task_filter f = {.state = (int)state, .after_id = after_id, .limit = limit};
+  return redis_find(base, &f, fn, user);
+}
+
+static int64_t redis_next_due(coda__store *base) {
+  redis_store *s = (redis_store *)base;
+  const names *q = s->serve_all ? &s->known : &s->served;
+  if (q->n == 0 || link_ready(s, &s->main) != 0)
+    return 0;
+  args keys = {0};
+  int rc = 0;
+  for (int i = 0; rc == 0 && i < q->n; i++)
+    rc = key_of(s, &keys, "w:", q->v[i]);
+  for (int i = 0; rc == 0 && i < q->n; i++) {
+    const char *v[] = {"ZRANGE", keys.bytes.base + keys.off[i], "0", "0", "WITHSCORES"};
+    size_t len[] = {6, keys.len[i], 1, 1, 10};
+    rc = redisAppendCommandArgv(s->main.c, 5, v, len) == REDIS_OK ? 0 : CODA_ENOMEM;
+  }
+  const char *v[] = {"SMEMBERS", s->keys[K_PAUSED]};
+  size_t len[] = {8, strlen(s->keys[K_PAUSED])};
+  if (rc == 0)
+    rc = redisAppendCommandArgv(s->main.c, 2, v, len) == REDIS_OK ? 0 : CODA_ENOMEM;
+  args_free(&keys);
+  redisReply *replies[q->n + 1];
+  int got = 0;
+  for (; rc == 0 && got <= q->n; got++) {
+    void *r = NULL;
+    if (redisGetReply(s->main.c, &r) != REDIS_OK) {
+      set_err(s, "redis %s:%d: %s", s->host, s->port, s->main.c->errstr);
+      link_drop(&s->main);
+      rc = CODA_ESTORE;
+      break;
+    }
+    replies[got] = r;
+  }
+  int64_t when = 0;
+  for (int i = 0; rc == 0 && i < q->n; i++) {
+    const redisReply *r = replies[i], *paused = replies[q->n];
+    int is_paused = 0;
+    for (size_t j = 0; paused->type == REDIS_REPLY_ARRAY && j < paused->elements; j++)
+      is_paused |= strcmp(paused->element[j]->str, q->v[i]) == 0;
+    if (is_paused || r->type != REDIS_REPLY_ARRAY || r->elements < 2)
+      continue;
+    int64_t t = strtoll(r->element[1]->str, NULL, 10);
+    if (!when || t < when)
+      when = t;
+  }
+  for (int i = 0; i < got; i++)
+    freeReplyObject(replies[i]);
+  return when;
+}
+
+static int redis_reserve_ids(coda__store *base, uint64_t count, uint64_t *first) {
+  redis_store *s = (redis_store *)base;
+  int rc = link_ready(s, &s->main);
+  if (rc)
+    return rc;
+  char n[24];
+  snprintf(n, sizeof n, "%" PRIu64, count);
+  redisReply *r =
+      check_reply(s, link_simple(s, &s->main, 3, "INCRBY", s->ids_key, n), "INCRBY");
+  if (!r)
+    return CODA_ESTORE;
+  rc = CODA_ESTORE;
+  if (r->type == REDIS_REPLY_INTEGER && (uint64_t)r->integer >= count) {
+    *first = (uint64_t)r->integer - count + 1; /* the counter starts at 0: ids from 1 */
+    rc = 0;
+  } else {
+    set_err(s, "redis store: unexpected reply to INCRBY");
+  }
+  freeReplyObject(r);
+  return rc;
+}
+
+/* ---- purge
+ * ------------------------------------------------------------------------------- */
+
+/* Purge, step one: finished tasks older than `before` (at most limit), with
+ * their names and queues, in two round trips. */
+static int purge_candidates(redis_store *s, int64_t before, int limit, redisReply **ids,
+                            redisReply **info) {
+  char max[32], lim[16];
+  snprintf(max, sizeof max, "(%" PRId64, before);
+  snprintf(lim, sizeof lim, "%d", limit);
+  *ids = check_reply(s,
+                     link_simple(s, &s->main, 7, "ZRANGEBYSCORE", s->keys[K_DONE], "-inf",
+                                 max, "LIMIT", "0", lim),
+                     "ZRANGEBYSCORE");
+  if (!*ids)
+    return CODA_ESTORE;
+  if ((*ids)->type != REDIS_REPLY_ARRAY || (*ids)->elements == 0)
+    return 0;
+  args a = {0};
+  int rc = 0;
+  for (int k = 0; rc == 0 && k < 2; k++) {
+    args_reset(&a);
+    rc = args_str(&a, "HMGET");
+    rc = rc ? rc : args_str(&a, s->keys[k == 0 ? K_NAME : K_QUEUE]);
+    for (size_t i = 0; rc == 0 && i < (*ids)->elements; i++)
+      rc = args_str(&a, (*ids)->element[i]->str);
+    const char *v[a.n];
+    for (int i = 0; i < a.n; i++)
+      v[i] = a.bytes.base + a.off[i];
+    if (rc == 0 && redisAppendCommandArgv(s->main.c, a.n, v, a.len) != REDIS_OK)
+      rc = CODA_ENOMEM;
+  }
+  args_free(&a);
+  for (int k = 0; rc == 0 && k < 2; k++) {
+    void *r = NULL;
+    if (redisGetReply(s->main.c, &r) != REDIS_OK) {
+      set_err(s, "redis %s:%d: %s", s->host, s->port, s->main.c->errstr);
+      link_drop(&s->main);
+      return CODA_ESTORE;
+    }
+    info[k] = r;
+  }
+  return rc;
+}
+
+static int purge_args(redis_store *s, int64_t before, redisReply *ids, redisReply **info,
+                      args *keys, args *argv) {
+  names q = {0}, n = {0};
+  int rc = fixed_keys(s, keys);
+  for (size_t i = 0; rc == 0 && i < ids->elements; i++) {
+    if (info[0]->element[i]->type == REDIS_REPLY_STRING)
+      rc = names_add(&n, info[0]->element[i]->str);
+    if (rc == 0 && info[1]->element[i]->type == REDIS_REPLY_STRING)
+      rc = names_add(&q, info[1]->element[i]->str);
+  }
+  rc = rc ? rc : args_i64(argv, before);
+  rc = rc ? rc : args_i64(argv, q.n);
+  for (int i = 0; rc == 0 && i < q.n; i++) {
+    rc = key_of(s, keys, "qi:", q.v[i]);
+    rc = rc ? rc : args_str(argv, q.v[i]);
+  }
+  rc = rc ? rc : args_i64(argv, n.n);
+  for (int i = 0; rc == 0 && i < n.n; i++) {
+    rc = key_of(s, keys, "n:", n.v[i]);
+    rc = rc ? rc : args_str(argv, n.v[i]);
+  }
+  for (size_t i = 0; rc == 0 && i < ids->elements; i++)
+    rc = args_str(argv, ids->element[i]->str);
+  names_free(&q);
+  names_free(&n);
+  return rc;
+}
+
+static int redis_purge(coda__store *base, int64_t finished_before, int limit) {
+  redis_store *s = (redis_store *)base;
+  int rc = link_ready(s, &s->main);
+  if (rc)
+    return rc;
+  redisReply *ids = NULL, *info[2] = {NULL, NULL}, *r = NULL;
+  rc = purge_candidates(s, finished_before, limit, &ids, info);
+  int n = rc;
+  if (rc == 0 && info[0] && info[1] && info[0]->type == REDIS_REPLY_ARRAY &&
+      info[1]->type == REDIS_REPLY_ARRAY) {
+    args keys = {0}, argv = {0};
+    rc = purge_args(s, finished_before, ids, info, &keys, &argv);
+    if (rc == 0)
+      rc = run_script(s, &s->main, S_PURGE, &keys, &argv, &r);
+    n = rc ? rc : r->type == REDIS_REPLY_INTEGER ? (int)r->integer : CODA_ESTORE;
+    args_free(&keys);
+    args_free(&argv);
+  }
+  if (ids)
+    freeReplyObject(ids);
+  for (int k = 0; k < 2; k++)
+    if (info[k])
+      freeReplyObject(info[k]);
+  if (r)
+    freeReplyObject(r);
+  return n;
+}
+
+static const coda__store_methods redis_methods = {
+    .version = CODA__STORE_VERSION,
+    .name = "redis",
+    .recover = redis_recover,
+    .begin = redis_begin,
+    .commit = redis_commit,
+    .rollback = redis_rollback,
+    .enqueue = redis_enqueue,
+    .claim = redis_claim,
+    .finish = redis_finish,
+    .progress = redis_progress,
+    .reserve_ids = redis_reserve_ids,
+    .get = redis_get,
+    .next_due = redis_next_due,
+    .errmsg = redis_errmsg,
+    .close = redis_close,
+    .begin_lazy = redis_begin,
+    .list = redis_list,
+    .purge = redis_purge,
+    .serve = redis_serve,
+    .pause = redis_pause,
+    .renew = redis_renew,
+    .refused = redis_refused,
+    .expire = redis_expire,
+    .progress_leased = redis_progress_leased,
+    .find = redis_find,
+    .duplicates = redis_duplicates,
+};

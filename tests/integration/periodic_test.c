@@ -1,0 +1,397 @@
+/*
+ * periodic_test.c - periodic tasks (src/tasks/schedule.c) on a real app:
+ * coda_app_every() with a short interval on each store, a restart on the
+ * same SQLite file after missed due times, cron's catch-up at start, and
+ * the calls' refusals.
+ *
+ * The stores are a list of URIs: "memory", a SQLite file in a temp
+ * directory, and CODA_TEST_STORE_URI if set (a store shared by processes,
+ * such as redis://127.0.0.1:PORT/?prefix=periodic%d, where %d becomes a
+ * fresh number for each use so that each starts empty). Only a shared store
+ * can hold two running apps at once (SQLite's file lock admits one, the
+ * memory store is each app's own), so the case with two apps on one store
+ * runs only with CODA_TEST_STORE_URI; the fleet test with three processes
+ * belongs with the Redis store.
+ *
+ * Checks: every due time is a multiple of the interval, runs at or after
+ * it, and runs once (by the tasks' own record, and by coda_task_find() by
+ * name: one succeeded task per due time, keyed "periodic:tick:DUE"); after
+ * a restart that missed several due times, only the latest runs (one
+ * catch-up, no burst) and none that ran before runs again.
+ */
+#include "harness.h"
+#include "test.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define INTERVAL 200
+#define MAX_RUNS 4096
+
+static int64_t unix_ms(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static char store_dir[] = "/tmp/coda-periodic-test-XXXXXX";
+
+/* ---- what the tick tasks record --------------------------------------------- */
+
+typedef struct run {
+  int64_t due, ran_at;
+  int app; /* which of the test's apps ran it */
+} run;
+
+static uv_mutex_t runs_mu; /* tasks record from the THREAD executor's threads */
+static run runs[MAX_RUNS];
+static int nruns;
+static coda_app *apps[2];
+
+static int tick(coda_task *t) {
+  int64_t now = unix_ms();
+  uv_mutex_lock(&runs_mu);
+  if (nruns < MAX_RUNS)
+    runs[nruns++] = (run){coda_task_int(t, 0), now, coda_task_app(t) == apps[1]};
+  uv_mutex_unlock(&runs_mu);
+  return 0;
+}
+
+static void forget_runs(void) {
+  uv_mutex_lock(&runs_mu);
+  nruns = 0;
+  uv_mutex_unlock(&runs_mu);
+}
+
+/* Distinct due times recorded after `after` (by app `app`, -1: any). */
+static int dues_after(int64_t after, int app) {
+  int n = 0;
+  uv_mutex_lock(&runs_mu);
+  for (int i = 0; i < nruns; i++) {
+    int first = 1;
+    for (int j = 0; j < i; j++)
+      first &= runs[j].due != runs[i].due;
+    n += first && runs[i].due > after && (app < 0 || runs[i].app == app);
+  }
+  uv_mutex_unlock(&runs_mu);
+  return n;
+}
+
+/* Waits up to ms for `want` distinct due times after `after`. */
+static int wait_dues(int want, int64_t after, int app, int ms) {
+  uint64_t end = tc_now_ms() + (uint64_t)ms;
+  while (dues_after(after, app) < want && tc_now_ms() < end)
+    tc_sleep_ms(10);
+  return dues_after(after, app) >= want;
+}
+
+/* Every due time aligned to `interval`, run at or after it, and run once. */
+static int each_once_and_aligned(int64_t interval) {
+  int bad = 0;
+  uv_mutex_lock(&runs_mu);
+  for (int i = 0; i < nruns; i++) {
+    if (runs[i].due % interval != 0 && bad++ < 5)
+      fprintf(stderr, "  due time %lld is not a multiple of %lld\n",
+              (long long)runs[i].due, (long long)interval);
+    if (runs[i].ran_at < runs[i].due && bad++ < 5)
+      fprintf(stderr, "  due time %lld ran early, at %lld\n", (long long)runs[i].due,
+              (long long)runs[i].ran_at);
+    for (int j = 0; j < i; j++)
+      if (runs[j].due == runs[i].due && bad++ < 5)
+        fprintf(stderr, "  due time %lld ran twice (apps %d and %d)\n",
+                (long long)runs[i].due, runs[j].app, runs[i].app);
+  }
+  uv_mutex_unlock(&runs_mu);
+  return bad == 0;
+}
+
+/* ---- the stores and the apps ---------------------------------------------------- */
+
+static const char *store_uri(int which, char *buf, size_t cap) {
+  static int fresh;
+  fresh++;
+  if (which == 0)
+    return "memory";
+  if (which == 1) {
+    snprintf(buf, cap, "sqlite:%s/periodic-%d.db", store_dir, fresh);
+    return buf;
+  }
+  snprintf(buf, cap, getenv("CODA_TEST_STORE_URI"), fresh);
+  return buf;
+}
+
+static int nstores(void) {
+  const char *shared = getenv("CODA_TEST_STORE_URI");
+  return shared && strstr(shared, "%d") ? 3 : 2;
+}
+
+static coda_app *new_app(const char *uri, coda_task_def **def) {
+  coda_app *app = coda_app_new();
+  if (!app)
+    return NULL;
+  coda_app_set(app, CODA_OPT_LOG_LEVEL, CODA_LOG_WARN);
+  coda_app_set(app, CODA_OPT_STORE_POLL, 20);
+  *def = coda_app_task(app, "tick", tick, CODA_EXEC_THREAD);
+  if (!*def || coda_app_store(app, uri) != 0) {
+    fprintf(stderr, "  cannot open %s: %s\n", uri, coda_app_store_error(app));
+    coda_app_free(app);
+    return NULL;
+  }
+  return app;
+}
+
+/* What coda_task_find() lists for the name "tick": "periodic:tick:DUE"
+ * keys, each succeeded, checked against the recorded runs. */
+typedef struct listed {
+  int n, bad;
+  int left;            /* written, not run: left queued by a stop, for the next start */
+  int64_t left_due[8]; /* the first of those */
+} listed;
+
+static int check_listed(const coda_task_info *info, void *user) {
+  listed *l = user;
+  l->n++;
+  long long due = 0;
+  if (!info->key || sscanf(info->key, "periodic:tick:%lld", &due) != 1 ||
+      strcmp(info->name, "tick") != 0) {
+    if (l->bad++ < 3)
+      fprintf(stderr, "  listed: %s, key %s\n", info->name,
+              info->key ? info->key : "none");
+    return 0;
+  }
+  int seen = 0;
+  uv_mutex_lock(&runs_mu);
+  for (int i = 0; i < nruns; i++)
+    seen += runs[i].due == due;
+  uv_mutex_unlock(&runs_mu);
+  if (seen == 0 && info->state == CODA_STATE_QUEUED) {
+    if (l->left < 8)
+      l->left_due[l->left] = due;
+    l->left++;
+    return 0;
+  }
+  if ((seen != 1 || info->state != CODA_STATE_SUCCEEDED) && l->bad++ < 3)
+    fprintf(stderr, "  listed due time %lld: %s, ran %d times\n", due,
+            coda_task_state_name(info->state), seen);
+  return 0;
+}
+
+/* ---- the cases ----------------------------------------------------------------------
+ */
+
+static void every_interval_on(int which) {
+  char buf[600];
+  const char *uri = store_uri(which, buf, sizeof buf);
+  forget_runs();
+  coda_task_def *def;
+  coda_app *app = apps[0] = new_app(uri, &def);
+  REQUIRE(app);
+  REQUIRE(coda_app_every(app, def, INTERVAL) == 0);
+  test_server ts;
+  int64_t began = unix_ms();
+  REQUIRE(ts_start(&ts, app) == 0);
+  CHECK(wait_dues(8, 0, -1, 20000));
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  CHECK(each_once_and_aligned(INTERVAL));
+  /* The first is the catch-up: the latest due time before the start. */
+  uv_mutex_lock(&runs_mu);
+  int64_t first = nruns ? runs[0].due : 0;
+  for (int i = 1; i < nruns; i++)
+    first = runs[i].due < first ? runs[i].due : first;
+  int total = nruns;
+  uv_mutex_unlock(&runs_mu);
+  CHECK(first > began - INTERVAL);
+  /* The listing by name has each of them once, succeeded (a run's outcome
+   * is written by the drain). */
+  listed l = {0};
+  CHECK_EQ_INT(coda_task_find(app, CODA_TASK_FILTER(.name = "tick"), check_listed, &l),
+               total + l.left);
+  CHECK_EQ_INT(l.n - l.left, total);
+  CHECK_EQ_INT(l.bad, 0);
+  listed none = {0};
+  CHECK_EQ_INT(coda_task_find(app, CODA_TASK_FILTER(.name = "tock"), check_listed, &none),
+               0);
+  CHECK_EQ_INT(tc_app_free(app, 5000), 0);
+  if (test__failures_in_case)
+    fprintf(stderr, "  ^ on %s\n", uri);
+}
+
+TEST(every_due_time_runs_once_and_aligned) {
+  for (int which = 0; which < nstores(); which++)
+    every_interval_on(which);
+}
+
+/* The app is answering requests: its services (the schedules) started. */
+static int wait_serving(int port) {
+  char buf[1024];
+  return tc_get(port, "/", buf, sizeof buf, 5000) == 404;
+}
+
+TEST(a_restart_after_missed_due_times_runs_only_the_latest) {
+  enum { RESTART_INTERVAL = 400, MISSED = 4 };
+  char buf[600];
+  const char *uri = store_uri(1, buf, sizeof buf);
+  forget_runs();
+  coda_task_def *def;
+  coda_app *app = apps[0] = new_app(uri, &def);
+  REQUIRE(app);
+  REQUIRE(coda_app_every(app, def, RESTART_INTERVAL) == 0);
+  test_server ts;
+  REQUIRE(ts_start(&ts, app) == 0);
+  CHECK(wait_dues(3, 0, 0, 20000));
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  /* A due time added just before the stop and not run is not missed: it
+   * was accepted, and runs at the next start as any durable task. */
+  listed l1 = {0};
+  CHECK(coda_task_find(app, CODA_TASK_FILTER(.name = "tick"), check_listed, &l1) >= 0);
+  CHECK_EQ_INT(l1.bad, 0);
+  CHECK(l1.left <= 1);
+  CHECK_EQ_INT(tc_app_free(app, 5000), 0);
+  uv_mutex_lock(&runs_mu);
+  int64_t last1 = 0;
+  for (int i = 0; i < nruns; i++)
+    last1 = runs[i].due > last1 ? runs[i].due : last1;
+  uv_mutex_unlock(&runs_mu);
+  /* Down while MISSED due times pass; restart just after one, so that the
+   * catch-up is known: the one just passed (unless the start is slow). */
+  int64_t restart_at = last1 + (MISSED + 1) * RESTART_INTERVAL + 20;
+  while (unix_ms() < restart_at)
+    tc_sleep_ms(5);
+  coda_task_def *def2;
+  coda_app *app2 = apps[1] = new_app(uri, &def2);
+  REQUIRE(app2);
+  REQUIRE(coda_app_every(app2, def2, RESTART_INTERVAL) == 0);
+  int64_t before = unix_ms();
+  int64_t latest = before / RESTART_INTERVAL * RESTART_INTERVAL;
+  CHECK(latest - last1 > (MISSED - 1) * RESTART_INTERVAL);
+  REQUIRE(ts_start(&ts, app2) == 0);
+  CHECK(wait_serving(ts.port));
+  int64_t serving = unix_ms();
+  CHECK(wait_dues(3, last1, 1, 20000));
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  CHECK(each_once_and_aligned(RESTART_INTERVAL));
+  /* The first due time app 2 ran: none of the missed ones before the
+   * latest (no burst), and, when it started within the interval, that
+   * latest one itself (the catch-up). */
+  uv_mutex_lock(&runs_mu);
+  int64_t first2 = INT64_MAX;
+  int redone = 0;
+  for (int i = 0; i < nruns; i++) {
+    if (runs[i].app == 1 && runs[i].due < first2 &&
+        !(l1.left && runs[i].due == l1.left_due[0]))
+      first2 = runs[i].due;
+    redone += runs[i].app == 1 && runs[i].due <= last1;
+  }
+  uv_mutex_unlock(&runs_mu);
+  CHECK_EQ_INT(redone, 0);
+  CHECK(first2 >= latest);
+  if (serving < latest + RESTART_INTERVAL)
+    CHECK_EQ_INT(first2, latest);
+  else
+    fprintf(stderr, "  (app 2 took %lld ms to start: the catch-up is not checked)\n",
+            (long long)(serving - before));
+  CHECK_EQ_INT(tc_app_free(app2, 5000), 0);
+  apps[1] = NULL;
+}
+
+/* A cron schedule's catch-up at start is this minute's due time (if the
+ * minute did not turn meanwhile): it runs at once. */
+TEST(cron_catches_up_the_current_minute_at_start) {
+  char buf[600];
+  const char *uri = store_uri(1, buf, sizeof buf);
+  forget_runs();
+  coda_task_def *def;
+  coda_app *app = apps[0] = new_app(uri, &def);
+  REQUIRE(app);
+  REQUIRE(coda_app_cron(app, def, "* * * * *") == 0);
+  int64_t before = unix_ms();
+  test_server ts;
+  REQUIRE(ts_start(&ts, app) == 0);
+  CHECK(wait_dues(1, 0, 0, 20000));
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  CHECK(each_once_and_aligned(60000));
+  uv_mutex_lock(&runs_mu);
+  int64_t due = nruns ? runs[0].due : -1;
+  uv_mutex_unlock(&runs_mu);
+  CHECK(due >= before / 60000 * 60000 && due <= unix_ms());
+  CHECK_EQ_INT(tc_app_free(app, 5000), 0);
+}
+
+TEST(calls_are_refused_when_they_cannot_hold) {
+  coda_task_def *def, *other_def;
+  coda_app *app = new_app("memory", &def);
+  coda_app *other = new_app("memory", &other_def);
+  REQUIRE(app && other);
+  CHECK_EQ_INT(coda_app_every(app, def, 9), CODA_EINVAL);
+  CHECK_EQ_INT(coda_app_every(app, NULL, 1000), CODA_EINVAL);
+  CHECK_EQ_INT(coda_app_every(NULL, def, 1000), CODA_EINVAL);
+  CHECK_EQ_INT(coda_app_every(app, other_def, 1000), CODA_EINVAL);
+  CHECK_EQ_INT(coda_app_cron(app, def, "* * * *"), CODA_EINVAL);
+  CHECK_EQ_INT(coda_app_cron(app, def, "0 0 30 2 *"), CODA_EINVAL);
+  CHECK_EQ_INT(coda_app_cron(app, def, NULL), CODA_EINVAL);
+  CHECK_EQ_INT(coda_app_every(app, def, 1000), 0);
+  CHECK_EQ_INT(coda_app_every(app, def, 2000), CODA_EEXIST);
+  CHECK_EQ_INT(coda_app_cron(app, def, "*/5 * * * *"), CODA_EEXIST);
+  coda_task_def *second = coda_app_task(app, "second", tick, CODA_EXEC_THREAD);
+  CHECK_EQ_INT(coda_app_cron(app, second, "@hourly"), 0);
+  coda_task_def *third = coda_app_task(app, "third", tick, CODA_EXEC_THREAD);
+  apps[0] = app;
+  test_server ts;
+  REQUIRE(ts_start(&ts, app) == 0);
+  CHECK(wait_serving(ts.port));
+  CHECK_EQ_INT(coda_app_every(app, third, 1000), CODA_ESTATE);
+  char stats[4096];
+  coda_stats_json(app, stats, sizeof stats);
+  CHECK(strstr(stats, "\"periodic\":{\"schedules\":2") != NULL);
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  CHECK_EQ_INT(tc_app_free(app, 5000), 0);
+  CHECK_EQ_INT(tc_app_free(other, 5000), 0);
+}
+
+/* Two apps on one shared store: each due time runs once, by either. */
+TEST(two_apps_on_one_shared_store_run_each_due_time_once) {
+  if (nstores() < 3) {
+    fprintf(stderr, "  (skipped: set CODA_TEST_STORE_URI to a shared store)\n");
+    return;
+  }
+  char buf[600];
+  const char *uri = store_uri(2, buf, sizeof buf);
+  forget_runs();
+  test_server ts[2];
+  for (int i = 0; i < 2; i++) {
+    coda_task_def *def;
+    REQUIRE((apps[i] = new_app(uri, &def)) != NULL);
+    REQUIRE(coda_app_every(apps[i], def, INTERVAL) == 0);
+    REQUIRE(ts_start(&ts[i], apps[i]) == 0);
+  }
+  CHECK(wait_dues(10, 0, -1, 20000));
+  for (int i = 0; i < 2; i++)
+    CHECK_EQ_INT(ts_stop(&ts[i]), 0);
+  CHECK(each_once_and_aligned(INTERVAL));
+  for (int i = 0; i < 2; i++)
+    CHECK_EQ_INT(tc_app_free(apps[i], 5000), 0);
+  apps[1] = NULL;
+}
+
+int main(void) {
+  if (!mkdtemp(store_dir)) {
+    perror("mkdtemp");
+    return 1;
+  }
+  uv_mutex_init(&runs_mu);
+  alarm(300);
+  static const test__case cases[] = {
+      TEST_CASE(every_due_time_runs_once_and_aligned),
+      TEST_CASE(a_restart_after_missed_due_times_runs_only_the_latest),
+      TEST_CASE(cron_catches_up_the_current_minute_at_start),
+      TEST_CASE(calls_are_refused_when_they_cannot_hold),
+      TEST_CASE(two_apps_on_one_shared_store_run_each_due_time_once),
+  };
+  int rc = test__run("periodic", cases, sizeof cases / sizeof cases[0]);
+  tc_remove_tree(store_dir);
+  return rc;
+}
