@@ -188,7 +188,7 @@ int coda__lease_is_paused(const coda__durable *d, const char *queue) {
 
 /* ---- lost leases ---------------------------------------------------------- */
 
-void coda__task_mark_lease_lost(coda_task *t) {
+void coda__task_mark_lease_lost(coda_task *t, const char *why) {
   if (atomic_exchange(&t->lease_lost, 1))
     return;
   atomic_store(&t->cancelled, 1);
@@ -201,16 +201,16 @@ void coda__task_mark_lease_lost(coda_task *t) {
     sigqueue(pid, CODA__LEASE_SIGNAL, v);
   }
   coda_log(t->def->engine->app, CODA_LOG_WARN,
-           "task %s (id %llu) lost its lease (attempt %d): it was given to another "
-           "attempt, and what this one records is refused",
-           t->def->name, (unsigned long long)t->id, t->attempt);
+           "task %s (id %llu) lost its lease (attempt %d): %s; what this attempt "
+           "records is refused once another attempt holds the task",
+           t->def->name, (unsigned long long)t->id, t->attempt, why);
 }
 
 void coda__lease_mark_lost(coda__durable *d, uint64_t id, uint64_t below) {
   uv_mutex_lock(&d->reg_mu);
   coda_task *t = coda__idmap_get(&d->live, id);
   if (t && t->lease && t->lease < below)
-    coda__task_mark_lease_lost(t);
+    coda__task_mark_lease_lost(t, "the store gave it to another attempt");
   uv_mutex_unlock(&d->reg_mu);
 }
 
@@ -245,6 +245,34 @@ static void snapshot_claim(void *value, void *user) {
   l->items[l->n++] = (coda__lease){t->id, t->lease};
 }
 
+/* A renewal went through: the lease of that claim now ends at `until`. */
+static void renewed(coda__durable *d, const coda__lease *l, int64_t until) {
+  uv_mutex_lock(&d->reg_mu);
+  coda_task *t = coda__idmap_get(&d->live, l->id);
+  if (t && t->lease == l->lease && until > t->lease_end)
+    t->lease_end = until;
+  uv_mutex_unlock(&d->reg_mu);
+}
+
+/* The store cannot be reached (cut off, or down): a claim whose lease
+ * ended meanwhile may be another process's by now, so its task is told it
+ * lost the lease (coda_task_cancelled() becomes true) rather than go on as
+ * if nothing happened. If no one took it over, its outcome is still
+ * accepted once the store is back. */
+static void expire_unrenewed_one(void *value, void *user) {
+  coda_task *t = value;
+  int64_t now = *(const int64_t *)user;
+  if (t->lease && t->lease_end && t->lease_end <= now && !atomic_load(&t->lease_lost))
+    coda__task_mark_lease_lost(t, "it could not be renewed before it ended (the store is "
+                                  "unreachable)");
+}
+
+static void expire_unrenewed(coda__durable *d, int64_t now) {
+  uv_mutex_lock(&d->reg_mu);
+  coda__idmap_each_user(&d->live, expire_unrenewed_one, &now);
+  uv_mutex_unlock(&d->reg_mu);
+}
+
 static void renew_all(coda__durable *d, lease_list *l) {
   coda__store *s = d->store;
   l->n = l->nomem = 0;
@@ -254,9 +282,8 @@ static void renew_all(coda__durable *d, lease_list *l) {
   if (l->n == 0)
     return;
   unsigned char *lost = calloc((size_t)l->n, 1);
-  int rc = lost ? s->m->renew(s, l->items, l->n,
-                              now_ms() + d->engine->app->opt.task_lease, lost)
-                : CODA_ENOMEM;
+  int64_t until = now_ms() + d->engine->app->opt.task_lease;
+  int rc = lost ? s->m->renew(s, l->items, l->n, until, lost) : CODA_ENOMEM;
   if (rc) {
     /* Tried again at the next beat; the lease has two more beats left. */
     if (!d->hb_failing)
@@ -264,12 +291,15 @@ static void renew_all(coda__durable *d, lease_list *l) {
                l->n, s->m->errmsg(s));
     d->hb_failing = 1;
     free(lost);
+    expire_unrenewed(d, now_ms());
     return;
   }
   d->hb_failing = 0;
   for (int i = 0; i < l->n; i++)
     if (lost[i])
       coda__lease_mark_lost(d, l->items[i].id, l->items[i].lease + 1);
+    else
+      renewed(d, &l->items[i], until);
   free(lost);
 }
 

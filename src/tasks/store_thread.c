@@ -84,6 +84,7 @@ static int write_task(coda__durable *d, coda_task *t, int64_t now) {
   };
   t->elsewhere = !delayed && !owned;
   t->lease = owned ? 1 : 0; /* an owned enqueue is the task's first claim */
+  t->lease_end = owned ? now + d->engine->app->opt.task_lease : 0;
   int rc = s->m->enqueue(s, &r, owned, now + d->engine->app->opt.task_lease);
   if (rc == CODA_EEXIST) {
     t->duplicate = 1;
@@ -402,6 +403,7 @@ typedef struct claim_ctx {
     int unreadable;     /* registered, but its arguments do not decode */
   } unknown[CODA__MAX_CLAIM]; /* every task of a claim may be unknown */
   int nunknown;
+  int64_t lease_until; /* of this claim */
 } claim_ctx;
 
 static void on_claimed(void *user, const coda__task_record *r) {
@@ -424,6 +426,7 @@ static void on_claimed(void *user, const coda__task_record *r) {
   }
   t->id = r->id;
   t->lease = r->lease;
+  t->lease_end = cx->lease_until;
   t->durable = t->stored = 1;
   t->attempt = r->attempts;
   t->max_attempts = r->max_attempts;
@@ -456,10 +459,10 @@ static void claim_due(coda__durable *d) {
   long max = free_slots(e);
   if (max == 0)
     return;
-  claim_ctx cx = {.d = d};
+  claim_ctx cx = {.d = d, .lease_until = now + o->task_lease};
   coda__queue_init(&cx.tasks);
   int rc = s->m->begin(s);
-  int n = rc ? rc : s->m->claim(s, now, now + o->task_lease, (int)max, on_claimed, &cx);
+  int n = rc ? rc : s->m->claim(s, now, cx.lease_until, (int)max, on_claimed, &cx);
   for (int i = 0; n >= 0 && i < cx.nunknown; i++) {
     coda__task_record dead = {.id = cx.unknown[i].id,
                               .state = CODA_STATE_DEAD,

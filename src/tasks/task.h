@@ -114,6 +114,10 @@ struct coda_task {
    * thread before the task is registered live, read under the registry
    * lock by the heartbeat. */
   uint64_t lease;
+  /* Unix ms: the end of the lease as this process last knew it (set at
+   * the claim, moved by each renewal; under the registry lock once
+   * registered). Past it with no renewal, the lease is taken as lost. */
+  int64_t lease_end;
   /* Set once by the heartbeat or the store thread when the claim is lost:
    * the attempt's outcome will be refused (coda_task_lease_lost()). */
   atomic_int lease_lost;
@@ -385,7 +389,7 @@ static inline const char *coda__def_queue(const coda_task_def *def) {
 /* Marks t's claim lost (heartbeat or store thread, under the durable
  * registry lock): coda_task_lease_lost() and coda_task_cancelled() become
  * true, in a PROCESS worker too (process_worker.c). */
-void coda__task_mark_lease_lost(coda_task *t);
+void coda__task_mark_lease_lost(coda_task *t, const char *why);
 /* The signal that tells a PROCESS worker its current task's lease is lost;
  * its value is the low 31 bits of the task's id. */
 #define CODA__LEASE_SIGNAL (SIGRTMIN + 2)

@@ -406,6 +406,15 @@ static int count_in_file(const char *path, const char *needle) {
   return tc_count(buf, needle);
 }
 
+/* Prints the lines of the file that hold needle. */
+static void print_line_with(const char *path, const char *needle) {
+  static char buf[1 << 16];
+  tc_read_file(path, buf, sizeof buf);
+  for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+    if (strstr(line, needle))
+      printf("  A's log: %s\n", line);
+}
+
 TEST(a_worker_cut_off_mid_task_loses_its_lease_and_its_late_outcome_is_refused) {
   char dir[] = "/tmp/coda-partition-XXXXXX", journal[64], log_cut[64], log_peer[64];
   REQUIRE(mkdtemp(dir) != NULL);
@@ -456,9 +465,12 @@ TEST(a_worker_cut_off_mid_task_loses_its_lease_and_its_late_outcome_is_refused) 
   /* Link up: A's late outcome reaches Redis and is refused. */
   tc_proxy_restore(link);
   end = tc_now_ms() + 20000;
-  while (count_in_file(log_cut, "lease") == 0 && tc_now_ms() < end)
+  while (count_in_file(log_cut, "was refused") == 0 && tc_now_ms() < end)
     tc_sleep_ms(20);
-  CHECK(count_in_file(log_cut, "lease") > 0);
+  CHECK_EQ_INT(count_in_file(log_cut, "was refused"), 1);
+  /* A's task was told, while cut off, once its lease had run out. */
+  CHECK_EQ_INT(count_in_file(log_cut, "lost its lease"), 1);
+  print_line_with(log_cut, "lease");
   /* The stored result is still B's. */
   CHECK(wait_state(b.port, id, "succeeded", 1000, body, sizeof body));
   CHECK(strstr(body, mine) != NULL);
