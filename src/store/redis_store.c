@@ -57,6 +57,7 @@
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1576,10 +1577,11 @@ static int redis_find(coda__store *base, const coda__task_filter *f, coda_task_l
                       void *user) {
   redis_store *s = (redis_store *)base;
   coda__info_list out = {0};
-  if (f->limit <= 0)
-    return 0;
+  coda__task_filter all = *f;
+  if (all.limit <= 0)
+    all.limit = INT_MAX; /* 0: no limit (store.h), as the other stores read it */
   uv_mutex_lock(&s->side_mu);
-  int rc = gather(s, f, &out);
+  int rc = gather(s, &all, &out);
   uv_mutex_unlock(&s->side_mu);
   if (rc) {
     coda__info_list_deliver(&out, NULL, NULL);
@@ -1591,7 +1593,7 @@ static int redis_find(coda__store *base, const coda__task_filter *f, coda_task_l
 static int redis_list(coda__store *base, coda_task_state state, uint64_t after_id,
                       int limit, coda_task_list_fn fn, void *user) {
   coda__task_filter f = {.state = (int)state, .after_id = after_id, .limit = limit};
-  return redis_find(base, &f, fn, user);
+  return limit > 0 ? redis_find(base, &f, fn, user) : 0; /* as the other stores */
 }
 
 static int64_t redis_next_due(coda__store *base) {

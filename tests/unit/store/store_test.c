@@ -906,6 +906,8 @@ static void check_find(coda__store *s) {
   REQUIRE(claim_count(s, T0, 10) == 2); /* 1 and 2, the only ones due */
   listed all = {0}, byname = {0}, byqueue = {0}, page = {0}, both = {0}, running = {0};
   CHECK_EQ_INT(find(s, -1, NULL, NULL, 0, 100, &all), 8);
+  listed unlimited = {0};
+  CHECK_EQ_INT(find(s, -1, NULL, NULL, 0, 0, &unlimited), 8); /* limit 0: none */
   for (int i = 0; i < 8 && i < all.n; i++)
     CHECK_EQ_INT(all.ids[i], i + 1);
   CHECK_EQ_INT(find(s, -1, NULL, "y", 0, 100, &byname), 4);
