@@ -1388,8 +1388,8 @@ static int redis_paused(coda__store *base, char *buf, size_t cap) {
   int rc = link_ready(s, &s->main);
   if (rc)
     return rc;
-  redisReply *r =
-      check_reply(s, link_simple(s, &s->main, 2, "SMEMBERS", s->keys[K_PAUSED]), "SMEMBERS");
+  redisReply *r = check_reply(
+      s, link_simple(s, &s->main, 2, "SMEMBERS", s->keys[K_PAUSED]), "SMEMBERS");
   if (!r)
     return CODA_ESTORE;
   if (r->type != REDIS_REPLY_ARRAY) {

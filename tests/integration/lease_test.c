@@ -336,11 +336,11 @@ static void store_fences(int kind) {
 
 /* Each check on each store: NAME_memory, NAME_sqlite, NAME_redis. */
 #define ON_EVERY_STORE(name, fn)                                                         \
-  TEST(name##_memory) { fn(MEMORY); }                                                  \
-  TEST(name##_sqlite) { fn(SQLITE); }                                                  \
-  TEST(name##_redis) {                                                                 \
-    REQUIRE(redis_up);                                                                 \
-    fn(REDIS);                                                                         \
+  TEST(name##_memory) { fn(MEMORY); }                                                    \
+  TEST(name##_sqlite) { fn(SQLITE); }                                                    \
+  TEST(name##_redis) {                                                                   \
+    REQUIRE(redis_up);                                                                   \
+    fn(REDIS);                                                                           \
   }
 #define EVERY_STORE_CASES(name)                                                          \
   TEST_CASE(name##_memory), TEST_CASE(name##_sqlite), TEST_CASE(name##_redis)
@@ -453,8 +453,7 @@ static void process_task_sees_its_lost_lease(int kind) {
   char uri[600], journal[4096];
   defs d;
   unlink(journal_path);
-  coda_app *app =
-      new_app(store_uri(kind, "process-lost", uri, sizeof uri), &d, 1, NULL);
+  coda_app *app = new_app(store_uri(kind, "process-lost", uri, sizeof uri), &d, 1, NULL);
   REQUIRE(app);
   test_server ts;
   REQUIRE(start_app(&ts, app) == 0);

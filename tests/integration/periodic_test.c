@@ -181,7 +181,8 @@ static int check_listed(const coda_task_info *info, void *user) {
   /* Left by a stop: queued, or still claimed by the app that added it
    * (an owned add is a claim: running in the store until recover() at the
    * next start, or expire() on a shared store, gives it back). */
-  if (seen == 0 && (info->state == CODA_STATE_QUEUED || info->state == CODA_STATE_RUNNING)) {
+  if (seen == 0 &&
+      (info->state == CODA_STATE_QUEUED || info->state == CODA_STATE_RUNNING)) {
     if (l->left < 8)
       l->left_due[l->left] = due;
     l->left++;

@@ -90,8 +90,8 @@ static int node_start(node *n, int i, const char *prefix, const char *queues,
   n->app = apps[i] = coda_app_new();
   if (!n->app)
     return -1;
-  coda_app_set(n->app, CODA_OPT_LOG_LEVEL, getenv("REDIS_TEST_LOG") ? CODA_LOG_DEBUG
-                                                                     : CODA_LOG_OFF);
+  coda_app_set(n->app, CODA_OPT_LOG_LEVEL,
+               getenv("REDIS_TEST_LOG") ? CODA_LOG_DEBUG : CODA_LOG_OFF);
   coda_app_set(n->app, CODA_OPT_THREADS, 1);
   coda_app_set(n->app, CODA_OPT_PROCESS_WORKERS, 0);
   coda_app_set(n->app, CODA_OPT_STORE_POLL, 20);
@@ -196,7 +196,8 @@ static long wait_duplicates(long want, int ms) {
   }
 }
 
-/* ---- 1. an idempotency key across apps ---------------------------------------------- */
+/* ---- 1. an idempotency key across apps ----------------------------------------------
+ */
 
 TEST(an_idempotency_key_holds_across_two_apps_on_one_redis) {
   REQUIRE(redis_up);

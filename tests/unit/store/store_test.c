@@ -588,7 +588,7 @@ static void check_list(coda__store *s) {
   static const uint64_t queued[] = {9, 3, 7, 5};
   for (size_t i = 0; i < 4; i++)
     REQUIRE(add(s, queued[i], NULL, T0 + 1000, 0) == 0);
-  REQUIRE(add(s, 4, NULL, T0, 1) == 0);                                /* token 1 */
+  REQUIRE(add(s, 4, NULL, T0, 1) == 0); /* token 1 */
   REQUIRE(finish_as(s, 4, 1, CODA_STATE_SUCCEEDED, T0 + 10) == 0);
   listed all = {0}, page = {0}, done = {0}, dead = {0}, stopped = {.stop_after = 2};
   CHECK_EQ_INT(list(s, CODA_STATE_QUEUED, 0, 100, &all), 4);
@@ -961,7 +961,7 @@ static void check_owned_enqueue_is_a_claim(coda__store *s) {
 
 /* Token 0 is no exception to fencing: no claim has it. */
 static void check_token_zero_is_refused(coda__store *s) {
-  REQUIRE(add(s, 1, NULL, T0, 0) == 0); /* queued, token 0, never claimed */
+  REQUIRE(add(s, 1, NULL, T0, 0) == 0);        /* queued, token 0, never claimed */
   REQUIRE(add(s, 2, NULL, T0 + 1000, 1) == 0); /* owned: token 1 */
   coda__lease out[4];
   CHECK_EQ_INT(finish_leased(s, 1, 0, CODA_STATE_SUCCEEDED, T0 + 10), 0);
