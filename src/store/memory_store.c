@@ -21,9 +21,12 @@
  * Version 2 (fencing): each entry keeps its claim token (r.lease) and when
  * its lease ends; claimed entries are linked in `claimed`, which expire()
  * walks. An outcome is refused unless it carries the current token of a
- * claimed entry, or it is the same outcome written again after a rollback
- * (the entry remembers the token that finished it: no other claim can
- * carry that token, so this is the engine repeating itself).
+ * claimed entry, or it is the same outcome written again after its batch
+ * was rolled back: a rollback cannot undo an outcome here, so the entry
+ * remembers the token that finished it until that batch commits (no other
+ * claim can carry that token, so this is the engine repeating itself).
+ * Once committed, a second outcome under the same token is refused, as in
+ * the stores that undo.
  */
 #include "common/idmap.h"
 #include "common/queue.h"
@@ -63,6 +66,8 @@ typedef struct memory_store {
   uint64_t next_id;
   uint64_t *added; /* ids enqueued in the open batch, for rollback */
   size_t nadded, added_cap;
+  uint64_t *ended; /* ids the open batch finished: finished_by ends at commit */
+  size_t nended, ended_cap;
   char err[128];
 } memory_store;
 
@@ -126,6 +131,7 @@ static void memory_close(coda__store *base) {
   coda__idmap_free(&s->entries);
   uv_mutex_destroy(&s->mu);
   free(s->added);
+  free(s->ended);
   free_names(s->served, s->nserved);
   free_names(s->paused, s->npaused);
   free(s->refused);
@@ -142,6 +148,7 @@ static int memory_begin(coda__store *base) {
   memory_store *s = (memory_store *)base;
   uv_mutex_lock(&s->mu);
   s->nadded = 0;
+  s->nended = 0;
   s->nrefused = 0;
   uv_mutex_unlock(&s->mu);
   return 0;
@@ -152,6 +159,12 @@ static int memory_commit(coda__store *base) {
   memory_store *s = (memory_store *)base;
   uv_mutex_lock(&s->mu);
   s->nadded = 0;
+  for (size_t i = 0; i < s->nended; i++) {
+    entry *e = coda__idmap_get(&s->entries, s->ended[i]);
+    if (e)
+      e->finished_by = 0; /* committed: the outcome is not written again */
+  }
+  s->nended = 0;
   uv_mutex_unlock(&s->mu);
   return 0;
 }
@@ -165,22 +178,27 @@ static void memory_rollback(coda__store *base) {
       forget(s, e);
   }
   s->nadded = 0;
+  s->nended = 0; /* their finished_by stays: the engine writes them again */
   s->nrefused = 0;
   uv_mutex_unlock(&s->mu);
 }
 
 /* Makes room to remember one more id of the batch: CODA_ENOMEM before
  * anything is written, so that rollback can always undo. */
-static int reserve_undo(memory_store *s) {
-  if (s->nadded < s->added_cap)
+static int reserve_id_slot(uint64_t **ids, size_t n, size_t *cap) {
+  if (n < *cap)
     return 0;
-  size_t cap = s->added_cap ? s->added_cap * 2 : 64;
-  uint64_t *p = realloc(s->added, cap * sizeof *p);
+  size_t grown = *cap ? *cap * 2 : 64;
+  uint64_t *p = realloc(*ids, grown * sizeof *p);
   if (!p)
     return CODA_ENOMEM;
-  s->added = p;
-  s->added_cap = cap;
+  *ids = p;
+  *cap = grown;
   return 0;
+}
+
+static int reserve_undo(memory_store *s) {
+  return reserve_id_slot(&s->added, s->nadded, &s->added_cap);
 }
 
 static int memory_enqueue(coda__store *base, const coda__task_record *r, int owned,
@@ -202,7 +220,6 @@ static int memory_enqueue(coda__store *base, const coda__task_record *r, int own
     goto out;
   }
   e->r = *r;
-  e->r.state = CODA_STATE_QUEUED;
   e->name = strdup(r->name);
   e->key = dup_or_null(r->key);
   e->queue = strdup(r->queue ? r->queue : "default");
@@ -212,6 +229,9 @@ static int memory_enqueue(coda__store *base, const coda__task_record *r, int own
     rc = CODA_ENOMEM;
     goto out;
   }
+  /* An owned enqueue is the task's first claim: running, as a claim
+   * makes it (store.h). */
+  e->r.state = owned ? CODA_STATE_RUNNING : CODA_STATE_QUEUED;
   e->r.name = e->name;
   e->r.key = e->key;
   e->r.queue = e->queue;
@@ -305,7 +325,8 @@ static void refuse(memory_store *s, uint64_t id, uint64_t lease) {
 static int holds(const entry *e, uint64_t lease, int rewrite_ok) {
   if (!e || e->r.lease != lease)
     return 0;
-  return e->owned || (rewrite_ok && e->finished_by == lease);
+  /* finished_by 0 is "none": token 0 belongs to no claim. */
+  return e->owned || (rewrite_ok && e->finished_by != 0 && e->finished_by == lease);
 }
 
 static int memory_finish(coda__store *base, const coda__task_record *r) {
@@ -317,6 +338,12 @@ static int memory_finish(coda__store *base, const coda__task_record *r) {
     uv_mutex_unlock(&s->mu);
     return 0;
   }
+  if (reserve_id_slot(&s->ended, s->nended, &s->ended_cap) != 0) {
+    snprintf(s->err, sizeof s->err, "memory store: out of memory");
+    uv_mutex_unlock(&s->mu);
+    return CODA_ENOMEM;
+  }
+  s->ended[s->nended++] = r->id;
   if (is_final(e->r.state))
     s->nfinished--; /* written twice: it is counted again below */
   free(e->error);

@@ -57,6 +57,7 @@
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,7 +131,10 @@ static const char *const fixed_names[K_FIXED] = {
  *   E id name haskey key queue args max created run_at attempts owned lease_until
  *   F id state attempts run_at started finished progress haserr err hasres res token
  *   P id progress token
- * Token 0: not fenced (a version-1 caller). Phase one checks what refuses
+ * An outcome or a progress applies only under the task's current token
+ * while it runs (0 is no exception: no claim has it); a refused one is
+ * returned. Token "-" (progress() of version 1 only) is not fenced: it
+ * applies to any task that exists. Phase one checks what refuses
  * the whole batch, before any write; phase two applies in order. Returns
  * {new tasks written, {duplicate ids}, {refused id, token, ...}}. */
 static const char commit_lua[] = LUA_COMMON
@@ -166,7 +170,7 @@ static const char commit_lua[] = LUA_COMMON
     "end\n"
     "local new, dups, refused = 0, {}, {}\n"
     "local function holds(m, token)\n"
-    "  return m and (token == 0 or (m[1] == 1 and m[8] == token))\n"
+    "  return m and m[1] == 1 and m[8] == token\n"
     "end\n"
     "i = first\n"
     "while i <= #ARGV do\n"
@@ -217,18 +221,18 @@ static const char commit_lua[] = LUA_COMMON
     "      else redis.call('HDEL', KEYS[7], id) end\n"
     "      if st == 3 and q and W[q] then redis.call('ZADD', W[q], m[5], id)\n"
     "      elseif st == 2 or st == 4 then redis.call('ZADD', KEYS[9], m[7], id) end\n"
-    "    elseif token ~= 0 then\n"
+    "    else\n"
     "      refused[#refused + 1] = id\n"
     "      refused[#refused + 1] = ARGV[i + 12]\n"
     "    end\n"
     "    i = i + 13\n"
     "  else\n"
     "    local m = getm(id)\n"
-    "    local token = tonumber(ARGV[i + 3])\n"
-    "    if holds(m, token) then\n"
+    "    local unfenced = ARGV[i + 3] == '-'\n"
+    "    if (unfenced and m) or holds(m, tonumber(ARGV[i + 3])) then\n"
     "      m[10] = tonumber(ARGV[i + 2])\n"
     "      putm(id, m)\n"
-    "    elseif token ~= 0 then\n"
+    "    elseif not unfenced then\n"
     "      refused[#refused + 1] = id\n"
     "      refused[#refused + 1] = ARGV[i + 3]\n"
     "    end\n"
@@ -1077,12 +1081,14 @@ static int redis_finish(coda__store *base, const coda__task_record *r) {
   return 0;
 }
 
-static int push_progress(redis_store *s, uint64_t id, double progress, uint64_t token) {
+/* token NULL: not fenced (progress() of version 1). */
+static int push_progress(redis_store *s, uint64_t id, double progress,
+                         const uint64_t *token) {
   args *a = &s->ops;
   int rc = args_str(a, "P");
   rc = rc ? rc : args_id(a, id);
   rc = rc ? rc : args_fmt(a, "%.17g", progress);
-  rc = rc ? rc : args_fmt(a, "%" PRIu64, token);
+  rc = rc ? rc : token ? args_fmt(a, "%" PRIu64, *token) : args_str(a, "-");
   if (rc) {
     set_err(s, "redis store: out of memory");
     return CODA_ENOMEM;
@@ -1091,12 +1097,12 @@ static int push_progress(redis_store *s, uint64_t id, double progress, uint64_t 
 }
 
 static int redis_progress(coda__store *base, uint64_t id, double progress) {
-  return push_progress((redis_store *)base, id, progress, 0);
+  return push_progress((redis_store *)base, id, progress, NULL);
 }
 
 static int redis_progress_leased(coda__store *base, const coda__lease *l,
                                  double progress) {
-  return push_progress((redis_store *)base, l->id, progress, l->lease);
+  return push_progress((redis_store *)base, l->id, progress, &l->lease);
 }
 
 /* KEYS and the ARGV header of the commit script for the open batch. */
@@ -1374,6 +1380,44 @@ static int redis_pause(coda__store *base, const char *queue, int paused) {
   return 0;
 }
 
+/* The paused set, read on the store thread's link at every poll (store.h:
+ * so that a task added here in a queue paused by another process is
+ * written unclaimed rather than run at once). */
+static int redis_paused(coda__store *base, char *buf, size_t cap) {
+  redis_store *s = (redis_store *)base;
+  int rc = link_ready(s, &s->main);
+  if (rc)
+    return rc;
+  redisReply *r = check_reply(
+      s, link_simple(s, &s->main, 2, "SMEMBERS", s->keys[K_PAUSED]), "SMEMBERS");
+  if (!r)
+    return CODA_ESTORE;
+  if (r->type != REDIS_REPLY_ARRAY) {
+    freeReplyObject(r);
+    set_err(s, "redis store: unexpected reply to SMEMBERS");
+    return CODA_ESTORE;
+  }
+  size_t len = 0;
+  if (cap)
+    buf[0] = '\0';
+  for (size_t i = 0; rc == 0 && i < r->elements; i++) {
+    const redisReply *e = r->element[i];
+    size_t need = (i ? 1 : 0) + e->len;
+    if (e->type != REDIS_REPLY_STRING || len + need >= cap) {
+      rc = CODA_ELIMIT;
+      break;
+    }
+    if (i)
+      buf[len++] = ',';
+    memcpy(buf + len, e->str, e->len);
+    len += e->len;
+    buf[len] = '\0';
+  }
+  rc = rc ? rc : (int)r->elements;
+  freeReplyObject(r);
+  return rc;
+}
+
 /* ---- reading
  * ---------------------------------------------------------------------------- */
 
@@ -1533,10 +1577,11 @@ static int redis_find(coda__store *base, const coda__task_filter *f, coda_task_l
                       void *user) {
   redis_store *s = (redis_store *)base;
   coda__info_list out = {0};
-  if (f->limit <= 0)
-    return 0;
+  coda__task_filter all = *f;
+  if (all.limit <= 0)
+    all.limit = INT_MAX; /* 0: no limit (store.h), as the other stores read it */
   uv_mutex_lock(&s->side_mu);
-  int rc = gather(s, f, &out);
+  int rc = gather(s, &all, &out);
   uv_mutex_unlock(&s->side_mu);
   if (rc) {
     coda__info_list_deliver(&out, NULL, NULL);
@@ -1548,7 +1593,7 @@ static int redis_find(coda__store *base, const coda__task_filter *f, coda_task_l
 static int redis_list(coda__store *base, coda_task_state state, uint64_t after_id,
                       int limit, coda_task_list_fn fn, void *user) {
   coda__task_filter f = {.state = (int)state, .after_id = after_id, .limit = limit};
-  return redis_find(base, &f, fn, user);
+  return limit > 0 ? redis_find(base, &f, fn, user) : 0; /* as the other stores */
 }
 
 static int64_t redis_next_due(coda__store *base) {
@@ -1748,5 +1793,6 @@ static const coda__store_methods redis_methods = {
     .expire = redis_expire,
     .progress_leased = redis_progress_leased,
     .find = redis_find,
+    .paused = redis_paused,
     .duplicates = redis_duplicates,
 };

@@ -79,7 +79,7 @@ enum {
 static const char *const sql[ST_COUNT_] = {
     [ST_INSERT] = "INSERT INTO coda_tasks(id,name,key,args,state,attempts,max_attempts,"
                   "created_at,run_at,owned,lease_until,token,queue) "
-                  "VALUES(?1,?2,?3,?4,0,?5,?6,?7,?8,?9,?10,?9,?11)",
+                  "VALUES(?1,?2,?3,?4,?9,?5,?6,?7,?8,?9,?10,?9,?11)",
     [ST_CLAIM] = CLAIM_SET " ORDER BY run_at LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
     [ST_CLAIM_QUEUE] =
         CLAIM_SET " AND queue=?4 ORDER BY run_at LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
@@ -635,7 +635,9 @@ static int sqlite_enqueue(coda__store *base, const coda__task_record *r, int own
   sqlite3_bind_int(st, 6, r->max_attempts);
   sqlite3_bind_int64(st, 7, r->created_at);
   sqlite3_bind_int64(st, 8, r->run_at);
-  sqlite3_bind_int(st, 9, owned); /* also the token: 1 if owned, 0 if not */
+  /* Also the state and the token: an owned enqueue is the task's first
+   * claim, running (1) with token 1; an unowned one is queued (0), token 0. */
+  sqlite3_bind_int(st, 9, owned ? 1 : 0);
   sqlite3_bind_int64(st, 10, owned ? lease_until : 0);
   sqlite3_bind_text(st, 11, r->queue ? r->queue : "default", -1, SQLITE_STATIC);
   int rc = sqlite3_step(st);

@@ -16,11 +16,29 @@
  *    after a rollback, which changes nothing);
  *  - ids are chosen by the engine (blocks from reserve_ids, or derived from
  *    an idempotency key), never by the store;
- *  - claiming is a store operation, and a claim carries a lease. The
- *    memory and SQLite stores belong to one process at a time, so their
- *    claims end with it (recover() releases them at the next start) and
- *    they never take back a claim by its lease; a store shared by several
- *    processes would.
+ *  - claiming is a store operation, and a claim carries a lease and a
+ *    fencing token. The memory and SQLite stores belong to one process at
+ *    a time, so their claims end with it (recover() releases them at the
+ *    next start); a store shared by several processes (Redis) relies on
+ *    expire() alone. Every store implements expire() all the same (a hung
+ *    heartbeat is a lost lease anywhere), so the three behave alike;
+ *  - fencing, the one rule for every store: an outcome (finish()), a
+ *    fenced progress (progress_leased()) or a renewal (renew()) applies
+ *    only while the task is running under a claim whose token is the one
+ *    it carries (record.lease, coda__lease.lease). Token 0 is not special:
+ *    no claim ever has it (an unowned enqueue sets 0, a claim adds 1), so
+ *    a write under 0 is refused like any stale one. The engine therefore
+ *    writes every outcome under the token of the claim it holds: a task's
+ *    own, a claim's "unknown task, marked dead", an expiry's outcome under
+ *    the token expire() gave. A refused write changes nothing and is
+ *    reported by refused() after the commit. Only progress() (version 1)
+ *    is not fenced;
+ *  - what get() reports follows the claims: a task claimed (claim(), an
+ *    owned enqueue, expire()) is RUNNING in the store from the claim to its
+ *    outcome, whichever process asks. The engine's own reads
+ *    (coda_task_get, listings) show a task alive in this process as queued
+ *    until its attempt begins, so the difference is only the short wait
+ *    for a slot, seen from elsewhere;
  *
  * Errors: CODA_ETIMEDOUT when the store waited for a lock in vain (the
  * engine does not retry pieces of that batch at once), CODA_ELIMIT when
@@ -68,7 +86,8 @@ typedef struct coda__task_record {
    * the task's own: an owned enqueue() sets 1 (an unowned one 0), and each
    * claim() or expire() of the task adds 1, so a token is never reused for
    * a task. finish(), progress_leased() and renew() are refused for any
-   * token but the current one. */
+   * token but the current one of a running task (the fencing rule above:
+   * 0 is never current). */
   uint64_t lease;
 } coda__task_record;
 
@@ -104,7 +123,10 @@ typedef struct coda__store_methods {
   void (*rollback)(coda__store *s);
   /* Writes a new task. When a task with the same id exists: CODA_EEXIST
    * (the same key: a duplicate) or CODA_ESTORE (a different key). `owned`:
-   * written already claimed by this process until `lease_until`. */
+   * written already claimed by this process until `lease_until`, which is
+   * the task's first claim: RUNNING, token 1, attempts as r says (the
+   * engine writes 1), and expire() takes it back like any claim. Unowned:
+   * QUEUED (r->state is ignored), token 0. */
   int (*enqueue)(coda__store *s, const coda__task_record *r, int owned,
                  int64_t lease_until);
   /* Claims up to `max` tasks that are due (queued or failed, run_at <= now,
@@ -118,6 +140,8 @@ typedef struct coda__store_methods {
    * the next attempt) or DEAD; attempts, times, error, progress and result
    * as the record says. Releases the claim. */
   int (*finish)(coda__store *s, const coda__task_record *r);
+  /* Not fenced (version 1): applies to any task that exists. The engine
+   * uses progress_leased() when the store has it. */
   int (*progress)(coda__store *s, uint64_t id, double progress);
   /* Reserves `count` ids for the engine, never handed out again, even
    * after a crash: *first .. *first + count - 1. */

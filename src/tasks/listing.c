@@ -4,8 +4,8 @@
  * state of the tasks alive in this process as coda_task_get() shows it.
  *
  * A listing merges two streams by id: the store's rows (find(), or list()
- * for a store without it), in which a task alive here may show a stale
- * state (a first attempt is written queued and never claimed), and the
+ * for a store without it), in which a task alive here shows the store's
+ * state (running from its claim, though it may still wait for a slot), and the
  * live tasks, read as coda_task_get() shows them. A live task's name and
  * queue never change, so they are matched here; its state is matched as
  * it is when it is delivered.

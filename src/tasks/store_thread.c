@@ -129,6 +129,59 @@ static int apply(coda__durable *d, coda__store_op *op, int64_t now) {
   return 0;
 }
 
+/* After a commit: the batch's new tasks that the store found stored
+ * already with the same key (a store that knows it only at commit,
+ * store.h duplicates()) are duplicates, as if enqueue() had said
+ * CODA_EEXIST: nothing of them was written, and they do not run here. */
+static int is_duplicate_id(const uint64_t *ids, int n, uint64_t id) {
+  for (int i = 0; i < n; i++)
+    if (ids[i] == id)
+      return 1;
+  return 0;
+}
+
+static void mark_duplicates(coda__durable *d, coda__queue *batch) {
+  coda__store *s = d->store;
+  if (s->m->version < 2 || !s->m->duplicates)
+    return;
+  int max = 0;
+  coda__queue *q;
+  coda__queue_foreach(q, batch) {
+    coda__store_op *op = coda__container_of(q, coda__store_op, link);
+    if (op->kind == CODA__OP_HOLD)
+      max += ((coda__hold *)op)->run->n;
+    else if (op->kind == CODA__OP_ENQUEUE)
+      max++;
+  }
+  /* Out of memory, the first 64 are known still (nearly always all). */
+  uint64_t few[64];
+  uint64_t *ids = max > 64 ? malloc((size_t)max * sizeof *ids) : few;
+  if (!ids) {
+    ids = few;
+    max = 64;
+  }
+  int n = max ? s->m->duplicates(s, ids, max) : 0;
+  coda__queue_foreach(q, batch) {
+    if (n <= 0)
+      break;
+    coda__store_op *op = coda__container_of(q, coda__store_op, link);
+    if (op->kind == CODA__OP_ENQUEUE) {
+      coda_task *t = ((coda__enqueue_op *)op)->task;
+      if (is_duplicate_id(ids, n, t->id))
+        t->duplicate = 1;
+    } else if (op->kind == CODA__OP_HOLD) {
+      coda_tasks *run = ((coda__hold *)op)->run;
+      for (int i = 0; i < run->n; i++) {
+        coda_task *t = run->tasks[i];
+        if (t->durable && !t->stored && is_duplicate_id(ids, n, t->id))
+          t->duplicate = 1;
+      }
+    }
+  }
+  if (ids != few)
+    free(ids);
+}
+
 static void register_live(coda__durable *d, coda_task *t) {
   uv_mutex_lock(&d->reg_mu);
   coda__idmap_put(&d->live, t->id, t); /* without memory: no live status */
@@ -380,6 +433,7 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
     if (atomic_exchange(&d->faulted, 0))
       coda_log(d->engine->app, CODA_LOG_INFO, "task store: writing again");
     atomic_fetch_add_explicit(&d->batches, 1, memory_order_relaxed);
+    mark_duplicates(d, batch);
     coda__lease_check_refused(d, batch);
     if (want_ids) {
       uv_mutex_lock(&d->id_mu);

@@ -1,6 +1,9 @@
 /*
  * lease_test.c - leases, fencing, expiry and named queues (issue 11), on
- * the memory and SQLite stores, with a real app running on its thread.
+ * the memory, SQLite and Redis stores, with a real app running on its
+ * thread. main() starts a redis-server of its own (tests/redis_server.h)
+ * on an ephemeral port and removes it at the end; each case gets a fresh
+ * key prefix on it.
  *
  * Checks:
  *  - the store fences by token: an outcome, a progress or a renewal that
@@ -22,11 +25,9 @@
  * The lease is 1000 ms (CODA_OPT_TASK_LEASE's minimum): a renewal every
  * 333 ms, expiry looked for every 500 ms.
  *
- * CODA_LEASE_TEST_STORE=URI runs every case a third time on that store (a
- * Redis store once there is one: "redis://127.0.0.1:PORT/0"); each case
- * adds "prefix=lease-CASE-PID" to the URI so cases do not share keys.
  */
 #include "harness.h"
+#include "redis_server.h"
 #include "store/store.h"
 #include "tasks/durable.h"
 #include "test.h"
@@ -43,8 +44,10 @@
 
 static char store_dir[] = "/tmp/coda-lease-XXXXXX";
 static char journal_path[512];
+static tc_redis redis;
+static int redis_up;
 
-enum { MEMORY, SQLITE, EXTERNAL };
+enum { MEMORY, SQLITE, REDIS };
 
 /* ---- tasks ------------------------------------------------------------------ */
 
@@ -150,9 +153,10 @@ static const char *store_uri(int kind, const char *name, char *buf, size_t cap) 
     snprintf(buf, cap, "sqlite:%s/%s.db", store_dir, name);
     return buf;
   }
-  const char *base = getenv("CODA_LEASE_TEST_STORE");
-  snprintf(buf, cap, "%s%sprefix=lease-%s-%d", base, strchr(base, '?') ? "&" : "?", name,
-           (int)getpid());
+  static int prefixes; /* a fresh prefix per use: nothing shared between cases */
+  char suffix[128];
+  snprintf(suffix, sizeof suffix, "/0?prefix=lease-%s-%d", name, ++prefixes);
+  tc_redis_uri(&redis, buf, cap, suffix);
   return buf;
 }
 
@@ -289,7 +293,8 @@ static void store_fences(int kind) {
   CHECK(out[0].id == 42 && out[0].lease == 2 && out[1].id == 42 && out[1].lease == 2);
   coda_task_info *info = NULL;
   REQUIRE(s->m->get(s, 42, &info) == 0);
-  CHECK(info->state == CODA_STATE_QUEUED && info->progress == 0);
+  /* An owned enqueue is a claim: running, as the claim left it. */
+  CHECK(info->state == CODA_STATE_RUNNING && info->progress == 0);
   coda_task_info_free(info);
   /* The claim holds: renewed. The wrong token: lost. */
   unsigned char lost[2] = {9, 9};
@@ -329,8 +334,18 @@ static void store_fences(int kind) {
   s->m->close(s);
 }
 
-TEST(the_store_fences_by_token_memory) { store_fences(MEMORY); }
-TEST(the_store_fences_by_token_sqlite) { store_fences(SQLITE); }
+/* Each check on each store: NAME_memory, NAME_sqlite, NAME_redis. */
+#define ON_EVERY_STORE(name, fn)                                                         \
+  TEST(name##_memory) { fn(MEMORY); }                                                    \
+  TEST(name##_sqlite) { fn(SQLITE); }                                                    \
+  TEST(name##_redis) {                                                                   \
+    REQUIRE(redis_up);                                                                   \
+    fn(REDIS);                                                                           \
+  }
+#define EVERY_STORE_CASES(name)                                                          \
+  TEST_CASE(name##_memory), TEST_CASE(name##_sqlite), TEST_CASE(name##_redis)
+
+ON_EVERY_STORE(the_store_fences_by_token, store_fences)
 
 /* ---- 2. a long task keeps its lease ------------------------------------- */
 
@@ -358,12 +373,8 @@ static void long_thread_task_keeps_its_lease(int kind) {
   stop_app(&ts, app);
 }
 
-TEST(a_thread_task_three_leases_long_keeps_its_lease_memory) {
-  long_thread_task_keeps_its_lease(MEMORY);
-}
-TEST(a_thread_task_three_leases_long_keeps_its_lease_sqlite) {
-  long_thread_task_keeps_its_lease(SQLITE);
-}
+ON_EVERY_STORE(a_thread_task_three_leases_long_keeps_its_lease,
+               long_thread_task_keeps_its_lease)
 
 static void long_process_task_keeps_its_lease(int kind) {
   char uri[600], journal[4096];
@@ -388,12 +399,8 @@ static void long_process_task_keeps_its_lease(int kind) {
   stop_app(&ts, app);
 }
 
-TEST(a_cpu_bound_process_task_three_leases_long_keeps_its_lease_memory) {
-  long_process_task_keeps_its_lease(MEMORY);
-}
-TEST(a_cpu_bound_process_task_three_leases_long_keeps_its_lease_sqlite) {
-  long_process_task_keeps_its_lease(SQLITE);
-}
+ON_EVERY_STORE(a_cpu_bound_process_task_three_leases_long_keeps_its_lease,
+               long_process_task_keeps_its_lease)
 
 /* ---- 3. a lost lease ------------------------------------------------------ */
 
@@ -438,17 +445,15 @@ static void lost_lease(int kind) {
   stop_app(&ts, app);
 }
 
-TEST(a_lost_lease_is_seen_and_its_late_outcome_refused_memory) { lost_lease(MEMORY); }
-TEST(a_lost_lease_is_seen_and_its_late_outcome_refused_sqlite) { lost_lease(SQLITE); }
+ON_EVERY_STORE(a_lost_lease_is_seen_and_its_late_outcome_refused, lost_lease)
 
 /* A PROCESS task's worker hears of its lost lease (a signal from the
  * server): the CPU-bound task journals lost=1; its outcome is refused. */
-TEST(a_process_task_sees_its_lost_lease) {
+static void process_task_sees_its_lost_lease(int kind) {
   char uri[600], journal[4096];
   defs d;
   unlink(journal_path);
-  coda_app *app =
-      new_app(store_uri(MEMORY, "process-lost", uri, sizeof uri), &d, 1, NULL);
+  coda_app *app = new_app(store_uri(kind, "process-lost", uri, sizeof uri), &d, 1, NULL);
   REQUIRE(app);
   test_server ts;
   REQUIRE(start_app(&ts, app) == 0);
@@ -471,6 +476,8 @@ TEST(a_process_task_sees_its_lost_lease) {
   coda__durable_test_pause_heartbeat(app, 0);
   stop_app(&ts, app);
 }
+
+ON_EVERY_STORE(a_process_task_sees_its_lost_lease, process_task_sees_its_lost_lease)
 
 /* ---- 4. queues ------------------------------------------------------------- */
 
@@ -507,12 +514,8 @@ static void unserved_queue_waits(int kind) {
   stop_app(&ts, app);
 }
 
-TEST(a_queue_not_served_waits_for_a_process_that_serves_it_memory) {
-  unserved_queue_waits(MEMORY);
-}
-TEST(a_queue_not_served_waits_for_a_process_that_serves_it_sqlite) {
-  unserved_queue_waits(SQLITE);
-}
+ON_EVERY_STORE(a_queue_not_served_waits_for_a_process_that_serves_it,
+               unserved_queue_waits)
 
 static void pause_and_resume(int kind) {
   char uri[600];
@@ -542,23 +545,7 @@ static void pause_and_resume(int kind) {
   stop_app(&ts, app);
 }
 
-TEST(a_paused_queue_is_not_claimed_until_resumed_memory) { pause_and_resume(MEMORY); }
-TEST(a_paused_queue_is_not_claimed_until_resumed_sqlite) { pause_and_resume(SQLITE); }
-
-/* ---- the same on an external store ----------------------------------------- */
-
-TEST(on_the_external_store) {
-  if (!getenv("CODA_LEASE_TEST_STORE")) {
-    printf("  CODA_LEASE_TEST_STORE not set: skipped\n");
-    return;
-  }
-  store_fences(EXTERNAL);
-  long_thread_task_keeps_its_lease(EXTERNAL);
-  long_process_task_keeps_its_lease(EXTERNAL);
-  lost_lease(EXTERNAL);
-  unserved_queue_waits(EXTERNAL);
-  pause_and_resume(EXTERNAL);
-}
+ON_EVERY_STORE(a_paused_queue_is_not_claimed_until_resumed, pause_and_resume)
 
 int main(void) {
   /* PROCESS workers re-run this program: the same tasks, then they stop in
@@ -573,24 +560,20 @@ int main(void) {
     perror("mkdtemp");
     return 1;
   }
+  /* After coda_app_worker(): a worker process never starts a server. */
+  redis_up = tc_redis_start(&redis, NULL) == 0;
   static const test__case cases[] = {
-      TEST_CASE(the_store_fences_by_token_memory),
-      TEST_CASE(the_store_fences_by_token_sqlite),
-      TEST_CASE(a_thread_task_three_leases_long_keeps_its_lease_memory),
-      TEST_CASE(a_thread_task_three_leases_long_keeps_its_lease_sqlite),
-      TEST_CASE(a_cpu_bound_process_task_three_leases_long_keeps_its_lease_memory),
-      TEST_CASE(a_cpu_bound_process_task_three_leases_long_keeps_its_lease_sqlite),
-      TEST_CASE(a_lost_lease_is_seen_and_its_late_outcome_refused_memory),
-      TEST_CASE(a_lost_lease_is_seen_and_its_late_outcome_refused_sqlite),
-      TEST_CASE(a_process_task_sees_its_lost_lease),
-      TEST_CASE(a_queue_not_served_waits_for_a_process_that_serves_it_memory),
-      TEST_CASE(a_queue_not_served_waits_for_a_process_that_serves_it_sqlite),
-      TEST_CASE(a_paused_queue_is_not_claimed_until_resumed_memory),
-      TEST_CASE(a_paused_queue_is_not_claimed_until_resumed_sqlite),
-      TEST_CASE(on_the_external_store),
+      EVERY_STORE_CASES(the_store_fences_by_token),
+      EVERY_STORE_CASES(a_thread_task_three_leases_long_keeps_its_lease),
+      EVERY_STORE_CASES(a_cpu_bound_process_task_three_leases_long_keeps_its_lease),
+      EVERY_STORE_CASES(a_lost_lease_is_seen_and_its_late_outcome_refused),
+      EVERY_STORE_CASES(a_process_task_sees_its_lost_lease),
+      EVERY_STORE_CASES(a_queue_not_served_waits_for_a_process_that_serves_it),
+      EVERY_STORE_CASES(a_paused_queue_is_not_claimed_until_resumed),
   };
   int rc = test__run("lease", cases, sizeof cases / sizeof cases[0]);
   unlink(journal_path);
   tc_remove_tree(store_dir);
+  tc_redis_remove(&redis);
   return rc;
 }

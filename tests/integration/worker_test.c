@@ -10,11 +10,14 @@
  * task's state is read from the file while the worker holds it (WAL lets
  * a reader in).
  *
- * CODA_WORKER_TEST_STORE=URI (a Redis store, once there is one) runs the
- * fleet version: server and worker at once on that store, and the
- * server's GET /tasks/{id} shows the state the worker wrote.
+ * On Redis (a redis-server main() starts on an ephemeral port, tests/
+ * redis_server.h) the fleet version: a server and a worker run at the same
+ * time on one store; the task the server adds (in no queue it serves) runs
+ * on the worker, and the server's GET /tasks/{id} shows the state the
+ * worker wrote.
  */
 #include "harness.h"
+#include "redis_server.h"
 #include "test.h"
 
 #include <fcntl.h>
@@ -38,6 +41,8 @@ typedef struct {
 } proc;
 
 static char store_dir[] = "/tmp/coda-worker-test-XXXXXX";
+static tc_redis redis;
+static int redis_up;
 
 static void read_log(proc *p, int ms, const char *until) {
   uint64_t end = tc_now_ms() + (uint64_t)ms;
@@ -173,12 +178,10 @@ TEST(a_worker_runs_a_task_a_server_added_to_a_queue_it_does_not_serve) {
   CHECK_EQ_INT(tc_count(worker.log, "[Report] fleet: attempt"), 3);
 }
 
-TEST(a_worker_and_a_server_share_an_external_store) {
-  const char *uri = getenv("CODA_WORKER_TEST_STORE");
-  if (!uri) {
-    printf("  CODA_WORKER_TEST_STORE not set: skipped\n");
-    return;
-  }
+TEST(a_worker_and_a_server_run_at_once_on_one_redis) {
+  REQUIRE(redis_up);
+  char uri[256];
+  tc_redis_uri(&redis, uri, sizeof uri, "/0?prefix=worker-fleet");
   proc server, worker;
   char *server_args[] = {"--listen",  "127.0.0.1:0", "--threads", "1",       "--store",
                          (char *)uri, "--queues",    "elsewhere", "--quiet", NULL};
@@ -200,6 +203,8 @@ TEST(a_worker_and_a_server_share_an_external_store) {
     read_log(&worker, 50, NULL);
   }
   CHECK(done);
+  /* The worker's outcome, read on the server: three attempts, a result. */
+  CHECK(strstr(buf, "\"attempts\":3") != NULL);
   CHECK_EQ_INT(stop(&worker, 15000), 0);
   CHECK_EQ_INT(stop(&server, 15000), 0);
   CHECK(!strstr(server.log, "[Report]"));
@@ -211,11 +216,13 @@ int main(void) {
     perror("mkdtemp");
     return 1;
   }
+  redis_up = tc_redis_start(&redis, NULL) == 0;
   static const test__case cases[] = {
       TEST_CASE(a_worker_runs_a_task_a_server_added_to_a_queue_it_does_not_serve),
-      TEST_CASE(a_worker_and_a_server_share_an_external_store),
+      TEST_CASE(a_worker_and_a_server_run_at_once_on_one_redis),
   };
   int rc = test__run("worker", cases, sizeof cases / sizeof cases[0]);
   tc_remove_tree(store_dir);
+  tc_redis_remove(&redis);
   return rc;
 }

@@ -9,9 +9,12 @@
  *
  * Each TEST hands one check function to on_each_store(), which opens a
  * fresh store per URI, runs the check, closes the store, and names the
- * store under any failure the check printed. Version-2 checks need the
- * version-2 members: a store that lacks one is skipped with a visible
- * "SKIP (not implemented)" line, never passed in silence. A check only sees the vtable,
+ * store under any failure the check printed. Every store implements
+ * version 2: a store that lacks a version-2 member fails the check that
+ * needs it (the engine has one code path). Outcomes are written as the
+ * engine writes them, under the token of the claim that holds the task
+ * (an owned enqueue has token 1; a claim returns record.lease): the
+ * fencing rule of store.h, the same on every store. A check only sees the vtable,
  * drives it as the engine does (every write in a begin .. commit batch),
  * and uses fixed times, never the clock. A SIGALRM ends the program if a
  * check hangs (a list callback that deadlocks on get(), say).
@@ -84,8 +87,7 @@ static void on_each_store(store_check check) {
   }
 }
 
-/* Version 2 members, or NULL: a store without one of them is skipped, and
- * says so. */
+/* Version 2 members, or NULL: a store without one of them fails. */
 #define V2_MEMBER(m, field) ((m)->version >= 2 ? (void *)(m)->field : NULL)
 
 static int lacks_v2(coda__store *s) {
@@ -97,9 +99,12 @@ static int lacks_v2(coda__store *s) {
                         : !V2_MEMBER(m, expire)          ? "expire"
                         : !V2_MEMBER(m, progress_leased) ? "progress_leased"
                         : !V2_MEMBER(m, find)            ? "find"
+                        : !V2_MEMBER(m, paused)          ? "paused"
                                                          : NULL;
-  if (missing)
-    printf("SKIP (not implemented) on the %s store: %s() is missing\n", m->name, missing);
+  if (missing) {
+    fprintf(stderr, "  FAIL: the %s store has no %s()\n", m->name, missing);
+    test__failures_in_case++;
+  }
   return missing != NULL;
 }
 
@@ -175,14 +180,16 @@ static int add(coda__store *s, uint64_t id, const char *key, int64_t run_at, int
   return enqueue_record(s, &r, owned);
 }
 
-static coda__task_record outcome(uint64_t id, coda_task_state state,
+/* The outcome of attempt 1 under the claim token `lease`. */
+static coda__task_record outcome(uint64_t id, uint64_t lease, coda_task_state state,
                                  int64_t finished_at) {
   return (coda__task_record){.id = id,
                              .state = state,
                              .attempts = 1,
                              .run_at = T0,
                              .started_at = finished_at - 5,
-                             .finished_at = finished_at};
+                             .finished_at = finished_at,
+                             .lease = lease};
 }
 
 static int finish(coda__store *s, const coda__task_record *r) {
@@ -195,8 +202,9 @@ static int finish(coda__store *s, const coda__task_record *r) {
   return rc;
 }
 
-static int finish_as(coda__store *s, uint64_t id, coda_task_state state, int64_t at) {
-  coda__task_record r = outcome(id, state, at);
+static int finish_as(coda__store *s, uint64_t id, uint64_t lease, coda_task_state state,
+                     int64_t at) {
+  coda__task_record r = outcome(id, lease, state, at);
   return finish(s, &r);
 }
 
@@ -282,6 +290,12 @@ static const seen_task *seen(const claimed *c, uint64_t id) {
     if (c->t[i].id == id)
       return &c->t[i];
   return NULL;
+}
+
+/* The token of id's claim in c, or 0 (which no claim has: refused). */
+static uint64_t lease_of(const claimed *c, uint64_t id) {
+  const seen_task *t = seen(c, id);
+  return t ? t->lease : 0;
 }
 
 /* ---- 1. enqueue, get -------------------------------------------------------- */
@@ -423,8 +437,9 @@ static const char result_bytes[] = {'o', 'k', '\0', 'y', 'e', 's'};
 
 static void check_succeeded_keeps_its_outcome(coda__store *s) {
   REQUIRE(add(s, 1, NULL, T0, 0) == 0);
-  REQUIRE(claim_count(s, T0, 10) == 1);
-  coda__task_record r = outcome(1, CODA_STATE_SUCCEEDED, T0 + 20);
+  claimed c = {0};
+  REQUIRE(claim(s, T0, 10, &c) == 1);
+  coda__task_record r = outcome(1, lease_of(&c, 1), CODA_STATE_SUCCEEDED, T0 + 20);
   r.progress = 0.5;
   r.error = "took two tries";
   r.result = result_bytes;
@@ -446,8 +461,9 @@ static void check_succeeded_keeps_its_outcome(coda__store *s) {
 
 static void check_failed_waits_for_its_run_at(coda__store *s) {
   REQUIRE(add(s, 1, NULL, T0, 0) == 0);
-  REQUIRE(claim_count(s, T0, 10) == 1);
-  coda__task_record r = outcome(1, CODA_STATE_FAILED, T0 + 20);
+  claimed first = {0};
+  REQUIRE(claim(s, T0, 10, &first) == 1);
+  coda__task_record r = outcome(1, lease_of(&first, 1), CODA_STATE_FAILED, T0 + 20);
   r.run_at = T0 + 500;
   r.error = "timeout";
   r.result = "half";
@@ -464,7 +480,7 @@ static void check_failed_waits_for_its_run_at(coda__store *s) {
   CHECK_EQ_INT(claim(s, T0 + 500, 10, &c), 1);
   CHECK(c.t[0].id == 1 && c.t[0].attempts == 2 && c.t[0].state == CODA_STATE_RUNNING);
   /* The second attempt sets no result: the first one's does not stay. */
-  r = outcome(1, CODA_STATE_SUCCEEDED, T0 + 600);
+  r = outcome(1, lease_of(&c, 1), CODA_STATE_SUCCEEDED, T0 + 600);
   r.attempts = 2;
   REQUIRE(finish(s, &r) == 0);
   info = NULL;
@@ -476,8 +492,9 @@ static void check_failed_waits_for_its_run_at(coda__store *s) {
 
 static void check_dead_is_final(coda__store *s) {
   REQUIRE(add(s, 1, NULL, T0, 0) == 0);
-  REQUIRE(claim_count(s, T0, 10) == 1);
-  coda__task_record r = outcome(1, CODA_STATE_DEAD, T0 + 20);
+  claimed c = {0};
+  REQUIRE(claim(s, T0, 10, &c) == 1);
+  coda__task_record r = outcome(1, lease_of(&c, 1), CODA_STATE_DEAD, T0 + 20);
   r.error = "gave up";
   REQUIRE(finish(s, &r) == 0);
   CHECK_EQ_INT(claim_count(s, T0 + 1000000000, 10), 0);
@@ -503,14 +520,15 @@ static void check_next_due(coda__store *s) {
   REQUIRE(add(s, 2, NULL, T0 + 200, 0) == 0);
   REQUIRE(add(s, 3, NULL, T0 + 100, 1) == 0); /* owned: not waiting */
   CHECK_EQ_INT(s->m->next_due(s), T0 + 200);
-  REQUIRE(claim_count(s, T0 + 300, 10) == 1); /* task 2 */
+  claimed c2 = {0}, c1 = {0};
+  REQUIRE(claim(s, T0 + 300, 10, &c2) == 1); /* task 2 */
   CHECK_EQ_INT(s->m->next_due(s), T0 + 500);
-  REQUIRE(claim_count(s, T0 + 500, 10) == 1); /* task 1 */
+  REQUIRE(claim(s, T0 + 500, 10, &c1) == 1); /* task 1 */
   CHECK_EQ_INT(s->m->next_due(s), 0);
-  coda__task_record r = outcome(1, CODA_STATE_FAILED, T0 + 600);
+  coda__task_record r = outcome(1, lease_of(&c1, 1), CODA_STATE_FAILED, T0 + 600);
   r.run_at = T0 + 900;
   REQUIRE(finish(s, &r) == 0);
-  REQUIRE(finish_as(s, 2, CODA_STATE_SUCCEEDED, T0 + 600) == 0);
+  REQUIRE(finish_as(s, 2, lease_of(&c2, 2), CODA_STATE_SUCCEEDED, T0 + 600) == 0);
   CHECK_EQ_INT(s->m->next_due(s), T0 + 900);
 }
 
@@ -570,8 +588,8 @@ static void check_list(coda__store *s) {
   static const uint64_t queued[] = {9, 3, 7, 5};
   for (size_t i = 0; i < 4; i++)
     REQUIRE(add(s, queued[i], NULL, T0 + 1000, 0) == 0);
-  REQUIRE(add(s, 4, NULL, T0, 1) == 0);
-  REQUIRE(finish_as(s, 4, CODA_STATE_SUCCEEDED, T0 + 10) == 0);
+  REQUIRE(add(s, 4, NULL, T0, 1) == 0); /* token 1 */
+  REQUIRE(finish_as(s, 4, 1, CODA_STATE_SUCCEEDED, T0 + 10) == 0);
   listed all = {0}, page = {0}, done = {0}, dead = {0}, stopped = {.stop_after = 2};
   CHECK_EQ_INT(list(s, CODA_STATE_QUEUED, 0, 100, &all), 4);
   CHECK(all.n == 4 && all.ids[0] == 3 && all.ids[1] == 5 && all.ids[2] == 7 &&
@@ -606,14 +624,16 @@ static int make_purge_fixture(coda__store *s) {
   int rc = 0;
   for (uint64_t id = 1; id <= 7 && rc == 0; id++)
     rc = add(s, id, keys[id - 1], id == 5 ? T0 + 5000 : T0, 0);
-  if (rc == 0 && (rc = claim_count(s, T0, 10)) != 6)
+  claimed c = {0};
+  if (rc == 0 && (rc = claim(s, T0, 10, &c)) != 6)
     return rc < 0 ? rc : CODA_ESTORE;
-  coda__task_record failed = outcome(6, CODA_STATE_FAILED, T0 + 10);
+  coda__task_record failed = outcome(6, lease_of(&c, 6), CODA_STATE_FAILED, T0 + 10);
   failed.run_at = T0 + 100000;
-  if ((rc = finish_as(s, 1, CODA_STATE_SUCCEEDED, T0 + 100)) ||
-      (rc = finish_as(s, 2, CODA_STATE_DEAD, T0 + 50)) ||
-      (rc = finish_as(s, 3, CODA_STATE_SUCCEEDED, T0 + 300)) ||
-      (rc = finish_as(s, 4, CODA_STATE_SUCCEEDED, T0 + 2000)) || (rc = finish(s, &failed)))
+  if ((rc = finish_as(s, 1, lease_of(&c, 1), CODA_STATE_SUCCEEDED, T0 + 100)) ||
+      (rc = finish_as(s, 2, lease_of(&c, 2), CODA_STATE_DEAD, T0 + 50)) ||
+      (rc = finish_as(s, 3, lease_of(&c, 3), CODA_STATE_SUCCEEDED, T0 + 300)) ||
+      (rc = finish_as(s, 4, lease_of(&c, 4), CODA_STATE_SUCCEEDED, T0 + 2000)) ||
+      (rc = finish(s, &failed)))
     return rc;
   return 0; /* 5 queued, 6 failed, 7 running */
 }
@@ -639,10 +659,11 @@ static void check_purge_skips_a_younger_task(coda__store *s) {
   static const char *const keys[] = {"k1", "k2", "k3", "k4"};
   for (uint64_t id = 1; id <= 4; id++)
     REQUIRE(add(s, id, keys[id - 1], T0, 0) == 0);
-  REQUIRE(claim_count(s, T0, 10) == 4);
-  REQUIRE(finish_as(s, 4, CODA_STATE_SUCCEEDED, T0 + 2000) == 0);
-  REQUIRE(finish_as(s, 2, CODA_STATE_DEAD, T0 + 50) == 0);
-  REQUIRE(finish_as(s, 1, CODA_STATE_SUCCEEDED, T0 + 100) == 0);
+  claimed c = {0};
+  REQUIRE(claim(s, T0, 10, &c) == 4);
+  REQUIRE(finish_as(s, 4, lease_of(&c, 4), CODA_STATE_SUCCEEDED, T0 + 2000) == 0);
+  REQUIRE(finish_as(s, 2, lease_of(&c, 2), CODA_STATE_DEAD, T0 + 50) == 0);
+  REQUIRE(finish_as(s, 1, lease_of(&c, 1), CODA_STATE_SUCCEEDED, T0 + 100) == 0);
   CHECK_EQ_INT(purge(s, T0 + 1000, 1), 1);
   CHECK_EQ_INT(state_of(s, 4), CODA_STATE_SUCCEEDED);
   CHECK_EQ_INT(purge(s, T0 + 1000, 10), 1);
@@ -706,8 +727,7 @@ static int add_in(coda__store *s, uint64_t id, const char *name, const char *que
 /* An outcome under the token of a claim. */
 static int finish_leased(coda__store *s, uint64_t id, uint64_t lease, coda_task_state state,
                          int64_t at) {
-  coda__task_record r = outcome(id, state, at);
-  r.lease = lease;
+  coda__task_record r = outcome(id, lease, state, at);
   if (state == CODA_STATE_FAILED)
     r.run_at = at + 100;
   return finish(s, &r);
@@ -886,6 +906,8 @@ static void check_find(coda__store *s) {
   REQUIRE(claim_count(s, T0, 10) == 2); /* 1 and 2, the only ones due */
   listed all = {0}, byname = {0}, byqueue = {0}, page = {0}, both = {0}, running = {0};
   CHECK_EQ_INT(find(s, -1, NULL, NULL, 0, 100, &all), 8);
+  listed unlimited = {0};
+  CHECK_EQ_INT(find(s, -1, NULL, NULL, 0, 0, &unlimited), 8); /* limit 0: none */
   for (int i = 0; i < 8 && i < all.n; i++)
     CHECK_EQ_INT(all.ids[i], i + 1);
   CHECK_EQ_INT(find(s, -1, NULL, "y", 0, 100, &byname), 4);
@@ -903,6 +925,115 @@ static void check_find(coda__store *s) {
 }
 
 TEST(v2_find_filters_by_state_queue_and_name_with_paging) { on_each_v2_store(check_find); }
+
+/* An owned enqueue is the task's first claim (store.h): every store
+ * reports it running, with the attempts written, token 1, leased; claim()
+ * never takes it and next_due() does not wait for it. */
+static void check_owned_enqueue_is_a_claim(coda__store *s) {
+  coda__task_record r = task(1, NULL, T0);
+  r.attempts = 1; /* as the engine writes an owned task */
+  REQUIRE(enqueue_record(s, &r, 1) == 0);
+  REQUIRE(add(s, 2, NULL, T0 + 500, 0) == 0);
+  coda_task_info *info = NULL;
+  REQUIRE(s->m->get(s, 1, &info) == 0);
+  CHECK_EQ_INT(info->state, CODA_STATE_RUNNING);
+  CHECK_EQ_INT(info->attempts, 1);
+  CHECK_EQ_INT(info->started_at, 0);
+  coda_task_info_free(info);
+  CHECK_EQ_INT(state_of(s, 2), CODA_STATE_QUEUED);
+  CHECK_EQ_INT(claim_count(s, T0 + 100, 10), 0);
+  CHECK_EQ_INT(s->m->next_due(s), T0 + 500);
+  listed running = {0}, queued = {0};
+  CHECK_EQ_INT(find(s, CODA_STATE_RUNNING, NULL, NULL, 0, 100, &running), 1);
+  CHECK(running.ids[0] == 1);
+  CHECK_EQ_INT(find(s, CODA_STATE_QUEUED, NULL, NULL, 0, 100, &queued), 1);
+  CHECK(queued.ids[0] == 2);
+  coda__lease l[2] = {{1, 1}, {1, 0}};
+  unsigned char lost[2] = {9, 9};
+  CHECK_EQ_INT(s->m->renew(s, l, 2, T0 + 2 * LEASE_MS, lost), 0);
+  CHECK(lost[0] == 0 && lost[1] == 1);
+  /* Its lease (renewed to T0 + 2 * LEASE_MS) is taken back by expire(). */
+  claimed e = {0};
+  CHECK_EQ_INT(expire(s, T0 + 2 * LEASE_MS - 1, 10, &e), 0);
+  CHECK_EQ_INT(expire(s, T0 + 2 * LEASE_MS + 1, 10, &e), 1);
+  CHECK(e.n == 1 && e.t[0].id == 1 && e.t[0].lease == 2 && e.t[0].attempts == 1);
+}
+
+/* Token 0 is no exception to fencing: no claim has it. */
+static void check_token_zero_is_refused(coda__store *s) {
+  REQUIRE(add(s, 1, NULL, T0, 0) == 0);        /* queued, token 0, never claimed */
+  REQUIRE(add(s, 2, NULL, T0 + 1000, 1) == 0); /* owned: token 1 */
+  coda__lease out[4];
+  CHECK_EQ_INT(finish_leased(s, 1, 0, CODA_STATE_SUCCEEDED, T0 + 10), 0);
+  CHECK_EQ_INT(refused_count(s, out, 4), 1);
+  CHECK(out[0].id == 1 && out[0].lease == 0);
+  CHECK_EQ_INT(state_of(s, 1), CODA_STATE_QUEUED);
+  CHECK_EQ_INT(finish_leased(s, 2, 0, CODA_STATE_DEAD, T0 + 10), 0);
+  CHECK_EQ_INT(refused_count(s, out, 4), 1);
+  CHECK_EQ_INT(progress_leased(s, 2, 0, 0.5), 0);
+  CHECK_EQ_INT(refused_count(s, out, 4), 1);
+  CHECK(progress_of(s, 2) == 0);
+  CHECK_EQ_INT(state_of(s, 2), CODA_STATE_RUNNING);
+  CHECK_EQ_INT(progress_leased(s, 2, 1, 0.5), 0);
+  CHECK_EQ_INT(refused_count(s, out, 4), 0);
+  CHECK(progress_of(s, 2) == 0.5);
+  CHECK_EQ_INT(finish_leased(s, 2, 1, CODA_STATE_SUCCEEDED, T0 + 20), 0);
+  CHECK_EQ_INT(refused_count(s, out, 4), 0);
+  CHECK_EQ_INT(state_of(s, 2), CODA_STATE_SUCCEEDED);
+  /* The version-1 progress() is not fenced. */
+  CHECK_EQ_INT(set_progress(s, 1, 0.25), 0);
+  CHECK(progress_of(s, 1) == 0.25);
+}
+
+/* A batch rolled back (another write in it failed) is written again by
+ * the engine: its outcome, under the same token, still holds; once
+ * committed, that token is spent. */
+static void check_outcome_written_again_after_rollback(coda__store *s) {
+  REQUIRE(add(s, 1, NULL, T0, 0) == 0);
+  claimed c = {0};
+  REQUIRE(claim(s, T0, 10, &c) == 1);
+  coda__task_record r = outcome(1, lease_of(&c, 1), CODA_STATE_SUCCEEDED, T0 + 20);
+  coda__task_record clash = task(1, "other", T0);
+  REQUIRE(s->m->begin(s) == 0);
+  CHECK_EQ_INT(s->m->finish(s, &r), 0);
+  CHECK(s->m->enqueue(s, &clash, 0, 0) != 0 || s->m->commit(s) != 0);
+  s->m->rollback(s);
+  CHECK_EQ_INT(finish(s, &r), 0);
+  coda__lease out[4];
+  CHECK_EQ_INT(refused_count(s, out, 4), 0);
+  CHECK_EQ_INT(state_of(s, 1), CODA_STATE_SUCCEEDED);
+  CHECK_EQ_INT(finish(s, &r), 0);
+  CHECK_EQ_INT(refused_count(s, out, 4), 1);
+}
+
+/* paused(): every queue paused, by name, separated by commas. */
+static void check_paused_lists_the_paused_queues(coda__store *s) {
+  char buf[64];
+  CHECK_EQ_INT(s->m->paused(s, buf, sizeof buf), 0);
+  CHECK_EQ_STR(buf, "");
+  REQUIRE(s->m->pause(s, "cpu", 1) == 0);
+  REQUIRE(s->m->pause(s, "io", 1) == 0);
+  REQUIRE(s->m->pause(s, "io", 1) == 0); /* twice: once in the list */
+  CHECK_EQ_INT(s->m->paused(s, buf, sizeof buf), 2);
+  CHECK(strcmp(buf, "cpu,io") == 0 || strcmp(buf, "io,cpu") == 0);
+  CHECK_EQ_INT(s->m->paused(s, buf, 4), CODA_ELIMIT);
+  REQUIRE(s->m->pause(s, "cpu", 0) == 0);
+  CHECK_EQ_INT(s->m->paused(s, buf, sizeof buf), 1);
+  CHECK_EQ_STR(buf, "io");
+}
+
+TEST(v2_an_owned_enqueue_is_a_running_claim) {
+  on_each_v2_store(check_owned_enqueue_is_a_claim);
+}
+TEST(v2_token_zero_is_refused_like_any_stale_token) {
+  on_each_v2_store(check_token_zero_is_refused);
+}
+TEST(v2_an_outcome_rolled_back_is_written_again) {
+  on_each_v2_store(check_outcome_written_again_after_rollback);
+}
+TEST(v2_paused_lists_the_paused_queues) {
+  on_each_v2_store(check_paused_lists_the_paused_queues);
+}
 
 /* ---- 12. the Redis store alone ---------------------------------------------- */
 
@@ -1013,7 +1144,8 @@ TEST(redis_a_batch_is_one_script_call) {
   before = command_calls("evalsha");
   REQUIRE(s->m->begin(s) == 0);
   for (uint64_t id = 1; id <= 300; id++) {
-    coda__task_record r = outcome(id, CODA_STATE_SUCCEEDED, T0 + 10);
+    /* Each task's first claim: token 1 (an unowned enqueue is 0). */
+    coda__task_record r = outcome(id, 1, CODA_STATE_SUCCEEDED, T0 + 10);
     CHECK_EQ_INT(s->m->finish(s, &r), 0);
   }
   CHECK_EQ_INT(s->m->commit(s), 0);
@@ -1140,9 +1272,11 @@ TEST(redis_replicas_must_acknowledge_new_tasks) {
   CHECK(replica_ready(&primary));
   CHECK_EQ_INT(add(s, 2, NULL, T0, 0), 0);
   /* Outcomes alone need no acknowledgement. */
-  CHECK_EQ_INT(claim_count(s, T0, 10), 2);
+  claimed c = {0};
+  CHECK_EQ_INT(claim(s, T0, 10, &c), 2);
   tc_redis_stop(&replica);
-  CHECK_EQ_INT(finish_as(s, 2, CODA_STATE_SUCCEEDED, T0 + 5), 0);
+  CHECK_EQ_INT(finish_as(s, 2, lease_of(&c, 2), CODA_STATE_SUCCEEDED, T0 + 5), 0);
+  CHECK_EQ_INT(state_of(s, 2), CODA_STATE_SUCCEEDED);
   s->m->close(s);
   tc_redis_remove(&replica);
   tc_redis_remove(&primary);
@@ -1271,6 +1405,10 @@ int main(void) {
       TEST_CASE(v2_expire_takes_each_expired_lease_once),
       TEST_CASE(v2_serve_and_pause_limit_claims),
       TEST_CASE(v2_find_filters_by_state_queue_and_name_with_paging),
+      TEST_CASE(v2_an_owned_enqueue_is_a_running_claim),
+      TEST_CASE(v2_token_zero_is_refused_like_any_stale_token),
+      TEST_CASE(v2_an_outcome_rolled_back_is_written_again),
+      TEST_CASE(v2_paused_lists_the_paused_queues),
       TEST_CASE(redis_uri_errors_are_clear),
       TEST_CASE(redis_scripts_come_back_after_noscript),
       TEST_CASE(redis_refuses_a_policy_that_evicts),

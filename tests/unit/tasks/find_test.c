@@ -1,13 +1,13 @@
 /*
  * find_test.c - listing durable tasks by filter: the stores' find()
- * (memory_store.c, sqlite_store.c) and coda_task_find() above it (src/tasks/listing.c),
- * on every store, with no server (tasks are written through the store's
- * vtable as the store thread writes them).
+ * (memory_store.c, sqlite_store.c, redis_store.c) and coda_task_find()
+ * above it (src/tasks/listing.c), on every store, with no server (tasks
+ * are written through the store's vtable as the store thread writes them).
  *
  * The stores are a list of URIs: "memory", a SQLite file in a temp
- * directory, and whatever CODA_TEST_STORE_URI names (a shared store, such
- * as redis://127.0.0.1:PORT/?prefix=find%d, once one exists: %d becomes
- * the case's number, so that each case starts from an empty store).
+ * directory, and Redis on a redis-server main() starts on an ephemeral
+ * port (tests/redis_server.h), under a fresh key prefix for each case, so
+ * that each case starts from an empty store.
  *
  * Checks: each filter alone and together (state, name, queue, after_id,
  * limit, several states), by increasing id; a callback that stops early,
@@ -16,6 +16,7 @@
  */
 #include "app/app.h"
 #include "harness.h"
+#include "redis_server.h"
 #include "tasks/durable.h"
 #include "test.h"
 
@@ -28,6 +29,8 @@
 #define T0 INT64_C(1700000000000)
 
 static char store_dir[] = "/tmp/coda-find-test-XXXXXX";
+static tc_redis redis;
+static int redis_up;
 
 /* ---- the tasks every check starts from ------------------------------------ */
 
@@ -258,20 +261,19 @@ static void fresh_uris(void) {
   nuris = 0;
   snprintf(uris[nuris++], sizeof uris[0], "memory");
   snprintf(uris[nuris++], sizeof uris[0], "sqlite:%s/find-%d.db", store_dir, round);
-  const char *extra = getenv("CODA_TEST_STORE_URI");
-  if (extra && *extra && !strstr(extra, "%d"))
-    fprintf(stderr,
-            "  CODA_TEST_STORE_URI needs a %%d (each case wants an empty store)\n");
-  else if (extra && *extra)
-    snprintf(uris[nuris++], sizeof uris[0], extra, round);
+  char suffix[64];
+  snprintf(suffix, sizeof suffix, "/0?prefix=find%d", round);
+  tc_redis_uri(&redis, uris[nuris++], sizeof uris[0], suffix);
 }
 
 TEST(stores_find_by_each_filter) {
+  REQUIRE(redis_up);
   fresh_uris();
   on_each_store(check_store_find, NULL);
 }
 
 TEST(coda_task_find_filters_pages_and_refuses) {
+  REQUIRE(redis_up);
   fresh_uris();
   on_each_store(NULL, check_public_find);
 }
@@ -309,6 +311,7 @@ int main(void) {
     perror("mkdtemp");
     return 1;
   }
+  redis_up = tc_redis_start(&redis, NULL) == 0;
   static const test__case cases[] = {
       TEST_CASE(stores_find_by_each_filter),
       TEST_CASE(coda_task_find_filters_pages_and_refuses),
@@ -316,5 +319,6 @@ int main(void) {
   };
   int rc = test__run("find", cases, sizeof cases / sizeof cases[0]);
   tc_remove_tree(store_dir);
+  tc_redis_remove(&redis);
   return rc;
 }
