@@ -105,6 +105,31 @@ int tc_node_start(tc_node *n, char *const argv[], char *const env[], const char 
   return -1;
 }
 
+int tc_node_start_logged(tc_node *n, char *const argv[], const char *log_path,
+                         const char *marker, int timeout_ms) {
+  memset(n, 0, sizeof *n);
+  n->out_fd = -1;
+  if (spawn(n, argv, NULL, log_path, -1) != 0)
+    return -1;
+  uint64_t end = tc_now_ms() + (uint64_t)timeout_ms;
+  static char log[1 << 16];
+  while (tc_now_ms() < end) {
+    tc_read_file(log_path, log, sizeof log);
+    const char *m = strstr(log, marker);
+    if (m) {
+      n->port = atoi(m + strlen(marker));
+      return 0;
+    }
+    int status;
+    if (waitpid(n->pid, &status, WNOHANG) == n->pid) {
+      n->pid = 0;
+      return -1; /* it exited before it was up */
+    }
+    tc_sleep_ms(10);
+  }
+  return -1;
+}
+
 int tc_node_exited(tc_node *n, int *status) {
   if (n->pid <= 0 || waitpid(n->pid, status, WNOHANG) != n->pid)
     return 0;

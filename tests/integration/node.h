@@ -26,6 +26,13 @@ typedef struct tc_node {
 int tc_node_start(tc_node *n, char *const argv[], char *const env[], const char *log_path,
                   int fd3, int timeout_ms);
 
+/* The same for a program that says it is up in its log (stderr, appended
+ * to log_path, which should be its own): waits until the log holds
+ * `marker`; if the marker is followed by a number, that is n->port (the
+ * demo's "listening on http://127.0.0.1:"), else the port is 0. */
+int tc_node_start_logged(tc_node *n, char *const argv[], const char *log_path,
+                         const char *marker, int timeout_ms);
+
 /* Sends sig and waits up to ms for the exit. Returns the wait status, or
  * -1 if it had to be killed with SIGKILL. Closes its stdout pipe. */
 int tc_node_end(tc_node *n, int sig, int ms);
