@@ -225,7 +225,21 @@ typedef struct coda__store_methods {
    * in a store whose enqueue() reports every duplicate itself. Copies up
    * to max ids to out and returns how many. */
   int (*duplicates)(coda__store *s, uint64_t *out, int max);
+  /* Gives back claims whose attempt never began (a stop before they ran):
+   * each task still running under that token goes back to waiting, due at
+   * once, its attempts as before the claim (the claim is not counted as an
+   * attempt); others are left alone. Outside a batch. Returns 0 or < 0.
+   * May be NULL (the lease then ends and expire() counts an attempt). */
+  int (*release)(coda__store *s, const coda__lease *l, int n);
 } coda__store_methods;
+
+/* What commit() returns when it cannot know whether the batch was applied
+ * (the command was sent, then a timeout or a broken connection; or written
+ * but not acknowledged by the replicas asked for). The engine answers the
+ * batch's adds as not accepted (503) but keeps its owned tasks registered,
+ * so they run and renew if the write did land (their outcome is refused if
+ * it did not). Outcomes of the batch are written again. */
+#define CODA__STORE_UNKNOWN (-2001)
 
 struct coda__store {
   const coda__store_methods *m;
