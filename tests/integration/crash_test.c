@@ -161,7 +161,7 @@ static int pid_cycle(int pid) {
 
 static void client_main(void *arg) {
   client *c = arg;
-  char req[128], buf[4096];
+  char buf[4096];
   int fd = tc_connect(c->port, 10000);
   if (fd < 0 && !atomic_load(&g.killing))
     atomic_fetch_add(&g.n_connect_failed, 1);
@@ -171,20 +171,14 @@ static void client_main(void *arg) {
       break;
     g.sent[job] = 1;
     uint64_t sent_us = now_us();
-    int n =
-        snprintf(req, sizeof req,
-                 "POST /jobs?n=%llu HTTP/1.1\r\nHost: crash\r\nContent-Length: 0\r\n\r\n",
-                 (unsigned long long)job);
     /* A send or read that fails is the kill: that job is not acknowledged,
      * whatever the server did with it. */
-    if (tc_send(fd, req, (size_t)n) != 0 || tc_read_response(fd, buf, sizeof buf) == 0) {
+    uint64_t v;
+    int status = tc_post_job(fd, job, &v, buf, sizeof buf);
+    if (status < 0) {
       atomic_fetch_add(&g.n_cut, 1);
       break;
     }
-    int status = tc_status(buf);
-    const char *body = tc_body(buf);
-    const char *id = body ? strstr(body, "\"id\":") : NULL;
-    unsigned long long v = id ? strtoull(id + 5, NULL, 10) : 0;
     if (status == 202 && v > 0) {
       g.acked[job] = v;
       c->last_acked_send_us = sent_us;

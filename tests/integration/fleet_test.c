@@ -124,7 +124,7 @@ static int pick_port(unsigned *turn) {
 
 static void client_main(void *arg) {
   unsigned turn = (unsigned)(uintptr_t)arg;
-  char req[128], buf[4096];
+  char buf[4096];
   while (!atomic_load(&g.stop)) {
     int port = pick_port(&turn);
     int fd = port ? tc_connect(port, 5000) : -1;
@@ -136,16 +136,10 @@ static void client_main(void *arg) {
       uint64_t job = atomic_fetch_add(&g.next_job, 1);
       if (job >= MAX_JOBS)
         break;
-      int n = snprintf(req, sizeof req,
-                       "POST /jobs?n=%llu HTTP/1.1\r\nHost: fleet\r\nContent-Length: 0\r\n\r\n",
-                       (unsigned long long)job);
-      /* A send or read that fails is a kill: not acknowledged. */
-      if (tc_send(fd, req, (size_t)n) != 0 || tc_read_response(fd, buf, sizeof buf) == 0)
-        break;
-      int status = tc_status(buf);
-      const char *body = tc_body(buf);
-      const char *id = body ? strstr(body, "\"id\":") : NULL;
-      unsigned long long v = id ? strtoull(id + 5, NULL, 10) : 0;
+      uint64_t v;
+      int status = tc_post_job(fd, job, &v, buf, sizeof buf);
+      if (status < 0)
+        break; /* a kill: not acknowledged */
       if (status == 202 && v > 0) {
         g.acked[job] = v;
         atomic_fetch_add(&g.n_acked, 1);

@@ -163,6 +163,22 @@ int tc_node_end(tc_node *n, int sig, int ms) {
 /* ---- crash_server's answers ----------------------------------------------- */
 
 /* GET /tasks/{id} on fd: fills state ("" on a transport failure). */
+int tc_post_job(int fd, uint64_t job, uint64_t *id, char *buf, size_t cap) {
+  char req[128];
+  int n = snprintf(req, sizeof req,
+                   "POST /jobs?n=%llu HTTP/1.1\r\nHost: node\r\nContent-Length: 0\r\n\r\n",
+                   (unsigned long long)job);
+  *id = 0;
+  if (tc_send(fd, req, (size_t)n) != 0 || tc_read_response(fd, buf, cap) == 0)
+    return -1;
+  int status = tc_status(buf);
+  const char *body = tc_body(buf);
+  const char *p = body ? strstr(body, "\"id\":") : NULL;
+  if (status == 202 && p)
+    *id = strtoull(p + 5, NULL, 10);
+  return status;
+}
+
 void tc_task_state(int fd, uint64_t id, char *state, size_t cap, int *attempts) {
   char req[96], buf[8192];
   state[0] = '\0';

@@ -40,6 +40,12 @@ int tc_node_end(tc_node *n, int sig, int ms);
 /* Reaps n if it has exited by itself: 1 (with *status), or 0 if it runs. */
 int tc_node_exited(tc_node *n, int *status);
 
+/* POST /jobs?n=JOB to crash_server on the keep-alive connection fd; the
+ * response goes to buf. Returns its status, with *id the task id of a 202
+ * (0 otherwise), or -1 when the send or the read failed (not
+ * acknowledged, whatever the server did with it). */
+int tc_post_job(int fd, uint64_t job, uint64_t *id, char *buf, size_t cap);
+
 /* GET /tasks/{id} of crash_server on the connection fd: state gets its
  * X-State ("succeeded", ...), "not-found", "status-N", or "" when the
  * connection failed; *attempts its X-Attempts. */

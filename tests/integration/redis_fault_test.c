@@ -134,7 +134,7 @@ static void note_refusal(const char *resp, uint64_t took_ms) {
 
 static void client_main(void *arg) {
   (void)arg;
-  char req[128], buf[4096];
+  char buf[4096];
   while (!atomic_load(&g.stop)) {
     int fd = tc_connect(g.port, 10000);
     if (fd < 0) {
@@ -145,16 +145,10 @@ static void client_main(void *arg) {
       uint64_t job = atomic_fetch_add(&g.next_job, 1);
       if (job >= MAX_JOBS)
         break;
-      int n = snprintf(req, sizeof req,
-                       "POST /jobs?n=%llu HTTP/1.1\r\nHost: f\r\nContent-Length: 0\r\n\r\n",
-                       (unsigned long long)job);
-      uint64_t t0 = tc_now_ms();
-      if (tc_send(fd, req, (size_t)n) != 0 || tc_read_response(fd, buf, sizeof buf) == 0)
+      uint64_t t0 = tc_now_ms(), v;
+      int status = tc_post_job(fd, job, &v, buf, sizeof buf);
+      if (status < 0)
         break;
-      int status = tc_status(buf);
-      const char *body = tc_body(buf);
-      const char *id = body ? strstr(body, "\"id\":") : NULL;
-      unsigned long long v = id ? strtoull(id + 5, NULL, 10) : 0;
       if (status == 202 && v > 0) {
         g.acked[job] = v;
         atomic_fetch_add(&g.n_acked, 1);
