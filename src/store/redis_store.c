@@ -139,9 +139,10 @@ static const char *const fixed_names[K_FIXED] = {
  * applies to any task that exists. Phase one checks what refuses
  * the whole batch, before any write; phase two applies in order.
  * The nonce is written with each new task (meta field 11): an id that
- * exists with this batch's nonce was written by an earlier call of the
- * same batch whose reply was lost (store.h, CODA__STORE_UNKNOWN), and
- * counts as written now rather than as taken. When the batch writes a new
+ * exists with this batch's nonce but not the same key (no key: tasks
+ * without one) was written by an earlier call of the same batch whose
+ * reply was lost (store.h, CODA__STORE_UNKNOWN), and counts as written now
+ * rather than as taken; the same key is a duplicate, as always. When the batch writes a new
  * task, its first write is an SADD, a command Redis refuses when it is
  * over maxmemory: a script's first write is the only one checked, so an
  * outcome's ZREM first would let every add after it through.
@@ -165,10 +166,10 @@ static const char commit_lua[] = LUA_COMMON
     "  if op == 'E' then\n"
     "    if not W[ARGV[i + 5]] then return redis.error_reply('CODASTALE') end\n"
     "    local m = getm(id)\n"
-    "    if m and m[11] == nonce then mine[id] = true\n"
-    "    elseif m then\n"
+    "    if m then\n"
     "      local k = redis.call('HGET', KEYS[3], id)\n"
     "      if ARGV[i + 3] == '1' and k == ARGV[i + 4] then dup[id] = true\n"
+    "      elseif m[11] == nonce then mine[id] = true\n"
     "      else return redis.error_reply('CODAIDTAKEN ' .. id) end\n"
     "    else addq = addq or ARGV[i + 5] end\n"
     "    i = i + 13\n"
@@ -1355,6 +1356,12 @@ static const char *script_error(const redisReply *r) {
   return strncmp(r->str, "ERR ", 4) == 0 ? r->str + 4 : r->str;
 }
 
+static void unknown_err(redis_store *s) {
+  char why[ERR_LEN];
+  snprintf(why, sizeof why, "%s", tl_err);
+  set_err(s, "%.400s, after the batch was sent: whether it was applied is unknown", why);
+}
+
 /* One commit script call; STALE_QUEUES when the queues known here were
  * stale (nothing was written). */
 static int commit_once(redis_store *s, long long *written) {
@@ -1377,8 +1384,7 @@ static int commit_once(redis_store *s, long long *written) {
     set_err(s, "redis store: task %" PRIu64 ": an outcome must be succeeded, failed or dead",
             strtoull(why + 13, NULL, 16));
   else if (rc == CODA__STORE_UNKNOWN)
-    set_err(s, "%.300s, after the batch was sent: whether it was applied is unknown",
-            tl_err);
+    unknown_err(s);
   else if (rc && rc == CODA_ELIMIT)
     set_err(s,
             "redis is out of memory (maxmemory): nothing of the batch was written (%s)",
@@ -1420,8 +1426,11 @@ static int redis_commit(coda__store *base) {
     rc = wait_replicas(s);
   if (rc == 0)
     known_add_batch(s); /* on failure claims see SCARD differ and read them */
-  if (s->batch_adds > 0 && rc != CODA__STORE_UNKNOWN)
-    new_nonce(s); /* outcome known: the next batch is another batch */
+  /* Adds known written: a later batch cannot be this one sent again. Any
+   * failure keeps the nonce, so that the batch sent again after an unknown
+   * outcome still knows its own, however many failed tries come between. */
+  if (s->batch_adds > 0 && rc == 0)
+    new_nonce(s);
   forget_batch(s);
   return rc;
 }
