@@ -33,15 +33,31 @@
  *
  * Round trips: begin 0; enqueue, finish, progress(_leased) 0 (buffered);
  * commit 1 script call whatever the batch size (+1 WAIT with replicas=N
- * when it wrote new tasks); claim 1 (+1 SMEMBERS when a new queue appeared
- * while serving every queue); expire 1; renew 1 per call; get 1; find 2
- * per page; reserve_ids 1; purge 3 (candidates, their names and queues,
- * then the script, which checks each again); next_due 1; pause 1.
+ * when the batch has adds); claim 1 (+1 SMEMBERS when a new queue appeared
+ * while serving every queue); expire 1; renew 1 per call; release 1; get
+ * 1; find 2 per page; reserve_ids 1; purge 3 (candidates, their names and
+ * queues, then the script, which checks each again); next_due 1; pause 1.
+ * A batch is one command of 13 arguments per add, built on the heap: the
+ * engine bounds its size; a batch the server takes longer than the
+ * command timeout to run ends CODA__STORE_UNKNOWN (it still runs there).
+ *
+ * Outcome of a commit: 0 applied; an error before the command was sent
+ * whole, or an error reply (phase one refuses before writing; over
+ * maxmemory the first write of a batch with adds is refused), nothing
+ * applied; CODA__STORE_UNKNOWN when it was sent and no reply came, or when
+ * WAIT found fewer replicas than asked (applied on the primary). A batch
+ * sent again after that recognises its own tasks by the batch nonce.
+ * claim(), expire() and purge() are script calls of their own: they apply
+ * at once and a rollback of the batch they were called in does not undo
+ * them.
  *
  * Threads: every call but get/find/list/renew comes from the engine's
- * store thread and uses `main`. get, find, list and renew may come from
- * any thread: they use a second connection, `side`, under `side_mu`. The
- * last error is kept under `err_mu`; errmsg() copies it for its caller.
+ * store thread and uses `main`. get, find and list may come from any
+ * thread: they use a second connection, `side`, under `side_mu`, taken per
+ * page of a find. renew (the heartbeat) has a third, `renew`, under
+ * `renew_mu`, so that no read ever delays a renewal. Each connection has
+ * its own script hashes. errmsg() gives a thread the message of its own
+ * last failure (thread-local), else the last of any thread (`err_mu`).
  *
  * Faults: a connection that fails is dropped; the next call connects
  * again, but not before a backoff (100 ms doubling to 5 s) has passed, so
@@ -1454,14 +1470,48 @@ static int redis_refused(coda__store *base, coda__lease *out, int max) {
 /* ---- claims, expiry, leases ---------------------------------------------------------
  */
 
+/* A claimed task whose record does not parse, reduced to what the engine
+ * needs to write it dead: its id and the token of the claim (the eighth
+ * field of its meta), under no name, which no task definition has: the
+ * engine marks it dead ("no task of that name") under that token, as for
+ * a task it does not know. Skipped, it would stay claimed and come back
+ * every lease. 0, or -1 when not even that can be read. */
+static int salvage_record(const redisReply *t, coda__task_record *r) {
+  if (!t || t->type != REDIS_REPLY_ARRAY || t->elements < 2)
+    return -1;
+  const char *meta = str_or_null(t->element[1]);
+  uint64_t id = parse_id(t->element[0]);
+  if (!meta || !id)
+    return -1;
+  const char *p = meta;
+  for (int field = 1; field < 8 && *p; field++) {
+    p += strcspn(p, " ");
+    p += strspn(p, " ");
+  }
+  char *end;
+  unsigned long long token = strtoull(p, &end, 10);
+  if (end == p || token == 0)
+    return -1;
+  *r = (coda__task_record){.id = id,
+                           .name = "",
+                           .state = CODA_STATE_RUNNING,
+                           .attempts = 1,
+                           .max_attempts = 1,
+                           .queue = t->elements > 4 ? str_or_null(t->element[4]) : NULL,
+                           .lease = token};
+  return 0;
+}
+
 static int deliver_records(redis_store *s, const redisReply *r, size_t from,
                            coda__claim_fn fn, void *user) {
   int n = 0;
   for (size_t i = from; i < r->elements; i++) {
     coda__task_record rec;
     if (parse_record(r->element[i], 0, &rec) != 0) {
-      set_err(s, "redis store: a task record does not parse");
-      continue;
+      set_err(s, "redis store: a claimed task's record does not parse: handed over "
+                 "without a name, to be written dead");
+      if (salvage_record(r->element[i], &rec) != 0)
+        continue;
     }
     fn(user, &rec);
     n++;
