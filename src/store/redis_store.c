@@ -125,8 +125,8 @@ static const char *const fixed_names[K_FIXED] = {
   "  return m\n"                                                                         \
   "end\n"                                                                                \
   "local function putm(id, m)\n"                                                         \
-  "  local v = string.format('%d %d %d %.0f %.0f %.0f %.0f %.0f %.0f %.17g', m[1], m[2],"\
-  " m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10])\n"                                  \
+  "  local v = string.format('%d %d %d %.0f %.0f %.0f %.0f %.0f %.0f %.17g',\n"          \
+  "    m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10])\n"                   \
   "  if m[11] then v = v .. string.format(' %.0f', m[11]) end\n"                         \
   "  redis.call('HSET', KEYS[1], id, v)\n"                                               \
   "end\n"                                                                                \
@@ -158,11 +158,11 @@ static const char *const fixed_names[K_FIXED] = {
  * exists with this batch's nonce but not the same key (no key: tasks
  * without one) was written by an earlier call of the same batch whose
  * reply was lost (store.h, CODA__STORE_UNKNOWN), and counts as written now
- * rather than as taken; the same key is a duplicate, as always. When the batch writes a new
- * task, its first write is an SADD, a command Redis refuses when it is
- * over maxmemory: a script's first write is the only one checked, so an
- * outcome's ZREM first would let every add after it through.
- * Returns {new tasks written, {duplicate ids}, {refused id, token, ...}}. */
+ * rather than as taken; the same key is a duplicate, as always. When the batch writes a
+ * new task, its first write is an SADD, a command Redis refuses when it is over
+ * maxmemory: a script's first write is the only one checked, so an outcome's ZREM first
+ * would let every add after it through. Returns {new tasks written, {duplicate ids},
+ * {refused id, token, ...}}. */
 static const char commit_lua[] = LUA_COMMON
     "local nq = tonumber(ARGV[1])\n"
     "local W, QI, N = {}, {}, {}\n"
@@ -335,21 +335,21 @@ static const char expire_lua[] =
  * Hence the allow-oom flag (Redis 7 script flags); an older Redis, which
  * cannot load a script with flags, gets renew_plain_lua instead. */
 #define RENEW_BODY                                                                       \
-  LUA_COMMON "local lease = tonumber(ARGV[1])\n" \
-               "local out = {}\n" \
-               "for i = 2, #ARGV, 2 do\n" \
-               "  local id = ARGV[i]\n" \
-               "  local m = getm(id)\n" \
-               "  if m and m[1] == 1 and m[8] == tonumber(ARGV[i + 1]) then\n" \
-               "    m[9] = lease\n" \
-               "    putm(id, m)\n" \
-               "    redis.call('ZADD', KEYS[8], lease, id)\n" \
-               "    out[#out + 1] = 0\n" \
-               "  else\n" \
-               "    out[#out + 1] = 1\n" \
-               "  end\n" \
-               "end\n" \
-               "return out\n"
+  LUA_COMMON "local lease = tonumber(ARGV[1])\n"                                         \
+             "local out = {}\n"                                                          \
+             "for i = 2, #ARGV, 2 do\n"                                                  \
+             "  local id = ARGV[i]\n"                                                    \
+             "  local m = getm(id)\n"                                                    \
+             "  if m and m[1] == 1 and m[8] == tonumber(ARGV[i + 1]) then\n"             \
+             "    m[9] = lease\n"                                                        \
+             "    putm(id, m)\n"                                                         \
+             "    redis.call('ZADD', KEYS[8], lease, id)\n"                              \
+             "    out[#out + 1] = 0\n"                                                   \
+             "  else\n"                                                                  \
+             "    out[#out + 1] = 1\n"                                                   \
+             "  end\n"                                                                   \
+             "end\n"                                                                     \
+             "return out\n"
 static const char renew_lua[] = "#!lua flags=allow-oom\n" RENEW_BODY;
 static const char renew_plain_lua[] = RENEW_BODY;
 
@@ -376,40 +376,40 @@ static const char read_lua[] =
  * before `before`; returns how many. A task whose meta, queue or name is
  * missing (written by hand, or half deleted) is deleted all the same: left
  * in {N}:done it would be the oldest candidate of every purge. */
-static const char purge_lua[] =
-    LUA_COMMON "local before = tonumber(ARGV[1])\n"
-               "local nq = tonumber(ARGV[2])\n"
-               "local QI, N = {}, {}\n"
-               "for i = 1, nq do QI[ARGV[2 + i]] = KEYS[16 + i] end\n"
-               "local a = 3 + nq\n"
-               "local nn = tonumber(ARGV[a])\n"
-               "for j = 1, nn do N[ARGV[a + j]] = KEYS[16 + nq + j] end\n"
-               "local n = 0\n"
-               "for i = a + nn + 1, #ARGV do\n"
-               "  local id = ARGV[i]\n"
-               "  local f = redis.call('ZSCORE', KEYS[9], id)\n"
-               "  if f and tonumber(f) < before then\n"
-               "    local m = getm(id)\n"
-               "    local q = redis.call('HGET', KEYS[4], id)\n"
-               "    local name = redis.call('HGET', KEYS[2], id)\n"
-               "    if m and q and name and QI[q] and N[name] then\n"
-               "      for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
-               "      redis.call('ZREM', KEYS[9], id)\n"
-               "      redis.call('ZREM', KEYS[12 + m[1]], id)\n"
-               "      redis.call('ZREM', QI[q], id)\n"
-               "      redis.call('ZREM', N[name], id)\n"
-               "      n = n + 1\n"
-               "    elseif not (m and q and name) then\n"
-               "      for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
-               "      redis.call('ZREM', KEYS[9], id)\n"
-               "      if m and KEYS[12 + m[1]] then redis.call('ZREM', KEYS[12 + m[1]], id) end\n"
-               "      if q and QI[q] then redis.call('ZREM', QI[q], id) end\n"
-               "      if name and N[name] then redis.call('ZREM', N[name], id) end\n"
-               "      n = n + 1\n"
-               "    end\n"
-               "  end\n"
-               "end\n"
-               "return n\n";
+static const char purge_lua[] = LUA_COMMON
+    "local before = tonumber(ARGV[1])\n"
+    "local nq = tonumber(ARGV[2])\n"
+    "local QI, N = {}, {}\n"
+    "for i = 1, nq do QI[ARGV[2 + i]] = KEYS[16 + i] end\n"
+    "local a = 3 + nq\n"
+    "local nn = tonumber(ARGV[a])\n"
+    "for j = 1, nn do N[ARGV[a + j]] = KEYS[16 + nq + j] end\n"
+    "local n = 0\n"
+    "for i = a + nn + 1, #ARGV do\n"
+    "  local id = ARGV[i]\n"
+    "  local f = redis.call('ZSCORE', KEYS[9], id)\n"
+    "  if f and tonumber(f) < before then\n"
+    "    local m = getm(id)\n"
+    "    local q = redis.call('HGET', KEYS[4], id)\n"
+    "    local name = redis.call('HGET', KEYS[2], id)\n"
+    "    if m and q and name and QI[q] and N[name] then\n"
+    "      for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
+    "      redis.call('ZREM', KEYS[9], id)\n"
+    "      redis.call('ZREM', KEYS[12 + m[1]], id)\n"
+    "      redis.call('ZREM', QI[q], id)\n"
+    "      redis.call('ZREM', N[name], id)\n"
+    "      n = n + 1\n"
+    "    elseif not (m and q and name) then\n"
+    "      for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
+    "      redis.call('ZREM', KEYS[9], id)\n"
+    "      if m and KEYS[12 + m[1]] then redis.call('ZREM', KEYS[12 + m[1]], id) end\n"
+    "      if q and QI[q] then redis.call('ZREM', QI[q], id) end\n"
+    "      if name and N[name] then redis.call('ZREM', N[name], id) end\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
 
 /* KEYS: the fixed ones, then {N}:w:Q of each known queue. ARGV: nq, the
  * queues, then id token pairs. Each task still running under its token
@@ -479,9 +479,9 @@ typedef struct redis_store {
   char keys[K_FIXED][160];
   char ids_key[160];
   char tag[80]; /* "{NAME}:" */
-  conn main;  /* the store thread's */
-  conn side;  /* get, find, list: under side_mu */
-  conn renew; /* renew (the heartbeat): under renew_mu, never behind a find */
+  conn main;    /* the store thread's */
+  conn side;    /* get, find, list: under side_mu */
+  conn renew;   /* renew (the heartbeat): under renew_mu, never behind a find */
   uv_mutex_t side_mu;
   uv_mutex_t renew_mu;
   uv_mutex_t err_mu;
@@ -680,7 +680,9 @@ static redisReply *link_command_sent(redis_store *s, conn *l, const args *a, int
     r = NULL;
   if (!r) {
     set_err(s, "redis %s:%d: %s", s->host, s->port,
-            l->c->err ? l->c->errstr : ok ? "connection lost" : "out of memory");
+            l->c->err ? l->c->errstr
+            : ok      ? "connection lost"
+                      : "out of memory");
     link_drop(l); /* whatever was queued is out of step with the replies */
   }
   return r;
@@ -746,7 +748,7 @@ static int link_open(redis_store *s, conn *l) {
   redisEnableKeepAlive(l->c);
   redisReply *named = link_simple(s, l, 3, "CLIENT", "SETNAME", l->name);
   if (!named)
-    return CODA_ESTORE; /* dropped */
+    return CODA_ESTORE;   /* dropped */
   freeReplyObject(named); /* an error (CLIENT disabled) does not matter */
   if (s->db) {
     char db[16];
@@ -1397,7 +1399,8 @@ static int commit_once(redis_store *s, long long *written) {
     set_err(s, "redis store: id %" PRIu64 " taken by another key",
             strtoull(why + 12, NULL, 16));
   else if (strncmp(why, "CODABADSTATE ", 13) == 0)
-    set_err(s, "redis store: task %" PRIu64 ": an outcome must be succeeded, failed or dead",
+    set_err(s,
+            "redis store: task %" PRIu64 ": an outcome must be succeeded, failed or dead",
             strtoull(why + 13, NULL, 16));
   else if (rc == CODA__STORE_UNKNOWN)
     unknown_err(s);
@@ -1413,7 +1416,8 @@ static int commit_once(redis_store *s, long long *written) {
     *written = r->element[0]->integer;
     if ((rc = keep_results(s, r)) != 0) {
       /* Applied, but which adds were duplicates is lost. */
-      set_err(s, "redis store: out of memory reading the reply of a commit that was applied");
+      set_err(
+          s, "redis store: out of memory reading the reply of a commit that was applied");
       rc = CODA__STORE_UNKNOWN;
     }
   }

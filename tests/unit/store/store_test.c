@@ -1510,8 +1510,8 @@ static int clients_named(const char *name, char *cmd, size_t cap) {
   char needle[64];
   snprintf(needle, sizeof needle, " name=%s ", name);
   cmd[0] = '\0';
-  for (const char *p = r && r->type == REDIS_REPLY_STRING ? r->str : ""; (p = strstr(p, needle));
-       p++) {
+  for (const char *p = r && r->type == REDIS_REPLY_STRING ? r->str : "";
+       (p = strstr(p, needle)); p++) {
     n++;
     const char *c = strstr(p, " cmd=");
     if (c)
