@@ -21,7 +21,8 @@
  *   {N}:s:0..4   zsets of ids by state, score 0 (read by lex: find, list)
  *   {N}:qi:QUEUE {N}:n:NAME   zsets of ids by queue and by name (find)
  *   {N}:queues   set of queue names; {N}:paused: set of paused ones
- *   {N}:ids      the counter of reserve_ids (INCRBY)
+ *   {N}:ids      the counter of reserve_ids (INCRBY, floored by the clock of
+ *                the server: reserve_lua)
  * An idempotency key needs no key of its own: the engine derives the id
  * from it, and {N}:key says whether an existing id has the same key.
  * Scripts that move a task between queues get the {N}:w: keys of every
@@ -440,9 +441,22 @@ static const char release_lua[] =
                "end\n"
                "return #held\n";
 
-enum { S_COMMIT, S_CLAIM, S_EXPIRE, S_RENEW, S_READ, S_PURGE, S_RELEASE, S_COUNT };
+/* KEYS: {N}:ids. ARGV: count. The id counter never starts again below
+ * the server's clock in seconds times 2^20 (one id block per second, and
+ * under 2^53: exact in Lua, under CODA__KEY_ID_BIT): a Redis that comes back
+ * empty (no persistence, a failover that lost the counter) does not hand
+ * out again the blocks of the seconds before, as long as the fleet did not
+ * reserve blocks faster than one a second. Returns the new counter. */
+static const char reserve_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local floor = tonumber(t[1]) * 1048576\n"
+    "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "if cur < floor then redis.call('SET', KEYS[1], string.format('%.0f', floor)) end\n"
+    "return redis.call('INCRBY', KEYS[1], ARGV[1])\n";
+
+enum { S_COMMIT, S_CLAIM, S_EXPIRE, S_RENEW, S_READ, S_PURGE, S_RELEASE, S_RESERVE, S_COUNT };
 static const char *const scripts[S_COUNT] = {commit_lua, claim_lua, expire_lua, renew_lua,
-                                             read_lua,   purge_lua, release_lua};
+                                             read_lua,   purge_lua, release_lua, reserve_lua};
 
 /* ---- the store --------------------------------------------------------------- */
 
@@ -1970,18 +1984,24 @@ static int redis_reserve_ids(coda__store *base, uint64_t count, uint64_t *first)
   int rc = link_ready(s, &s->main);
   if (rc)
     return rc;
-  char n[24];
-  snprintf(n, sizeof n, "%" PRIu64, count);
-  redisReply *r =
-      check_reply(s, link_simple(s, &s->main, 3, "INCRBY", s->ids_key, n), "INCRBY");
-  if (!r)
-    return CODA_ESTORE;
+  args keys = {0}, argv = {0};
+  redisReply *r = NULL;
+  rc = args_str(&keys, s->ids_key);
+  rc = rc ? rc : args_fmt(&argv, "%" PRIu64, count);
+  rc = rc ? rc : run_script(s, &s->main, S_RESERVE, &keys, &argv, &r);
+  args_free(&keys);
+  args_free(&argv);
+  if (rc) {
+    if (r)
+      freeReplyObject(r);
+    return rc == CODA_ENOMEM ? rc : CODA_ESTORE;
+  }
   rc = CODA_ESTORE;
   if (r->type == REDIS_REPLY_INTEGER && (uint64_t)r->integer >= count) {
-    *first = (uint64_t)r->integer - count + 1; /* the counter starts at 0: ids from 1 */
+    *first = (uint64_t)r->integer - count + 1; /* never 0: the floor is above it */
     rc = 0;
   } else {
-    set_err(s, "redis store: unexpected reply to INCRBY");
+    set_err(s, "redis store: unexpected reply to a reservation of ids");
   }
   freeReplyObject(r);
   return rc;

@@ -1607,6 +1607,44 @@ TEST(redis_refuses_a_queued_outcome_and_purges_a_broken_task) {
   s->m->close(s);
 }
 
+/* The server's clock in seconds (TIME), or -1. */
+static long long server_seconds(const tc_redis *r) {
+  redisReply *t = tc_redis_cmd(r, "TIME");
+  long long v = t && t->type == REDIS_REPLY_ARRAY && t->elements == 2
+                    ? atoll(t->element[0]->str)
+                    : -1;
+  if (t)
+    freeReplyObject(t);
+  return v;
+}
+
+/* Review #5 (b): a Redis that comes back empty does not hand out the ids
+ * of before again: the counter is floored by the server's clock. */
+TEST(redis_ids_are_not_handed_out_again_by_a_redis_that_lost_them) {
+  tc_redis own;
+  REQUIRE(tc_redis_start(&own, NULL) == 0); /* no persistence */
+  coda__store *s;
+  char err[512];
+  REQUIRE(open_redis(&own, NULL, &s, err, sizeof err) == 0);
+  uint64_t a = 0, b = 0;
+  long long at = server_seconds(&own);
+  REQUIRE(s->m->reserve_ids(s, 1000, &a) == 0);
+  tc_redis_kill(&own);
+  REQUIRE(tc_redis_restart(&own) == 0);
+  uint64_t deadline = tc_now_ms() + 5000; /* the next second of its clock */
+  while (server_seconds(&own) <= at && tc_now_ms() < deadline)
+    tc_sleep_ms(20);
+  int rc;
+  deadline = tc_now_ms() + 10000;
+  while ((rc = s->m->reserve_ids(s, 1000, &b)) != 0 && tc_now_ms() < deadline)
+    tc_sleep_ms(20); /* the link comes back after its backoff */
+  CHECK_EQ_INT(rc, 0);
+  CHECK(a >= 1 && b >= a + 1000);
+  CHECK(a < (UINT64_C(1) << 53) && b < (UINT64_C(1) << 53));
+  s->m->close(s);
+  tc_redis_remove(&own);
+}
+
 /* Two processes' stores on one Redis expire the same leases at once:
  * each task goes to exactly one. */
 typedef struct expirer {
@@ -1749,6 +1787,7 @@ int main(void) {
       TEST_CASE(redis_renew_has_its_own_connection),
       TEST_CASE(redis_errmsg_is_the_callers_own_failure),
       TEST_CASE(redis_refuses_a_queued_outcome_and_purges_a_broken_task),
+      TEST_CASE(redis_ids_are_not_handed_out_again_by_a_redis_that_lost_them),
       TEST_CASE(redis_two_stores_never_expire_the_same_task),
       TEST_CASE(redis_duplicates_are_reported_after_commit),
       TEST_CASE(redis_a_queue_made_elsewhere_is_learnt),
