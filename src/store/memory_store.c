@@ -645,6 +645,27 @@ static int memory_paused(coda__store *base, char *buf, size_t cap) {
   return rc;
 }
 
+/* store.h release(): the entry leaves `claimed` for `waiting` (at its
+ * run_at, due since it was claimed); its token stays, so the next claim's
+ * is new. */
+static int memory_release(coda__store *base, const coda__lease *l, int n) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  for (int i = 0; i < n; i++) {
+    entry *e = coda__idmap_get(&s->entries, l[i].id);
+    if (!holds(e, l[i].lease, 0) || e->r.state != CODA_STATE_RUNNING)
+      continue;
+    coda__queue_remove(&e->link);
+    coda__queue_insert_tail(&s->waiting, &e->link);
+    e->owned = 0;
+    e->lease_until = 0;
+    e->r.attempts = e->r.attempts > 0 ? e->r.attempts - 1 : 0;
+    e->r.state = e->r.attempts > 0 ? CODA_STATE_FAILED : CODA_STATE_QUEUED;
+  }
+  uv_mutex_unlock(&s->mu);
+  return 0;
+}
+
 static const coda__store_methods memory_methods = {
     .version = CODA__STORE_VERSION,
     .name = "memory",
@@ -672,4 +693,5 @@ static const coda__store_methods memory_methods = {
     .expire = memory_expire,
     .progress_leased = memory_progress_leased,
     .paused = memory_paused,
+    .release = memory_release,
 };

@@ -21,7 +21,8 @@
  *   {N}:s:0..4   zsets of ids by state, score 0 (read by lex: find, list)
  *   {N}:qi:QUEUE {N}:n:NAME   zsets of ids by queue and by name (find)
  *   {N}:queues   set of queue names; {N}:paused: set of paused ones
- *   {N}:ids      the counter of reserve_ids (INCRBY)
+ *   {N}:ids      the counter of reserve_ids (INCRBY, floored by the clock of
+ *                the server: reserve_lua)
  * An idempotency key needs no key of its own: the engine derives the id
  * from it, and {N}:key says whether an existing id has the same key.
  * Scripts that move a task between queues get the {N}:w: keys of every
@@ -33,15 +34,31 @@
  *
  * Round trips: begin 0; enqueue, finish, progress(_leased) 0 (buffered);
  * commit 1 script call whatever the batch size (+1 WAIT with replicas=N
- * when it wrote new tasks); claim 1 (+1 SMEMBERS when a new queue appeared
- * while serving every queue); expire 1; renew 1 per call; get 1; find 2
- * per page; reserve_ids 1; purge 3 (candidates, their names and queues,
- * then the script, which checks each again); next_due 1; pause 1.
+ * when the batch has adds); claim 1 (+1 SMEMBERS when a new queue appeared
+ * while serving every queue); expire 1; renew 1 per call; release 1; get
+ * 1; find 2 per page; reserve_ids 1; purge 3 (candidates, their names and
+ * queues, then the script, which checks each again); next_due 1; pause 1.
+ * A batch is one command of 13 arguments per add, built on the heap: the
+ * engine bounds its size; a batch the server takes longer than the
+ * command timeout to run ends CODA__STORE_UNKNOWN (it still runs there).
+ *
+ * Outcome of a commit: 0 applied; an error before the command was sent
+ * whole, or an error reply (phase one refuses before writing; over
+ * maxmemory the first write of a batch with adds is refused), nothing
+ * applied; CODA__STORE_UNKNOWN when it was sent and no reply came, or when
+ * WAIT found fewer replicas than asked (applied on the primary). A batch
+ * sent again after that recognises its own tasks by the batch nonce.
+ * claim(), expire() and purge() are script calls of their own: they apply
+ * at once and a rollback of the batch they were called in does not undo
+ * them.
  *
  * Threads: every call but get/find/list/renew comes from the engine's
- * store thread and uses `main`. get, find, list and renew may come from
- * any thread: they use a second connection, `side`, under `side_mu`. The
- * last error is kept under `err_mu`; errmsg() copies it for its caller.
+ * store thread and uses `main`. get, find and list may come from any
+ * thread: they use a second connection, `side`, under `side_mu`, taken per
+ * page of a find. renew (the heartbeat) has a third, `renew`, under
+ * `renew_mu`, so that no read ever delays a renewal. Each connection has
+ * its own script hashes. errmsg() gives a thread the message of its own
+ * last failure (thread-local), else the last of any thread (`err_mu`).
  *
  * Faults: a connection that fails is dropped; the next call connects
  * again, but not before a backoff (100 ms doubling to 5 s) has passed, so
@@ -59,6 +76,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,9 +126,10 @@ static const char *const fixed_names[K_FIXED] = {
   "  return m\n"                                                                         \
   "end\n"                                                                                \
   "local function putm(id, m)\n"                                                         \
-  "  redis.call('HSET', KEYS[1], id, string.format("                                     \
-  "'%d %d %d %.0f %.0f %.0f %.0f %.0f %.0f %.17g', m[1], m[2], m[3], m[4], m[5], m[6],"  \
-  " m[7], m[8], m[9], m[10]))\n"                                                         \
+  "  local v = string.format('%d %d %d %.0f %.0f %.0f %.0f %.0f %.0f %.17g',\n"          \
+  "    m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10])\n"                   \
+  "  if m[11] then v = v .. string.format(' %.0f', m[11]) end\n"                         \
+  "  redis.call('HSET', KEYS[1], id, v)\n"                                               \
   "end\n"                                                                                \
   "local function move(id, m, st)\n"                                                     \
   "  if m[1] ~= st then\n"                                                               \
@@ -127,7 +146,7 @@ static const char *const fixed_names[K_FIXED] = {
 
 /* A batch. KEYS: the fixed ones, then {N}:w:Q and {N}:qi:Q for each known
  * queue Q, then {N}:n:NAME for each name enqueued. ARGV: nq, the queues,
- * nn, the names, then the operations:
+ * nn, the names, the batch nonce, then the operations:
  *   E id name haskey key queue args max created run_at attempts owned lease_until
  *   F id state attempts run_at started finished progress haserr err hasres res token
  *   P id progress token
@@ -135,8 +154,16 @@ static const char *const fixed_names[K_FIXED] = {
  * while it runs (0 is no exception: no claim has it); a refused one is
  * returned. Token "-" (progress() of version 1 only) is not fenced: it
  * applies to any task that exists. Phase one checks what refuses
- * the whole batch, before any write; phase two applies in order. Returns
- * {new tasks written, {duplicate ids}, {refused id, token, ...}}. */
+ * the whole batch, before any write; phase two applies in order.
+ * The nonce is written with each new task (meta field 11): an id that
+ * exists with this batch's nonce but not the same key (no key: tasks
+ * without one) was written by an earlier call of the same batch whose
+ * reply was lost (store.h, CODA__STORE_UNKNOWN), and counts as written now
+ * rather than as taken; the same key is a duplicate, as always. When the batch writes a
+ * new task, its first write is an SADD, a command Redis refuses when it is over
+ * maxmemory: a script's first write is the only one checked, so an outcome's ZREM first
+ * would let every add after it through. Returns {new tasks written, {duplicate ids},
+ * {refused id, token, ...}}. */
 static const char commit_lua[] = LUA_COMMON
     "local nq = tonumber(ARGV[1])\n"
     "local W, QI, N = {}, {}, {}\n"
@@ -147,20 +174,27 @@ static const char commit_lua[] = LUA_COMMON
     "local a = 2 + nq\n"
     "local nn = tonumber(ARGV[a])\n"
     "for j = 1, nn do N[ARGV[a + j]] = KEYS[16 + 2 * nq + j] end\n"
-    "local first = a + nn + 1\n"
-    "local dup = {}\n"
+    "local nonce = tonumber(ARGV[a + nn + 1])\n"
+    "local first = a + nn + 2\n"
+    "local dup, mine, addq = {}, {}, nil\n"
     "local i = first\n"
     "while i <= #ARGV do\n"
     "  local op, id = ARGV[i], ARGV[i + 1]\n"
     "  if op == 'E' then\n"
     "    if not W[ARGV[i + 5]] then return redis.error_reply('CODASTALE') end\n"
-    "    if redis.call('HEXISTS', KEYS[1], id) == 1 then\n"
+    "    local m = getm(id)\n"
+    "    if m then\n"
     "      local k = redis.call('HGET', KEYS[3], id)\n"
     "      if ARGV[i + 3] == '1' and k == ARGV[i + 4] then dup[id] = true\n"
+    "      elseif m[11] == nonce then mine[id] = true\n"
     "      else return redis.error_reply('CODAIDTAKEN ' .. id) end\n"
-    "    end\n"
+    "    else addq = addq or ARGV[i + 5] end\n"
     "    i = i + 13\n"
     "  elseif op == 'F' then\n"
+    "    local st = tonumber(ARGV[i + 2])\n"
+    "    if st ~= 2 and st ~= 3 and st ~= 4 then\n"
+    "      return redis.error_reply('CODABADSTATE ' .. id)\n"
+    "    end\n"
     "    local q = redis.call('HGET', KEYS[4], id)\n"
     "    if q and not W[q] then return redis.error_reply('CODASTALE') end\n"
     "    i = i + 13\n"
@@ -168,6 +202,7 @@ static const char commit_lua[] = LUA_COMMON
     "    i = i + 4\n"
     "  end\n"
     "end\n"
+    "if addq then redis.call('SADD', KEYS[10], addq) end\n"
     "local new, dups, refused = 0, {}, {}\n"
     "local function holds(m, token)\n"
     "  return m and m[1] == 1 and m[8] == token\n"
@@ -178,12 +213,14 @@ static const char commit_lua[] = LUA_COMMON
     "  if op == 'E' then\n"
     "    if dup[id] then\n"
     "      dups[#dups + 1] = id\n"
+    "    elseif mine[id] then\n"
+    "      new = new + 1\n"
     "    else\n"
     "      local owned = ARGV[i + 11] == '1'\n"
     "      local q = ARGV[i + 5]\n"
     "      local m = {owned and 1 or 0, tonumber(ARGV[i + 10]), tonumber(ARGV[i + 7]),\n"
     "        tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), 0, 0, owned and 1 or 0,\n"
-    "        owned and tonumber(ARGV[i + 12]) or 0, 0}\n"
+    "        owned and tonumber(ARGV[i + 12]) or 0, 0, nonce}\n"
     "      putm(id, m)\n"
     "      redis.call('HSET', KEYS[2], id, ARGV[i + 2])\n"
     "      if ARGV[i + 3] == '1' then redis.call('HSET', KEYS[3], id, ARGV[i + 4]) end\n"
@@ -293,23 +330,29 @@ static const char expire_lua[] =
                "return out\n";
 
 /* KEYS: the fixed ones. ARGV: lease_until, then id token pairs. Returns
- * 0 (extended) or 1 (lost) per pair. */
-static const char renew_lua[] =
-    LUA_COMMON "local lease = tonumber(ARGV[1])\n"
-               "local out = {}\n"
-               "for i = 2, #ARGV, 2 do\n"
-               "  local id = ARGV[i]\n"
-               "  local m = getm(id)\n"
-               "  if m and m[1] == 1 and m[8] == tonumber(ARGV[i + 1]) then\n"
-               "    m[9] = lease\n"
-               "    putm(id, m)\n"
-               "    redis.call('ZADD', KEYS[8], lease, id)\n"
-               "    out[#out + 1] = 0\n"
-               "  else\n"
-               "    out[#out + 1] = 1\n"
-               "  end\n"
-               "end\n"
-               "return out\n";
+ * 0 (extended) or 1 (lost) per pair. A renewal rewrites a meta string of
+ * the same size and a score: it must go on when Redis is over maxmemory
+ * (noeviction), or every long task of the fleet loses its lease at once.
+ * Hence the allow-oom flag (Redis 7 script flags); an older Redis, which
+ * cannot load a script with flags, gets renew_plain_lua instead. */
+#define RENEW_BODY                                                                       \
+  LUA_COMMON "local lease = tonumber(ARGV[1])\n"                                         \
+             "local out = {}\n"                                                          \
+             "for i = 2, #ARGV, 2 do\n"                                                  \
+             "  local id = ARGV[i]\n"                                                    \
+             "  local m = getm(id)\n"                                                    \
+             "  if m and m[1] == 1 and m[8] == tonumber(ARGV[i + 1]) then\n"             \
+             "    m[9] = lease\n"                                                        \
+             "    putm(id, m)\n"                                                         \
+             "    redis.call('ZADD', KEYS[8], lease, id)\n"                              \
+             "    out[#out + 1] = 0\n"                                                   \
+             "  else\n"                                                                  \
+             "    out[#out + 1] = 1\n"                                                   \
+             "  end\n"                                                                   \
+             "end\n"                                                                     \
+             "return out\n"
+static const char renew_lua[] = "#!lua flags=allow-oom\n" RENEW_BODY;
+static const char renew_plain_lua[] = RENEW_BODY;
 
 /* KEYS: the fixed ones. ARGV: ids. Returns per id false (unknown) or
  * {id, meta, name, key, queue, error, result}, read atomically. */
@@ -331,46 +374,103 @@ static const char read_lua[] =
 
 /* KEYS: the fixed ones, {N}:qi:Q per queue, {N}:n:NAME per name. ARGV:
  * before, nq, queues, nn, names, ids. Deletes each id still finished
- * before `before`; returns how many. */
-static const char purge_lua[] =
-    LUA_COMMON "local before = tonumber(ARGV[1])\n"
-               "local nq = tonumber(ARGV[2])\n"
-               "local QI, N = {}, {}\n"
-               "for i = 1, nq do QI[ARGV[2 + i]] = KEYS[16 + i] end\n"
-               "local a = 3 + nq\n"
-               "local nn = tonumber(ARGV[a])\n"
-               "for j = 1, nn do N[ARGV[a + j]] = KEYS[16 + nq + j] end\n"
-               "local n = 0\n"
-               "for i = a + nn + 1, #ARGV do\n"
-               "  local id = ARGV[i]\n"
-               "  local f = redis.call('ZSCORE', KEYS[9], id)\n"
-               "  if f and tonumber(f) < before then\n"
-               "    local m = getm(id)\n"
-               "    local q = redis.call('HGET', KEYS[4], id)\n"
-               "    local name = redis.call('HGET', KEYS[2], id)\n"
-               "    if m and q and name and QI[q] and N[name] then\n"
-               "      for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
-               "      redis.call('ZREM', KEYS[9], id)\n"
-               "      redis.call('ZREM', KEYS[12 + m[1]], id)\n"
-               "      redis.call('ZREM', QI[q], id)\n"
-               "      redis.call('ZREM', N[name], id)\n"
-               "      n = n + 1\n"
-               "    end\n"
+ * before `before`; returns how many. A task whose meta, queue or name is
+ * missing (written by hand, or half deleted) is deleted all the same: left
+ * in {N}:done it would be the oldest candidate of every purge. */
+static const char purge_lua[] = LUA_COMMON
+    "local before = tonumber(ARGV[1])\n"
+    "local nq = tonumber(ARGV[2])\n"
+    "local QI, N = {}, {}\n"
+    "for i = 1, nq do QI[ARGV[2 + i]] = KEYS[16 + i] end\n"
+    "local a = 3 + nq\n"
+    "local nn = tonumber(ARGV[a])\n"
+    "for j = 1, nn do N[ARGV[a + j]] = KEYS[16 + nq + j] end\n"
+    "local n = 0\n"
+    "for i = a + nn + 1, #ARGV do\n"
+    "  local id = ARGV[i]\n"
+    "  local f = redis.call('ZSCORE', KEYS[9], id)\n"
+    "  if f and tonumber(f) < before then\n"
+    "    local m = getm(id)\n"
+    "    local q = redis.call('HGET', KEYS[4], id)\n"
+    "    local name = redis.call('HGET', KEYS[2], id)\n"
+    "    if m and q and name and QI[q] and N[name] then\n"
+    "      for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
+    "      redis.call('ZREM', KEYS[9], id)\n"
+    "      redis.call('ZREM', KEYS[12 + m[1]], id)\n"
+    "      redis.call('ZREM', QI[q], id)\n"
+    "      redis.call('ZREM', N[name], id)\n"
+    "      n = n + 1\n"
+    "    elseif not (m and q and name) then\n"
+    "      for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
+    "      redis.call('ZREM', KEYS[9], id)\n"
+    "      if m and KEYS[12 + m[1]] then redis.call('ZREM', KEYS[12 + m[1]], id) end\n"
+    "      if q and QI[q] then redis.call('ZREM', QI[q], id) end\n"
+    "      if name and N[name] then redis.call('ZREM', N[name], id) end\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
+/* KEYS: the fixed ones, then {N}:w:Q of each known queue. ARGV: nq, the
+ * queues, then id token pairs. Each task still running under its token
+ * goes back to its waiting set, due at its run_at (it was due when
+ * claimed), the claim not counted as an attempt: queued, or failed if
+ * attempts remain from before. Returns how many. */
+static const char release_lua[] =
+    LUA_COMMON "local nq = tonumber(ARGV[1])\n"
+               "local W = {}\n"
+               "for i = 1, nq do W[ARGV[1 + i]] = KEYS[16 + i] end\n"
+               "local held = {}\n"
+               "for i = 2 + nq, #ARGV, 2 do\n"
+               "  local m = getm(ARGV[i])\n"
+               "  if m and m[1] == 1 and m[8] == tonumber(ARGV[i + 1]) then\n"
+               "    local q = redis.call('HGET', KEYS[4], ARGV[i])\n"
+               "    if not (q and W[q]) then return redis.error_reply('CODASTALE') end\n"
+               "    held[#held + 1] = {ARGV[i], m, q}\n"
                "  end\n"
                "end\n"
-               "return n\n";
+               "for _, h in ipairs(held) do\n"
+               "  local id, m = h[1], h[2]\n"
+               "  redis.call('ZREM', KEYS[8], id)\n"
+               "  m[2] = math.max(m[2] - 1, 0)\n"
+               "  move(id, m, m[2] > 0 and 3 or 0)\n"
+               "  m[9] = 0\n"
+               "  putm(id, m)\n"
+               "  redis.call('ZADD', W[h[3]], m[5], id)\n"
+               "end\n"
+               "return #held\n";
 
-enum { S_COMMIT, S_CLAIM, S_EXPIRE, S_RENEW, S_READ, S_PURGE, S_COUNT };
-static const char *const scripts[S_COUNT] = {commit_lua, claim_lua, expire_lua,
-                                             renew_lua,  read_lua,  purge_lua};
+/* KEYS: {N}:ids. ARGV: count. The id counter never starts again below
+ * the server's clock in seconds times 2^20 (one id block per second, and
+ * under 2^53: exact in Lua, under CODA__KEY_ID_BIT): a Redis that comes back
+ * empty (no persistence, a failover that lost the counter) does not hand
+ * out again the blocks of the seconds before, as long as the fleet did not
+ * reserve blocks faster than one a second. Returns the new counter. */
+static const char reserve_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local floor = tonumber(t[1]) * 1048576\n"
+    "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "if cur < floor then redis.call('SET', KEYS[1], string.format('%.0f', floor)) end\n"
+    "return redis.call('INCRBY', KEYS[1], ARGV[1])\n";
+
+enum { S_COMMIT, S_CLAIM, S_EXPIRE, S_RENEW, S_READ, S_PURGE, S_RELEASE, S_RESERVE, S_COUNT };
+static const char *const scripts[S_COUNT] = {commit_lua, claim_lua, expire_lua, renew_lua,
+                                             read_lua,   purge_lua, release_lua, reserve_lua};
 
 /* ---- the store --------------------------------------------------------------- */
 
-/* A connection, dropped on any I/O error and made again after a backoff. */
+/* A connection, dropped on any I/O error and made again after a backoff.
+ * Each has its own script hashes: it is used by one thread at a time (the
+ * store thread, or a caller under its mutex), and the hashes are written
+ * when it loads the scripts. */
 typedef struct conn {
   redisContext *c;
+  const char *name; /* CLIENT SETNAME: coda-main, coda-side, coda-renew */
   int64_t next_try; /* monotonic ms: no connect attempt before */
   int backoff_ms;
+  char sha[S_COUNT][41];
+  char last_err[ERR_LEN]; /* why it was dropped: said again during the backoff */
 } conn;
 
 /* Arguments of one command, binary-safe, kept as offsets into `bytes` so
@@ -393,16 +493,22 @@ typedef struct redis_store {
   char keys[K_FIXED][160];
   char ids_key[160];
   char tag[80]; /* "{NAME}:" */
-  char sha[S_COUNT][41];
-  conn main; /* the store thread's */
-  conn side; /* get, find, list, renew: under side_mu */
+  conn main;    /* the store thread's */
+  conn side;    /* get, find, list: under side_mu */
+  conn renew;   /* renew (the heartbeat): under renew_mu, never behind a find */
   uv_mutex_t side_mu;
+  uv_mutex_t renew_mu;
   uv_mutex_t err_mu;
+  unsigned long gen; /* tells this store's thread-local error from another's */
   char err[ERR_LEN];
   char warning[ERR_LEN];
+  /* Written with each new task; kept while a commit of adds ended
+   * CODA__STORE_UNKNOWN, so that the batch sent again knows its own. */
+  char nonce[24];
   /* The open batch. */
   args ops;
   names batch_names;     /* distinct names enqueued */
+  names batch_queues;    /* queues enqueued in not yet known: known after commit */
   coda__idmap batch_ids; /* id -> 1 + index in ops of its 'E' */
   int batch_adds;
   /* Results of the last commit. */
@@ -424,20 +530,32 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The last error of this thread on store number tl_gen. A caller reads
+ * errmsg() after its own call failed: with one message per store, a get()
+ * or renew() failing on another thread would replace the message of the
+ * store thread's commit before it is logged. s->err keeps the last error
+ * of any thread, for a thread that has none of its own. */
+static _Thread_local unsigned long tl_gen;
+static _Thread_local char tl_err[ERR_LEN];
+static atomic_ulong store_gens;
+
 static void set_err(redis_store *s, const char *fmt, ...) {
   va_list ap;
-  uv_mutex_lock(&s->err_mu);
   va_start(ap, fmt);
-  vsnprintf(s->err, sizeof s->err, fmt, ap);
+  vsnprintf(tl_err, sizeof tl_err, fmt, ap);
   va_end(ap);
+  tl_gen = s->gen;
+  uv_mutex_lock(&s->err_mu);
+  memcpy(s->err, tl_err, sizeof s->err);
   uv_mutex_unlock(&s->err_mu);
 }
 
-/* A copy per thread, so that another thread's error cannot change the
- * text under its reader: valid until this thread's next errmsg(). */
+/* Valid until this thread's next call of the store. */
 static const char *redis_errmsg(coda__store *base) {
   static _Thread_local char copy[ERR_LEN];
   redis_store *s = (redis_store *)base;
+  if (tl_gen == s->gen)
+    return tl_err;
   uv_mutex_lock(&s->err_mu);
   snprintf(copy, sizeof copy, "%s", s->err[0] ? s->err : s->warning);
   uv_mutex_unlock(&s->err_mu);
@@ -541,7 +659,10 @@ static void names_free(names *l) {
 
 /* ---- connections ------------------------------------------------------------------- */
 
+/* Called right after set_err() said why (the message is kept for the
+ * backoff's refusals). */
 static void link_drop(conn *l) {
+  snprintf(l->last_err, sizeof l->last_err, "%s", tl_err);
   if (l->c)
     redisFree(l->c);
   l->c = NULL;
@@ -549,18 +670,40 @@ static void link_drop(conn *l) {
   l->backoff_ms = l->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : l->backoff_ms * 2;
 }
 
-/* Sends one command; NULL (and the link dropped, err set) on an I/O error. */
-static redisReply *link_command(redis_store *s, conn *l, const args *a) {
-  const char *v[a->n ? a->n : 1];
-  for (int i = 0; i < a->n; i++)
+/* Sends one command and reads its reply; NULL (and the link dropped, err
+ * set) on an I/O error or out of memory. *sent (may be NULL) says whether
+ * the whole command had left, so that the server may have run it: a reply
+ * that then fails to come (timeout, broken link) leaves its effect
+ * unknown, where a command not sent whole was never run. The argument
+ * vector is on the heap: a batch has millions of arguments. */
+static redisReply *link_command_sent(redis_store *s, conn *l, const args *a, int *sent) {
+  const char **v = malloc((size_t)(a->n ? a->n : 1) * sizeof *v);
+  int done = 0, ok = v != NULL;
+  if (sent)
+    *sent = 0;
+  for (int i = 0; ok && i < a->n; i++)
     v[i] = a->bytes.base + a->off[i];
-  redisReply *r = redisCommandArgv(l->c, a->n, v, a->len);
+  ok = ok && redisAppendCommandArgv(l->c, a->n, v, a->len) == REDIS_OK;
+  free(v);
+  while (ok && !done)
+    ok = redisBufferWrite(l->c, &done) == REDIS_OK;
+  if (sent)
+    *sent = ok;
+  void *r = NULL;
+  if (ok && redisGetReply(l->c, &r) != REDIS_OK)
+    r = NULL;
   if (!r) {
     set_err(s, "redis %s:%d: %s", s->host, s->port,
-            l->c->errstr[0] ? l->c->errstr : "connection lost");
-    link_drop(l);
+            l->c->err ? l->c->errstr
+            : ok      ? "connection lost"
+                      : "out of memory");
+    link_drop(l); /* whatever was queued is out of step with the replies */
   }
   return r;
+}
+
+static redisReply *link_command(redis_store *s, conn *l, const args *a) {
+  return link_command_sent(s, l, a, NULL);
 }
 
 /* A command of string arguments (at most 8). */
@@ -587,14 +730,19 @@ static redisReply *check_reply(redis_store *s, redisReply *r, const char *what) 
   return r;
 }
 
+/* SCRIPT LOAD of each script into l->sha; a Redis older than 7 refuses
+ * the flags line of renew_lua and gets the script without it. */
 static int load_scripts(redis_store *s, conn *l) {
   for (int i = 0; i < S_COUNT; i++) {
-    redisReply *r =
-        check_reply(s, link_simple(s, l, 3, "SCRIPT", "LOAD", scripts[i]), "SCRIPT LOAD");
-    if (!r)
+    redisReply *r = link_simple(s, l, 3, "SCRIPT", "LOAD", scripts[i]);
+    if (r && r->type == REDIS_REPLY_ERROR && i == S_RENEW) {
+      freeReplyObject(r);
+      r = link_simple(s, l, 3, "SCRIPT", "LOAD", renew_plain_lua);
+    }
+    if (!(r = check_reply(s, r, "SCRIPT LOAD")))
       return CODA_ESTORE;
     if (r->type == REDIS_REPLY_STRING && r->len == 40)
-      memcpy(s->sha[i], r->str, 41);
+      memcpy(l->sha[i], r->str, 41);
     freeReplyObject(r);
   }
   return 0;
@@ -612,6 +760,10 @@ static int link_open(redis_store *s, conn *l) {
   }
   redisSetTimeout(l->c, wt);
   redisEnableKeepAlive(l->c);
+  redisReply *named = link_simple(s, l, 3, "CLIENT", "SETNAME", l->name);
+  if (!named)
+    return CODA_ESTORE;   /* dropped */
+  freeReplyObject(named); /* an error (CLIENT disabled) does not matter */
   if (s->db) {
     char db[16];
     snprintf(db, sizeof db, "%d", s->db);
@@ -636,12 +788,9 @@ static int link_ready(redis_store *s, conn *l) {
     return 0;
   int64_t now = mono_ms();
   if (now < l->next_try) {
-    uv_mutex_lock(&s->err_mu);
-    size_t n = strlen(s->err);
-    if (!strstr(s->err, "next try in"))
-      snprintf(s->err + n, sizeof s->err - n, " (next try in %d ms)",
-               (int)(l->next_try - now));
-    uv_mutex_unlock(&s->err_mu);
+    char why[ERR_LEN];
+    snprintf(why, sizeof why, "%s", l->last_err);
+    set_err(s, "%.400s (next try in %d ms)", why, (int)(l->next_try - now));
     return CODA_ESTORE;
   }
   return link_open(s, l);
@@ -655,16 +804,19 @@ static int reply_error_code(const redisReply *r) {
 
 /* EVALSHA of script `which` with KEYS `keys` and ARGV `argv`; once more
  * after loading the scripts again on NOSCRIPT (a SCRIPT FLUSH, a restarted
- * or failed-over server). *out: the reply, to free. */
-static int run_script(redis_store *s, conn *l, int which, const args *keys,
-                      const args *argv, redisReply **out) {
+ * or failed-over server). *out: the reply, to free. CODA__STORE_UNKNOWN
+ * when the call was sent and no reply came (only for the commit, which
+ * tells the engine; for the rest an error: a claim that landed unseen
+ * comes back through expire()). */
+static int run_script_sent(redis_store *s, conn *l, int which, const args *keys,
+                           const args *argv, redisReply **out) {
   *out = NULL;
   int rc = link_ready(s, l);
   if (rc)
     return rc;
   args a = {0};
   rc = args_str(&a, "EVALSHA");
-  rc = rc ? rc : args_str(&a, s->sha[which]);
+  rc = rc ? rc : args_str(&a, l->sha[which]);
   rc = rc ? rc : args_fmt(&a, "%d", keys->n);
   rc = rc ? rc : args_all(&a, keys);
   rc = rc ? rc : args_all(&a, argv);
@@ -674,9 +826,10 @@ static int run_script(redis_store *s, conn *l, int which, const args *keys,
     return rc;
   }
   for (int attempt = 0;; attempt++) {
-    redisReply *r = link_command(s, l, &a);
+    int sent = 0;
+    redisReply *r = link_command_sent(s, l, &a, &sent);
     if (!r) {
-      rc = CODA_ESTORE;
+      rc = sent ? CODA__STORE_UNKNOWN : CODA_ESTORE;
       break;
     }
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 &&
@@ -698,6 +851,12 @@ static int run_script(redis_store *s, conn *l, int which, const args *keys,
   }
   args_free(&a);
   return rc;
+}
+
+static int run_script(redis_store *s, conn *l, int which, const args *keys,
+                      const args *argv, redisReply **out) {
+  int rc = run_script_sent(s, l, which, keys, argv, out);
+  return rc == CODA__STORE_UNKNOWN ? CODA_ESTORE : rc;
 }
 
 /* ---- keys ----------------------------------------------------------------------------
@@ -724,7 +883,8 @@ static int key_of(const redis_store *s, args *k, const char *kind, const char *n
   return rc;
 }
 
-/* The names in {N}:queues, into s->known. */
+/* The names in {N}:queues, into s->known (replaced: it must match SCARD,
+ * which claims compare it with). */
 static int refresh_known(redis_store *s) {
   int rc = link_ready(s, &s->main);
   if (rc)
@@ -736,6 +896,7 @@ static int refresh_known(redis_store *s) {
   if (!r)
     return CODA_ESTORE;
   rc = 0;
+  names_clear(&s->known);
   for (size_t i = 0; rc == 0 && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
     rc = names_add(&s->known, r->element[i]->str);
   freeReplyObject(r);
@@ -924,6 +1085,15 @@ static int check_eviction(redis_store *s) {
 
 static void redis_close(coda__store *base);
 
+/* A random number below 2^52 (exact in a Lua number), as decimal text. */
+static void new_nonce(redis_store *s) {
+  uint64_t v = 0;
+  if (uv_random(NULL, NULL, &v, sizeof v, 0, NULL) != 0)
+    v = (uint64_t)mono_ms() ^ ((uint64_t)(uintptr_t)s << 16) ^ (uint64_t)time(NULL) << 32;
+  v &= (UINT64_C(1) << 52) - 1;
+  snprintf(s->nonce, sizeof s->nonce, "%" PRIu64, v ? v : 1);
+}
+
 int coda__redis_store_open(const char *uri, coda__store **out, char *err, size_t errlen) {
   *out = NULL;
   redis_store *s = calloc(1, sizeof *s);
@@ -931,8 +1101,14 @@ int coda__redis_store_open(const char *uri, coda__store **out, char *err, size_t
     return CODA_ENOMEM;
   s->base.m = &redis_methods;
   uv_mutex_init(&s->side_mu);
+  uv_mutex_init(&s->renew_mu);
   uv_mutex_init(&s->err_mu);
-  s->main.backoff_ms = s->side.backoff_ms = BACKOFF_FIRST_MS;
+  s->gen = atomic_fetch_add(&store_gens, 1) + 1;
+  s->main.backoff_ms = s->side.backoff_ms = s->renew.backoff_ms = BACKOFF_FIRST_MS;
+  s->main.name = "coda-main";
+  s->side.name = "coda-side";
+  s->renew.name = "coda-renew";
+  new_nonce(s);
   s->serve_all = 1;
   char prefix[64];
   if (parse_uri(s, uri, prefix, sizeof prefix) != 0) {
@@ -954,6 +1130,8 @@ int coda__redis_store_open(const char *uri, coda__store **out, char *err, size_t
     rc = refresh_known(s);
   if (rc == 0)
     rc = link_open(s, &s->side);
+  if (rc == 0)
+    rc = link_open(s, &s->renew);
   if (rc) {
     snprintf(err, errlen, "%s", s->err);
     redis_close(&s->base);
@@ -969,14 +1147,18 @@ static void redis_close(coda__store *base) {
     redisFree(s->main.c);
   if (s->side.c)
     redisFree(s->side.c);
+  if (s->renew.c)
+    redisFree(s->renew.c);
   args_free(&s->ops);
   names_free(&s->batch_names);
+  names_free(&s->batch_queues);
   names_free(&s->known);
   names_free(&s->served);
   coda__idmap_free(&s->batch_ids);
   free(s->dups);
   free(s->refused);
   uv_mutex_destroy(&s->side_mu);
+  uv_mutex_destroy(&s->renew_mu);
   uv_mutex_destroy(&s->err_mu);
   free(s);
 }
@@ -993,6 +1175,7 @@ static int redis_recover(coda__store *base, int64_t now) {
 static void forget_batch(redis_store *s) {
   args_reset(&s->ops);
   names_clear(&s->batch_names);
+  names_clear(&s->batch_queues);
   coda__idmap_free(&s->batch_ids);
   memset(&s->batch_ids, 0, sizeof s->batch_ids);
   s->batch_adds = 0;
@@ -1045,7 +1228,8 @@ static int redis_enqueue(coda__store *base, const coda__task_record *r, int owne
   rc = rc ? rc : args_str(a, owned ? "1" : "0");
   rc = rc ? rc : args_i64(a, owned ? lease_until : 0);
   rc = rc ? rc : names_add(&s->batch_names, r->name);
-  rc = rc ? rc : names_add(&s->known, queue);
+  if (rc == 0 && names_find(&s->known, queue) < 0)
+    rc = names_add(&s->batch_queues, queue);
   rc = rc ? rc : coda__idmap_put(&s->batch_ids, r->id, (void *)(uintptr_t)(at + 1));
   if (rc) {
     set_err(s, "redis store: out of memory");
@@ -1074,6 +1258,14 @@ static int push_outcome(args *a, const coda__task_record *r) {
 
 static int redis_finish(coda__store *base, const coda__task_record *r) {
   redis_store *s = (redis_store *)base;
+  if (r->state != CODA_STATE_SUCCEEDED && r->state != CODA_STATE_FAILED &&
+      r->state != CODA_STATE_DEAD) {
+    /* A queued or running "outcome" would leave the task in no waiting
+     * set, never claimed again. */
+    set_err(s, "redis store: task %" PRIu64 ": an outcome cannot be state %d", r->id,
+            (int)r->state);
+    return CODA_EINVAL;
+  }
   if (push_outcome(&s->ops, r) != 0) {
     set_err(s, "redis store: out of memory");
     return CODA_ENOMEM;
@@ -1105,20 +1297,34 @@ static int redis_progress_leased(coda__store *base, const coda__lease *l,
   return push_progress((redis_store *)base, l->id, progress, &l->lease);
 }
 
-/* KEYS and the ARGV header of the commit script for the open batch. */
+/* The queue keys and names of one queue for the commit script. */
+static int commit_queue(redis_store *s, args *keys, args *argv, const char *q) {
+  int rc = key_of(s, keys, "w:", q);
+  rc = rc ? rc : key_of(s, keys, "qi:", q);
+  return rc ? rc : args_str(argv, q);
+}
+
+/* KEYS and the ARGV header of the commit script for the open batch: the
+ * known queues and the batch's new ones (known once the commit wrote
+ * them: a batch that fails must not leave them in `known`, or it would
+ * stay above SCARD and every claim would read the queues again). */
 static int commit_args(redis_store *s, args *keys, args *argv) {
+  int extra = 0;
+  for (int i = 0; i < s->batch_queues.n; i++)
+    extra += names_find(&s->known, s->batch_queues.v[i]) < 0;
   int rc = fixed_keys(s, keys);
-  rc = rc ? rc : args_fmt(argv, "%d", s->known.n);
-  for (int i = 0; rc == 0 && i < s->known.n; i++) {
-    rc = key_of(s, keys, "w:", s->known.v[i]);
-    rc = rc ? rc : key_of(s, keys, "qi:", s->known.v[i]);
-    rc = rc ? rc : args_str(argv, s->known.v[i]);
-  }
+  rc = rc ? rc : args_fmt(argv, "%d", s->known.n + extra);
+  for (int i = 0; rc == 0 && i < s->known.n; i++)
+    rc = commit_queue(s, keys, argv, s->known.v[i]);
+  for (int i = 0; rc == 0 && i < s->batch_queues.n; i++)
+    if (names_find(&s->known, s->batch_queues.v[i]) < 0)
+      rc = commit_queue(s, keys, argv, s->batch_queues.v[i]);
   rc = rc ? rc : args_fmt(argv, "%d", s->batch_names.n);
   for (int i = 0; rc == 0 && i < s->batch_names.n; i++) {
     rc = key_of(s, keys, "n:", s->batch_names.v[i]);
     rc = rc ? rc : args_str(argv, s->batch_names.v[i]);
   }
+  rc = rc ? rc : args_str(argv, s->nonce);
   return rc ? rc : args_all(argv, &s->ops);
 }
 
@@ -1147,30 +1353,45 @@ static int keep_results(redis_store *s, const redisReply *r) {
   return 0;
 }
 
-/* With replicas=N: new tasks count as written once N replicas have them. */
+/* With replicas=N: new tasks count as written once N replicas have them.
+ * Called after the batch was applied: a failure here is an unknown
+ * outcome (written on the primary, maybe lost with it), not a refusal. */
 static int wait_replicas(redis_store *s) {
   char n[16], ms[16];
   snprintf(n, sizeof n, "%d", s->replicas);
   snprintf(ms, sizeof ms, "%d", WAIT_TIMEOUT_MS);
   redisReply *r = check_reply(s, link_simple(s, &s->main, 3, "WAIT", n, ms), "WAIT");
   if (!r)
-    return CODA_ESTORE;
+    return CODA__STORE_UNKNOWN;
   long long acks = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
   freeReplyObject(r);
   if (acks < s->replicas) {
     set_err(
         s,
         "redis store: new tasks not acknowledged by %d replicas within %d ms (%lld did); "
-        "refused",
+        "written on the primary only",
         s->replicas, WAIT_TIMEOUT_MS, acks);
-    return CODA_ESTORE;
+    return CODA__STORE_UNKNOWN;
   }
   return 0;
+}
+
+/* After a commit that may have written the batch's new queues. */
+static void known_add_batch(redis_store *s) {
+  for (int i = 0; i < s->batch_queues.n; i++)
+    if (names_add(&s->known, s->batch_queues.v[i]) != 0)
+      return;
 }
 
 /* The text of an error a script raised: Redis may put "ERR " before it. */
 static const char *script_error(const redisReply *r) {
   return strncmp(r->str, "ERR ", 4) == 0 ? r->str + 4 : r->str;
+}
+
+static void unknown_err(redis_store *s) {
+  char why[ERR_LEN];
+  snprintf(why, sizeof why, "%s", tl_err);
+  set_err(s, "%.400s, after the batch was sent: whether it was applied is unknown", why);
 }
 
 /* One commit script call; STALE_QUEUES when the queues known here were
@@ -1182,7 +1403,7 @@ static int commit_once(redis_store *s, long long *written) {
   if (rc)
     set_err(s, "redis store: out of memory");
   else
-    rc = run_script(s, &s->main, S_COMMIT, &keys, &argv, &r);
+    rc = run_script_sent(s, &s->main, S_COMMIT, &keys, &argv, &r);
   args_free(&keys);
   args_free(&argv);
   const char *why = rc && r ? script_error(r) : "";
@@ -1191,6 +1412,12 @@ static int commit_once(redis_store *s, long long *written) {
   else if (strncmp(why, "CODAIDTAKEN ", 12) == 0)
     set_err(s, "redis store: id %" PRIu64 " taken by another key",
             strtoull(why + 12, NULL, 16));
+  else if (strncmp(why, "CODABADSTATE ", 13) == 0)
+    set_err(s,
+            "redis store: task %" PRIu64 ": an outcome must be succeeded, failed or dead",
+            strtoull(why + 13, NULL, 16));
+  else if (rc == CODA__STORE_UNKNOWN)
+    unknown_err(s);
   else if (rc && rc == CODA_ELIMIT)
     set_err(s,
             "redis is out of memory (maxmemory): nothing of the batch was written (%s)",
@@ -1201,7 +1428,12 @@ static int commit_once(redis_store *s, long long *written) {
   }
   if (rc == 0) {
     *written = r->element[0]->integer;
-    rc = keep_results(s, r);
+    if ((rc = keep_results(s, r)) != 0) {
+      /* Applied, but which adds were duplicates is lost. */
+      set_err(
+          s, "redis store: out of memory reading the reply of a commit that was applied");
+      rc = CODA__STORE_UNKNOWN;
+    }
   }
   if (r)
     freeReplyObject(r);
@@ -1221,8 +1453,18 @@ static int redis_commit(coda__store *base) {
     set_err(s, "redis store: the queues changed twice during one commit");
     rc = CODA_ESTORE;
   }
-  if (rc == 0 && written > 0 && s->replicas > 0)
+  /* Every batch with adds waits, whether or not it wrote them now: a
+   * duplicate or a task of this batch found written may be one that a
+   * commit whose reply was lost left on the primary alone. */
+  if (rc == 0 && s->batch_adds > 0 && s->replicas > 0)
     rc = wait_replicas(s);
+  if (rc == 0)
+    known_add_batch(s); /* on failure claims see SCARD differ and read them */
+  /* Adds known written: a later batch cannot be this one sent again. Any
+   * failure keeps the nonce, so that the batch sent again after an unknown
+   * outcome still knows its own, however many failed tries come between. */
+  if (s->batch_adds > 0 && rc == 0)
+    new_nonce(s);
   forget_batch(s);
   return rc;
 }
@@ -1246,14 +1488,48 @@ static int redis_refused(coda__store *base, coda__lease *out, int max) {
 /* ---- claims, expiry, leases ---------------------------------------------------------
  */
 
+/* A claimed task whose record does not parse, reduced to what the engine
+ * needs to write it dead: its id and the token of the claim (the eighth
+ * field of its meta), under no name, which no task definition has: the
+ * engine marks it dead ("no task of that name") under that token, as for
+ * a task it does not know. Skipped, it would stay claimed and come back
+ * every lease. 0, or -1 when not even that can be read. */
+static int salvage_record(const redisReply *t, coda__task_record *r) {
+  if (!t || t->type != REDIS_REPLY_ARRAY || t->elements < 2)
+    return -1;
+  const char *meta = str_or_null(t->element[1]);
+  uint64_t id = parse_id(t->element[0]);
+  if (!meta || !id)
+    return -1;
+  const char *p = meta;
+  for (int field = 1; field < 8 && *p; field++) {
+    p += strcspn(p, " ");
+    p += strspn(p, " ");
+  }
+  char *end;
+  unsigned long long token = strtoull(p, &end, 10);
+  if (end == p || token == 0)
+    return -1;
+  *r = (coda__task_record){.id = id,
+                           .name = "",
+                           .state = CODA_STATE_RUNNING,
+                           .attempts = 1,
+                           .max_attempts = 1,
+                           .queue = t->elements > 4 ? str_or_null(t->element[4]) : NULL,
+                           .lease = token};
+  return 0;
+}
+
 static int deliver_records(redis_store *s, const redisReply *r, size_t from,
                            coda__claim_fn fn, void *user) {
   int n = 0;
   for (size_t i = from; i < r->elements; i++) {
     coda__task_record rec;
     if (parse_record(r->element[i], 0, &rec) != 0) {
-      set_err(s, "redis store: a task record does not parse");
-      continue;
+      set_err(s, "redis store: a claimed task's record does not parse: handed over "
+                 "without a name, to be written dead");
+      if (salvage_record(r->element[i], &rec) != 0)
+        continue;
     }
     fn(user, &rec);
     n++;
@@ -1339,10 +1615,10 @@ static int redis_renew(coda__store *base, const coda__lease *l, int n,
     rc = rc ? rc : args_fmt(&argv, "%" PRIu64, l[i].lease);
   }
   redisReply *r = NULL;
-  uv_mutex_lock(&s->side_mu);
+  uv_mutex_lock(&s->renew_mu);
   if (rc == 0)
-    rc = run_script(s, &s->side, S_RENEW, &keys, &argv, &r);
-  uv_mutex_unlock(&s->side_mu);
+    rc = run_script(s, &s->renew, S_RENEW, &keys, &argv, &r);
+  uv_mutex_unlock(&s->renew_mu);
   args_free(&keys);
   args_free(&argv);
   if (rc == 0 && (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n)) {
@@ -1353,6 +1629,47 @@ static int redis_renew(coda__store *base, const coda__lease *l, int n,
     lost[i] = r->element[i]->integer != 0;
   if (r)
     freeReplyObject(r);
+  return rc;
+}
+
+static int release_once(redis_store *s, const coda__lease *l, int n) {
+  args keys = {0}, argv = {0};
+  int rc = fixed_keys(s, &keys);
+  rc = rc ? rc : args_i64(&argv, s->known.n);
+  for (int i = 0; rc == 0 && i < s->known.n; i++) {
+    rc = key_of(s, &keys, "w:", s->known.v[i]);
+    rc = rc ? rc : args_str(&argv, s->known.v[i]);
+  }
+  for (int i = 0; rc == 0 && i < n; i++) {
+    rc = args_id(&argv, l[i].id);
+    rc = rc ? rc : args_fmt(&argv, "%" PRIu64, l[i].lease);
+  }
+  redisReply *r = NULL;
+  if (rc)
+    set_err(s, "redis store: out of memory");
+  else
+    rc = run_script(s, &s->main, S_RELEASE, &keys, &argv, &r);
+  args_free(&keys);
+  args_free(&argv);
+  if (rc && r && strcmp(script_error(r), "CODASTALE") == 0)
+    rc = STALE_QUEUES;
+  if (r)
+    freeReplyObject(r);
+  return rc;
+}
+
+/* store.h release(): one script call (twice when a queue is new here). */
+static int redis_release(coda__store *base, const coda__lease *l, int n) {
+  redis_store *s = (redis_store *)base;
+  if (n <= 0)
+    return 0;
+  int rc = release_once(s, l, n);
+  if (rc == STALE_QUEUES && (rc = refresh_known(s)) == 0)
+    rc = release_once(s, l, n);
+  if (rc == STALE_QUEUES) {
+    set_err(s, "redis store: the queues changed twice during one release");
+    rc = CODA_ESTORE;
+  }
   return rc;
 }
 
@@ -1496,6 +1813,7 @@ static int next_ids(redis_store *s, const args *index, const char *after, int pa
     size_t len[] = {11, index->len[i], strlen(from), 1, 5, 1, strlen(limit)};
     if (redisAppendCommandArgv(s->side.c, 7, v, len) != REDIS_OK) {
       set_err(s, "redis store: out of memory");
+      link_drop(&s->side); /* the commands queued before are out of step */
       return CODA_ENOMEM;
     }
   }
@@ -1541,8 +1859,19 @@ static int matches(const coda__task_filter *f, const coda__task_record *r) {
   return !f->name || strcmp(f->name, r->name) == 0;
 }
 
-/* Pages through the index until `limit` tasks matched or it ends. Caller
- * holds side_mu. */
+/* One page of gather(): the next ids of the index and their tasks, under
+ * side_mu (taken per page, so that a get() waits for one page at most). */
+static int gather_page(redis_store *s, const args *index, const char *after, args *ids,
+                       redisReply **r) {
+  uv_mutex_lock(&s->side_mu);
+  int rc = next_ids(s, index, after, FIND_PAGE, ids);
+  if (rc == 0 && ids->n > 0)
+    rc = read_tasks(s, ids, r);
+  uv_mutex_unlock(&s->side_mu);
+  return rc;
+}
+
+/* Pages through the index until `limit` tasks matched or it ends. */
 static int gather(redis_store *s, const coda__task_filter *f, coda__info_list *out) {
   args index = {0}, ids = {0};
   char after[20];
@@ -1550,12 +1879,14 @@ static int gather(redis_store *s, const coda__task_filter *f, coda__info_list *o
   int rc = find_index(s, f, &index);
   while (rc == 0 && out->n < f->limit) {
     args_reset(&ids);
-    if ((rc = next_ids(s, &index, after, FIND_PAGE, &ids)) != 0 || ids.n == 0)
-      break;
-    memcpy(after, ids.bytes.base + ids.off[ids.n - 1], 16);
     redisReply *r = NULL;
-    if ((rc = read_tasks(s, &ids, &r)) != 0)
+    rc = gather_page(s, &index, after, &ids, &r);
+    if (rc || ids.n == 0) {
+      if (r)
+        freeReplyObject(r); /* an error reply, or one of the wrong shape */
       break;
+    }
+    memcpy(after, ids.bytes.base + ids.off[ids.n - 1], 16);
     for (size_t i = 0; rc == 0 && i < r->elements && out->n < f->limit; i++) {
       coda__task_record rec;
       if (r->element[i]->type != REDIS_REPLY_ARRAY ||
@@ -1580,9 +1911,7 @@ static int redis_find(coda__store *base, const coda__task_filter *f, coda_task_l
   coda__task_filter all = *f;
   if (all.limit <= 0)
     all.limit = INT_MAX; /* 0: no limit (store.h), as the other stores read it */
-  uv_mutex_lock(&s->side_mu);
   int rc = gather(s, &all, &out);
-  uv_mutex_unlock(&s->side_mu);
   if (rc) {
     coda__info_list_deliver(&out, NULL, NULL);
     return rc;
@@ -1615,7 +1944,12 @@ static int64_t redis_next_due(coda__store *base) {
   if (rc == 0)
     rc = redisAppendCommandArgv(s->main.c, 2, v, len) == REDIS_OK ? 0 : CODA_ENOMEM;
   args_free(&keys);
-  redisReply *replies[q->n + 1];
+  redisReply **replies = rc ? NULL : calloc((size_t)q->n + 1, sizeof *replies);
+  if (!replies) {
+    set_err(s, "redis store: out of memory");
+    link_drop(&s->main); /* commands queued, replies never read: out of step */
+    return 0;
+  }
   int got = 0;
   for (; rc == 0 && got <= q->n; got++) {
     void *r = NULL;
@@ -1641,6 +1975,7 @@ static int64_t redis_next_due(coda__store *base) {
   }
   for (int i = 0; i < got; i++)
     freeReplyObject(replies[i]);
+  free(replies);
   return when;
 }
 
@@ -1649,18 +1984,24 @@ static int redis_reserve_ids(coda__store *base, uint64_t count, uint64_t *first)
   int rc = link_ready(s, &s->main);
   if (rc)
     return rc;
-  char n[24];
-  snprintf(n, sizeof n, "%" PRIu64, count);
-  redisReply *r =
-      check_reply(s, link_simple(s, &s->main, 3, "INCRBY", s->ids_key, n), "INCRBY");
-  if (!r)
-    return CODA_ESTORE;
+  args keys = {0}, argv = {0};
+  redisReply *r = NULL;
+  rc = args_str(&keys, s->ids_key);
+  rc = rc ? rc : args_fmt(&argv, "%" PRIu64, count);
+  rc = rc ? rc : run_script(s, &s->main, S_RESERVE, &keys, &argv, &r);
+  args_free(&keys);
+  args_free(&argv);
+  if (rc) {
+    if (r)
+      freeReplyObject(r);
+    return rc == CODA_ENOMEM ? rc : CODA_ESTORE;
+  }
   rc = CODA_ESTORE;
   if (r->type == REDIS_REPLY_INTEGER && (uint64_t)r->integer >= count) {
-    *first = (uint64_t)r->integer - count + 1; /* the counter starts at 0: ids from 1 */
+    *first = (uint64_t)r->integer - count + 1; /* never 0: the floor is above it */
     rc = 0;
   } else {
-    set_err(s, "redis store: unexpected reply to INCRBY");
+    set_err(s, "redis store: unexpected reply to a reservation of ids");
   }
   freeReplyObject(r);
   return rc;
@@ -1692,13 +2033,19 @@ static int purge_candidates(redis_store *s, int64_t before, int limit, redisRepl
     rc = rc ? rc : args_str(&a, s->keys[k == 0 ? K_NAME : K_QUEUE]);
     for (size_t i = 0; rc == 0 && i < (*ids)->elements; i++)
       rc = args_str(&a, (*ids)->element[i]->str);
-    const char *v[a.n];
-    for (int i = 0; i < a.n; i++)
+    const char **v = rc ? NULL : malloc((size_t)a.n * sizeof *v);
+    for (int i = 0; v && i < a.n; i++)
       v[i] = a.bytes.base + a.off[i];
-    if (rc == 0 && redisAppendCommandArgv(s->main.c, a.n, v, a.len) != REDIS_OK)
+    if (rc == 0 && (!v || redisAppendCommandArgv(s->main.c, a.n, v, a.len) != REDIS_OK))
       rc = CODA_ENOMEM;
+    free(v);
   }
   args_free(&a);
+  if (rc) {
+    set_err(s, "redis store: out of memory");
+    link_drop(&s->main); /* the first HMGET may be queued: out of step */
+    return rc;
+  }
   for (int k = 0; rc == 0 && k < 2; k++) {
     void *r = NULL;
     if (redisGetReply(s->main.c, &r) != REDIS_OK) {
@@ -1795,4 +2142,5 @@ static const coda__store_methods redis_methods = {
     .find = redis_find,
     .paused = redis_paused,
     .duplicates = redis_duplicates,
+    .release = redis_release,
 };

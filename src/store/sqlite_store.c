@@ -1005,6 +1005,35 @@ static int sqlite_renew(coda__store *base, const coda__lease *l, int n,
   return rc;
 }
 
+/* store.h release(), on the store thread's connection in a transaction of
+ * its own (outside a batch). SET reads the row as it was, so the state is
+ * chosen from the attempts before the claim is taken off. */
+static int sqlite_release(coda__store *base, const coda__lease *l, int n) {
+  sqlite_store *s = (sqlite_store *)base;
+  if (n <= 0)
+    return 0;
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2(s->db,
+                         "UPDATE coda_tasks SET owned=0, lease_until=0, "
+                         "attempts=MAX(attempts-1,0), "
+                         "state=CASE WHEN attempts>1 THEN 3 ELSE 0 END "
+                         "WHERE id=?1 AND token=?2 AND state=1 AND owned=1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return fail(s, s->db, "releasing claims");
+  int rc = exec(s, "BEGIN IMMEDIATE", "releasing claims");
+  for (int i = 0; rc == 0 && i < n; i++) {
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)l[i].id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)l[i].lease);
+    rc = step_done(s, st, "releasing claims");
+  }
+  sqlite3_finalize(st);
+  if (rc == 0)
+    rc = exec(s, "COMMIT", "releasing claims");
+  if (rc)
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
 static int sqlite_refused(coda__store *base, coda__lease *out, int max) {
   sqlite_store *s = (sqlite_store *)base;
   int n = s->nrefused < max ? s->nrefused : max;
@@ -1084,4 +1113,5 @@ static const coda__store_methods sqlite_methods = {
     .expire = sqlite_expire,
     .progress_leased = sqlite_progress_leased,
     .paused = sqlite_paused,
+    .release = sqlite_release,
 };

@@ -195,7 +195,9 @@ typedef struct coda__store_methods {
    * always). Refused writes changed nothing. */
   int (*refused)(coda__store *s, coda__lease *out, int max);
   /* Takes over up to max running tasks whose lease ended before now, in
-   * one atomic step (two processes never take the same one): each gets a
+   * one atomic step (two processes never take the same one). In a shared
+   * store (Redis) claim(), expire() and purge() apply when called, and a
+   * rollback of their batch does not undo them. Each gets a
    * fresh token and a lease until lease_until, attempts unchanged, and fn
    * gets its record; the engine then writes its outcome (the attempt failed:
    * "its lease expired", retried with the definition's backoff, or dead)
@@ -235,7 +237,11 @@ typedef struct coda__store_methods {
 
 /* What commit() returns when it cannot know whether the batch was applied
  * (the command was sent, then a timeout or a broken connection; or written
- * but not acknowledged by the replicas asked for). The engine answers the
+ * but not acknowledged by the replicas asked for). A store that returns it
+ * recognises the batch's own tasks when the same batch is committed again
+ * (the Redis store: a nonce kept until a commit of adds succeeds): a task
+ * without a key that its lost call wrote then counts as written, not as an
+ * id taken; one with a key is a duplicate, as ever (duplicates()). The engine answers the
  * batch's adds as not accepted (503) but keeps its owned tasks registered,
  * so they run and renew if the write did land (their outcome is refused if
  * it did not). Outcomes of the batch are written again. */
