@@ -58,6 +58,9 @@ typedef struct coda__finish_op {
   coda__task_record r;
   char *error;
   void *result;
+  /* It was in a batch whose fate is unknown (CODA__STORE_UNKNOWN): written
+   * again, it may find itself written already and be refused. */
+  int unknown;
 } coda__finish_op;
 
 typedef struct coda__progress_op {

@@ -491,6 +491,14 @@ void coda__lease_check_refused(coda__durable *d, coda__queue *batch) {
       coda__finish_op *f = (coda__finish_op *)op;
       if (f->r.id != out[i].id || f->r.lease != out[i].lease)
         continue;
+      if (f->unknown) {
+        coda_log(d->engine->app, CODA_LOG_INFO,
+                 "task %s (id %llu): the outcome of attempt %d was refused when written "
+                 "again: the batch whose fate was unknown had written it, or the lease "
+                 "was taken over",
+                 f->r.name, (unsigned long long)f->r.id, f->r.attempts);
+        break;
+      }
       coda__stat_add(d->engine, f->executor, CODA_STAT_LEASE_LOST, 1);
       coda_log(d->engine->app, CODA_LOG_WARN,
                "task %s (id %llu): the outcome of attempt %d was refused: its lease had "

@@ -26,23 +26,57 @@ static int only_outcomes(coda__queue *ops) {
   return 1;
 }
 
+/* A batch holds at most BATCH_MAX operations (a held response counts its
+ * tasks): a store builds a batch in memory, and Redis sends it as one
+ * command, so a burst of adds is written in several batches in a row
+ * rather than one unbounded one. What is left waits in d->ops for the
+ * next turn of the loop, which does not wait while ops are queued. */
+#define BATCH_MAX 4096
+
+static int op_weight(const coda__store_op *op) {
+  if (op->kind == CODA__OP_HOLD) {
+    int n = ((const coda__hold *)op)->run->n;
+    return n > 1 ? n : 1;
+  }
+  return 1;
+}
+
+/* Moves operations from the head of `from` to the tail of `to` until
+ * `room` is used (at least one, whatever its weight, so that a big held
+ * response still goes); returns the weight moved. */
+static int take_ops(coda__queue *to, coda__queue *from, int room) {
+  int n = 0;
+  while (!coda__queue_empty(from)) {
+    coda__queue *q = coda__queue_head(from);
+    int w = op_weight(coda__container_of(q, coda__store_op, link));
+    if (n > 0 && n + w > room)
+      break;
+    coda__queue_remove(q);
+    coda__queue_insert_tail(to, q);
+    n += w;
+  }
+  return n;
+}
+
 /* Outcomes alone are written lazily (no fsync of their own) and nobody
  * waits for them, so the store thread gathers them for up to
  * OUTCOME_WINDOW_MS into one batch: at moderate rates that is one write
  * for many tasks, not one per task. Anything else (a held response, a
- * sync, the stop) ends the window at once. Called under d->mu. */
+ * sync, the stop) ends the window at once, and so does a full batch
+ * (`room`). Called under d->mu. */
 #define OUTCOME_WINDOW_MS 2
 #define OUTCOME_BATCH_MAX 256
 
-static void gather_outcomes(coda__durable *d, coda__queue *batch, int n) {
+static void gather_outcomes(coda__durable *d, coda__queue *batch, int n, int room) {
   uint64_t until = uv_hrtime() + OUTCOME_WINDOW_MS * 1000000ull;
   d->coalescing = 1;
-  while (!d->stop && n < OUTCOME_BATCH_MAX) {
+  while (!d->stop && n < OUTCOME_BATCH_MAX && n < room) {
     if (!coda__queue_empty(&d->ops)) {
-      int urgent = !only_outcomes(&d->ops);
-      coda__queue *q;
-      coda__queue_foreach(q, &d->ops) n++;
-      coda__queue_move(batch, &d->ops);
+      coda__queue fresh;
+      coda__queue_init(&fresh);
+      n += take_ops(&fresh, &d->ops, room - n);
+      int urgent = !only_outcomes(&fresh);
+      coda__queue_move(batch, &fresh);
       if (urgent)
         break;
       continue;
@@ -232,9 +266,65 @@ static void report_store_error(coda__durable *d, const char *what, int refuse_ad
     coda_log(e->app, CODA_LOG_ERROR, "task store: %s failed: %s", what, msg);
 }
 
-/* Hands each written operation on, in the order written. */
+/* Submits a stored task that runs here now (or parks it until the loops
+ * exist; at the stop it stays claimed in the store). */
+static void start_stored(coda__durable *d, coda_task *t) {
+  uv_mutex_lock(&d->submit_mu);
+  if (d->no_submit) {
+    coda__task_drop(t, "shutdown: it runs at the next start");
+  } else if (!d->loops_ready) {
+    register_live(d, t);
+    coda__queue_insert_tail(&d->parked, &t->link); /* until the loops exist */
+  } else {
+    register_live(d, t);
+    coda__task_submit(t);
+  }
+  uv_mutex_unlock(&d->submit_mu);
+}
+
+/* The batch's fate is unknown (CODA__STORE_UNKNOWN): an owned new task
+ * may be in the store, running under this process's claim (token 1). Left
+ * alone, it would sit there with no heartbeat until its lease ended and
+ * expire() counted an attempt it never had (dead at once with
+ * max_attempts 1). So it is kept and run like a written one: the heartbeat
+ * renews it if the write landed; if it did not, the renewal reports the
+ * lease lost and the outcome is refused, which changes nothing. Its add
+ * is still answered as failed (503): it may run though the client was told
+ * no, which is the at-least-once side of not knowing. Unowned ones (delayed,
+ * or of a queue run elsewhere) need nothing: if written, a claim takes
+ * them. Returns whether t was kept. */
+static int keep_unknown(coda__durable *d, coda_task *t) {
+  if (!t->lease)
+    return 0;
+  CODA__LOG(d->engine->app, CODA_LOG_WARN,
+            "task %s (id %llu): the store could not tell whether it was written; it "
+            "runs, and its outcome is refused if it was not",
+            t->def->name, (unsigned long long)t->id);
+  t->stored = 1;
+  start_stored(d, t);
+  return 1;
+}
+
+/* A held response whose batch's fate is unknown: its owned new tasks
+ * leave its list and run alone (keep_unknown); the response gets its 503
+ * and the rest of the list is dropped as when a write fails. */
+static void keep_unknown_hold(coda__durable *d, coda__hold *h) {
+  coda_tasks *run = h->run;
+  int kept = 0;
+  for (int i = 0; i < run->n; i++) {
+    coda_task *t = run->tasks[i];
+    if (t->durable && !t->stored && keep_unknown(d, t))
+      continue;
+    run->tasks[kept++] = t;
+  }
+  run->n = kept;
+}
+
+/* Hands each written operation on, in the order written. rc
+ * CODA__STORE_UNKNOWN: the batch may or may not have been written. */
 static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) {
   coda__engine *e = d->engine;
+  int unknown = rc == CODA__STORE_UNKNOWN;
   while (!coda__queue_empty(batch)) {
     coda__queue *q = coda__queue_head(batch);
     coda__queue_remove(q);
@@ -245,12 +335,16 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       coda__hold *h = (coda__hold *)op;
       if (op->rc == 0)
         hold_written(d, h, now);
+      else if (unknown)
+        keep_unknown_hold(d, h);
       coda__durable_hold_written(h);
       break;
     }
     case CODA__OP_ENQUEUE: {
       coda_task *t = ((coda__enqueue_op *)op)->task;
       free(op);
+      if (unknown && keep_unknown(d, t))
+        break;
       if (rc) {
         CODA__LOG(e->app, CODA_LOG_ERROR,
                   "task %s (id %llu) was not written and will not run", t->def->name,
@@ -261,23 +355,14 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       t->stored = 1;
       if (set_aside(d, t, now))
         break;
-      uv_mutex_lock(&d->submit_mu);
-      if (d->no_submit) {
-        coda__task_drop(t, "shutdown: it runs at the next start");
-      } else if (!d->loops_ready) {
-        register_live(d, t);
-        coda__queue_insert_tail(&d->parked, &t->link); /* until the loops exist */
-      } else {
-        register_live(d, t);
-        coda__task_submit(t);
-      }
-      uv_mutex_unlock(&d->submit_mu);
+      start_stored(d, t);
       break;
     }
     case CODA__OP_FINISH: {
       coda__finish_op *f = (coda__finish_op *)op;
       if (rc) { /* kept, and tried again with the next batch */
         f->op.rc = 0;
+        f->unknown |= unknown; /* if it landed, the next write is refused */
         coda__queue_insert_tail(&d->retry_ops, &f->op.link);
         break;
       }
@@ -394,7 +479,14 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
   }
   if (rc == 0)
     rc = s->m->commit(s);
-  if (rc == CODA_ETIMEDOUT) {
+  if (rc == CODA__STORE_UNKNOWN) {
+    /* Written or not, the store cannot tell: not tried again (the same
+     * ids could be refused as taken, or written twice). New tasks are
+     * answered as failed, owned ones kept running (keep_unknown); outcomes
+     * are written again with the next batch. */
+    s->m->rollback(s);
+    report_store_error(d, "writing a batch (whether it was written is unknown)", 1);
+  } else if (rc == CODA_ETIMEDOUT) {
     /* Locked by another program: every piece would wait again. New tasks
      * fail (503), outcomes wait for the next batch. */
     s->m->rollback(s);
@@ -619,21 +711,25 @@ static void store_main(void *arg) {
       d->kick = 0;
       d->next_poll = 0;
     }
-    coda__queue_move(&batch, &d->ops);
-    if (!d->stop && !coda__queue_empty(&batch) && only_outcomes(&batch))
-      gather_outcomes(d, &batch, 1);
     int stop = d->stop;
+    int64_t now = now_ms();
+    /* Outcomes a failed batch kept go first, at the poll's pace; at the
+     * stop all of them, since there is no next turn for them. */
+    int n = 0;
+    if (!coda__queue_empty(&d->retry_ops) && (now >= d->next_poll || stop)) {
+      if (stop)
+        coda__queue_move(&batch, &d->retry_ops);
+      else
+        n = take_ops(&batch, &d->retry_ops, BATCH_MAX);
+    }
+    coda__queue fresh;
+    coda__queue_init(&fresh);
+    int m = n < BATCH_MAX ? take_ops(&fresh, &d->ops, BATCH_MAX - n) : 0;
+    if (!stop && m && only_outcomes(&fresh))
+      gather_outcomes(d, &fresh, m, BATCH_MAX - n);
+    coda__queue_move(&batch, &fresh);
     uv_mutex_unlock(&d->mu);
     coda__lease_write_pauses(d, &batch);
-    int64_t now = now_ms();
-    /* Outcomes a failed batch kept go first, at the poll's pace. */
-    if (!coda__queue_empty(&d->retry_ops) && (now >= d->next_poll || stop)) {
-      coda__queue retry;
-      coda__queue_init(&retry);
-      coda__queue_move(&retry, &d->retry_ops);
-      coda__queue_move(&retry, &batch);
-      coda__queue_move(&batch, &retry);
-    }
     uv_mutex_lock(&d->id_mu);
     int refill = d->refill;
     uv_mutex_unlock(&d->id_mu);
