@@ -110,6 +110,7 @@ void coda__durable_free(coda__engine *e) {
     return;
   d->store->m->close(d->store);
   coda__idmap_free(&d->live);
+  free(d->unstarted);
   coda__buf_free(&d->scratch);
   uv_mutex_destroy(&d->mu);
   uv_cond_destroy(&d->cond);
@@ -346,13 +347,41 @@ static double leave_live(coda__durable *d, coda_task *t) {
   return progress;
 }
 
+/* A claim given up before its attempt began is kept for release(): the
+ * task then waits in the store, due at once for any process, with no
+ * attempt counted, rather than stay claimed until its lease ends and
+ * expire() counts an attempt it never had. Without memory it is left to
+ * the lease, as before. */
+static void keep_unstarted(coda__durable *d, coda_task *t) {
+  coda__store *s = d->store;
+  if (s->m->version < 2 || !s->m->release || !t->lease)
+    return;
+  uv_mutex_lock(&d->reg_mu);
+  int began = t->began_at != 0 || atomic_load(&t->lease_lost);
+  if (!began && d->nunstarted == d->unstarted_cap) {
+    int cap = d->unstarted_cap ? d->unstarted_cap * 2 : 64;
+    coda__lease *p = realloc(d->unstarted, (size_t)cap * sizeof *p);
+    if (p) {
+      d->unstarted = p;
+      d->unstarted_cap = cap;
+    }
+  }
+  if (!began && d->nunstarted < d->unstarted_cap)
+    d->unstarted[d->nunstarted++] = (coda__lease){t->id, t->lease};
+  uv_mutex_unlock(&d->reg_mu);
+}
+
 void coda__durable_abandon(coda_task *t, const char *final_why) {
   coda__durable *d = t->def->engine->durable;
   if (!d || !t->stored)
     return;
   leave_live(d, t);
-  if (!final_why)
-    return; /* stays in the store as it is: it runs at the next start */
+  if (!final_why) {
+    /* Stays in the store: given back now if it never began, otherwise it
+     * runs again once its lease ends (or at the next start). */
+    keep_unstarted(d, t);
+    return;
+  }
   coda__finish_op *op = calloc(1, sizeof *op);
   if (!op)
     return; /* not recorded: it runs at the next start */

@@ -108,6 +108,11 @@ struct coda__durable {
    * in it. */
   uv_mutex_t reg_mu;
   coda__idmap live;
+  /* Also under reg_mu: claims this process gave up before their attempt
+   * began (dropped at the stop), which the store thread gives back with
+   * the store's release() when it has one. */
+  coda__lease *unstarted;
+  int nunstarted, unstarted_cap;
   /* submit_mu: the store thread submits tasks to the executors only under
    * it and only while !no_submit; the engine sets no_submit under it
    * before it stops the pools, so they are never reached once stopping. */

@@ -688,6 +688,35 @@ static void purge_old(coda__durable *d) {
     d->next_purge = now + 10; /* more to go: soon, between other batches */
 }
 
+/* ---- unstarted claims ------------------------------------------------------- */
+
+/* Gives back the claims dropped before their attempt began (durable.c
+ * keeps them, only when the store has release()). Outside any batch. A
+ * failure leaves them to their leases (expire() then counts an attempt). */
+static void release_unstarted(coda__durable *d) {
+  coda__store *s = d->store;
+  uv_mutex_lock(&d->reg_mu);
+  coda__lease *l = d->unstarted;
+  int n = d->nunstarted;
+  d->unstarted = NULL;
+  d->nunstarted = d->unstarted_cap = 0;
+  uv_mutex_unlock(&d->reg_mu);
+  if (n == 0) {
+    free(l);
+    return;
+  }
+  int rc = s->m->release(s, l, n);
+  if (rc)
+    coda_log(d->engine->app, CODA_LOG_WARN,
+             "task store: giving back %d tasks that did not start failed: %s; they run "
+             "again when their lease ends",
+             n, s->m->errmsg(s));
+  else
+    CODA__LOG(d->engine->app, CODA_LOG_INFO,
+              "task store: %d tasks that did not start were given back", n);
+  free(l);
+}
+
 /* ---- the store thread ------------------------------------------------------- */
 
 static void store_main(void *arg) {
@@ -766,7 +795,9 @@ static void store_main(void *arg) {
     if (now_ms() >= d->next_purge)
       purge_old(d);
     coda__lease_expire_due(d);
+    release_unstarted(d);
   }
+  release_unstarted(d); /* what the pools dropped at the stop */
   long lost = 0;
   while (!coda__queue_empty(&d->retry_ops)) {
     coda__queue *q = coda__queue_head(&d->retry_ops);

@@ -2598,6 +2598,77 @@ TEST(a_commit_of_unknown_fate_that_did_not_land_runs_its_task_unrecorded) {
   unknown_commit(0);
 }
 
+/* Release at the stop: the claims of tasks that never began (queued
+ * behind a task that holds the one thread) are given back with the
+ * store's release(), and the one that began is not. The wrapper records
+ * what the engine gives back and passes it on to the store's own
+ * release() when it has one (the memory store gains it with the store
+ * side of the review): then the store must show them waiting again with
+ * no attempt counted (max_attempts 1 would otherwise make them dead after
+ * one lease without running); without it they stay running, attempt 1,
+ * as before. */
+static uint64_t released_ids[64];
+static atomic_int nreleased;
+
+static int wrap_release(coda__store *s, const coda__lease *l, int n) {
+  for (int i = 0; i < n; i++) {
+    int k = atomic_fetch_add(&nreleased, 1);
+    if (k < 64)
+      released_ids[k] = l[i].id;
+  }
+  return wrap_orig->release ? wrap_orig->release(s, l, n) : 0;
+}
+
+static int was_released(uint64_t id) {
+  int n = atomic_load(&nreleased);
+  for (int i = 0; i < n && i < 64; i++)
+    if (released_ids[i] == id)
+      return 1;
+  return 0;
+}
+
+TEST(claims_that_never_began_are_given_back_at_the_stop) {
+  fixture f;
+  const long opts[] = {CODA_OPT_THREAD_POOL_SIZE, 1, CODA_OPT_TASK_DRAIN_TIMEOUT, 50, 0};
+  REQUIRE(fixture_init(&f, "memory", opts) == 0);
+  wrap_store(f.app);
+  int store_releases = wrap_orig->release != NULL;
+  wrap_methods.release = wrap_release;
+  atomic_store(&nreleased, 0);
+  REQUIRE_F(fixture_start(&f) == 0);
+  uint64_t blocker = add_task(f.ts.port, "/add?def=slow&tag=release-blocker&max=1");
+  REQUIRE_F(blocker != 0);
+  coda_task_info *info = wait_state(f.app, blocker, CODA_STATE_RUNNING, 5000);
+  CHECK_STATE(info, CODA_STATE_RUNNING);
+  coda_task_info_free(info);
+  uint64_t waiting[3];
+  for (int i = 0; i < 3; i++) {
+    char path[128];
+    snprintf(path, sizeof path, "/add?def=note&tag=release-waiting-%d&max=1", i);
+    waiting[i] = add_task(f.ts.port, path);
+    REQUIRE_F(waiting[i] != 0);
+  }
+  ts_stop(&f.ts); /* the blocker is cancelled; the three never began */
+  f.started = 0;
+  printf("  %d claims given back (the store %s release())\n", atomic_load(&nreleased),
+         store_releases ? "has" : "has no");
+  CHECK(!was_released(blocker));
+  for (int i = 0; i < 3; i++) {
+    CHECK(was_released(waiting[i]));
+    CHECK_EQ_INT(coda_task_get(f.app, waiting[i], &info), 0);
+    if (store_releases) {
+      CHECK_STATE(info, CODA_STATE_QUEUED);
+      if (info)
+        CHECK_EQ_INT(info->attempts, 0);
+    } else {
+      CHECK_STATE(info, CODA_STATE_RUNNING);
+    }
+    coda_task_info_free(info);
+  }
+  CHECK_EQ_INT(runs_of("release-waiting-0", NULL, 0), 0);
+  fixture_done(&f);
+}
+
 /* ---- main ----------------------------------------------------------------- */
 
 int main(void) {
@@ -2673,6 +2744,7 @@ int main(void) {
       TEST_CASE(a_burst_of_adds_behind_a_slow_store_is_written_in_bounded_batches),
       TEST_CASE(a_commit_of_unknown_fate_that_landed_answers_503_and_runs_its_task),
       TEST_CASE(a_commit_of_unknown_fate_that_did_not_land_runs_its_task_unrecorded),
+      TEST_CASE(claims_that_never_began_are_given_back_at_the_stop),
   };
   int rc = test__run("durable", cases, sizeof cases / sizeof cases[0]);
   tc_remove_tree(store_dir);
