@@ -34,6 +34,7 @@
 #include "app/exchange.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -342,6 +343,10 @@ static double leave_live(coda__durable *d, coda_task *t) {
   uv_mutex_lock(&d->reg_mu);
   if (coda__idmap_get(&d->live, t->id) == t)
     coda__idmap_remove(&d->live, t->id);
+  if (t->progress_op) { /* written without it: t is about to be freed */
+    t->progress_op->task = NULL;
+    t->progress_op = NULL;
+  }
   double progress = t->progress;
   uv_mutex_unlock(&d->reg_mu);
   return progress;
@@ -528,10 +533,25 @@ int coda_task_get(coda_app *app, uint64_t id, coda_task_info **out) {
   return 0;
 }
 
+double coda__durable_take_progress(coda__durable *d, coda__progress_op *p) {
+  uv_mutex_lock(&d->reg_mu);
+  if (p->task) {
+    p->task->progress_op = NULL;
+    p->task = NULL;
+  }
+  double progress = p->progress;
+  uv_mutex_unlock(&d->reg_mu);
+  return progress;
+}
+
+/* A task may report progress in a tight loop: it costs one pending op at
+ * most (the latest value wins), so d->ops cannot fill with them. */
 int coda_task_progress(coda_task *t, double fraction) {
   coda__durable *d = t->def->engine->durable;
   if (!t->durable)
     return CODA_ESTATE;
+  if (!isfinite(fraction))
+    return CODA_EINVAL; /* NaN passes both clamps below */
   if (fraction < 0)
     fraction = 0;
   if (fraction > 1)
@@ -542,6 +562,11 @@ int coda_task_progress(coda_task *t, double fraction) {
     return CODA_ESTATE;
   uv_mutex_lock(&d->reg_mu);
   t->progress = fraction;
+  if (t->progress_op) { /* one is pending: it writes this value */
+    t->progress_op->progress = fraction;
+    uv_mutex_unlock(&d->reg_mu);
+    return 0;
+  }
   uv_mutex_unlock(&d->reg_mu);
   coda__progress_op *op = calloc(1, sizeof *op);
   if (!op)
@@ -550,7 +575,14 @@ int coda_task_progress(coda_task *t, double fraction) {
   op->id = t->id;
   op->lease = t->lease;
   op->progress = fraction;
+  op->task = t;
+  /* Only this task's own thread reports its progress: nobody set one
+   * meanwhile. Set before the push: the store thread may take it at once. */
+  uv_mutex_lock(&d->reg_mu);
+  t->progress_op = op;
+  uv_mutex_unlock(&d->reg_mu);
   if (push_op(d, &op->op) != 0) {
+    coda__durable_take_progress(d, op);
     free(op);
     return CODA_ESTATE; /* the store has stopped */
   }

@@ -63,12 +63,19 @@ typedef struct coda__finish_op {
   int unknown;
 } coda__finish_op;
 
+/* A task has at most one progress op pending: later calls update its
+ * value (under reg_mu) until the store thread takes it (apply). */
 typedef struct coda__progress_op {
   coda__store_op op;
   uint64_t id;
   uint64_t lease; /* the claim's token */
-  double progress;
+  double progress; /* under reg_mu until taken */
+  coda_task *task; /* whose op this is, until taken or the task ends (reg_mu) */
 } coda__progress_op;
+
+/* The store thread takes a progress op: from now on the task's next
+ * coda_task_progress() queues a new one. Returns the value to write. */
+double coda__durable_take_progress(coda__durable *d, coda__progress_op *p);
 
 typedef struct coda__pause_op {
   coda__store_op op;

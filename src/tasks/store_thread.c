@@ -150,11 +150,12 @@ static int apply(coda__durable *d, coda__store_op *op, int64_t now) {
     return s->m->finish(s, &((coda__finish_op *)op)->r);
   case CODA__OP_PROGRESS: {
     coda__progress_op *p = (coda__progress_op *)op;
+    double value = coda__durable_take_progress(d, p); /* the latest */
     if (s->m->progress_leased) {
       coda__lease l = {p->id, p->lease};
-      return s->m->progress_leased(s, &l, p->progress);
+      return s->m->progress_leased(s, &l, value);
     }
-    return s->m->progress(s, p->id, p->progress);
+    return s->m->progress(s, p->id, value);
   }
   case CODA__OP_SYNC:
   case CODA__OP_PAUSE: /* written apart, before the batch */
@@ -373,7 +374,8 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       free(f);
       break;
     }
-    case CODA__OP_PROGRESS:
+    case CODA__OP_PROGRESS: /* not written again: the next one will be */
+      coda__durable_take_progress(d, (coda__progress_op *)op);
       free(op);
       break;
     case CODA__OP_SYNC:

@@ -130,6 +130,9 @@ struct coda_task {
   int64_t run_at;     /* unix ms: not before (0: now) */
   char *key;          /* idempotency key or NULL (owned) */
   double progress;    /* under the durable registry lock */
+  /* Its progress op not yet written, which takes `progress` when it is:
+   * at most one per task (durable.c, under the registry lock). */
+  struct coda__progress_op *progress_op;
   int64_t began_at;   /* unix ms, under the same lock; 0: not begun */
   void *result;       /* owned */
   size_t result_len;

@@ -34,6 +34,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/capability.h>
+#include <math.h>
 #include <stdarg.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -2369,6 +2370,13 @@ static atomic_int wrap_nbatch_ids;
 /* > 0: that many enqueues fail (CODA_ESTORE): a store that is down. */
 static atomic_int wrap_enqueue_faults;
 
+static atomic_int wrap_progress_writes;
+
+static int wrap_progress_leased(coda__store *s, const coda__lease *l, double progress) {
+  atomic_fetch_add(&wrap_progress_writes, 1);
+  return wrap_orig->progress_leased(s, l, progress);
+}
+
 static int wrap_begin(coda__store *s) {
   atomic_store(&wrap_batch_adds, 0);
   atomic_store(&wrap_nbatch_ids, 0);
@@ -2434,6 +2442,9 @@ static void wrap_store(coda_app *app) {
     wrap_methods.begin_lazy = wrap_begin_lazy;
   wrap_methods.enqueue = wrap_enqueue;
   wrap_methods.commit = wrap_commit;
+  if (wrap_orig->progress_leased)
+    wrap_methods.progress_leased = wrap_progress_leased;
+  atomic_store(&wrap_progress_writes, 0);
   store->m = &wrap_methods;
   atomic_store(&wrap_batch_adds, 0);
   atomic_store(&wrap_max_adds, 0);
@@ -2669,6 +2680,71 @@ TEST(claims_that_never_began_are_given_back_at_the_stop) {
   fixture_done(&f);
 }
 
+/* #10: progress in a tight loop while the store is slow costs one
+ * pending write, which takes the latest value (before: one op per call,
+ * 10,001 writes queued); a value that is not a number is refused. */
+static atomic_int pb_go, pb_calls_done, pb_release, pb_nan_rc, pb_inf_rc;
+
+static int progress_burst_task(coda_task *t) {
+  for (int i = 0; i < 2000 && !atomic_load(&pb_go); i++)
+    tc_sleep_ms(5);
+  atomic_store(&pb_nan_rc, coda_task_progress(t, NAN));
+  atomic_store(&pb_inf_rc, coda_task_progress(t, INFINITY));
+  for (int i = 0; i < 10000; i++)
+    coda_task_progress(t, i / 20000.0);
+  coda_task_progress(t, 0.75);
+  atomic_store(&pb_calls_done, 1);
+  for (int i = 0; i < 2000 && !atomic_load(&pb_release); i++)
+    tc_sleep_ms(5);
+  return 0;
+}
+
+static int pb_done(void) { return atomic_load(&pb_calls_done); }
+
+TEST(progress_in_a_tight_loop_keeps_one_pending_write) {
+  fixture f;
+  REQUIRE(fixture_init(&f, "memory", NULL) == 0);
+  coda_task_def *def = coda_app_task(f.app, "progress_burst", progress_burst_task,
+                                     CODA_EXEC_THREAD);
+  REQUIRE(def != NULL);
+  wrap_store(f.app);
+  atomic_store(&pb_go, 0);
+  atomic_store(&pb_calls_done, 0);
+  atomic_store(&pb_release, 0);
+  REQUIRE_F(fixture_start(&f) == 0);
+  coda_task_opts o = CODA_TASK_OPTS_INIT();
+  for (int i = 0; i < 200; i++) { /* the store thread starts with the server */
+    if (coda_app_enqueue(f.app, def, &o, "") == 0)
+      break;
+    tc_sleep_ms(5);
+  }
+  REQUIRE_F(o.id != 0);
+  coda_task_info *info = wait_state(f.app, o.id, CODA_STATE_RUNNING, 5000);
+  CHECK_STATE(info, CODA_STATE_RUNNING);
+  coda_task_info_free(info);
+  atomic_store(&wrap_gate_closed, 1); /* the next commit waits */
+  atomic_store(&pb_go, 1);
+  CHECK(wait_for(pb_done, 10000));
+  wrap_open_gate();
+  CHECK_EQ_INT(coda_app_store_sync(f.app), 0);
+  int writes = atomic_load(&wrap_progress_writes);
+  printf("  10,002 progress calls, %d writes\n", writes);
+  CHECK(writes >= 1 && writes <= 3);
+  CHECK_EQ_INT(atomic_load(&pb_nan_rc), CODA_EINVAL);
+  CHECK_EQ_INT(atomic_load(&pb_inf_rc), CODA_EINVAL);
+  coda__store *store = coda__engine_peek(f.app)->durable->store;
+  info = NULL;
+  CHECK_EQ_INT(wrap_orig->get(store, o.id, &info), 0); /* the store's own value */
+  if (info)
+    CHECK(info->progress == 0.75);
+  coda_task_info_free(info);
+  atomic_store(&pb_release, 1);
+  info = wait_state(f.app, o.id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
+  coda_task_info_free(info);
+  fixture_done(&f);
+}
+
 /* ---- main ----------------------------------------------------------------- */
 
 int main(void) {
@@ -2745,6 +2821,7 @@ int main(void) {
       TEST_CASE(a_commit_of_unknown_fate_that_landed_answers_503_and_runs_its_task),
       TEST_CASE(a_commit_of_unknown_fate_that_did_not_land_runs_its_task_unrecorded),
       TEST_CASE(claims_that_never_began_are_given_back_at_the_stop),
+      TEST_CASE(progress_in_a_tight_loop_keeps_one_pending_write),
   };
   int rc = test__run("durable", cases, sizeof cases / sizeof cases[0]);
   tc_remove_tree(store_dir);
