@@ -585,6 +585,67 @@ static void on_claimed(void *user, const coda__task_record *r) {
   coda__queue_insert_tail(&cx->tasks, &t->link);
 }
 
+/* Whether the store holds t under the claim just made, though the batch
+ * failed: a store may claim outside the batch (Redis runs its claim at
+ * once; the memory store's claims are not undone by rollback), or inside
+ * it (SQLite: rolled back, the task waits again). get() says which, task
+ * by task: running, with the attempt this claim counted. When it cannot
+ * tell, the task is not run here (its lease brings it back, as before). */
+static int claim_held(coda__durable *d, const coda_task *t) {
+  coda__store *s = d->store;
+  coda_task_info *info = NULL;
+  int held = s->m->get(s, t->id, &info) == 0 && info->state == CODA_STATE_RUNNING &&
+             info->attempts == t->attempt;
+  coda_task_info_free(info);
+  return held;
+}
+
+static void submit_claimed(coda__durable *d, coda_task *t) {
+  coda__task_force_reserve(t->def);
+  coda__stat_add(d->engine, t->executor, CODA_STAT_CLAIMED, 1);
+  register_live(d, t);
+  coda__task_submit(t);
+}
+
+/* The claim's batch failed (review #9): claimed tasks the store still holds
+ * run now rather than sit claimed until their lease ends (an attempt
+ * counted, never run: dead at once with max_attempts 1); the others are
+ * freed. The outcomes of unknown tasks wait for the next batch, like any
+ * outcome a failed batch could not write (refused then if the claim was
+ * undone: the next claim marks them again). */
+static void claim_failed(coda__durable *d, claim_ctx *cx, int64_t now) {
+  while (!coda__queue_empty(&cx->tasks)) {
+    coda__queue *q = coda__queue_head(&cx->tasks);
+    coda__queue_remove(q);
+    coda_task *t = coda__container_of(q, coda_task, link);
+    if (claim_held(d, t))
+      submit_claimed(d, t);
+    else
+      coda__task_free(t);
+  }
+  for (int i = 0; i < cx->nunknown; i++) {
+    coda__finish_op *f = calloc(1, sizeof *f);
+    char *why = strdup(cx->unknown[i].unreadable ? "its arguments cannot be read back"
+                                                  : "no task of that name in this program");
+    if (!f || !why) {
+      free(f);
+      free(why);
+      continue; /* claimed again once its lease ends */
+    }
+    f->op.kind = CODA__OP_FINISH;
+    f->executor = CODA_EXEC_THREAD;
+    f->unknown = 1; /* refused if the claim was undone */
+    f->r = (coda__task_record){.id = cx->unknown[i].id,
+                               .state = CODA_STATE_DEAD,
+                               .attempts = cx->unknown[i].attempts,
+                               .lease = cx->unknown[i].lease,
+                               .finished_at = now,
+                               .error = why};
+    f->error = why;
+    coda__queue_insert_tail(&d->retry_ops, &f->op.link);
+  }
+}
+
 static long free_slots(coda__engine *e) {
   const coda__options *o = &e->app->opt;
   long free_thread = o->thread_queue - atomic_load(&e->reserved[CODA_EXEC_THREAD]);
@@ -627,11 +688,7 @@ static void claim_due(coda__durable *d) {
   if (rc) {
     s->m->rollback(s);
     report_store_error(d, "claiming due tasks", 0);
-    while (!coda__queue_empty(&cx.tasks)) {
-      coda__queue *q = coda__queue_head(&cx.tasks);
-      coda__queue_remove(q);
-      coda__task_free(coda__container_of(q, coda_task, link));
-    }
+    claim_failed(d, &cx, now);
     return;
   }
   /* The store took a write: adds may try it again. */
@@ -640,11 +697,7 @@ static void claim_due(coda__durable *d) {
   while (!coda__queue_empty(&cx.tasks)) {
     coda__queue *q = coda__queue_head(&cx.tasks);
     coda__queue_remove(q);
-    coda_task *t = coda__container_of(q, coda_task, link);
-    coda__task_force_reserve(t->def);
-    coda__stat_add(e, t->executor, CODA_STAT_CLAIMED, 1);
-    register_live(d, t);
-    coda__task_submit(t);
+    submit_claimed(d, coda__container_of(q, coda_task, link));
   }
   if (n == max) {
     d->next_poll = now; /* more are due */
@@ -805,7 +858,8 @@ static void store_main(void *arg) {
     coda__queue *q = coda__queue_head(&d->retry_ops);
     coda__queue_remove(q);
     coda__finish_op *f = coda__container_of(q, coda__finish_op, op.link);
-    coda__task_unreserve_def(f->def);
+    if (f->def) /* none: an outcome whose slot was given back already */
+      coda__task_unreserve_def(f->def);
     free(f->error);
     free(f->result);
     free(f);

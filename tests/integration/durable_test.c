@@ -2371,6 +2371,18 @@ static atomic_int wrap_nbatch_ids;
 static atomic_int wrap_enqueue_faults;
 
 static atomic_int wrap_progress_writes;
+/* > 0: that many commits of a batch that claimed tasks fail (CODA_ESTORE),
+ * without committing: what a claim outside the batch meets when the rest
+ * of it cannot be written. */
+static atomic_int wrap_claim_faults, wrap_claimed;
+
+static int wrap_claim(coda__store *s, int64_t now, int64_t lease_until, int max,
+                      coda__claim_fn fn, void *user) {
+  int n = wrap_orig->claim(s, now, lease_until, max, fn, user);
+  if (n > 0)
+    atomic_store(&wrap_claimed, 1);
+  return n;
+}
 
 static int wrap_progress_leased(coda__store *s, const coda__lease *l, double progress) {
   atomic_fetch_add(&wrap_progress_writes, 1);
@@ -2378,12 +2390,14 @@ static int wrap_progress_leased(coda__store *s, const coda__lease *l, double pro
 }
 
 static int wrap_begin(coda__store *s) {
+  atomic_store(&wrap_claimed, 0);
   atomic_store(&wrap_batch_adds, 0);
   atomic_store(&wrap_nbatch_ids, 0);
   return wrap_orig->begin(s);
 }
 
 static int wrap_begin_lazy(coda__store *s) {
+  atomic_store(&wrap_claimed, 0);
   atomic_store(&wrap_batch_adds, 0);
   atomic_store(&wrap_nbatch_ids, 0);
   return wrap_orig->begin_lazy(s);
@@ -2403,6 +2417,10 @@ static int wrap_enqueue(coda__store *s, const coda__task_record *r, int owned,
 }
 
 static int wrap_commit(coda__store *s) {
+  if (atomic_exchange(&wrap_claimed, 0) && atomic_load(&wrap_claim_faults) > 0) {
+    atomic_fetch_sub(&wrap_claim_faults, 1);
+    return CODA_ESTORE;
+  }
   int adds = atomic_load(&wrap_batch_adds);
   if (adds > 0) {
     atomic_fetch_add(&wrap_batches_with_adds, 1);
@@ -2442,6 +2460,9 @@ static void wrap_store(coda_app *app) {
     wrap_methods.begin_lazy = wrap_begin_lazy;
   wrap_methods.enqueue = wrap_enqueue;
   wrap_methods.commit = wrap_commit;
+  wrap_methods.claim = wrap_claim;
+  atomic_store(&wrap_claim_faults, 0);
+  atomic_store(&wrap_claimed, 0);
   if (wrap_orig->progress_leased)
     wrap_methods.progress_leased = wrap_progress_leased;
   atomic_store(&wrap_progress_writes, 0);
@@ -2745,6 +2766,36 @@ TEST(progress_in_a_tight_loop_keeps_one_pending_write) {
   fixture_done(&f);
 }
 
+/* #9: the batch of a claim fails. Where the claim is not undone by the
+ * rollback (the memory store, as Redis, whose claim runs at once), the
+ * claimed task runs now (before: it was freed and stayed claimed until its
+ * lease ended, then expiry made it dead without a run, max_attempts 1);
+ * where it is undone (SQLite), it is not run then, but claimed again by
+ * the next poll: once either way, one attempt. */
+static void failed_claim(const char *kind) {
+  char uri[512], tag[64], path[160];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri(kind, "claimfail", uri, sizeof uri), NULL) == 0);
+  wrap_store(f.app);
+  REQUIRE_F(fixture_start(&f) == 0);
+  snprintf(tag, sizeof tag, "claim-fails-%s", kind);
+  snprintf(path, sizeof path, "/add?def=note&tag=%s&max=1&delay=100", tag);
+  atomic_store(&wrap_claim_faults, 1);
+  uint64_t id = add_task(f.ts.port, path);
+  REQUIRE_F(id != 0);
+  coda_task_info *info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
+  if (info)
+    CHECK_EQ_INT(info->attempts, 1);
+  coda_task_info_free(info);
+  CHECK_EQ_INT(atomic_load(&wrap_claim_faults), 0); /* the fault happened */
+  CHECK_EQ_INT(runs_of(tag, NULL, 0), 1);
+  fixture_done(&f);
+}
+
+TEST(a_claim_whose_batch_fails_still_runs_its_tasks_memory) { failed_claim("memory"); }
+TEST(a_claim_whose_batch_fails_still_runs_its_tasks_sqlite) { failed_claim("sqlite"); }
+
 /* ---- main ----------------------------------------------------------------- */
 
 int main(void) {
@@ -2822,6 +2873,8 @@ int main(void) {
       TEST_CASE(a_commit_of_unknown_fate_that_did_not_land_runs_its_task_unrecorded),
       TEST_CASE(claims_that_never_began_are_given_back_at_the_stop),
       TEST_CASE(progress_in_a_tight_loop_keeps_one_pending_write),
+      TEST_CASE(a_claim_whose_batch_fails_still_runs_its_tasks_memory),
+      TEST_CASE(a_claim_whose_batch_fails_still_runs_its_tasks_sqlite),
   };
   int rc = test__run("durable", cases, sizeof cases / sizeof cases[0]);
   tc_remove_tree(store_dir);
