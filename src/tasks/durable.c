@@ -229,7 +229,8 @@ int coda__durable_hold(coda_res *res, coda_tasks *run) {
 
 /* coda_app_enqueue(): a task with no response. */
 static int enqueue_alone(coda_app *app, coda_task_def *def, coda_task_opts *opts,
-                         const char *fmt, va_list ap) {
+                         coda__written_fn written, void *user, const char *fmt,
+                         va_list ap) {
   coda__engine *e = coda__engine_peek(app);
   coda__durable *d = e ? e->durable : NULL;
   if (!d || !atomic_load(&d->running))
@@ -253,6 +254,8 @@ static int enqueue_alone(coda_app *app, coda_task_def *def, coda_task_opts *opts
   }
   op->op.kind = CODA__OP_ENQUEUE;
   op->task = t;
+  op->written = written;
+  op->user = user;
   if (push_op(d, &op->op) != 0) { /* the app is stopping: refused, not lost */
     free(op);
     coda__task_reject(t);
@@ -265,7 +268,17 @@ int coda_app_enqueue(coda_app *app, coda_task_def *def, coda_task_opts *opts,
                      const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int rc = enqueue_alone(app, def, opts, fmt, ap);
+  int rc = enqueue_alone(app, def, opts, NULL, NULL, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+int coda__durable_enqueue_notify(coda_app *app, coda_task_def *def, coda_task_opts *opts,
+                                 coda__written_fn written, void *user, const char *fmt,
+                                 ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = enqueue_alone(app, def, opts, written, user, fmt, ap);
   va_end(ap);
   return rc;
 }

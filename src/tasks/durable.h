@@ -49,6 +49,8 @@ void coda__durable_hold_written(coda__hold *h);
 typedef struct coda__enqueue_op {
   coda__store_op op;
   coda_task *task;
+  coda__written_fn written; /* NULL: nobody asked (coda__durable_enqueue_notify) */
+  void *user;
 } coda__enqueue_op;
 
 typedef struct coda__finish_op {

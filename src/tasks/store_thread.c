@@ -342,7 +342,10 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       break;
     }
     case CODA__OP_ENQUEUE: {
-      coda_task *t = ((coda__enqueue_op *)op)->task;
+      coda__enqueue_op *eop = (coda__enqueue_op *)op;
+      coda_task *t = eop->task;
+      if (eop->written) /* before t may be freed or run */
+        eop->written(eop->user, rc ? CODA_ESTORE : 0);
       free(op);
       if (unknown && keep_unknown(d, t))
         break;

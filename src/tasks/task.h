@@ -401,6 +401,14 @@ int coda__worker_lease_lost(const coda_task *t);
 /* Tests only: pauses (1) or resumes (0) the heartbeat's renewals, so that a
  * running task's lease can expire. */
 void coda__durable_test_pause_heartbeat(coda_app *app, int paused);
+/* coda_app_enqueue() for the engine's own adds (periodic tasks): when it
+ * returns 0, `written` is called once, on the store thread, with 0 when
+ * the task is in the store (a duplicate of its key included) or an error
+ * when its write failed or its fate is unknown. Not called otherwise. */
+typedef void (*coda__written_fn)(void *user, int rc);
+int coda__durable_enqueue_notify(coda_app *app, coda_task_def *def, coda_task_opts *opts,
+                                 coda__written_fn written, void *user, const char *fmt,
+                                 ...);
 size_t coda__durable_stats_json(coda__engine *e, char *buf, size_t cap);
 /* The server's loops are initialised: the store thread may hand tasks to
  * the executors (LOOP ones need the loops). */
