@@ -628,8 +628,9 @@ static void claim_failed(coda__durable *d, claim_ctx *cx, int64_t now) {
   }
   for (int i = 0; i < cx->nunknown; i++) {
     coda__finish_op *f = calloc(1, sizeof *f);
-    char *why = strdup(cx->unknown[i].unreadable ? "its arguments cannot be read back"
-                                                  : "no task of that name in this program");
+    char *why =
+        strdup(cx->unknown[i].unreadable ? "its arguments cannot be read back"
+                                         : "no task of that name in this program");
     if (!f || !why) {
       free(f);
       free(why);

@@ -2522,7 +2522,9 @@ static int burst_store_runs(void) {
   return atomic_load(&coda__engine_peek(burst_app)->durable->running);
 }
 
-static int burst_all_ran(void) { return atomic_load(&burst_ran) >= BURST_THREADS * BURST_EACH; }
+static int burst_all_ran(void) {
+  return atomic_load(&burst_ran) >= BURST_THREADS * BURST_EACH;
+}
 
 TEST(a_burst_of_adds_behind_a_slow_store_is_written_in_bounded_batches) {
   fixture f;
@@ -2725,8 +2727,8 @@ static int pb_done(void) { return atomic_load(&pb_calls_done); }
 TEST(progress_in_a_tight_loop_keeps_one_pending_write) {
   fixture f;
   REQUIRE(fixture_init(&f, "memory", NULL) == 0);
-  coda_task_def *def = coda_app_task(f.app, "progress_burst", progress_burst_task,
-                                     CODA_EXEC_THREAD);
+  coda_task_def *def =
+      coda_app_task(f.app, "progress_burst", progress_burst_task, CODA_EXEC_THREAD);
   REQUIRE(def != NULL);
   wrap_store(f.app);
   atomic_store(&pb_go, 0);
