@@ -295,7 +295,7 @@ static void start_stored(coda__durable *d, coda_task *t) {
  * or of a queue run elsewhere) need nothing: if written, a claim takes
  * them. Returns whether t was kept. */
 static int keep_unknown(coda__durable *d, coda_task *t) {
-  if (!t->lease)
+  if (!t->lease || t->duplicate) /* a duplicate known at enqueue() was not written */
     return 0;
   CODA__LOG(d->engine->app, CODA_LOG_WARN,
             "task %s (id %llu): the store could not tell whether it was written; it "
