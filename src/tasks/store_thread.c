@@ -293,9 +293,13 @@ static void start_stored(coda__durable *d, coda_task *t) {
  * is still answered as failed (503): it may run though the client was told
  * no, which is the at-least-once side of not knowing. Unowned ones (delayed,
  * or of a queue run elsewhere) need nothing: if written, a claim takes
- * them. Returns whether t was kept. */
+ * them. Keyed ones are not kept either: their id comes from the key, so
+ * the task in the store may be another process's duplicate, claimed under
+ * the same token 1 (every owned enqueue's), and fencing could not tell
+ * this run from that one; left alone, the lease brings one back as before.
+ * Returns whether t was kept. */
 static int keep_unknown(coda__durable *d, coda_task *t) {
-  if (!t->lease || t->duplicate) /* a duplicate known at enqueue() was not written */
+  if (!t->lease || t->key || t->duplicate)
     return 0;
   CODA__LOG(d->engine->app, CODA_LOG_WARN,
             "task %s (id %llu): the store could not tell whether it was written; it "
