@@ -871,7 +871,10 @@ CODA_API int coda_task_attempt(const coda_task *t);
 /** Reports progress (0..1) of a durable task, visible through
  *  coda_task_get() at once and written to the store. Any executor: in a
  *  PROCESS worker it is sent to the server (at most every 10 ms; the last
- *  value always arrives with the task's end). CODA_ESTATE if not durable. */
+ *  value always arrives with the task's end). CODA_ESTATE if not durable,
+ *  CODA_EINVAL if fraction is not a finite number. Cheap in a tight loop:
+ *  a task has at most one write of its progress pending, which takes the
+ *  latest value. */
 CODA_API int coda_task_progress(coda_task *t, double fraction);
 /** Stores a result (copied) of a durable task, written with its outcome.
  *  Any executor (a PROCESS worker sends it with the task's end).

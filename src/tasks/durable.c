@@ -34,6 +34,7 @@
 #include "app/exchange.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,7 @@ void coda__durable_free(coda__engine *e) {
     return;
   d->store->m->close(d->store);
   coda__idmap_free(&d->live);
+  free(d->unstarted);
   coda__buf_free(&d->scratch);
   uv_mutex_destroy(&d->mu);
   uv_cond_destroy(&d->cond);
@@ -227,7 +229,8 @@ int coda__durable_hold(coda_res *res, coda_tasks *run) {
 
 /* coda_app_enqueue(): a task with no response. */
 static int enqueue_alone(coda_app *app, coda_task_def *def, coda_task_opts *opts,
-                         const char *fmt, va_list ap) {
+                         coda__written_fn written, void *user, const char *fmt,
+                         va_list ap) {
   coda__engine *e = coda__engine_peek(app);
   coda__durable *d = e ? e->durable : NULL;
   if (!d || !atomic_load(&d->running))
@@ -251,6 +254,8 @@ static int enqueue_alone(coda_app *app, coda_task_def *def, coda_task_opts *opts
   }
   op->op.kind = CODA__OP_ENQUEUE;
   op->task = t;
+  op->written = written;
+  op->user = user;
   if (push_op(d, &op->op) != 0) { /* the app is stopping: refused, not lost */
     free(op);
     coda__task_reject(t);
@@ -263,7 +268,17 @@ int coda_app_enqueue(coda_app *app, coda_task_def *def, coda_task_opts *opts,
                      const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int rc = enqueue_alone(app, def, opts, fmt, ap);
+  int rc = enqueue_alone(app, def, opts, NULL, NULL, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+int coda__durable_enqueue_notify(coda_app *app, coda_task_def *def, coda_task_opts *opts,
+                                 coda__written_fn written, void *user, const char *fmt,
+                                 ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = enqueue_alone(app, def, opts, written, user, fmt, ap);
   va_end(ap);
   return rc;
 }
@@ -341,9 +356,37 @@ static double leave_live(coda__durable *d, coda_task *t) {
   uv_mutex_lock(&d->reg_mu);
   if (coda__idmap_get(&d->live, t->id) == t)
     coda__idmap_remove(&d->live, t->id);
+  if (t->progress_op) { /* written without it: t is about to be freed */
+    t->progress_op->task = NULL;
+    t->progress_op = NULL;
+  }
   double progress = t->progress;
   uv_mutex_unlock(&d->reg_mu);
   return progress;
+}
+
+/* A claim given up before its attempt began is kept for release(): the
+ * task then waits in the store, due at once for any process, with no
+ * attempt counted, rather than stay claimed until its lease ends and
+ * expire() counts an attempt it never had. Without memory it is left to
+ * the lease, as before. */
+static void keep_unstarted(coda__durable *d, coda_task *t) {
+  coda__store *s = d->store;
+  if (s->m->version < 2 || !s->m->release || !t->lease)
+    return;
+  uv_mutex_lock(&d->reg_mu);
+  int began = t->began_at != 0 || atomic_load(&t->lease_lost);
+  if (!began && d->nunstarted == d->unstarted_cap) {
+    int cap = d->unstarted_cap ? d->unstarted_cap * 2 : 64;
+    coda__lease *p = realloc(d->unstarted, (size_t)cap * sizeof *p);
+    if (p) {
+      d->unstarted = p;
+      d->unstarted_cap = cap;
+    }
+  }
+  if (!began && d->nunstarted < d->unstarted_cap)
+    d->unstarted[d->nunstarted++] = (coda__lease){t->id, t->lease};
+  uv_mutex_unlock(&d->reg_mu);
 }
 
 void coda__durable_abandon(coda_task *t, const char *final_why) {
@@ -351,8 +394,12 @@ void coda__durable_abandon(coda_task *t, const char *final_why) {
   if (!d || !t->stored)
     return;
   leave_live(d, t);
-  if (!final_why)
-    return; /* stays in the store as it is: it runs at the next start */
+  if (!final_why) {
+    /* Stays in the store: given back now if it never began, otherwise it
+     * runs again once its lease ends (or at the next start). */
+    keep_unstarted(d, t);
+    return;
+  }
   coda__finish_op *op = calloc(1, sizeof *op);
   if (!op)
     return; /* not recorded: it runs at the next start */
@@ -499,10 +546,25 @@ int coda_task_get(coda_app *app, uint64_t id, coda_task_info **out) {
   return 0;
 }
 
+double coda__durable_take_progress(coda__durable *d, coda__progress_op *p) {
+  uv_mutex_lock(&d->reg_mu);
+  if (p->task) {
+    p->task->progress_op = NULL;
+    p->task = NULL;
+  }
+  double progress = p->progress;
+  uv_mutex_unlock(&d->reg_mu);
+  return progress;
+}
+
+/* A task may report progress in a tight loop: it costs one pending op at
+ * most (the latest value wins), so d->ops cannot fill with them. */
 int coda_task_progress(coda_task *t, double fraction) {
   coda__durable *d = t->def->engine->durable;
   if (!t->durable)
     return CODA_ESTATE;
+  if (!isfinite(fraction))
+    return CODA_EINVAL; /* NaN passes both clamps below */
   if (fraction < 0)
     fraction = 0;
   if (fraction > 1)
@@ -513,6 +575,11 @@ int coda_task_progress(coda_task *t, double fraction) {
     return CODA_ESTATE;
   uv_mutex_lock(&d->reg_mu);
   t->progress = fraction;
+  if (t->progress_op) { /* one is pending: it writes this value */
+    t->progress_op->progress = fraction;
+    uv_mutex_unlock(&d->reg_mu);
+    return 0;
+  }
   uv_mutex_unlock(&d->reg_mu);
   coda__progress_op *op = calloc(1, sizeof *op);
   if (!op)
@@ -521,7 +588,14 @@ int coda_task_progress(coda_task *t, double fraction) {
   op->id = t->id;
   op->lease = t->lease;
   op->progress = fraction;
+  op->task = t;
+  /* Only this task's own thread reports its progress: nobody set one
+   * meanwhile. Set before the push: the store thread may take it at once. */
+  uv_mutex_lock(&d->reg_mu);
+  t->progress_op = op;
+  uv_mutex_unlock(&d->reg_mu);
   if (push_op(d, &op->op) != 0) {
+    coda__durable_take_progress(d, op);
     free(op);
     return CODA_ESTATE; /* the store has stopped */
   }

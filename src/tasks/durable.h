@@ -49,6 +49,8 @@ void coda__durable_hold_written(coda__hold *h);
 typedef struct coda__enqueue_op {
   coda__store_op op;
   coda_task *task;
+  coda__written_fn written; /* NULL: nobody asked (coda__durable_enqueue_notify) */
+  void *user;
 } coda__enqueue_op;
 
 typedef struct coda__finish_op {
@@ -58,14 +60,24 @@ typedef struct coda__finish_op {
   coda__task_record r;
   char *error;
   void *result;
+  /* It was in a batch whose fate is unknown (CODA__STORE_UNKNOWN): written
+   * again, it may find itself written already and be refused. */
+  int unknown;
 } coda__finish_op;
 
+/* A task has at most one progress op pending: later calls update its
+ * value (under reg_mu) until the store thread takes it (apply). */
 typedef struct coda__progress_op {
   coda__store_op op;
   uint64_t id;
   uint64_t lease; /* the claim's token */
-  double progress;
+  double progress; /* under reg_mu until taken */
+  coda_task *task; /* whose op this is, until taken or the task ends (reg_mu) */
 } coda__progress_op;
+
+/* The store thread takes a progress op: from now on the task's next
+ * coda_task_progress() queues a new one. Returns the value to write. */
+double coda__durable_take_progress(coda__durable *d, coda__progress_op *p);
 
 typedef struct coda__pause_op {
   coda__store_op op;
@@ -105,6 +117,11 @@ struct coda__durable {
    * in it. */
   uv_mutex_t reg_mu;
   coda__idmap live;
+  /* Also under reg_mu: claims this process gave up before their attempt
+   * began (dropped at the stop), which the store thread gives back with
+   * the store's release() when it has one. */
+  coda__lease *unstarted;
+  int nunstarted, unstarted_cap;
   /* submit_mu: the store thread submits tasks to the executors only under
    * it and only while !no_submit; the engine sets no_submit under it
    * before it stops the pools, so they are never reached once stopping. */

@@ -196,7 +196,12 @@ void coda__task_mark_lease_lost(coda_task *t, const char *why) {
   if (pid > 0) {
     /* The worker runs the task's code in another process: it learns it
      * from a signal whose value names the task (a late signal for a task
-     * that ended there is told apart by it). */
+     * that ended there is told apart by it). The value is the id's low 31
+     * bits, so two tasks of one worker could share it (ids 2^31 apart, or
+     * keyed ids, which are hashes): a late signal meant for the one that
+     * ended would then cancel the other. Negligible (the signal must come
+     * late, and to the worker that ran both), and it costs one attempt at
+     * most: the task is told to stop, as at a timeout. */
     union sigval v = {.sival_int = (int)(t->id & 0x7fffffff)};
     sigqueue(pid, CODA__LEASE_SIGNAL, v);
   }
@@ -310,8 +315,14 @@ static void heartbeat_main(void *arg) {
   uv_mutex_lock(&d->hb_mu);
   for (;;) {
     uint64_t until = uv_hrtime() + every_ns;
-    while (!d->hb_stop && uv_hrtime() < until)
-      uv_cond_timedwait(&d->hb_cond, &d->hb_mu, until - uv_hrtime());
+    for (;;) {
+      /* One reading of the clock: read twice, it could pass `until`
+       * between the test and the subtraction, which would then wrap. */
+      uint64_t now = uv_hrtime();
+      if (d->hb_stop || now >= until)
+        break;
+      uv_cond_timedwait(&d->hb_cond, &d->hb_mu, until - now);
+    }
     if (d->hb_stop)
       break;
     if (d->hb_paused)
@@ -491,6 +502,14 @@ void coda__lease_check_refused(coda__durable *d, coda__queue *batch) {
       coda__finish_op *f = (coda__finish_op *)op;
       if (f->r.id != out[i].id || f->r.lease != out[i].lease)
         continue;
+      if (f->unknown) {
+        coda_log(d->engine->app, CODA_LOG_INFO,
+                 "task %s (id %llu): the outcome of attempt %d was refused when written "
+                 "again: the batch whose fate was unknown had written it, or the lease "
+                 "was taken over",
+                 f->r.name, (unsigned long long)f->r.id, f->r.attempts);
+        break;
+      }
       coda__stat_add(d->engine, f->executor, CODA_STAT_LEASE_LOST, 1);
       coda_log(d->engine->app, CODA_LOG_WARN,
                "task %s (id %llu): the outcome of attempt %d was refused: its lease had "

@@ -24,9 +24,18 @@
  * next due time only (no polling); they are unreferenced, so they never
  * keep the control loop alive, and stop at the drain: a stopping app adds
  * no new due time. Everything here is touched by the configuring thread
- * before coda_app_run(), then by the control thread only.
+ * before coda_app_run(), then by the control thread only, except what the
+ * store thread reports about a write (under the scheduler's `mu`).
+ *
+ * A due time whose add failed (refused at once, or its write failed on
+ * the store thread, which says so through `async`) is tried again with
+ * the app's task backoff (CODA_OPT_BACKOFF, doubling up to
+ * CODA_OPT_BACKOFF_MAX) until it is added or the next due time replaces it:
+ * a store down at a due time does not skip it on every process. The key
+ * makes a retry of a write that did land a duplicate, not a second run.
  */
 #include "tasks/cron.h"
+#include "tasks/durable.h"
 #include "tasks/task.h"
 
 #include "server/server.h"
@@ -47,6 +56,12 @@ typedef struct schedule {
   uv_timer_t timer;
   int timer_open;
   int64_t due; /* the due time the timer waits for */
+  /* Control thread: the due time of the last add, the one whose add
+   * failed and waits for `retry` (0: none), and how many tries it had. */
+  int64_t tried, pending;
+  int retries;
+  uv_timer_t retry;
+  int64_t failed_write; /* under the scheduler's mu: set by the store thread */
 } schedule;
 
 struct coda__scheduler {
@@ -55,7 +70,18 @@ struct coda__scheduler {
   schedule **items;
   int n, cap;
   atomic_long added, failed; /* due times added, and those that could not be */
+  /* mu protects async_open and the schedules' failed_write: the store
+   * thread reports a failed write through async until the stop closes it. */
+  uv_mutex_t mu;
+  uv_async_t async;
+  int async_open;
 };
+
+/* What the store thread reports back about one add. */
+typedef struct written {
+  schedule *sc;
+  int64_t due;
+} written;
 
 /* ---- due times ------------------------------------------------------------- */
 
@@ -75,21 +101,89 @@ static int64_t due_after(const schedule *sc, int64_t t) {
                          : coda__cron_next(&sc->cron, t);
 }
 
+static void on_retry(uv_timer_t *timer);
+
+/* The add of `due` failed: tried again after a backoff, unless a newer
+ * due time was tried since (it replaces this one). Control thread. */
+static void retry_later(schedule *sc, int64_t due, int rc) {
+  coda__engine *e = sc->owner->engine;
+  atomic_fetch_add_explicit(&sc->owner->failed, 1, memory_order_relaxed);
+  if (due != sc->tried || !sc->timer_open || !e->durable)
+    return;
+  sc->pending = due;
+  int64_t wait = coda__durable_backoff(e->durable, sc->def, ++sc->retries);
+  uv_timer_start(&sc->retry, on_retry, (uint64_t)wait, 0);
+  coda_log(e->app, CODA_LOG_WARN,
+           "periodic task %s: due time %lld was not added (%s); tried again in %lld ms",
+           sc->def->name, (long long)due, coda_strerror(rc), (long long)wait);
+}
+
+/* Store thread: the write of one add ended. A failure goes to the control
+ * thread (on_write_failed). */
+static void on_written(void *user, int rc) {
+  written *w = user;
+  schedule *sc = w->sc;
+  coda__scheduler *sch = sc->owner;
+  if (rc) {
+    uv_mutex_lock(&sch->mu);
+    if (sch->async_open) {
+      if (w->due > sc->failed_write)
+        sc->failed_write = w->due;
+      uv_async_send(&sch->async);
+    }
+    uv_mutex_unlock(&sch->mu);
+  }
+  free(w);
+}
+
+static void on_write_failed(uv_async_t *a) {
+  coda__scheduler *sch = a->data;
+  for (int i = 0; i < sch->n; i++) {
+    schedule *sc = sch->items[i];
+    uv_mutex_lock(&sch->mu);
+    int64_t due = sc->failed_write;
+    sc->failed_write = 0;
+    uv_mutex_unlock(&sch->mu);
+    if (due)
+      retry_later(sc, due, CODA_ESTORE);
+  }
+}
+
 /* Adds the task of one due time. Control thread. */
 static void add_due(schedule *sc, int64_t due) {
   coda__engine *e = sc->owner->engine;
   char key[300];
   snprintf(key, sizeof key, "periodic:%s:%lld", sc->def->name, (long long)due);
   coda_task_opts o = CODA_TASK_OPTS_INIT(.key = key, .run_at = due);
-  int rc = coda_app_enqueue(e->app, sc->def, &o, "i", (int64_t)due);
+  sc->tried = due;
+  written *w = malloc(sizeof *w);
+  int rc;
+  if (w) {
+    *w = (written){sc, due};
+    rc = coda__durable_enqueue_notify(e->app, sc->def, &o, on_written, w, "i",
+                                      (int64_t)due);
+    if (rc)
+      free(w); /* not called back */
+  } else {
+    rc = coda_app_enqueue(e->app, sc->def, &o, "i", (int64_t)due); /* not told */
+  }
   if (rc == 0) {
     atomic_fetch_add_explicit(&sc->owner->added, 1, memory_order_relaxed);
     return;
   }
-  atomic_fetch_add_explicit(&sc->owner->failed, 1, memory_order_relaxed);
-  if (rc != CODA_ESTATE) /* the store stops: the app does too */
-    coda_log(e->app, CODA_LOG_WARN, "periodic task %s: due time %lld was not added: %s",
-             sc->def->name, (long long)due, coda_strerror(rc));
+  if (rc == CODA_ESTATE) { /* the store stops: the app does too */
+    atomic_fetch_add_explicit(&sc->owner->failed, 1, memory_order_relaxed);
+    return;
+  }
+  retry_later(sc, due, rc);
+}
+
+static void on_retry(uv_timer_t *timer) {
+  schedule *sc = timer->data;
+  int64_t due = sc->pending;
+  sc->pending = 0;
+  if (due)
+    add_due(sc, due);
 }
 
 static void on_due(uv_timer_t *timer);
@@ -114,6 +208,10 @@ static void on_due(uv_timer_t *timer) {
   /* Due times the loop slept through (a suspended process, a clock that
    * jumped) are not run one by one: the latest stands for them. */
   int64_t due = due_at_or_before(sc, now);
+  /* A newer due time replaces one still waiting to be tried again. */
+  uv_timer_stop(&sc->retry);
+  sc->pending = 0;
+  sc->retries = 0;
   add_due(sc, due > sc->due ? due : sc->due);
   arm(sc, now);
 }
@@ -125,11 +223,23 @@ static int scheduler_start(void *data, coda__server *s, uv_loop_t *control) {
   const coda__options *o = &sch->engine->app->opt;
   (void)s;
   int64_t now = coda__unix_ms();
+  if (uv_async_init(control, &sch->async, on_write_failed) != 0)
+    return CODA_ENOMEM;
+  uv_unref((uv_handle_t *)&sch->async);
+  sch->async.data = sch;
+  uv_mutex_lock(&sch->mu);
+  sch->async_open = 1;
+  uv_mutex_unlock(&sch->mu);
   for (int i = 0; i < sch->n; i++) {
     schedule *sc = sch->items[i];
     uv_timer_init(control, &sc->timer);
     uv_unref((uv_handle_t *)&sc->timer);
     sc->timer.data = sc;
+    uv_timer_init(control, &sc->retry);
+    uv_unref((uv_handle_t *)&sc->retry);
+    sc->retry.data = sc;
+    sc->tried = sc->pending = sc->failed_write = 0;
+    sc->retries = 0;
     sc->timer_open = 1;
     int64_t last = due_at_or_before(sc, now);
     if (last >= 0 && (o->task_retain == 0 || last > now - o->task_retain))
@@ -144,18 +254,28 @@ static int scheduler_start(void *data, coda__server *s, uv_loop_t *control) {
 static void scheduler_drain(void *data) {
   coda__scheduler *sch = data;
   for (int i = 0; i < sch->n; i++)
-    if (sch->items[i]->timer_open)
+    if (sch->items[i]->timer_open) {
       uv_timer_stop(&sch->items[i]->timer);
+      uv_timer_stop(&sch->items[i]->retry);
+    }
 }
 
 /* After every loop has ended; the control loop runs once more, which
  * completes the closes. */
 static void scheduler_stop(void *data) {
   coda__scheduler *sch = data;
+  uv_mutex_lock(&sch->mu);
+  int async_open = sch->async_open;
+  sch->async_open = 0; /* the store thread reports no more */
+  uv_mutex_unlock(&sch->mu);
+  if (async_open)
+    uv_close((uv_handle_t *)&sch->async, NULL);
   for (int i = 0; i < sch->n; i++) {
     schedule *sc = sch->items[i];
-    if (sc->timer_open && !uv_is_closing((uv_handle_t *)&sc->timer))
+    if (sc->timer_open && !uv_is_closing((uv_handle_t *)&sc->timer)) {
       uv_close((uv_handle_t *)&sc->timer, NULL);
+      uv_close((uv_handle_t *)&sc->retry, NULL);
+    }
     sc->timer_open = 0;
   }
 }
@@ -175,6 +295,7 @@ static coda__scheduler *scheduler_of(coda__engine *e) {
   if (!sch)
     return NULL;
   sch->engine = e;
+  uv_mutex_init(&sch->mu);
   sch->service = (coda__service){.name = "the periodic tasks",
                                  .data = sch,
                                  .start = scheduler_start,
@@ -182,6 +303,7 @@ static coda__scheduler *scheduler_of(coda__engine *e) {
                                  .stop = scheduler_stop,
                                  .stats_json = scheduler_stats_json};
   if (coda__app_add_service(e->app, &sch->service) != 0) {
+    uv_mutex_destroy(&sch->mu);
     free(sch);
     return NULL;
   }
@@ -196,6 +318,7 @@ void coda__schedule_free(coda__engine *e) {
   for (int i = 0; i < sch->n; i++)
     free(sch->items[i]);
   free(sch->items);
+  uv_mutex_destroy(&sch->mu);
   free(sch);
   e->scheduler = NULL;
 }

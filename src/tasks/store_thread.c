@@ -26,23 +26,57 @@ static int only_outcomes(coda__queue *ops) {
   return 1;
 }
 
+/* A batch holds at most BATCH_MAX operations (a held response counts its
+ * tasks): a store builds a batch in memory, and Redis sends it as one
+ * command, so a burst of adds is written in several batches in a row
+ * rather than one unbounded one. What is left waits in d->ops for the
+ * next turn of the loop, which does not wait while ops are queued. */
+#define BATCH_MAX 4096
+
+static int op_weight(const coda__store_op *op) {
+  if (op->kind == CODA__OP_HOLD) {
+    int n = ((const coda__hold *)op)->run->n;
+    return n > 1 ? n : 1;
+  }
+  return 1;
+}
+
+/* Moves operations from the head of `from` to the tail of `to` until
+ * `room` is used (at least one, whatever its weight, so that a big held
+ * response still goes); returns the weight moved. */
+static int take_ops(coda__queue *to, coda__queue *from, int room) {
+  int n = 0;
+  while (!coda__queue_empty(from)) {
+    coda__queue *q = coda__queue_head(from);
+    int w = op_weight(coda__container_of(q, coda__store_op, link));
+    if (n > 0 && n + w > room)
+      break;
+    coda__queue_remove(q);
+    coda__queue_insert_tail(to, q);
+    n += w;
+  }
+  return n;
+}
+
 /* Outcomes alone are written lazily (no fsync of their own) and nobody
  * waits for them, so the store thread gathers them for up to
  * OUTCOME_WINDOW_MS into one batch: at moderate rates that is one write
  * for many tasks, not one per task. Anything else (a held response, a
- * sync, the stop) ends the window at once. Called under d->mu. */
+ * sync, the stop) ends the window at once, and so does a full batch
+ * (`room`). Called under d->mu. */
 #define OUTCOME_WINDOW_MS 2
 #define OUTCOME_BATCH_MAX 256
 
-static void gather_outcomes(coda__durable *d, coda__queue *batch, int n) {
+static void gather_outcomes(coda__durable *d, coda__queue *batch, int n, int room) {
   uint64_t until = uv_hrtime() + OUTCOME_WINDOW_MS * 1000000ull;
   d->coalescing = 1;
-  while (!d->stop && n < OUTCOME_BATCH_MAX) {
+  while (!d->stop && n < OUTCOME_BATCH_MAX && n < room) {
     if (!coda__queue_empty(&d->ops)) {
-      int urgent = !only_outcomes(&d->ops);
-      coda__queue *q;
-      coda__queue_foreach(q, &d->ops) n++;
-      coda__queue_move(batch, &d->ops);
+      coda__queue fresh;
+      coda__queue_init(&fresh);
+      n += take_ops(&fresh, &d->ops, room - n);
+      int urgent = !only_outcomes(&fresh);
+      coda__queue_move(batch, &fresh);
       if (urgent)
         break;
       continue;
@@ -116,11 +150,12 @@ static int apply(coda__durable *d, coda__store_op *op, int64_t now) {
     return s->m->finish(s, &((coda__finish_op *)op)->r);
   case CODA__OP_PROGRESS: {
     coda__progress_op *p = (coda__progress_op *)op;
+    double value = coda__durable_take_progress(d, p); /* the latest */
     if (s->m->progress_leased) {
       coda__lease l = {p->id, p->lease};
-      return s->m->progress_leased(s, &l, p->progress);
+      return s->m->progress_leased(s, &l, value);
     }
-    return s->m->progress(s, p->id, p->progress);
+    return s->m->progress(s, p->id, value);
   }
   case CODA__OP_SYNC:
   case CODA__OP_PAUSE: /* written apart, before the batch */
@@ -232,9 +267,69 @@ static void report_store_error(coda__durable *d, const char *what, int refuse_ad
     coda_log(e->app, CODA_LOG_ERROR, "task store: %s failed: %s", what, msg);
 }
 
-/* Hands each written operation on, in the order written. */
+/* Submits a stored task that runs here now (or parks it until the loops
+ * exist; at the stop it stays claimed in the store). */
+static void start_stored(coda__durable *d, coda_task *t) {
+  uv_mutex_lock(&d->submit_mu);
+  if (d->no_submit) {
+    coda__task_drop(t, "shutdown: it runs at the next start");
+  } else if (!d->loops_ready) {
+    register_live(d, t);
+    coda__queue_insert_tail(&d->parked, &t->link); /* until the loops exist */
+  } else {
+    register_live(d, t);
+    coda__task_submit(t);
+  }
+  uv_mutex_unlock(&d->submit_mu);
+}
+
+/* The batch's fate is unknown (CODA__STORE_UNKNOWN): an owned new task
+ * may be in the store, running under this process's claim (token 1). Left
+ * alone, it would sit there with no heartbeat until its lease ended and
+ * expire() counted an attempt it never had (dead at once with
+ * max_attempts 1). So it is kept and run like a written one: the heartbeat
+ * renews it if the write landed; if it did not, the renewal reports the
+ * lease lost and the outcome is refused, which changes nothing. Its add
+ * is still answered as failed (503): it may run though the client was told
+ * no, which is the at-least-once side of not knowing. Unowned ones (delayed,
+ * or of a queue run elsewhere) need nothing: if written, a claim takes
+ * them. Keyed ones are not kept either: their id comes from the key, so
+ * the task in the store may be another process's duplicate, claimed under
+ * the same token 1 (every owned enqueue's), and fencing could not tell
+ * this run from that one; left alone, the lease brings one back as before.
+ * Returns whether t was kept. */
+static int keep_unknown(coda__durable *d, coda_task *t) {
+  if (!t->lease || t->key || t->duplicate)
+    return 0;
+  CODA__LOG(d->engine->app, CODA_LOG_WARN,
+            "task %s (id %llu): the store could not tell whether it was written; it "
+            "runs, and its outcome is refused if it was not",
+            t->def->name, (unsigned long long)t->id);
+  t->stored = 1;
+  start_stored(d, t);
+  return 1;
+}
+
+/* A held response whose batch's fate is unknown: its owned new tasks
+ * leave its list and run alone (keep_unknown); the response gets its 503
+ * and the rest of the list is dropped as when a write fails. */
+static void keep_unknown_hold(coda__durable *d, coda__hold *h) {
+  coda_tasks *run = h->run;
+  int kept = 0;
+  for (int i = 0; i < run->n; i++) {
+    coda_task *t = run->tasks[i];
+    if (t->durable && !t->stored && keep_unknown(d, t))
+      continue;
+    run->tasks[kept++] = t;
+  }
+  run->n = kept;
+}
+
+/* Hands each written operation on, in the order written. rc
+ * CODA__STORE_UNKNOWN: the batch may or may not have been written. */
 static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) {
   coda__engine *e = d->engine;
+  int unknown = rc == CODA__STORE_UNKNOWN;
   while (!coda__queue_empty(batch)) {
     coda__queue *q = coda__queue_head(batch);
     coda__queue_remove(q);
@@ -245,12 +340,19 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       coda__hold *h = (coda__hold *)op;
       if (op->rc == 0)
         hold_written(d, h, now);
+      else if (unknown)
+        keep_unknown_hold(d, h);
       coda__durable_hold_written(h);
       break;
     }
     case CODA__OP_ENQUEUE: {
-      coda_task *t = ((coda__enqueue_op *)op)->task;
+      coda__enqueue_op *eop = (coda__enqueue_op *)op;
+      coda_task *t = eop->task;
+      if (eop->written) /* before t may be freed or run */
+        eop->written(eop->user, rc ? CODA_ESTORE : 0);
       free(op);
+      if (unknown && keep_unknown(d, t))
+        break;
       if (rc) {
         CODA__LOG(e->app, CODA_LOG_ERROR,
                   "task %s (id %llu) was not written and will not run", t->def->name,
@@ -261,23 +363,14 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       t->stored = 1;
       if (set_aside(d, t, now))
         break;
-      uv_mutex_lock(&d->submit_mu);
-      if (d->no_submit) {
-        coda__task_drop(t, "shutdown: it runs at the next start");
-      } else if (!d->loops_ready) {
-        register_live(d, t);
-        coda__queue_insert_tail(&d->parked, &t->link); /* until the loops exist */
-      } else {
-        register_live(d, t);
-        coda__task_submit(t);
-      }
-      uv_mutex_unlock(&d->submit_mu);
+      start_stored(d, t);
       break;
     }
     case CODA__OP_FINISH: {
       coda__finish_op *f = (coda__finish_op *)op;
       if (rc) { /* kept, and tried again with the next batch */
         f->op.rc = 0;
+        f->unknown |= unknown; /* if it landed, the next write is refused */
         coda__queue_insert_tail(&d->retry_ops, &f->op.link);
         break;
       }
@@ -288,7 +381,8 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       free(f);
       break;
     }
-    case CODA__OP_PROGRESS:
+    case CODA__OP_PROGRESS: /* not written again: the next one will be */
+      coda__durable_take_progress(d, (coda__progress_op *)op);
       free(op);
       break;
     case CODA__OP_SYNC:
@@ -394,7 +488,14 @@ static void write_batch(coda__durable *d, coda__queue *batch) {
   }
   if (rc == 0)
     rc = s->m->commit(s);
-  if (rc == CODA_ETIMEDOUT) {
+  if (rc == CODA__STORE_UNKNOWN) {
+    /* Written or not, the store cannot tell: not tried again (the same
+     * ids could be refused as taken, or written twice). New tasks are
+     * answered as failed, owned ones kept running (keep_unknown); outcomes
+     * are written again with the next batch. */
+    s->m->rollback(s);
+    report_store_error(d, "writing a batch (whether it was written is unknown)", 1);
+  } else if (rc == CODA_ETIMEDOUT) {
     /* Locked by another program: every piece would wait again. New tasks
      * fail (503), outcomes wait for the next batch. */
     s->m->rollback(s);
@@ -491,6 +592,68 @@ static void on_claimed(void *user, const coda__task_record *r) {
   coda__queue_insert_tail(&cx->tasks, &t->link);
 }
 
+/* Whether the store holds t under the claim just made, though the batch
+ * failed: a store may claim outside the batch (Redis runs its claim at
+ * once; the memory store's claims are not undone by rollback), or inside
+ * it (SQLite: rolled back, the task waits again). get() says which, task
+ * by task: running, with the attempt this claim counted. When it cannot
+ * tell, the task is not run here (its lease brings it back, as before). */
+static int claim_held(coda__durable *d, const coda_task *t) {
+  coda__store *s = d->store;
+  coda_task_info *info = NULL;
+  int held = s->m->get(s, t->id, &info) == 0 && info->state == CODA_STATE_RUNNING &&
+             info->attempts == t->attempt;
+  coda_task_info_free(info);
+  return held;
+}
+
+static void submit_claimed(coda__durable *d, coda_task *t) {
+  coda__task_force_reserve(t->def);
+  coda__stat_add(d->engine, t->executor, CODA_STAT_CLAIMED, 1);
+  register_live(d, t);
+  coda__task_submit(t);
+}
+
+/* The claim's batch failed (review #9): claimed tasks the store still holds
+ * run now rather than sit claimed until their lease ends (an attempt
+ * counted, never run: dead at once with max_attempts 1); the others are
+ * freed. The outcomes of unknown tasks wait for the next batch, like any
+ * outcome a failed batch could not write (refused then if the claim was
+ * undone: the next claim marks them again). */
+static void claim_failed(coda__durable *d, claim_ctx *cx, int64_t now) {
+  while (!coda__queue_empty(&cx->tasks)) {
+    coda__queue *q = coda__queue_head(&cx->tasks);
+    coda__queue_remove(q);
+    coda_task *t = coda__container_of(q, coda_task, link);
+    if (claim_held(d, t))
+      submit_claimed(d, t);
+    else
+      coda__task_free(t);
+  }
+  for (int i = 0; i < cx->nunknown; i++) {
+    coda__finish_op *f = calloc(1, sizeof *f);
+    char *why =
+        strdup(cx->unknown[i].unreadable ? "its arguments cannot be read back"
+                                         : "no task of that name in this program");
+    if (!f || !why) {
+      free(f);
+      free(why);
+      continue; /* claimed again once its lease ends */
+    }
+    f->op.kind = CODA__OP_FINISH;
+    f->executor = CODA_EXEC_THREAD;
+    f->unknown = 1; /* refused if the claim was undone */
+    f->r = (coda__task_record){.id = cx->unknown[i].id,
+                               .state = CODA_STATE_DEAD,
+                               .attempts = cx->unknown[i].attempts,
+                               .lease = cx->unknown[i].lease,
+                               .finished_at = now,
+                               .error = why};
+    f->error = why;
+    coda__queue_insert_tail(&d->retry_ops, &f->op.link);
+  }
+}
+
 static long free_slots(coda__engine *e) {
   const coda__options *o = &e->app->opt;
   long free_thread = o->thread_queue - atomic_load(&e->reserved[CODA_EXEC_THREAD]);
@@ -533,11 +696,7 @@ static void claim_due(coda__durable *d) {
   if (rc) {
     s->m->rollback(s);
     report_store_error(d, "claiming due tasks", 0);
-    while (!coda__queue_empty(&cx.tasks)) {
-      coda__queue *q = coda__queue_head(&cx.tasks);
-      coda__queue_remove(q);
-      coda__task_free(coda__container_of(q, coda_task, link));
-    }
+    claim_failed(d, &cx, now);
     return;
   }
   /* The store took a write: adds may try it again. */
@@ -546,11 +705,7 @@ static void claim_due(coda__durable *d) {
   while (!coda__queue_empty(&cx.tasks)) {
     coda__queue *q = coda__queue_head(&cx.tasks);
     coda__queue_remove(q);
-    coda_task *t = coda__container_of(q, coda_task, link);
-    coda__task_force_reserve(t->def);
-    coda__stat_add(e, t->executor, CODA_STAT_CLAIMED, 1);
-    register_live(d, t);
-    coda__task_submit(t);
+    submit_claimed(d, coda__container_of(q, coda_task, link));
   }
   if (n == max) {
     d->next_poll = now; /* more are due */
@@ -596,6 +751,35 @@ static void purge_old(coda__durable *d) {
     d->next_purge = now + 10; /* more to go: soon, between other batches */
 }
 
+/* ---- unstarted claims ------------------------------------------------------- */
+
+/* Gives back the claims dropped before their attempt began (durable.c
+ * keeps them, only when the store has release()). Outside any batch. A
+ * failure leaves them to their leases (expire() then counts an attempt). */
+static void release_unstarted(coda__durable *d) {
+  coda__store *s = d->store;
+  uv_mutex_lock(&d->reg_mu);
+  coda__lease *l = d->unstarted;
+  int n = d->nunstarted;
+  d->unstarted = NULL;
+  d->nunstarted = d->unstarted_cap = 0;
+  uv_mutex_unlock(&d->reg_mu);
+  if (n == 0) {
+    free(l);
+    return;
+  }
+  int rc = s->m->release(s, l, n);
+  if (rc)
+    coda_log(d->engine->app, CODA_LOG_WARN,
+             "task store: giving back %d tasks that did not start failed: %s; they run "
+             "again when their lease ends",
+             n, s->m->errmsg(s));
+  else
+    CODA__LOG(d->engine->app, CODA_LOG_INFO,
+              "task store: %d tasks that did not start were given back", n);
+  free(l);
+}
+
 /* ---- the store thread ------------------------------------------------------- */
 
 static void store_main(void *arg) {
@@ -619,21 +803,25 @@ static void store_main(void *arg) {
       d->kick = 0;
       d->next_poll = 0;
     }
-    coda__queue_move(&batch, &d->ops);
-    if (!d->stop && !coda__queue_empty(&batch) && only_outcomes(&batch))
-      gather_outcomes(d, &batch, 1);
     int stop = d->stop;
+    int64_t now = now_ms();
+    /* Outcomes a failed batch kept go first, at the poll's pace; at the
+     * stop all of them, since there is no next turn for them. */
+    int n = 0;
+    if (!coda__queue_empty(&d->retry_ops) && (now >= d->next_poll || stop)) {
+      if (stop)
+        coda__queue_move(&batch, &d->retry_ops);
+      else
+        n = take_ops(&batch, &d->retry_ops, BATCH_MAX);
+    }
+    coda__queue fresh;
+    coda__queue_init(&fresh);
+    int m = n < BATCH_MAX ? take_ops(&fresh, &d->ops, BATCH_MAX - n) : 0;
+    if (!stop && m && only_outcomes(&fresh))
+      gather_outcomes(d, &fresh, m, BATCH_MAX - n);
+    coda__queue_move(&batch, &fresh);
     uv_mutex_unlock(&d->mu);
     coda__lease_write_pauses(d, &batch);
-    int64_t now = now_ms();
-    /* Outcomes a failed batch kept go first, at the poll's pace. */
-    if (!coda__queue_empty(&d->retry_ops) && (now >= d->next_poll || stop)) {
-      coda__queue retry;
-      coda__queue_init(&retry);
-      coda__queue_move(&retry, &d->retry_ops);
-      coda__queue_move(&retry, &batch);
-      coda__queue_move(&batch, &retry);
-    }
     uv_mutex_lock(&d->id_mu);
     int refill = d->refill;
     uv_mutex_unlock(&d->id_mu);
@@ -670,13 +858,16 @@ static void store_main(void *arg) {
     if (now_ms() >= d->next_purge)
       purge_old(d);
     coda__lease_expire_due(d);
+    release_unstarted(d);
   }
+  release_unstarted(d); /* what the pools dropped at the stop */
   long lost = 0;
   while (!coda__queue_empty(&d->retry_ops)) {
     coda__queue *q = coda__queue_head(&d->retry_ops);
     coda__queue_remove(q);
     coda__finish_op *f = coda__container_of(q, coda__finish_op, op.link);
-    coda__task_unreserve_def(f->def);
+    if (f->def) /* none: an outcome whose slot was given back already */
+      coda__task_unreserve_def(f->def);
     free(f->error);
     free(f->result);
     free(f);

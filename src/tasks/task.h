@@ -130,6 +130,9 @@ struct coda_task {
   int64_t run_at;     /* unix ms: not before (0: now) */
   char *key;          /* idempotency key or NULL (owned) */
   double progress;    /* under the durable registry lock */
+  /* Its progress op not yet written, which takes `progress` when it is:
+   * at most one per task (durable.c, under the registry lock). */
+  struct coda__progress_op *progress_op;
   int64_t began_at;   /* unix ms, under the same lock; 0: not begun */
   void *result;       /* owned */
   size_t result_len;
@@ -398,6 +401,14 @@ int coda__worker_lease_lost(const coda_task *t);
 /* Tests only: pauses (1) or resumes (0) the heartbeat's renewals, so that a
  * running task's lease can expire. */
 void coda__durable_test_pause_heartbeat(coda_app *app, int paused);
+/* coda_app_enqueue() for the engine's own adds (periodic tasks): when it
+ * returns 0, `written` is called once, on the store thread, with 0 when
+ * the task is in the store (a duplicate of its key included) or an error
+ * when its write failed or its fate is unknown. Not called otherwise. */
+typedef void (*coda__written_fn)(void *user, int rc);
+int coda__durable_enqueue_notify(coda_app *app, coda_task_def *def, coda_task_opts *opts,
+                                 coda__written_fn written, void *user, const char *fmt,
+                                 ...);
 size_t coda__durable_stats_json(coda__engine *e, char *buf, size_t cap);
 /* The server's loops are initialised: the store thread may hand tasks to
  * the executors (LOOP ones need the loops). */

@@ -34,6 +34,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/capability.h>
+#include <math.h>
 #include <stdarg.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -2346,6 +2347,457 @@ TEST(each_app_reports_its_own_store_error) {
   coda_app_free(none);
 }
 
+/* ---- 9. store faults from the review: a wrapped store ------------------- */
+
+/* A wrapper around the store's table of functions (as the fault cases
+ * above), for the cases below: it counts the enqueues of each batch, can
+ * hold a commit until the test opens a gate (a store that is slow while
+ * adds pile up), and can answer a commit with CODA__STORE_UNKNOWN, after
+ * applying it or not (a Redis command sent, then a timeout). */
+static const coda__store_methods *wrap_orig;
+static coda__store_methods wrap_methods;
+static atomic_int wrap_batch_adds, wrap_max_adds, wrap_batches_with_adds;
+static atomic_int wrap_gate_closed;
+static uv_mutex_t wrap_mu;
+static uv_cond_t wrap_cond;
+/* > 0: that many commits with enqueues answer CODA__STORE_UNKNOWN; applied
+ * first when wrap_unknown_applies. The ids of their enqueues are kept. */
+static atomic_int wrap_unknown, wrap_unknown_applies;
+static uint64_t wrap_unknown_ids[16];
+static atomic_int wrap_nunknown_ids;
+static uint64_t wrap_batch_ids[16];
+static atomic_int wrap_nbatch_ids;
+/* > 0: that many enqueues fail (CODA_ESTORE): a store that is down. */
+static atomic_int wrap_enqueue_faults;
+
+static atomic_int wrap_progress_writes;
+/* > 0: that many commits of a batch that claimed tasks fail (CODA_ESTORE),
+ * without committing: what a claim outside the batch meets when the rest
+ * of it cannot be written. */
+static atomic_int wrap_claim_faults, wrap_claimed;
+
+static int wrap_claim(coda__store *s, int64_t now, int64_t lease_until, int max,
+                      coda__claim_fn fn, void *user) {
+  int n = wrap_orig->claim(s, now, lease_until, max, fn, user);
+  if (n > 0)
+    atomic_store(&wrap_claimed, 1);
+  return n;
+}
+
+static int wrap_progress_leased(coda__store *s, const coda__lease *l, double progress) {
+  atomic_fetch_add(&wrap_progress_writes, 1);
+  return wrap_orig->progress_leased(s, l, progress);
+}
+
+static int wrap_begin(coda__store *s) {
+  atomic_store(&wrap_claimed, 0);
+  atomic_store(&wrap_batch_adds, 0);
+  atomic_store(&wrap_nbatch_ids, 0);
+  return wrap_orig->begin(s);
+}
+
+static int wrap_begin_lazy(coda__store *s) {
+  atomic_store(&wrap_claimed, 0);
+  atomic_store(&wrap_batch_adds, 0);
+  atomic_store(&wrap_nbatch_ids, 0);
+  return wrap_orig->begin_lazy(s);
+}
+
+static int wrap_enqueue(coda__store *s, const coda__task_record *r, int owned,
+                        int64_t lease_until) {
+  if (atomic_load(&wrap_enqueue_faults) > 0) {
+    atomic_fetch_sub(&wrap_enqueue_faults, 1);
+    return CODA_ESTORE;
+  }
+  atomic_fetch_add(&wrap_batch_adds, 1);
+  int i = atomic_fetch_add(&wrap_nbatch_ids, 1);
+  if (i < 16)
+    wrap_batch_ids[i] = r->id;
+  return wrap_orig->enqueue(s, r, owned, lease_until);
+}
+
+static int wrap_commit(coda__store *s) {
+  if (atomic_exchange(&wrap_claimed, 0) && atomic_load(&wrap_claim_faults) > 0) {
+    atomic_fetch_sub(&wrap_claim_faults, 1);
+    return CODA_ESTORE;
+  }
+  int adds = atomic_load(&wrap_batch_adds);
+  if (adds > 0) {
+    atomic_fetch_add(&wrap_batches_with_adds, 1);
+    int max = atomic_load(&wrap_max_adds);
+    while (adds > max && !atomic_compare_exchange_weak(&wrap_max_adds, &max, adds)) {
+    }
+  }
+  uv_mutex_lock(&wrap_mu);
+  uint64_t end = uv_hrtime() + 60000000000ull; /* never forever */
+  while (atomic_load(&wrap_gate_closed) && uv_hrtime() < end)
+    uv_cond_timedwait(&wrap_cond, &wrap_mu, 100000000ull);
+  uv_mutex_unlock(&wrap_mu);
+  if (adds > 0 && atomic_load(&wrap_unknown) > 0) {
+    atomic_fetch_sub(&wrap_unknown, 1);
+    int n = atomic_load(&wrap_nbatch_ids);
+    for (int i = 0; i < n && i < 16; i++) {
+      int k = atomic_fetch_add(&wrap_nunknown_ids, 1);
+      if (k < 16)
+        wrap_unknown_ids[k] = wrap_batch_ids[i];
+    }
+    if (atomic_load(&wrap_unknown_applies)) {
+      int rc = wrap_orig->commit(s);
+      if (rc)
+        return rc;
+    }
+    return CODA__STORE_UNKNOWN;
+  }
+  return wrap_orig->commit(s);
+}
+
+static void wrap_store(coda_app *app) {
+  coda__store *store = coda__engine_peek(app)->durable->store;
+  wrap_orig = store->m;
+  wrap_methods = *wrap_orig;
+  wrap_methods.begin = wrap_begin;
+  if (wrap_orig->begin_lazy)
+    wrap_methods.begin_lazy = wrap_begin_lazy;
+  wrap_methods.enqueue = wrap_enqueue;
+  wrap_methods.commit = wrap_commit;
+  wrap_methods.claim = wrap_claim;
+  atomic_store(&wrap_claim_faults, 0);
+  atomic_store(&wrap_claimed, 0);
+  if (wrap_orig->progress_leased)
+    wrap_methods.progress_leased = wrap_progress_leased;
+  atomic_store(&wrap_progress_writes, 0);
+  store->m = &wrap_methods;
+  atomic_store(&wrap_batch_adds, 0);
+  atomic_store(&wrap_max_adds, 0);
+  atomic_store(&wrap_batches_with_adds, 0);
+  atomic_store(&wrap_gate_closed, 0);
+  atomic_store(&wrap_unknown, 0);
+  atomic_store(&wrap_unknown_applies, 0);
+  atomic_store(&wrap_nunknown_ids, 0);
+  atomic_store(&wrap_enqueue_faults, 0);
+}
+
+static void wrap_open_gate(void) {
+  uv_mutex_lock(&wrap_mu);
+  atomic_store(&wrap_gate_closed, 0);
+  uv_cond_broadcast(&wrap_cond);
+  uv_mutex_unlock(&wrap_mu);
+}
+
+/* Polls cond() every 5 ms until it holds or ms pass. */
+static int wait_for(int (*cond)(void), int ms) {
+  for (int waited = 0; !cond() && waited < ms; waited += 5)
+    tc_sleep_ms(5);
+  return cond();
+}
+
+/* #3: a burst of adds while the store is slow. 100,000 coda_app_enqueue()
+ * calls from four threads pile up behind a commit held at the gate; once
+ * it opens they are written in batches of at most 4,096 (before the cap,
+ * one batch took them all: a Redis store built one command of 1.3 million
+ * arguments on its stack), and every task runs. */
+#define BURST_THREADS 4
+#define BURST_EACH 25000
+static atomic_int burst_ran;
+static atomic_int burst_failed_adds;
+static coda_app *burst_app;
+static coda_task_def *burst_def;
+
+static int burst_task(coda_task *t) {
+  (void)t;
+  atomic_fetch_add(&burst_ran, 1);
+  return 0;
+}
+
+static void burst_adder(void *arg) {
+  (void)arg;
+  for (int i = 0; i < BURST_EACH; i++) {
+    int rc = coda_app_enqueue(burst_app, burst_def, NULL, "");
+    if (rc != 0 && atomic_fetch_add(&burst_failed_adds, 1) == 0)
+      fprintf(stderr, "  coda_app_enqueue: %s\n", coda_strerror(rc));
+  }
+}
+
+static int burst_store_runs(void) {
+  return atomic_load(&coda__engine_peek(burst_app)->durable->running);
+}
+
+static int burst_all_ran(void) {
+  return atomic_load(&burst_ran) >= BURST_THREADS * BURST_EACH;
+}
+
+TEST(a_burst_of_adds_behind_a_slow_store_is_written_in_bounded_batches) {
+  fixture f;
+  const long opts[] = {CODA_OPT_THREAD_QUEUE, 2 * BURST_THREADS * BURST_EACH, 0};
+  REQUIRE(fixture_init(&f, "memory", opts) == 0);
+  burst_app = f.app;
+  burst_def = coda_app_task(f.app, "burst", burst_task, CODA_EXEC_THREAD);
+  REQUIRE(burst_def != NULL);
+  wrap_store(f.app);
+  atomic_store(&burst_ran, 0);
+  atomic_store(&burst_failed_adds, 0);
+  REQUIRE_F(fixture_start(&f) == 0);
+  REQUIRE_F(wait_for(burst_store_runs, 5000));
+  atomic_store(&wrap_gate_closed, 1); /* the next commit waits */
+  uv_thread_t th[BURST_THREADS];
+  for (int i = 0; i < BURST_THREADS; i++)
+    REQUIRE_F(uv_thread_create(&th[i], burst_adder, NULL) == 0);
+  for (int i = 0; i < BURST_THREADS; i++)
+    uv_thread_join(&th[i]);
+  wrap_open_gate();
+  REQUIRE_F(atomic_load(&burst_failed_adds) == 0);
+  CHECK(wait_for(burst_all_ran, 120000));
+  printf("  %d tasks ran; %d batches of adds, the biggest %d adds\n",
+         atomic_load(&burst_ran), atomic_load(&wrap_batches_with_adds),
+         atomic_load(&wrap_max_adds));
+  CHECK(atomic_load(&wrap_max_adds) <= 4096);
+  CHECK(atomic_load(&wrap_batches_with_adds) >= BURST_THREADS * BURST_EACH / 4096);
+  CHECK(coda_app_store_sync(f.app) == 0);
+  fixture_done(&f);
+}
+
+/* #2: a commit whose fate the store cannot know (CODA__STORE_UNKNOWN).
+ * The held response gets 503, but its owned task is kept and runs: if the
+ * write landed, it succeeds once in the store (before, it sat there owned
+ * with no heartbeat until expiry made it dead without running, max 1);
+ * if it did not land, it runs and its outcome is refused, and nothing
+ * else is held back. A coda_app_enqueue() task (its caller was told 0)
+ * is kept the same way. Adds fail fast (503) until a write succeeds. */
+static int unknown_ids_seen(void) { return atomic_load(&wrap_nunknown_ids) > 0; }
+
+static void unknown_commit(int applies) {
+  char buf[4096], tag[64], path[128];
+  fixture f;
+  REQUIRE(fixture_init(&f, "memory", NULL) == 0);
+  wrap_store(f.app);
+  REQUIRE_F(fixture_start(&f) == 0);
+  atomic_store(&wrap_unknown_applies, applies);
+  atomic_store(&wrap_unknown, 1);
+  snprintf(tag, sizeof tag, "unknown-hold-%d", applies);
+  snprintf(path, sizeof path, "/add?def=note&tag=%s&max=1", tag);
+  CHECK_EQ_INT(http_get(f.ts.port, path, buf, sizeof buf), 503);
+  REQUIRE_F(unknown_ids_seen());
+  uint64_t id = wrap_unknown_ids[0];
+  /* It runs here, once. */
+  for (int i = 0; i < 1000 && runs_of(tag, NULL, 0) == 0; i++)
+    tc_sleep_ms(5);
+  CHECK_EQ_INT(runs_of(tag, NULL, 0), 1);
+  if (applies) {
+    coda_task_info *info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+    CHECK_STATE(info, CODA_STATE_SUCCEEDED);
+    if (info)
+      CHECK_EQ_INT(info->attempts, 1);
+    coda_task_info_free(info);
+  } else {
+    CHECK(coda_app_store_sync(f.app) == 0);
+    coda_task_info *info = NULL;
+    CHECK_EQ_INT(coda_task_get(f.app, id, &info), CODA_ENOTFOUND);
+    coda_task_info_free(info);
+  }
+  /* The store writes again: adds are accepted and run. */
+  uint64_t next = 0;
+  snprintf(tag, sizeof tag, "unknown-after-%d", applies);
+  snprintf(path, sizeof path, "/add?def=note&tag=%s", tag);
+  for (int i = 0; i < 100 && !next; i++) {
+    if (http_get(f.ts.port, path, buf, sizeof buf) == 202)
+      next = strtoull(tc_body(buf), NULL, 10);
+    else
+      tc_sleep_ms(20);
+  }
+  CHECK(next != 0);
+  coda_task_info *info = wait_state(f.app, next, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
+  coda_task_info_free(info);
+  /* A task added with coda_app_enqueue() in a batch of unknown fate. */
+  atomic_store(&wrap_nunknown_ids, 0);
+  atomic_store(&wrap_unknown, 1);
+  snprintf(tag, sizeof tag, "unknown-enqueue-%d", applies);
+  coda_task_opts o = CODA_TASK_OPTS_INIT(.max_attempts = 1);
+  CHECK_EQ_INT(coda_app_enqueue(f.app, f.d.note, &o, "si", tag, (int64_t)0), 0);
+  for (int i = 0; i < 1000 && runs_of(tag, NULL, 0) == 0; i++)
+    tc_sleep_ms(5);
+  CHECK_EQ_INT(runs_of(tag, NULL, 0), 1);
+  if (applies) {
+    info = wait_state(f.app, o.id, CODA_STATE_SUCCEEDED, 5000);
+    CHECK_STATE(info, CODA_STATE_SUCCEEDED);
+    coda_task_info_free(info);
+  }
+  fixture_done(&f);
+}
+
+TEST(a_commit_of_unknown_fate_that_landed_answers_503_and_runs_its_task) {
+  unknown_commit(1);
+}
+TEST(a_commit_of_unknown_fate_that_did_not_land_runs_its_task_unrecorded) {
+  unknown_commit(0);
+}
+
+/* Release at the stop: the claims of tasks that never began (queued
+ * behind a task that holds the one thread) are given back with the
+ * store's release(), and the one that began is not. The wrapper records
+ * what the engine gives back and passes it on to the store's own
+ * release() when it has one (the memory store gains it with the store
+ * side of the review): then the store must show them waiting again with
+ * no attempt counted (max_attempts 1 would otherwise make them dead after
+ * one lease without running); without it they stay running, attempt 1,
+ * as before. */
+static uint64_t released_ids[64];
+static atomic_int nreleased;
+
+static int wrap_release(coda__store *s, const coda__lease *l, int n) {
+  for (int i = 0; i < n; i++) {
+    int k = atomic_fetch_add(&nreleased, 1);
+    if (k < 64)
+      released_ids[k] = l[i].id;
+  }
+  return wrap_orig->release ? wrap_orig->release(s, l, n) : 0;
+}
+
+static int was_released(uint64_t id) {
+  int n = atomic_load(&nreleased);
+  for (int i = 0; i < n && i < 64; i++)
+    if (released_ids[i] == id)
+      return 1;
+  return 0;
+}
+
+TEST(claims_that_never_began_are_given_back_at_the_stop) {
+  fixture f;
+  const long opts[] = {CODA_OPT_THREAD_POOL_SIZE, 1, CODA_OPT_TASK_DRAIN_TIMEOUT, 50, 0};
+  REQUIRE(fixture_init(&f, "memory", opts) == 0);
+  wrap_store(f.app);
+  int store_releases = wrap_orig->release != NULL;
+  wrap_methods.release = wrap_release;
+  atomic_store(&nreleased, 0);
+  REQUIRE_F(fixture_start(&f) == 0);
+  uint64_t blocker = add_task(f.ts.port, "/add?def=slow&tag=release-blocker&max=1");
+  REQUIRE_F(blocker != 0);
+  coda_task_info *info = wait_state(f.app, blocker, CODA_STATE_RUNNING, 5000);
+  CHECK_STATE(info, CODA_STATE_RUNNING);
+  coda_task_info_free(info);
+  uint64_t waiting[3];
+  for (int i = 0; i < 3; i++) {
+    char path[128];
+    snprintf(path, sizeof path, "/add?def=note&tag=release-waiting-%d&max=1", i);
+    waiting[i] = add_task(f.ts.port, path);
+    REQUIRE_F(waiting[i] != 0);
+  }
+  ts_stop(&f.ts); /* the blocker is cancelled; the three never began */
+  f.started = 0;
+  printf("  %d claims given back (the store %s release())\n", atomic_load(&nreleased),
+         store_releases ? "has" : "has no");
+  CHECK(!was_released(blocker));
+  for (int i = 0; i < 3; i++) {
+    CHECK(was_released(waiting[i]));
+    CHECK_EQ_INT(coda_task_get(f.app, waiting[i], &info), 0);
+    if (store_releases) {
+      CHECK_STATE(info, CODA_STATE_QUEUED);
+      if (info)
+        CHECK_EQ_INT(info->attempts, 0);
+    } else {
+      CHECK_STATE(info, CODA_STATE_RUNNING);
+    }
+    coda_task_info_free(info);
+  }
+  CHECK_EQ_INT(runs_of("release-waiting-0", NULL, 0), 0);
+  fixture_done(&f);
+}
+
+/* #10: progress in a tight loop while the store is slow costs one
+ * pending write, which takes the latest value (before: one op per call,
+ * 10,001 writes queued); a value that is not a number is refused. */
+static atomic_int pb_go, pb_calls_done, pb_release, pb_nan_rc, pb_inf_rc;
+
+static int progress_burst_task(coda_task *t) {
+  for (int i = 0; i < 2000 && !atomic_load(&pb_go); i++)
+    tc_sleep_ms(5);
+  atomic_store(&pb_nan_rc, coda_task_progress(t, NAN));
+  atomic_store(&pb_inf_rc, coda_task_progress(t, INFINITY));
+  for (int i = 0; i < 10000; i++)
+    coda_task_progress(t, i / 20000.0);
+  coda_task_progress(t, 0.75);
+  atomic_store(&pb_calls_done, 1);
+  for (int i = 0; i < 2000 && !atomic_load(&pb_release); i++)
+    tc_sleep_ms(5);
+  return 0;
+}
+
+static int pb_done(void) { return atomic_load(&pb_calls_done); }
+
+TEST(progress_in_a_tight_loop_keeps_one_pending_write) {
+  fixture f;
+  REQUIRE(fixture_init(&f, "memory", NULL) == 0);
+  coda_task_def *def =
+      coda_app_task(f.app, "progress_burst", progress_burst_task, CODA_EXEC_THREAD);
+  REQUIRE(def != NULL);
+  wrap_store(f.app);
+  atomic_store(&pb_go, 0);
+  atomic_store(&pb_calls_done, 0);
+  atomic_store(&pb_release, 0);
+  REQUIRE_F(fixture_start(&f) == 0);
+  coda_task_opts o = CODA_TASK_OPTS_INIT();
+  for (int i = 0; i < 200; i++) { /* the store thread starts with the server */
+    if (coda_app_enqueue(f.app, def, &o, "") == 0)
+      break;
+    tc_sleep_ms(5);
+  }
+  REQUIRE_F(o.id != 0);
+  coda_task_info *info = wait_state(f.app, o.id, CODA_STATE_RUNNING, 5000);
+  CHECK_STATE(info, CODA_STATE_RUNNING);
+  coda_task_info_free(info);
+  atomic_store(&wrap_gate_closed, 1); /* the next commit waits */
+  atomic_store(&pb_go, 1);
+  CHECK(wait_for(pb_done, 10000));
+  wrap_open_gate();
+  CHECK_EQ_INT(coda_app_store_sync(f.app), 0);
+  int writes = atomic_load(&wrap_progress_writes);
+  printf("  10,002 progress calls, %d writes\n", writes);
+  CHECK(writes >= 1 && writes <= 3);
+  CHECK_EQ_INT(atomic_load(&pb_nan_rc), CODA_EINVAL);
+  CHECK_EQ_INT(atomic_load(&pb_inf_rc), CODA_EINVAL);
+  coda__store *store = coda__engine_peek(f.app)->durable->store;
+  info = NULL;
+  CHECK_EQ_INT(wrap_orig->get(store, o.id, &info), 0); /* the store's own value */
+  if (info)
+    CHECK(info->progress == 0.75);
+  coda_task_info_free(info);
+  atomic_store(&pb_release, 1);
+  info = wait_state(f.app, o.id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
+  coda_task_info_free(info);
+  fixture_done(&f);
+}
+
+/* #9: the batch of a claim fails. Where the claim is not undone by the
+ * rollback (the memory store, as Redis, whose claim runs at once), the
+ * claimed task runs now (before: it was freed and stayed claimed until its
+ * lease ended, then expiry made it dead without a run, max_attempts 1);
+ * where it is undone (SQLite), it is not run then, but claimed again by
+ * the next poll: once either way, one attempt. */
+static void failed_claim(const char *kind) {
+  char uri[512], tag[64], path[160];
+  fixture f;
+  REQUIRE(fixture_init(&f, store_uri(kind, "claimfail", uri, sizeof uri), NULL) == 0);
+  wrap_store(f.app);
+  REQUIRE_F(fixture_start(&f) == 0);
+  snprintf(tag, sizeof tag, "claim-fails-%s", kind);
+  snprintf(path, sizeof path, "/add?def=note&tag=%s&max=1&delay=100", tag);
+  atomic_store(&wrap_claim_faults, 1);
+  uint64_t id = add_task(f.ts.port, path);
+  REQUIRE_F(id != 0);
+  coda_task_info *info = wait_state(f.app, id, CODA_STATE_SUCCEEDED, 5000);
+  CHECK_STATE(info, CODA_STATE_SUCCEEDED);
+  if (info)
+    CHECK_EQ_INT(info->attempts, 1);
+  coda_task_info_free(info);
+  CHECK_EQ_INT(atomic_load(&wrap_claim_faults), 0); /* the fault happened */
+  CHECK_EQ_INT(runs_of(tag, NULL, 0), 1);
+  fixture_done(&f);
+}
+
+TEST(a_claim_whose_batch_fails_still_runs_its_tasks_memory) { failed_claim("memory"); }
+TEST(a_claim_whose_batch_fails_still_runs_its_tasks_sqlite) { failed_claim("sqlite"); }
+
 /* ---- main ----------------------------------------------------------------- */
 
 int main(void) {
@@ -2359,6 +2811,8 @@ int main(void) {
              (int)getpid());
     setenv("CODA_DURABLE_TEST_JOURNAL", journal_path, 1);
   }
+  uv_mutex_init(&wrap_mu);
+  uv_cond_init(&wrap_cond);
   coda_app *registry = coda_app_new();
   register_defs(registry);
   coda_app_worker(registry); /* a PROCESS worker stops here */
@@ -2416,6 +2870,13 @@ int main(void) {
       TEST_CASE(left_over_tasks_run_after_a_restart),
       TEST_CASE(store_errors_are_reported_at_start_up),
       TEST_CASE(each_app_reports_its_own_store_error),
+      TEST_CASE(a_burst_of_adds_behind_a_slow_store_is_written_in_bounded_batches),
+      TEST_CASE(a_commit_of_unknown_fate_that_landed_answers_503_and_runs_its_task),
+      TEST_CASE(a_commit_of_unknown_fate_that_did_not_land_runs_its_task_unrecorded),
+      TEST_CASE(claims_that_never_began_are_given_back_at_the_stop),
+      TEST_CASE(progress_in_a_tight_loop_keeps_one_pending_write),
+      TEST_CASE(a_claim_whose_batch_fails_still_runs_its_tasks_memory),
+      TEST_CASE(a_claim_whose_batch_fails_still_runs_its_tasks_sqlite),
   };
   int rc = test__run("durable", cases, sizeof cases / sizeof cases[0]);
   tc_remove_tree(store_dir);

@@ -20,6 +20,7 @@
  */
 #include "harness.h"
 #include "redis_server.h"
+#include "tasks/durable.h"
 #include "test.h"
 
 #include <stdatomic.h>
@@ -440,6 +441,59 @@ TEST(three_apps_on_one_redis_run_each_of_ten_due_times_once) {
   }
 }
 
+/* A due time whose add fails (the store refuses the write, three times:
+ * the first write fails on the store thread, the tries after it may be
+ * refused at once while adds fail fast) is tried again with the task
+ * backoff until it is added, and runs once. Before, it was skipped: with
+ * an interval of an hour, the catch-up due time at start never ran. The
+ * fault is injected by wrapping the store's table of functions. */
+static const coda__store_methods *fault_orig;
+static coda__store_methods fault_methods;
+static atomic_int tick_faults;
+
+static int faulty_enqueue(coda__store *s, const coda__task_record *r, int owned,
+                          int64_t lease_until) {
+  if (strcmp(r->name, "tick") == 0 && atomic_load(&tick_faults) > 0) {
+    atomic_fetch_sub(&tick_faults, 1);
+    return CODA_ESTORE;
+  }
+  return fault_orig->enqueue(s, r, owned, lease_until);
+}
+
+TEST(a_due_time_whose_add_failed_is_tried_again_until_added) {
+  forget_runs();
+  coda_task_def *def;
+  coda_app *app = apps[0] = new_app("memory", &def);
+  REQUIRE(app);
+  coda_app_set(app, CODA_OPT_LOG_LEVEL, CODA_LOG_OFF); /* the faults are expected */
+  coda_app_set(app, CODA_OPT_BACKOFF, 50);
+  coda_app_set(app, CODA_OPT_BACKOFF_MAX, 200);
+  REQUIRE(coda_app_every(app, def, 3600000) == 0); /* only the catch-up is due */
+  coda__store *store = coda__engine_peek(app)->durable->store;
+  fault_orig = store->m;
+  fault_methods = *fault_orig;
+  fault_methods.enqueue = faulty_enqueue;
+  store->m = &fault_methods;
+  atomic_store(&tick_faults, 3);
+  int64_t latest = unix_ms() / 3600000 * 3600000;
+  test_server ts;
+  REQUIRE(ts_start(&ts, app) == 0);
+  CHECK(wait_dues(1, 0, 0, 10000));
+  CHECK_EQ_INT(atomic_load(&tick_faults), 0);
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  uv_mutex_lock(&runs_mu);
+  int n = nruns;
+  int64_t due = nruns ? runs[0].due : -1;
+  uv_mutex_unlock(&runs_mu);
+  CHECK_EQ_INT(n, 1);
+  CHECK(due == latest || due == latest + 3600000); /* an hour may turn meanwhile */
+  char stats[4096];
+  coda_stats_json(app, stats, sizeof stats);
+  CHECK(strstr(stats, "\"failed\":0}") == NULL); /* the failures were counted */
+  CHECK_EQ_INT(tc_app_free(app, 5000), 0);
+  apps[0] = NULL;
+}
+
 int main(void) {
   if (!mkdtemp(store_dir)) {
     perror("mkdtemp");
@@ -455,6 +509,7 @@ int main(void) {
       TEST_CASE(cron_catches_up_the_current_minute_at_start),
       TEST_CASE(calls_are_refused_when_they_cannot_hold),
       TEST_CASE(three_apps_on_one_redis_run_each_of_ten_due_times_once),
+      TEST_CASE(a_due_time_whose_add_failed_is_tried_again_until_added),
   };
   int rc = test__run("periodic", cases, sizeof cases / sizeof cases[0]);
   tc_remove_tree(store_dir);
