@@ -32,8 +32,9 @@
 #  4. latency    GET /durable vs GET /memory on the Redis store at RATE req/s (bench/latency,
 #                no coordinated omission), alternated, 2 rounds of DURATION s; pooled p99.
 #  5. peers      each peer's own driver from ../shared/peers/redis (as its run.sh runs them,
-#                REDIS_URL pointing at this run's redis-server, FLUSHALL before each); its
-#                run.sh is called once, with N=100, to install what is missing. Or
+#                REDIS_URL pointing at this run's redis-server, FLUSHALL before each); when
+#                one lacks its packages, its run.sh is called once, with N=100, to install
+#                them. Or
 #                PEERS_FROM=FILE takes the table a separate run.sh printed.
 #
 # Usage: bench/redis.sh   (or `make bench-redis`)
@@ -285,12 +286,24 @@ if part peers && [[ -n $PEERS_FROM ]]; then
     peer_rows+=("$(printf '%s\t%s\t%s\t%s\t%s\t%s\t-\t%s (from %s)' "$p" "$n" "$e" "$b" "$pr" "$d" "$rest" "$PEERS_FROM")")
   done <"$PEERS_FROM"
 elif part peers && [[ -n $PEERS ]]; then
-  echo "installing what the peers need (their run.sh, N=100) ..." >&2
-  # shellcheck disable=SC2086 # PEERS is a list
-  N=100 RQ_N=100 "$PEERS_DIR/run.sh" $PEERS >"$tmp/peers-install.log" 2>&1 ||
-    echo "  (their run.sh exited with status $?; each peer is tried below)" >&2
   node_dir=$PEERS_DIR/node
   [[ -f $node_dir/node_modules/bullmq/package.json ]] || node_dir=${XDG_CACHE_HOME:-$HOME/.cache}/coda-peers-node
+  missing=()
+  for p in $PEERS; do
+    case $p in
+      bullmq) [[ -f $node_dir/node_modules/bullmq/package.json ]] || missing+=(bullmq) ;;
+      sidekiq) dpkg -s ruby-sidekiq >/dev/null 2>&1 || missing+=(sidekiq) ;;
+      celery*) dpkg -s python3-celery python3-redis >/dev/null 2>&1 || missing+=("$p") ;;
+      rq*) dpkg -s python3-rq python3-redis >/dev/null 2>&1 || missing+=("$p") ;;
+    esac
+  done
+  if ((${#missing[@]})); then
+    # Their run.sh installs what its peers need (apt, npm ci); N=100 keeps its own run short.
+    echo "installing what ${missing[*]} need (their run.sh, N=100) ..." >&2
+    env -u APPENDFSYNC N=100 RQ_N=100 "$PEERS_DIR/run.sh" "${missing[@]}" >"$tmp/peers-install.log" 2>&1 ||
+      echo "  (their run.sh exited with status $?; each peer is tried below)" >&2
+    [[ -f $node_dir/node_modules/bullmq/package.json ]] || node_dir=${XDG_CACHE_HOME:-$HOME/.cache}/coda-peers-node
+  fi
   for p in $PEERS; do
     case $p in
       bullmq) n=$N cmd=(env -C "$node_dir" node bullmq_bench.js) ;;
