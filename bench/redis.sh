@@ -38,7 +38,8 @@
 #                PEERS_FROM=FILE takes the table a separate run.sh printed.
 #
 # Usage: bench/redis.sh   (or `make bench-redis`)
-# Env:   N=20000  APPENDFSYNC=always  DURATION=10  RATE=2000  CONNECTIONS=64
+# Env:   N=20000  ROUNDS=3 (of 1-2 and 5, alternated; medians)  APPENDFSYNC=always
+#        DURATION=10  RATE=2000  CONNECTIONS=64
 #        PEERS="bullmq sidekiq celery rq" (PEERS= runs none)  PEERS_FROM=FILE
 #        PEERS_DIR=../shared/peers/redis  PEER_TIMEOUT=600  WORKER_EXEC=thread|loop
 #        PARTS="enqueue process http latency peers"  BUILD=build  RAW=DIR (keeps the logs)
@@ -58,6 +59,7 @@ PEERS_DIR=${PEERS_DIR:-$(cd .. && pwd)/shared/peers/redis}
 PEER_TIMEOUT=${PEER_TIMEOUT:-600}
 WORKER_EXEC=${WORKER_EXEC:-thread}
 PARTS=${PARTS:-enqueue process http latency peers}
+ROUNDS=${ROUNDS:-3}
 WARMUP=2
 SERVER_CPU=1
 CLIENT_CPU=0
@@ -65,7 +67,7 @@ PY=/usr/bin/python3
 
 die() { echo "bench/redis.sh: $*" >&2; exit 1; }
 part() { [[ " $PARTS " == *" $1 "* ]]; }
-for v in N DURATION RATE CONNECTIONS; do [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v: a positive integer"; done
+for v in N DURATION RATE CONNECTIONS ROUNDS; do [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v: a positive integer"; done
 
 for tool in redis-server redis-cli wrk curl taskset python3; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/deps bench installs it)"
@@ -140,6 +142,22 @@ tally_at=127.0.0.1:$port
 redis_version=$(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/')
 echo "redis-server $redis_version on :$port, persistence: $persistence_label; N=$N; $(nproc) CPUs" >&2
 
+# keep VAR VALUE: VALUE is this round's VAR; after the rounds VAR becomes the median of
+# them and VAR_all lists them (medians()).
+keep() { echo "$2" >>"$tmp/v-$1"; declare -g "$1=$2"; }
+medians() {
+  local f var
+  for f in "$tmp"/v-*; do
+    [ -e "$f" ] || continue
+    var=${f##*/v-}
+    declare -g "$var=$(grep -E '^[0-9.]+$' "$f" | sort -n |
+      awk '{v[NR] = $1} END {if (!NR) exit
+        m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf(m == int(m) ? "%d\n" : "%.1f\n", m)}')"
+    declare -g "${var}_all=$(paste -sd/ "$f")"
+  done
+}
+
 # ---- 1. enqueue -----------------------------------------------------------------------------
 
 # enqueue_run NAME BATCH: N adds with a sync every BATCH; sets NAME (tasks/s), NAME_p50/p99
@@ -150,9 +168,12 @@ enqueue_run() {
   "$bench_bin" enqueue --store "$store" --n "$N" --batch "$batch" >"$out" 2>&1 ||
     problem "enqueue ($name): $(tail -n 3 "$out")"
   phase_stop "$N"
-  declare -g "$name=$(result "$out" per_s)" "${name}_p50=$(result "$out" p50_us)" \
-    "${name}_p99=$(result "$out" p99_us)" "${name}_redis_us=$ph_redis_us" \
-    "${name}_redis=$ph_redis" "${name}_machine=$ph_machine"
+  keep "$name" "$(result "$out" per_s)"
+  keep "${name}_p50" "$(result "$out" p50_us)"
+  keep "${name}_p99" "$(result "$out" p99_us)"
+  keep "${name}_redis_us" "$ph_redis_us"
+  keep "${name}_redis" "$ph_redis"
+  keep "${name}_machine" "$ph_machine"
   echo "  $(grep '^coda enqueue' "$out" || echo "$name: no result"); redis-server ${ph_redis}% of a" \
     "core, ${ph_redis_us} us CPU per task; machine busy ${ph_machine}% (of 200)" >&2
 }
@@ -172,31 +193,36 @@ process_run() {
   phase_stop "$N"
   for i in "${wpids[@]}"; do stop_server "$i" || problem "a worker ($k) exited with status $?: $(tail -n 3 "$tmp"/worker-"$k"-*.log)"; done
   "$bench_bin" tally --tally "$tally_at" --n "$N" verify >>"$out" 2>&1 || problem "process ($k workers): $(tail -n 2 "$out")"
-  declare -g "proc_$k=$(result "$out" per_s)" "dups_$k=$(result "$out" dups)" \
-    "missing_$k=$(result "$out" missing)" "proc_${k}_redis=$ph_redis" "proc_${k}_machine=$ph_machine"
-  # The span of the phase includes worker start-up and the 0.5 s settle: redis CPU per task
-  # is over the whole phase, % of a core over the tasks' span.
-  declare -g "proc_${k}_redis_us=$ph_redis_us"
+  keep "proc_$k" "$(result "$out" per_s)"
+  local d m
+  d=$(result "$out" dups) m=$(result "$out" missing)
+  dups_sum[k]=$((${dups_sum[k]:-0} + ${d:-0}))
+  missing_sum[k]=$((${missing_sum[k]:-0} + ${m:-$N}))
+  keep "proc_${k}_machine" "$ph_machine"
+  # The phase includes worker start-up and the 0.5 s settle.
+  keep "proc_${k}_redis_us" "$ph_redis_us"
   echo "  $(grep '^coda process' "$out" || echo "process ($k): no result"); redis-server" \
     "${ph_redis_us} us CPU per task; machine busy ${ph_machine}% over the phase (${ph_secs} s incl." \
     "start-up and settle)" >&2
 }
 
-if part enqueue || part process; then
-  echo "running coda enqueue (N=$N) ..." >&2
+dups_sum=() missing_sum=()
+coda_round() {
+  part enqueue || part process || return 0
+  echo "round $1: coda enqueue (N=$N) ..." >&2
   flush
   enqueue_run bulk 1000
   flush
   enqueue_run enq 1
   if part process; then
-    echo "running coda workers ..." >&2
+    echo "round $1: coda workers ..." >&2
     process_run 1
     flush
     "$bench_bin" enqueue --store "$store" --n "$N" --batch 1000 >"$tmp/requeue.txt" 2>&1 ||
       problem "re-queue for 2 workers: $(tail -n 3 "$tmp/requeue.txt")"
     process_run 2
   fi
-fi
+}
 
 # ---- 3. HTTP --------------------------------------------------------------------------------
 
@@ -279,16 +305,10 @@ fi
 # ---- 5. the peers ---------------------------------------------------------------------------
 
 peer_rows=()
-if part peers && [[ -n $PEERS_FROM ]]; then
-  # run.sh's table: peer N enqueue/s bulk/s process/s dups notes...
-  while read -r p n e b pr d rest; do
-    [[ " bullmq sidekiq celery celery-threads rq rq-fork " == *" $p "* ]] || continue
-    peer_rows+=("$(printf '%s\t%s\t%s\t%s\t%s\t%s\t-\t%s (from %s)' "$p" "$n" "$e" "$b" "$pr" "$d" "$rest" "$PEERS_FROM")")
-  done <"$PEERS_FROM"
-elif part peers && [[ -n $PEERS ]]; then
+peers_install() {
   node_dir=$PEERS_DIR/node
   [[ -f $node_dir/node_modules/bullmq/package.json ]] || node_dir=${XDG_CACHE_HOME:-$HOME/.cache}/coda-peers-node
-  missing=()
+  local missing=() p
   for p in $PEERS; do
     case $p in
       bullmq) [[ -f $node_dir/node_modules/bullmq/package.json ]] || missing+=(bullmq) ;;
@@ -304,6 +324,11 @@ elif part peers && [[ -n $PEERS ]]; then
       echo "  (their run.sh exited with status $?; each peer is tried below)" >&2
     [[ -f $node_dir/node_modules/bullmq/package.json ]] || node_dir=${XDG_CACHE_HOME:-$HOME/.cache}/coda-peers-node
   fi
+}
+
+# peers_round R: each peer once; its row goes to $tmp/rows-PEER (one line per round).
+peers_round() {
+  local p n cmd row peer_pid
   for p in $PEERS; do
     case $p in
       bullmq) n=$N cmd=(env -C "$node_dir" node bullmq_bench.js) ;;
@@ -315,7 +340,7 @@ elif part peers && [[ -n $PEERS ]]; then
       *) problem "unknown peer $p"; continue ;;
     esac
     flush
-    echo "running $p (N=$n) ..." >&2
+    echo "round $1: $p (N=$n) ..." >&2
     phase_start
     # timeout(1) leads a process group of driver and workers: stopped as a whole after.
     (cd "$PEERS_DIR" && REDIS_URL=$store N=$n exec timeout "$PEER_TIMEOUT" "${cmd[@]}") \
@@ -326,16 +351,54 @@ elif part peers && [[ -n $PEERS ]]; then
     kill -TERM -- "-$peer_pid" 2>/dev/null || true # workers a failed driver left behind
     row=$(grep -m1 $'^RESULT\t' "$tmp/peer-$p.log" | cut -f2- || true)
     if [[ -z $row ]]; then
-      problem "$p failed: $(tail -n 5 "$tmp/peer-$p.log")"
+      problem "$p failed (round $1): $(tail -n 5 "$tmp/peer-$p.log")"
       continue
     fi
-    [[ $(cut -f7 <<<"$row") =~ ^(0|-)$ ]] || problem "$p: tasks missing"
-    peer_rows+=("$row")
-    declare -g "peer_redis_us_$p=$ph_redis_us" "peer_machine_$p=$ph_machine"
+    [[ $(cut -f7 <<<"$row") =~ ^(0|-)$ ]] || problem "$p: tasks missing (round $1)"
+    echo "$row" >>"$tmp/rows-$p"
+    keep "peer_redis_us_${p//-/_}" "$ph_redis_us"
+    keep "peer_machine_${p//-/_}" "$ph_machine"
     echo "  $p: $(cut -f3-6 <<<"$row" | tr '\t' ' ') (enqueue bulk process dups); redis-server" \
       "${ph_redis_us} us CPU per job over the whole peer run (${ph_secs} s)" >&2
   done
+}
+
+# peer_medians: one row per peer, the median of each rate over the rounds, dups and missing
+# summed.
+peer_medians() {
+  local p f col
+  for p in $PEERS; do
+    f=$tmp/rows-$p
+    [ -s "$f" ] || continue
+    for col in 3 4 5; do
+      cut -f"$col" "$f" | grep -E '^[0-9.]+$' | sort -n >"$f.$col" || true
+    done
+    peer_rows+=("$(awk -F'\t' -v r="$(wc -l <"$f")" '
+      function med(file,  v, n, x) {n = 0; while ((getline x < file) > 0) v[++n] = x
+        close(file); if (!n) return "-"; return sprintf("%.0f", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2)}
+      {d += $6; m += $7; peer = $1; n = $2; notes = $8}
+      END {printf "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s", peer, n, med(FILENAME ".3"), med(FILENAME ".4"),
+             med(FILENAME ".5"), d, m, notes (r > 1 ? "; median of " r " rounds" : "")}' "$f")")
+    declare -g "peer_all_${p//-/_}=$(cut -f3-5 "$f" | tr '\t' ' ' | paste -sd/)"
+  done
+}
+
+if part peers && [[ -n $PEERS_FROM ]]; then
+  # run.sh's table: peer N enqueue/s bulk/s process/s dups notes...
+  while read -r p n e b pr d rest; do
+    [[ " bullmq sidekiq celery celery-threads rq rq-fork " == *" $p "* ]] || continue
+    peer_rows+=("$(printf '%s\t%s\t%s\t%s\t%s\t%s\t-\t%s (from %s)' "$p" "$n" "$e" "$b" "$pr" "$d" "$rest" "$PEERS_FROM")")
+  done <"$PEERS_FROM"
+elif part peers && [[ -n $PEERS ]]; then
+  peers_install
 fi
+run_peers() { part peers && [[ -z $PEERS_FROM && -n $PEERS ]]; }
+for ((round = 1; round <= ROUNDS; round++)); do
+  coda_round "$round"
+  ! run_peers || peers_round "$round"
+done
+medians
+! run_peers || peer_medians
 
 # ---- the tables -----------------------------------------------------------------------------
 
@@ -355,10 +418,12 @@ echo "redis-server $redis_version on :$port, persistence: $persistence_label; $(
   "load average before $load_before, after $load_after (shared machine: figures provisional)"
 line() { printf '%-22s %6s %10s %10s %10s %5s  %s\n' "$@"; }
 line peer N enqueue/s bulk/s process/s dups notes
-part enqueue && line "coda (1 worker)" "$N" "${enq:--}" "${bulk:--}" "${proc_1:--}" "${dups_1:--}" \
-  "coda redis store, 1 worker process, 1 loop, $WORKER_EXEC executor; missing ${missing_1:--}"
-part process && line "coda (2 workers)" "$N" "-" "-" "${proc_2:--}" "${dups_2:--}" \
-  "2 worker processes; missing ${missing_2:--}"
+rounds_note=""
+((ROUNDS == 1)) || rounds_note="; median of $ROUNDS rounds"
+part enqueue && line "coda (1 worker)" "$N" "${enq:--}" "${bulk:--}" "${proc_1:--}" "${dups_sum[1]:--}" \
+  "coda redis store, 1 worker process, 1 loop, $WORKER_EXEC executor; missing ${missing_sum[1]:--}$rounds_note"
+part process && line "coda (2 workers)" "$N" "-" "-" "${proc_2:--}" "${dups_sum[2]:--}" \
+  "2 worker processes; missing ${missing_sum[2]:--}$rounds_note"
 for row in "${peer_rows[@]}"; do
   IFS=$'\t' read -r p n e b pr d _ notes <<<"$row"
   line "$p" "$n" "$e" "$b" "$pr" "$d" "$notes"
@@ -395,6 +460,12 @@ if part latency; then
 fi
 
 echo
+((ROUNDS == 1)) || echo "  every round (coda enqueue / bulk / process 1 / process 2):" \
+  "${enq_all:-} / ${bulk_all:-} / ${proc_1_all:-} / ${proc_2_all:-}"
+for p in $PEERS; do
+  [[ -z $(get "peer_all_${p//-/_}") ]] || ((ROUNDS == 1)) ||
+    echo "  every round ($p enqueue bulk process): $(get "peer_all_${p//-/_}")"
+done
 part enqueue && echo "  enqueue detail: one at a time, add+sync p50 ${enq_p50:-?} us, p99 ${enq_p99:-?} us," \
   "redis-server ${enq_redis_us:-?} us CPU per task (${enq_redis:-?}% of a core); bulk: per 1,000 p50" \
   "${bulk_p50:-?} us, redis-server ${bulk_redis_us:-?} us CPU per task (${bulk_redis:-?}% of a core)"
@@ -409,8 +480,8 @@ part process && echo "  coda: redis-server CPU per task summed over bulk + enque
   "as the peers' runs below: $(awk -v a="${bulk_redis_us:-0}" -v b="${enq_redis_us:-0}" \
     -v c="${proc_1_redis_us:-0}" 'BEGIN {printf "%.1f", a + b + c}') us"
 for p in $PEERS; do
-  [[ -n $(get "peer_redis_us_$p") ]] && echo "  $p: redis-server $(get "peer_redis_us_$p") us CPU per job" \
-    "over its whole run (bulk + enqueue + process), machine busy $(get "peer_machine_$p")% of 200"
+  [[ -n $(get "peer_redis_us_${p//-/_}") ]] && echo "  $p: redis-server $(get "peer_redis_us_${p//-/_}") us CPU per job" \
+    "over its whole run (bulk + enqueue + process), machine busy $(get "peer_machine_${p//-/_}")% of 200"
 done
 for p in "${problems[@]}"; do echo "!! $p"; done
 exit $failed
