@@ -355,6 +355,10 @@ int coda__app_set_ext(coda_app *app, const coda__app_ext *ext) {
 }
 
 int coda__app_add_service(coda_app *app, const coda__service *svc) {
+  /* The server takes its services when it is made (coda_app_bind()): one
+   * added later would never start, so it is refused. */
+  if (atomic_load(&app->server))
+    return CODA_ESTATE;
   if (app->nservices == CODA__APP_MAX_SERVICES)
     return CODA_ELIMIT;
   app->services[app->nservices++] = svc;
