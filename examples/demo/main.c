@@ -32,6 +32,11 @@ static coda_task_def *tick_def, *trivial_def, *email_def, *cpu_def, *profile_def
 
 static const char plain_body[] = "{\"status\":\"ok\"}";
 static const char queued_body[] = "{\"status\":\"queued\"}";
+/* The seeds' bodies, byte for byte (Starlette's JSONResponse spacing). */
+static const char thread_body[] =
+    "{\"status\": \"queued\", \"message\": \"Email is sending in background\"}";
+static const char process_body[] =
+    "{\"status\": \"queued\", \"message\": \"Heavy calculation started\"}";
 
 static const char index_body[] =
     "{\"name\":\"coda-demo\",\"routes\":["
@@ -179,17 +184,13 @@ static int get_thread(coda_req *req, coda_res *res, void *user) {
   (void)user;
   const char *to = coda_req_query(req, "email");
   int rc = coda_res_add_task(res, email_def, "si", to ? to : "user@example.com", (int64_t)2000);
-  return rc ? rc
-            : coda_res_json_text(res, 200,
-                                 "{\"message\":\"Email task started in a thread\"}");
+  return rc ? rc : static_json(res, 200, thread_body, sizeof thread_body - 1);
 }
 
 static int get_process(coda_req *req, coda_res *res, void *user) {
   (void)req, (void)user;
   int rc = coda_res_add_task(res, cpu_def, "i", (int64_t)101);
-  return rc ? rc
-            : coda_res_json_text(res, 200,
-                                 "{\"message\":\"CPU task started in a separate process\"}");
+  return rc ? rc : static_json(res, 200, process_body, sizeof process_body - 1);
 }
 
 /* POST /register {"email": "..."}: 201 now; email, profile and admin note
