@@ -159,6 +159,7 @@ static int apply(coda__durable *d, coda__store_op *op, int64_t now) {
   }
   case CODA__OP_SYNC:
   case CODA__OP_PAUSE: /* written apart, before the batch */
+  case CODA__OP_ADMIN:
     return 0;
   }
   return 0;
@@ -391,6 +392,7 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       uv_mutex_unlock(&d->mu);
       break;
     case CODA__OP_PAUSE: /* taken out of every batch before it is written */
+    case CODA__OP_ADMIN:
       break;
     }
   }
@@ -822,6 +824,7 @@ static void store_main(void *arg) {
     coda__queue_move(&batch, &fresh);
     uv_mutex_unlock(&d->mu);
     coda__lease_write_pauses(d, &batch);
+    coda__ops_write_admin(d, &batch);
     uv_mutex_lock(&d->id_mu);
     int refill = d->refill;
     uv_mutex_unlock(&d->id_mu);

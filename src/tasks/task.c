@@ -179,6 +179,9 @@ static void on_watch(uv_timer_t *t) {
   coda__thread_pool *pool = atomic_load(&e->threads);
   if (pool)
     coda__thread_pool_watch(pool, uv_hrtime());
+  coda__process_pool *procs = atomic_load(&e->procs);
+  if (procs)
+    coda__process_pool_watch(procs, uv_hrtime());
 }
 
 int coda__engine_start(coda__engine *e, uv_loop_t *control) {

@@ -124,6 +124,12 @@ struct coda_task {
   /* PROCESS: the pid of the worker running it (0: none), set and cleared
    * by the control loop, read by the heartbeat to tell the worker. */
   atomic_int worker_pid;
+  /* coda_task_cancel() asked this attempt to stop (set once, any thread):
+   * a failure then ends it as cancelled; a PROCESS task still running at
+   * cancel_kill_ns (uv_hrtime, 0: none) has its worker killed by the
+   * control loop's watch. */
+  atomic_int cancel_requested;
+  _Atomic uint64_t cancel_kill_ns;
   int attempt;            /* 1 for the first */
   int max_attempts;
   int64_t created_at; /* unix ms */
@@ -294,6 +300,9 @@ void coda__loop_executor_free_pending(coda__task_loop *tl);
 
 coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int workers);
 int coda__process_pool_submit(coda__process_pool *p, coda_task *t);
+/* Control loop: kills the worker of a cancelled task past its grace
+ * period (coda_task.cancel_kill_ns). */
+void coda__process_pool_watch(coda__process_pool *p, uint64_t now_ns);
 /* Refuses new tasks (submit returns CODA_ESTATE); the pool stays usable. */
 void coda__process_pool_close(coda__process_pool *p);
 /* Kills the workers and drops what is left; frees the pool if free_it. */
