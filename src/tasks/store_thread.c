@@ -115,6 +115,9 @@ static int write_task(coda__durable *d, coda_task *t, int64_t now) {
       .created_at = t->created_at,
       .run_at = delayed ? t->run_at : t->created_at,
       .queue = queue,
+      .trace = t->trace,
+      .request_id = t->request_id,
+      .origin = t->origin,
   };
   t->elsewhere = !delayed && !owned;
   t->lease = owned ? 1 : 0; /* an owned enqueue is the task's first claim */

@@ -135,6 +135,9 @@ struct coda_task {
   int64_t created_at; /* unix ms */
   int64_t run_at;     /* unix ms: not before (0: now) */
   char *key;          /* idempotency key or NULL (owned) */
+  /* Durable: the request that added it (owned, NULL: none), written with
+   * it to the store (coda_task_info.trace, .origin). */
+  char *trace, *origin;
   double progress;    /* under the durable registry lock */
   /* Its progress op not yet written, which takes `progress` when it is:
    * at most one per task (durable.c, under the registry lock). */
@@ -158,6 +161,9 @@ struct coda_tasks {
   coda__task_loop *loop;
   uint64_t request_id;
   int durable_unstored; /* durable tasks not yet in the store */
+  /* The request's traceparent and "METHOD /pattern" (owned, NULL: none),
+   * copied into each durable task appended (coda__tasks_set_origin). */
+  char *trace, *origin;
   coda_task *inline_tasks[4];
 };
 
@@ -271,6 +277,12 @@ void coda__task_report(coda_task *t, coda_task_stat_kind kind, const char *messa
 int coda__opts_read(const coda_task_opts *in, coda_task_opts *out);
 void coda__opts_write_id(coda_task_opts *in, uint64_t id);
 
+/* Sets what the durable tasks appended to `run` from now on record of
+ * the request that added them: its W3C traceparent (trace, NULL: none)
+ * and origin ("POST /reports/{id}", NULL: none). Copied; CODA_ENOMEM.
+ * The response path sets both from the request (attach.c); a caller that
+ * knows better may set them again. */
+int coda__tasks_set_origin(coda_tasks *run, const char *trace, const char *origin);
 /* A response's run: appends, starts once written. */
 int coda__run_append(coda_tasks *run, coda_task *t);
 /* Builds a task (coda__task_new) and appends it. */
