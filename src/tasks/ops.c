@@ -209,7 +209,15 @@ void coda__ops_node_init(coda__durable *d) {
   if (gethostname(d->node_host, sizeof d->node_host) != 0)
     snprintf(d->node_host, sizeof d->node_host, "localhost");
   d->node_host[sizeof d->node_host - 1] = '\0';
-  d->node_started_at = now_ms();
+  /* Two apps of one process started in the same millisecond (tests do)
+   * still get ids of their own. */
+  static atomic_llong last_start;
+  long long start = now_ms(), prev = atomic_load(&last_start);
+  do {
+    if (start <= prev)
+      start = prev + 1;
+  } while (!atomic_compare_exchange_weak(&last_start, &prev, start));
+  d->node_started_at = start;
   snprintf(d->node_id, sizeof d->node_id, "%s:%d:%lld", d->node_host, (int)getpid(),
            (long long)d->node_started_at);
   d->next_beat = 0;
