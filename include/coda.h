@@ -881,6 +881,35 @@ CODA_API int coda_task_progress(coda_task *t, double fraction);
  *  CODA_ESTATE if not durable. */
 CODA_API int coda_task_set_result(coda_task *t, const void *data, size_t len);
 
+/* ------------------------------------------------------------------------ */
+/* Monitoring: metrics, the admin API and the dashboard                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * One call mounts the admin surface: GET /metrics (Prometheus), the
+ * dashboard at /coda/ and the JSON admin API under /coda/api/. Every one
+ * of these routes needs the admin token, whoever asks (loopback included:
+ * behind a reverse proxy every peer is loopback): `Authorization: Bearer
+ * TOKEN`, or the cookie set by opening /coda/?token=TOKEN (HttpOnly,
+ * SameSite=Strict; the answer is a redirect that drops the token from the
+ * address). Actions are POST; by cookie they also need the CSRF token the
+ * dashboard reads from /coda/api/session. docs/operations.md has the rules.
+ *
+ *   coda_app_admin(app, NULL);      // token from $CODA_ADMIN_TOKEN, or made up
+ *   printf("http://127.0.0.1:%d/coda/?token=%s\n", coda_app_port(app),
+ *          coda_app_admin_token(app));
+ */
+
+/** Mounts the admin surface (configuration time, before coda_app_run()).
+ *  `token`: at least 16 characters, visible ASCII but for `"`, `,`, `;`, `\`
+ *  (CODA_EINVAL otherwise); NULL or "": the environment's CODA_ADMIN_TOKEN,
+ *  and without it 32 random bytes as 64 hex digits. CODA_EEXIST if mounted
+ *  already, CODA_ESTATE while the app runs. */
+CODA_API int coda_app_admin(coda_app *app, const char *token);
+
+/** The admin token in force, or NULL before coda_app_admin(). */
+CODA_API const char *coda_app_admin_token(const coda_app *app);
+
 #ifdef __cplusplus
 }
 #endif

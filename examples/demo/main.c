@@ -396,7 +396,7 @@ static void usage(const char *argv0) {
   fprintf(
       stderr,
       "usage: %s [--listen HOST:PORT] [--threads N] [--store URI] [--queues a,b] "
-      "[--quiet] [--tick MS]\n"
+      "[--quiet] [--tick MS] [--admin-token TOKEN]\n"
       "       %s --worker --store URI [--queues a,b] [--threads N]\n"
       "  --listen   address to serve on (default 127.0.0.1:8000; port 0 = any)\n"
       "  --threads  event loops, one per thread (default: one per core)\n"
@@ -406,7 +406,9 @@ static void usage(const char *argv0) {
       "(default: all)\n"
       "  --worker   no HTTP: run durable tasks only, until SIGTERM\n"
       "  --quiet    no access log\n"
-      "  --tick     the periodic tick task's interval in ms (default 1000; 0: off)\n",
+      "  --tick     the periodic tick task's interval in ms (default 1000; 0: off)\n"
+      "  --admin-token  the token of /metrics, the dashboard (/coda/) and the admin API\n"
+      "             (default $CODA_ADMIN_TOKEN, else a new one, printed with the link)\n",
       argv0, argv0);
 }
 
@@ -449,10 +451,28 @@ static int register_routes(void) {
   return 0;
 }
 
+/* The dashboard link, as Jupyter prints its own: with the token when it
+ * was made up here (the operator has no other way to learn it), without
+ * when the operator chose it. */
+static void print_admin_link(const char *listen, int token_given) {
+  const char *colon = strrchr(listen, ':');
+  int hlen = colon ? (int)(colon - listen) : (int)strlen(listen);
+  const char *host = listen;
+  if (hlen == 7 && strncmp(listen, "0.0.0.0", 7) == 0)
+    host = "127.0.0.1", hlen = 9;
+  if (token_given)
+    fprintf(stderr, "coda-demo: dashboard at http://%.*s:%d/coda/?token=<your admin token>\n",
+            hlen, host, coda_app_port(app));
+  else
+    fprintf(stderr, "coda-demo: dashboard at http://%.*s:%d/coda/?token=%s\n", hlen, host,
+            coda_app_port(app), coda_app_admin_token(app));
+}
+
 int main(int argc, char **argv) {
   const char *listen = "127.0.0.1:8000";
   const char *store = "sqlite:data/coda.db";
   const char *queues = NULL;
+  const char *admin_token = getenv("CODA_ADMIN_TOKEN");
   long threads = 0;
   int access_log = 1, worker = 0;
   long tick_ms = 1000;
@@ -471,6 +491,8 @@ int main(int argc, char **argv) {
       access_log = 0;
     } else if (strcmp(argv[i], "--tick") == 0 && i + 1 < argc) {
       tick_ms = strtol(argv[++i], NULL, 10);
+    } else if (strcmp(argv[i], "--admin-token") == 0 && i + 1 < argc) {
+      admin_token = argv[++i];
     } else {
       usage(argv[0]);
       return 2;
@@ -497,6 +519,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "coda-demo: store %s: %s\n", store, coda_app_store_error(app));
   if (rc == 0 && !worker)
     rc = register_routes();
+  if (rc == 0 && !worker && (rc = coda_app_admin(app, admin_token)) != 0)
+    fprintf(stderr, "coda-demo: admin token: at least 16 characters, visible ASCII but "
+                    "for \" , ; \\\n");
+  if (rc == 0 && !worker && (rc = coda_app_bind(app)) == 0)
+    print_admin_link(listen, admin_token && *admin_token);
   if (rc == 0 && tick_ms > 0 && (rc = coda_app_every(app, tick_def, tick_ms)) != 0)
     fprintf(stderr, "coda-demo: --tick %ld: at least 10 ms, or 0 for none\n", tick_ms);
   if (rc == 0 && worker)

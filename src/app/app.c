@@ -52,12 +52,34 @@ int coda_app_free(coda_app *app) {
     return CODA_ESTATE;
   if (app->ext.free && app->ext.free(app->ext.data) != 0)
     return CODA_ESTATE; /* a thread of the layer above still runs and may touch it */
+  for (int i = 0; i < CODA__APP_MAX_ATTACHED; i++)
+    if (app->attached[i].tag && app->attached[i].free)
+      app->attached[i].free(app->attached[i].data);
   coda__router_free(app->router);
   free(app->middleware);
   free(app->listen_host);
   coda__logger_free(&app->logger);
   free(app);
   return 0;
+}
+
+int coda__app_attach(coda_app *app, const void *tag, void *data, void (*free)(void *data)) {
+  if (coda__app_attached_data(app, tag))
+    return CODA_EEXIST;
+  for (int i = 0; i < CODA__APP_MAX_ATTACHED; i++) {
+    if (!app->attached[i].tag) {
+      app->attached[i] = (coda__app_attached){tag, data, free};
+      return 0;
+    }
+  }
+  return CODA_ELIMIT;
+}
+
+void *coda__app_attached_data(const coda_app *app, const void *tag) {
+  for (int i = 0; i < CODA__APP_MAX_ATTACHED; i++)
+    if (app->attached[i].tag == tag)
+      return app->attached[i].data;
+  return NULL;
 }
 
 /* Each option's field and its allowed range. */

@@ -65,6 +65,16 @@ typedef struct coda__app_ext {
 } coda__app_ext;
 
 #define CODA__APP_MAX_SERVICES 4
+#define CODA__APP_MAX_ATTACHED 4
+
+/* State an upper layer keeps with the app besides its extension (the
+ * admin mount), found again by its tag (the address of a static of that
+ * layer) and freed by coda_app_free() with `free`. */
+typedef struct coda__app_attached {
+  const void *tag;
+  void *data;
+  void (*free)(void *data);
+} coda__app_attached;
 
 struct coda_app {
   coda__options opt;
@@ -86,6 +96,7 @@ struct coda_app {
   coda__app_ext ext;
   const coda__service *services[CODA__APP_MAX_SERVICES];
   int nservices;
+  coda__app_attached attached[CODA__APP_MAX_ATTACHED];
   atomic_int running;
   atomic_long failed_requests; /* handler failures, for the summary log */
   atomic_long busy_requests;   /* 503 answers (full queue, store down) */
@@ -100,6 +111,12 @@ static inline void *coda__app_ext_data(const coda_app *app) { return app->ext.da
 /* Adds a service the server will run (the struct must live as long as the
  * app). Configuration time. */
 int coda__app_add_service(coda_app *app, const coda__service *svc);
+
+/* Attaches `data` under `tag` (configuration time): CODA_EEXIST if the tag
+ * has data, CODA_ELIMIT when the table is full. */
+int coda__app_attach(coda_app *app, const void *tag, void *data, void (*free)(void *data));
+/* The data attached under `tag`, or NULL. Any thread once the app runs. */
+void *coda__app_attached_data(const coda_app *app, const void *tag);
 
 /* Requests served so far, all loops (for /stats). */
 uint64_t coda__app_requests(const coda_app *app);

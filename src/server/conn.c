@@ -430,6 +430,39 @@ static int grow_rbuf(coda__conn *c, size_t need) {
 
 /* ---- access log ------------------------------------------------------ */
 
+/* Copies a request-target to `out` (room for tlen bytes), with the value of
+ * every query parameter named `token` replaced by "REDACTED" (never longer
+ * than the value it replaces, or left as it is): secrets passed in a link,
+ * such as the admin dashboard's, stay out of the access log. */
+static size_t redact_target(char *out, const char *t, size_t tlen) {
+  memcpy(out, t, tlen);
+  const char *q = memchr(t, '?', tlen);
+  if (!q)
+    return tlen;
+  size_t len = (size_t)(q - t) + 1, i = len;
+  while (i < tlen) {
+    const char *amp = memchr(t + i, '&', tlen - i);
+    size_t plen = amp ? (size_t)(amp - (t + i)) : tlen - i;
+    static const char key[] = "token=", hide[] = "REDACTED";
+    if (plen >= sizeof key - 1 && memcmp(t + i, key, sizeof key - 1) == 0) {
+      size_t vlen = plen - (sizeof key - 1);
+      size_t keep = vlen < sizeof hide - 1 ? vlen : sizeof hide - 1;
+      memcpy(out + len, key, sizeof key - 1);
+      memcpy(out + len + sizeof key - 1, hide, keep);
+      len += sizeof key - 1 + keep;
+    } else {
+      memcpy(out + len, t + i, plen);
+      len += plen;
+    }
+    i += plen;
+    if (amp) {
+      out[len++] = '&';
+      i++;
+    }
+  }
+  return len;
+}
+
 void coda__conn_access_log(coda__conn *c, int status) {
   coda__loop *loop = c->loop;
   if (!conn_cfg(c)->access_log)
@@ -446,11 +479,15 @@ void coda__conn_access_log(coda__conn *c, int status) {
   size_t need = (size_t)tlen + (size_t)mlen + strlen(c->peer) + 96;
   if (coda__buf_reserve(&loop->log, need) != 0)
     return;
-  int n = snprintf(loop->log.base + loop->log.len, need,
-                   "INFO:     %s - \"%.*s %.*s HTTP/1.%d\" %d %s\n", c->peer, mlen, method,
-                   tlen, target, minor, status, coda__http_reason(status));
+  char *line = loop->log.base + loop->log.len;
+  int n = snprintf(line, need, "INFO:     %s - \"%.*s ", c->peer, mlen, method);
+  if (n <= 0 || (size_t)n >= need)
+    return;
+  size_t len = (size_t)n + redact_target(line + n, target, (size_t)tlen);
+  n = snprintf(line + len, need - len, " HTTP/1.%d\" %d %s\n", minor, status,
+               coda__http_reason(status));
   if (n > 0)
-    loop->log.len += (size_t)n < need ? (size_t)n : need - 1;
+    loop->log.len += len + ((size_t)n < need - len ? (size_t)n : need - len - 1);
 }
 
 /* ---- requests -------------------------------------------------------- */

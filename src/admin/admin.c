@@ -1,0 +1,223 @@
+/*
+ * admin.c - coda_app_admin(): the token, the guard every admin route
+ * starts with, and GET /coda/api/session (see admin.h for the rules).
+ */
+#include "admin/admin.h"
+
+#include "app/app.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <uv.h>
+
+/* The tag of the admin state among the app's attachments. */
+static const char admin_tag;
+
+/* A token is what a cookie value and a header may carry unquoted (RFC
+ * 6265 cookie-octet): visible ASCII but for " , ; \ and space. */
+static int token_char_ok(unsigned char c) {
+  return c > 0x20 && c < 0x7f && c != '"' && c != ',' && c != ';' && c != '\\';
+}
+
+static int random_hex(char *out, size_t nbytes) {
+  unsigned char raw[64];
+  if (nbytes > sizeof raw || uv_random(NULL, NULL, raw, nbytes, 0, NULL) != 0)
+    return CODA_EIO;
+  for (size_t i = 0; i < nbytes; i++)
+    snprintf(out + 2 * i, 3, "%02x", raw[i]);
+  return 0;
+}
+
+static int set_token(coda__admin *a, const char *token) {
+  if (!token || !*token) {
+    a->generated = 1;
+    a->token_len = 64;
+    return random_hex(a->token, 32);
+  }
+  size_t len = strlen(token);
+  if (len < 16 || len > CODA__ADMIN_TOKEN_MAX)
+    return CODA_EINVAL;
+  for (size_t i = 0; i < len; i++)
+    if (!token_char_ok((unsigned char)token[i]))
+      return CODA_EINVAL;
+  memcpy(a->token, token, len + 1);
+  a->token_len = len;
+  return 0;
+}
+
+coda__admin *coda__admin_of(const coda_app *app) {
+  return coda__app_attached_data(app, &admin_tag);
+}
+
+int coda__admin_secret_eq(const char *secret, size_t len, const char *given, size_t given_len) {
+  unsigned char diff = len != given_len;
+  for (size_t i = 0; i < len; i++)
+    diff |= (unsigned char)secret[i] ^ (unsigned char)(i < given_len ? given[i] : 0);
+  return diff == 0;
+}
+
+/* The value of cookie `name` in a Cookie header ("a=1; b=2"), or NULL. */
+static const char *cookie_value(const char *header, const char *name, size_t *len) {
+  size_t nlen = strlen(name);
+  for (const char *p = header; p && *p;) {
+    while (*p == ' ' || *p == ';')
+      p++;
+    const char *end = strchr(p, ';');
+    size_t plen = end ? (size_t)(end - p) : strlen(p);
+    if (plen > nlen && p[nlen] == '=' && memcmp(p, name, nlen) == 0) {
+      *len = plen - nlen - 1;
+      return p + nlen + 1;
+    }
+    p = end;
+  }
+  return NULL;
+}
+
+enum { BY_NONE, BY_BEARER, BY_COOKIE };
+
+/* How the request proves it holds the token, or BY_NONE. */
+static int authenticated(coda__admin *a, coda_req *req) {
+  const char *auth = coda_req_header(req, "Authorization");
+  if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+    const char *t = auth + 7;
+    while (*t == ' ')
+      t++;
+    return coda__admin_secret_eq(a->token, a->token_len, t, strlen(t)) ? BY_BEARER : BY_NONE;
+  }
+  size_t len;
+  const char *cookie = coda_req_header(req, "Cookie");
+  const char *v = cookie ? cookie_value(cookie, CODA__ADMIN_COOKIE, &len) : NULL;
+  if (v && coda__admin_secret_eq(a->token, a->token_len, v, len))
+    return BY_COOKIE;
+  return BY_NONE;
+}
+
+/* An Origin header, when a browser sends one, must name this host. */
+static int same_origin(coda_req *req) {
+  const char *origin = coda_req_header(req, "Origin");
+  if (!origin)
+    return 1;
+  const char *host = coda_req_header(req, "Host");
+  const char *sep = strstr(origin, "://");
+  return host && sep && strcmp(sep + 3, host) == 0;
+}
+
+int coda__admin_error(coda_res *res, int status, const char *msg) {
+  char body[512];
+  /* Messages are ours (no quotes or backslashes in them). */
+  snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
+  coda_res_json_text(res, status, body);
+  return 0;
+}
+
+static int unauthorized(coda_res *res) {
+  coda_res_header(res, "WWW-Authenticate", "Bearer realm=\"coda\"");
+  coda_res_header(res, "Cache-Control", "no-store");
+  return coda__admin_error(res, 401,
+                           "an admin token is needed: Authorization: Bearer TOKEN, or open "
+                           "the dashboard link printed at start");
+}
+
+/* GET ...?token=TOKEN: the dashboard link. A right token sets the cookie
+ * and sends the browser to the same path without the query. */
+static int login(coda__admin *a, coda_req *req, coda_res *res, const char *token) {
+  if (a->closed || !coda__admin_secret_eq(a->token, a->token_len, token, strlen(token)))
+    return unauthorized(res);
+  char cookie[CODA__ADMIN_TOKEN_MAX + 96];
+  snprintf(cookie, sizeof cookie, "%s=%s; Path=/; HttpOnly; SameSite=Strict",
+           CODA__ADMIN_COOKIE, a->token);
+  coda_res_status(res, 303);
+  coda_res_header(res, "Set-Cookie", cookie);
+  coda_res_header(res, "Location", coda_req_path(req));
+  coda_res_header(res, "Cache-Control", "no-store");
+  coda_res_header(res, "Referrer-Policy", "no-referrer");
+  return 0;
+}
+
+int coda__admin_guard(coda__admin *a, coda_req *req, coda_res *res, unsigned need) {
+  int post = strcmp(coda_req_method(req), "GET") != 0 && strcmp(coda_req_method(req), "HEAD") != 0;
+  const char *token = post ? NULL : coda_req_query(req, "token");
+  if (token) {
+    login(a, req, res, token);
+    return 1;
+  }
+  int by = a->closed ? BY_NONE : authenticated(a, req);
+  if (by == BY_NONE) {
+    unauthorized(res);
+    return 1;
+  }
+  if (post && !same_origin(req)) {
+    coda__admin_error(res, 403, "cross-origin request refused");
+    return 1;
+  }
+  if ((need & CODA__ADMIN_ACTION) && by == BY_COOKIE) {
+    const char *csrf = coda_req_header(req, CODA__ADMIN_CSRF_HEADER);
+    if (!csrf || !coda__admin_secret_eq(a->csrf, strlen(a->csrf), csrf, strlen(csrf))) {
+      coda__admin_error(res, 403, "missing or wrong " CODA__ADMIN_CSRF_HEADER " header");
+      return 1;
+    }
+  }
+  coda_res_header(res, "Cache-Control", "no-store");
+  return 0;
+}
+
+const char *coda__admin_who(coda_req *req, char *buf, size_t cap) {
+  const char *auth = coda_req_header(req, "Authorization");
+  snprintf(buf, cap, "%s (%s)", coda_req_peer(req), auth ? "bearer" : "cookie");
+  return buf;
+}
+
+/* GET /coda/api/session: what the dashboard needs before its first action. */
+static int get_session(coda_req *req, coda_res *res, void *user) {
+  coda__admin *a = user;
+  if (coda__admin_guard(a, req, res, CODA__ADMIN_READ))
+    return 0;
+  char body[256];
+  snprintf(body, sizeof body, "{\"csrf\":\"%s\",\"version\":\"%s\"}", a->csrf, coda_version());
+  return coda_res_json_text(res, 200, body);
+}
+
+int coda__admin_session_mount(coda_app *app, coda__admin *a) {
+  return coda_app_route(app, "GET", "/coda/api/session", get_session, a);
+}
+
+/* The pieces of the surface, each in a file of its own. */
+static int (*const mounts[])(coda_app *, coda__admin *) = {
+    coda__admin_session_mount,
+};
+
+int coda_app_admin(coda_app *app, const char *token) {
+  if (!app || atomic_load(&app->running))
+    return app ? CODA_ESTATE : CODA_EINVAL;
+  if (coda__admin_of(app))
+    return CODA_EEXIST;
+  coda__admin *a = calloc(1, sizeof *a);
+  if (!a)
+    return CODA_ENOMEM;
+  a->app = app;
+  if (!token || !*token)
+    token = getenv("CODA_ADMIN_TOKEN");
+  int rc = set_token(a, token);
+  if (rc == 0)
+    rc = random_hex(a->csrf, 32);
+  if (rc == 0)
+    rc = coda__app_attach(app, &admin_tag, a, free);
+  if (rc != 0) {
+    free(a);
+    return rc;
+  }
+  for (size_t i = 0; rc == 0 && i < sizeof mounts / sizeof mounts[0]; i++)
+    rc = mounts[i](app, a);
+  /* Routes already added stay (a route cannot be taken back); they refuse
+   * everyone from now on, so nothing is left open by a failed mount. */
+  if (rc != 0)
+    a->closed = 1;
+  return rc;
+}
+
+const char *coda_app_admin_token(const coda_app *app) {
+  coda__admin *a = app ? coda__admin_of(app) : NULL;
+  return a ? a->token : NULL;
+}
