@@ -118,6 +118,8 @@ static int parse_states(const char *list, unsigned *bits) {
   *bits = 0;
   for (const char *p = list; *p;) {
     size_t n = strcspn(p, ",");
+    if (n == 0 || (p[n] == ',' && p[n + 1] == '\0'))
+      return -1;
     int found = 0;
     if (n == 9 && strncmp(p, "scheduled", 9) == 0) {
       *bits |= SCHEDULED_ONLY;
