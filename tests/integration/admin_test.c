@@ -41,7 +41,7 @@ static int seq;
 static const char *stores[3];
 static int nstores;
 static const char *current; /* the store of the case running, for messages */
-static int with_tick;       /* the fixture schedules "tick" (its catch-up task runs at start) */
+static int with_tick; /* the fixture schedules "tick" (its catch-up task runs at start) */
 
 /* ---- the app --------------------------------------------------------------------- */
 
@@ -68,10 +68,12 @@ typedef struct fixture {
 static int h_add(coda_req *req, coda_res *res, void *user) {
   fixture *f = user;
   const char *what = coda_req_param(req, "what");
-  coda_task_def *def = strcmp(what, "bad") == 0 ? f->bad : strcmp(what, "mailer") == 0 ? f->mailer
-                                                                                        : f->ok;
-  coda_task_opts o = CODA_TASK_OPTS_INIT(.flags = CODA_TASK_DURABLE,
-                                         .delay_ms = strcmp(what, "later") == 0 ? HOUR_MS : 0);
+  coda_task_def *def = strcmp(what, "bad") == 0      ? f->bad
+                       : strcmp(what, "mailer") == 0 ? f->mailer
+                                                     : f->ok;
+  coda_task_opts o =
+      CODA_TASK_OPTS_INIT(.flags = CODA_TASK_DURABLE,
+                          .delay_ms = strcmp(what, "later") == 0 ? HOUR_MS : 0);
   int rc = coda_res_add_task_opts(res, def, &o, "sib", EVIL, (int64_t)42, "\x01\x02\xff",
                                   (size_t)3);
   if (rc)
@@ -102,7 +104,8 @@ static int fixture_start(fixture *f, const char *kind) {
   coda_app *app = f->app = coda_app_new();
   if (!app)
     return -1;
-  coda_app_set(app, CODA_OPT_LOG_LEVEL, getenv("ADMIN_TEST_LOG") ? CODA_LOG_DEBUG : CODA_LOG_OFF);
+  coda_app_set(app, CODA_OPT_LOG_LEVEL,
+               getenv("ADMIN_TEST_LOG") ? CODA_LOG_DEBUG : CODA_LOG_OFF);
   coda_app_set(app, CODA_OPT_THREADS, 1);
   coda_app_set(app, CODA_OPT_STORE_POLL, 20);
   f->ok = coda_app_task(app, "ok", ok_task, CODA_EXEC_THREAD);
@@ -113,7 +116,8 @@ static int fixture_start(fixture *f, const char *kind) {
     return -1;
   coda_task_def_retry(f->bad, 1, 10, 10);
   coda_task_def_retry(f->mailer, 1, 10, 10);
-  if (coda_task_def_queue(f->mailer, "mail") != 0 || (with_tick && coda_app_every(app, f->tick, HOUR_MS) != 0) ||
+  if (coda_task_def_queue(f->mailer, "mail") != 0 ||
+      (with_tick && coda_app_every(app, f->tick, HOUR_MS) != 0) ||
       coda_app_route(app, "POST", "/add/{what}", h_add, f) != 0 ||
       coda_app_admin(app, TOKEN) != 0)
     return -1;
@@ -147,8 +151,8 @@ static int call(fixture *f, const char *method, const char *path, const char *he
     *out = NULL;
   char raw[2048];
   snprintf(raw, sizeof raw,
-           "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n%s\r\n", method, path,
-           head);
+           "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n%s\r\n", method,
+           path, head);
   int fd = tc_connect(f->ts.port, 10000);
   if (fd < 0)
     return -1;
@@ -161,7 +165,8 @@ static int call(fixture *f, const char *method, const char *path, const char *he
   if (out && body && *body)
     *out = json_loads(body, 0, NULL);
   if (status >= 400 && out && *out && !json_is_string(json_object_get(*out, "error")))
-    fprintf(stderr, "  [%s] %s %s: %d without an error member\n", current, method, path, status);
+    fprintf(stderr, "  [%s] %s %s: %d without an error member\n", current, method, path,
+            status);
   return status;
 }
 
@@ -186,7 +191,8 @@ static uint64_t add(fixture *f, const char *what) {
   if (fd < 0)
     return 0;
   char raw[256], buf[4096];
-  snprintf(raw, sizeof raw, "POST /add/%s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", what);
+  snprintf(raw, sizeof raw,
+           "POST /add/%s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", what);
   uint64_t id = 0;
   if (tc_send_str(fd, raw) == 0 && tc_read_response(fd, buf, sizeof buf) > 0 &&
       tc_status(buf) == 200)
@@ -257,7 +263,7 @@ static uint64_t dead_task(fixture *f, const char *what) {
 
 #define FOR_EACH_STORE(f)                                                                \
   for (int store_i = 0; store_i < nstores; store_i++)                                    \
-    for (int once = (fixture_start(&(f), stores[store_i]) == 0 ? 1 : -1); once != 0;      \
+    for (int once = (fixture_start(&(f), stores[store_i]) == 0 ? 1 : -1); once != 0;     \
          once = 0, fixture_stop(&(f)))                                                   \
       if (once < 0) {                                                                    \
         CHECK(!"fixture started");                                                       \
@@ -266,7 +272,7 @@ static uint64_t dead_task(fixture *f, const char *what) {
 /* ---- views ------------------------------------------------------------------------ */
 
 static void check_counts(json_t *counts) {
-  static const char *const keys[] = {"queued", "scheduled", "running", "succeeded",
+  static const char *const keys[] = {"queued", "scheduled", "running",  "succeeded",
                                      "failed", "dead",      "cancelled"};
   CHECK(json_is_object(counts));
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
@@ -323,7 +329,8 @@ static void views_of(fixture *f) {
   json_t *n = json_array_get(nodes, 0);
   CHECK_EQ_STR(str(n, "role"), "server");
   CHECK_EQ_INT(num(n, "pid"), getpid());
-  CHECK(json_is_string(json_object_get(n, "id")) && json_is_string(json_object_get(n, "host")));
+  CHECK(json_is_string(json_object_get(n, "id")) &&
+        json_is_string(json_object_get(n, "host")));
   CHECK(json_is_array(json_object_get(n, "queues")));
   CHECK(str(n, "listen") && strstr(str(n, "listen"), ":") != NULL);
   CHECK(json_is_integer(json_object_get(n, "running")));
@@ -367,8 +374,8 @@ static int walk_pages(fixture *f, const char *query, json_t *all) {
   char path[512], after[32] = "";
   for (int pages = 0; pages < 100; pages++) {
     json_t *j;
-    snprintf(path, sizeof path, "/coda/api/tasks?%s&limit=3%s%s", query, *after ? "&after=" : "",
-             after);
+    snprintf(path, sizeof path, "/coda/api/tasks?%s&limit=3%s%s", query,
+             *after ? "&after=" : "", after);
     if (get(f, path, &j) != 200) {
       json_decref(j);
       return -1;
@@ -456,9 +463,10 @@ static void listing_of(fixture *f) {
   json_decref(j);
 
   /* Bad input. */
-  static const char *const bad[] = {"state=bogus", "state=dead,", "limit=0", "limit=x",
-                                    "after=abc",   "after=-1",    "id=12a",  "id=0",
-                                    "id=99999999999999999999"};
+  static const char *const bad[] = {
+      "state=bogus", "state=dead,", "limit=0",
+      "limit=x",     "after=abc",   "after=-1",
+      "id=12a",      "id=0",        "id=99999999999999999999"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     snprintf(path, sizeof path, "/coda/api/tasks?%s", bad[i]);
     CHECK_EQ_INT(get(f, path, &j), 400);
@@ -502,7 +510,8 @@ static void detail_of(fixture *f) {
   CHECK_EQ_STR(str(json_array_get(errors, 0), "error"), EVIL);
   json_t *request = json_object_get(j, "request");
   CHECK(json_is_object(request));
-  CHECK(str(request, "id") && strspn(str(request, "id"), "0123456789") == strlen(str(request, "id")));
+  CHECK(str(request, "id") &&
+        strspn(str(request, "id"), "0123456789") == strlen(str(request, "id")));
   CHECK_EQ_STR(str(request, "origin"), "POST /add/{what}");
   CHECK(json_is_null(json_object_get(j, "traceparent")));
   CHECK(json_is_false(json_object_get(j, "cancel_requested")));
@@ -578,7 +587,8 @@ static void actions_of(fixture *f) {
   json_decref(j);
 
   /* The bulk forms touch one queue. */
-  uint64_t m1 = dead_task(f, "mailer"), m2 = dead_task(f, "mailer"), d1 = dead_task(f, "bad");
+  uint64_t m1 = dead_task(f, "mailer"), m2 = dead_task(f, "mailer"),
+           d1 = dead_task(f, "bad");
   REQUIRE(m1 && m2 && d1);
   CHECK_EQ_INT(post(f, "/coda/api/tasks/delete?state=dead&queue=mail", &j), 200);
   CHECK_EQ_INT(num(j, "count"), 2);
@@ -647,7 +657,8 @@ static void refusals_of(fixture *f) {
   snprintf(path, sizeof path, "/coda/api/tasks/%" PRIu64 "/retry", dead);
   CHECK_EQ_INT(call(f, "POST", path, "", &j), 401);
   json_decref(j);
-  CHECK_EQ_INT(call(f, "POST", path, "Authorization: Bearer wrong-token-0123456789\r\n", &j), 401);
+  CHECK_EQ_INT(
+      call(f, "POST", path, "Authorization: Bearer wrong-token-0123456789\r\n", &j), 401);
   json_decref(j);
   CHECK_EQ_INT(call(f, "POST", path, "Cookie: coda_admin=" TOKEN "\r\n", &j), 403);
   json_decref(j);
@@ -672,7 +683,8 @@ static void refusals_of(fixture *f) {
   CHECK_EQ_INT(get(f, "/coda/api/session", &j), 200);
   snprintf(csrf, sizeof csrf, "%s", str(j, "csrf") ? str(j, "csrf") : "");
   json_decref(j);
-  snprintf(head, sizeof head, "Cookie: coda_admin=" TOKEN "\r\nX-Coda-CSRF: %s\r\n", csrf);
+  snprintf(head, sizeof head, "Cookie: coda_admin=" TOKEN "\r\nX-Coda-CSRF: %s\r\n",
+           csrf);
   CHECK_EQ_INT(call(f, "POST", path, head, &j), 200);
   json_decref(j);
   CHECK(wait_attempts(f, dead, 2)); /* retried: it ran (and failed) again */
