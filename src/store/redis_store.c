@@ -2538,6 +2538,8 @@ static int redis_node_beat(coda__store *base, const coda_node_info *n, int64_t n
         link_simple(s, &s->renew, 4, "ZREMRANGEBYSCORE", s->keys[K_NODES], "-inf", before);
     if (gone)
       freeReplyObject(gone);
+    else
+      rc = CODA_ESTORE; /* the link dropped: not used again before link_ready() */
   }
   if (rc == 0 && ttl_ms > 0) {
     a = link_simple(s, &s->renew, 5, "SET", key, text, "PX", ttl);
