@@ -48,7 +48,8 @@ static const char index_body[] =
     "{\"method\":\"GET\",\"path\":\"/tasks/{id}\",\"does\":\"a durable task's state, attempts, progress, result\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks?state=dead\",\"does\":\"durable tasks in one state, by id (after=, limit=)\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks?name=tick\",\"does\":\"the runs of the periodic tick task and their due times, by id (state=, after=, limit=)\"},"
-    "{\"method\":\"GET\",\"path\":\"/stats\",\"does\":\"request and task counters\"}"
+    "{\"method\":\"GET\",\"path\":\"/stats\",\"does\":\"request and task counters\"},"
+    "{\"method\":\"GET\",\"path\":\"/metrics\",\"does\":\"Prometheus metrics (admin token: Authorization: Bearer)\"}"
     "]}";
 
 /* ---- tasks (they run after the response is sent) ---------------------- */
