@@ -749,15 +749,15 @@ CODA_API int coda_app_store_sync(coda_app *app);
  * whether it ran). A process that falls behind while it runs (suspended)
  * likewise adds only the latest due time it missed.
  *
- * Both are configuration calls (before coda_app_run()); one schedule per
+ * Both are configuration calls (before coda_app_bind() and coda_app_run()); one schedule per
  * definition. Schedules run while coda_app_run() runs, with a listener or
  * without one (a worker process). */
 
 /** Runs `def` every `interval_ms` milliseconds (at least 10), at the
  *  multiples of the interval since the unix epoch. Returns 0, CODA_EINVAL
  *  (no def, a def of another app, an interval below 10 ms), CODA_EEXIST
- *  (the definition has a schedule already), CODA_ESTATE once the app runs,
- *  or CODA_ENOMEM. */
+ *  (the definition has a schedule already), CODA_ESTATE once the app is
+ *  bound or runs, or CODA_ENOMEM. */
 CODA_API int coda_app_every(coda_app *app, coda_task_def *def, long interval_ms);
 
 /** Runs `def` at the minutes of a five-field cron expression in UTC:

@@ -528,10 +528,12 @@ int main(int argc, char **argv) {
   if (rc == 0 && !worker && (rc = coda_app_admin(app, admin_token)) != 0)
     fprintf(stderr, "coda-demo: admin token: at least 16 characters, visible ASCII but "
                     "for \" , ; \\\n");
-  if (rc == 0 && !worker && (rc = coda_app_bind(app)) == 0)
-    print_admin_link(listen, admin_token && *admin_token);
   if (rc == 0 && tick_ms > 0 && (rc = coda_app_every(app, tick_def, tick_ms)) != 0)
     fprintf(stderr, "coda-demo: --tick %ld: at least 10 ms, or 0 for none\n", tick_ms);
+  /* Bound now (every configuration call is made: the server is built from
+   * them), so that the link carries the port. */
+  if (rc == 0 && !worker && (rc = coda_app_bind(app)) == 0)
+    print_admin_link(listen, admin_token && *admin_token);
   if (rc == 0 && worker)
     fprintf(stderr, "coda-demo: worker on %s, queues %s\n", store,
             queues ? queues : "(all)");

@@ -115,7 +115,7 @@ int coda__app_set_ext(coda_app *app, const coda__app_ext *ext);
 static inline void *coda__app_ext_data(const coda_app *app) { return app->ext.data; }
 
 /* Adds a service the server will run (the struct must live as long as the
- * app). Configuration time. */
+ * app). Configuration time, before coda_app_bind(): CODA_ESTATE after. */
 int coda__app_add_service(coda_app *app, const coda__service *svc);
 
 /* Attaches `data` under `tag` (configuration time): CODA_EEXIST if the tag

@@ -329,8 +329,8 @@ static int add_schedule(coda_app *app, coda_task_def *def, schedule *sc) {
   coda__engine *e = app ? coda__engine_peek(app) : NULL;
   if (!e || !def || def->engine != e)
     return CODA_EINVAL;
-  if (atomic_load(&app->running))
-    return CODA_ESTATE;
+  if (atomic_load(&app->running) || atomic_load(&app->server))
+    return CODA_ESTATE; /* the server, made by coda_app_bind(), has its services */
   coda__scheduler *sch = e->scheduler;
   for (int i = 0; sch && i < sch->n; i++)
     if (sch->items[i]->def == def)
