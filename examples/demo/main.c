@@ -49,7 +49,7 @@ static const char index_body[] =
     "{\"method\":\"GET\",\"path\":\"/tasks?state=dead\",\"does\":\"durable tasks in one state, by id (after=, limit=)\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks?name=tick\",\"does\":\"the runs of the periodic tick task and their due times, by id (state=, after=, limit=)\"},"
     "{\"method\":\"GET\",\"path\":\"/stats\",\"does\":\"request and task counters\"},"
-    "{\"method\":\"GET\",\"path\":\"/metrics\",\"does\":\"Prometheus metrics (admin token)\"},"
+    "{\"method\":\"GET\",\"path\":\"/metrics\",\"does\":\"Prometheus metrics (admin token: Authorization: Bearer)\"},"
     "{\"method\":\"GET\",\"path\":\"/coda/\",\"does\":\"the dashboard (admin token: open the link printed at start)\"},"
     "{\"method\":\"GET\",\"path\":\"/coda/api/session\",\"does\":\"the CSRF token for the dashboard's actions, version, store (admin token)\"},"
     "{\"method\":\"GET\",\"path\":\"/coda/api/overview\",\"does\":\"counts by state, processed and failed totals and rates, queues, nodes (admin token)\"},"
