@@ -52,6 +52,9 @@ static int ok_task(coda_task *t) {
   return 0;
 }
 
+/* A message that is not UTF-8: the API shows U+FFFD for the byte. */
+static int raw_task(coda_task *t) { return coda_task_fail(t, "x\xffy"); }
+
 static int bad_task(coda_task *t) {
   return atomic_load(&bad_fails) ? coda_task_fail(t, "%s", EVIL) : 0;
 }
@@ -59,7 +62,7 @@ static int bad_task(coda_task *t) {
 typedef struct fixture {
   coda_app *app;
   test_server ts;
-  coda_task_def *ok, *bad, *mailer, *tick;
+  coda_task_def *ok, *bad, *mailer, *tick, *raw;
   int started;
 } fixture;
 
@@ -68,7 +71,8 @@ typedef struct fixture {
 static int h_add(coda_req *req, coda_res *res, void *user) {
   fixture *f = user;
   const char *what = coda_req_param(req, "what");
-  coda_task_def *def = strcmp(what, "bad") == 0      ? f->bad
+  coda_task_def *def = strcmp(what, "raw") == 0      ? f->raw
+                       : strcmp(what, "bad") == 0    ? f->bad
                        : strcmp(what, "mailer") == 0 ? f->mailer
                                                      : f->ok;
   coda_task_opts o =
@@ -112,8 +116,10 @@ static int fixture_start(fixture *f, const char *kind) {
   f->bad = coda_app_task(app, "bad", bad_task, CODA_EXEC_THREAD);
   f->mailer = coda_app_task(app, "mailer", bad_task, CODA_EXEC_THREAD);
   f->tick = coda_app_task(app, "tick", ok_task, CODA_EXEC_THREAD);
-  if (!f->ok || !f->bad || !f->mailer || !f->tick)
+  f->raw = coda_app_task(app, "raw", raw_task, CODA_EXEC_THREAD);
+  if (!f->ok || !f->bad || !f->mailer || !f->tick || !f->raw)
     return -1;
+  coda_task_def_retry(f->raw, 1, 10, 10);
   coda_task_def_retry(f->bad, 1, 10, 10);
   coda_task_def_retry(f->mailer, 1, 10, 10);
   if (coda_task_def_queue(f->mailer, "mail") != 0 ||
@@ -305,6 +311,20 @@ static void views_of(fixture *f) {
   CHECK_EQ_INT(num(j, "nodes"), 1);
   CHECK(json_integer_value(json_object_get(json_object_get(j, "http"), "requests")) >= 3);
   json_decref(j);
+
+  /* The rates: another failure, seen a second or more after the last
+   * sample. */
+  uint64_t again = dead_task(f, "bad");
+  CHECK(again != 0);
+  double failed_rate = 0;
+  for (uint64_t end = tc_now_ms() + WAIT_MS; failed_rate <= 0 && tc_now_ms() < end;) {
+    tc_sleep_ms(50);
+    CHECK_EQ_INT(get(f, "/coda/api/overview", &j), 200);
+    failed_rate =
+        json_number_value(json_object_get(json_object_get(j, "rates"), "failed_per_s"));
+    json_decref(j);
+  }
+  CHECK(failed_rate > 0);
 
   CHECK_EQ_INT(get(f, "/coda/api/queues", &j), 200);
   json_t *qs = json_object_get(j, "queues"), *def = NULL;
@@ -515,6 +535,13 @@ static void detail_of(fixture *f) {
   CHECK_EQ_STR(str(request, "origin"), "POST /add/{what}");
   CHECK(json_is_null(json_object_get(j, "traceparent")));
   CHECK(json_is_false(json_object_get(j, "cancel_requested")));
+  json_decref(j);
+
+  uint64_t raw = dead_task(f, "raw");
+  CHECK(raw != 0);
+  snprintf(path, sizeof path, "/coda/api/tasks/%" PRIu64, raw);
+  CHECK_EQ_INT(get(f, path, &j), 200);
+  CHECK_EQ_STR(str(j, "error"), "x\xef\xbf\xbdy");
   json_decref(j);
 
   CHECK_EQ_INT(get(f, "/coda/api/tasks/999999999999", &j), 404);
