@@ -636,8 +636,9 @@ static int memory_renew(coda__store *base, const coda__lease *l, int n,
   uv_mutex_lock(&s->mu);
   for (int i = 0; i < n; i++) {
     entry *e = coda__idmap_get(&s->entries, l[i].id);
-    lost[i] = !holds(e, l[i].lease, 0);
-    if (!lost[i])
+    int held = holds(e, l[i].lease, 0);
+    lost[i] = !held ? 1 : e->r.cancel_requested ? 2 : 0; /* 2: store.h version 3 */
+    if (held)
       e->lease_until = lease_until;
   }
   uv_mutex_unlock(&s->mu);
@@ -719,10 +720,17 @@ static int memory_release(coda__store *base, const coda__lease *l, int n) {
     if (!holds(e, l[i].lease, 0) || e->r.state != CODA_STATE_RUNNING)
       continue;
     coda__queue_remove(&e->link);
-    coda__queue_insert_tail(&s->waiting, &e->link);
     e->owned = 0;
     e->lease_until = 0;
     e->r.attempts = e->r.attempts > 0 ? e->r.attempts - 1 : 0;
+    if (e->r.cancel_requested) { /* asked to stop before it began: it ends here */
+      coda__queue_insert_tail(&s->finished, &e->link);
+      e->r.state = CODA_STATE_CANCELLED;
+      e->r.finished_at = coda__unix_ms();
+      s->nfinished++;
+      continue;
+    }
+    coda__queue_insert_tail(&s->waiting, &e->link);
     e->r.state = e->r.attempts > 0 ? CODA_STATE_FAILED : CODA_STATE_QUEUED;
   }
   uv_mutex_unlock(&s->mu);
@@ -742,7 +750,8 @@ static void relink(memory_store *s, entry *e, coda__queue *to) {
 static int retry_entry(memory_store *s, entry *e, int64_t now) {
   coda_task_state st = e->r.state;
   int allowed = st == CODA_STATE_DEAD || st == CODA_STATE_FAILED ||
-                st == CODA_STATE_CANCELLED || (st == CODA_STATE_QUEUED && e->r.run_at > now);
+                st == CODA_STATE_CANCELLED ||
+                (st == CODA_STATE_QUEUED && e->r.run_at > now);
   if (!allowed)
     return CODA_ESTATE;
   relink(s, e, &s->waiting);
@@ -824,7 +833,8 @@ static long memory_retry_all(coda__store *base, coda_task_state state, const cha
   return n;
 }
 
-static long memory_remove_all(coda__store *base, coda_task_state state, const char *queue) {
+static long memory_remove_all(coda__store *base, coda_task_state state,
+                              const char *queue) {
   memory_store *s = (memory_store *)base;
   uv_mutex_lock(&s->mu);
   long n = bulk(s, state, queue, 0, 0);

@@ -51,6 +51,11 @@ static int note_task(coda_task *t) {
   return 0;
 }
 
+static int tick_task(coda_task *t) { /* the schedules' (not counted with note) */
+  (void)t;
+  return 0;
+}
+
 /* Runs until it is cancelled (at most WAIT_MS), then fails. */
 static int waiter_task(coda_task *t) {
   atomic_store(&waiter_started, 1);
@@ -123,12 +128,14 @@ static int wait_running(coda_app *app) {
   return atomic_load(&d->running) ? 0 : -1;
 }
 
-static int fixture_start(fixture *f, const char *uri, int process_workers) {
+static int fixture_start_queues(fixture *f, const char *uri, int process_workers,
+                                const char *queues) {
   memset(f, 0, sizeof *f);
   coda_app *app = f->app = coda_app_new();
   if (!app)
     return -1;
-  coda_app_set(app, CODA_OPT_LOG_LEVEL, getenv("OPS_TEST_LOG") ? CODA_LOG_DEBUG : CODA_LOG_OFF);
+  coda_app_set(app, CODA_OPT_LOG_LEVEL,
+               getenv("OPS_TEST_LOG") ? CODA_LOG_DEBUG : CODA_LOG_OFF);
   coda_app_set(app, CODA_OPT_THREADS, 1);
   coda_app_set(app, CODA_OPT_PROCESS_WORKERS, process_workers);
   coda_app_set(app, CODA_OPT_STORE_POLL, 20);
@@ -138,8 +145,8 @@ static int fixture_start(fixture *f, const char *uri, int process_workers) {
   f->note = coda_app_task(app, "note", note_task, CODA_EXEC_THREAD);
   f->waiter = coda_app_task(app, "waiter", waiter_task, CODA_EXEC_THREAD);
   f->stubborn = coda_app_task(app, "stubborn", stubborn_task, CODA_EXEC_PROCESS);
-  f->tick = coda_app_task(app, "tick", note_task, CODA_EXEC_THREAD);
-  f->report = coda_app_task(app, "report", note_task, CODA_EXEC_THREAD);
+  f->tick = coda_app_task(app, "tick", tick_task, CODA_EXEC_THREAD);
+  f->report = coda_app_task(app, "report", tick_task, CODA_EXEC_THREAD);
   if (!f->flaky || !f->note || !f->waiter || !f->stubborn || !f->tick || !f->report)
     return -1;
   coda_task_def_retry(f->flaky, 1, 10, 10);
@@ -149,6 +156,8 @@ static int fixture_start(fixture *f, const char *uri, int process_workers) {
   if (coda_app_every(app, f->tick, 3600000) != 0 ||
       coda_app_cron(app, f->report, "30 6 * * mon-fri") != 0)
     return -1;
+  if (coda_app_queues(app, queues) != 0)
+    return -1;
   if (coda_app_store(app, uri) != 0) {
     fprintf(stderr, "  coda_app_store(%s): %s\n", uri, coda_app_store_error(app));
     return -1;
@@ -157,6 +166,10 @@ static int fixture_start(fixture *f, const char *uri, int process_workers) {
     return -1;
   f->started = 1;
   return wait_running(app);
+}
+
+static int fixture_start(fixture *f, const char *uri, int process_workers) {
+  return fixture_start_queues(f, uri, process_workers, NULL);
 }
 
 static void fixture_stop(fixture *f) {
@@ -464,8 +477,8 @@ static void origin_and_args(fixture *f) {
   REQUIRE(fd >= 0);
   const char *tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   char req[512], resp[4096];
-  snprintf(req, sizeof req,
-           "GET /add/x HTTP/1.1\r\nHost: t\r\ntraceparent: %s\r\n\r\n", tp);
+  snprintf(req, sizeof req, "GET /add/x HTTP/1.1\r\nHost: t\r\ntraceparent: %s\r\n\r\n",
+           tp);
   REQUIRE(tc_send_str(fd, req) == 0);
   REQUIRE(tc_read_response(fd, resp, sizeof resp) > 0);
   close(fd);
@@ -574,6 +587,44 @@ TEST(nodes_of_a_fleet_are_listed) {
     fixture_stop(&f2);
 }
 
+/* A task running in another process of the fleet hears of its cancel at
+ * that process's next lease renewal (store.h: renew() reports 2). */
+TEST(a_cancel_reaches_a_task_running_elsewhere) {
+  if (!redis_up) {
+    fprintf(stderr, "  (redis not in CODA_OPS_STORES: skipped)\n");
+    return;
+  }
+  char uri[256];
+  store_uri("redis", uri, sizeof uri);
+  fixture adder, runner;
+  int ok1 = fixture_start_queues(&adder, uri, 0, "elsewhere") == 0;
+  int ok2 = ok1 && fixture_start_queues(&runner, uri, 0, "default") == 0;
+  CHECK(ok1 && ok2);
+  if (ok2) {
+    atomic_store(&waiter_started, 0);
+    atomic_store(&waiter_saw_cancel, 0);
+    uint64_t id = add(&adder, adder.waiter, NULL, 0);
+    uint64_t end = tc_now_ms() + WAIT_MS;
+    while (!atomic_load(&waiter_started) && tc_now_ms() < end)
+      tc_sleep_ms(2);
+    REQUIRE(atomic_load(&waiter_started));
+    uint64_t t0 = tc_now_ms();
+    CHECK_EQ_INT(coda_task_cancel(adder.app, id), 1); /* not alive in `adder` */
+    CHECK(wait_state(&adder, id, CODA_STATE_CANCELLED));
+    CHECK_EQ_INT(atomic_load(&waiter_saw_cancel), 1);
+    CHECK(tc_now_ms() - t0 < 5000); /* a beat is a second here */
+    coda_task_info *info = NULL;
+    if (coda_task_get(adder.app, id, &info) == 0) {
+      CHECK_EQ_INT(info->attempts, 1);
+      CHECK_EQ_INT(info->cancel_requested, 1);
+      CHECK_EQ_INT(info->n_errors, 1);
+      coda_task_info_free(info);
+    }
+    fixture_stop(&runner);
+  }
+  fixture_stop(&adder);
+}
+
 static int wants(const char *list, const char *name) {
   return !list || strstr(list, name) != NULL;
 }
@@ -607,6 +658,7 @@ int main(void) {
       TEST_CASE(views_list_this_node_and_the_schedules),
       TEST_CASE(a_request_s_origin_and_arguments_are_kept),
       TEST_CASE(nodes_of_a_fleet_are_listed),
+      TEST_CASE(a_cancel_reaches_a_task_running_elsewhere),
   };
   int rc = test__run("ops", cases, sizeof cases / sizeof cases[0]);
   if (redis_up)
