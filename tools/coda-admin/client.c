@@ -103,6 +103,9 @@ static int report_status(cli *c, const cli_reply *r, const char *method, const c
                      : r->status == 403 ? "refused"
                      : r->status == 404 ? "not found"
                      : r->status == 409 ? "not allowed in the task's state"
+                     : r->status == 400 ? "bad request"
+                     : r->status == 501 ? "not supported by this store"
+                     : r->status == 503 ? "the task store is unavailable"
                                         : "failed";
   if (msg && strcmp(msg, what) == 0)
     msg = NULL; /* "404 not found: not found" says it twice */
