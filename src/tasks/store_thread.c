@@ -596,7 +596,7 @@ static void on_claimed(void *user, const coda__task_record *r) {
     t->key = strdup(r->key);
   /* The request's traceparent, kept by the store (version 3), for this
    * attempt's log lines and coda_task_traceparent(), wherever it runs. */
-  if (r->trace)
+  if (r->trace && *r->trace)
     t->trace = strdup(r->trace);
   coda__queue_insert_tail(&cx->tasks, &t->link);
 }
