@@ -186,6 +186,7 @@ int coda__admin_session_mount(coda_app *app, coda__admin *a) {
 /* The pieces of the surface, each in a file of its own. */
 static int (*const mounts[])(coda_app *, coda__admin *) = {
     coda__admin_session_mount,
+    coda__admin_dashboard_mount,
 };
 
 int coda_app_admin(coda_app *app, const char *token) {

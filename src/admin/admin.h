@@ -65,5 +65,6 @@ int coda__admin_secret_eq(const char *secret, size_t len, const char *given, siz
 /* The pieces of the surface mount their routes through these (admin.c
  * calls each); every handler starts with coda__admin_guard(). */
 int coda__admin_session_mount(coda_app *app, coda__admin *a);
+int coda__admin_dashboard_mount(coda_app *app, coda__admin *a); /* dashboard.c */
 
 #endif /* CODA_ADMIN_ADMIN_H */
