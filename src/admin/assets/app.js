@@ -307,6 +307,7 @@
     }
     var css = getComputedStyle(document.documentElement);
     var colour = function (name) { return css.getPropertyValue(name).trim(); };
+    canvas.setAttribute('data-samples', String(samples.length));
     var g = canvas.getContext('2d');
     g.setTransform(ratio, 0, 0, ratio, 0, 0);
     g.clearRect(0, 0, w, h);
