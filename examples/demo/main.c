@@ -412,7 +412,7 @@ static void usage(const char *argv0) {
   fprintf(
       stderr,
       "usage: %s [--listen HOST:PORT] [--threads N] [--store URI] [--queues a,b] "
-      "[--quiet] [--tick MS] [--admin-token TOKEN]\n"
+      "[--quiet] [--tick MS] [--admin-token TOKEN] [--no-metrics]\n"
       "       %s --worker --store URI [--queues a,b] [--threads N]\n"
       "  --listen   address to serve on (default 127.0.0.1:8000; port 0 = any)\n"
       "  --threads  event loops, one per thread (default: one per core)\n"
@@ -424,7 +424,8 @@ static void usage(const char *argv0) {
       "  --quiet    no access log\n"
       "  --tick     the periodic tick task's interval in ms (default 1000; 0: off)\n"
       "  --admin-token  the token of /metrics, the dashboard (/coda/) and the admin API\n"
-      "             (default $CODA_ADMIN_TOKEN, else a new one, printed with the link)\n",
+      "             (default $CODA_ADMIN_TOKEN, else a new one, printed with the link)\n"
+      "  --no-metrics  count no metrics (CODA_OPT_METRICS 0; for bench/metrics.sh)\n",
       argv0, argv0);
 }
 
@@ -490,7 +491,7 @@ int main(int argc, char **argv) {
   const char *queues = NULL;
   const char *admin_token = getenv("CODA_ADMIN_TOKEN");
   long threads = 0;
-  int access_log = 1, worker = 0;
+  int access_log = 1, worker = 0, metrics = 1;
   long tick_ms = 1000;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
@@ -509,6 +510,8 @@ int main(int argc, char **argv) {
       tick_ms = strtol(argv[++i], NULL, 10);
     } else if (strcmp(argv[i], "--admin-token") == 0 && i + 1 < argc) {
       admin_token = argv[++i];
+    } else if (strcmp(argv[i], "--no-metrics") == 0) {
+      metrics = 0;
     } else {
       usage(argv[0]);
       return 2;
@@ -531,6 +534,8 @@ int main(int argc, char **argv) {
     rc = coda_app_set(app, CODA_OPT_THREADS, threads);
   if (rc == 0)
     rc = coda_app_set(app, CODA_OPT_ACCESS_LOG, access_log);
+  if (rc == 0)
+    rc = coda_app_set(app, CODA_OPT_METRICS, metrics);
   if (rc == 0 && (rc = coda_app_store(app, store)) != 0)
     fprintf(stderr, "coda-demo: store %s: %s\n", store, coda_app_store_error(app));
   if (rc == 0 && !worker)

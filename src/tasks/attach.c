@@ -8,12 +8,42 @@
 #include "app/exchange.h"
 #include "tasks/task.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 /* The engine's state on the loop serving this response (NULL when the
  * loop has none: the engine was made after the server started). */
 static coda__task_loop *res_loop(const coda_res *res, const coda__engine *e) {
   return coda__loop_slot(coda__conn_loop(res->conn), e->loop_slot);
+}
+
+/* A traceparent worth keeping: printable ASCII of a sane length (W3C's is
+ * 55 characters; later versions may add fields). Anything else is not
+ * stored: it reaches an operator's screen. */
+#define TRACE_MAX 256
+
+static int valid_trace(const char *v) {
+  size_t n = 0;
+  for (; v[n]; n++)
+    if (n == TRACE_MAX || v[n] < 0x21 || v[n] > 0x7e)
+      return 0;
+  return n > 0;
+}
+
+/* The request a run's durable tasks come from: its traceparent, and its
+ * method with the pattern of the route that matched (never the raw path:
+ * that may hold ids or tokens). Out of memory, they are not recorded. */
+static void note_origin(coda_res *res, coda_tasks *run) {
+  if (!res->conn)
+    return;
+  const coda_req *req = &((coda__exchange *)coda__conn_exchange(res->conn))->req;
+  const char *trace = coda_req_header(req, "traceparent");
+  const coda__route *route = req->match.route;
+  char origin[300];
+  if (route && req->method)
+    snprintf(origin, sizeof origin, "%s %s", req->method, route->pattern);
+  coda__tasks_set_origin(run, trace && valid_trace(trace) ? trace : NULL,
+                         route && req->method ? origin : NULL);
 }
 
 static coda_tasks *res_run(coda_res *res) {
@@ -23,6 +53,7 @@ static coda_tasks *res_run(coda_res *res) {
     if (run) {
       run->loop = res_loop(res, e);
       run->request_id = res->request_id;
+      note_origin(res, run);
     }
     res->ext = run;
   }

@@ -73,6 +73,9 @@ struct coda_task_def {
   char *queue; /* durable: the queue its tasks are claimed from (NULL: "default") */
   atomic_long outstanding; /* added and not finished, for the shutdown report */
   coda__engine *engine;
+  /* Its slots in the engine's metric families (task_metrics.c), set at
+   * configuration time so that counting never looks a name up. */
+  int metric_task, metric_queue, metric_task_duration, metric_queue_wait;
 };
 
 struct coda_task {
@@ -84,6 +87,7 @@ struct coda_task {
   uint64_t id;
   uint64_t request_id;
   uint64_t started_ns;
+  uint64_t due_ns;      /* when it could first start (submitted), for the queue wait */
   uint64_t deadline_ns; /* 0: none */
   atomic_int cancelled;
   atomic_int reported; /* a timeout or crash was already reported */
@@ -124,11 +128,20 @@ struct coda_task {
   /* PROCESS: the pid of the worker running it (0: none), set and cleared
    * by the control loop, read by the heartbeat to tell the worker. */
   atomic_int worker_pid;
+  /* coda_task_cancel() asked this attempt to stop (set once, any thread):
+   * a failure then ends it as cancelled; a PROCESS task still running at
+   * cancel_kill_ns (uv_hrtime, 0: none) has its worker killed by the
+   * control loop's watch. */
+  atomic_int cancel_requested;
+  _Atomic uint64_t cancel_kill_ns;
   int attempt;            /* 1 for the first */
   int max_attempts;
   int64_t created_at; /* unix ms */
   int64_t run_at;     /* unix ms: not before (0: now) */
   char *key;          /* idempotency key or NULL (owned) */
+  /* Durable: the request that added it (owned, NULL: none), written with
+   * it to the store (coda_task_info.trace, .origin). */
+  char *trace, *origin;
   double progress;    /* under the durable registry lock */
   /* Its progress op not yet written, which takes `progress` when it is:
    * at most one per task (durable.c, under the registry lock). */
@@ -152,6 +165,9 @@ struct coda_tasks {
   coda__task_loop *loop;
   uint64_t request_id;
   int durable_unstored; /* durable tasks not yet in the store */
+  /* The request's traceparent and "METHOD /pattern" (owned, NULL: none),
+   * copied into each durable task appended (coda__tasks_set_origin). */
+  char *trace, *origin;
   coda_task *inline_tasks[4];
 };
 
@@ -197,7 +213,43 @@ struct coda__engine {
   coda__thread_pool *left_threads; /* stopped with tasks still running */
   coda__process_pool *left_procs;  /* stopped, kept for left_threads */
   struct coda__scheduler *scheduler; /* periodic tasks (schedule.c), or NULL */
+  /* Metric families in the app's registry (task_metrics.c); NULL if they
+   * could not be made (counting into them is then a no-op). */
+  coda__metric *m_tasks;     /* task, queue, executor, outcome */
+  coda__metric *m_duration;  /* task, executor */
+  coda__metric *m_wait;      /* queue */
+  coda__metric *m_batch;     /* store batches */
+  coda__metric *m_restarts;  /* PROCESS workers replaced */
 };
+
+/* What ended a task, for coda_tasks_total{outcome}: an attempt ends
+ * SUCCEEDED, FAILED, TIMED_OUT or CRASHED; a failed durable attempt is
+ * then RETRIED or DEAD; REJECTED and DROPPED never ran. */
+typedef enum {
+  CODA__OUTCOME_SUCCEEDED = 0,
+  CODA__OUTCOME_FAILED,
+  CODA__OUTCOME_TIMED_OUT,
+  CODA__OUTCOME_CRASHED,
+  CODA__OUTCOME_RETRIED,
+  CODA__OUTCOME_DEAD,
+  CODA__OUTCOME_REJECTED,
+  CODA__OUTCOME_DROPPED,
+} coda__task_outcome;
+
+/* task_metrics.c. Registers the engine's families and its collector
+ * (configuration time, once per engine). */
+void coda__task_metrics_init(coda__engine *e);
+/* Takes a definition's label slots (its name, its queue); again after
+ * coda_task_def_queue(). Configuration time. */
+void coda__task_metrics_def(coda_task_def *def);
+/* Counts one outcome of a task of `def` on executor `ex`. Any thread. */
+void coda__task_metrics_outcome(coda_task_def *def, coda_executor ex, coda__task_outcome o);
+/* A task starts: its queue wait (due to now). Its thread. */
+void coda__task_metrics_began(coda_task *t);
+/* An attempt ended: its outcome and duration. Any thread. */
+void coda__task_metrics_ended(coda_task *t, coda__task_outcome o);
+/* A store batch took `ns` (the store thread). */
+void coda__task_metrics_batch(coda__engine *e, uint64_t ns);
 
 /* The app's engine, made on first use (a configuration call: one thread,
  * before coda_app_run()), which installs it as the app's extension and a
@@ -265,6 +317,12 @@ void coda__task_report(coda_task *t, coda_task_stat_kind kind, const char *messa
 int coda__opts_read(const coda_task_opts *in, coda_task_opts *out);
 void coda__opts_write_id(coda_task_opts *in, uint64_t id);
 
+/* Sets what the durable tasks appended to `run` from now on record of
+ * the request that added them: its W3C traceparent (trace, NULL: none)
+ * and origin ("POST /reports/{id}", NULL: none). Copied; CODA_ENOMEM.
+ * The response path sets both from the request (attach.c); a caller that
+ * knows better may set them again. */
+int coda__tasks_set_origin(coda_tasks *run, const char *trace, const char *origin);
 /* A response's run: appends, starts once written. */
 int coda__run_append(coda_tasks *run, coda_task *t);
 /* Builds a task (coda__task_new) and appends it. */
@@ -294,6 +352,9 @@ void coda__loop_executor_free_pending(coda__task_loop *tl);
 
 coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int workers);
 int coda__process_pool_submit(coda__process_pool *p, coda_task *t);
+/* Control loop: kills the worker of a cancelled task past its grace
+ * period (coda_task.cancel_kill_ns). */
+void coda__process_pool_watch(coda__process_pool *p, uint64_t now_ns);
 /* Refuses new tasks (submit returns CODA_ESTATE); the pool stays usable. */
 void coda__process_pool_close(coda__process_pool *p);
 /* Kills the workers and drops what is left; frees the pool if free_it. */
