@@ -23,20 +23,16 @@
  */
 'use strict';
 
-const {spawn} = require('child_process');
 const fs = require('fs');
-const http = require('http');
 const os = require('os');
 const path = require('path');
+const {SLOW, until, request, startDemo, stopDemo, launch} = require('./demo');
 
 const DEMO = process.argv[2];
 const ARTIFACTS = process.argv[3];
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const TOKEN = 'browser-test-token-' + process.pid + '-0123456789';
 const XSS_IMG = '<img src=x onerror=window.__xss=1>';
 const XSS_SCRIPT = '<script>window.__xss=1</script>';
-/* Sanitizer builds run slower: deadlines are generous, waits end early. */
-const SLOW = 30000;
 
 let chromium;
 try {
@@ -56,44 +52,6 @@ function check(ok, what) {
   return ok;
 }
 
-/* Waits until fn() is truthy (it may be async), or throws after ms. */
-async function until(what, fn, ms = SLOW) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error('timed out waiting for ' + what + (last instanceof Error ? ': ' + last.message : ''));
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function request(port, method, target, body, headers = {}) {
-  return new Promise((resolve, reject) => {
-    const data = body === undefined ? null : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
-    const req = http.request({host: '127.0.0.1', port, method, path: target,
-      headers: Object.assign(data ? {'Content-Type': 'application/json', 'Content-Length': data.length} : {}, headers)},
-    (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json = null;
-        try { json = JSON.parse(text); } catch (e) { /* not JSON */ }
-        resolve({status: res.statusCode, headers: res.headers, text, json});
-      });
-    });
-    req.on('error', reject);
-    req.setTimeout(10000, () => req.destroy(new Error('request timed out')));
-    if (data) req.write(data);
-    req.end();
-  });
-}
-
 /* The task as the admin API shows it (bearer: no cookie, no CSRF). */
 async function adminTask(port, id) {
   const r = await request(port, 'GET', '/coda/api/tasks/' + id, undefined,
@@ -108,30 +66,15 @@ async function addReport(port, name, maxAttempts) {
   return String(r.headers.location).replace('/tasks/', '');
 }
 
-function startDemo(dir) {
-  const child = spawn(DEMO, ['--listen', '127.0.0.1:0', '--store', 'sqlite:' + path.join(dir, 'coda.db'),
-    '--admin-token', TOKEN, '--threads', '2', '--quiet'], {stdio: ['ignore', 'ignore', 'pipe']});
-  let log = '';
-  child.stderr.on('data', (d) => {
-    log += d.toString();
-    if (process.env.VERBOSE) process.stderr.write(d);
-  });
-  const port = until('the demo to print its dashboard link', () => {
-    if (child.exitCode !== null) throw new Error('coda-demo exited ' + child.exitCode + ':\n' + log);
-    const m = /dashboard at http:\/\/127\.0\.0\.1:(\d+)\/coda\//.exec(log);
-    return m && Number(m[1]);
-  });
-  return {child, port, log: () => log};
-}
-
-async function stopDemo(demo) {
-  if (!demo || demo.child.exitCode !== null) return demo ? demo.child.exitCode : 0;
-  const exited = new Promise((r) => demo.child.once('exit', (code, sig) => r(code === null ? sig : code)));
-  demo.child.kill('SIGTERM');
-  const timer = setTimeout(() => demo.child.kill('SIGKILL'), 15000);
-  const code = await exited;
-  clearTimeout(timer);
-  return code;
+/* An injected <img src=x> or <script> would be in the view (and its handler,
+ * were the CSP to let it run, would set window.__xss). */
+async function checkNothingRan(page, where) {
+  const r = await page.evaluate(() => ({
+    xss: typeof window.__xss,
+    nodes: document.querySelectorAll('#view img, #view script').length,
+  }));
+  check(r.xss === 'undefined' && r.nodes === 0,
+    where + ': nothing ran (window.__xss is ' + r.xss + ', ' + r.nodes + ' img/script in the view)');
 }
 
 async function main() {
@@ -144,7 +87,7 @@ async function main() {
   let demo = null;
   let context = null;
   try {
-    demo = startDemo(tmp);
+    demo = startDemo(DEMO, tmp, TOKEN);
     const port = await demo.port;
     const base = 'http://127.0.0.1:' + port;
 
@@ -157,13 +100,7 @@ async function main() {
     check(true, 'report ' + deadId + ' (max_attempts 2) is dead');
 
     /* 2. The browser: a fresh profile in the temp dir, nothing from the net. */
-    context = await chromium.launchPersistentContext(path.join(tmp, 'profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--no-first-run'],
-      viewport: {width: 1280, height: 860},
-    });
+    context = await launch(chromium, path.join(tmp, 'profile'));
     const page = context.pages()[0] || await context.newPage();
     const problems = [];
     page.on('console', (m) => { if (m.type() === 'error') problems.push('console: ' + m.text()); });
@@ -232,18 +169,33 @@ async function main() {
     const argsText = await page.locator('#task-args').textContent();
     check(errorText.includes(XSS_IMG) && errorText.includes(XSS_SCRIPT), 'the error shows the markup as text');
     check(argsText.includes(JSON.stringify(xssName).slice(1, -1)), 'the arguments show the markup as text');
+    await checkNothingRan(page, 'the task page');
     await page.evaluate(() => { location.hash = '#/tasks?state=dead'; });
     await page.locator('#tasks tr[data-id="' + xssId + '"]').waitFor({timeout: SLOW});
     check((await page.locator('#tasks tr[data-id="' + xssId + '"] td.error').textContent()).includes(XSS_SCRIPT),
       'the list shows it as text too');
-    /* An injected <img src=x> or <script> would be in the view (and its
-     * handler would have set window.__xss once the image failed to load). */
-    const injected = await page.evaluate(() => ({
-      xss: typeof window.__xss,
-      nodes: document.querySelectorAll('#view img, #view script').length,
-    }));
-    check(injected.xss === 'undefined' && injected.nodes === 0,
-      'nothing ran: window.__xss is ' + injected.xss + ', ' + injected.nodes + ' img/script in the view');
+    await checkNothingRan(page, 'the list');
+
+    /* The other views: a queue paused and resumed through the dialog, this
+     * node, the periodic tick. */
+    await page.click('#nav a[data-view=queues]');
+    const queue = page.locator('#queues tr[data-queue=default]');
+    await queue.locator('[data-action=pause]').click();
+    await page.click('#confirm-yes');
+    await queue.locator('.badge.paused').waitFor({timeout: SLOW});
+    const paused = await request(port, 'GET', '/coda/api/queues', undefined, {Authorization: 'Bearer ' + TOKEN});
+    check(paused.json.queues.some((q) => q.name === 'default' && q.paused === true), 'queue default paused from the page');
+    await queue.locator('[data-action=resume]').click();
+    await page.click('#confirm-yes');
+    await queue.locator('[data-action=pause]').waitFor({timeout: SLOW});
+    check(true, 'and resumed');
+    await page.click('#nav a[data-view=nodes]');
+    await page.locator('#nodes tr[data-node]').first().waitFor({timeout: SLOW});
+    check(/server/.test(await page.locator('#nodes tbody').textContent()), 'this node is listed as a server');
+    await page.click('#nav a[data-view=schedules]');
+    await page.locator('#schedules tr[data-schedule=tick]').waitFor({timeout: SLOW});
+    check(/1(\.0)? s/.test(await page.locator('#schedules tr[data-schedule=tick]').textContent()),
+      'the tick schedule is listed, every 1 s');
 
     /* 5. The page kept to itself. */
     check(foreign.length === 0, 'no request left the origin' + (foreign.length ? ': ' + foreign.join(', ') : ''));

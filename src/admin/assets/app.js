@@ -17,7 +17,9 @@
   'use strict';
 
   var API = 'api/';
-  var STATES = ['queued', 'running', 'succeeded', 'failed', 'dead', 'cancelled'];
+  /* The filters of the task list: the states, and "scheduled" (queued or
+   * failed with a run time to come). */
+  var STATES = ['queued', 'scheduled', 'running', 'succeeded', 'failed', 'dead', 'cancelled'];
   var COUNT_NAMES = ['queued', 'scheduled', 'running', 'succeeded', 'failed', 'dead', 'cancelled'];
   var GRAPH_SECONDS = 120;
 
@@ -85,11 +87,15 @@
     return Math.floor(s / 86400) + ' d ' + Math.round((s % 86400) / 3600) + ' h';
   }
 
-  /* "3 s ago" / "in 2 min", against the server's clock when known. */
+  /* The server's clock, from the last overview and the time since. */
+  function serverNow() {
+    return lastOverview ? lastOverview.now + (Date.now() - lastOverview.seenAt) : Date.now();
+  }
+
+  /* "3 s ago" / "in 2 min". */
   function relative(ms) {
     if (!ms) return '';
-    var now = lastOverview ? lastOverview.now + (Date.now() - lastOverview.seenAt) : Date.now();
-    var d = ms - now;
+    var d = ms - serverNow();
     return d >= 0 ? 'in ' + duration(d) : duration(-d) + ' ago';
   }
 
@@ -193,11 +199,13 @@
   dialogNo.addEventListener('click', function () { closeDialog(false); });
   dialog.addEventListener('cancel', function (ev) { ev.preventDefault(); closeDialog(false); });
 
-  /* Resolves true when the operator confirms. */
+  /* Resolves true when the operator confirms. A destructive action's
+   * button is red, the others blue. */
   function confirmAction(text, label) {
     if (dialogDone) closeDialog(false);
     dialogText.textContent = text;
     dialogYes.textContent = label || 'Confirm';
+    dialogYes.className = /^(Delete|Cancel)/.test(dialogYes.textContent) ? 'danger' : 'primary';
     return new Promise(function (resolve) {
       dialogDone = resolve;
       dialog.showModal();
@@ -274,7 +282,7 @@
       if (!o) return;
       var c = o.counts || {};
       replace(cards, COUNT_NAMES.map(function (s) {
-        return card(s, c[s], s === 'scheduled' ? '#/tasks?state=queued' : '#/tasks?state=' + s, s);
+        return card(s, c[s], '#/tasks?state=' + s, s);
       }));
       replace(totals,
         card('processed', o.processed, null, 'processed'),
@@ -386,8 +394,7 @@
       el('td', null, el('a', {href: '#/tasks' + query({queue: q.name})}, q.name)),
       el('td', null, q.paused ? badge('paused') : el('span', {className: 'muted'}, 'active')),
       COUNT_NAMES.map(function (s) {
-        var state = s === 'scheduled' ? 'queued' : s;
-        return el('td', {className: 'num'}, c[s] ? el('a', {href: '#/tasks' + query({state: state, queue: q.name})}, num(c[s])) : '0');
+        return el('td', {className: 'num'}, c[s] ? el('a', {href: '#/tasks' + query({state: s, queue: q.name})}, num(c[s])) : '0');
       }),
       el('td', {className: 'num'}, q.latency_ms ? duration(q.latency_ms) : '—'),
       el('td', {className: 'num'}, num(q.processed)),
@@ -439,7 +446,7 @@
       return get('tasks' + query(q)).then(function (r) {
         if (serial !== routeSerial) return;
         var tasks = r.tasks || [];
-        replace(bulk, (state === 'dead' || state === 'failed') && tasks.length
+        replace(bulk, ['dead', 'failed', 'cancelled'].indexOf(state) >= 0 && tasks.length
           ? [el('span', {className: 'spacer'}), bulkButtons(state, params.queue, tasks.length)] : null);
         replace(table, tasks.length ? el('table', null,
           el('thead', null, el('tr', null, ['id', 'name', 'queue', 'state', 'attempts', 'created',
@@ -498,7 +505,9 @@
 
   function taskActions(t) {
     var label = '"' + t.name + '" (task ' + t.id + ')';
-    var retryable = ['dead', 'failed', 'cancelled', 'queued'].indexOf(t.state) >= 0;
+    /* A queued task can be made due now only while it waits for its time. */
+    var retryable = ['dead', 'failed', 'cancelled'].indexOf(t.state) >= 0 ||
+      (t.state === 'queued' && t.run_at > serverNow());
     var cancellable = ['queued', 'failed', 'running'].indexOf(t.state) >= 0 && !t.cancel_requested;
     return [
       el('button', {type: 'button', className: 'primary', 'data-action': 'retry', disabled: !retryable,
