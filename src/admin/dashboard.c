@@ -31,8 +31,10 @@ static const char *content_type(const char *name) {
   static const struct {
     const char *ext, *type;
   } types[] = {
-      {".html", "text/html; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
-      {".js", "text/javascript; charset=utf-8"}, {".svg", "image/svg+xml"},
+      {".html", "text/html; charset=utf-8"},
+      {".css", "text/css; charset=utf-8"},
+      {".js", "text/javascript; charset=utf-8"},
+      {".svg", "image/svg+xml"},
       {".png", "image/png"},
   };
   const char *dot = strrchr(name, '.');
@@ -98,7 +100,7 @@ static int get_bare(coda_req *req, coda_res *res, void *user) {
   if (!location)
     return CODA_ENOMEM;
   snprintf(location, len, "coda/%s%s", *q ? "?" : "", q);
-  coda_res_status(res, 301);
+  coda_res_status(res, 302);
   coda_res_header(res, "Cache-Control", "no-store");
   return coda_res_header(res, "Location", location);
 }
