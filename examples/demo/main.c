@@ -48,7 +48,19 @@ static const char index_body[] =
     "{\"method\":\"GET\",\"path\":\"/tasks/{id}\",\"does\":\"a durable task's state, attempts, progress, result\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks?state=dead\",\"does\":\"durable tasks in one state, by id (after=, limit=)\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks?name=tick\",\"does\":\"the runs of the periodic tick task and their due times, by id (state=, after=, limit=)\"},"
-    "{\"method\":\"GET\",\"path\":\"/stats\",\"does\":\"request and task counters\"}"
+    "{\"method\":\"GET\",\"path\":\"/stats\",\"does\":\"request and task counters\"},"
+    "{\"method\":\"GET\",\"path\":\"/metrics\",\"does\":\"Prometheus metrics (admin token: Authorization: Bearer)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/\",\"does\":\"the dashboard (admin token: open the link printed at start)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/session\",\"does\":\"the CSRF token for the dashboard's actions, version, store (admin token)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/overview\",\"does\":\"counts by state, processed and failed totals and rates, queues, nodes (admin token)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/queues\",\"does\":\"each queue: counts, latency, paused (admin token)\"},"
+    "{\"method\":\"POST\",\"path\":\"/coda/api/queues/{name}/pause\",\"does\":\"stop claiming from a queue (admin token; /resume to go on)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/tasks?state=dead\",\"does\":\"durable tasks paged (state=, queue=, name=, id=, after=, limit=) (admin token)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/tasks/{id}\",\"does\":\"one task in full: arguments, errors, result, the request that added it (admin token)\"},"
+    "{\"method\":\"POST\",\"path\":\"/coda/api/tasks/{id}/retry\",\"does\":\"run a task again now (admin token; also /cancel, /delete)\"},"
+    "{\"method\":\"POST\",\"path\":\"/coda/api/tasks/retry?state=dead\",\"does\":\"retry every dead task (queue= for one queue; tasks/delete?state= deletes) (admin token)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/nodes\",\"does\":\"the servers and workers running tasks (admin token)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/schedules\",\"does\":\"the periodic tasks and their next run (admin token)\"}"
     "]}";
 
 /* ---- tasks (they run after the response is sent) ---------------------- */

@@ -91,8 +91,11 @@ int coda__admin_parse_id(const char *s, uint64_t *id) {
 
 /* Length of the UTF-8 sequence at p (at most n bytes), 0 if invalid. */
 static size_t utf8_len(const unsigned char *p, size_t n) {
-  size_t len = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3
-                               : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
+  size_t len = p[0] < 0x80             ? 1
+               : (p[0] & 0xe0) == 0xc0 ? 2
+               : (p[0] & 0xf0) == 0xe0 ? 3
+               : (p[0] & 0xf8) == 0xf0 ? 4
+                                       : 0;
   if (len == 0 || len > n)
     return 0;
   for (size_t i = 1; i < len; i++)
@@ -137,7 +140,8 @@ json_t *coda__admin_counts(const long counts[6], long scheduled) {
   if (!o)
     return NULL;
   for (int st = CODA_STATE_QUEUED; st <= CODA_STATE_CANCELLED; st++)
-    json_object_set_new(o, coda_task_state_name((coda_task_state)st), json_integer(counts[st]));
+    json_object_set_new(o, coda_task_state_name((coda_task_state)st),
+                        json_integer(counts[st]));
   json_object_set_new(o, "scheduled", json_integer(scheduled));
   return o;
 }
@@ -147,7 +151,8 @@ void coda__admin_action_log(coda__admin *a, coda_req *req, coda__admin_action ac
   char who[128];
   coda__admin_who(req, who, sizeof who);
   if (rc < 0) {
-    coda_log(a->app, CODA_LOG_WARN, "admin: %s by %s refused: %s", what, who, coda_strerror((int)rc));
+    coda_log(a->app, CODA_LOG_WARN, "admin: %s by %s refused: %s", what, who,
+             coda_strerror((int)rc));
     return;
   }
   coda_log(a->app, CODA_LOG_INFO, "admin: %s by %s", what, who);
@@ -222,13 +227,13 @@ static int get_overview(coda_req *req, coda_res *res, void *user) {
   int64_t now = coda__admin_now_ms();
   double rp, rf;
   rates(a, &t, now, &rp, &rf);
-  json_t *o = json_pack("{s:I,s:s,s:s,s:o,s:I,s:I,s:{s:f,s:f},s:i,s:i,s:{s:I}}", "now",
-                        (json_int_t)now, "version", coda_version(), "store",
-                        coda__admin_store_name(a->app), "counts",
-                        coda__admin_counts(t.counts, t.scheduled), "processed",
-                        (json_int_t)t.processed, "failed_total", (json_int_t)t.failed, "rates",
-                        "processed_per_s", rp, "failed_per_s", rf, "queues", t.queues, "nodes",
-                        nodes, "http", "requests", (json_int_t)coda__app_requests(a->app));
+  json_t *o = json_pack(
+      "{s:I,s:s,s:s,s:o,s:I,s:I,s:{s:f,s:f},s:i,s:i,s:{s:I}}", "now", (json_int_t)now,
+      "version", coda_version(), "store", coda__admin_store_name(a->app), "counts",
+      coda__admin_counts(t.counts, t.scheduled), "processed", (json_int_t)t.processed,
+      "failed_total", (json_int_t)t.failed, "rates", "processed_per_s", rp,
+      "failed_per_s", rf, "queues", t.queues, "nodes", nodes, "http", "requests",
+      (json_int_t)coda__app_requests(a->app));
   return coda__admin_reply(res, 200, o);
 }
 
@@ -241,11 +246,13 @@ typedef struct queue_list {
 
 static int add_queue_json(const coda_queue_info *q, void *user) {
   queue_list *l = user;
-  int64_t latency = q->oldest_due_at && l->now > q->oldest_due_at ? l->now - q->oldest_due_at : 0;
-  json_t *o = json_pack("{s:o,s:b,s:o,s:I,s:I,s:I}", "name", coda__admin_text(q->name), "paused",
-                        q->paused, "counts", coda__admin_counts(q->counts, q->scheduled),
-                        "latency_ms", (json_int_t)latency, "processed", (json_int_t)q->processed,
-                        "failed", (json_int_t)q->failed);
+  int64_t latency =
+      q->oldest_due_at && l->now > q->oldest_due_at ? l->now - q->oldest_due_at : 0;
+  json_t *o =
+      json_pack("{s:o,s:b,s:o,s:I,s:I,s:I}", "name", coda__admin_text(q->name), "paused",
+                q->paused, "counts", coda__admin_counts(q->counts, q->scheduled),
+                "latency_ms", (json_int_t)latency, "processed", (json_int_t)q->processed,
+                "failed", (json_int_t)q->failed);
   return o ? json_array_append_new(l->arr, o) : -1;
 }
 
@@ -274,11 +281,11 @@ static int pause_or_resume(coda_req *req, coda_res *res, coda__admin *a, int pau
   char what[128];
   snprintf(what, sizeof what, "%s queue %.64s", paused ? "pause" : "resume", name);
   int rc = coda_app_queue_pause(a->app, name, paused);
-  coda__admin_action_log(a, req, paused ? CODA__ADMIN_ACT_PAUSE : CODA__ADMIN_ACT_RESUME, what,
-                         rc);
+  coda__admin_action_log(a, req, paused ? CODA__ADMIN_ACT_PAUSE : CODA__ADMIN_ACT_RESUME,
+                         what, rc);
   if (rc == CODA_EINVAL)
-    return coda__admin_error(res, 400,
-                             "bad queue name (1 to 64 characters among A-Z a-z 0-9 _ . -)");
+    return coda__admin_error(
+        res, 400, "bad queue name (1 to 64 characters among A-Z a-z 0-9 _ . -)");
   if (rc < 0)
     return coda__admin_fail(res, rc, "no task store");
   return coda__admin_reply(res, 200,
@@ -308,13 +315,13 @@ static json_t *queue_names(const char *list) {
 }
 
 static int add_node(const coda_node_info *n, void *user) {
-  json_t *o = json_pack("{s:o,s:o,s:i,s:o,s:o,s:o,s:i,s:I,s:I,s:I,s:o}", "id",
-                        coda__admin_text(n->id), "host", coda__admin_text(n->host), "pid",
-                        n->pid, "role", coda__admin_text(n->role), "queues",
-                        queue_names(n->queues), "listen", coda__admin_text(n->listen),
-                        "running", n->running, "processed", (json_int_t)n->processed,
-                        "started_at", (json_int_t)n->started_at, "last_seen",
-                        (json_int_t)n->last_seen, "version", coda__admin_text(n->version));
+  json_t *o = json_pack(
+      "{s:o,s:o,s:i,s:o,s:o,s:o,s:i,s:I,s:I,s:I,s:o}", "id", coda__admin_text(n->id),
+      "host", coda__admin_text(n->host), "pid", n->pid, "role", coda__admin_text(n->role),
+      "queues", queue_names(n->queues), "listen", coda__admin_text(n->listen), "running",
+      n->running, "processed", (json_int_t)n->processed, "started_at",
+      (json_int_t)n->started_at, "last_seen", (json_int_t)n->last_seen, "version",
+      coda__admin_text(n->version));
   return o ? json_array_append_new(user, o) : -1;
 }
 
@@ -340,9 +347,10 @@ static int get_nodes(coda_req *req, coda_res *res, void *user) {
 
 static int add_schedule(const coda_schedule_info *s, void *user) {
   json_t *last = s->last_run ? json_integer(s->last_run) : json_null();
-  json_t *o = json_pack("{s:o,s:I,s:o,s:I,s:o}", "task", coda__admin_text(s->task), "every_ms",
-                        (json_int_t)s->every_ms, "cron", coda__admin_text(s->cron), "next_run",
-                        (json_int_t)s->next_run, "last_run", last);
+  json_t *o =
+      json_pack("{s:o,s:I,s:o,s:I,s:o}", "task", coda__admin_text(s->task), "every_ms",
+                (json_int_t)s->every_ms, "cron", coda__admin_text(s->cron), "next_run",
+                (json_int_t)s->next_run, "last_run", last);
   return o ? json_array_append_new(user, o) : -1;
 }
 

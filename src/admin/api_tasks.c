@@ -23,16 +23,17 @@
 static json_t *summary(const coda_task_info *t) {
   return json_pack("{s:o,s:o,s:o,s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:f,s:o}", "id",
                    coda__admin_id(t->id), "name", coda__admin_text(t->name), "queue",
-                   coda__admin_text(t->queue), "state",
-                   coda_task_state_name(t->state), "attempts", t->attempts, "max_attempts",
-                   t->max_attempts, "created_at", (json_int_t)t->created_at, "run_at",
-                   (json_int_t)t->run_at, "started_at", (json_int_t)t->started_at,
-                   "finished_at", (json_int_t)t->finished_at, "progress", t->progress, "error",
+                   coda__admin_text(t->queue), "state", coda_task_state_name(t->state),
+                   "attempts", t->attempts, "max_attempts", t->max_attempts, "created_at",
+                   (json_int_t)t->created_at, "run_at", (json_int_t)t->run_at,
+                   "started_at", (json_int_t)t->started_at, "finished_at",
+                   (json_int_t)t->finished_at, "progress", t->progress, "error",
                    coda__admin_text(t->error));
 }
 
 static json_t *base64(const unsigned char *p, size_t n) {
-  static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static const char tab[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   char *out = malloc((n + 2) / 3 * 4 + 1);
   if (!out)
     return NULL;
@@ -77,8 +78,8 @@ static json_t *args_json(const coda_task_info *t) {
 static json_t *errors_json(const coda_task_info *t) {
   json_t *arr = json_array();
   for (int i = 0; arr && i < t->n_errors; i++)
-    json_array_append_new(arr, json_pack("{s:i,s:I,s:o}", "attempt", t->errors[i].attempt, "at",
-                                         (json_int_t)t->errors[i].at, "error",
+    json_array_append_new(arr, json_pack("{s:i,s:I,s:o}", "attempt", t->errors[i].attempt,
+                                         "at", (json_int_t)t->errors[i].at, "error",
                                          coda__admin_text(t->errors[i].error)));
   return arr;
 }
@@ -87,9 +88,10 @@ static json_t *detail(const coda_task_info *t) {
   json_t *o = summary(t);
   if (!o)
     return NULL;
-  json_t *request = t->request_id ? json_pack("{s:o,s:o}", "id", coda__admin_id(t->request_id),
-                                              "origin", coda__admin_text(t->origin))
-                                  : json_null();
+  json_t *request = t->request_id
+                        ? json_pack("{s:o,s:o}", "id", coda__admin_id(t->request_id),
+                                    "origin", coda__admin_text(t->origin))
+                        : json_null();
   json_object_set_new(o, "key", coda__admin_text(t->key));
   json_object_set_new(o, "args", args_json(t));
   json_object_set_new(o, "result", result_json(t));
@@ -98,8 +100,8 @@ static json_t *detail(const coda_task_info *t) {
   json_object_set_new(o, "traceparent", coda__admin_text(t->trace));
   json_object_set_new(o, "cancel_requested", json_boolean(t->cancel_requested));
   /* A member that could not be made (out of memory) fails the whole. */
-  const char *keys[] = {"key", "args", "result", "errors", "request", "traceparent",
-                        "cancel_requested"};
+  const char *keys[] = {"key",     "args",        "result",          "errors",
+                        "request", "traceparent", "cancel_requested"};
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
     if (!json_object_get(o, keys[i])) {
       json_decref(o);
@@ -118,6 +120,8 @@ static int parse_states(const char *list, unsigned *bits) {
   *bits = 0;
   for (const char *p = list; *p;) {
     size_t n = strcspn(p, ",");
+    if (n == 0 || (p[n] == ',' && p[n + 1] == '\0'))
+      return -1;
     int found = 0;
     if (n == 9 && strncmp(p, "scheduled", 9) == 0) {
       *bits |= SCHEDULED_ONLY;
@@ -151,7 +155,8 @@ static int wanted(const page *p, const coda_task_info *t) {
     return 1;
   if (p->states & CODA_STATE_BIT(t->state))
     return 1;
-  return (t->state == CODA_STATE_QUEUED || t->state == CODA_STATE_FAILED) && t->run_at > p->now;
+  return (t->state == CODA_STATE_QUEUED || t->state == CODA_STATE_FAILED) &&
+         t->run_at > p->now;
 }
 
 static int add_task(const coda_task_info *t, void *user) {
@@ -214,9 +219,10 @@ static int get_tasks(coda_req *req, coda_res *res, void *user) {
   unsigned bits = 0;
   uint64_t after_id = 0;
   if (state && parse_states(state, &bits) != 0)
-    return coda__admin_error(res, 400,
-                             "state: one or more (comma-separated) of queued, scheduled, running, "
-                             "succeeded, failed, dead, cancelled");
+    return coda__admin_error(
+        res, 400,
+        "state: one or more (comma-separated) of queued, scheduled, running, "
+        "succeeded, failed, dead, cancelled");
   if (after && *after && coda__admin_parse_id(after, &after_id) != 0)
     return coda__admin_error(res, 400, "after: a task id is decimal digits");
   if (parse_limit(coda_req_query(req, "limit"), &p.limit) != 0)
@@ -224,11 +230,13 @@ static int get_tasks(coda_req *req, coda_res *res, void *user) {
   p.scheduled_only = (bits & SCHEDULED_ONLY) != 0;
   p.states = bits & ~SCHEDULED_ONLY;
   if (p.scheduled_only)
-    bits = p.states | CODA_STATE_BIT(CODA_STATE_QUEUED) | CODA_STATE_BIT(CODA_STATE_FAILED);
+    bits =
+        p.states | CODA_STATE_BIT(CODA_STATE_QUEUED) | CODA_STATE_BIT(CODA_STATE_FAILED);
   const char *queue = coda_req_query(req, "queue"), *name = coda_req_query(req, "name");
-  coda_task_filter f = CODA_TASK_FILTER_INIT(
-      .states = bits, .queue = queue && *queue ? queue : NULL, .name = name && *name ? name : NULL,
-      .after_id = after_id, .limit = p.scheduled_only ? 0 : p.limit + 1);
+  coda_task_filter f =
+      CODA_TASK_FILTER_INIT(.states = bits, .queue = queue && *queue ? queue : NULL,
+                            .name = name && *name ? name : NULL, .after_id = after_id,
+                            .limit = p.scheduled_only ? 0 : p.limit + 1);
   if (!(p.arr = json_array()))
     return CODA_ENOMEM;
   int rc = coda_task_find(a->app, &f, add_task, &p);
@@ -237,7 +245,8 @@ static int get_tasks(coda_req *req, coda_res *res, void *user) {
     return coda__admin_fail(res, rc, "no task store");
   }
   json_t *next = p.more ? coda__admin_id(p.last_id) : json_null();
-  return coda__admin_reply(res, 200, json_pack("{s:o,s:o}", "tasks", p.arr, "next_after", next));
+  return coda__admin_reply(res, 200,
+                           json_pack("{s:o,s:o}", "tasks", p.arr, "next_after", next));
 }
 
 static int get_task(coda_req *req, coda_res *res, void *user) {
@@ -267,15 +276,17 @@ typedef struct action {
 } action;
 
 static const action task_actions[] = {
-    [CODA__ADMIN_ACT_RETRY] = {CODA__ADMIN_ACT_RETRY, "retry",
-                               "only a dead, failed, cancelled or scheduled task can be retried"},
+    [CODA__ADMIN_ACT_RETRY] =
+        {CODA__ADMIN_ACT_RETRY, "retry",
+         "only a dead, failed, cancelled or scheduled task can be retried"},
     [CODA__ADMIN_ACT_CANCEL] = {CODA__ADMIN_ACT_CANCEL, "cancel",
                                 "the task has ended (succeeded, dead or cancelled)"},
     [CODA__ADMIN_ACT_DELETE] = {CODA__ADMIN_ACT_DELETE, "delete",
                                 "the task is running: cancel it first"},
 };
 
-static int task_action(coda_req *req, coda_res *res, coda__admin *a, coda__admin_action kind) {
+static int task_action(coda_req *req, coda_res *res, coda__admin *a,
+                       coda__admin_action kind) {
   if (coda__admin_guard(a, req, res, CODA__ADMIN_ACTION))
     return 0;
   uint64_t id;
@@ -323,25 +334,29 @@ static int bulk(coda_req *req, coda_res *res, coda__admin *a, coda__admin_action
   int retry = kind == CODA__ADMIN_ACT_RETRY_ALL;
   if (!state || parse_states(state, &bits) != 0 || bits == 0 || (bits & SCHEDULED_ONLY) ||
       (bits & (bits - 1)) != 0)
-    return coda__admin_error(res, 400,
-                             retry ? "state: one of dead, failed, cancelled"
-                                   : "state: one of queued, succeeded, failed, dead, cancelled");
+    return coda__admin_error(
+        res, 400,
+        retry ? "state: one of dead, failed, cancelled"
+              : "state: one of queued, succeeded, failed, dead, cancelled");
   coda_task_state st = (coda_task_state)__builtin_ctz(bits);
   if (queue && !*queue)
     queue = NULL;
   coda__durable *d = coda__admin_durable(a->app);
   if (d && !CODA__ADMIN_STORE_HAS(d, retry_all))
     return coda__admin_not_ready(res);
-  long n = !d ? 0 : retry ? coda_tasks_retry_all(a->app, st, queue)
-                          : coda_tasks_delete_all(a->app, st, queue);
+  long n = !d      ? 0
+           : retry ? coda_tasks_retry_all(a->app, st, queue)
+                   : coda_tasks_delete_all(a->app, st, queue);
   char what[160];
   snprintf(what, sizeof what, "%s every %s task of %s%.64s", retry ? "retry" : "delete",
-           coda_task_state_name(st), queue ? "queue " : "every queue", queue ? queue : "");
+           coda_task_state_name(st), queue ? "queue " : "every queue",
+           queue ? queue : "");
   coda__admin_action_log(a, req, kind, what, n);
   if (n == CODA_EINVAL)
-    return coda__admin_error(res, 400,
-                             retry ? "state: one of dead, failed, cancelled"
-                                   : "state: one of queued, succeeded, failed, dead, cancelled");
+    return coda__admin_error(
+        res, 400,
+        retry ? "state: one of dead, failed, cancelled"
+              : "state: one of queued, succeeded, failed, dead, cancelled");
   if (n < 0)
     return coda__admin_fail(res, (int)n, "no task store");
   return coda__admin_reply(res, 200, json_pack("{s:I}", "count", (json_int_t)n));

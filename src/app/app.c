@@ -139,6 +139,8 @@ int coda_app_free(coda_app *app) {
     return CODA_ESTATE;
   if (app->ext.free && app->ext.free(app->ext.data) != 0)
     return CODA_ESTATE; /* a thread of the layer above still runs and may touch it */
+  /* Bound and never run: its listening sockets close here. */
+  coda__server_free(atomic_exchange(&app->server, NULL));
   for (int i = 0; i < CODA__APP_MAX_ATTACHED; i++)
     if (app->attached[i].tag && app->attached[i].free)
       app->attached[i].free(app->attached[i].data);

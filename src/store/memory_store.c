@@ -636,8 +636,9 @@ static int memory_renew(coda__store *base, const coda__lease *l, int n,
   uv_mutex_lock(&s->mu);
   for (int i = 0; i < n; i++) {
     entry *e = coda__idmap_get(&s->entries, l[i].id);
-    lost[i] = !holds(e, l[i].lease, 0);
-    if (!lost[i])
+    int held = holds(e, l[i].lease, 0);
+    lost[i] = !held ? 1 : e->r.cancel_requested ? 2 : 0; /* 2: store.h version 3 */
+    if (held)
       e->lease_until = lease_until;
   }
   uv_mutex_unlock(&s->mu);
@@ -719,10 +720,17 @@ static int memory_release(coda__store *base, const coda__lease *l, int n) {
     if (!holds(e, l[i].lease, 0) || e->r.state != CODA_STATE_RUNNING)
       continue;
     coda__queue_remove(&e->link);
-    coda__queue_insert_tail(&s->waiting, &e->link);
     e->owned = 0;
     e->lease_until = 0;
     e->r.attempts = e->r.attempts > 0 ? e->r.attempts - 1 : 0;
+    if (e->r.cancel_requested) { /* asked to stop before it began: it ends here */
+      coda__queue_insert_tail(&s->finished, &e->link);
+      e->r.state = CODA_STATE_CANCELLED;
+      e->r.finished_at = coda__unix_ms();
+      s->nfinished++;
+      continue;
+    }
+    coda__queue_insert_tail(&s->waiting, &e->link);
     e->r.state = e->r.attempts > 0 ? CODA_STATE_FAILED : CODA_STATE_QUEUED;
   }
   uv_mutex_unlock(&s->mu);

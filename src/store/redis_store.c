@@ -478,10 +478,18 @@ static const char release_lua[] =
                "  local id, m = h[1], h[2]\n"
                "  redis.call('ZREM', KEYS[8], id)\n"
                "  m[2] = math.max(m[2] - 1, 0)\n"
-               "  move(id, m, m[2] > 0 and 3 or 0)\n"
                "  m[9] = 0\n"
-               "  putm(id, m)\n"
-               "  redis.call('ZADD', W[h[3]], m[5], id)\n"
+               "  if redis.call('HEXISTS', KEYS[23], id) == 1 then\n"
+               "    local t = redis.call('TIME')\n"
+               "    move(id, m, 5)\n"
+               "    m[7] = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+               "    putm(id, m)\n"
+               "    redis.call('ZADD', KEYS[9], m[7], id)\n"
+               "  else\n"
+               "    move(id, m, m[2] > 0 and 3 or 0)\n"
+               "    putm(id, m)\n"
+               "    redis.call('ZADD', W[h[3]], m[5], id)\n"
+               "  end\n"
                "end\n"
                "return #held\n";
 
@@ -2523,6 +2531,16 @@ static int redis_node_beat(coda__store *base, const coda_node_info *n, int64_t n
   uv_mutex_lock(&s->renew_mu);
   int rc = link_ready(s, &s->renew);
   redisReply *a = NULL, *b = NULL;
+  if (rc == 0) { /* the ids of records lapsed by now go (their records did) */
+    char before[32];
+    snprintf(before, sizeof before, "(%lld", (long long)now);
+    redisReply *gone =
+        link_simple(s, &s->renew, 4, "ZREMRANGEBYSCORE", s->keys[K_NODES], "-inf", before);
+    if (gone)
+      freeReplyObject(gone);
+    else
+      rc = CODA_ESTORE; /* the link dropped: not used again before link_ready() */
+  }
   if (rc == 0 && ttl_ms > 0) {
     a = link_simple(s, &s->renew, 5, "SET", key, text, "PX", ttl);
     b = a ? link_simple(s, &s->renew, 4, "ZADD", s->keys[K_NODES], until, n->id) : NULL;
@@ -2566,17 +2584,12 @@ static int node_from_json(const char *text, size_t len, coda_node_info *n, json_
 
 static int redis_nodes(coda__store *base, int64_t now, coda__node_fn fn, void *user) {
   redis_store *s = (redis_store *)base;
-  char now_s[32], from[32];
-  snprintf(now_s, sizeof now_s, "(%lld", (long long)now);
-  snprintf(from, sizeof from, "%lld", (long long)now);
+  char from[32];
+  snprintf(from, sizeof from, "(%lld", (long long)now);
   uv_mutex_lock(&s->side_mu);
   int rc = link_ready(s, &s->side);
   redisReply *ids = NULL, *recs = NULL;
-  if (rc == 0) { /* the lapsed ones go; their records have expired already */
-    redisReply *gone = link_simple(s, &s->side, 4, "ZREMRANGEBYSCORE", s->keys[K_NODES],
-                                   "-inf", now_s);
-    if (gone)
-      freeReplyObject(gone);
+  if (rc == 0) {
     ids = check_reply(s, link_simple(s, &s->side, 4, "ZRANGEBYSCORE", s->keys[K_NODES],
                                      from, "+inf"),
                       "ZRANGEBYSCORE");

@@ -616,8 +616,15 @@ int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
 
 static int sqlite_recover(coda__store *base, int64_t now) {
   sqlite_store *s = (sqlite_store *)base;
-  (void)now;
-  /* The flock proves the previous owner dead: its claims are void. */
+  /* The flock proves the previous owner dead: its claims are void. Those
+   * an operator asked to stop end cancelled (store.h version 3). */
+  char cancelled[200];
+  snprintf(cancelled, sizeof cancelled,
+           "UPDATE coda_tasks SET owned=0, lease_until=0, state=5, finished_at=%lld "
+           "WHERE owned=1 AND state IN (0,1) AND cancel_req=1",
+           (long long)now);
+  if (exec(s, cancelled, "recovering claimed tasks") != 0)
+    return CODA_ESTORE;
   if (exec(s,
            "UPDATE coda_tasks SET owned=0, lease_until=0, state=0 "
            "WHERE owned=1 AND state IN (0,1)",
@@ -1191,7 +1198,9 @@ static int sqlite_release(coda__store *base, const coda__lease *l, int n) {
   if (sqlite3_prepare_v2(s->db,
                          "UPDATE coda_tasks SET owned=0, lease_until=0, "
                          "attempts=MAX(attempts-1,0), "
-                         "state=CASE WHEN attempts>1 THEN 3 ELSE 0 END "
+                         "state=CASE WHEN cancel_req=1 THEN 5 WHEN attempts>1 THEN 3 "
+                         "ELSE 0 END, finished_at=CASE WHEN cancel_req=1 THEN "
+                         "CAST(strftime('%s','now') AS INTEGER)*1000 ELSE finished_at END "
                          "WHERE id=?1 AND token=?2 AND state=1 AND owned=1",
                          -1, &st, NULL) != SQLITE_OK)
     return fail(s, s->db, "releasing claims");

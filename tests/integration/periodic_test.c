@@ -231,6 +231,7 @@ static void every_interval_on(int which) {
   CHECK_EQ_INT(coda_task_find(app, CODA_TASK_FILTER(.name = "tock"), check_listed, &none),
                0);
   CHECK_EQ_INT(tc_app_free(app, 5000), 0);
+  apps[0] = NULL; /* a new app may get its address: runs would be its */
   if (test__failures_in_case)
     fprintf(stderr, "  ^ on %s\n", uri);
 }
@@ -268,6 +269,7 @@ static void restart_after_missed_due_times(int which) {
   CHECK_EQ_INT(l1.bad, 0);
   CHECK(l1.left <= 1);
   CHECK_EQ_INT(tc_app_free(app, 5000), 0);
+  apps[0] = NULL; /* a new app may get its address: runs would be its */
   uv_mutex_lock(&runs_mu);
   int64_t last1 = 0;
   for (int i = 0; i < nruns; i++)
@@ -347,6 +349,7 @@ TEST(cron_catches_up_the_current_minute_at_start) {
   uv_mutex_unlock(&runs_mu);
   CHECK(due >= before / 60000 * 60000 && due <= unix_ms());
   CHECK_EQ_INT(tc_app_free(app, 5000), 0);
+  apps[0] = NULL; /* a new app may get its address: runs would be its */
 }
 
 TEST(calls_are_refused_when_they_cannot_hold) {
@@ -377,7 +380,18 @@ TEST(calls_are_refused_when_they_cannot_hold) {
   CHECK(strstr(stats, "\"periodic\":{\"schedules\":2") != NULL);
   CHECK_EQ_INT(ts_stop(&ts), 0);
   CHECK_EQ_INT(tc_app_free(app, 5000), 0);
+  apps[0] = NULL; /* a new app may get its address: runs would be its */
   CHECK_EQ_INT(tc_app_free(other, 5000), 0);
+  /* Bound is too late too: the server took its services when it was made,
+   * so the schedule would never start. */
+  coda_task_def *late;
+  coda_app *bound = new_app("memory", &late);
+  REQUIRE(bound);
+  CHECK_EQ_INT(coda_app_listen(bound, "127.0.0.1:0"), 0);
+  CHECK_EQ_INT(coda_app_bind(bound), 0);
+  CHECK_EQ_INT(coda_app_every(bound, late, 1000), CODA_ESTATE);
+  CHECK_EQ_INT(coda_app_cron(bound, late, "@hourly"), CODA_ESTATE);
+  CHECK_EQ_INT(coda_app_free(bound), 0); /* bound, never run: freed with its sockets */
 }
 
 /* Whether every due time from the first to the last recorded ran: none
