@@ -917,8 +917,10 @@ CODA_API int coda_task_retry(coda_app *app, uint64_t id);
  *  of a fleet, at that process's next lease renewal, within
  *  CODA_OPT_TASK_LEASE / 3 and at most 5 s); a PROCESS task still running
  *  CODA_OPT_CANCEL_GRACE_MS later has its worker killed. The attempt then
- *  ends as cancelled, unless it succeeded. CODA_ESTATE for a task that
- *  succeeded, died or was cancelled already. */
+ *  ends as cancelled, unless it succeeded. A PROCESS worker is told as it
+ *  is told of a lost lease, so coda_task_lease_lost() reads true there as
+ *  well. CODA_ESTATE for a task that succeeded, died or was cancelled
+ *  already. */
 CODA_API int coda_task_cancel(coda_app *app, uint64_t id);
 
 /** Deletes a task in any state but running (CODA_ESTATE: cancel it first);
