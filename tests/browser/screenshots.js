@@ -67,7 +67,7 @@ async function main() {
     await page.locator('#task-errors').waitFor();
     await page.click('[data-action=retry]');
     await page.locator('dialog#confirm').waitFor({state: 'visible'});
-    await page.screenshot({path: path.join(out, 'dashboard-task.png'), fullPage: true});
+    await page.screenshot({path: path.join(out, 'dashboard-task.png')});
     await page.click('#confirm-no');
     console.log('screenshots in ' + out);
   } finally {
