@@ -632,6 +632,11 @@
     schedules: {make: schedulesView, period: 3000},
   };
 
+  /* A hand-typed address may hold a stray '%': kept as typed. */
+  function decode(text) {
+    try { return decodeURIComponent(text.replace(/\+/g, ' ')); } catch (e) { return text; }
+  }
+
   /* "#/tasks/12?x=1" -> {name: 'task', params: {id: '12', x: '1'}} */
   function parseHash() {
     var h = location.hash.replace(/^#\/?/, '');
@@ -642,13 +647,12 @@
       h.slice(qi + 1).split('&').forEach(function (kv) {
         if (!kv) return;
         var eq = kv.indexOf('=');
-        var k = decodeURIComponent((eq >= 0 ? kv.slice(0, eq) : kv).replace(/\+/g, ' '));
-        params[k] = eq >= 0 ? decodeURIComponent(kv.slice(eq + 1).replace(/\+/g, ' ')) : '';
+        params[decode(eq >= 0 ? kv.slice(0, eq) : kv)] = eq >= 0 ? decode(kv.slice(eq + 1)) : '';
       });
     }
     var parts = path.split('/').filter(Boolean);
     if (parts[0] === 'tasks' && parts[1]) {
-      params.id = decodeURIComponent(parts[1]);
+      params.id = decode(parts[1]);
       return {name: 'task', params: params};
     }
     return {name: VIEWS[parts[0]] ? parts[0] : 'overview', params: params};
