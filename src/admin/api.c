@@ -146,6 +146,18 @@ json_t *coda__admin_counts(const long counts[6], long scheduled) {
   return o;
 }
 
+const char *coda__admin_log_name(const char *name, char *buf, size_t cap) {
+  size_t n = 0;
+  for (; name && name[n] && n + 1 < cap; n++) {
+    char c = name[n];
+    int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+             c == '_' || c == '.' || c == '-';
+    buf[n] = ok ? c : '?';
+  }
+  buf[n] = '\0';
+  return buf;
+}
+
 void coda__admin_action_log(coda__admin *a, coda_req *req, coda__admin_action action,
                             const char *what, long rc) {
   char who[128];
@@ -278,8 +290,9 @@ static int pause_or_resume(coda_req *req, coda_res *res, coda__admin *a, int pau
   if (coda__admin_guard(a, req, res, CODA__ADMIN_ACTION))
     return 0;
   const char *name = coda_req_param(req, "name");
-  char what[128];
-  snprintf(what, sizeof what, "%s queue %.64s", paused ? "pause" : "resume", name);
+  char what[128], safe[72];
+  snprintf(what, sizeof what, "%s queue %s", paused ? "pause" : "resume",
+           coda__admin_log_name(name, safe, sizeof safe));
   int rc = coda_app_queue_pause(a->app, name, paused);
   coda__admin_action_log(a, req, paused ? CODA__ADMIN_ACT_PAUSE : CODA__ADMIN_ACT_RESUME,
                          what, rc);

@@ -61,6 +61,11 @@ json_t *coda__admin_counts(const long counts[6], long scheduled);
 void coda__admin_action_log(coda__admin *a, coda_req *req, coda__admin_action action,
                             const char *what, long rc);
 
+/* A queue name for the log: characters outside A-Z a-z 0-9 _ . - (a name
+ * that was refused) become '?', so a request cannot write lines of its
+ * own into the log. At most cap - 1 bytes. */
+const char *coda__admin_log_name(const char *name, char *buf, size_t cap);
+
 /* Unix ms now (the wall clock: the store's times are unix ms). */
 int64_t coda__admin_now_ms(void);
 

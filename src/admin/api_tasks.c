@@ -341,16 +341,22 @@ static int bulk(coda_req *req, coda_res *res, coda__admin *a, coda__admin_action
   coda_task_state st = (coda_task_state)__builtin_ctz(bits);
   if (queue && !*queue)
     queue = NULL;
+  char safe[72];
+  if (queue && (strlen(queue) > 64 ||
+                strcmp(coda__admin_log_name(queue, safe, sizeof safe), queue)))
+    return coda__admin_error(res, 400,
+                             "queue: 1 to 64 characters among A-Z a-z 0-9 _ . -");
   coda__durable *d = coda__admin_durable(a->app);
-  if (d && !CODA__ADMIN_STORE_HAS(d, retry_all))
+  if (!d)
+    return coda__admin_fail(res, CODA_ESTATE, "no task store");
+  if (!CODA__ADMIN_STORE_HAS(d, retry_all))
     return coda__admin_not_ready(res);
-  long n = !d      ? 0
-           : retry ? coda_tasks_retry_all(a->app, st, queue)
-                   : coda_tasks_delete_all(a->app, st, queue);
+  long n = retry ? coda_tasks_retry_all(a->app, st, queue)
+                 : coda_tasks_delete_all(a->app, st, queue);
   char what[160];
-  snprintf(what, sizeof what, "%s every %s task of %s%.64s", retry ? "retry" : "delete",
+  snprintf(what, sizeof what, "%s every %s task of %s%s", retry ? "retry" : "delete",
            coda_task_state_name(st), queue ? "queue " : "every queue",
-           queue ? queue : "");
+           queue ? coda__admin_log_name(queue, safe, sizeof safe) : "");
   coda__admin_action_log(a, req, kind, what, n);
   if (n == CODA_EINVAL)
     return coda__admin_error(

@@ -750,7 +750,8 @@ static void relink(memory_store *s, entry *e, coda__queue *to) {
 static int retry_entry(memory_store *s, entry *e, int64_t now) {
   coda_task_state st = e->r.state;
   int allowed = st == CODA_STATE_DEAD || st == CODA_STATE_FAILED ||
-                st == CODA_STATE_CANCELLED || (st == CODA_STATE_QUEUED && e->r.run_at > now);
+                st == CODA_STATE_CANCELLED ||
+                (st == CODA_STATE_QUEUED && e->r.run_at > now);
   if (!allowed)
     return CODA_ESTATE;
   relink(s, e, &s->waiting);
@@ -832,7 +833,8 @@ static long memory_retry_all(coda__store *base, coda_task_state state, const cha
   return n;
 }
 
-static long memory_remove_all(coda__store *base, coda_task_state state, const char *queue) {
+static long memory_remove_all(coda__store *base, coda_task_state state,
+                              const char *queue) {
   memory_store *s = (memory_store *)base;
   uv_mutex_lock(&s->mu);
   long n = bulk(s, state, queue, 0, 0);

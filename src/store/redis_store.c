@@ -124,9 +124,10 @@ enum {
   K_FIXED
 };
 static const char *const fixed_names[K_FIXED] = {
-    "meta",   "name",   "key",   "queue", "args",   "error",  "result", "running", "done",
-    "queues", "paused", "s:0",   "s:1",   "s:2",    "s:3",    "s:4",    "s:5",     "counts",
-    "totals", "trace",  "origin", "rid",  "cancel", "errors", "nodes"};
+    "meta",    "name",   "key",    "queue",  "args",   "error", "result",
+    "running", "done",   "queues", "paused", "s:0",    "s:1",   "s:2",
+    "s:3",     "s:4",    "s:5",    "counts", "totals", "trace", "origin",
+    "rid",     "cancel", "errors", "nodes"};
 /* Scripts get the keys of queues and names after the fixed ones. */
 #define LUA_DYN "25"
 _Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones");
@@ -249,9 +250,12 @@ static const char commit_lua[] = LUA_COMMON
     "      if ARGV[i + 3] == '1' then redis.call('HSET', KEYS[3], id, ARGV[i + 4]) end\n"
     "      redis.call('HSET', KEYS[4], id, q)\n"
     "      redis.call('HINCRBY', KEYS[18], q .. ':' .. m[1], 1)\n"
-    "      if ARGV[i + 13] ~= '' then redis.call('HSET', KEYS[20], id, ARGV[i + 13]) end\n"
-    "      if ARGV[i + 14] ~= '' then redis.call('HSET', KEYS[21], id, ARGV[i + 14]) end\n"
-    "      if ARGV[i + 15] ~= '0' then redis.call('HSET', KEYS[22], id, ARGV[i + 15]) end\n"
+    "      if ARGV[i + 13] ~= '' then redis.call('HSET', KEYS[20], id, ARGV[i + 13]) "
+    "end\n"
+    "      if ARGV[i + 14] ~= '' then redis.call('HSET', KEYS[21], id, ARGV[i + 14]) "
+    "end\n"
+    "      if ARGV[i + 15] ~= '0' then redis.call('HSET', KEYS[22], id, ARGV[i + 15]) "
+    "end\n"
     "      redis.call('HSET', KEYS[5], id, ARGV[i + 6])\n"
     "      redis.call('ZADD', KEYS[12 + m[1]], 0, id)\n"
     "      redis.call('ZADD', QI[q], 0, id)\n"
@@ -273,7 +277,8 @@ static const char commit_lua[] = LUA_COMMON
     "      local st = tonumber(ARGV[i + 2])\n"
     "      if st == 3 and redis.call('HEXISTS', KEYS[23], id) == 1 then st = 5 end\n"
     "      move(id, m, st)\n"
-    "      if q then redis.call('HINCRBY', KEYS[19], q .. (st == 2 and ':p' or ':f'), 1) end\n"
+    "      if q then redis.call('HINCRBY', KEYS[19], q .. (st == 2 and ':p' or ':f'), 1) "
+    "end\n"
     "      if st ~= 2 then\n"
     "        local e = redis.call('HGET', KEYS[24], id)\n"
     "        local list = e and cjson.decode(e) or {}\n"
@@ -294,7 +299,8 @@ static const char commit_lua[] = LUA_COMMON
     "      if ARGV[i + 10] == '1' then redis.call('HSET', KEYS[7], id, ARGV[i + 11])\n"
     "      else redis.call('HDEL', KEYS[7], id) end\n"
     "      if st == 3 and q and W[q] then redis.call('ZADD', W[q], m[5], id)\n"
-    "      elseif st == 2 or st == 4 or st == 5 then redis.call('ZADD', KEYS[9], m[7], id) end\n"
+    "      elseif st == 2 or st == 4 or st == 5 then redis.call('ZADD', KEYS[9], m[7], "
+    "id) end\n"
     "    else\n"
     "      refused[#refused + 1] = id\n"
     "      refused[#refused + 1] = ARGV[i + 12]\n"
@@ -318,33 +324,33 @@ static const char commit_lua[] = LUA_COMMON
 /* KEYS: the fixed ones, then {N}:w:Q of each served queue in order of
  * preference. ARGV: now, lease_until, max, nq, the queues. Returns
  * {number of known queues, record, ...}. */
-static const char claim_lua[] =
-    LUA_COMMON "local now, lease, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-               "local nq = tonumber(ARGV[4])\n"
-               "local out = {redis.call('SCARD', KEYS[10])}\n"
-               "local n = 0\n"
-               "for i = 1, nq do\n"
-               "  if n >= max then break end\n"
-               "  if redis.call('SISMEMBER', KEYS[11], ARGV[4 + i]) == 0 then\n"
-               "    local ids = redis.call('ZRANGEBYSCORE', KEYS[" LUA_DYN " + i], '-inf', now, "
-               "'LIMIT', 0, max - n)\n"
-               "    for _, id in ipairs(ids) do\n"
-               "      redis.call('ZREM', KEYS[" LUA_DYN " + i], id)\n"
-               "      local m = getm(id)\n"
-               "      if m then\n"
-               "        move(id, m, 1)\n"
-               "        m[2] = m[2] + 1\n"
-               "        m[8] = m[8] + 1\n"
-               "        m[9] = lease\n"
-               "        putm(id, m)\n"
-               "        redis.call('ZADD', KEYS[8], lease, id)\n"
-               "        out[#out + 1] = record(id)\n"
-               "        n = n + 1\n"
-               "      end\n"
-               "    end\n"
-               "  end\n"
-               "end\n"
-               "return out\n";
+static const char claim_lua[] = LUA_COMMON
+    "local now, lease, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local nq = tonumber(ARGV[4])\n"
+    "local out = {redis.call('SCARD', KEYS[10])}\n"
+    "local n = 0\n"
+    "for i = 1, nq do\n"
+    "  if n >= max then break end\n"
+    "  if redis.call('SISMEMBER', KEYS[11], ARGV[4 + i]) == 0 then\n"
+    "    local ids = redis.call('ZRANGEBYSCORE', KEYS[" LUA_DYN " + i], '-inf', now, "
+    "'LIMIT', 0, max - n)\n"
+    "    for _, id in ipairs(ids) do\n"
+    "      redis.call('ZREM', KEYS[" LUA_DYN " + i], id)\n"
+    "      local m = getm(id)\n"
+    "      if m then\n"
+    "        move(id, m, 1)\n"
+    "        m[2] = m[2] + 1\n"
+    "        m[8] = m[8] + 1\n"
+    "        m[9] = lease\n"
+    "        putm(id, m)\n"
+    "        redis.call('ZADD', KEYS[8], lease, id)\n"
+    "        out[#out + 1] = record(id)\n"
+    "        n = n + 1\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
 
 /* KEYS: the fixed ones. ARGV: now, lease_until, max. Returns records. */
 static const char expire_lua[] =
@@ -507,10 +513,12 @@ static const char admin_lua[] = LUA_COMMON
     "local name = redis.call('HGET', KEYS[2], id) or ''\n"
     "if q ~= ARGV[4] or name ~= ARGV[5] then return redis.error_reply('CODASTALE') end\n"
     "if ARGV[6] ~= '-' and m[1] ~= tonumber(ARGV[6]) then return -2 end\n"
-    "local W, QI, N = KEYS[" LUA_DYN " + 1], KEYS[" LUA_DYN " + 2], KEYS[" LUA_DYN " + 3]\n"
+    "local W, QI, N = KEYS[" LUA_DYN " + 1], KEYS[" LUA_DYN " + 2], KEYS[" LUA_DYN
+    " + 3]\n"
     "if op == 'R' then\n"
     "  local st = m[1]\n"
-    "  if not (st == 3 or st == 4 or st == 5 or (st == 0 and m[5] > now)) then return -2 end\n"
+    "  if not (st == 3 or st == 4 or st == 5 or (st == 0 and m[5] > now)) then return -2 "
+    "end\n"
     "  redis.call('ZREM', KEYS[9], id)\n"
     "  move(id, m, 0)\n"
     "  m[5] = now\n"
@@ -569,8 +577,8 @@ enum {
   S_ADMIN,
   S_COUNT
 };
-static const char *const scripts[S_COUNT] = {commit_lua, claim_lua,   expire_lua,
-                                             renew_lua,  read_lua,    purge_lua,
+static const char *const scripts[S_COUNT] = {commit_lua,  claim_lua,   expire_lua,
+                                             renew_lua,   read_lua,    purge_lua,
                                              release_lua, reserve_lua, admin_lua};
 
 /* ---- the store --------------------------------------------------------------- */
@@ -1079,8 +1087,8 @@ static int parse_record(const redisReply *t, int with_outcome, coda__task_record
       r->origin = str_or_null(t->element[9]);
       const char *rid = str_or_null(t->element[10]);
       r->request_id = rid ? strtoull(rid, NULL, 10) : 0;
-      r->cancel_requested = t->element[11]->type == REDIS_REPLY_INTEGER &&
-                            t->element[11]->integer == 1;
+      r->cancel_requested =
+          t->element[11]->type == REDIS_REPLY_INTEGER && t->element[11]->integer == 1;
       /* The history is parsed into a block of its own: the caller frees
        * r->errors (record_done()). */
       const redisReply *e = t->element[12];
@@ -1769,7 +1777,8 @@ static int redis_renew(coda__store *base, const coda__lease *l, int n,
     rc = CODA_ESTORE;
   }
   for (int i = 0; rc == 0 && i < n; i++)
-    lost[i] = (unsigned char)(r->element[i]->integer == 2 ? 2 : r->element[i]->integer != 0);
+    lost[i] =
+        (unsigned char)(r->element[i]->integer == 2 ? 2 : r->element[i]->integer != 0);
   if (r)
     freeReplyObject(r);
   return rc;
@@ -2268,7 +2277,8 @@ static char *task_field(redis_store *s, conn *l, int key, const char *idhex, int
   *rc = link_ready(s, l);
   if (*rc)
     return NULL;
-  redisReply *r = check_reply(s, link_simple(s, l, 3, "HGET", s->keys[key], idhex), "HGET");
+  redisReply *r =
+      check_reply(s, link_simple(s, l, 3, "HGET", s->keys[key], idhex), "HGET");
   if (!r) {
     *rc = CODA_ESTORE;
     return NULL;
@@ -2317,7 +2327,10 @@ static int admin_one(redis_store *s, char op, uint64_t id, int64_t now, int stat
     int stale = rc && r && r->type == REDIS_REPLY_ERROR && strstr(r->str, "CODASTALE");
     if (rc == 0) {
       long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -3;
-      rc = v == -1 ? CODA_ENOTFOUND : v == -2 ? CODA_ESTATE : v == 0 || v == 1 ? (int)v : CODA_ESTORE;
+      rc = v == -1            ? CODA_ENOTFOUND
+           : v == -2          ? CODA_ESTATE
+           : v == 0 || v == 1 ? (int)v
+                              : CODA_ESTORE;
       if (v == -3)
         set_err(s, "redis store: unexpected reply to an action");
     }
@@ -2375,7 +2388,8 @@ static long redis_retry_all(coda__store *base, coda_task_state state, const char
   return bulk((redis_store *)base, 'R', state, queue, now);
 }
 
-static long redis_remove_all(coda__store *base, coda_task_state state, const char *queue) {
+static long redis_remove_all(coda__store *base, coda_task_state state,
+                             const char *queue) {
   return bulk((redis_store *)base, 'D', state, queue, 0);
 }
 
@@ -2432,7 +2446,8 @@ static int by_queue_name(const void *a, const void *b) {
 /* Reads on the side link, no scan: the queues and paused sets, the counts
  * and totals hashes (one field per queue and state), and per queue a
  * ZCOUNT and a ZRANGEBYSCORE LIMIT 1 of its waiting set; pipelined. */
-static int redis_queue_stats(coda__store *base, int64_t now, coda__queue_fn fn, void *user) {
+static int redis_queue_stats(coda__store *base, int64_t now, coda__queue_fn fn,
+                             void *user) {
   redis_store *s = (redis_store *)base;
   redisReply *head[4] = {0}, **per = NULL;
   char **qnames = NULL;
@@ -2476,8 +2491,8 @@ static int redis_queue_stats(coda__store *base, int64_t now, coda__queue_fn fn, 
     char key[200];
     snprintf(key, sizeof key, "%sw:%s", s->tag, qnames[i]);
     if (redisAppendCommand(s->side.c, "ZCOUNT %s %s +inf", key, after_s) != REDIS_OK ||
-        redisAppendCommand(s->side.c, "ZRANGEBYSCORE %s -inf %s WITHSCORES LIMIT 0 1", key,
-                           now_s) != REDIS_OK)
+        redisAppendCommand(s->side.c, "ZRANGEBYSCORE %s -inf %s WITHSCORES LIMIT 0 1",
+                           key, now_s) != REDIS_OK)
       rc = CODA_ENOMEM;
   }
   for (size_t i = 0; rc == 0 && i < nq * 2; i++)
@@ -2516,11 +2531,11 @@ static int redis_node_beat(coda__store *base, const coda_node_info *n, int64_t n
   redis_store *s = (redis_store *)base;
   char key[512];
   snprintf(key, sizeof key, "%snode:%s", s->tag, n->id);
-  json_t *o = json_pack("{s:s,s:s,s:i,s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:s}", "id", n->id, "host",
-                        n->host, "pid", n->pid, "role", n->role, "queues", n->queues,
-                        "listen", n->listen, "running", n->running, "processed",
-                        (json_int_t)n->processed, "started_at", (json_int_t)n->started_at,
-                        "last_seen", (json_int_t)now, "version", n->version);
+  json_t *o = json_pack(
+      "{s:s,s:s,s:i,s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:s}", "id", n->id, "host", n->host,
+      "pid", n->pid, "role", n->role, "queues", n->queues, "listen", n->listen, "running",
+      n->running, "processed", (json_int_t)n->processed, "started_at",
+      (json_int_t)n->started_at, "last_seen", (json_int_t)now, "version", n->version);
   char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   if (!text)
@@ -2534,8 +2549,8 @@ static int redis_node_beat(coda__store *base, const coda_node_info *n, int64_t n
   if (rc == 0) { /* the ids of records lapsed by now go (their records did) */
     char before[32];
     snprintf(before, sizeof before, "(%lld", (long long)now);
-    redisReply *gone =
-        link_simple(s, &s->renew, 4, "ZREMRANGEBYSCORE", s->keys[K_NODES], "-inf", before);
+    redisReply *gone = link_simple(s, &s->renew, 4, "ZREMRANGEBYSCORE", s->keys[K_NODES],
+                                   "-inf", before);
     if (gone)
       freeReplyObject(gone);
     else
@@ -2559,25 +2574,29 @@ static int redis_node_beat(coda__store *base, const coda_node_info *n, int64_t n
   return rc;
 }
 
-static int node_from_json(const char *text, size_t len, coda_node_info *n, json_t **keep) {
+static int node_from_json(const char *text, size_t len, coda_node_info *n,
+                          json_t **keep) {
   json_t *o = json_loadb(text, len, 0, NULL);
   if (!json_is_object(o)) {
     json_decref(o);
     return -1;
   }
   *keep = o;
-#define NODE_STR(f) (json_string_value(json_object_get(o, f)) ? json_string_value(json_object_get(o, f)) : "")
-  *n = (coda_node_info){.id = NODE_STR("id"),
-                        .host = NODE_STR("host"),
-                        .pid = (int)json_integer_value(json_object_get(o, "pid")),
-                        .role = NODE_STR("role"),
-                        .queues = NODE_STR("queues"),
-                        .listen = NODE_STR("listen"),
-                        .running = (int)json_integer_value(json_object_get(o, "running")),
-                        .processed = (long)json_integer_value(json_object_get(o, "processed")),
-                        .started_at = json_integer_value(json_object_get(o, "started_at")),
-                        .last_seen = json_integer_value(json_object_get(o, "last_seen")),
-                        .version = NODE_STR("version")};
+#define NODE_STR(f)                                                                      \
+  (json_string_value(json_object_get(o, f)) ? json_string_value(json_object_get(o, f))   \
+                                            : "")
+  *n = (coda_node_info){
+      .id = NODE_STR("id"),
+      .host = NODE_STR("host"),
+      .pid = (int)json_integer_value(json_object_get(o, "pid")),
+      .role = NODE_STR("role"),
+      .queues = NODE_STR("queues"),
+      .listen = NODE_STR("listen"),
+      .running = (int)json_integer_value(json_object_get(o, "running")),
+      .processed = (long)json_integer_value(json_object_get(o, "processed")),
+      .started_at = json_integer_value(json_object_get(o, "started_at")),
+      .last_seen = json_integer_value(json_object_get(o, "last_seen")),
+      .version = NODE_STR("version")};
 #undef NODE_STR
   return 0;
 }
@@ -2590,9 +2609,9 @@ static int redis_nodes(coda__store *base, int64_t now, coda__node_fn fn, void *u
   int rc = link_ready(s, &s->side);
   redisReply *ids = NULL, *recs = NULL;
   if (rc == 0) {
-    ids = check_reply(s, link_simple(s, &s->side, 4, "ZRANGEBYSCORE", s->keys[K_NODES],
-                                     from, "+inf"),
-                      "ZRANGEBYSCORE");
+    ids = check_reply(
+        s, link_simple(s, &s->side, 4, "ZRANGEBYSCORE", s->keys[K_NODES], from, "+inf"),
+        "ZRANGEBYSCORE");
     rc = ids ? 0 : CODA_ESTORE;
   }
   if (rc == 0 && ids->type == REDIS_REPLY_ARRAY && ids->elements) {
@@ -2610,8 +2629,8 @@ static int redis_nodes(coda__store *base, int64_t now, coda__node_fn fn, void *u
   }
   uv_mutex_unlock(&s->side_mu);
   int given = 0, stop = 0;
-  for (size_t i = 0; rc == 0 && !stop && recs && recs->type == REDIS_REPLY_ARRAY &&
-                     i < recs->elements;
+  for (size_t i = 0;
+       rc == 0 && !stop && recs && recs->type == REDIS_REPLY_ARRAY && i < recs->elements;
        i++) {
     const redisReply *e = recs->element[i];
     coda_node_info n;

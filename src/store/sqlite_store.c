@@ -95,9 +95,10 @@ enum {
   "state IN (0,3) AND run_at<=?2 AND " NOT_PAUSED
 
 static const char *const sql[ST_COUNT_] = {
-    [ST_INSERT] = "INSERT INTO coda_tasks(id,name,key,args,state,attempts,max_attempts,"
-                  "created_at,run_at,owned,lease_until,token,queue,trace,request_id,origin) "
-                  "VALUES(?1,?2,?3,?4,?9,?5,?6,?7,?8,?9,?10,?9,?11,?12,?13,?14)",
+    [ST_INSERT] =
+        "INSERT INTO coda_tasks(id,name,key,args,state,attempts,max_attempts,"
+        "created_at,run_at,owned,lease_until,token,queue,trace,request_id,origin) "
+        "VALUES(?1,?2,?3,?4,?9,?5,?6,?7,?8,?9,?10,?9,?11,?12,?13,?14)",
     [ST_CLAIM] = CLAIM_SET " ORDER BY run_at LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
     [ST_CLAIM_QUEUE] =
         CLAIM_SET " AND queue=?4 ORDER BY run_at LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
@@ -126,8 +127,9 @@ static const char *const sql[ST_COUNT_] = {
     [ST_PAGES] = "PRAGMA page_count",
     [ST_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
     [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
-    [ST_PURGE] = "DELETE FROM coda_tasks WHERE id IN (SELECT id FROM coda_tasks "
-                 "WHERE state IN (2,4,5) AND finished_at<?1 ORDER BY finished_at LIMIT ?2)",
+    [ST_PURGE] =
+        "DELETE FROM coda_tasks WHERE id IN (SELECT id FROM coda_tasks "
+        "WHERE state IN (2,4,5) AND finished_at<?1 ORDER BY finished_at LIMIT ?2)",
     [ST_QUEUE_KNOWN] = "INSERT INTO coda_queues(name) VALUES(?1) ON CONFLICT DO NOTHING",
     [ST_FINISH_READ] = "SELECT cancel_req,errors,queue FROM coda_tasks WHERE id=?1 AND "
                        "token=?2 AND owned=1",
@@ -379,7 +381,8 @@ static int migrate_v3(sqlite_store *s) {
   return rc ? rc : exec(s, schema_v3, "adding queues and leases");
 }
 
-static int add_columns(sqlite_store *s, const char *table, const char *const *cols, int n) {
+static int add_columns(sqlite_store *s, const char *table, const char *const *cols,
+                       int n) {
   int rc = 0;
   for (int i = 0; rc == 0 && i < n; i++) {
     char q[256];
@@ -399,8 +402,9 @@ static int migrate_v4(sqlite_store *s) {
   if (rc == 0)
     rc = add_columns(s, "coda_queues", queues, 2);
   if (rc == 0)
-    rc = exec(s, "INSERT INTO coda_queues(name) SELECT DISTINCT queue FROM coda_tasks "
-                 "WHERE true ON CONFLICT DO NOTHING",
+    rc = exec(s,
+              "INSERT INTO coda_queues(name) SELECT DISTINCT queue FROM coda_tasks "
+              "WHERE true ON CONFLICT DO NOTHING",
               "listing the queues");
   return rc ? rc : exec(s, schema_v4, "indexing queues");
 }
@@ -504,8 +508,7 @@ static int configure(sqlite_store *s, const char *path, long max_bytes) {
       return fail(s, s->db, "preparing statements");
   if ((rc = open_db(s, path, SQLITE_OPEN_READONLY, &s->rdb)) != 0)
     return rc;
-  if (sqlite3_prepare_v3(s->rdb,
-                         "SELECT " RECORD_COLUMNS " FROM coda_tasks WHERE id=?1",
+  if (sqlite3_prepare_v3(s->rdb, "SELECT " RECORD_COLUMNS " FROM coda_tasks WHERE id=?1",
                          -1, SQLITE_PREPARE_PERSISTENT, &s->get, NULL) != SQLITE_OK)
     return fail(s, s->rdb, "preparing statements");
   if (sqlite3_prepare_v3(s->rdb,
@@ -521,7 +524,8 @@ static int configure(sqlite_store *s, const char *path, long max_bytes) {
                          "sum(state IN (0,3) AND owned=0 AND run_at>?1),"
                          "min(CASE WHEN state IN (0,3) AND owned=0 AND run_at<=?1 "
                          "THEN run_at END) FROM coda_tasks GROUP BY queue,state",
-                         -1, SQLITE_PREPARE_PERSISTENT, &s->stats_counts, NULL) != SQLITE_OK)
+                         -1, SQLITE_PREPARE_PERSISTENT, &s->stats_counts,
+                         NULL) != SQLITE_OK)
     return fail(s, s->rdb, "preparing statements");
   if ((rc = open_db(s, path, SQLITE_OPEN_READWRITE, &s->cdb)) != 0)
     return rc;
@@ -1195,14 +1199,15 @@ static int sqlite_release(coda__store *base, const coda__lease *l, int n) {
   if (n <= 0)
     return 0;
   sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2(s->db,
-                         "UPDATE coda_tasks SET owned=0, lease_until=0, "
-                         "attempts=MAX(attempts-1,0), "
-                         "state=CASE WHEN cancel_req=1 THEN 5 WHEN attempts>1 THEN 3 "
-                         "ELSE 0 END, finished_at=CASE WHEN cancel_req=1 THEN "
-                         "CAST(strftime('%s','now') AS INTEGER)*1000 ELSE finished_at END "
-                         "WHERE id=?1 AND token=?2 AND state=1 AND owned=1",
-                         -1, &st, NULL) != SQLITE_OK)
+  if (sqlite3_prepare_v2(
+          s->db,
+          "UPDATE coda_tasks SET owned=0, lease_until=0, "
+          "attempts=MAX(attempts-1,0), "
+          "state=CASE WHEN cancel_req=1 THEN 5 WHEN attempts>1 THEN 3 "
+          "ELSE 0 END, finished_at=CASE WHEN cancel_req=1 THEN "
+          "CAST(strftime('%s','now') AS INTEGER)*1000 ELSE finished_at END "
+          "WHERE id=?1 AND token=?2 AND state=1 AND owned=1",
+          -1, &st, NULL) != SQLITE_OK)
     return fail(s, s->db, "releasing claims");
   int rc = exec(s, "BEGIN IMMEDIATE", "releasing claims");
   for (int i = 0; rc == 0 && i < n; i++) {
@@ -1332,7 +1337,8 @@ static long sqlite_retry_all(coda__store *base, coda_task_state state, const cha
   return run_action(s, st, "retrying tasks");
 }
 
-static long sqlite_remove_all(coda__store *base, coda_task_state state, const char *queue) {
+static long sqlite_remove_all(coda__store *base, coda_task_state state,
+                              const char *queue) {
   sqlite_store *s = (sqlite_store *)base;
   sqlite3_stmt *st = s->st[ST_REMOVE_ALL];
   sqlite3_bind_int(st, 1, (int)state);
@@ -1404,7 +1410,8 @@ static int read_queue_stats(sqlite_store *s, int64_t now, queue_rows *l) {
   return 0;
 }
 
-static int sqlite_queue_stats(coda__store *base, int64_t now, coda__queue_fn fn, void *user) {
+static int sqlite_queue_stats(coda__store *base, int64_t now, coda__queue_fn fn,
+                              void *user) {
   sqlite_store *s = (sqlite_store *)base;
   queue_rows l = {0};
   uv_mutex_lock(&s->read_mu);

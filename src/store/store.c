@@ -298,7 +298,8 @@ int coda__node_table_beat(coda__node_table *t, const coda_node_info *n, int64_t 
   return 0;
 }
 
-int coda__node_table_collect(const coda__node_table *t, int64_t now, coda__node_list *out) {
+int coda__node_table_collect(const coda__node_table *t, int64_t now,
+                             coda__node_list *out) {
   out->n = 0;
   out->items = t->n ? calloc((size_t)t->n, sizeof *out->items) : NULL;
   out->strings = t->n ? calloc((size_t)t->n, sizeof *out->strings) : NULL;

@@ -277,7 +277,8 @@ typedef struct coda__store_methods {
   int (*remove)(coda__store *s, uint64_t id);
   /* retry() or remove() on every task in `state` of `queue` (NULL: all).
    * Returns how many, or < 0. */
-  long (*retry_all)(coda__store *s, coda_task_state state, const char *queue, int64_t now);
+  long (*retry_all)(coda__store *s, coda_task_state state, const char *queue,
+                    int64_t now);
   long (*remove_all)(coda__store *s, coda_task_state state, const char *queue);
   /* Each queue known (tasks were added to it, or it is paused), by name,
    * to fn until it returns nonzero, with no lock of the store held. Any
@@ -364,7 +365,8 @@ typedef struct coda__node_list {
   char **strings; /* one block per item */
   int n;
 } coda__node_list;
-int coda__node_table_collect(const coda__node_table *t, int64_t now, coda__node_list *out);
+int coda__node_table_collect(const coda__node_table *t, int64_t now,
+                             coda__node_list *out);
 int coda__node_list_deliver(coda__node_list *l, coda__node_fn fn, void *user);
 void coda__node_table_free(coda__node_table *t);
 

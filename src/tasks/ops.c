@@ -57,7 +57,8 @@ static void log_admin(coda__durable *d, const coda__admin_op *a, long rc) {
   if (rc < 0 && rc != CODA_ENOTFOUND && rc != CODA_ESTATE)
     coda_log(app, CODA_LOG_ERROR, "task store: %s failed: %s", admin_names[a->what],
              d->store->m->errmsg(d->store));
-  else if (rc >= 0 && (a->what == CODA__ADMIN_RETRY_ALL || a->what == CODA__ADMIN_DELETE_ALL))
+  else if (rc >= 0 &&
+           (a->what == CODA__ADMIN_RETRY_ALL || a->what == CODA__ADMIN_DELETE_ALL))
     CODA__LOG(app, CODA_LOG_INFO, "tasks: %s %s of queue %s: %ld", admin_names[a->what],
               coda_task_state_name(a->state), a->queue ? a->queue : "(any)", rc);
   else if (rc >= 0)
@@ -172,7 +173,8 @@ void coda__ops_cancel_live(coda__durable *d, uint64_t id) {
   if (t && !atomic_exchange(&t->cancel_requested, 1)) {
     atomic_store(&t->cancelled, 1);
     if (t->executor == CODA_EXEC_PROCESS) {
-      atomic_store(&t->cancel_kill_ns, uv_hrtime() + (uint64_t)o->cancel_grace_ms * 1000000u);
+      atomic_store(&t->cancel_kill_ns,
+                   uv_hrtime() + (uint64_t)o->cancel_grace_ms * 1000000u);
       /* The worker learns it as it learns a lost lease (lease.c). */
       int pid = atomic_load(&t->worker_pid);
       if (pid > 0) {

@@ -830,7 +830,8 @@ int coda__run_append(coda_tasks *run, coda_task *t) {
   if (run->request_id)
     t->request_id = run->request_id; /* known from now on, for the logs */
   if (t->durable && !t->stored &&
-      (replace_str(&t->trace, run->trace) != 0 || replace_str(&t->origin, run->origin) != 0))
+      (replace_str(&t->trace, run->trace) != 0 ||
+       replace_str(&t->origin, run->origin) != 0))
     return CODA_ENOMEM;
   run->tasks[run->n++] = t;
   if (t->durable && !t->stored)

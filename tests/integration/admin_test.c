@@ -637,6 +637,8 @@ static void actions_of(fixture *f) {
   json_decref(j);
   CHECK_EQ_INT(post(f, "/coda/api/tasks/delete?state=scheduled", &j), 400);
   json_decref(j);
+  CHECK_EQ_INT(post(f, "/coda/api/tasks/delete?state=dead&queue=q%0Ax", &j), 400);
+  json_decref(j);
 
   /* Pause and resume a queue. */
   CHECK_EQ_INT(post(f, "/coda/api/queues/mail/pause", &j), 200);
@@ -756,6 +758,8 @@ TEST(no_store_means_empty_views) {
   CHECK_EQ_INT(post(&f, "/coda/api/tasks/1/retry", &j), 404);
   json_decref(j);
   CHECK_EQ_INT(post(&f, "/coda/api/queues/default/pause", &j), 409);
+  json_decref(j);
+  CHECK_EQ_INT(post(&f, "/coda/api/tasks/delete?state=dead", &j), 409);
   json_decref(j);
   fixture_stop(&f);
 }

@@ -134,7 +134,8 @@ static int fixture_start_queues(fixture *f, const char *uri, int process_workers
   coda_app *app = f->app = coda_app_new();
   if (!app)
     return -1;
-  coda_app_set(app, CODA_OPT_LOG_LEVEL, getenv("OPS_TEST_LOG") ? CODA_LOG_DEBUG : CODA_LOG_OFF);
+  coda_app_set(app, CODA_OPT_LOG_LEVEL,
+               getenv("OPS_TEST_LOG") ? CODA_LOG_DEBUG : CODA_LOG_OFF);
   coda_app_set(app, CODA_OPT_THREADS, 1);
   coda_app_set(app, CODA_OPT_PROCESS_WORKERS, process_workers);
   coda_app_set(app, CODA_OPT_STORE_POLL, 20);
@@ -476,8 +477,8 @@ static void origin_and_args(fixture *f) {
   REQUIRE(fd >= 0);
   const char *tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   char req[512], resp[4096];
-  snprintf(req, sizeof req,
-           "GET /add/x HTTP/1.1\r\nHost: t\r\ntraceparent: %s\r\n\r\n", tp);
+  snprintf(req, sizeof req, "GET /add/x HTTP/1.1\r\nHost: t\r\ntraceparent: %s\r\n\r\n",
+           tp);
   REQUIRE(tc_send_str(fd, req) == 0);
   REQUIRE(tc_read_response(fd, resp, sizeof resp) > 0);
   close(fd);

@@ -1779,7 +1779,8 @@ static void on_each_v3_store(store_check check) {
 }
 
 /* A task in `queue`, claimed at once (owned) or not. */
-static int add_q(coda__store *s, uint64_t id, const char *queue, int64_t run_at, int owned) {
+static int add_q(coda__store *s, uint64_t id, const char *queue, int64_t run_at,
+                 int owned) {
   coda__task_record r = task(id, NULL, run_at);
   r.queue = queue;
   r.max_attempts = 1;
@@ -2001,8 +2002,13 @@ static int on_node(const coda_node_info *n, void *user) {
 }
 
 static void check_v3_nodes(coda__store *s) {
-  coda_node_info a = {.id = "h:1:5", .host = "h", .pid = 1, .role = "server",
-                      .queues = "", .listen = "127.0.0.1:80", .version = "0.1.0"};
+  coda_node_info a = {.id = "h:1:5",
+                      .host = "h",
+                      .pid = 1,
+                      .role = "server",
+                      .queues = "",
+                      .listen = "127.0.0.1:80",
+                      .version = "0.1.0"};
   coda_node_info b = a;
   b.id = "h:2:6";
   b.pid = 2;
@@ -2018,7 +2024,7 @@ static void check_v3_nodes(coda__store *s) {
   CHECK_EQ_INT(ns.last_seen, now + 5);
   memset(&ns, 0, sizeof ns);
   CHECK_EQ_INT(s->m->nodes(s, now + 60006, on_node, &ns), 0); /* lapsed */
-  REQUIRE(s->m->node_beat(s, &b, now + 10, 0) == 0);           /* withdrawn */
+  REQUIRE(s->m->node_beat(s, &b, now + 10, 0) == 0);          /* withdrawn */
   memset(&ns, 0, sizeof ns);
   CHECK_EQ_INT(s->m->nodes(s, now + 20, on_node, &ns), 1);
   CHECK_EQ_INT(ns.pids, 1);
@@ -2027,7 +2033,9 @@ static void check_v3_nodes(coda__store *s) {
 TEST(v3_the_request_that_added_a_task_comes_back) {
   on_each_v3_store(check_v3_request_round_trips);
 }
-TEST(v3_retry_runs_a_task_again_with_one_more_attempt) { on_each_v3_store(check_v3_retry); }
+TEST(v3_retry_runs_a_task_again_with_one_more_attempt) {
+  on_each_v3_store(check_v3_retry);
+}
 TEST(v3_cancel_stops_waiting_tasks_and_asks_running_ones) {
   on_each_v3_store(check_v3_cancel);
 }
