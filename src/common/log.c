@@ -320,8 +320,9 @@ size_t coda__log_format_json(char *buf, size_t cap, coda_log_level level,
   size_t mlen = m < 0 ? 0 : (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1;
   /* The fields after the message are bounded (ids, a cut name, a trace):
    * room is kept for them so the object always closes. */
-  size_t n = (size_t)snprintf(buf, cap, "{\"time\":\"%s\",\"level\":\"%s\",\"message\":\"", when,
-                              level_name[level]);
+  size_t n =
+      (size_t)snprintf(buf, cap, "{\"time\":\"%s\",\"level\":\"%s\",\"message\":\"", when,
+                       level_name[level]);
   n += coda__json_escape(buf + n, cap - n - 400, msg, mlen, NULL);
   buf[n++] = '"';
   if (f && f->request_id)
@@ -340,8 +341,8 @@ size_t coda__log_format_json(char *buf, size_t cap, coda_log_level level,
     n += (size_t)snprintf(buf + n, cap - n, ",\"attempt\":%d", f->attempt);
   char tid[33];
   if (f && trace_id(f->trace, tid))
-    n += (size_t)snprintf(buf + n, cap - n, ",\"trace_id\":\"%s\",\"span_id\":\"%.16s\"", tid,
-                          f->trace + 36);
+    n += (size_t)snprintf(buf + n, cap - n, ",\"trace_id\":\"%s\",\"span_id\":\"%.16s\"",
+                          tid, f->trace + 36);
   buf[n++] = '}';
   buf[n++] = '\n';
   return n;

@@ -481,7 +481,8 @@ static void access_log_json(coda__conn *c, int status, const char *method, int m
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   coda__log_time(when, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-  size_t n = (size_t)snprintf(line, need, "{\"time\":\"%s\",\"level\":\"info\",\"message\":\"", when);
+  size_t n = (size_t)snprintf(line, need,
+                              "{\"time\":\"%s\",\"level\":\"info\",\"message\":\"", when);
   n += coda__json_escape(line + n, need - n, method, (size_t)mlen, NULL);
   line[n++] = ' ';
   n += coda__json_escape(line + n, need - n, redacted, rlen, NULL);

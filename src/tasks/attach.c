@@ -34,9 +34,9 @@ static int hex_run(const char *p, size_t n) {
 }
 
 int coda__traceparent_valid(const char *v) {
-  return v && strlen(v) == 55 && v[0] == '0' && v[1] == '0' && v[2] == '-' && v[35] == '-' &&
-         v[52] == '-' && hex_run(v + 3, 32) == 1 && hex_run(v + 36, 16) == 1 &&
-         hex_run(v + 53, 2) >= 0;
+  return v && strlen(v) == 55 && v[0] == '0' && v[1] == '0' && v[2] == '-' &&
+         v[35] == '-' && v[52] == '-' && hex_run(v + 3, 32) == 1 &&
+         hex_run(v + 36, 16) == 1 && hex_run(v + 53, 2) >= 0;
 }
 
 /* The request a run's durable tasks come from: its traceparent, and its

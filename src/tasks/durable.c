@@ -452,8 +452,8 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
      * it so anyway, store.h version 3). */
     r->state = CODA_STATE_CANCELLED;
     coda__task_log(t, CODA_LOG_WARN, "task %s (id %llu) is cancelled (attempt %d): %s",
-              t->def->name, (unsigned long long)t->id, t->attempt,
-              message ? message : "failed");
+                   t->def->name, (unsigned long long)t->id, t->attempt,
+                   message ? message : "failed");
   } else if (!failed) {
     r->state = CODA_STATE_SUCCEEDED;
     op->result = t->result;
@@ -465,8 +465,8 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
     coda__stat_add(e, t->executor, CODA_STAT_DEAD, 1);
     coda__task_metrics_outcome(t->def, t->executor, CODA__OUTCOME_DEAD);
     coda__task_log(t, CODA_LOG_ERROR, "task %s (id %llu) is dead after %d attempts: %s",
-              t->def->name, (unsigned long long)t->id, t->attempt,
-              message ? message : "failed");
+                   t->def->name, (unsigned long long)t->id, t->attempt,
+                   message ? message : "failed");
   } else {
     r->state = CODA_STATE_FAILED;
     int64_t wait = coda__durable_backoff(d, t->def, t->attempt);
@@ -474,9 +474,9 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
     coda__stat_add(e, t->executor, CODA_STAT_RETRIED, 1);
     coda__task_metrics_outcome(t->def, t->executor, CODA__OUTCOME_RETRIED);
     coda__task_log(t, CODA_LOG_WARN,
-              "task %s (id %llu): attempt %d of %d failed; retry in %lld ms",
-              t->def->name, (unsigned long long)t->id, t->attempt, t->max_attempts,
-              (long long)wait);
+                   "task %s (id %llu): attempt %d of %d failed; retry in %lld ms",
+                   t->def->name, (unsigned long long)t->id, t->attempt, t->max_attempts,
+                   (long long)wait);
   }
   if (failed && message)
     r->error = op->error = strdup(message);

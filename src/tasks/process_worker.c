@@ -115,7 +115,8 @@ static int rebuild_task(coda__engine *e, const coda__task_msg *m, coda_task *t,
   t->durable = m->durable;
   t->delivered = m->delivered;
   t->request_id = m->request_id;
-  t->trace = (char *)m->trace; /* in the payload: this copy is never freed by task_free() */
+  /* In the payload: this copy of a task is never freed by task_free(). */
+  t->trace = (char *)m->trace;
   t->executor = CODA_EXEC_PROCESS;
   if (m->name_len >= sizeof name)
     return -1;

@@ -587,8 +587,9 @@ static const char *origin(const coda_task *t, char *buf, size_t cap) {
   const char *trace = coda_task_traceparent(t);
   if (!t->request_id && !trace)
     return "no request";
-  int n = t->request_id ? snprintf(buf, cap, "request %llu", (unsigned long long)t->request_id)
-                        : snprintf(buf, cap, "no request");
+  int n = t->request_id
+              ? snprintf(buf, cap, "request %llu", (unsigned long long)t->request_id)
+              : snprintf(buf, cap, "no request");
   /* The trace id alone (the request's own span is in the JSON lines). */
   if (trace && n > 0 && (size_t)n < cap)
     snprintf(buf + n, cap - (size_t)n, ", trace %.32s", trace + 3);
@@ -632,8 +633,8 @@ static void drop(coda_task *t, const char *why, int final) {
   coda__task_metrics_outcome(t->def, t->executor, CODA__OUTCOME_DROPPED);
   char from[96];
   coda__task_log(t, CODA_LOG_WARN, "task %s (id %llu, %s, %s) dropped: %s", t->def->name,
-            (unsigned long long)t->id, coda_executor_name(t->executor),
-            origin(t, from, sizeof from), why);
+                 (unsigned long long)t->id, coda_executor_name(t->executor),
+                 origin(t, from, sizeof from), why);
   unreserve(t);
   task_free(t);
 }
@@ -675,10 +676,10 @@ static void log_failure(coda_task *t, const char *what, const char *message) {
   uint64_t ms = (uv_hrtime() - t->started_ns) / 1000000u;
   char from[96];
   coda__task_log(t, CODA_LOG_ERROR,
-            "task %s (id %llu, %s executor, %s, attempt %d) %s after %llu ms: %s",
-            t->def->name, (unsigned long long)t->id, coda_executor_name(t->executor),
-            origin(t, from, sizeof from), t->attempt ? t->attempt : 1, what,
-            (unsigned long long)ms, message ? message : "no message");
+                 "task %s (id %llu, %s executor, %s, attempt %d) %s after %llu ms: %s",
+                 t->def->name, (unsigned long long)t->id, coda_executor_name(t->executor),
+                 origin(t, from, sizeof from), t->attempt ? t->attempt : 1, what,
+                 (unsigned long long)ms, message ? message : "no message");
   if (e->hook)
     e->hook(t, message ? message : what, e->hook_user);
 }

@@ -70,8 +70,9 @@ static json_t *out_json(const run *r) {
 }
 
 static int demo_start(void) {
-  char *argv[] = {CODA_DEMO_PATH, "--listen", "127.0.0.1:0", "--threads", "2", "--store",
-                  "memory", "--tick", "3600000", "--admin-token", TOKEN, "--quiet", NULL};
+  char *argv[] = {CODA_DEMO_PATH, "--listen", "127.0.0.1:0", "--threads", "2",
+                  "--store",      "memory",   "--tick",      "3600000",   "--admin-token",
+                  TOKEN,          "--quiet",  NULL};
   if (tp_spawn(&demo, argv, NULL) != 0)
     return -1;
   static const char said[] = "listening on http://127.0.0.1:";
@@ -131,8 +132,10 @@ TEST(stats_and_every_read_in_both_forms) {
   CHECK_EQ_STR(r.err, "");
   run_free(&r);
   /* --json prints the API's object, for every read. */
-  static const char *const reads[][2] = {{"stats", "counts"},  {"tasks", "tasks"},
-                                         {"queues", "queues"}, {"nodes", "nodes"},
+  static const char *const reads[][2] = {{"stats", "counts"},
+                                         {"tasks", "tasks"},
+                                         {"queues", "queues"},
+                                         {"nodes", "nodes"},
                                          {"schedules", "schedules"}};
   for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++) {
     r = CLI(reads[i][0], "--json");
@@ -155,7 +158,8 @@ TEST(stats_and_every_read_in_both_forms) {
 /* A wrong token or none: exit 4, one line on stderr, and nothing changed. */
 TEST(a_wrong_token_or_none_is_refused_and_changes_nothing) {
   CHECK_EQ_INT(paused("default"), 0);
-  run r = cli_env("wrong-token-wrong-token", (const char *const[]){"pause", "default", NULL});
+  run r =
+      cli_env("wrong-token-wrong-token", (const char *const[]){"pause", "default", NULL});
   CHECK_EQ_INT(r.status, 4);
   CHECK_EQ_STR(r.out, "");
   CHECK(strstr(r.err, "401") != NULL && strchr(r.err, '\n') == r.err + strlen(r.err) - 1);
@@ -169,7 +173,8 @@ TEST(a_wrong_token_or_none_is_refused_and_changes_nothing) {
   run_free(&r);
   CHECK_EQ_INT(paused("default"), 0);
   /* --token wins over the environment. */
-  r = cli_env("wrong-token-wrong-token", (const char *const[]){"--token", TOKEN, "stats", NULL});
+  r = cli_env("wrong-token-wrong-token",
+              (const char *const[]){"--token", TOKEN, "stats", NULL});
   CHECK_EQ_INT(r.status, 0);
   run_free(&r);
 }
@@ -183,7 +188,8 @@ TEST(task_actions_and_their_errors) {
   run_free(&r);
   CHECK_EQ_INT(paused("default"), 1);
   r = CLI("queues");
-  CHECK(strstr(r.out, "QUEUE    STATE") == r.out && strstr(r.out, "\ndefault  paused") != NULL);
+  CHECK(strstr(r.out, "QUEUE    STATE") == r.out &&
+        strstr(r.out, "\ndefault  paused") != NULL);
   run_free(&r);
   long id = add_report();
   REQUIRE(id > 0);
@@ -268,7 +274,8 @@ TEST(errors_have_their_own_exit_status) {
   run_free(&r);
   /* A port nothing listens on: bound, then closed. */
   int s = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t alen = sizeof a;
   REQUIRE(bind(s, (struct sockaddr *)&a, sizeof a) == 0);
   REQUIRE(getsockname(s, (struct sockaddr *)&a, &alen) == 0);
@@ -285,7 +292,8 @@ TEST(top_once_prints_one_plain_frame) {
   run r = CLI("top", "--once");
   CHECK_EQ_INT(r.status, 0);
   CHECK_EQ_INT(tc_count(r.out, "coda-admin top"), 1);
-  CHECK(strstr(r.out, "processed ") && strstr(r.out, "/s") && strstr(r.out, "\ndefault  "));
+  CHECK(strstr(r.out, "processed ") && strstr(r.out, "/s") &&
+        strstr(r.out, "\ndefault  "));
   CHECK(strchr(r.out, '\033') == NULL); /* not a terminal: no escapes */
   run_free(&r);
   r = CLI("top", "--once", "--json");

@@ -84,8 +84,9 @@ static const char *str(json_t *j, const char *key) {
 
 TEST(json_lines_carry_request_task_and_trace) {
   tproc demo;
-  char *argv[] = {CODA_DEMO_PATH, "--listen", "127.0.0.1:0", "--store", "memory", "--tick",
-                  "0", "--admin-token", TOKEN, "--log-format", "json", NULL};
+  char *argv[] = {CODA_DEMO_PATH, "--listen",     "127.0.0.1:0", "--store",
+                  "memory",       "--tick",       "0",           "--admin-token",
+                  TOKEN,          "--log-format", "json",        NULL};
   int port = start(&demo, argv);
   REQUIRE(port > 0);
   get(port, "/thread/?email=traced@example.com", TRACE);
@@ -157,17 +158,20 @@ TEST(a_durable_task_carries_its_trace_to_another_process) {
   char store[128];
   tc_redis_uri(&redis, store, sizeof store, "/0?prefix=logs");
   tproc server, worker;
-  char *sargv[] = {CODA_DEMO_PATH, "--listen", "127.0.0.1:0", "--store", store,
-                   "--queues", "nobody", "--tick", "0", "--admin-token", TOKEN,
-                   "--log-format", "json", NULL};
+  char *sargv[] = {
+      CODA_DEMO_PATH, "--listen",     "127.0.0.1:0", "--store", store,
+      "--queues",     "nobody",       "--tick",      "0",       "--admin-token",
+      TOKEN,          "--log-format", "json",        NULL};
   int port = start(&server, sargv);
   REQUIRE(port > 0);
-  char *wargv[] = {CODA_DEMO_PATH, "--worker", "--store", store, "--log-format", "json", NULL};
+  char *wargv[] = {CODA_DEMO_PATH, "--worker", "--store", store,
+                   "--log-format", "json",     NULL};
   REQUIRE(tp_spawn(&worker, wargv, NULL) == 0);
   char req[256], buf[4096];
-  snprintf(req, sizeof req,
-           "POST /reports HTTP/1.1\r\nHost: x\r\ntraceparent: %s\r\nContent-Length: 0\r\n\r\n",
-           TRACE);
+  snprintf(
+      req, sizeof req,
+      "POST /reports HTTP/1.1\r\nHost: x\r\ntraceparent: %s\r\nContent-Length: 0\r\n\r\n",
+      TRACE);
   int fd = tc_connect(port, 5000);
   tc_send_str(fd, req);
   REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);

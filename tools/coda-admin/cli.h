@@ -19,16 +19,16 @@
 /* Exit statuses (documented in usage and docs/operations.md). */
 enum {
   CLI_EXIT_OK = 0,
-  CLI_EXIT_ERROR = 1,     /* the server answered an error (400, 5xx) or bad JSON */
-  CLI_EXIT_USAGE = 2,     /* the command line is wrong */
-  CLI_EXIT_CONNECT = 3,   /* the server cannot be reached */
-  CLI_EXIT_AUTH = 4,      /* 401 or 403: no token, a wrong one, or refused */
-  CLI_EXIT_NOTFOUND = 5,  /* 404: no such task or queue */
-  CLI_EXIT_CONFLICT = 6,  /* 409: the task's state does not allow it */
+  CLI_EXIT_ERROR = 1,    /* the server answered an error (400, 5xx) or bad JSON */
+  CLI_EXIT_USAGE = 2,    /* the command line is wrong */
+  CLI_EXIT_CONNECT = 3,  /* the server cannot be reached */
+  CLI_EXIT_AUTH = 4,     /* 401 or 403: no token, a wrong one, or refused */
+  CLI_EXIT_NOTFOUND = 5, /* 404: no such task or queue */
+  CLI_EXIT_CONFLICT = 6, /* 409: the task's state does not allow it */
 };
 
 typedef struct cli {
-  const char *url;   /* the server, e.g. http://127.0.0.1:8000 (no trailing slash needed) */
+  const char *url; /* the server, e.g. http://127.0.0.1:8000 (no trailing slash needed) */
   const char *token; /* never printed */
   int json;          /* print the API's JSON as it came */
   int once;          /* top: one frame */
@@ -66,8 +66,8 @@ const char *cli_escape(const char *s, char *buf, size_t cap);
 typedef struct cli_table {
   int ncols, nrows, cap;
   const char **heads;
-  unsigned right;  /* bit i: column i is right-aligned (numbers) */
-  char **cells;    /* nrows * ncols, owned */
+  unsigned right; /* bit i: column i is right-aligned (numbers) */
+  char **cells;   /* nrows * ncols, owned */
 } cli_table;
 
 void cli_table_init(cli_table *t, int ncols, const char **heads, unsigned right);
@@ -83,8 +83,8 @@ const char *cli_clean(const char *s, char *buf, size_t cap);
  * text, "-" when absent or null. */
 const char *cli_num(json_t *obj, const char *key, char *buf, size_t cap);
 /* A unix-ms timestamp member as "2026-12-04 11:27:03Z (5s ago)", or "-". */
-const char *cli_when(json_t *obj, const char *key, int64_t now_ms, int with_date, char *buf,
-                     size_t cap);
+const char *cli_when(json_t *obj, const char *key, int64_t now_ms, int with_date,
+                     char *buf, size_t cap);
 /* A span of ms as "950ms", "12s", "3m20s", "5h2m", "2d3h". */
 const char *cli_span(int64_t ms, char *buf, size_t cap);
 int64_t cli_now_ms(void);

@@ -53,7 +53,8 @@ const char *cli_escape(const char *s, char *buf, size_t cap) {
   for (; *s; s++) {
     unsigned char ch = (unsigned char)*s;
     int plain = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '~';
+                (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' ||
+                ch == '~';
     if (n + 4 > cap)
       return NULL;
     if (plain) {
@@ -95,11 +96,13 @@ __attribute__((format(printf, 2, 3))) static void fail(cli *c, const char *fmt, 
     fprintf(stderr, "%s\n", c->error);
 }
 
-static int report_status(cli *c, const cli_reply *r, const char *method, const char *path) {
+static int report_status(cli *c, const cli_reply *r, const char *method,
+                         const char *path) {
   json_t *j = r->body ? json_loads(r->body, 0, NULL) : NULL;
   const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
   char clean[512];
-  const char *what = r->status == 401   ? "not authorised (check --token or CODA_ADMIN_TOKEN)"
+  const char *what = r->status == 401
+                         ? "not authorised (check --token or CODA_ADMIN_TOKEN)"
                      : r->status == 403 ? "refused"
                      : r->status == 404 ? "not found"
                      : r->status == 409 ? "not allowed in the task's state"
@@ -173,7 +176,8 @@ int cli_call(cli *c, const char *method, const char *path, json_t **out, char **
     json_error_t err;
     j = r.body ? json_loadb(r.body, r.len, 0, &err) : NULL;
     if (!j || !json_is_object(j)) {
-      fail(c, "coda-admin: %s /coda/api/%s: the answer is not a JSON object", method, path);
+      fail(c, "coda-admin: %s /coda/api/%s: the answer is not a JSON object", method,
+           path);
       json_decref(j);
       j = NULL;
       rc = CLI_EXIT_ERROR;

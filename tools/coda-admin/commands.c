@@ -10,8 +10,8 @@
 #include <string.h>
 
 /* The states in the order an operator reads them (a task's life). */
-static const char *const states[] = {"queued",    "scheduled", "running", "succeeded",
-                                     "failed",    "dead",      "cancelled"};
+static const char *const states[] = {"queued", "scheduled", "running",  "succeeded",
+                                     "failed", "dead",      "cancelled"};
 #define NSTATES (sizeof states / sizeof states[0])
 
 /* GET path: the JSON object, or with --json the body printed as it came. */
@@ -29,7 +29,8 @@ static int get(cli *c, const char *path, json_t **out) {
 
 static void kv(const char *key, const char *value) {
   char clean[2048];
-  printf("%-17s %s\n", key, value && *value ? cli_clean(value, clean, sizeof clean) : "-");
+  printf("%-17s %s\n", key,
+         value && *value ? cli_clean(value, clean, sizeof clean) : "-");
 }
 
 int cli_cmd_stats(cli *c) {
@@ -73,10 +74,12 @@ static int add_param(char *q, size_t cap, const char *key, const char *value) {
 /* When a task last moved: its end, its start, or when it is due. */
 static const char *task_when(json_t *t, int64_t now, char *buf, size_t cap) {
   const char *st = cli_str(t, "state");
-  const char *key = strcmp(st, "running") == 0                              ? "started_at"
-                    : strcmp(st, "queued") == 0 || strcmp(st, "scheduled") == 0 ? "run_at"
-                                                                               : "finished_at";
-  if (!json_is_integer(json_object_get(t, key)) || json_integer_value(json_object_get(t, key)) <= 0)
+  const char *key = strcmp(st, "running") == 0 ? "started_at"
+                    : strcmp(st, "queued") == 0 || strcmp(st, "scheduled") == 0
+                        ? "run_at"
+                        : "finished_at";
+  if (!json_is_integer(json_object_get(t, key)) ||
+      json_integer_value(json_object_get(t, key)) <= 0)
     key = "created_at";
   return cli_when(t, key, now, 0, buf, cap);
 }
@@ -90,8 +93,10 @@ static const char *error_cell(json_t *t, char *buf, size_t cap) {
 
 int cli_cmd_tasks(cli *c) {
   char q[2048] = "";
-  if (add_param(q, sizeof q, "state", c->state) || add_param(q, sizeof q, "queue", c->queue) ||
-      add_param(q, sizeof q, "name", c->name) || add_param(q, sizeof q, "after", c->after) ||
+  if (add_param(q, sizeof q, "state", c->state) ||
+      add_param(q, sizeof q, "queue", c->queue) ||
+      add_param(q, sizeof q, "name", c->name) ||
+      add_param(q, sizeof q, "after", c->after) ||
       add_param(q, sizeof q, "limit", c->limit)) {
     fprintf(stderr, "coda-admin: tasks: a filter is too long\n");
     return CLI_EXIT_USAGE;
@@ -104,7 +109,8 @@ int cli_cmd_tasks(cli *c) {
     json_decref(o);
     return rc;
   }
-  static const char *heads[] = {"ID", "NAME", "QUEUE", "STATE", "ATTEMPTS", "WHEN", "ERROR"};
+  static const char *heads[] = {"ID",       "NAME", "QUEUE", "STATE",
+                                "ATTEMPTS", "WHEN", "ERROR"};
   cli_table t;
   cli_table_init(&t, 7, heads, 1u << 0);
   int64_t now = cli_now_ms();
@@ -114,8 +120,11 @@ int cli_cmd_tasks(cli *c) {
     char id[32], att[64], a[24], m[24], when[64], err[128];
     snprintf(att, sizeof att, "%s/%s", cli_num(task, "attempts", a, sizeof a),
              cli_num(task, "max_attempts", m, sizeof m));
-    const char *cells[] = {cli_num(task, "id", id, sizeof id), cli_str(task, "name"),
-                           cli_str(task, "queue"), cli_str(task, "state"), att,
+    const char *cells[] = {cli_num(task, "id", id, sizeof id),
+                           cli_str(task, "name"),
+                           cli_str(task, "queue"),
+                           cli_str(task, "state"),
+                           att,
                            task_when(task, now, when, sizeof when),
                            error_cell(task, err, sizeof err)};
     cli_table_row(&t, cells);
@@ -180,8 +189,10 @@ int cli_cmd_task(cli *c, const char *id) {
     snprintf(b, sizeof b, "%.0f%%", json_number_value(p) * 100.0);
     kv("progress", b);
   }
-  static const char *const times[][2] = {{"created", "created_at"}, {"run at", "run_at"},
-                                         {"started", "started_at"}, {"finished", "finished_at"}};
+  static const char *const times[][2] = {{"created", "created_at"},
+                                         {"run at", "run_at"},
+                                         {"started", "started_at"},
+                                         {"finished", "finished_at"}};
   for (size_t i = 0; i < sizeof times / sizeof times[0]; i++)
     kv(times[i][0], cli_when(t, times[i][1], now, 1, b, sizeof b));
   kv("key", cli_str(t, "key"));
@@ -235,7 +246,8 @@ int cli_cmd_task_action(cli *c, const char *action, const char *id) {
 
 int cli_cmd_bulk(cli *c, const char *action) {
   char q[600] = "", path[700];
-  if (add_param(q, sizeof q, "state", "dead") || add_param(q, sizeof q, "queue", c->queue)) {
+  if (add_param(q, sizeof q, "state", "dead") ||
+      add_param(q, sizeof q, "queue", c->queue)) {
     fprintf(stderr, "coda-admin: %s-dead: the queue name is too long\n", action);
     return CLI_EXIT_USAGE;
   }
@@ -246,16 +258,17 @@ int cli_cmd_bulk(cli *c, const char *action) {
     char n[32], clean[300];
     printf("%s dead task(s) %s%s%s\n", cli_num(o, "count", n, sizeof n),
            strcmp(action, "retry") == 0 ? "queued again" : "deleted",
-           c->queue ? " in queue " : "", c->queue ? cli_clean(c->queue, clean, sizeof clean) : "");
+           c->queue ? " in queue " : "",
+           c->queue ? cli_clean(c->queue, clean, sizeof clean) : "");
   }
   json_decref(o);
   return rc;
 }
 
 void cli_print_queues(json_t *queues) {
-  static const char *heads[] = {"QUEUE",  "STATE", "QUEUED", "SCHEDULED", "RUNNING",
-                                "SUCCEEDED", "FAILED", "DEAD", "CANCELLED", "LATENCY",
-                                "PROCESSED", "FAILURES"};
+  static const char *heads[] = {"QUEUE",     "STATE",     "QUEUED",    "SCHEDULED",
+                                "RUNNING",   "SUCCEEDED", "FAILED",    "DEAD",
+                                "CANCELLED", "LATENCY",   "PROCESSED", "FAILURES"};
   cli_table t;
   cli_table_init(&t, 12, heads, 0xffcu); /* the numbers, right-aligned */
   size_t i;
@@ -264,11 +277,13 @@ void cli_print_queues(json_t *queues) {
     char n[7][24], lat[32], proc[24], fail[24];
     json_t *counts = json_object_get(q, "counts");
     const char *cells[12] = {cli_str(q, "name"),
-                             json_is_true(json_object_get(q, "paused")) ? "paused" : "active"};
+                             json_is_true(json_object_get(q, "paused")) ? "paused"
+                                                                        : "active"};
     for (int k = 0; k < 7; k++)
       cells[2 + k] = cli_num(counts, states[k], n[k], sizeof n[k]);
     json_t *l = json_object_get(q, "latency_ms");
-    cells[9] = json_is_integer(l) ? cli_span(json_integer_value(l), lat, sizeof lat) : "-";
+    cells[9] =
+        json_is_integer(l) ? cli_span(json_integer_value(l), lat, sizeof lat) : "-";
     cells[10] = cli_num(q, "processed", proc, sizeof proc);
     cells[11] = cli_num(q, "failed", fail, sizeof fail);
     cli_table_row(&t, cells);
@@ -311,7 +326,8 @@ static const char *join(json_t *arr, char *buf, size_t cap) {
   json_t *v;
   buf[0] = '\0';
   json_array_foreach(arr, i, v) {
-    int m = snprintf(buf + n, cap - n, "%s%s", i ? "," : "", json_string_value(v) ? json_string_value(v) : "");
+    int m = snprintf(buf + n, cap - n, "%s%s", i ? "," : "",
+                     json_string_value(v) ? json_string_value(v) : "");
     if (m < 0 || (size_t)m >= cap - n)
       break;
     n += (size_t)m;
@@ -326,7 +342,7 @@ int cli_cmd_nodes(cli *c) {
     json_decref(o);
     return rc;
   }
-  static const char *heads[] = {"ID", "ROLE", "QUEUES", "LISTEN", "RUNNING",
+  static const char *heads[] = {"ID",        "ROLE",    "QUEUES",    "LISTEN", "RUNNING",
                                 "PROCESSED", "STARTED", "LAST SEEN", "VERSION"};
   cli_table t;
   cli_table_init(&t, 9, heads, (1u << 4) | (1u << 5));
@@ -335,8 +351,10 @@ int cli_cmd_nodes(cli *c) {
   json_t *n;
   json_array_foreach(json_object_get(o, "nodes"), i, n) {
     char qs[512], run[24], proc[24], started[48], seen[48];
-    const char *cells[] = {cli_str(n, "id"), cli_str(n, "role"),
-                           join(json_object_get(n, "queues"), qs, sizeof qs), cli_str(n, "listen"),
+    const char *cells[] = {cli_str(n, "id"),
+                           cli_str(n, "role"),
+                           join(json_object_get(n, "queues"), qs, sizeof qs),
+                           cli_str(n, "listen"),
                            cli_num(n, "running", run, sizeof run),
                            cli_num(n, "processed", proc, sizeof proc),
                            cli_when(n, "started_at", now, 0, started, sizeof started),

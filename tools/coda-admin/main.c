@@ -14,29 +14,30 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-  fputs("usage: coda-admin [--url URL] [--token TOKEN] [--json] COMMAND [ARGS]\n"
-        "\n"
-        "reads (--json prints the API's JSON):\n"
-        "  stats                      counts by state, processed and failed, rates\n"
-        "  tasks [--state S] [--queue Q] [--name N] [--after ID] [--limit N]\n"
-        "                             durable tasks, by id; S: queued scheduled running\n"
-        "                             succeeded failed dead cancelled\n"
-        "  task ID                    one task: attempts, errors, args, request, trace\n"
-        "  queues                     sizes by state, latency, paused\n"
-        "  nodes                      servers and workers, their queues and heartbeats\n"
-        "  schedules                  periodic tasks and their next run\n"
-        "  top [--once]               a live view, every second, until q or Ctrl-C\n"
-        "actions:\n"
-        "  retry ID | cancel ID | delete ID\n"
-        "  retry-dead [--queue Q] | delete-dead [--queue Q]\n"
-        "  pause QUEUE | resume QUEUE\n"
-        "\n"
-        "  --url URL      the app (default $CODA_URL, else http://127.0.0.1:8000)\n"
-        "  --token TOKEN  the admin token (default $CODA_ADMIN_TOKEN)\n"
-        "\n"
-        "exit status: 0 done, 1 server error, 2 usage, 3 server unreachable,\n"
-        "             4 not authorised (401/403), 5 not found, 6 wrong task state (409)\n",
-        f);
+  fputs(
+      "usage: coda-admin [--url URL] [--token TOKEN] [--json] COMMAND [ARGS]\n"
+      "\n"
+      "reads (--json prints the API's JSON):\n"
+      "  stats                      counts by state, processed and failed, rates\n"
+      "  tasks [--state S] [--queue Q] [--name N] [--after ID] [--limit N]\n"
+      "                             durable tasks, by id; S: queued scheduled running\n"
+      "                             succeeded failed dead cancelled\n"
+      "  task ID                    one task: attempts, errors, args, request, trace\n"
+      "  queues                     sizes by state, latency, paused\n"
+      "  nodes                      servers and workers, their queues and heartbeats\n"
+      "  schedules                  periodic tasks and their next run\n"
+      "  top [--once]               a live view, every second, until q or Ctrl-C\n"
+      "actions:\n"
+      "  retry ID | cancel ID | delete ID\n"
+      "  retry-dead [--queue Q] | delete-dead [--queue Q]\n"
+      "  pause QUEUE | resume QUEUE\n"
+      "\n"
+      "  --url URL      the app (default $CODA_URL, else http://127.0.0.1:8000)\n"
+      "  --token TOKEN  the admin token (default $CODA_ADMIN_TOKEN)\n"
+      "\n"
+      "exit status: 0 done, 1 server error, 2 usage, 3 server unreachable,\n"
+      "             4 not authorised (401/403), 5 not found, 6 wrong task state (409)\n",
+      f);
 }
 
 /* An option taking a value; returns the value's index or -1 (usage). */
@@ -103,8 +104,9 @@ static int run(cli *c, char **w, int n) {
   }
   if (n - 1 != table[k].nargs) {
     fprintf(stderr, "coda-admin: %s takes %s\n", w[0],
-            table[k].nargs ? (w[0][0] == 'p' || w[0][0] == 'r' ? "one argument" : "a task id")
-                           : "no argument");
+            table[k].nargs
+                ? (w[0][0] == 'p' || w[0][0] == 'r' ? "one argument" : "a task id")
+                : "no argument");
     return CLI_EXIT_USAGE;
   }
   const char *cmd = w[0], *arg = n > 1 ? w[1] : NULL;
@@ -114,7 +116,8 @@ static int run(cli *c, char **w, int n) {
     return cli_cmd_tasks(c);
   if (strcmp(cmd, "task") == 0)
     return cli_cmd_task(c, arg);
-  if (strcmp(cmd, "retry") == 0 || strcmp(cmd, "cancel") == 0 || strcmp(cmd, "delete") == 0)
+  if (strcmp(cmd, "retry") == 0 || strcmp(cmd, "cancel") == 0 ||
+      strcmp(cmd, "delete") == 0)
     return cli_cmd_task_action(c, cmd, arg);
   if (strcmp(cmd, "retry-dead") == 0)
     return cli_cmd_bulk(c, "retry");

@@ -31,7 +31,8 @@ int cli_table_row(cli_table *t, const char **cells) {
   char **row = t->cells + (size_t)t->nrows * (size_t)t->ncols;
   for (int i = 0; i < t->ncols; i++) {
     char clean[1024];
-    row[i] = strdup(cells[i] && *cells[i] ? cli_clean(cells[i], clean, sizeof clean) : "-");
+    row[i] =
+        strdup(cells[i] && *cells[i] ? cli_clean(cells[i], clean, sizeof clean) : "-");
   }
   t->nrows++;
   return 0;
@@ -66,7 +67,8 @@ void cli_table_print(const cli_table *t) {
   }
   for (int r = -1; r < t->nrows; r++) {
     for (int i = 0; i < t->ncols; i++) {
-      const char *s = r < 0 ? t->heads[i] : t->cells[(size_t)r * (size_t)t->ncols + (size_t)i];
+      const char *s =
+          r < 0 ? t->heads[i] : t->cells[(size_t)r * (size_t)t->ncols + (size_t)i];
       if (i)
         fputs("  ", stdout);
       cell(s, w[i], (int)((t->right >> i) & 1u), i == t->ncols - 1);
@@ -136,8 +138,8 @@ const char *cli_span(int64_t ms, char *buf, size_t cap) {
   return buf;
 }
 
-const char *cli_when(json_t *obj, const char *key, int64_t now_ms, int with_date, char *buf,
-                     size_t cap) {
+const char *cli_when(json_t *obj, const char *key, int64_t now_ms, int with_date,
+                     char *buf, size_t cap) {
   json_t *v = json_object_get(obj, key);
   int64_t ms = json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
   if (ms <= 0) {
@@ -153,8 +155,10 @@ const char *cli_when(json_t *obj, const char *key, int64_t now_ms, int with_date
     strftime(date, sizeof date, "%Y-%m-%d %H:%M:%SZ ", &tm);
   }
   if (ms <= now_ms)
-    snprintf(buf, cap, "%s%s%s ago%s", date, with_date ? "(" : "", span, with_date ? ")" : "");
+    snprintf(buf, cap, "%s%s%s ago%s", date, with_date ? "(" : "", span,
+             with_date ? ")" : "");
   else
-    snprintf(buf, cap, "%s%sin %s%s", date, with_date ? "(" : "", span, with_date ? ")" : "");
+    snprintf(buf, cap, "%s%sin %s%s", date, with_date ? "(" : "", span,
+             with_date ? ")" : "");
   return buf;
 }

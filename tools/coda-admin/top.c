@@ -35,7 +35,9 @@ typedef struct top_state {
   int have;
 } top_state;
 
-static double total(json_t *o, const char *key) { return json_number_value(json_object_get(o, key)); }
+static double total(json_t *o, const char *key) {
+  return json_number_value(json_object_get(o, key));
+}
 
 static void print_frame(cli *c, json_t *ov, json_t *qs, top_state *st) {
   int64_t now = cli_now_ms();
@@ -56,12 +58,12 @@ static void print_frame(cli *c, json_t *ov, json_t *qs, top_state *st) {
   strftime(clock, sizeof clock, "%H:%M:%SZ", &tm);
   char u[300], s[64], v[64];
   printf("coda-admin top  %s  store %s  coda %s  %s\n\n", cli_clean(c->url, u, sizeof u),
-         cli_clean(cli_str(ov, "store"), s, sizeof s), cli_clean(cli_str(ov, "version"), v, sizeof v),
-         clock);
+         cli_clean(cli_str(ov, "store"), s, sizeof s),
+         cli_clean(cli_str(ov, "version"), v, sizeof v), clock);
   printf("processed %8.1f/s   total %.0f\n", pr, proc);
   printf("failed    %8.1f/s   total %.0f\n\n", fr, fail);
   json_t *counts = json_object_get(ov, "counts");
-  static const char *const states[] = {"queued", "scheduled", "running", "succeeded",
+  static const char *const states[] = {"queued", "scheduled", "running",  "succeeded",
                                        "failed", "dead",      "cancelled"};
   for (size_t i = 0; i < sizeof states / sizeof states[0]; i++) {
     char n[24];
@@ -80,7 +82,8 @@ static int frame(cli *c, top_state *st, int screen) {
   if (rc == 0)
     rc = cli_call(c, "GET", "queues", &qs, NULL);
   if (rc == 0 && c->json) {
-    json_t *both = json_pack("{s:O, s:O}", "overview", ov, "queues", json_object_get(qs, "queues"));
+    json_t *both =
+        json_pack("{s:O, s:O}", "overview", ov, "queues", json_object_get(qs, "queues"));
     char *line = both ? json_dumps(both, JSON_COMPACT) : NULL;
     if (line)
       printf("%s\n", line);

@@ -48,7 +48,8 @@ TEST(escaping_keeps_every_line_valid_json) {
   static const char mixed[] = "\xc3\xa9|\xff|\xe2\x82|\xc0\xaf|\xed\xa0\x80";
   n = coda__json_escape(out, sizeof out, mixed, sizeof mixed - 1, NULL);
   out[n] = '\0';
-  CHECK_EQ_STR(out, "\xc3\xa9|\\ufffd|\\ufffd\\ufffd|\\ufffd\\ufffd|\\ufffd\\ufffd\\ufffd");
+  CHECK_EQ_STR(out,
+               "\xc3\xa9|\\ufffd|\\ufffd\\ufffd|\\ufffd\\ufffd|\\ufffd\\ufffd\\ufffd");
   /* Cut short, never inside an escape. */
   n = coda__json_escape(out, 7, "ab\"\"\"", 5, &used);
   CHECK_EQ_INT((int)n, 6);
@@ -67,9 +68,12 @@ TEST(time_is_rfc3339_utc_with_milliseconds) {
 
 TEST(a_line_has_time_level_message_and_the_task_fields) {
   char buf[4096];
-  coda__log_fields f = {.request_id = 42, .task_id = 18446744073709551615ull,
-                        .task_name = "send \"mail\"", .attempt = 3,
-                        .trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"};
+  coda__log_fields f = {.request_id = 42,
+                        .task_id = 18446744073709551615ull,
+                        .task_name = "send \"mail\"",
+                        .attempt = 3,
+                        .trace =
+                            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"};
   size_t n = jfmt(buf, sizeof buf, CODA_LOG_WARN, &f, "disk %s at %d%%", "full\n", 99);
   json_t *j = parse_line(buf, n);
   REQUIRE(j != NULL);
