@@ -777,6 +777,7 @@ static int replace_str(char **at, const char *value) {
 }
 
 int coda__tasks_set_origin(coda_tasks *run, const char *trace, const char *origin) {
+  run->origin_set = 1;
   if (replace_str(&run->trace, trace) != 0 || replace_str(&run->origin, origin) != 0)
     return CODA_ENOMEM;
   return 0;

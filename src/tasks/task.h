@@ -164,6 +164,7 @@ struct coda_tasks {
   /* The request's traceparent and "METHOD /pattern" (owned, NULL: none),
    * copied into each durable task appended (coda__tasks_set_origin). */
   char *trace, *origin;
+  int origin_set; /* set once (by the response path or a caller) */
   coda_task *inline_tasks[4];
 };
 
