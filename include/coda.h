@@ -130,7 +130,9 @@ typedef struct coda_stream coda_stream;
   X(SEND_BUFFER, send_buffer, 0, 0, 1L << 30)   /* the kernel send buffer of each       \
                           connection (SO_SNDBUF), 0 the kernel's default: how much of a  \
                           response may still be unread by the client when its tasks     \
-                          start (docs/tasks.md) */
+                          start (docs/tasks.md) */                                     \
+  X(CANCEL_GRACE_MS, cancel_grace_ms, 5000, 1, 86400000) /* coda_task_cancel(): how long \
+                          a running PROCESS task has to stop before its worker is killed */
 
 typedef enum {
   CODA_OPT_NONE_ = 0,
@@ -776,8 +778,17 @@ typedef enum {
   CODA_STATE_RUNNING,
   CODA_STATE_SUCCEEDED,
   CODA_STATE_FAILED, /* the last attempt failed; another one is scheduled */
-  CODA_STATE_DEAD    /* every attempt failed */
+  CODA_STATE_DEAD,   /* every attempt failed */
+  CODA_STATE_CANCELLED /* cancelled by an operator (coda_task_cancel()): never runs
+                          again unless retried (coda_task_retry()) */
 } coda_task_state;
+
+/** One failed attempt of a durable task (coda_task_info.errors). */
+typedef struct coda_task_error {
+  int attempt;       /* 1 for the first */
+  int64_t at;        /* unix ms, when it ended */
+  const char *error; /* its message ("" if it gave none) */
+} coda_task_error;
 
 /** A durable task's status, as read by coda_task_get(). Times are unix ms,
  *  0 when not reached. New fields are only ever added at the end. */
@@ -796,7 +807,20 @@ typedef struct coda_task_info {
   const char *error;     /* last failure, NULL if none */
   const void *result;    /* stored by coda_task_set_result(), or NULL */
   size_t result_len;
+  const char *queue;     /* the queue it is claimed from ("default") */
+  const char *trace;     /* W3C traceparent of the request that added it, or NULL */
+  uint64_t request_id;   /* the id of that request (0: added outside a request) */
+  const char *origin;    /* "METHOD /route/{pattern}" of that request, or NULL */
+  int cancel_requested;  /* coda_task_cancel() asked a running attempt to stop */
+  int n_errors;          /* entries in errors */
+  const coda_task_error *errors; /* its failed attempts, oldest first; the store
+                                    keeps the last CODA_TASK_ERRORS_KEPT of them */
+  const void *args;      /* its arguments, encoded (coda_task_args_json() reads them) */
+  size_t args_len;
 } coda_task_info;
+
+/** How many failed attempts a task's error history keeps (the latest). */
+#define CODA_TASK_ERRORS_KEPT 10
 
 /** Reads a durable task's status (any thread; a read of the store). Free
  *  *out with coda_task_info_free(). CODA_ENOTFOUND if unknown. */
@@ -859,8 +883,112 @@ CODA_API void coda_task_info_free(coda_task_info *info);
 /** Writes the status as JSON (a result is included as a string if it is
  *  valid UTF-8 text). Returns the length needed, like snprintf. */
 CODA_API size_t coda_task_info_json(const coda_task_info *info, char *buf, size_t cap);
-/** "queued", "running", "succeeded", "failed", "dead". */
+/** "queued", "running", "succeeded", "failed", "dead", "cancelled". */
 CODA_API const char *coda_task_state_name(coda_task_state state);
+
+/** Writes a task's arguments (info->args) as a JSON array, for display:
+ *  integers and doubles as numbers, strings as strings, byte strings as
+ *  {"base64":"..."}; arguments that do not decode give []. NUL-terminated
+ *  when cap > 0; returns the length needed, like snprintf. */
+CODA_API size_t coda_task_args_json(const coda_task_info *info, char *buf, size_t cap);
+
+/* -- operators' actions and views --
+ *
+ * What an admin surface (coda_app_admin(), the dashboard, coda-admin) is
+ * built on; usable directly too. Each action is one write made by the
+ * store thread, and returns once the store holds it (on Redis, for the
+ * whole fleet). Any thread but an event loop's or a task's of this app
+ * while it runs (they block for one store write); before coda_app_run()
+ * they write to the store directly. They return CODA_ENOTFOUND for an
+ * unknown id, CODA_ESTATE when the task's state does not allow the
+ * action (or there is no store), CODA_ESTORE when the store failed. */
+
+/** Runs a task again now: a dead, failed (waiting for its retry) or
+ *  cancelled task, or a queued one whose run_at is in the future, becomes
+ *  queued and due at once. A task that used all its attempts gets one
+ *  more. */
+CODA_API int coda_task_retry(coda_app *app, uint64_t id);
+
+/** Cancels a task. A queued, scheduled or failed one becomes cancelled
+ *  and never runs (returns 0). A running one is asked to stop (returns 1):
+ *  coda_task_cancelled() becomes true in its attempt (in another process
+ *  of a fleet, at that process's next lease renewal, within
+ *  CODA_OPT_TASK_LEASE / 3 and at most 5 s); a PROCESS task still running
+ *  CODA_OPT_CANCEL_GRACE_MS later has its worker killed. The attempt then
+ *  ends as cancelled, unless it succeeded. A PROCESS worker is told as it
+ *  is told of a lost lease, so coda_task_lease_lost() reads true there as
+ *  well. CODA_ESTATE for a task that succeeded, died or was cancelled
+ *  already. */
+CODA_API int coda_task_cancel(coda_app *app, uint64_t id);
+
+/** Deletes a task in any state but running (CODA_ESTATE: cancel it first);
+ *  its id and key are forgotten. */
+CODA_API int coda_task_delete(coda_app *app, uint64_t id);
+
+/** coda_task_retry() on every task in `state` (dead, failed or cancelled;
+ *  CODA_EINVAL otherwise) of `queue` (NULL: every queue). Returns how
+ *  many, or a CODA_E* code. */
+CODA_API long coda_tasks_retry_all(coda_app *app, coda_task_state state, const char *queue);
+
+/** coda_task_delete() on every task in `state` (any but running:
+ *  CODA_EINVAL) of `queue` (NULL: every queue). Returns how many, or a
+ *  CODA_E* code. */
+CODA_API long coda_tasks_delete_all(coda_app *app, coda_task_state state, const char *queue);
+
+/** One queue, as coda_app_queue_stats() reports it. */
+typedef struct coda_queue_info {
+  const char *name;
+  int paused;
+  long counts[6];        /* tasks by coda_task_state (queued counts due and scheduled) */
+  long scheduled;        /* queued or failed whose run_at is in the future */
+  int64_t oldest_due_at; /* run_at of the oldest task due and not claimed; 0: none */
+  long processed, failed; /* attempts ended ok / not ok since the store was made
+                             (fleet-wide on Redis) */
+} coda_queue_info;
+
+/** Calls fn for each queue the store knows (every queue a task was added
+ *  to, and paused ones), by name; fn returns nonzero to stop, and must not
+ *  keep the pointers. Any thread; cheap on every store (counters, no scan
+ *  of the tasks). Returns how many fn got, or a CODA_E* code (CODA_ESTATE
+ *  without a store). */
+CODA_API int coda_app_queue_stats(coda_app *app, int (*fn)(const coda_queue_info *, void *),
+                                  void *user);
+
+/** A process that runs durable tasks against the store. */
+typedef struct coda_node_info {
+  const char *id;      /* "HOST:PID:START_MS" */
+  const char *host;
+  int pid;
+  const char *role;    /* "server" (it listens) or "worker" */
+  const char *queues;  /* served, comma-separated; "" every queue */
+  const char *listen;  /* "HOST:PORT" or "" */
+  int running;         /* durable attempts running there now */
+  long processed;      /* durable attempts ended there */
+  int64_t started_at, last_seen; /* unix ms */
+  const char *version; /* coda_version() of that process */
+} coda_node_info;
+
+/** Calls fn for each process whose last heartbeat is recent (each running
+ *  app beats every CODA_OPT_TASK_LEASE / 3, at most every 5 s, and is
+ *  forgotten after three missed beats). On Redis every process of the
+ *  fleet; on the memory and SQLite stores this process (while it runs).
+ *  Any thread. Returns how many fn got, or a CODA_E* code. */
+CODA_API int coda_app_nodes(coda_app *app, int (*fn)(const coda_node_info *, void *),
+                            void *user);
+
+/** A periodic schedule of this process (coda_app_every(), coda_app_cron()). */
+typedef struct coda_schedule_info {
+  const char *task;    /* the definition's name */
+  long every_ms;       /* coda_app_every()'s interval, else 0 */
+  const char *cron;    /* coda_app_cron()'s expression, else NULL */
+  int64_t next_run;    /* unix ms of the next due time (0: not running) */
+  int64_t last_run;    /* unix ms of the last due time added, 0 if none yet */
+} coda_schedule_info;
+
+/** Calls fn for each schedule of this app, in the order made. Any thread.
+ *  Returns how many fn got. */
+CODA_API int coda_app_schedules(coda_app *app, int (*fn)(const coda_schedule_info *, void *),
+                                void *user);
 
 /* -- inside a durable task -- */
 

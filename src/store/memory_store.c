@@ -45,9 +45,16 @@ typedef struct entry {
   int owned;
   int64_t lease_until;  /* while owned */
   uint64_t finished_by; /* the token of the outcome that released it, 0: none */
-  char *name, *key, *error, *queue;
+  char *name, *key, *error, *queue, *trace, *origin;
   void *args, *result;
+  coda_task_error *errors; /* r.errors, r.n_errors: the failed attempts */
 } entry;
+
+/* Version 3: what each queue ever added to has done (finish()). */
+typedef struct queue_totals {
+  char *name;
+  long processed, failed;
+} queue_totals;
 
 typedef struct memory_store {
   coda__store base;
@@ -68,6 +75,9 @@ typedef struct memory_store {
   size_t nadded, added_cap;
   uint64_t *ended; /* ids the open batch finished: finished_by ends at commit */
   size_t nended, ended_cap;
+  queue_totals *totals; /* every queue a task was added to */
+  int ntotals;
+  coda__node_table nodes;
   char err[128];
 } memory_store;
 
@@ -80,11 +90,15 @@ static void entry_free(entry *e) {
   free(e->queue);
   free(e->args);
   free(e->result);
+  free(e->trace);
+  free(e->origin);
+  coda__errors_free(e->errors, e->r.n_errors);
   free(e);
 }
 
 static int is_final(coda_task_state state) {
-  return state == CODA_STATE_SUCCEEDED || state == CODA_STATE_DEAD;
+  return state == CODA_STATE_SUCCEEDED || state == CODA_STATE_DEAD ||
+         state == CODA_STATE_CANCELLED;
 }
 
 static void forget(memory_store *s, entry *e) {
@@ -135,6 +149,10 @@ static void memory_close(coda__store *base) {
   free_names(s->served, s->nserved);
   free_names(s->paused, s->npaused);
   free(s->refused);
+  for (int i = 0; i < s->ntotals; i++)
+    free(s->totals[i].name);
+  free(s->totals);
+  coda__node_table_free(&s->nodes);
   free(s);
 }
 
@@ -201,6 +219,23 @@ static int reserve_undo(memory_store *s) {
   return reserve_id_slot(&s->added, s->nadded, &s->added_cap);
 }
 
+/* The totals of a queue, made on first use; NULL when out of memory.
+ * Under mu. */
+static queue_totals *totals_of(memory_store *s, const char *queue) {
+  for (int i = 0; i < s->ntotals; i++)
+    if (strcmp(s->totals[i].name, queue) == 0)
+      return &s->totals[i];
+  queue_totals *grown = realloc(s->totals, (size_t)(s->ntotals + 1) * sizeof *grown);
+  if (!grown)
+    return NULL;
+  s->totals = grown;
+  char *name = strdup(queue);
+  if (!name)
+    return NULL;
+  s->totals[s->ntotals] = (queue_totals){name, 0, 0};
+  return &s->totals[s->ntotals++];
+}
+
 static int memory_enqueue(coda__store *base, const coda__task_record *r, int owned,
                           int64_t lease_until) {
   memory_store *s = (memory_store *)base;
@@ -224,7 +259,10 @@ static int memory_enqueue(coda__store *base, const coda__task_record *r, int own
   e->key = dup_or_null(r->key);
   e->queue = strdup(r->queue ? r->queue : "default");
   e->args = dup_bytes(r->args, r->args_len);
-  if (!e->name || (r->key && !e->key) || !e->queue || !e->args) {
+  e->trace = dup_or_null(r->trace);
+  e->origin = dup_or_null(r->origin);
+  if (!e->name || (r->key && !e->key) || !e->queue || !e->args ||
+      (r->trace && !e->trace) || (r->origin && !e->origin) || !totals_of(s, e->queue)) {
     entry_free(e);
     rc = CODA_ENOMEM;
     goto out;
@@ -238,6 +276,11 @@ static int memory_enqueue(coda__store *base, const coda__task_record *r, int own
   e->r.lease = owned ? 1 : 0;
   e->lease_until = owned ? lease_until : 0;
   e->r.args = e->args;
+  e->r.trace = e->trace;
+  e->r.origin = e->origin;
+  e->r.cancel_requested = 0;
+  e->r.errors = NULL;
+  e->r.n_errors = 0;
   e->r.error = NULL;
   e->r.result = NULL;
   e->r.result_len = 0;
@@ -329,6 +372,20 @@ static int holds(const entry *e, uint64_t lease, int rewrite_ok) {
   return e->owned || (rewrite_ok && e->finished_by != 0 && e->finished_by == lease);
 }
 
+/* An attempt ended: its queue's totals, and its error in the history. */
+static void count_outcome(memory_store *s, entry *e, const coda__task_record *r,
+                          coda_task_state state) {
+  queue_totals *t = totals_of(s, e->queue);
+  if (t && state == CODA_STATE_SUCCEEDED)
+    t->processed++;
+  else if (t)
+    t->failed++;
+  if (state != CODA_STATE_SUCCEEDED &&
+      coda__errors_push(&e->errors, &e->r.n_errors, r->attempts, r->finished_at,
+                        r->error) == 0)
+    e->r.errors = e->errors; /* out of memory: the history misses one */
+}
+
 static int memory_finish(coda__store *base, const coda__task_record *r) {
   memory_store *s = (memory_store *)base;
   uv_mutex_lock(&s->mu);
@@ -344,14 +401,20 @@ static int memory_finish(coda__store *base, const coda__task_record *r) {
     return CODA_ENOMEM;
   }
   s->ended[s->nended++] = r->id;
+  int again = !e->owned; /* the same outcome written again (see the top) */
   if (is_final(e->r.state))
     s->nfinished--; /* written twice: it is counted again below */
+  coda_task_state state = r->state;
+  if (state == CODA_STATE_FAILED && e->r.cancel_requested)
+    state = CODA_STATE_CANCELLED; /* store.h version 3 */
+  if (!again)
+    count_outcome(s, e, r, state);
   free(e->error);
   e->error = dup_or_null(r->error);
   free(e->result); /* the last attempt's result, or none (as SQLite) */
   e->result = r->result ? dup_bytes(r->result, r->result_len) : NULL;
   e->r.result_len = e->result ? r->result_len : 0;
-  e->r.state = r->state;
+  e->r.state = state;
   e->r.attempts = r->attempts;
   e->r.run_at = r->run_at;
   e->r.started_at = r->started_at;
@@ -363,7 +426,7 @@ static int memory_finish(coda__store *base, const coda__task_record *r) {
   e->lease_until = 0;
   e->finished_by = r->lease;
   coda__queue_remove(&e->link);
-  if (r->state == CODA_STATE_FAILED) {
+  if (state == CODA_STATE_FAILED) {
     coda__queue_insert_tail(&s->waiting, &e->link);
   } else {
     coda__queue_insert_tail(&s->finished, &e->link);
@@ -573,8 +636,9 @@ static int memory_renew(coda__store *base, const coda__lease *l, int n,
   uv_mutex_lock(&s->mu);
   for (int i = 0; i < n; i++) {
     entry *e = coda__idmap_get(&s->entries, l[i].id);
-    lost[i] = !holds(e, l[i].lease, 0);
-    if (!lost[i])
+    int held = holds(e, l[i].lease, 0);
+    lost[i] = !held ? 1 : e->r.cancel_requested ? 2 : 0; /* 2: store.h version 3 */
+    if (held)
       e->lease_until = lease_until;
   }
   uv_mutex_unlock(&s->mu);
@@ -656,14 +720,213 @@ static int memory_release(coda__store *base, const coda__lease *l, int n) {
     if (!holds(e, l[i].lease, 0) || e->r.state != CODA_STATE_RUNNING)
       continue;
     coda__queue_remove(&e->link);
-    coda__queue_insert_tail(&s->waiting, &e->link);
     e->owned = 0;
     e->lease_until = 0;
     e->r.attempts = e->r.attempts > 0 ? e->r.attempts - 1 : 0;
+    if (e->r.cancel_requested) { /* asked to stop before it began: it ends here */
+      coda__queue_insert_tail(&s->finished, &e->link);
+      e->r.state = CODA_STATE_CANCELLED;
+      e->r.finished_at = coda__unix_ms();
+      s->nfinished++;
+      continue;
+    }
+    coda__queue_insert_tail(&s->waiting, &e->link);
     e->r.state = e->r.attempts > 0 ? CODA_STATE_FAILED : CODA_STATE_QUEUED;
   }
   uv_mutex_unlock(&s->mu);
   return 0;
+}
+
+/* ---- version 3 ------------------------------------------------------------ */
+
+/* Moves e to `to` as a task no longer finished or claimed. Under mu. */
+static void relink(memory_store *s, entry *e, coda__queue *to) {
+  if (is_final(e->r.state))
+    s->nfinished--;
+  coda__queue_remove(&e->link);
+  coda__queue_insert_tail(to, &e->link);
+}
+
+static int retry_entry(memory_store *s, entry *e, int64_t now) {
+  coda_task_state st = e->r.state;
+  int allowed = st == CODA_STATE_DEAD || st == CODA_STATE_FAILED ||
+                st == CODA_STATE_CANCELLED ||
+                (st == CODA_STATE_QUEUED && e->r.run_at > now);
+  if (!allowed)
+    return CODA_ESTATE;
+  relink(s, e, &s->waiting);
+  e->r.state = CODA_STATE_QUEUED;
+  e->r.run_at = now;
+  e->r.finished_at = 0;
+  e->r.cancel_requested = 0;
+  e->finished_by = 0; /* an old outcome written again is refused */
+  if (e->r.attempts >= e->r.max_attempts)
+    e->r.max_attempts = e->r.attempts + 1;
+  return 0;
+}
+
+static int memory_retry(coda__store *base, uint64_t id, int64_t now) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  entry *e = coda__idmap_get(&s->entries, id);
+  int rc = e ? retry_entry(s, e, now) : CODA_ENOTFOUND;
+  uv_mutex_unlock(&s->mu);
+  return rc;
+}
+
+static int memory_cancel(coda__store *base, uint64_t id, int64_t now) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  entry *e = coda__idmap_get(&s->entries, id);
+  int rc = e ? CODA_ESTATE : CODA_ENOTFOUND;
+  if (e && e->r.state == CODA_STATE_RUNNING) {
+    e->r.cancel_requested = 1;
+    rc = 1;
+  } else if (e && (e->r.state == CODA_STATE_QUEUED || e->r.state == CODA_STATE_FAILED)) {
+    relink(s, e, &s->finished);
+    e->r.state = CODA_STATE_CANCELLED;
+    e->r.finished_at = now;
+    e->finished_by = 0;
+    if (++s->nfinished > MAX_FINISHED)
+      forget(s, coda__container_of(coda__queue_head(&s->finished), entry, link));
+    rc = 0;
+  }
+  uv_mutex_unlock(&s->mu);
+  return rc;
+}
+
+static int memory_remove(coda__store *base, uint64_t id) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  entry *e = coda__idmap_get(&s->entries, id);
+  int rc = !e ? CODA_ENOTFOUND : e->r.state == CODA_STATE_RUNNING ? CODA_ESTATE : 0;
+  if (rc == 0)
+    forget(s, e);
+  uv_mutex_unlock(&s->mu);
+  return rc;
+}
+
+/* The entries in `state` of `queue` (NULL: any), found under mu. */
+static long bulk(memory_store *s, coda_task_state state, const char *queue, int64_t now,
+                 int retry) {
+  coda__task_filter f = {.state = (int)state, .queue = queue};
+  list_ctx cx = {.f = &f};
+  coda__idmap_each_user(&s->entries, collect, &cx);
+  long n = cx.nomem ? CODA_ENOMEM : 0;
+  for (size_t i = 0; n >= 0 && i < cx.n; i++) {
+    entry *e = cx.found[i];
+    if (retry)
+      n += retry_entry(s, e, now) == 0;
+    else if (e->r.state != CODA_STATE_RUNNING && ++n)
+      forget(s, e);
+  }
+  free(cx.found);
+  return n;
+}
+
+static long memory_retry_all(coda__store *base, coda_task_state state, const char *queue,
+                             int64_t now) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  long n = bulk(s, state, queue, now, 1);
+  uv_mutex_unlock(&s->mu);
+  return n;
+}
+
+static long memory_remove_all(coda__store *base, coda_task_state state,
+                              const char *queue) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  long n = bulk(s, state, queue, 0, 0);
+  uv_mutex_unlock(&s->mu);
+  return n;
+}
+
+typedef struct stats_ctx {
+  memory_store *s;
+  coda_queue_info *q;
+  int n;
+  int64_t now;
+} stats_ctx;
+
+static coda_queue_info *stats_of(stats_ctx *cx, const char *queue) {
+  for (int i = 0; i < cx->n; i++)
+    if (strcmp(cx->q[i].name, queue) == 0)
+      return &cx->q[i];
+  return NULL;
+}
+
+static void count_entry(void *value, void *user) {
+  entry *e = value;
+  stats_ctx *cx = user;
+  coda_queue_info *q = stats_of(cx, e->queue);
+  if (!q)
+    return;
+  q->counts[e->r.state]++;
+  int waits = e->r.state == CODA_STATE_QUEUED || e->r.state == CODA_STATE_FAILED;
+  if (waits && e->r.run_at > cx->now)
+    q->scheduled++;
+  else if (waits && (!q->oldest_due_at || e->r.run_at < q->oldest_due_at))
+    q->oldest_due_at = e->r.run_at;
+}
+
+static int by_name(const void *a, const void *b) {
+  return strcmp(((const coda_queue_info *)a)->name, ((const coda_queue_info *)b)->name);
+}
+
+/* The memory store counts by a scan of its entries (at most MAX_FINISHED
+ * finished ones and what waits): it has no disk or network to spare. */
+static int memory_queue_stats(coda__store *base, int64_t now, coda__queue_fn fn,
+                              void *user) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  for (int i = 0; i < s->npaused; i++)
+    totals_of(s, s->paused[i]); /* a paused queue is known, tasks or not */
+  stats_ctx cx = {.s = s, .now = now, .n = s->ntotals};
+  cx.q = calloc((size_t)(s->ntotals ? s->ntotals : 1), sizeof *cx.q);
+  int rc = cx.q ? 0 : CODA_ENOMEM;
+  for (int i = 0; rc == 0 && i < s->ntotals; i++) {
+    cx.q[i].name = strdup(s->totals[i].name);
+    cx.q[i].processed = s->totals[i].processed;
+    cx.q[i].failed = s->totals[i].failed;
+    cx.q[i].paused = listed(s->paused, s->npaused, s->totals[i].name);
+    if (!cx.q[i].name)
+      rc = CODA_ENOMEM;
+  }
+  if (rc == 0)
+    coda__idmap_each_user(&s->entries, count_entry, &cx);
+  uv_mutex_unlock(&s->mu);
+  if (rc == 0)
+    qsort(cx.q, (size_t)cx.n, sizeof *cx.q, by_name);
+  int given = 0;
+  for (int i = 0; cx.q && i < cx.n; i++) {
+    if (rc == 0 && given >= 0) {
+      given++;
+      if (fn(&cx.q[i], user))
+        rc = 1; /* stop */
+    }
+    free((char *)cx.q[i].name);
+  }
+  free(cx.q);
+  return rc < 0 ? rc : given;
+}
+
+static int memory_node_beat(coda__store *base, const coda_node_info *n, int64_t now,
+                            int64_t ttl_ms) {
+  memory_store *s = (memory_store *)base;
+  uv_mutex_lock(&s->mu);
+  int rc = coda__node_table_beat(&s->nodes, n, now, ttl_ms);
+  uv_mutex_unlock(&s->mu);
+  return rc;
+}
+
+static int memory_nodes(coda__store *base, int64_t now, coda__node_fn fn, void *user) {
+  memory_store *s = (memory_store *)base;
+  coda__node_list l = {0};
+  uv_mutex_lock(&s->mu);
+  int rc = coda__node_table_collect(&s->nodes, now, &l);
+  uv_mutex_unlock(&s->mu);
+  return rc ? rc : coda__node_list_deliver(&l, fn, user);
 }
 
 static const coda__store_methods memory_methods = {
@@ -694,4 +957,12 @@ static const coda__store_methods memory_methods = {
     .progress_leased = memory_progress_leased,
     .paused = memory_paused,
     .release = memory_release,
+    .retry = memory_retry,
+    .cancel = memory_cancel,
+    .remove = memory_remove,
+    .retry_all = memory_retry_all,
+    .remove_all = memory_remove_all,
+    .queue_stats = memory_queue_stats,
+    .node_beat = memory_node_beat,
+    .nodes = memory_nodes,
 };

@@ -74,6 +74,7 @@
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -108,11 +109,28 @@ enum {
   K_QUEUES,
   K_PAUSED,
   K_STATE0,
-  K_FIXED = K_STATE0 + 5
+  /* Version 3 (KEYS[18..25]): tasks by queue and state ("Q:STATE" -> n),
+   * each queue's totals ("Q:p", "Q:f"), the request that added a task,
+   * its cancel request, its failed attempts (JSON), and the nodes (a zset
+   * of node ids by when their record lapses). */
+  K_COUNTS = K_STATE0 + 6,
+  K_TOTALS,
+  K_TRACE,
+  K_ORIGIN,
+  K_RID,
+  K_CANCEL,
+  K_ERRORS,
+  K_NODES,
+  K_FIXED
 };
 static const char *const fixed_names[K_FIXED] = {
-    "meta", "name",   "key",    "queue", "args", "error", "result", "running",
-    "done", "queues", "paused", "s:0",   "s:1",  "s:2",   "s:3",    "s:4"};
+    "meta",    "name",   "key",    "queue",  "args",   "error", "result",
+    "running", "done",   "queues", "paused", "s:0",    "s:1",   "s:2",
+    "s:3",     "s:4",    "s:5",    "counts", "totals", "trace", "origin",
+    "rid",     "cancel", "errors", "nodes"};
+/* Scripts get the keys of queues and names after the fixed ones. */
+#define LUA_DYN "25"
+_Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones");
 
 /* ---- scripts --------------------------------------------------------------- */
 
@@ -131,10 +149,16 @@ static const char *const fixed_names[K_FIXED] = {
   "  if m[11] then v = v .. string.format(' %.0f', m[11]) end\n"                         \
   "  redis.call('HSET', KEYS[1], id, v)\n"                                               \
   "end\n"                                                                                \
+  "local function cnt(id, st, d)\n"                                                      \
+  "  local q = redis.call('HGET', KEYS[4], id)\n"                                        \
+  "  if q then redis.call('HINCRBY', KEYS[18], q .. ':' .. st, d) end\n"                 \
+  "end\n"                                                                                \
   "local function move(id, m, st)\n"                                                     \
   "  if m[1] ~= st then\n"                                                               \
   "    redis.call('ZREM', KEYS[12 + m[1]], id)\n"                                        \
   "    redis.call('ZADD', KEYS[12 + st], 0, id)\n"                                       \
+  "    cnt(id, m[1], -1)\n"                                                              \
+  "    cnt(id, st, 1)\n"                                                                 \
   "    m[1] = st\n"                                                                      \
   "  end\n"                                                                              \
   "end\n"                                                                                \
@@ -168,12 +192,12 @@ static const char commit_lua[] = LUA_COMMON
     "local nq = tonumber(ARGV[1])\n"
     "local W, QI, N = {}, {}, {}\n"
     "for i = 1, nq do\n"
-    "  W[ARGV[1 + i]] = KEYS[16 + 2 * i - 1]\n"
-    "  QI[ARGV[1 + i]] = KEYS[16 + 2 * i]\n"
+    "  W[ARGV[1 + i]] = KEYS[" LUA_DYN " + 2 * i - 1]\n"
+    "  QI[ARGV[1 + i]] = KEYS[" LUA_DYN " + 2 * i]\n"
     "end\n"
     "local a = 2 + nq\n"
     "local nn = tonumber(ARGV[a])\n"
-    "for j = 1, nn do N[ARGV[a + j]] = KEYS[16 + 2 * nq + j] end\n"
+    "for j = 1, nn do N[ARGV[a + j]] = KEYS[" LUA_DYN " + 2 * nq + j] end\n"
     "local nonce = tonumber(ARGV[a + nn + 1])\n"
     "local first = a + nn + 2\n"
     "local dup, mine, addq = {}, {}, nil\n"
@@ -189,10 +213,10 @@ static const char commit_lua[] = LUA_COMMON
     "      elseif m[11] == nonce then mine[id] = true\n"
     "      else return redis.error_reply('CODAIDTAKEN ' .. id) end\n"
     "    else addq = addq or ARGV[i + 5] end\n"
-    "    i = i + 13\n"
+    "    i = i + 16\n"
     "  elseif op == 'F' then\n"
     "    local st = tonumber(ARGV[i + 2])\n"
-    "    if st ~= 2 and st ~= 3 and st ~= 4 then\n"
+    "    if st ~= 2 and st ~= 3 and st ~= 4 and st ~= 5 then\n"
     "      return redis.error_reply('CODABADSTATE ' .. id)\n"
     "    end\n"
     "    local q = redis.call('HGET', KEYS[4], id)\n"
@@ -225,6 +249,13 @@ static const char commit_lua[] = LUA_COMMON
     "      redis.call('HSET', KEYS[2], id, ARGV[i + 2])\n"
     "      if ARGV[i + 3] == '1' then redis.call('HSET', KEYS[3], id, ARGV[i + 4]) end\n"
     "      redis.call('HSET', KEYS[4], id, q)\n"
+    "      redis.call('HINCRBY', KEYS[18], q .. ':' .. m[1], 1)\n"
+    "      if ARGV[i + 13] ~= '' then redis.call('HSET', KEYS[20], id, ARGV[i + 13]) "
+    "end\n"
+    "      if ARGV[i + 14] ~= '' then redis.call('HSET', KEYS[21], id, ARGV[i + 14]) "
+    "end\n"
+    "      if ARGV[i + 15] ~= '0' then redis.call('HSET', KEYS[22], id, ARGV[i + 15]) "
+    "end\n"
     "      redis.call('HSET', KEYS[5], id, ARGV[i + 6])\n"
     "      redis.call('ZADD', KEYS[12 + m[1]], 0, id)\n"
     "      redis.call('ZADD', QI[q], 0, id)\n"
@@ -234,7 +265,7 @@ static const char commit_lua[] = LUA_COMMON
     "      else redis.call('ZADD', W[q], m[5], id) end\n"
     "      new = new + 1\n"
     "    end\n"
-    "    i = i + 13\n"
+    "    i = i + 16\n"
     "  elseif op == 'F' then\n"
     "    local m = getm(id)\n"
     "    local token = tonumber(ARGV[i + 12])\n"
@@ -244,7 +275,18 @@ static const char commit_lua[] = LUA_COMMON
     "      redis.call('ZREM', KEYS[9], id)\n"
     "      if q and W[q] then redis.call('ZREM', W[q], id) end\n"
     "      local st = tonumber(ARGV[i + 2])\n"
+    "      if st == 3 and redis.call('HEXISTS', KEYS[23], id) == 1 then st = 5 end\n"
     "      move(id, m, st)\n"
+    "      if q then redis.call('HINCRBY', KEYS[19], q .. (st == 2 and ':p' or ':f'), 1) "
+    "end\n"
+    "      if st ~= 2 then\n"
+    "        local e = redis.call('HGET', KEYS[24], id)\n"
+    "        local list = e and cjson.decode(e) or {}\n"
+    "        list[#list + 1] = {tonumber(ARGV[i + 3]), tonumber(ARGV[i + 6]),\n"
+    "          ARGV[i + 8] == '1' and ARGV[i + 9] or ''}\n"
+    "        while #list > 10 do table.remove(list, 1) end\n"
+    "        redis.call('HSET', KEYS[24], id, cjson.encode(list))\n"
+    "      end\n"
     "      m[2] = tonumber(ARGV[i + 3])\n"
     "      m[5] = tonumber(ARGV[i + 4])\n"
     "      m[6] = tonumber(ARGV[i + 5])\n"
@@ -257,7 +299,8 @@ static const char commit_lua[] = LUA_COMMON
     "      if ARGV[i + 10] == '1' then redis.call('HSET', KEYS[7], id, ARGV[i + 11])\n"
     "      else redis.call('HDEL', KEYS[7], id) end\n"
     "      if st == 3 and q and W[q] then redis.call('ZADD', W[q], m[5], id)\n"
-    "      elseif st == 2 or st == 4 then redis.call('ZADD', KEYS[9], m[7], id) end\n"
+    "      elseif st == 2 or st == 4 or st == 5 then redis.call('ZADD', KEYS[9], m[7], "
+    "id) end\n"
     "    else\n"
     "      refused[#refused + 1] = id\n"
     "      refused[#refused + 1] = ARGV[i + 12]\n"
@@ -281,33 +324,33 @@ static const char commit_lua[] = LUA_COMMON
 /* KEYS: the fixed ones, then {N}:w:Q of each served queue in order of
  * preference. ARGV: now, lease_until, max, nq, the queues. Returns
  * {number of known queues, record, ...}. */
-static const char claim_lua[] =
-    LUA_COMMON "local now, lease, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-               "local nq = tonumber(ARGV[4])\n"
-               "local out = {redis.call('SCARD', KEYS[10])}\n"
-               "local n = 0\n"
-               "for i = 1, nq do\n"
-               "  if n >= max then break end\n"
-               "  if redis.call('SISMEMBER', KEYS[11], ARGV[4 + i]) == 0 then\n"
-               "    local ids = redis.call('ZRANGEBYSCORE', KEYS[16 + i], '-inf', now, "
-               "'LIMIT', 0, max - n)\n"
-               "    for _, id in ipairs(ids) do\n"
-               "      redis.call('ZREM', KEYS[16 + i], id)\n"
-               "      local m = getm(id)\n"
-               "      if m then\n"
-               "        move(id, m, 1)\n"
-               "        m[2] = m[2] + 1\n"
-               "        m[8] = m[8] + 1\n"
-               "        m[9] = lease\n"
-               "        putm(id, m)\n"
-               "        redis.call('ZADD', KEYS[8], lease, id)\n"
-               "        out[#out + 1] = record(id)\n"
-               "        n = n + 1\n"
-               "      end\n"
-               "    end\n"
-               "  end\n"
-               "end\n"
-               "return out\n";
+static const char claim_lua[] = LUA_COMMON
+    "local now, lease, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local nq = tonumber(ARGV[4])\n"
+    "local out = {redis.call('SCARD', KEYS[10])}\n"
+    "local n = 0\n"
+    "for i = 1, nq do\n"
+    "  if n >= max then break end\n"
+    "  if redis.call('SISMEMBER', KEYS[11], ARGV[4 + i]) == 0 then\n"
+    "    local ids = redis.call('ZRANGEBYSCORE', KEYS[" LUA_DYN " + i], '-inf', now, "
+    "'LIMIT', 0, max - n)\n"
+    "    for _, id in ipairs(ids) do\n"
+    "      redis.call('ZREM', KEYS[" LUA_DYN " + i], id)\n"
+    "      local m = getm(id)\n"
+    "      if m then\n"
+    "        move(id, m, 1)\n"
+    "        m[2] = m[2] + 1\n"
+    "        m[8] = m[8] + 1\n"
+    "        m[9] = lease\n"
+    "        putm(id, m)\n"
+    "        redis.call('ZADD', KEYS[8], lease, id)\n"
+    "        out[#out + 1] = record(id)\n"
+    "        n = n + 1\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
 
 /* KEYS: the fixed ones. ARGV: now, lease_until, max. Returns records. */
 static const char expire_lua[] =
@@ -345,7 +388,7 @@ static const char expire_lua[] =
              "    m[9] = lease\n"                                                        \
              "    putm(id, m)\n"                                                         \
              "    redis.call('ZADD', KEYS[8], lease, id)\n"                              \
-             "    out[#out + 1] = 0\n"                                                   \
+             "    out[#out + 1] = redis.call('HEXISTS', KEYS[23], id) == 1 and 2 or 0\n" \
              "  else\n"                                                                  \
              "    out[#out + 1] = 1\n"                                                   \
              "  end\n"                                                                   \
@@ -365,7 +408,10 @@ static const char read_lua[] =
     "    out[i] = {id, m, redis.call('HGET', KEYS[2], id), redis.call('HGET', KEYS[3], "
     "id),\n"
     "      redis.call('HGET', KEYS[4], id), redis.call('HGET', KEYS[6], id),\n"
-    "      redis.call('HGET', KEYS[7], id)}\n"
+    "      redis.call('HGET', KEYS[7], id), redis.call('HGET', KEYS[5], id),\n"
+    "      redis.call('HGET', KEYS[20], id), redis.call('HGET', KEYS[21], id),\n"
+    "      redis.call('HGET', KEYS[22], id), redis.call('HEXISTS', KEYS[23], id),\n"
+    "      redis.call('HGET', KEYS[24], id)}\n"
     "  else\n"
     "    out[i] = false\n"
     "  end\n"
@@ -381,10 +427,10 @@ static const char purge_lua[] = LUA_COMMON
     "local before = tonumber(ARGV[1])\n"
     "local nq = tonumber(ARGV[2])\n"
     "local QI, N = {}, {}\n"
-    "for i = 1, nq do QI[ARGV[2 + i]] = KEYS[16 + i] end\n"
+    "for i = 1, nq do QI[ARGV[2 + i]] = KEYS[" LUA_DYN " + i] end\n"
     "local a = 3 + nq\n"
     "local nn = tonumber(ARGV[a])\n"
-    "for j = 1, nn do N[ARGV[a + j]] = KEYS[16 + nq + j] end\n"
+    "for j = 1, nn do N[ARGV[a + j]] = KEYS[" LUA_DYN " + nq + j] end\n"
     "local n = 0\n"
     "for i = a + nn + 1, #ARGV do\n"
     "  local id = ARGV[i]\n"
@@ -395,6 +441,8 @@ static const char purge_lua[] = LUA_COMMON
     "    local name = redis.call('HGET', KEYS[2], id)\n"
     "    if m and q and name and QI[q] and N[name] then\n"
     "      for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
+    "      for k = 20, 24 do redis.call('HDEL', KEYS[k], id) end\n"
+    "      redis.call('HINCRBY', KEYS[18], q .. ':' .. m[1], -1)\n"
     "      redis.call('ZREM', KEYS[9], id)\n"
     "      redis.call('ZREM', KEYS[12 + m[1]], id)\n"
     "      redis.call('ZREM', QI[q], id)\n"
@@ -402,6 +450,8 @@ static const char purge_lua[] = LUA_COMMON
     "      n = n + 1\n"
     "    elseif not (m and q and name) then\n"
     "      for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
+    "      for k = 20, 24 do redis.call('HDEL', KEYS[k], id) end\n"
+    "      if m and q then redis.call('HINCRBY', KEYS[18], q .. ':' .. m[1], -1) end\n"
     "      redis.call('ZREM', KEYS[9], id)\n"
     "      if m and KEYS[12 + m[1]] then redis.call('ZREM', KEYS[12 + m[1]], id) end\n"
     "      if q and QI[q] then redis.call('ZREM', QI[q], id) end\n"
@@ -420,7 +470,7 @@ static const char purge_lua[] = LUA_COMMON
 static const char release_lua[] =
     LUA_COMMON "local nq = tonumber(ARGV[1])\n"
                "local W = {}\n"
-               "for i = 1, nq do W[ARGV[1 + i]] = KEYS[16 + i] end\n"
+               "for i = 1, nq do W[ARGV[1 + i]] = KEYS[" LUA_DYN " + i] end\n"
                "local held = {}\n"
                "for i = 2 + nq, #ARGV, 2 do\n"
                "  local m = getm(ARGV[i])\n"
@@ -434,12 +484,73 @@ static const char release_lua[] =
                "  local id, m = h[1], h[2]\n"
                "  redis.call('ZREM', KEYS[8], id)\n"
                "  m[2] = math.max(m[2] - 1, 0)\n"
-               "  move(id, m, m[2] > 0 and 3 or 0)\n"
                "  m[9] = 0\n"
-               "  putm(id, m)\n"
-               "  redis.call('ZADD', W[h[3]], m[5], id)\n"
+               "  if redis.call('HEXISTS', KEYS[23], id) == 1 then\n"
+               "    local t = redis.call('TIME')\n"
+               "    move(id, m, 5)\n"
+               "    m[7] = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+               "    putm(id, m)\n"
+               "    redis.call('ZADD', KEYS[9], m[7], id)\n"
+               "  else\n"
+               "    move(id, m, m[2] > 0 and 3 or 0)\n"
+               "    putm(id, m)\n"
+               "    redis.call('ZADD', W[h[3]], m[5], id)\n"
+               "  end\n"
                "end\n"
                "return #held\n";
+
+/* An operator's action on one task (store.h version 3). KEYS: the fixed
+ * ones, then {N}:w:Q, {N}:qi:Q and {N}:n:NAME of the task's queue and
+ * name, which ARGV gives too (checked: the caller read them before). ARGV:
+ * op (R retry, C cancel, D delete), id, now, queue, name, the state the
+ * task must be in ("-": any). Returns 0 (done), 1 (cancel of a running
+ * task: requested), -1 (no such task) or -2 (its state does not allow it). */
+static const char admin_lua[] = LUA_COMMON
+    "local op, id, now = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+    "local m = getm(id)\n"
+    "if not m then return -1 end\n"
+    "local q = redis.call('HGET', KEYS[4], id) or ''\n"
+    "local name = redis.call('HGET', KEYS[2], id) or ''\n"
+    "if q ~= ARGV[4] or name ~= ARGV[5] then return redis.error_reply('CODASTALE') end\n"
+    "if ARGV[6] ~= '-' and m[1] ~= tonumber(ARGV[6]) then return -2 end\n"
+    "local W, QI, N = KEYS[" LUA_DYN " + 1], KEYS[" LUA_DYN " + 2], KEYS[" LUA_DYN
+    " + 3]\n"
+    "if op == 'R' then\n"
+    "  local st = m[1]\n"
+    "  if not (st == 3 or st == 4 or st == 5 or (st == 0 and m[5] > now)) then return -2 "
+    "end\n"
+    "  redis.call('ZREM', KEYS[9], id)\n"
+    "  move(id, m, 0)\n"
+    "  m[5] = now\n"
+    "  m[7] = 0\n"
+    "  if m[2] >= m[3] then m[3] = m[2] + 1 end\n"
+    "  putm(id, m)\n"
+    "  redis.call('HDEL', KEYS[23], id)\n"
+    "  redis.call('ZADD', W, now, id)\n"
+    "  return 0\n"
+    "elseif op == 'C' then\n"
+    "  if m[1] == 1 then\n"
+    "    redis.call('HSET', KEYS[23], id, '1')\n"
+    "    return 1\n"
+    "  end\n"
+    "  if m[1] ~= 0 and m[1] ~= 3 then return -2 end\n"
+    "  redis.call('ZREM', W, id)\n"
+    "  move(id, m, 5)\n"
+    "  m[7] = now\n"
+    "  putm(id, m)\n"
+    "  redis.call('ZADD', KEYS[9], now, id)\n"
+    "  return 0\n"
+    "end\n"
+    "if m[1] == 1 then return -2 end\n"
+    "redis.call('HINCRBY', KEYS[18], q .. ':' .. m[1], -1)\n"
+    "for k = 1, 7 do redis.call('HDEL', KEYS[k], id) end\n"
+    "for k = 20, 24 do redis.call('HDEL', KEYS[k], id) end\n"
+    "redis.call('ZREM', KEYS[9], id)\n"
+    "redis.call('ZREM', KEYS[12 + m[1]], id)\n"
+    "redis.call('ZREM', W, id)\n"
+    "redis.call('ZREM', QI, id)\n"
+    "redis.call('ZREM', N, id)\n"
+    "return 0\n";
 
 /* KEYS: {N}:ids. ARGV: count. The id counter never starts again below
  * the server's clock in seconds times 2^20 (one id block per second, and
@@ -454,9 +565,21 @@ static const char reserve_lua[] =
     "if cur < floor then redis.call('SET', KEYS[1], string.format('%.0f', floor)) end\n"
     "return redis.call('INCRBY', KEYS[1], ARGV[1])\n";
 
-enum { S_COMMIT, S_CLAIM, S_EXPIRE, S_RENEW, S_READ, S_PURGE, S_RELEASE, S_RESERVE, S_COUNT };
-static const char *const scripts[S_COUNT] = {commit_lua, claim_lua, expire_lua, renew_lua,
-                                             read_lua,   purge_lua, release_lua, reserve_lua};
+enum {
+  S_COMMIT,
+  S_CLAIM,
+  S_EXPIRE,
+  S_RENEW,
+  S_READ,
+  S_PURGE,
+  S_RELEASE,
+  S_RESERVE,
+  S_ADMIN,
+  S_COUNT
+};
+static const char *const scripts[S_COUNT] = {commit_lua,  claim_lua,   expire_lua,
+                                             renew_lua,   read_lua,    purge_lua,
+                                             release_lua, reserve_lua, admin_lua};
 
 /* ---- the store --------------------------------------------------------------- */
 
@@ -914,6 +1037,12 @@ static const char *str_or_null(const redisReply *r) {
   return r && r->type == REDIS_REPLY_STRING ? r->str : NULL;
 }
 
+/* What parse_record() allocated for a record read with its outcome. */
+static void record_done(coda__task_record *r) {
+  free((void *)r->errors);
+  r->errors = NULL;
+}
+
 /* A record from {id, meta, name, key, queue, args-or-error, [result]}:
  * pointers into the reply, which must outlive it. */
 static int parse_record(const redisReply *t, int with_outcome, coda__task_record *r) {
@@ -948,6 +1077,25 @@ static int parse_record(const redisReply *t, int with_outcome, coda__task_record
     if (t->elements > 6 && t->element[6]->type == REDIS_REPLY_STRING) {
       r->result = t->element[6]->str;
       r->result_len = t->element[6]->len;
+    }
+    if (t->elements > 12) { /* version 3: read_lua */
+      if (t->element[7]->type == REDIS_REPLY_STRING) {
+        r->args = t->element[7]->str;
+        r->args_len = t->element[7]->len;
+      }
+      r->trace = str_or_null(t->element[8]);
+      r->origin = str_or_null(t->element[9]);
+      const char *rid = str_or_null(t->element[10]);
+      r->request_id = rid ? strtoull(rid, NULL, 10) : 0;
+      r->cancel_requested =
+          t->element[11]->type == REDIS_REPLY_INTEGER && t->element[11]->integer == 1;
+      /* The history is parsed into a block of its own: the caller frees
+       * r->errors (record_done()). */
+      const redisReply *e = t->element[12];
+      coda_task_error *errors = NULL;
+      if (e->type == REDIS_REPLY_STRING)
+        r->n_errors = coda__errors_from_json(e->str, e->len, &errors);
+      r->errors = errors;
     }
   } else if (t->element[5]->type == REDIS_REPLY_STRING) {
     r->args = t->element[5]->str;
@@ -1227,6 +1375,9 @@ static int redis_enqueue(coda__store *base, const coda__task_record *r, int owne
   rc = rc ? rc : args_i64(a, r->attempts);
   rc = rc ? rc : args_str(a, owned ? "1" : "0");
   rc = rc ? rc : args_i64(a, owned ? lease_until : 0);
+  rc = rc ? rc : args_str(a, r->trace ? r->trace : "");
+  rc = rc ? rc : args_str(a, r->origin ? r->origin : "");
+  rc = rc ? rc : args_fmt(a, "%" PRIu64, r->request_id);
   rc = rc ? rc : names_add(&s->batch_names, r->name);
   if (rc == 0 && names_find(&s->known, queue) < 0)
     rc = names_add(&s->batch_queues, queue);
@@ -1259,7 +1410,7 @@ static int push_outcome(args *a, const coda__task_record *r) {
 static int redis_finish(coda__store *base, const coda__task_record *r) {
   redis_store *s = (redis_store *)base;
   if (r->state != CODA_STATE_SUCCEEDED && r->state != CODA_STATE_FAILED &&
-      r->state != CODA_STATE_DEAD) {
+      r->state != CODA_STATE_DEAD && r->state != CODA_STATE_CANCELLED) {
     /* A queued or running "outcome" would leave the task in no waiting
      * set, never claimed again. */
     set_err(s, "redis store: task %" PRIu64 ": an outcome cannot be state %d", r->id,
@@ -1626,7 +1777,8 @@ static int redis_renew(coda__store *base, const coda__lease *l, int n,
     rc = CODA_ESTORE;
   }
   for (int i = 0; rc == 0 && i < n; i++)
-    lost[i] = r->element[i]->integer != 0;
+    lost[i] =
+        (unsigned char)(r->element[i]->integer == 2 ? 2 : r->element[i]->integer != 0);
   if (r)
     freeReplyObject(r);
   return rc;
@@ -1771,8 +1923,10 @@ static int redis_get(coda__store *base, uint64_t id, coda_task_info **out) {
       rc = CODA_ENOTFOUND;
     else if (parse_record(t, 1, &rec) != 0)
       rc = CODA_ESTORE;
-    else
+    else {
       rc = (*out = coda__task_info_from_record(&rec)) ? 0 : CODA_ENOMEM;
+      record_done(&rec);
+    }
   }
   if (r)
     freeReplyObject(r);
@@ -1785,9 +1939,9 @@ static int find_index(const redis_store *s, const coda__task_filter *f, args *ke
     return key_of(s, keys, "n:", f->name);
   if (f->queue)
     return key_of(s, keys, "qi:", f->queue);
-  if (f->state >= 0 && f->state <= CODA_STATE_DEAD)
+  if (f->state >= 0 && f->state <= CODA_STATE_CANCELLED)
     return args_str(keys, s->keys[K_STATE0 + f->state]);
-  for (int st = 0; st <= CODA_STATE_DEAD; st++) /* every state: merged */
+  for (int st = 0; st <= CODA_STATE_CANCELLED; st++) /* every state: merged */
     if (args_str(keys, s->keys[K_STATE0 + st]) != 0)
       return CODA_ENOMEM;
   return 0;
@@ -1819,7 +1973,7 @@ static int next_ids(redis_store *s, const args *index, const char *after, int pa
   }
   char **all = NULL;
   int nall = 0;
-  redisReply *replies[5] = {0};
+  redisReply *replies[6] = {0};
   for (int i = 0; i < index->n; i++) {
     void *r = NULL;
     if (redisGetReply(s->side.c, &r) != REDIS_OK) {
@@ -1894,6 +2048,7 @@ static int gather(redis_store *s, const coda__task_filter *f, coda__info_list *o
         continue; /* deleted since the index was read */
       if (matches(f, &rec))
         rc = coda__info_list_add(out, &rec);
+      record_done(&rec);
     }
     freeReplyObject(r);
     if (ids.n < FIND_PAGE)
@@ -2114,6 +2269,385 @@ static int redis_purge(coda__store *base, int64_t finished_before, int limit) {
   return n;
 }
 
+/* ---- version 3 ------------------------------------------------------------ */
+
+/* HGET of one field of a task (a hash of the fixed ones) on link l: a
+ * malloc'd copy, NULL when missing (*rc 0) or on failure (*rc < 0). */
+static char *task_field(redis_store *s, conn *l, int key, const char *idhex, int *rc) {
+  *rc = link_ready(s, l);
+  if (*rc)
+    return NULL;
+  redisReply *r =
+      check_reply(s, link_simple(s, l, 3, "HGET", s->keys[key], idhex), "HGET");
+  if (!r) {
+    *rc = CODA_ESTORE;
+    return NULL;
+  }
+  char *v = r->type == REDIS_REPLY_STRING ? strndup(r->str, r->len) : NULL;
+  if (r->type == REDIS_REPLY_STRING && !v)
+    *rc = CODA_ENOMEM;
+  freeReplyObject(r);
+  return v;
+}
+
+/* One action (admin_lua) on the store thread's link: 0, 1, CODA_ENOTFOUND,
+ * CODA_ESTATE or < 0. `state` -1: any; `queue` NULL: any (else a task of
+ * another queue is left alone: CODA_ESTATE). The task's queue and name
+ * are read first (the script needs their keys); if they changed
+ * meanwhile, once more. */
+static int admin_one(redis_store *s, char op, uint64_t id, int64_t now, int state,
+                     const char *queue) {
+  char idhex[24];
+  snprintf(idhex, sizeof idhex, "%016" PRIx64, id);
+  for (int attempt = 0; attempt < 3; attempt++) {
+    int rc;
+    char *q = task_field(s, &s->main, K_QUEUE, idhex, &rc);
+    char *name = rc ? NULL : task_field(s, &s->main, K_NAME, idhex, &rc);
+    if (rc == 0 && queue && (!q || strcmp(q, queue) != 0))
+      rc = CODA_ESTATE;
+    args keys = {0}, argv = {0};
+    if (rc == 0)
+      rc = fixed_keys(s, &keys);
+    rc = rc ? rc : key_of(s, &keys, "w:", q ? q : "");
+    rc = rc ? rc : key_of(s, &keys, "qi:", q ? q : "");
+    rc = rc ? rc : key_of(s, &keys, "n:", name ? name : "");
+    rc = rc ? rc : args_push(&argv, &op, 1);
+    rc = rc ? rc : args_str(&argv, idhex);
+    rc = rc ? rc : args_i64(&argv, now);
+    rc = rc ? rc : args_str(&argv, q ? q : "");
+    rc = rc ? rc : args_str(&argv, name ? name : "");
+    rc = rc ? rc : state < 0 ? args_str(&argv, "-") : args_i64(&argv, state);
+    free(q);
+    free(name);
+    redisReply *r = NULL;
+    if (rc == 0)
+      rc = run_script(s, &s->main, S_ADMIN, &keys, &argv, &r);
+    args_free(&keys);
+    args_free(&argv);
+    int stale = rc && r && r->type == REDIS_REPLY_ERROR && strstr(r->str, "CODASTALE");
+    if (rc == 0) {
+      long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -3;
+      rc = v == -1            ? CODA_ENOTFOUND
+           : v == -2          ? CODA_ESTATE
+           : v == 0 || v == 1 ? (int)v
+                              : CODA_ESTORE;
+      if (v == -3)
+        set_err(s, "redis store: unexpected reply to an action");
+    }
+    if (r)
+      freeReplyObject(r);
+    if (!stale)
+      return rc;
+  }
+  set_err(s, "redis store: task %" PRIu64 " keeps changing", id);
+  return CODA_ESTORE;
+}
+
+static int redis_retry(coda__store *base, uint64_t id, int64_t now) {
+  return admin_one((redis_store *)base, 'R', id, now, -1, NULL);
+}
+
+static int redis_cancel(coda__store *base, uint64_t id, int64_t now) {
+  return admin_one((redis_store *)base, 'C', id, now, -1, NULL);
+}
+
+static int redis_remove(coda__store *base, uint64_t id) {
+  return admin_one((redis_store *)base, 'D', id, 0, -1, NULL);
+}
+
+/* The tasks in `state` (its index, read whole: an operator's action), one
+ * action each: how many it applied to, or < 0. */
+static long bulk(redis_store *s, char op, coda_task_state state, const char *queue,
+                 int64_t now) {
+  if ((int)state < 0 || state > CODA_STATE_CANCELLED)
+    return CODA_EINVAL;
+  int rc = link_ready(s, &s->main);
+  if (rc)
+    return rc;
+  redisReply *ids = check_reply(
+      s, link_simple(s, &s->main, 4, "ZRANGE", s->keys[K_STATE0 + state], "0", "-1"),
+      "ZRANGE");
+  if (!ids)
+    return CODA_ESTORE;
+  long n = 0;
+  for (size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; i++) {
+    rc = admin_one(s, op, parse_id(ids->element[i]), now, (int)state, queue);
+    if (rc == 0)
+      n++;
+    else if (rc != CODA_ENOTFOUND && rc != CODA_ESTATE) {
+      n = rc;
+      break;
+    }
+  }
+  freeReplyObject(ids);
+  return n;
+}
+
+static long redis_retry_all(coda__store *base, coda_task_state state, const char *queue,
+                            int64_t now) {
+  return bulk((redis_store *)base, 'R', state, queue, now);
+}
+
+static long redis_remove_all(coda__store *base, coda_task_state state,
+                             const char *queue) {
+  return bulk((redis_store *)base, 'D', state, queue, 0);
+}
+
+/* The reply of a pipelined command, or NULL (the link dropped). */
+static redisReply *pipe_reply(redis_store *s, conn *l) {
+  void *r = NULL;
+  if (redisGetReply(l->c, &r) != REDIS_OK) {
+    set_err(s, "redis %s:%d: %s", s->host, s->port, l->c->errstr);
+    link_drop(l);
+    return NULL;
+  }
+  return r;
+}
+
+static long long hash_number(const redisReply *h, const char *field) {
+  for (size_t i = 0; h && h->type == REDIS_REPLY_ARRAY && i + 1 < h->elements; i += 2)
+    if (strcmp(h->element[i]->str, field) == 0)
+      return strtoll(h->element[i + 1]->str, NULL, 10);
+  return 0;
+}
+
+static int is_member(const redisReply *set, const char *name) {
+  for (size_t i = 0; set && set->type == REDIS_REPLY_ARRAY && i < set->elements; i++)
+    if (strcmp(set->element[i]->str, name) == 0)
+      return 1;
+  return 0;
+}
+
+/* One queue from what was read: counts, totals, paused; then its waiting
+ * set's scheduled count and oldest due (two more replies). */
+static void fill_queue(coda_queue_info *q, const redisReply *counts,
+                       const redisReply *totals, const redisReply *paused,
+                       const redisReply *sched, const redisReply *oldest) {
+  char field[128];
+  for (int st = 0; st <= CODA_STATE_CANCELLED; st++) {
+    snprintf(field, sizeof field, "%s:%d", q->name, st);
+    long long v = hash_number(counts, field);
+    q->counts[st] = v > 0 ? (long)v : 0;
+  }
+  snprintf(field, sizeof field, "%s:p", q->name);
+  q->processed = (long)hash_number(totals, field);
+  snprintf(field, sizeof field, "%s:f", q->name);
+  q->failed = (long)hash_number(totals, field);
+  q->paused = is_member(paused, q->name);
+  q->scheduled = sched && sched->type == REDIS_REPLY_INTEGER ? (long)sched->integer : 0;
+  if (oldest && oldest->type == REDIS_REPLY_ARRAY && oldest->elements == 2)
+    q->oldest_due_at = strtoll(oldest->element[1]->str, NULL, 10);
+}
+
+static int by_queue_name(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Reads on the side link, no scan: the queues and paused sets, the counts
+ * and totals hashes (one field per queue and state), and per queue a
+ * ZCOUNT and a ZRANGEBYSCORE LIMIT 1 of its waiting set; pipelined. */
+static int redis_queue_stats(coda__store *base, int64_t now, coda__queue_fn fn,
+                             void *user) {
+  redis_store *s = (redis_store *)base;
+  redisReply *head[4] = {0}, **per = NULL;
+  char **qnames = NULL;
+  size_t nq = 0;
+  uv_mutex_lock(&s->side_mu);
+  int rc = link_ready(s, &s->side);
+  const char *fixed[4][2] = {{"SMEMBERS", s->keys[K_QUEUES]},
+                             {"SMEMBERS", s->keys[K_PAUSED]},
+                             {"HGETALL", s->keys[K_COUNTS]},
+                             {"HGETALL", s->keys[K_TOTALS]}};
+  for (int i = 0; rc == 0 && i < 4; i++)
+    if (redisAppendCommand(s->side.c, "%s %s", fixed[i][0], fixed[i][1]) != REDIS_OK)
+      rc = CODA_ENOMEM;
+  for (int i = 0; rc == 0 && i < 4; i++)
+    if (!(head[i] = pipe_reply(s, &s->side)) || head[i]->type == REDIS_REPLY_ERROR)
+      rc = CODA_ESTORE;
+  /* The queues known, and paused ones that never had a task. */
+  for (int k = 0; rc == 0 && k < 2; k++)
+    for (size_t i = 0; head[k]->type == REDIS_REPLY_ARRAY && i < head[k]->elements; i++) {
+      const char *name = head[k]->element[i]->str;
+      int seen = 0;
+      for (size_t j = 0; j < nq; j++)
+        seen |= strcmp(qnames[j], name) == 0;
+      char **grown = seen ? qnames : realloc(qnames, (nq + 1) * sizeof *qnames);
+      if (!grown || (!seen && !(grown[nq] = strdup(name)))) {
+        rc = CODA_ENOMEM;
+        break;
+      }
+      qnames = grown;
+      nq += !seen;
+    }
+  if (rc == 0 && nq)
+    qsort(qnames, nq, sizeof *qnames, by_queue_name);
+  per = nq ? calloc(nq * 2, sizeof *per) : NULL;
+  if (nq && !per)
+    rc = CODA_ENOMEM;
+  char now_s[32], after_s[32];
+  snprintf(now_s, sizeof now_s, "%lld", (long long)now);
+  snprintf(after_s, sizeof after_s, "(%lld", (long long)now);
+  for (size_t i = 0; rc == 0 && i < nq; i++) {
+    char key[200];
+    snprintf(key, sizeof key, "%sw:%s", s->tag, qnames[i]);
+    if (redisAppendCommand(s->side.c, "ZCOUNT %s %s +inf", key, after_s) != REDIS_OK ||
+        redisAppendCommand(s->side.c, "ZRANGEBYSCORE %s -inf %s WITHSCORES LIMIT 0 1",
+                           key, now_s) != REDIS_OK)
+      rc = CODA_ENOMEM;
+  }
+  for (size_t i = 0; rc == 0 && i < nq * 2; i++)
+    if (!(per[i] = pipe_reply(s, &s->side)))
+      rc = CODA_ESTORE;
+  if (rc == CODA_ENOMEM && s->side.c)
+    link_drop(&s->side); /* what was queued is out of step */
+  uv_mutex_unlock(&s->side_mu);
+  int given = 0, stop = 0;
+  for (size_t i = 0; i < nq; i++) {
+    if (rc == 0 && !stop) {
+      coda_queue_info q = {.name = qnames[i]};
+      fill_queue(&q, head[2], head[3], head[1], per[2 * i], per[2 * i + 1]);
+      given++;
+      stop = fn(&q, user);
+    }
+    free(qnames[i]);
+    if (per && per[2 * i])
+      freeReplyObject(per[2 * i]);
+    if (per && per[2 * i + 1])
+      freeReplyObject(per[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; i++)
+    if (head[i])
+      freeReplyObject(head[i]);
+  free(per);
+  free(qnames);
+  return rc ? rc : given;
+}
+
+/* A node's record: {N}:node:ID holds its JSON and lapses with it (PX);
+ * {N}:nodes lists the ids by when they lapse, so nodes() reads the live
+ * ones without a scan. On the heartbeat's link. */
+static int redis_node_beat(coda__store *base, const coda_node_info *n, int64_t now,
+                           int64_t ttl_ms) {
+  redis_store *s = (redis_store *)base;
+  char key[512];
+  snprintf(key, sizeof key, "%snode:%s", s->tag, n->id);
+  json_t *o = json_pack(
+      "{s:s,s:s,s:i,s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:s}", "id", n->id, "host", n->host,
+      "pid", n->pid, "role", n->role, "queues", n->queues, "listen", n->listen, "running",
+      n->running, "processed", (json_int_t)n->processed, "started_at",
+      (json_int_t)n->started_at, "last_seen", (json_int_t)now, "version", n->version);
+  char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  if (!text)
+    return CODA_ENOMEM;
+  char ttl[32], until[32];
+  snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
+  snprintf(until, sizeof until, "%lld", (long long)(now + ttl_ms));
+  uv_mutex_lock(&s->renew_mu);
+  int rc = link_ready(s, &s->renew);
+  redisReply *a = NULL, *b = NULL;
+  if (rc == 0) { /* the ids of records lapsed by now go (their records did) */
+    char before[32];
+    snprintf(before, sizeof before, "(%lld", (long long)now);
+    redisReply *gone = link_simple(s, &s->renew, 4, "ZREMRANGEBYSCORE", s->keys[K_NODES],
+                                   "-inf", before);
+    if (gone)
+      freeReplyObject(gone);
+    else
+      rc = CODA_ESTORE; /* the link dropped: not used again before link_ready() */
+  }
+  if (rc == 0 && ttl_ms > 0) {
+    a = link_simple(s, &s->renew, 5, "SET", key, text, "PX", ttl);
+    b = a ? link_simple(s, &s->renew, 4, "ZADD", s->keys[K_NODES], until, n->id) : NULL;
+  } else if (rc == 0) { /* withdrawn */
+    a = link_simple(s, &s->renew, 2, "DEL", key);
+    b = a ? link_simple(s, &s->renew, 3, "ZREM", s->keys[K_NODES], n->id) : NULL;
+  }
+  uv_mutex_unlock(&s->renew_mu);
+  free(text);
+  if (rc == 0 && (!(a = check_reply(s, a, "SET")) || !(b = check_reply(s, b, "ZADD"))))
+    rc = CODA_ESTORE;
+  if (a)
+    freeReplyObject(a);
+  if (b)
+    freeReplyObject(b);
+  return rc;
+}
+
+static int node_from_json(const char *text, size_t len, coda_node_info *n,
+                          json_t **keep) {
+  json_t *o = json_loadb(text, len, 0, NULL);
+  if (!json_is_object(o)) {
+    json_decref(o);
+    return -1;
+  }
+  *keep = o;
+#define NODE_STR(f)                                                                      \
+  (json_string_value(json_object_get(o, f)) ? json_string_value(json_object_get(o, f))   \
+                                            : "")
+  *n = (coda_node_info){
+      .id = NODE_STR("id"),
+      .host = NODE_STR("host"),
+      .pid = (int)json_integer_value(json_object_get(o, "pid")),
+      .role = NODE_STR("role"),
+      .queues = NODE_STR("queues"),
+      .listen = NODE_STR("listen"),
+      .running = (int)json_integer_value(json_object_get(o, "running")),
+      .processed = (long)json_integer_value(json_object_get(o, "processed")),
+      .started_at = json_integer_value(json_object_get(o, "started_at")),
+      .last_seen = json_integer_value(json_object_get(o, "last_seen")),
+      .version = NODE_STR("version")};
+#undef NODE_STR
+  return 0;
+}
+
+static int redis_nodes(coda__store *base, int64_t now, coda__node_fn fn, void *user) {
+  redis_store *s = (redis_store *)base;
+  char from[32];
+  snprintf(from, sizeof from, "(%lld", (long long)now);
+  uv_mutex_lock(&s->side_mu);
+  int rc = link_ready(s, &s->side);
+  redisReply *ids = NULL, *recs = NULL;
+  if (rc == 0) {
+    ids = check_reply(
+        s, link_simple(s, &s->side, 4, "ZRANGEBYSCORE", s->keys[K_NODES], from, "+inf"),
+        "ZRANGEBYSCORE");
+    rc = ids ? 0 : CODA_ESTORE;
+  }
+  if (rc == 0 && ids->type == REDIS_REPLY_ARRAY && ids->elements) {
+    args a = {0};
+    rc = args_str(&a, "MGET");
+    for (size_t i = 0; rc == 0 && i < ids->elements; i++) {
+      char key[512];
+      snprintf(key, sizeof key, "%snode:%s", s->tag, ids->element[i]->str);
+      rc = args_str(&a, key);
+    }
+    recs = rc ? NULL : check_reply(s, link_command(s, &s->side, &a), "MGET");
+    args_free(&a);
+    if (rc == 0 && !recs)
+      rc = CODA_ESTORE;
+  }
+  uv_mutex_unlock(&s->side_mu);
+  int given = 0, stop = 0;
+  for (size_t i = 0;
+       rc == 0 && !stop && recs && recs->type == REDIS_REPLY_ARRAY && i < recs->elements;
+       i++) {
+    const redisReply *e = recs->element[i];
+    coda_node_info n;
+    json_t *keep = NULL;
+    if (e->type != REDIS_REPLY_STRING || node_from_json(e->str, e->len, &n, &keep) != 0)
+      continue; /* lapsed between the two reads */
+    given++;
+    stop = fn(&n, user);
+    json_decref(keep);
+  }
+  if (ids)
+    freeReplyObject(ids);
+  if (recs)
+    freeReplyObject(recs);
+  return rc ? rc : given;
+}
+
 static const coda__store_methods redis_methods = {
     .version = CODA__STORE_VERSION,
     .name = "redis",
@@ -2143,4 +2677,12 @@ static const coda__store_methods redis_methods = {
     .paused = redis_paused,
     .duplicates = redis_duplicates,
     .release = redis_release,
+    .retry = redis_retry,
+    .cancel = redis_cancel,
+    .remove = redis_remove,
+    .retry_all = redis_retry_all,
+    .remove_all = redis_remove_all,
+    .queue_stats = redis_queue_stats,
+    .node_beat = redis_node_beat,
+    .nodes = redis_nodes,
 };

@@ -39,7 +39,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 /* How long a write waits for a lock another program holds before the batch
  * fails (and its responses become 503): a client is waiting meanwhile. */
 #define BUSY_TIMEOUT_MS 1000
@@ -64,6 +64,16 @@ enum {
   ST_EXPIRE,
   ST_PAUSE,
   ST_PAUSED,
+  ST_QUEUE_KNOWN,
+  ST_FINISH_READ,
+  ST_QUEUE_TOTALS,
+  ST_RETRY,
+  ST_CANCEL,
+  ST_CANCEL_RUNNING,
+  ST_REMOVE,
+  ST_EXISTS,
+  ST_RETRY_ALL,
+  ST_REMOVE_ALL,
   ST_COUNT_
 };
 
@@ -71,21 +81,30 @@ enum {
 #define CLAIMED_COLUMNS                                                                  \
   "id,name,key,args,attempts,max_attempts,created_at,run_at,progress,token,queue"
 #define NOT_PAUSED "queue NOT IN (SELECT name FROM coda_queues WHERE paused=1)"
+/* What get, list and find read (read_record()). */
+#define RECORD_COLUMNS                                                                   \
+  "id,name,key,state,attempts,max_attempts,created_at,run_at,started_at,finished_at,"    \
+  "progress,error,result,queue,trace,request_id,origin,cancel_req,errors,args"
+/* retry(): what becomes of a task run again now (?2: now). */
+#define RETRY_SET                                                                        \
+  "UPDATE coda_tasks SET state=0,run_at=?2,finished_at=0,cancel_req=0,max_attempts="     \
+  "CASE WHEN attempts>=max_attempts THEN attempts+1 ELSE max_attempts END "
 #define CLAIM_SET                                                                        \
   "UPDATE coda_tasks SET state=1,owned=1,lease_until=?1,attempts=attempts+1,"            \
   "token=token+1 WHERE id IN (SELECT id FROM coda_tasks WHERE owned=0 AND "              \
   "state IN (0,3) AND run_at<=?2 AND " NOT_PAUSED
 
 static const char *const sql[ST_COUNT_] = {
-    [ST_INSERT] = "INSERT INTO coda_tasks(id,name,key,args,state,attempts,max_attempts,"
-                  "created_at,run_at,owned,lease_until,token,queue) "
-                  "VALUES(?1,?2,?3,?4,?9,?5,?6,?7,?8,?9,?10,?9,?11)",
+    [ST_INSERT] =
+        "INSERT INTO coda_tasks(id,name,key,args,state,attempts,max_attempts,"
+        "created_at,run_at,owned,lease_until,token,queue,trace,request_id,origin) "
+        "VALUES(?1,?2,?3,?4,?9,?5,?6,?7,?8,?9,?10,?9,?11,?12,?13,?14)",
     [ST_CLAIM] = CLAIM_SET " ORDER BY run_at LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
     [ST_CLAIM_QUEUE] =
         CLAIM_SET " AND queue=?4 ORDER BY run_at LIMIT ?3) RETURNING " CLAIMED_COLUMNS,
     [ST_FINISH] = "UPDATE coda_tasks SET state=?2,attempts=?3,run_at=?4,started_at=?5,"
-                  "finished_at=?6,progress=?7,error=?8,result=?9,owned=0,lease_until=0 "
-                  "WHERE id=?1 AND token=?10 AND owned=1",
+                  "finished_at=?6,progress=?7,error=?8,result=?9,owned=0,lease_until=0,"
+                  "errors=coalesce(?11,errors) WHERE id=?1 AND token=?10 AND owned=1",
     [ST_PROGRESS] = "UPDATE coda_tasks SET progress=?2 WHERE id=?1",
     [ST_RESERVE] =
         "UPDATE coda_meta SET value=value+?1 WHERE name='next_id' RETURNING value",
@@ -108,8 +127,26 @@ static const char *const sql[ST_COUNT_] = {
     [ST_PAGES] = "PRAGMA page_count",
     [ST_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
     [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
-    [ST_PURGE] = "DELETE FROM coda_tasks WHERE id IN (SELECT id FROM coda_tasks "
-                 "WHERE state IN (2,4) AND finished_at<?1 ORDER BY finished_at LIMIT ?2)",
+    [ST_PURGE] =
+        "DELETE FROM coda_tasks WHERE id IN (SELECT id FROM coda_tasks "
+        "WHERE state IN (2,4,5) AND finished_at<?1 ORDER BY finished_at LIMIT ?2)",
+    [ST_QUEUE_KNOWN] = "INSERT INTO coda_queues(name) VALUES(?1) ON CONFLICT DO NOTHING",
+    [ST_FINISH_READ] = "SELECT cancel_req,errors,queue FROM coda_tasks WHERE id=?1 AND "
+                       "token=?2 AND owned=1",
+    [ST_QUEUE_TOTALS] = "INSERT INTO coda_queues(name,processed,failed) VALUES(?1,?2,?3) "
+                        "ON CONFLICT(name) DO UPDATE SET processed=processed+excluded."
+                        "processed,failed=failed+excluded.failed",
+    [ST_RETRY] = RETRY_SET "WHERE id=?1 AND owned=0 AND (state IN (3,4,5) OR "
+                           "(state=0 AND run_at>?2))",
+    [ST_CANCEL] = "UPDATE coda_tasks SET state=5,finished_at=?2 WHERE id=?1 AND owned=0 "
+                  "AND state IN (0,3)",
+    [ST_CANCEL_RUNNING] = "UPDATE coda_tasks SET cancel_req=1 WHERE id=?1 AND state=1",
+    [ST_REMOVE] = "DELETE FROM coda_tasks WHERE id=?1 AND state<>1",
+    [ST_EXISTS] = "SELECT 1 FROM coda_tasks WHERE id=?1",
+    [ST_RETRY_ALL] = RETRY_SET "WHERE state=?1 AND owned=0 AND state IN (3,4,5) AND "
+                               "(?3 IS NULL OR queue=?3)",
+    [ST_REMOVE_ALL] = "DELETE FROM coda_tasks WHERE state=?1 AND state<>1 AND "
+                      "(?2 IS NULL OR queue=?2)",
 };
 
 /* Version 1. Tasks waiting for a claim are the only ones in the partial
@@ -158,6 +195,15 @@ static const char *const schema_v3 =
     "CREATE INDEX IF NOT EXISTS coda_tasks_leased ON coda_tasks(lease_until) WHERE "
     "owned=1;";
 
+/* Version 4 (store interface version 3): the request that added a task,
+ * a running task's cancel request, its failed attempts (JSON), each
+ * queue's totals; cancelled tasks (5) are finished ones for the purge;
+ * the tasks by queue and state (queue_stats() reads that index only). */
+static const char *const schema_v4 =
+    "DROP INDEX IF EXISTS coda_tasks_done;"
+    "CREATE INDEX coda_tasks_done ON coda_tasks(finished_at) WHERE state IN (2,4,5);"
+    "CREATE INDEX IF NOT EXISTS coda_tasks_queue_state ON coda_tasks(queue, state);";
+
 typedef struct sqlite_store {
   coda__store base;
   sqlite3 *db;
@@ -192,6 +238,11 @@ typedef struct sqlite_store {
   sqlite3 *hdb;
   sqlite3_stmt *renew;
   uv_mutex_t renew_mu;
+  /* Version 3: this process's node record (node_mu), and the queue
+   * statistics' statements on rdb (read_mu). */
+  uv_mutex_t node_mu;
+  coda__node_table nodes;
+  sqlite3_stmt *stats_queues, *stats_counts;
   char err[512];
 } sqlite_store;
 
@@ -330,6 +381,34 @@ static int migrate_v3(sqlite_store *s) {
   return rc ? rc : exec(s, schema_v3, "adding queues and leases");
 }
 
+static int add_columns(sqlite_store *s, const char *table, const char *const *cols,
+                       int n) {
+  int rc = 0;
+  for (int i = 0; rc == 0 && i < n; i++) {
+    char q[256];
+    snprintf(q, sizeof q, "ALTER TABLE %s ADD COLUMN %s", table, cols[i]);
+    rc = exec(s, q, "adding a column");
+  }
+  return rc;
+}
+
+static int migrate_v4(sqlite_store *s) {
+  static const char *const tasks[] = {
+      "trace TEXT", "request_id INTEGER NOT NULL DEFAULT 0", "origin TEXT",
+      "cancel_req INTEGER NOT NULL DEFAULT 0", "errors TEXT"};
+  static const char *const queues[] = {"processed INTEGER NOT NULL DEFAULT 0",
+                                       "failed INTEGER NOT NULL DEFAULT 0"};
+  int rc = add_columns(s, "coda_tasks", tasks, 5);
+  if (rc == 0)
+    rc = add_columns(s, "coda_queues", queues, 2);
+  if (rc == 0)
+    rc = exec(s,
+              "INSERT INTO coda_queues(name) SELECT DISTINCT queue FROM coda_tasks "
+              "WHERE true ON CONFLICT DO NOTHING",
+              "listing the queues");
+  return rc ? rc : exec(s, schema_v4, "indexing queues");
+}
+
 /* Brings the schema to SCHEMA_VERSION. Each step is one migration; a later
  * version adds `case 1:` and so on, falling through. */
 static int migrate(sqlite_store *s, const char *path) {
@@ -357,6 +436,10 @@ static int migrate(sqlite_store *s, const char *path) {
   case 2:
     if (rc == 0)
       rc = migrate_v3(s);
+    /* fall through */
+  case 3:
+    if (rc == 0)
+      rc = migrate_v4(s);
     break;
   }
   char set[64];
@@ -425,17 +508,24 @@ static int configure(sqlite_store *s, const char *path, long max_bytes) {
       return fail(s, s->db, "preparing statements");
   if ((rc = open_db(s, path, SQLITE_OPEN_READONLY, &s->rdb)) != 0)
     return rc;
-  if (sqlite3_prepare_v3(s->rdb,
-                         "SELECT id,name,key,state,attempts,max_attempts,created_at,run_at,"
-                         "started_at,finished_at,progress,error,result FROM coda_tasks "
-                         "WHERE id=?1",
+  if (sqlite3_prepare_v3(s->rdb, "SELECT " RECORD_COLUMNS " FROM coda_tasks WHERE id=?1",
                          -1, SQLITE_PREPARE_PERSISTENT, &s->get, NULL) != SQLITE_OK)
     return fail(s, s->rdb, "preparing statements");
   if (sqlite3_prepare_v3(s->rdb,
-                         "SELECT id,name,key,state,attempts,max_attempts,created_at,run_at,"
-                         "started_at,finished_at,progress,error,result FROM coda_tasks "
+                         "SELECT " RECORD_COLUMNS " FROM coda_tasks "
                          "WHERE state=?1 AND id>?2 ORDER BY id LIMIT ?3",
                          -1, SQLITE_PREPARE_PERSISTENT, &s->list, NULL) != SQLITE_OK)
+    return fail(s, s->rdb, "preparing statements");
+  if (sqlite3_prepare_v3(s->rdb, "SELECT name,paused,processed,failed FROM coda_queues",
+                         -1, SQLITE_PREPARE_PERSISTENT, &s->stats_queues,
+                         NULL) != SQLITE_OK ||
+      sqlite3_prepare_v3(s->rdb,
+                         "SELECT queue,state,count(*),"
+                         "sum(state IN (0,3) AND owned=0 AND run_at>?1),"
+                         "min(CASE WHEN state IN (0,3) AND owned=0 AND run_at<=?1 "
+                         "THEN run_at END) FROM coda_tasks GROUP BY queue,state",
+                         -1, SQLITE_PREPARE_PERSISTENT, &s->stats_counts,
+                         NULL) != SQLITE_OK)
     return fail(s, s->rdb, "preparing statements");
   if ((rc = open_db(s, path, SQLITE_OPEN_READWRITE, &s->cdb)) != 0)
     return rc;
@@ -446,7 +536,7 @@ static int configure(sqlite_store *s, const char *path, long max_bytes) {
   if (sqlite3_exec(s->hdb, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK ||
       sqlite3_prepare_v3(s->hdb,
                          "UPDATE coda_tasks SET lease_until=?1 WHERE id=?2 AND token=?3 "
-                         "AND owned=1",
+                         "AND owned=1 RETURNING cancel_req",
                          -1, SQLITE_PREPARE_PERSISTENT, &s->renew, NULL) != SQLITE_OK)
     return fail(s, s->hdb, "preparing statements");
   if (uv_thread_create(&s->ckpt_thread, checkpointer, s) != 0) {
@@ -470,6 +560,10 @@ static void sqlite_close(coda__store *base) {
   sqlite3_finalize(s->renew);
   sqlite3_close(s->hdb);
   uv_mutex_destroy(&s->renew_mu);
+  uv_mutex_destroy(&s->node_mu);
+  coda__node_table_free(&s->nodes);
+  sqlite3_finalize(s->stats_queues);
+  sqlite3_finalize(s->stats_counts);
   for (int i = 0; i < s->nserved; i++)
     free(s->served[i]);
   free(s->served);
@@ -500,6 +594,7 @@ int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
   s->lock_fd = -1;
   uv_mutex_init(&s->read_mu);
   uv_mutex_init(&s->renew_mu);
+  uv_mutex_init(&s->node_mu);
   uv_mutex_init(&s->ckpt_mu);
   uv_cond_init(&s->ckpt_cond);
   int rc = 0;
@@ -525,8 +620,15 @@ int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
 
 static int sqlite_recover(coda__store *base, int64_t now) {
   sqlite_store *s = (sqlite_store *)base;
-  (void)now;
-  /* The flock proves the previous owner dead: its claims are void. */
+  /* The flock proves the previous owner dead: its claims are void. Those
+   * an operator asked to stop end cancelled (store.h version 3). */
+  char cancelled[200];
+  snprintf(cancelled, sizeof cancelled,
+           "UPDATE coda_tasks SET owned=0, lease_until=0, state=5, finished_at=%lld "
+           "WHERE owned=1 AND state IN (0,1) AND cancel_req=1",
+           (long long)now);
+  if (exec(s, cancelled, "recovering claimed tasks") != 0)
+    return CODA_ESTORE;
   if (exec(s,
            "UPDATE coda_tasks SET owned=0, lease_until=0, state=0 "
            "WHERE owned=1 AND state IN (0,1)",
@@ -639,11 +741,18 @@ static int sqlite_enqueue(coda__store *base, const coda__task_record *r, int own
    * claim, running (1) with token 1; an unowned one is queued (0), token 0. */
   sqlite3_bind_int(st, 9, owned ? 1 : 0);
   sqlite3_bind_int64(st, 10, owned ? lease_until : 0);
-  sqlite3_bind_text(st, 11, r->queue ? r->queue : "default", -1, SQLITE_STATIC);
+  const char *queue = r->queue ? r->queue : "default";
+  sqlite3_bind_text(st, 11, queue, -1, SQLITE_STATIC);
+  bind_text_or_null(st, 12, r->trace);
+  sqlite3_bind_int64(st, 13, (sqlite3_int64)r->request_id);
+  bind_text_or_null(st, 14, r->origin);
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
-  if (rc == SQLITE_DONE)
-    return 0;
+  if (rc == SQLITE_DONE) {
+    sqlite3_stmt *known = s->st[ST_QUEUE_KNOWN]; /* for queue_stats() */
+    sqlite3_bind_text(known, 1, queue, -1, SQLITE_STATIC);
+    return step_done(s, known, "writing a task's queue");
+  }
   if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
     if (same_key(s, r->id, r->key))
       return CODA_EEXIST;
@@ -723,11 +832,65 @@ static void refuse(sqlite_store *s, uint64_t id, uint64_t lease) {
   s->refused[s->nrefused++] = (coda__lease){id, lease};
 }
 
+/* What finish() adds to a row it holds (store.h version 3): the state (a
+ * failure of a task whose cancel was requested is its end), the history
+ * with this failure (*errors, malloc'd; NULL: none), its queue's totals.
+ * *held 0: the row is not held under that token (finish() refuses it). */
+static int finish_extras(sqlite_store *s, const coda__task_record *r, int *held,
+                         coda_task_state *state, char **errors) {
+  sqlite3_stmt *st = s->st[ST_FINISH_READ];
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)r->id);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)r->lease);
+  int rc = sqlite3_step(st);
+  *held = rc == SQLITE_ROW;
+  *state = r->state;
+  *errors = NULL;
+  if (rc != SQLITE_ROW) {
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : fail(s, s->db, "recording a task's end");
+  }
+  if (*state == CODA_STATE_FAILED && sqlite3_column_int(st, 0))
+    *state = CODA_STATE_CANCELLED;
+  coda_task_error *old = NULL;
+  int n = coda__errors_from_json((const char *)sqlite3_column_text(st, 1),
+                                 (size_t)sqlite3_column_bytes(st, 1), &old);
+  char queue[128];
+  snprintf(queue, sizeof queue, "%s", (const char *)sqlite3_column_text(st, 2));
+  sqlite3_reset(st);
+  /* The history as the row had it, plus this failure (its strings are
+   * copied: `old` is one block). */
+  coda_task_error *list = NULL;
+  int len = 0, ok = 1;
+  for (int i = 0; ok && i < n; i++)
+    ok = coda__errors_push(&list, &len, old[i].attempt, old[i].at, old[i].error) == 0;
+  free(old);
+  if (ok && *state != CODA_STATE_SUCCEEDED)
+    ok = coda__errors_push(&list, &len, r->attempts, r->finished_at, r->error) == 0;
+  *errors = ok && len ? coda__errors_to_json(list, len) : NULL;
+  coda__errors_free(list, len);
+  st = s->st[ST_QUEUE_TOTALS];
+  sqlite3_bind_text(st, 1, queue, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int(st, 2, *state == CODA_STATE_SUCCEEDED);
+  sqlite3_bind_int(st, 3, *state != CODA_STATE_SUCCEEDED);
+  return step_done(s, st, "counting a task's end");
+}
+
 static int sqlite_finish(coda__store *base, const coda__task_record *r) {
   sqlite_store *s = (sqlite_store *)base;
+  int held;
+  coda_task_state state;
+  char *errors;
+  int rc = finish_extras(s, r, &held, &state, &errors);
+  if (rc)
+    return rc;
   sqlite3_stmt *st = s->st[ST_FINISH];
   sqlite3_bind_int64(st, 1, (sqlite3_int64)r->id);
-  sqlite3_bind_int(st, 2, (int)r->state);
+  sqlite3_bind_int(st, 2, (int)state);
+  (void)held; /* not held: the update below changes nothing */
+  if (errors) /* NULL (none, or out of memory): the history stays as it was */
+    sqlite3_bind_text(st, 11, errors, -1, free);
+  else
+    sqlite3_bind_null(st, 11);
   sqlite3_bind_int(st, 3, r->attempts);
   sqlite3_bind_int64(st, 4, r->run_at);
   sqlite3_bind_int64(st, 5, r->started_at);
@@ -736,7 +899,7 @@ static int sqlite_finish(coda__store *base, const coda__task_record *r) {
   bind_text_or_null(st, 8, r->error);
   bind_blob_or_null(st, 9, r->result, r->result_len);
   sqlite3_bind_int64(st, 10, (sqlite3_int64)r->lease);
-  int rc = step_done(s, st, "recording a task's end");
+  rc = step_done(s, st, "recording a task's end");
   if (rc == 0 && sqlite3_changes(s->db) == 0)
     refuse(s, r->id, r->lease);
   return rc;
@@ -778,7 +941,9 @@ static int64_t sqlite_next_due(coda__store *base) {
   return when;
 }
 
-static void read_record(sqlite3_stmt *st, coda__task_record *r) {
+/* Reads a row of RECORD_COLUMNS; returns the error history's block, which
+ * the caller frees once it is done with r (NULL: none). */
+static coda_task_error *read_record(sqlite3_stmt *st, coda__task_record *r) {
   r->id = (uint64_t)sqlite3_column_int64(st, 0);
   r->name = (const char *)sqlite3_column_text(st, 1);
   r->key = (const char *)sqlite3_column_text(st, 2);
@@ -793,6 +958,18 @@ static void read_record(sqlite3_stmt *st, coda__task_record *r) {
   r->error = (const char *)sqlite3_column_text(st, 11);
   r->result = sqlite3_column_blob(st, 12);
   r->result_len = (size_t)sqlite3_column_bytes(st, 12);
+  r->queue = (const char *)sqlite3_column_text(st, 13);
+  r->trace = (const char *)sqlite3_column_text(st, 14);
+  r->request_id = (uint64_t)sqlite3_column_int64(st, 15);
+  r->origin = (const char *)sqlite3_column_text(st, 16);
+  r->cancel_requested = sqlite3_column_int(st, 17);
+  coda_task_error *errors = NULL;
+  r->n_errors = coda__errors_from_json((const char *)sqlite3_column_text(st, 18),
+                                       (size_t)sqlite3_column_bytes(st, 18), &errors);
+  r->errors = errors;
+  r->args = sqlite3_column_blob(st, 19);
+  r->args_len = (size_t)sqlite3_column_bytes(st, 19);
+  return errors;
 }
 
 static int sqlite_get(coda__store *base, uint64_t id, coda_task_info **out) {
@@ -803,8 +980,9 @@ static int sqlite_get(coda__store *base, uint64_t id, coda_task_info **out) {
   int rc = sqlite3_step(st), ret = CODA_ENOTFOUND;
   if (rc == SQLITE_ROW) {
     coda__task_record r = {0};
-    read_record(st, &r);
+    coda_task_error *errors = read_record(st, &r);
     *out = coda__task_info_from_record(&r);
+    free(errors);
     ret = *out ? 0 : CODA_ENOMEM;
   } else if (rc != SQLITE_DONE) {
     ret = CODA_ESTORE;
@@ -827,8 +1005,10 @@ static int sqlite_list(coda__store *base, coda_task_state state, uint64_t after_
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     coda__task_record r = {0};
-    read_record(st, &r);
-    if (coda__info_list_add(&out, &r) != 0) {
+    coda_task_error *errors = read_record(st, &r);
+    int added = coda__info_list_add(&out, &r);
+    free(errors);
+    if (added != 0) {
       rc = SQLITE_NOMEM;
       break;
     }
@@ -871,8 +1051,7 @@ static sqlite3_stmt *find_statement(sqlite_store *s, int shape) {
     return s->find[shape];
   char q[512];
   snprintf(q, sizeof q,
-           "SELECT id,name,key,state,attempts,max_attempts,created_at,run_at,started_at,"
-           "finished_at,progress,error,result FROM coda_tasks WHERE id>?1%s%s%s "
+           "SELECT " RECORD_COLUMNS " FROM coda_tasks WHERE id>?1%s%s%s "
            "ORDER BY id LIMIT ?5",
            shape & FIND_STATE ? " AND state=?2" : "",
            shape & FIND_NAME ? " AND name=?3" : "",
@@ -888,8 +1067,10 @@ static int read_rows(sqlite3_stmt *st, coda__info_list *out) {
   int rc;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     coda__task_record r = {0};
-    read_record(st, &r);
-    if (coda__info_list_add(out, &r) != 0) {
+    coda_task_error *errors = read_record(st, &r);
+    int added = coda__info_list_add(out, &r);
+    free(errors);
+    if (added != 0) {
       rc = SQLITE_NOMEM;
       break;
     }
@@ -991,11 +1172,16 @@ static int sqlite_renew(coda__store *base, const coda__lease *l, int n,
     sqlite3_bind_int64(s->renew, 2, (sqlite3_int64)l[i].id);
     sqlite3_bind_int64(s->renew, 3, (sqlite3_int64)l[i].lease);
     int step = sqlite3_step(s->renew);
+    /* A row back: held (2: and asked to stop, store.h version 3). */
+    int cancel = step == SQLITE_ROW && sqlite3_column_int(s->renew, 0);
+    if (step == SQLITE_ROW)
+      step = sqlite3_step(s->renew);
+    int held = sqlite3_changes(s->hdb) > 0;
     sqlite3_reset(s->renew);
     if (step != SQLITE_DONE)
       rc = fail(s, s->hdb, "renewing leases");
     else
-      lost[i] = sqlite3_changes(s->hdb) == 0;
+      lost[i] = !held ? 1 : cancel ? 2 : 0;
   }
   if (rc == 0 && sqlite3_exec(s->hdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
     rc = fail(s, s->hdb, "renewing leases");
@@ -1013,12 +1199,15 @@ static int sqlite_release(coda__store *base, const coda__lease *l, int n) {
   if (n <= 0)
     return 0;
   sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2(s->db,
-                         "UPDATE coda_tasks SET owned=0, lease_until=0, "
-                         "attempts=MAX(attempts-1,0), "
-                         "state=CASE WHEN attempts>1 THEN 3 ELSE 0 END "
-                         "WHERE id=?1 AND token=?2 AND state=1 AND owned=1",
-                         -1, &st, NULL) != SQLITE_OK)
+  if (sqlite3_prepare_v2(
+          s->db,
+          "UPDATE coda_tasks SET owned=0, lease_until=0, "
+          "attempts=MAX(attempts-1,0), "
+          "state=CASE WHEN cancel_req=1 THEN 5 WHEN attempts>1 THEN 3 "
+          "ELSE 0 END, finished_at=CASE WHEN cancel_req=1 THEN "
+          "CAST(strftime('%s','now') AS INTEGER)*1000 ELSE finished_at END "
+          "WHERE id=?1 AND token=?2 AND state=1 AND owned=1",
+          -1, &st, NULL) != SQLITE_OK)
     return fail(s, s->db, "releasing claims");
   int rc = exec(s, "BEGIN IMMEDIATE", "releasing claims");
   for (int i = 0; rc == 0 && i < n; i++) {
@@ -1086,6 +1275,180 @@ static int sqlite_paused(coda__store *base, char *buf, size_t cap) {
   return out ? out : n;
 }
 
+/* ---- version 3 ------------------------------------------------------------ */
+
+/* An action that changed nothing: was the task there at all? */
+static int unchanged(sqlite_store *s, uint64_t id) {
+  sqlite3_stmt *st = s->st[ST_EXISTS];
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return fail(s, s->db, "reading a task");
+  return rc == SQLITE_ROW ? CODA_ESTATE : CODA_ENOTFOUND;
+}
+
+/* Steps an action's statement (its own transaction); how many rows it
+ * changed, or < 0. */
+static long run_action(sqlite_store *s, sqlite3_stmt *st, const char *what) {
+  int rc = step_done(s, st, what);
+  sqlite3_clear_bindings(st);
+  return rc ? rc : sqlite3_changes(s->db);
+}
+
+static int sqlite_retry(coda__store *base, uint64_t id, int64_t now) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_RETRY];
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+  sqlite3_bind_int64(st, 2, now);
+  long n = run_action(s, st, "retrying a task");
+  return n < 0 ? (int)n : n ? 0 : unchanged(s, id);
+}
+
+static int sqlite_cancel(coda__store *base, uint64_t id, int64_t now) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_CANCEL];
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+  sqlite3_bind_int64(st, 2, now);
+  long n = run_action(s, st, "cancelling a task");
+  if (n != 0)
+    return n < 0 ? (int)n : 0;
+  st = s->st[ST_CANCEL_RUNNING];
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+  n = run_action(s, st, "cancelling a task");
+  return n < 0 ? (int)n : n ? 1 : unchanged(s, id);
+}
+
+static int sqlite_remove(coda__store *base, uint64_t id) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_REMOVE];
+  sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+  long n = run_action(s, st, "deleting a task");
+  return n < 0 ? (int)n : n ? 0 : unchanged(s, id);
+}
+
+static long sqlite_retry_all(coda__store *base, coda_task_state state, const char *queue,
+                             int64_t now) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_RETRY_ALL];
+  sqlite3_bind_int(st, 1, (int)state);
+  sqlite3_bind_int64(st, 2, now);
+  bind_text_or_null(st, 3, queue);
+  return run_action(s, st, "retrying tasks");
+}
+
+static long sqlite_remove_all(coda__store *base, coda_task_state state,
+                              const char *queue) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st = s->st[ST_REMOVE_ALL];
+  sqlite3_bind_int(st, 1, (int)state);
+  bind_text_or_null(st, 2, queue);
+  return run_action(s, st, "deleting tasks");
+}
+
+typedef struct queue_rows {
+  coda_queue_info *q;
+  int n, cap;
+} queue_rows;
+
+static coda_queue_info *queue_row(queue_rows *l, const char *name) {
+  for (int i = 0; i < l->n; i++)
+    if (strcmp(l->q[i].name, name) == 0)
+      return &l->q[i];
+  if (l->n == l->cap) {
+    int cap = l->cap ? l->cap * 2 : 8;
+    coda_queue_info *grown = realloc(l->q, (size_t)cap * sizeof *grown);
+    if (!grown)
+      return NULL;
+    l->q = grown;
+    l->cap = cap;
+  }
+  char *copy = strdup(name);
+  if (!copy)
+    return NULL;
+  l->q[l->n] = (coda_queue_info){.name = copy};
+  return &l->q[l->n++];
+}
+
+static int by_queue_name(const void *a, const void *b) {
+  return strcmp(((const coda_queue_info *)a)->name, ((const coda_queue_info *)b)->name);
+}
+
+/* Two reads on rdb: the queues' table, and the counts by queue and state
+ * (the coda_tasks_queue_state index, not the rows). */
+static int read_queue_stats(sqlite_store *s, int64_t now, queue_rows *l) {
+  sqlite3_stmt *st = s->stats_queues;
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    coda_queue_info *q = queue_row(l, (const char *)sqlite3_column_text(st, 0));
+    if (!q)
+      break;
+    q->paused = sqlite3_column_int(st, 1);
+    q->processed = (long)sqlite3_column_int64(st, 2);
+    q->failed = (long)sqlite3_column_int64(st, 3);
+  }
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE)
+    return rc == SQLITE_ROW ? CODA_ENOMEM : fail(s, s->rdb, "reading the queues");
+  st = s->stats_counts;
+  sqlite3_bind_int64(st, 1, now);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    coda_queue_info *q = queue_row(l, (const char *)sqlite3_column_text(st, 0));
+    int state = sqlite3_column_int(st, 1);
+    if (!q)
+      break;
+    if (state >= 0 && state <= CODA_STATE_CANCELLED)
+      q->counts[state] += (long)sqlite3_column_int64(st, 2);
+    q->scheduled += (long)sqlite3_column_int64(st, 3);
+    int64_t oldest = sqlite3_column_int64(st, 4); /* NULL reads as 0 */
+    if (oldest && (!q->oldest_due_at || oldest < q->oldest_due_at))
+      q->oldest_due_at = oldest;
+  }
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE)
+    return rc == SQLITE_ROW ? CODA_ENOMEM : fail(s, s->rdb, "counting the tasks");
+  return 0;
+}
+
+static int sqlite_queue_stats(coda__store *base, int64_t now, coda__queue_fn fn,
+                              void *user) {
+  sqlite_store *s = (sqlite_store *)base;
+  queue_rows l = {0};
+  uv_mutex_lock(&s->read_mu);
+  int rc = read_queue_stats(s, now, &l);
+  uv_mutex_unlock(&s->read_mu);
+  if (rc == 0 && l.n > 1)
+    qsort(l.q, (size_t)l.n, sizeof *l.q, by_queue_name);
+  int given = 0, stop = 0;
+  for (int i = 0; i < l.n; i++) {
+    if (rc == 0 && !stop) {
+      given++;
+      stop = fn(&l.q[i], user);
+    }
+    free((char *)l.q[i].name);
+  }
+  free(l.q);
+  return rc ? rc : given;
+}
+
+static int sqlite_node_beat(coda__store *base, const coda_node_info *n, int64_t now,
+                            int64_t ttl_ms) {
+  sqlite_store *s = (sqlite_store *)base;
+  uv_mutex_lock(&s->node_mu);
+  int rc = coda__node_table_beat(&s->nodes, n, now, ttl_ms);
+  uv_mutex_unlock(&s->node_mu);
+  return rc;
+}
+
+static int sqlite_nodes(coda__store *base, int64_t now, coda__node_fn fn, void *user) {
+  sqlite_store *s = (sqlite_store *)base;
+  coda__node_list l = {0};
+  uv_mutex_lock(&s->node_mu);
+  int rc = coda__node_table_collect(&s->nodes, now, &l);
+  uv_mutex_unlock(&s->node_mu);
+  return rc ? rc : coda__node_list_deliver(&l, fn, user);
+}
+
 static const coda__store_methods sqlite_methods = {
     .version = CODA__STORE_VERSION,
     .name = "sqlite",
@@ -1114,4 +1477,12 @@ static const coda__store_methods sqlite_methods = {
     .progress_leased = sqlite_progress_leased,
     .paused = sqlite_paused,
     .release = sqlite_release,
+    .retry = sqlite_retry,
+    .cancel = sqlite_cancel,
+    .remove = sqlite_remove,
+    .retry_all = sqlite_retry_all,
+    .remove_all = sqlite_remove_all,
+    .queue_stats = sqlite_queue_stats,
+    .node_beat = sqlite_node_beat,
+    .nodes = sqlite_nodes,
 };

@@ -44,12 +44,37 @@ static char *put_str(char **p, const char *s) {
 }
 
 coda_task_info *coda__task_info_from_record(const coda__task_record *r) {
-  size_t size = sizeof(coda_task_info) + str_size(r->name) + str_size(r->key) +
-                str_size(r->error) + r->result_len + 1;
+  int n_errors = r->errors ? r->n_errors : 0;
+  size_t errors_size = 0;
+  for (int i = 0; i < n_errors; i++)
+    errors_size += str_size(r->errors[i].error ? r->errors[i].error : "");
+  /* The error array first, right behind the struct, so it stays aligned. */
+  size_t size = sizeof(coda_task_info) + (size_t)n_errors * sizeof(coda_task_error) +
+                str_size(r->name) + str_size(r->key) + str_size(r->error) +
+                r->result_len + 1 + str_size(r->queue ? r->queue : "default") +
+                str_size(r->trace) + str_size(r->origin) + errors_size + r->args_len;
   coda_task_info *info = malloc(size);
   if (!info)
     return NULL;
-  char *p = (char *)(info + 1);
+  coda_task_error *errors = (coda_task_error *)(info + 1);
+  char *p = (char *)(errors + n_errors);
+  info->queue = put_str(&p, r->queue ? r->queue : "default");
+  info->trace = put_str(&p, r->trace);
+  info->origin = put_str(&p, r->origin);
+  info->request_id = r->request_id;
+  info->cancel_requested = r->cancel_requested;
+  info->n_errors = n_errors;
+  info->errors = n_errors ? errors : NULL;
+  for (int i = 0; i < n_errors; i++) {
+    errors[i] = r->errors[i];
+    errors[i].error = put_str(&p, r->errors[i].error ? r->errors[i].error : "");
+  }
+  info->args_len = r->args ? r->args_len : 0;
+  info->args = NULL;
+  if (r->args && r->args_len) {
+    info->args = memcpy(p, r->args, r->args_len);
+    p += r->args_len;
+  }
   info->id = r->id;
   info->state = r->state;
   info->name = put_str(&p, r->name ? r->name : "");
@@ -75,7 +100,8 @@ coda_task_info *coda__task_info_from_record(const coda__task_record *r) {
 void coda_task_info_free(coda_task_info *info) { free(info); }
 
 const char *coda_task_state_name(coda_task_state state) {
-  static const char *const names[] = {"queued", "running", "succeeded", "failed", "dead"};
+  static const char *const names[] = {"queued", "running", "succeeded",
+                                      "failed", "dead",    "cancelled"};
   return (unsigned)state < sizeof names / sizeof names[0] ? names[state] : "unknown";
 }
 
@@ -149,4 +175,173 @@ int coda__info_list_deliver(coda__info_list *l, coda_task_list_fn fn, void *user
   l->items = NULL;
   l->n = l->cap = 0;
   return given;
+}
+
+/* ---- error histories --------------------------------------------------------- */
+
+void coda__errors_free(coda_task_error *errors, int n) {
+  for (int i = 0; i < n; i++)
+    free((char *)errors[i].error);
+  free(errors);
+}
+
+int coda__errors_push(coda_task_error **errors, int *n, int attempt, int64_t at,
+                      const char *error) {
+  char *copy = strdup(error ? error : "");
+  if (!copy)
+    return CODA_ENOMEM;
+  if (*n == CODA_TASK_ERRORS_KEPT) { /* the oldest goes */
+    free((char *)(*errors)[0].error);
+    memmove(*errors, *errors + 1, (size_t)(*n - 1) * sizeof **errors);
+    (*n)--;
+  } else {
+    coda_task_error *grown = realloc(*errors, (size_t)(*n + 1) * sizeof **errors);
+    if (!grown) {
+      free(copy);
+      return CODA_ENOMEM;
+    }
+    *errors = grown;
+  }
+  (*errors)[(*n)++] = (coda_task_error){attempt, at, copy};
+  return 0;
+}
+
+char *coda__errors_to_json(const coda_task_error *errors, int n) {
+  json_t *a = json_array();
+  for (int i = 0; a && i < n; i++)
+    json_array_append_new(a, json_pack("[i,I,s]", errors[i].attempt,
+                                       (json_int_t)errors[i].at,
+                                       errors[i].error ? errors[i].error : ""));
+  char *out = a ? json_dumps(a, JSON_COMPACT) : NULL;
+  json_decref(a);
+  return out;
+}
+
+int coda__errors_from_json(const char *text, size_t len, coda_task_error **out) {
+  *out = NULL;
+  json_t *a = text && len ? json_loadb(text, len, 0, NULL) : NULL;
+  size_t n = json_is_array(a) ? json_array_size(a) : 0;
+  size_t bytes = 0;
+  for (size_t i = 0; i < n; i++) {
+    json_t *e = json_array_get(a, i);
+    bytes += json_string_length(json_array_get(e, 2)) + 1;
+  }
+  coda_task_error *errors = n ? malloc(n * sizeof *errors + bytes) : NULL;
+  if (!errors) {
+    json_decref(a);
+    return 0;
+  }
+  char *p = (char *)(errors + n);
+  for (size_t i = 0; i < n; i++) {
+    json_t *e = json_array_get(a, i);
+    const char *msg = json_string_value(json_array_get(e, 2));
+    errors[i].attempt = (int)json_integer_value(json_array_get(e, 0));
+    errors[i].at = (int64_t)json_integer_value(json_array_get(e, 1));
+    errors[i].error = put_str(&p, msg ? msg : "");
+  }
+  json_decref(a);
+  *out = errors;
+  return (int)n;
+}
+
+/* ---- nodes kept in this process ---------------------------------------------- */
+
+struct coda__node_slot {
+  coda_node_info info; /* its strings in `strings` */
+  char *strings;
+  int64_t expires_at;
+};
+
+/* info's strings copied into one block (*block), pointing into it. */
+static int copy_node(const coda_node_info *n, coda_node_info *to, char **block) {
+  const char *fields[] = {n->id, n->host, n->role, n->queues, n->listen, n->version};
+  size_t size = 0;
+  for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
+    size += str_size(fields[i] ? fields[i] : "");
+  char *p = malloc(size);
+  if (!p)
+    return CODA_ENOMEM;
+  *block = p;
+  *to = *n;
+  to->id = put_str(&p, n->id ? n->id : "");
+  to->host = put_str(&p, n->host ? n->host : "");
+  to->role = put_str(&p, n->role ? n->role : "");
+  to->queues = put_str(&p, n->queues ? n->queues : "");
+  to->listen = put_str(&p, n->listen ? n->listen : "");
+  to->version = put_str(&p, n->version ? n->version : "");
+  return 0;
+}
+
+int coda__node_table_beat(coda__node_table *t, const coda_node_info *n, int64_t now,
+                          int64_t ttl_ms) {
+  int i = 0;
+  while (i < t->n && strcmp(t->slots[i].info.id, n->id) != 0)
+    i++;
+  if (i == t->n) {
+    struct coda__node_slot *grown = realloc(t->slots, (size_t)(t->n + 1) * sizeof *grown);
+    if (!grown)
+      return CODA_ENOMEM;
+    t->slots = grown;
+    t->slots[t->n].strings = NULL;
+  }
+  coda_node_info copy;
+  char *block;
+  if (copy_node(n, &copy, &block) != 0)
+    return CODA_ENOMEM;
+  if (i == t->n)
+    t->n++;
+  free(t->slots[i].strings);
+  t->slots[i].info = copy;
+  t->slots[i].info.last_seen = now;
+  t->slots[i].strings = block;
+  t->slots[i].expires_at = now + ttl_ms;
+  return 0;
+}
+
+int coda__node_table_collect(const coda__node_table *t, int64_t now,
+                             coda__node_list *out) {
+  out->n = 0;
+  out->items = t->n ? calloc((size_t)t->n, sizeof *out->items) : NULL;
+  out->strings = t->n ? calloc((size_t)t->n, sizeof *out->strings) : NULL;
+  if (t->n && (!out->items || !out->strings)) {
+    free(out->items);
+    free(out->strings);
+    return CODA_ENOMEM;
+  }
+  for (int i = 0; i < t->n; i++) {
+    if (t->slots[i].expires_at <= now)
+      continue;
+    if (copy_node(&t->slots[i].info, &out->items[out->n], &out->strings[out->n]) != 0) {
+      out->n++;
+      coda__node_list_deliver(out, NULL, NULL);
+      return CODA_ENOMEM;
+    }
+    out->n++;
+  }
+  return 0;
+}
+
+int coda__node_list_deliver(coda__node_list *l, coda__node_fn fn, void *user) {
+  int given = 0, stop = 0;
+  for (int i = 0; i < l->n; i++) {
+    if (fn && !stop && l->strings[i]) {
+      given++;
+      stop = fn(&l->items[i], user);
+    }
+    free(l->strings[i]);
+  }
+  free(l->items);
+  free(l->strings);
+  l->items = NULL;
+  l->strings = NULL;
+  l->n = 0;
+  return given;
+}
+
+void coda__node_table_free(coda__node_table *t) {
+  for (int i = 0; i < t->n; i++)
+    free(t->slots[i].strings);
+  free(t->slots);
+  t->slots = NULL;
+  t->n = 0;
 }

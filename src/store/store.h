@@ -58,7 +58,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CODA__STORE_VERSION 2
+#define CODA__STORE_VERSION 3
 
 typedef struct coda__store coda__store;
 
@@ -89,7 +89,22 @@ typedef struct coda__task_record {
    * token but the current one of a running task (the fencing rule above:
    * 0 is never current). */
   uint64_t lease;
+  /* Version 3. Written by enqueue() (the request that added the task),
+   * read back by get(), find() and list(); a store ignores them in the
+   * records it is given elsewhere. */
+  const char *trace;   /* traceparent, NULL: none */
+  uint64_t request_id; /* 0: none */
+  const char *origin;  /* "METHOD /pattern", NULL: none */
+  /* Read only (get, find, list): set by cancel() on a running task, and
+   * the failed attempts finish() recorded (the last CODA_TASK_ERRORS_KEPT). */
+  int cancel_requested;
+  int n_errors;
+  const coda_task_error *errors;
 } coda__task_record;
+
+/* What queue_stats() reports of a queue; nodes() of a process. */
+typedef int (*coda__queue_fn)(const coda_queue_info *q, void *user);
+typedef int (*coda__node_fn)(const coda_node_info *n, void *user);
 
 /* One claim the engine holds: the task and the token of its claim. */
 typedef struct coda__lease {
@@ -233,6 +248,50 @@ typedef struct coda__store_methods {
    * attempt); others are left alone. Outside a batch. Returns 0 or < 0.
    * May be NULL (the lease then ends and expire() counts an attempt). */
   int (*release)(coda__store *s, const coda__lease *l, int n);
+  /* ---- Version 3: what operators see and do (include/coda.h "operators'
+   * actions and views"). -------------------------------------------------
+   * The actions are made outside a batch, like pause(), each atomic and
+   * durable when it returns, from the store thread (before the run: from
+   * the configuring thread). They return CODA_ENOTFOUND for an unknown id
+   * and CODA_ESTATE when the task's state does not allow it.
+   *
+   * Rules every store keeps besides:
+   *  - finish() counts the attempt in its queue's processed (SUCCEEDED) or
+   *    failed (FAILED, DEAD, CANCELLED) totals, appends a FAILED or DEAD
+   *    outcome's error to the task's history (attempt, finished_at, error;
+   *    the last CODA_TASK_ERRORS_KEPT), and writes a FAILED outcome of a
+   *    task whose cancel was requested as CANCELLED (it is not retried,
+   *    whichever process ran it);
+   *  - renew() sets lost[i] = 2 for a claim that holds but whose task was
+   *    asked to stop (cancel()): its lease is renewed all the same;
+   *  - CANCELLED is a final state: purge() deletes it past the retention
+   *    like SUCCEEDED and DEAD. */
+  /* DEAD, FAILED, CANCELLED, or QUEUED with run_at > now: becomes QUEUED,
+   * due at `now`, unclaimed, cancel request cleared; when its attempts
+   * reached max_attempts, max_attempts becomes attempts + 1. */
+  int (*retry)(coda__store *s, uint64_t id, int64_t now);
+  /* QUEUED or FAILED: becomes CANCELLED (finished_at now), returns 0.
+   * RUNNING: its cancel is requested, returns 1 (the outcome decides). */
+  int (*cancel)(coda__store *s, uint64_t id, int64_t now);
+  /* Any state but RUNNING: the task is deleted, id and key forgotten. */
+  int (*remove)(coda__store *s, uint64_t id);
+  /* retry() or remove() on every task in `state` of `queue` (NULL: all).
+   * Returns how many, or < 0. */
+  long (*retry_all)(coda__store *s, coda_task_state state, const char *queue,
+                    int64_t now);
+  long (*remove_all)(coda__store *s, coda_task_state state, const char *queue);
+  /* Each queue known (tasks were added to it, or it is paused), by name,
+   * to fn until it returns nonzero, with no lock of the store held. Any
+   * thread, and cheap: counters the store keeps, no scan of the tasks.
+   * Returns how many fn got, or < 0. */
+  int (*queue_stats)(coda__store *s, int64_t now, coda__queue_fn fn, void *user);
+  /* This process's node record, written (or replaced) now; it is no longer
+   * listed once `ttl_ms` has passed without another beat. Any thread (the
+   * heartbeat's), serialised like renew(). */
+  int (*node_beat)(coda__store *s, const coda_node_info *n, int64_t now, int64_t ttl_ms);
+  /* The node records not expired at `now`, to fn until it returns nonzero.
+   * Any thread. Returns how many fn got, or < 0. */
+  int (*nodes)(coda__store *s, int64_t now, coda__node_fn fn, void *user);
 } coda__store_methods;
 
 /* What commit() returns when it cannot know whether the batch was applied
@@ -279,6 +338,37 @@ int coda__info_list_add(coda__info_list *l, const coda__task_record *r);
 /* Calls fn on each until it returns nonzero, frees them all; returns how
  * many fn got. */
 int coda__info_list_deliver(coda__info_list *l, coda_task_list_fn fn, void *user);
+
+/* Appends an error to a history (errors[0..*n), each with its message
+ * malloc'd), keeping the last CODA_TASK_ERRORS_KEPT. CODA_ENOMEM. */
+int coda__errors_push(coda_task_error **errors, int *n, int attempt, int64_t at,
+                      const char *error);
+void coda__errors_free(coda_task_error *errors, int n);
+/* A history as JSON ([[attempt,at,"error"],..]) in a malloc'd string, and
+ * back (the messages of *out in one block with it: free(*out) once).
+ * NULL/0 when there is none or it does not parse. */
+char *coda__errors_to_json(const coda_task_error *errors, int n);
+int coda__errors_from_json(const char *json, size_t len, coda_task_error **out);
+
+/* The nodes of a store that keeps them in this process (memory, SQLite):
+ * the records beaten here, under the store's own lock. */
+typedef struct coda__node_table {
+  struct coda__node_slot *slots;
+  int n;
+} coda__node_table;
+int coda__node_table_beat(coda__node_table *t, const coda_node_info *n, int64_t now,
+                          int64_t ttl_ms);
+/* Copies the live records into a list handed to fn after the caller's
+ * lock is released: call _collect under it, then _deliver. */
+typedef struct coda__node_list {
+  coda_node_info *items;
+  char **strings; /* one block per item */
+  int n;
+} coda__node_list;
+int coda__node_table_collect(const coda__node_table *t, int64_t now,
+                             coda__node_list *out);
+int coda__node_list_deliver(coda__node_list *l, coda__node_fn fn, void *user);
+void coda__node_table_free(coda__node_table *t);
 
 /* Unix time in ms. */
 int64_t coda__unix_ms(void);

@@ -8,12 +8,44 @@
 #include "app/exchange.h"
 #include "tasks/task.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 /* The engine's state on the loop serving this response (NULL when the
  * loop has none: the engine was made after the server started). */
 static coda__task_loop *res_loop(const coda_res *res, const coda__engine *e) {
   return coda__loop_slot(coda__conn_loop(res->conn), e->loop_slot);
+}
+
+/* A traceparent worth keeping: printable ASCII of a sane length (W3C's is
+ * 55 characters; later versions may add fields). Anything else is not
+ * stored: it reaches an operator's screen. */
+#define TRACE_MAX 256
+
+static int valid_trace(const char *v) {
+  size_t n = 0;
+  for (; v[n]; n++)
+    if (n == TRACE_MAX || v[n] < 0x21 || v[n] > 0x7e)
+      return 0;
+  return n > 0;
+}
+
+/* The request a run's durable tasks come from: its traceparent, and its
+ * method with the pattern of the route that matched (never the raw path:
+ * that may hold ids or tokens). Out of memory, they are not recorded.
+ * Noted when the first durable task is added: no copy for a response
+ * of in-memory tasks. */
+static void note_origin(coda_res *res, coda_tasks *run) {
+  if (!res->conn)
+    return;
+  const coda_req *req = &((coda__exchange *)coda__conn_exchange(res->conn))->req;
+  const char *trace = coda_req_header(req, "traceparent");
+  const coda__route *route = req->match.route;
+  char origin[300];
+  if (route && req->method)
+    snprintf(origin, sizeof origin, "%s %s", req->method, route->pattern);
+  coda__tasks_set_origin(run, trace && valid_trace(trace) ? trace : NULL,
+                         route && req->method ? origin : NULL);
 }
 
 static coda_tasks *res_run(coda_res *res) {
@@ -42,6 +74,9 @@ static int res_add(coda_res *res, coda_task_def *def, coda_task_opts *opts, cons
   coda_tasks *run = res_run(res);
   if (!run)
     return CODA_ENOMEM;
+  /* Only durable tasks keep it: no copy for a response of in-memory ones. */
+  if (((o.flags & CODA_TASK_DURABLE) || def->durable) && !run->origin_set)
+    note_origin(res, run);
   if ((rc = coda__run_add(run, def, &o, fmt, ap)) == 0)
     coda__opts_write_id(opts, o.id);
   return rc;
@@ -87,6 +122,8 @@ int coda_res_attach_tasks(coda_res *res, coda_tasks *list) {
   if (!run)
     return CODA_ENOMEM;
   for (int i = 0; i < list->n; i++) {
+    if (list->tasks[i]->durable && !run->origin_set)
+      note_origin(res, run);
     int rc = coda__run_append(run, list->tasks[i]);
     if (rc) {
       list->next = i; /* what was not moved is dropped by the free */
@@ -143,6 +180,8 @@ static int ext_route(void *data, coda_res *res, void *route_ext) {
     int rc = coda__task_clone(templates->tasks[i], &t);
     if (rc)
       return rc;
+    if (t->durable && !run->origin_set)
+      note_origin(res, run);
     if ((rc = coda__run_append(run, t)) != 0) {
       coda__task_drop(t, "out of memory");
       return rc;

@@ -446,7 +446,15 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
   r->started_at = t->began_at ? t->began_at : now;
   r->finished_at = now;
   r->progress = failed ? progress : 1.0;
-  if (!failed) {
+  atomic_fetch_add_explicit(&d->processed, 1, memory_order_relaxed);
+  if (failed && atomic_load(&t->cancel_requested)) {
+    /* An operator asked it to stop: not retried (the store would write
+     * it so anyway, store.h version 3). */
+    r->state = CODA_STATE_CANCELLED;
+    CODA__LOG(e->app, CODA_LOG_WARN, "task %s (id %llu) is cancelled (attempt %d): %s",
+              t->def->name, (unsigned long long)t->id, t->attempt,
+              message ? message : "failed");
+  } else if (!failed) {
     r->state = CODA_STATE_SUCCEEDED;
     op->result = t->result;
     r->result = t->result;

@@ -23,7 +23,8 @@ typedef enum {
   CODA__OP_FINISH,
   CODA__OP_PROGRESS,
   CODA__OP_SYNC,
-  CODA__OP_PAUSE /* outside any batch: written before it (lease.c) */
+  CODA__OP_PAUSE, /* outside any batch: written before it (lease.c) */
+  CODA__OP_ADMIN  /* an operator's action, likewise (ops.c) */
 } coda__op_kind;
 
 typedef struct coda__store_op {
@@ -85,6 +86,24 @@ typedef struct coda__pause_op {
   int paused;
   int done; /* under mu */
 } coda__pause_op;
+
+typedef enum {
+  CODA__ADMIN_RETRY,
+  CODA__ADMIN_CANCEL,
+  CODA__ADMIN_DELETE,
+  CODA__ADMIN_RETRY_ALL,
+  CODA__ADMIN_DELETE_ALL
+} coda__admin_kind;
+
+typedef struct coda__admin_op {
+  coda__store_op op; /* op.rc: the store's answer */
+  coda__admin_kind what;
+  uint64_t id;
+  coda_task_state state;
+  const char *queue; /* the caller's, which waits */
+  long count;        /* the bulk forms' result */
+  int done;          /* under mu */
+} coda__admin_op;
 
 typedef struct coda__sync_op {
   coda__store_op op;
@@ -152,6 +171,13 @@ struct coda__durable {
    * written unclaimed. */
   char paused[1024];
   char err[512]; /* last error, for coda_app_store_error (under mu) */
+  /* This process as a node of the store (ops.c): set at the start, read
+   * by the heartbeat; `processed` counts the attempts ended here. */
+  char node_id[320];
+  char node_host[256];
+  int64_t node_started_at;
+  int64_t next_beat; /* heartbeat thread only: unix ms of the next node beat */
+  atomic_long processed;
 };
 
 static inline int64_t now_ms(void) { return coda__unix_ms(); }
@@ -189,5 +215,21 @@ int64_t coda__durable_backoff(coda__durable *d, const coda_task_def *def, int at
  * `below` (tokens only grow), is marked lost. Any thread but the registry
  * lock's holder. */
 void coda__lease_mark_lost(coda__durable *d, uint64_t id, uint64_t below);
+
+/* ---- operators' actions and views (ops.c) ---- */
+/* Store thread: takes the admin ops out of `batch` and writes them, each
+ * alone, waking their callers. */
+void coda__ops_write_admin(coda__durable *d, coda__queue *batch);
+/* The running task of this id, if alive here, is asked to stop
+ * (coda_task_cancelled(), a PROCESS worker told at once and killed after
+ * the grace period). Any thread but the registry lock's holder. */
+void coda__ops_cancel_live(coda__durable *d, uint64_t id);
+/* Names this process as a node (at the start, before the heartbeat). */
+void coda__ops_node_init(coda__durable *d);
+/* Heartbeat thread: writes this process's node record when it is due
+ * (gone 1: at the stop, the record is withdrawn). */
+void coda__ops_node_beat(coda__durable *d, int gone);
+/* How often a node beats, and after how long its record lapses. */
+int64_t coda__ops_beat_every_ms(const coda__durable *d);
 
 #endif /* CODA_TASKS_DURABLE_H */

@@ -300,18 +300,26 @@ static void renew_all(coda__durable *d, lease_list *l) {
     return;
   }
   d->hb_failing = 0;
-  for (int i = 0; i < l->n; i++)
-    if (lost[i])
+  for (int i = 0; i < l->n; i++) {
+    if (lost[i] == 1) {
       coda__lease_mark_lost(d, l->items[i].id, l->items[i].lease + 1);
-    else
-      renewed(d, &l->items[i], until);
+      continue;
+    }
+    renewed(d, &l->items[i], until);
+    if (lost[i] == 2) /* held, and an operator asked it to stop (store.h v3) */
+      coda__ops_cancel_live(d, l->items[i].id);
+  }
   free(lost);
 }
 
 static void heartbeat_main(void *arg) {
   coda__durable *d = arg;
-  uint64_t every_ns = (uint64_t)d->engine->app->opt.task_lease * 1000000u / 3;
+  /* A third of the lease, so that two beats may fail before it ends; at
+   * most the node beat's interval, so that operators see this process
+   * (and a cancel reaches its tasks) within seconds. */
+  uint64_t every_ns = (uint64_t)coda__ops_beat_every_ms(d) * 1000000u;
   lease_list l = {0};
+  coda__ops_node_beat(d, 0);
   uv_mutex_lock(&d->hb_mu);
   for (;;) {
     uint64_t until = uv_hrtime() + every_ns;
@@ -329,9 +337,11 @@ static void heartbeat_main(void *arg) {
       continue;
     uv_mutex_unlock(&d->hb_mu);
     renew_all(d, &l);
+    coda__ops_node_beat(d, 0);
     uv_mutex_lock(&d->hb_mu);
   }
   uv_mutex_unlock(&d->hb_mu);
+  coda__ops_node_beat(d, 1); /* stopping: no longer listed */
   free(l.items);
 }
 
@@ -351,6 +361,7 @@ int coda__lease_start(coda__durable *d) {
   coda__lease_refresh_paused(d);
   d->hb_stop = 0;
   d->hb_failing = 0;
+  coda__ops_node_init(d);
   if (!s->m->renew)
     return 0;
   if (uv_thread_create(&d->hb_thread, heartbeat_main, d) != 0)

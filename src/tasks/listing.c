@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ANY_STATES ((1u << (CODA_STATE_DEAD + 1)) - 1)
+#define ANY_STATES ((1u << (CODA_STATE_CANCELLED + 1)) - 1)
 #define PAGE_NO_LIMIT 1000 /* rows per store read when the caller set no limit */
 
 typedef struct live_id {
@@ -141,7 +141,7 @@ static int read_page(list_merge *m, int page) {
   coda__store *s = m->d->store;
   int one_state = m->states && !(m->states & (m->states - 1));
   int state = -1;
-  for (int i = 0; one_state && i <= CODA_STATE_DEAD; i++)
+  for (int i = 0; one_state && i <= CODA_STATE_CANCELLED; i++)
     if (m->states == CODA_STATE_BIT(i))
       state = i;
   if (s->m->version >= 2 && s->m->find) {
@@ -227,7 +227,7 @@ int coda_task_find(coda_app *app, const coda_task_filter *filter, coda_task_list
 
 int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int limit,
                    coda_task_list_fn fn, void *user) {
-  if (!fn || limit < 0 || state < CODA_STATE_QUEUED || state > CODA_STATE_DEAD)
+  if (!fn || limit < 0 || state < CODA_STATE_QUEUED || state > CODA_STATE_CANCELLED)
     return CODA_EINVAL;
   if (limit == 0)
     return 0;

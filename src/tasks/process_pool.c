@@ -77,6 +77,7 @@ typedef struct worker {
   int begun; /* the head has begun (or is known to be skipped) */
   int alive;
   int killed_for_timeout;
+  int killed_for_cancel; /* coda_task_cancel(): past its grace period */
   int handles_open;
   int index;
 } worker;
@@ -263,6 +264,9 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
     finish_current(w, 0, NULL, 1);
   } else if (t && w->killed_for_timeout) {
     finish_current(w, CODA_ETIMEDOUT, NULL, 0); /* already reported */
+  } else if (t && w->killed_for_cancel) {
+    finish_current(w, CODA_EHANDLER,
+                   "cancelled: its worker was killed after the grace period", 0);
   } else if (t) {
     if (signo)
       snprintf(why, sizeof why, "worker %d killed by signal %d (%s)", (int)proc->pid,
@@ -281,6 +285,7 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
   if (!p->stopping)
     coda__stat_add(p->engine, CODA_EXEC_PROCESS, CODA_STAT_RESTARTED, 1);
   w->killed_for_timeout = 0;
+  w->killed_for_cancel = 0;
   close_worker(w);
   dispatch(p); /* its requeued tasks, to the workers still alive */
 }
@@ -293,6 +298,25 @@ static void on_timeout(uv_timer_t *timer) {
   w->killed_for_timeout = 1;
   coda__task_report(t, CODA_STAT_TIMED_OUT, "past its timeout; its worker is killed");
   uv_process_kill(&w->proc, SIGKILL);
+}
+
+void coda__process_pool_watch(coda__process_pool *p, uint64_t now_ns) {
+  for (int i = 0; i < p->nworkers; i++) {
+    worker *w = &p->workers[i];
+    coda_task *t = current(w);
+    if (!t || !w->alive || !w->begun || t->skipping || w->killed_for_timeout ||
+        w->killed_for_cancel)
+      continue;
+    uint64_t at = atomic_load(&t->cancel_kill_ns);
+    if (!at || now_ns < at)
+      continue;
+    w->killed_for_cancel = 1;
+    coda_log(p->engine->app, CODA_LOG_WARN,
+             "task %s (id %llu) was cancelled and still runs after the grace period; "
+             "its worker %d is killed",
+             t->def->name, (unsigned long long)t->id, (int)w->proc.pid);
+    uv_process_kill(&w->proc, SIGKILL);
+  }
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {

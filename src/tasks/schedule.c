@@ -62,6 +62,10 @@ typedef struct schedule {
   int retries;
   uv_timer_t retry;
   int64_t failed_write; /* under the scheduler's mu: set by the store thread */
+  /* Under the scheduler's mu, for coda_app_schedules() (any thread): the
+   * due time armed, and the last one added. */
+  int64_t next_run, last_run;
+  char expr[128]; /* cron: the expression as given ("" for an interval) */
 } schedule;
 
 struct coda__scheduler {
@@ -169,6 +173,10 @@ static void add_due(schedule *sc, int64_t due) {
   }
   if (rc == 0) {
     atomic_fetch_add_explicit(&sc->owner->added, 1, memory_order_relaxed);
+    uv_mutex_lock(&sc->owner->mu);
+    if (due > sc->last_run)
+      sc->last_run = due;
+    uv_mutex_unlock(&sc->owner->mu);
     return;
   }
   if (rc == CODA_ESTATE) { /* the store stops: the app does too */
@@ -192,6 +200,9 @@ static void on_due(uv_timer_t *timer);
 static void arm(schedule *sc, int64_t after) {
   int64_t now = coda__unix_ms();
   sc->due = due_after(sc, after);
+  uv_mutex_lock(&sc->owner->mu);
+  sc->next_run = sc->due > 0 ? sc->due : 0;
+  uv_mutex_unlock(&sc->owner->mu);
   if (sc->due < 0)
     return; /* a cron expression with no due time left in 400 years */
   int64_t wait = sc->due > now ? sc->due - now : 0;
@@ -373,5 +384,29 @@ int coda_app_cron(coda_app *app, coda_task_def *def, const char *expr) {
     return CODA_EINVAL;
   }
   snprintf(sc.what, sizeof sc.what, "cron \"%.120s\" (UTC)", expr);
+  snprintf(sc.expr, sizeof sc.expr, "%s", expr);
   return add_schedule(app, def, &sc);
+}
+
+int coda_app_schedules(coda_app *app, int (*fn)(const coda_schedule_info *, void *),
+                       void *user) {
+  coda__engine *e = app ? coda__engine_peek(app) : NULL;
+  coda__scheduler *sch = e ? e->scheduler : NULL;
+  if (!fn)
+    return CODA_EINVAL;
+  int given = 0;
+  for (int i = 0; sch && i < sch->n; i++) {
+    schedule *sc = sch->items[i];
+    coda_schedule_info info = {.task = sc->def->name,
+                               .every_ms = sc->interval_ms,
+                               .cron = sc->interval_ms ? NULL : sc->expr};
+    uv_mutex_lock(&sch->mu);
+    info.next_run = sc->next_run;
+    info.last_run = sc->last_run;
+    uv_mutex_unlock(&sch->mu);
+    given++;
+    if (fn(&info, user))
+      break;
+  }
+  return given;
 }

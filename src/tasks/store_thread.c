@@ -115,6 +115,9 @@ static int write_task(coda__durable *d, coda_task *t, int64_t now) {
       .created_at = t->created_at,
       .run_at = delayed ? t->run_at : t->created_at,
       .queue = queue,
+      .trace = t->trace,
+      .request_id = t->request_id,
+      .origin = t->origin,
   };
   t->elsewhere = !delayed && !owned;
   t->lease = owned ? 1 : 0; /* an owned enqueue is the task's first claim */
@@ -159,6 +162,7 @@ static int apply(coda__durable *d, coda__store_op *op, int64_t now) {
   }
   case CODA__OP_SYNC:
   case CODA__OP_PAUSE: /* written apart, before the batch */
+  case CODA__OP_ADMIN:
     return 0;
   }
   return 0;
@@ -391,6 +395,7 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       uv_mutex_unlock(&d->mu);
       break;
     case CODA__OP_PAUSE: /* taken out of every batch before it is written */
+    case CODA__OP_ADMIN:
       break;
     }
   }
@@ -822,6 +827,7 @@ static void store_main(void *arg) {
     coda__queue_move(&batch, &fresh);
     uv_mutex_unlock(&d->mu);
     coda__lease_write_pauses(d, &batch);
+    coda__ops_write_admin(d, &batch);
     uv_mutex_lock(&d->id_mu);
     int refill = d->refill;
     uv_mutex_unlock(&d->id_mu);

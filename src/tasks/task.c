@@ -179,6 +179,9 @@ static void on_watch(uv_timer_t *t) {
   coda__thread_pool *pool = atomic_load(&e->threads);
   if (pool)
     coda__thread_pool_watch(pool, uv_hrtime());
+  coda__process_pool *procs = atomic_load(&e->procs);
+  if (procs)
+    coda__process_pool_watch(procs, uv_hrtime());
 }
 
 int coda__engine_start(coda__engine *e, uv_loop_t *control) {
@@ -539,6 +542,8 @@ int coda__task_clone(const coda_task *src, coda_task **out) {
 static void task_free(coda_task *t) {
   free(t->error);
   free(t->key);
+  free(t->trace);
+  free(t->origin);
   free(t->result);
   free(t);
 }
@@ -757,7 +762,25 @@ coda_tasks *coda_tasks_new(coda_app *app) {
 static void run_free(coda_tasks *run) {
   if (run->tasks != run->inline_tasks)
     free(run->tasks);
+  free(run->trace);
+  free(run->origin);
   free(run);
+}
+
+static int replace_str(char **at, const char *value) {
+  char *copy = value ? strdup(value) : NULL;
+  if (value && !copy)
+    return CODA_ENOMEM;
+  free(*at);
+  *at = copy;
+  return 0;
+}
+
+int coda__tasks_set_origin(coda_tasks *run, const char *trace, const char *origin) {
+  run->origin_set = 1;
+  if (replace_str(&run->trace, trace) != 0 || replace_str(&run->origin, origin) != 0)
+    return CODA_ENOMEM;
+  return 0;
 }
 
 void coda_tasks_free(coda_tasks *run) {
@@ -793,6 +816,10 @@ int coda__run_append(coda_tasks *run, coda_task *t) {
   }
   if (run->request_id)
     t->request_id = run->request_id; /* known from now on, for the logs */
+  if (t->durable && !t->stored &&
+      (replace_str(&t->trace, run->trace) != 0 ||
+       replace_str(&t->origin, run->origin) != 0))
+    return CODA_ENOMEM;
   run->tasks[run->n++] = t;
   if (t->durable && !t->stored)
     run->durable_unstored++;

@@ -124,11 +124,20 @@ struct coda_task {
   /* PROCESS: the pid of the worker running it (0: none), set and cleared
    * by the control loop, read by the heartbeat to tell the worker. */
   atomic_int worker_pid;
+  /* coda_task_cancel() asked this attempt to stop (set once, any thread):
+   * a failure then ends it as cancelled; a PROCESS task still running at
+   * cancel_kill_ns (uv_hrtime, 0: none) has its worker killed by the
+   * control loop's watch. */
+  atomic_int cancel_requested;
+  _Atomic uint64_t cancel_kill_ns;
   int attempt;            /* 1 for the first */
   int max_attempts;
   int64_t created_at; /* unix ms */
   int64_t run_at;     /* unix ms: not before (0: now) */
   char *key;          /* idempotency key or NULL (owned) */
+  /* Durable: the request that added it (owned, NULL: none), written with
+   * it to the store (coda_task_info.trace, .origin). */
+  char *trace, *origin;
   double progress;    /* under the durable registry lock */
   /* Its progress op not yet written, which takes `progress` when it is:
    * at most one per task (durable.c, under the registry lock). */
@@ -152,6 +161,10 @@ struct coda_tasks {
   coda__task_loop *loop;
   uint64_t request_id;
   int durable_unstored; /* durable tasks not yet in the store */
+  /* The request's traceparent and "METHOD /pattern" (owned, NULL: none),
+   * copied into each durable task appended (coda__tasks_set_origin). */
+  char *trace, *origin;
+  int origin_set; /* set once (by the response path or a caller) */
   coda_task *inline_tasks[4];
 };
 
@@ -265,6 +278,12 @@ void coda__task_report(coda_task *t, coda_task_stat_kind kind, const char *messa
 int coda__opts_read(const coda_task_opts *in, coda_task_opts *out);
 void coda__opts_write_id(coda_task_opts *in, uint64_t id);
 
+/* Sets what the durable tasks appended to `run` from now on record of
+ * the request that added them: its W3C traceparent (trace, NULL: none)
+ * and origin ("POST /reports/{id}", NULL: none). Copied; CODA_ENOMEM.
+ * The response path sets both from the request (attach.c); a caller that
+ * knows better may set them again. */
+int coda__tasks_set_origin(coda_tasks *run, const char *trace, const char *origin);
 /* A response's run: appends, starts once written. */
 int coda__run_append(coda_tasks *run, coda_task *t);
 /* Builds a task (coda__task_new) and appends it. */
@@ -294,6 +313,9 @@ void coda__loop_executor_free_pending(coda__task_loop *tl);
 
 coda__process_pool *coda__process_pool_new(coda__engine *e, uv_loop_t *loop, int workers);
 int coda__process_pool_submit(coda__process_pool *p, coda_task *t);
+/* Control loop: kills the worker of a cancelled task past its grace
+ * period (coda_task.cancel_kill_ns). */
+void coda__process_pool_watch(coda__process_pool *p, uint64_t now_ns);
 /* Refuses new tasks (submit returns CODA_ESTATE); the pool stays usable. */
 void coda__process_pool_close(coda__process_pool *p);
 /* Kills the workers and drops what is left; frees the pool if free_it. */

@@ -1436,7 +1436,7 @@ TEST(a_version_1_store_is_migrated) {
               " (SELECT queue||','||token FROM coda_tasks WHERE id=7)",
               -1, &st, NULL) == SQLITE_OK);
   REQUIRE(sqlite3_step(st) == SQLITE_ROW);
-  CHECK_EQ_INT(sqlite3_column_int(st, 0), 3);
+  CHECK_EQ_INT(sqlite3_column_int(st, 0), 4);
   CHECK_EQ_INT(sqlite3_column_int(st, 1), 1);
   /* Version 3 added a task's queue and claim token: old rows read as the
    * default queue, never claimed. */

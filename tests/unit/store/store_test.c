@@ -1741,6 +1741,309 @@ TEST(redis_a_queue_made_elsewhere_is_learnt) {
   b->m->close(b);
 }
 
+/* ---- version 3: operators' actions and views -------------------------------- */
+
+static int lacks_v3(coda__store *s) {
+  const coda__store_methods *m = s->m;
+  int ok = m->version >= 3 && m->retry && m->cancel && m->remove && m->retry_all &&
+           m->remove_all && m->queue_stats && m->node_beat && m->nodes;
+  if (!ok) {
+    fprintf(stderr, "  FAIL: the %s store lacks a version 3 member\n", m->name);
+    test__failures_in_case++;
+  }
+  return !ok;
+}
+
+static void on_each_v3_store(store_check check) {
+  for (int which = 0; which < NSTORES; which++) {
+    coda__store *s;
+    int before = test__failures_in_case;
+    if (which == 2 && !redis_up) {
+      fprintf(stderr, "  FAIL: no redis-server for the redis store\n");
+      test__failures_in_case++;
+      continue;
+    }
+    CHECK_EQ_INT(open_store(which, &s), 0);
+    if (test__failures_in_case != before)
+      continue;
+    if (!lacks_v3(s)) {
+      alarm(60);
+      check(s);
+      alarm(0);
+    }
+    const char *name = s->m->name;
+    s->m->close(s);
+    if (test__failures_in_case != before)
+      fprintf(stderr, "  ^ on the %s store\n", name);
+  }
+}
+
+/* A task in `queue`, claimed at once (owned) or not. */
+static int add_q(coda__store *s, uint64_t id, const char *queue, int64_t run_at,
+                 int owned) {
+  coda__task_record r = task(id, NULL, run_at);
+  r.queue = queue;
+  r.max_attempts = 1;
+  return enqueue_record(s, &r, owned);
+}
+
+/* Claims task id (due at T0) and writes its attempt's outcome. */
+static int run_once(coda__store *s, uint64_t id, coda_task_state state, int attempt,
+                    const char *error) {
+  claimed c = {0};
+  if (claim(s, T0 + 1000 * attempt, 10, &c) < 1 || !lease_of(&c, id))
+    return -1;
+  coda__task_record r = outcome(id, lease_of(&c, id), state, T0 + 1000 * attempt + 10);
+  r.attempts = attempt;
+  r.error = error;
+  r.run_at = state == CODA_STATE_FAILED ? T0 : 0;
+  return finish(s, &r);
+}
+
+static void check_v3_request_round_trips(coda__store *s) {
+  coda__task_record r = task(1, NULL, T0);
+  r.trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  r.origin = "POST /reports/{id}";
+  r.request_id = 77;
+  REQUIRE(enqueue_record(s, &r, 0) == 0);
+  REQUIRE(add(s, 2, NULL, T0, 0) == 0);
+  coda_task_info *info = NULL;
+  REQUIRE(s->m->get(s, 1, &info) == 0);
+  CHECK_EQ_STR(info->trace, r.trace);
+  CHECK_EQ_STR(info->origin, "POST /reports/{id}");
+  CHECK_EQ_INT(info->request_id, 77);
+  CHECK_EQ_STR(info->queue, "default");
+  CHECK_EQ_INT(info->cancel_requested, 0);
+  CHECK_EQ_INT(info->n_errors, 0);
+  CHECK(info->args_len == sizeof args_bytes &&
+        memcmp(info->args, args_bytes, sizeof args_bytes) == 0);
+  coda_task_info_free(info);
+  REQUIRE(s->m->get(s, 2, &info) == 0);
+  CHECK(info->trace == NULL && info->origin == NULL && info->request_id == 0);
+  coda_task_info_free(info);
+}
+
+static void check_v3_retry(coda__store *s) {
+  REQUIRE(add_q(s, 1, "a", T0, 0) == 0);
+  REQUIRE(run_once(s, 1, CODA_STATE_DEAD, 1, "boom") == 0);
+  CHECK_EQ_INT(s->m->retry(s, 99, T0 + 5000), CODA_ENOTFOUND);
+  CHECK_EQ_INT(s->m->retry(s, 1, T0 + 5000), 0);
+  coda_task_info *info = NULL;
+  REQUIRE(s->m->get(s, 1, &info) == 0);
+  CHECK_EQ_INT(info->state, CODA_STATE_QUEUED);
+  CHECK_EQ_INT(info->run_at, T0 + 5000);
+  CHECK_EQ_INT(info->max_attempts, 2); /* it had used its one attempt */
+  CHECK_EQ_INT(info->n_errors, 1);
+  coda_task_info_free(info);
+  CHECK_EQ_INT(s->m->retry(s, 1, T0 + 5000), CODA_ESTATE); /* queued and due */
+  CHECK_EQ_INT(claim_count(s, T0 + 4999, 10), 0);
+  REQUIRE(run_once(s, 1, CODA_STATE_SUCCEEDED, 5, NULL) == 0);
+  CHECK_EQ_INT(state_of(s, 1), CODA_STATE_SUCCEEDED);
+  CHECK_EQ_INT(s->m->retry(s, 1, T0 + 9000), CODA_ESTATE);
+  /* Scheduled for later: due now. */
+  REQUIRE(add_q(s, 2, "a", T0 + 100000, 0) == 0);
+  CHECK_EQ_INT(s->m->retry(s, 2, T0 + 6000), 0);
+  CHECK_EQ_INT(claim_count(s, T0 + 6000, 10), 1);
+  CHECK_EQ_INT(s->m->retry(s, 2, T0 + 6000), CODA_ESTATE); /* running */
+}
+
+static void check_v3_cancel(coda__store *s) {
+  REQUIRE(add_q(s, 1, "a", T0 + 100000, 0) == 0); /* scheduled */
+  CHECK_EQ_INT(s->m->cancel(s, 1, T0 + 50), 0);
+  CHECK_EQ_INT(state_of(s, 1), CODA_STATE_CANCELLED);
+  CHECK_EQ_INT(claim_count(s, T0 + 1000000, 10), 0); /* never runs */
+  CHECK_EQ_INT(s->m->cancel(s, 1, T0 + 60), CODA_ESTATE);
+  CHECK_EQ_INT(s->m->cancel(s, 98, T0 + 60), CODA_ENOTFOUND);
+  /* Running: requested, seen by renew, and its failure is its end. */
+  REQUIRE(add(s, 2, NULL, T0, 1) == 0); /* owned: running, token 1 */
+  CHECK_EQ_INT(s->m->cancel(s, 2, T0 + 70), 1);
+  CHECK_EQ_INT(state_of(s, 2), CODA_STATE_RUNNING);
+  coda__lease l[2] = {{2, 1}, {2, 7}};
+  unsigned char lost[2] = {9, 9};
+  REQUIRE(s->m->renew(s, l, 2, T0 + LEASE_MS * 2, lost) == 0);
+  CHECK_EQ_INT(lost[0], 2);
+  CHECK_EQ_INT(lost[1], 1);
+  coda__task_record r = outcome(2, 1, CODA_STATE_FAILED, T0 + 80);
+  r.run_at = T0 + 500;
+  r.error = "stopped";
+  REQUIRE(finish(s, &r) == 0);
+  coda_task_info *info = NULL;
+  REQUIRE(s->m->get(s, 2, &info) == 0);
+  CHECK_EQ_INT(info->state, CODA_STATE_CANCELLED);
+  CHECK_EQ_INT(info->cancel_requested, 1);
+  coda_task_info_free(info);
+  CHECK_EQ_INT(claim_count(s, T0 + 1000000, 10), 0);
+  /* Cancelled tasks are finished ones: purged past their retention. */
+  REQUIRE(s->m->begin(s) == 0);
+  CHECK_EQ_INT(s->m->purge(s, T0 + 1000, 100), 2);
+  REQUIRE(s->m->commit(s) == 0);
+  /* Given back before it began (release), a task asked to stop ends. */
+  REQUIRE(add(s, 4, NULL, T0, 1) == 0);
+  CHECK_EQ_INT(s->m->cancel(s, 4, T0 + 70), 1);
+  coda__lease given = {4, 1};
+  REQUIRE(s->m->release(s, &given, 1) == 0);
+  CHECK_EQ_INT(state_of(s, 4), CODA_STATE_CANCELLED);
+  CHECK_EQ_INT(claim_count(s, T0 + 1000000, 10), 0);
+  /* Retried, a cancelled task runs, its request forgotten. */
+  REQUIRE(add_q(s, 3, "a", T0 + 100000, 0) == 0);
+  CHECK_EQ_INT(s->m->cancel(s, 3, T0 + 50), 0);
+  CHECK_EQ_INT(s->m->retry(s, 3, T0 + 90), 0);
+  CHECK_EQ_INT(claim_count(s, T0 + 90, 10), 1);
+}
+
+static void check_v3_remove(coda__store *s) {
+  REQUIRE(add_q(s, 1, "a", T0, 0) == 0);
+  REQUIRE(add(s, 2, NULL, T0, 1) == 0); /* running */
+  CHECK_EQ_INT(s->m->remove(s, 2), CODA_ESTATE);
+  CHECK_EQ_INT(s->m->remove(s, 1), 0);
+  CHECK_EQ_INT(state_of(s, 1), CODA_ENOTFOUND);
+  CHECK_EQ_INT(s->m->remove(s, 1), CODA_ENOTFOUND);
+  CHECK_EQ_INT(claim_count(s, T0 + 1000, 10), 0);
+  /* Its id is free again. */
+  CHECK_EQ_INT(add_q(s, 1, "a", T0, 0), 0);
+}
+
+static void check_v3_bulk(coda__store *s) {
+  for (uint64_t id = 1; id <= 3; id++) {
+    REQUIRE(add_q(s, id, id < 3 ? "a" : "b", T0, 0) == 0);
+    REQUIRE(run_once(s, id, CODA_STATE_DEAD, 1, "x") == 0);
+  }
+  REQUIRE(add_q(s, 4, "a", T0 + 100000, 0) == 0); /* queued: left alone */
+  CHECK_EQ_INT(s->m->retry_all(s, CODA_STATE_DEAD, "a", T0 + 2000), 2);
+  CHECK_EQ_INT(state_of(s, 1), CODA_STATE_QUEUED);
+  CHECK_EQ_INT(state_of(s, 2), CODA_STATE_QUEUED);
+  CHECK_EQ_INT(state_of(s, 3), CODA_STATE_DEAD);
+  CHECK_EQ_INT(s->m->remove_all(s, CODA_STATE_DEAD, NULL), 1);
+  CHECK_EQ_INT(state_of(s, 3), CODA_ENOTFOUND);
+  CHECK_EQ_INT(s->m->remove_all(s, CODA_STATE_QUEUED, "a"), 3);
+  CHECK_EQ_INT(state_of(s, 4), CODA_ENOTFOUND);
+}
+
+typedef struct stats_seen {
+  coda_queue_info q[4];
+  char names[4][65];
+  int n;
+} stats_seen;
+
+static int on_stats(const coda_queue_info *q, void *user) {
+  stats_seen *st = user;
+  if (st->n < 4) {
+    st->q[st->n] = *q;
+    snprintf(st->names[st->n], sizeof st->names[0], "%s", q->name);
+    st->q[st->n].name = st->names[st->n];
+  }
+  st->n++;
+  return 0;
+}
+
+static void check_v3_history_and_stats(coda__store *s) {
+  /* Task 1: fails, then dies: two errors in its history. */
+  coda__task_record r = task(1, NULL, T0);
+  r.queue = "a";
+  r.max_attempts = 2;
+  REQUIRE(enqueue_record(s, &r, 0) == 0);
+  REQUIRE(run_once(s, 1, CODA_STATE_FAILED, 1, "first <b>") == 0);
+  REQUIRE(run_once(s, 1, CODA_STATE_DEAD, 2, "second") == 0);
+  coda_task_info *info = NULL;
+  REQUIRE(s->m->get(s, 1, &info) == 0);
+  CHECK_EQ_INT(info->n_errors, 2);
+  if (info->n_errors == 2) {
+    CHECK_EQ_INT(info->errors[0].attempt, 1);
+    CHECK_EQ_INT(info->errors[0].at, T0 + 1010);
+    CHECK_EQ_STR(info->errors[0].error, "first <b>");
+    CHECK_EQ_INT(info->errors[1].attempt, 2);
+    CHECK_EQ_STR(info->errors[1].error, "second");
+  }
+  coda_task_info_free(info);
+  /* Task 2 succeeds, 3 is due, 4 scheduled, 5 running; all in "a". */
+  REQUIRE(add_q(s, 2, "a", T0, 0) == 0);
+  REQUIRE(run_once(s, 2, CODA_STATE_SUCCEEDED, 3, NULL) == 0);
+  REQUIRE(add_q(s, 3, "a", T0 + 100, 0) == 0);
+  REQUIRE(add_q(s, 4, "a", T0 + 100000, 0) == 0);
+  REQUIRE(add_q(s, 5, "a", T0, 1) == 0);
+  REQUIRE(s->m->pause(s, "b", 1) == 0); /* known though empty */
+  stats_seen st = {0};
+  CHECK_EQ_INT(s->m->queue_stats(s, T0 + 5000, on_stats, &st), 2);
+  REQUIRE(st.n == 2);
+  CHECK_EQ_STR(st.names[0], "a");
+  CHECK_EQ_STR(st.names[1], "b");
+  const coda_queue_info *a = &st.q[0], *b = &st.q[1];
+  CHECK_EQ_INT(a->counts[CODA_STATE_DEAD], 1);
+  CHECK_EQ_INT(a->counts[CODA_STATE_SUCCEEDED], 1);
+  CHECK_EQ_INT(a->counts[CODA_STATE_QUEUED], 2);
+  CHECK_EQ_INT(a->counts[CODA_STATE_RUNNING], 1);
+  CHECK_EQ_INT(a->scheduled, 1);
+  CHECK_EQ_INT(a->oldest_due_at, T0 + 100);
+  CHECK_EQ_INT(a->processed, 1);
+  CHECK_EQ_INT(a->failed, 2);
+  CHECK_EQ_INT(a->paused, 0);
+  CHECK_EQ_INT(b->paused, 1);
+  CHECK_EQ_INT(b->counts[CODA_STATE_QUEUED], 0);
+  /* fn stops the walk. */
+  CHECK_EQ_INT(s->m->remove(s, 3), 0);
+  memset(&st, 0, sizeof st);
+  CHECK_EQ_INT(s->m->queue_stats(s, T0 + 5000, on_stats, &st), 2);
+  CHECK_EQ_INT(st.q[0].counts[CODA_STATE_QUEUED], 1);
+  CHECK_EQ_INT(st.q[0].oldest_due_at, 0);
+}
+
+typedef struct nodes_seen {
+  int n, pids;
+  int64_t last_seen;
+} nodes_seen;
+
+static int on_node(const coda_node_info *n, void *user) {
+  nodes_seen *ns = user;
+  ns->n++;
+  ns->pids += n->pid;
+  if (strcmp(n->id, "h:1:5") == 0)
+    ns->last_seen = n->last_seen;
+  return 0;
+}
+
+static void check_v3_nodes(coda__store *s) {
+  coda_node_info a = {.id = "h:1:5",
+                      .host = "h",
+                      .pid = 1,
+                      .role = "server",
+                      .queues = "",
+                      .listen = "127.0.0.1:80",
+                      .version = "0.1.0"};
+  coda_node_info b = a;
+  b.id = "h:2:6";
+  b.pid = 2;
+  b.role = "worker";
+  /* The real clock: Redis expires the records by its own. */
+  int64_t now = coda__unix_ms();
+  REQUIRE(s->m->node_beat(s, &a, now, 60000) == 0);
+  REQUIRE(s->m->node_beat(s, &b, now, 60000) == 0);
+  REQUIRE(s->m->node_beat(s, &a, now + 5, 60000) == 0); /* replaced, not added */
+  nodes_seen ns = {0};
+  CHECK_EQ_INT(s->m->nodes(s, now + 10, on_node, &ns), 2);
+  CHECK_EQ_INT(ns.pids, 3);
+  CHECK_EQ_INT(ns.last_seen, now + 5);
+  memset(&ns, 0, sizeof ns);
+  CHECK_EQ_INT(s->m->nodes(s, now + 60006, on_node, &ns), 0); /* lapsed */
+  REQUIRE(s->m->node_beat(s, &b, now + 10, 0) == 0);          /* withdrawn */
+  memset(&ns, 0, sizeof ns);
+  CHECK_EQ_INT(s->m->nodes(s, now + 20, on_node, &ns), 1);
+  CHECK_EQ_INT(ns.pids, 1);
+}
+
+TEST(v3_the_request_that_added_a_task_comes_back) {
+  on_each_v3_store(check_v3_request_round_trips);
+}
+TEST(v3_retry_runs_a_task_again_with_one_more_attempt) {
+  on_each_v3_store(check_v3_retry);
+}
+TEST(v3_cancel_stops_waiting_tasks_and_asks_running_ones) {
+  on_each_v3_store(check_v3_cancel);
+}
+TEST(v3_remove_deletes_any_task_but_a_running_one) { on_each_v3_store(check_v3_remove); }
+TEST(v3_bulk_actions_keep_to_their_state_and_queue) { on_each_v3_store(check_v3_bulk); }
+TEST(v3_error_history_and_queue_stats) { on_each_v3_store(check_v3_history_and_stats); }
+TEST(v3_nodes_beat_lapse_and_withdraw) { on_each_v3_store(check_v3_nodes); }
+
 /* ---- main ------------------------------------------------------------------- */
 
 int main(void) {
@@ -1791,6 +2094,13 @@ int main(void) {
       TEST_CASE(redis_two_stores_never_expire_the_same_task),
       TEST_CASE(redis_duplicates_are_reported_after_commit),
       TEST_CASE(redis_a_queue_made_elsewhere_is_learnt),
+      TEST_CASE(v3_the_request_that_added_a_task_comes_back),
+      TEST_CASE(v3_retry_runs_a_task_again_with_one_more_attempt),
+      TEST_CASE(v3_cancel_stops_waiting_tasks_and_asks_running_ones),
+      TEST_CASE(v3_remove_deletes_any_task_but_a_running_one),
+      TEST_CASE(v3_bulk_actions_keep_to_their_state_and_queue),
+      TEST_CASE(v3_error_history_and_queue_stats),
+      TEST_CASE(v3_nodes_beat_lapse_and_withdraw),
   };
   int rc = test__run("store", cases, sizeof cases / sizeof cases[0]);
   tc_remove_tree(store_dir);

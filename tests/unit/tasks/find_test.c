@@ -218,7 +218,7 @@ static void check_public_find(coda_app *app) {
    * callback. */
   coda_task_filter no_size = {.name = "tick"};
   CHECK_EQ_STR(find(app, &no_size), "(invalid argument)");
-  CHECK_EQ_STR(find(app, CODA_TASK_FILTER(.states = CODA_STATE_BIT(5))),
+  CHECK_EQ_STR(find(app, CODA_TASK_FILTER(.states = CODA_STATE_BIT(6))),
                "(invalid argument)");
   CHECK_EQ_STR(find(app, CODA_TASK_FILTER(.limit = -1)), "(invalid argument)");
   CHECK_EQ_INT(coda_task_find(app, NULL, NULL, NULL), CODA_EINVAL);
