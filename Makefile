@@ -8,7 +8,7 @@ JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:8000
 FUZZ_TIME  ?= 60
 
-.PHONY: all deps build run test test-asan test-tsan fuzz bench bench-tasks bench-durable bench-hotpath bench-redis install clean format
+.PHONY: all deps build run test test-asan test-tsan fuzz bench bench-tasks bench-durable bench-hotpath bench-metrics bench-redis install clean format
 
 all: build
 
@@ -46,6 +46,10 @@ bench-durable: build
 bench-hotpath: build
 	@scripts/deps bench
 	@BUILD=$(BUILD) bench/hotpath.sh
+
+bench-metrics: build
+	@scripts/deps bench
+	@BUILD=$(BUILD) bench/metrics.sh
 
 bench-redis: build
 	@scripts/deps bench

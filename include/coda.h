@@ -132,7 +132,9 @@ typedef struct coda_stream coda_stream;
                           response may still be unread by the client when its tasks     \
                           start (docs/tasks.md) */                                     \
   X(CANCEL_GRACE_MS, cancel_grace_ms, 5000, 1, 86400000) /* coda_task_cancel(): how long \
-                          a running PROCESS task has to stop before its worker is killed */
+                          a running PROCESS task has to stop before its worker is killed */ \
+  X(METRICS, metrics, 1, 0, 1)                  /* 1: count the Prometheus metrics of  \
+                          coda_app_metrics_text(); 0: count nothing */
 
 typedef enum {
   CODA_OPT_NONE_ = 0,
@@ -1037,6 +1039,38 @@ CODA_API int coda_app_admin(coda_app *app, const char *token);
 
 /** The admin token in force, or NULL before coda_app_admin(). */
 CODA_API const char *coda_app_admin_token(const coda_app *app);
+
+/** Renders the app's metrics in the Prometheus text format 0.0.4 (what
+ *  GET /metrics serves, with Content-Type `text/plain; version=0.0.4;
+ *  charset=utf-8`) into a malloc'd, NUL-terminated text: *out, to free()
+ *  by the caller; *len (may be NULL) its length without the NUL. Any
+ *  thread, running or not; it sums every thread's counters and asks the
+ *  store's and queues' figures (so not from a hot path). Returns 0,
+ *  CODA_EINVAL, CODA_ENOMEM.
+ *
+ *  Families (names start with coda_, counters end in _total, durations are
+ *  histograms in seconds); label sets are bounded whatever the traffic
+ *  (methods outside RFC 9110's are OTHER, patterns, tasks and queues past
+ *  their table count as "other"):
+ *  - coda_http_requests_total{method,route,status}: route is the matched
+ *    pattern ("/tasks/{id}"), "none" when no route matched; status is the
+ *    class (2xx..5xx). coda_http_request_duration_seconds{route}: from the
+ *    complete request to its response queued for writing.
+ *  - coda_tasks_total{task,queue,executor,outcome}: an attempt ends
+ *    succeeded, failed, timed_out or crashed; a failed durable attempt is
+ *    then retried or dead; a task refused at add time (full queue) is
+ *    rejected, one that never ran (its handler failed, an earlier task of
+ *    a stop-on-failure list failed, shutdown) dropped.
+ *    coda_task_duration_seconds{task,executor}: attempts, start to end.
+ *    coda_task_queue_wait_seconds{queue}: from due (its response written,
+ *    or its run_at) to started.
+ *  - coda_store_up (gauge 0/1: the last write to the store succeeded),
+ *    coda_store_batch_duration_seconds (one group commit of the store
+ *    thread), coda_process_restarts_total (PROCESS workers replaced),
+ *    coda_build_info{version} 1.
+ *  With CODA_OPT_METRICS 0 nothing is counted (the text has the families'
+ *  heads, the gauges and build info only). */
+CODA_API int coda_app_metrics_text(coda_app *app, char **out, size_t *len);
 
 #ifdef __cplusplus
 }

@@ -48,7 +48,19 @@ static const char index_body[] =
     "{\"method\":\"GET\",\"path\":\"/tasks/{id}\",\"does\":\"a durable task's state, attempts, progress, result\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks?state=dead\",\"does\":\"durable tasks in one state, by id (after=, limit=)\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks?name=tick\",\"does\":\"the runs of the periodic tick task and their due times, by id (state=, after=, limit=)\"},"
-    "{\"method\":\"GET\",\"path\":\"/stats\",\"does\":\"request and task counters\"}"
+    "{\"method\":\"GET\",\"path\":\"/stats\",\"does\":\"request and task counters\"},"
+    "{\"method\":\"GET\",\"path\":\"/metrics\",\"does\":\"Prometheus metrics (admin token: Authorization: Bearer)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/\",\"does\":\"the dashboard (admin token: open the link printed at start)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/session\",\"does\":\"the CSRF token for the dashboard's actions, version, store (admin token)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/overview\",\"does\":\"counts by state, processed and failed totals and rates, queues, nodes (admin token)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/queues\",\"does\":\"each queue: counts, latency, paused (admin token)\"},"
+    "{\"method\":\"POST\",\"path\":\"/coda/api/queues/{name}/pause\",\"does\":\"stop claiming from a queue (admin token; /resume to go on)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/tasks?state=dead\",\"does\":\"durable tasks paged (state=, queue=, name=, id=, after=, limit=) (admin token)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/tasks/{id}\",\"does\":\"one task in full: arguments, errors, result, the request that added it (admin token)\"},"
+    "{\"method\":\"POST\",\"path\":\"/coda/api/tasks/{id}/retry\",\"does\":\"run a task again now (admin token; also /cancel, /delete)\"},"
+    "{\"method\":\"POST\",\"path\":\"/coda/api/tasks/retry?state=dead\",\"does\":\"retry every dead task (queue= for one queue; tasks/delete?state= deletes) (admin token)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/nodes\",\"does\":\"the servers and workers running tasks (admin token)\"},"
+    "{\"method\":\"GET\",\"path\":\"/coda/api/schedules\",\"does\":\"the periodic tasks and their next run (admin token)\"}"
     "]}";
 
 /* ---- tasks (they run after the response is sent) ---------------------- */
@@ -396,7 +408,7 @@ static void usage(const char *argv0) {
   fprintf(
       stderr,
       "usage: %s [--listen HOST:PORT] [--threads N] [--store URI] [--queues a,b] "
-      "[--quiet] [--tick MS] [--admin-token TOKEN]\n"
+      "[--quiet] [--tick MS] [--admin-token TOKEN] [--no-metrics]\n"
       "       %s --worker --store URI [--queues a,b] [--threads N]\n"
       "  --listen   address to serve on (default 127.0.0.1:8000; port 0 = any)\n"
       "  --threads  event loops, one per thread (default: one per core)\n"
@@ -408,7 +420,8 @@ static void usage(const char *argv0) {
       "  --quiet    no access log\n"
       "  --tick     the periodic tick task's interval in ms (default 1000; 0: off)\n"
       "  --admin-token  the token of /metrics, the dashboard (/coda/) and the admin API\n"
-      "             (default $CODA_ADMIN_TOKEN, else a new one, printed with the link)\n",
+      "             (default $CODA_ADMIN_TOKEN, else a new one, printed with the link)\n"
+      "  --no-metrics  count no metrics (CODA_OPT_METRICS 0; for bench/metrics.sh)\n",
       argv0, argv0);
 }
 
@@ -474,7 +487,7 @@ int main(int argc, char **argv) {
   const char *queues = NULL;
   const char *admin_token = getenv("CODA_ADMIN_TOKEN");
   long threads = 0;
-  int access_log = 1, worker = 0;
+  int access_log = 1, worker = 0, metrics = 1;
   long tick_ms = 1000;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
@@ -493,6 +506,8 @@ int main(int argc, char **argv) {
       tick_ms = strtol(argv[++i], NULL, 10);
     } else if (strcmp(argv[i], "--admin-token") == 0 && i + 1 < argc) {
       admin_token = argv[++i];
+    } else if (strcmp(argv[i], "--no-metrics") == 0) {
+      metrics = 0;
     } else {
       usage(argv[0]);
       return 2;
@@ -515,6 +530,8 @@ int main(int argc, char **argv) {
     rc = coda_app_set(app, CODA_OPT_THREADS, threads);
   if (rc == 0)
     rc = coda_app_set(app, CODA_OPT_ACCESS_LOG, access_log);
+  if (rc == 0)
+    rc = coda_app_set(app, CODA_OPT_METRICS, metrics);
   if (rc == 0 && (rc = coda_app_store(app, store)) != 0)
     fprintf(stderr, "coda-demo: store %s: %s\n", store, coda_app_store_error(app));
   if (rc == 0 && !worker)

@@ -6,6 +6,7 @@
 
 #include "app/app.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,10 +106,15 @@ static int same_origin(coda_req *req) {
 }
 
 int coda__admin_error(coda_res *res, int status, const char *msg) {
-  char body[512];
-  /* Messages are ours (no quotes or backslashes in them). */
-  snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
-  coda_res_json_text(res, status, body);
+  /* A message may quote what was asked (a queue name, a task's state):
+   * jansson escapes it. Not UTF-8 (it cannot be from our messages): a
+   * fixed text. */
+  json_t *body = json_pack("{s:s}", "error", msg);
+  if (body)
+    coda_res_json(res, status, body);
+  else
+    coda_res_json_text(res, status, "{\"error\":\"unprintable error\"}");
+  json_decref(body);
   return 0;
 }
 
@@ -160,6 +166,8 @@ int coda__admin_guard(coda__admin *a, coda_req *req, coda_res *res, unsigned nee
     }
   }
   coda_res_header(res, "Cache-Control", "no-store");
+  /* Answers hold what tasks wrote: a browser must never read them as HTML. */
+  coda_res_header(res, "X-Content-Type-Options", "nosniff");
   return 0;
 }
 
@@ -174,9 +182,13 @@ static int get_session(coda_req *req, coda_res *res, void *user) {
   coda__admin *a = user;
   if (coda__admin_guard(a, req, res, CODA__ADMIN_READ))
     return 0;
-  char body[256];
-  snprintf(body, sizeof body, "{\"csrf\":\"%s\",\"version\":\"%s\"}", a->csrf, coda_version());
-  return coda_res_json_text(res, 200, body);
+  json_t *body = json_pack("{s:s,s:s,s:s}", "csrf", a->csrf, "version", coda_version(), "store",
+                           coda__admin_store_name(a->app));
+  if (!body)
+    return CODA_ENOMEM;
+  int rc = coda_res_json(res, 200, body);
+  json_decref(body);
+  return rc;
 }
 
 int coda__admin_session_mount(coda_app *app, coda__admin *a) {
@@ -186,7 +198,41 @@ int coda__admin_session_mount(coda_app *app, coda__admin *a) {
 /* The pieces of the surface, each in a file of its own. */
 static int (*const mounts[])(coda_app *, coda__admin *) = {
     coda__admin_session_mount,
+    coda__admin_metrics_mount,
+    coda__admin_api_mount,
+    coda__admin_tasks_mount,
 };
+
+/* The label values of coda_admin_actions_total, by coda__admin_action. */
+static const char *const action_names[] = {"retry",  "cancel", "delete", "retry_all",
+                                           "delete_all", "pause", "resume", NULL};
+_Static_assert(sizeof action_names / sizeof action_names[0] == CODA__ADMIN_ACT_COUNT_ + 1,
+               "an action without a label value");
+
+void coda__admin_count(coda__admin *a, coda__admin_action action) {
+  int slot = (int)action;
+  if (a->actions)
+    coda__metric_add(a->actions, coda__metric_series(a->actions, &slot), 1);
+}
+
+uint64_t coda__admin_counted(coda__admin *a, coda__admin_action action) {
+  int slot = (int)action;
+  return a->actions ? coda__metric_value(a->actions, coda__metric_series(a->actions, &slot)) : 0;
+}
+
+/* Registered at mount, before the registry freezes; NULL (nothing counted)
+ * if it is frozen or full already. */
+static void register_metrics(coda_app *app, coda__admin *a) {
+  coda__metric_label label = {.name = "action", .values = action_names};
+  a->actions = coda__metrics_counter(app->metrics, "coda_admin_actions_total",
+                                     "Actions taken through the admin API, by action", 1, &label);
+}
+
+static void admin_free(void *data) {
+  coda__admin *a = data;
+  uv_mutex_destroy(&a->mu);
+  free(a);
+}
 
 int coda_app_admin(coda_app *app, const char *token) {
   if (!app || atomic_load(&app->running))
@@ -197,17 +243,22 @@ int coda_app_admin(coda_app *app, const char *token) {
   if (!a)
     return CODA_ENOMEM;
   a->app = app;
+  if (uv_mutex_init(&a->mu) != 0) {
+    free(a);
+    return CODA_ENOMEM;
+  }
   if (!token || !*token)
     token = getenv("CODA_ADMIN_TOKEN");
   int rc = set_token(a, token);
   if (rc == 0)
     rc = random_hex(a->csrf, 32);
   if (rc == 0)
-    rc = coda__app_attach(app, &admin_tag, a, free);
+    rc = coda__app_attach(app, &admin_tag, a, admin_free);
   if (rc != 0) {
-    free(a);
+    admin_free(a);
     return rc;
   }
+  register_metrics(app, a);
   for (size_t i = 0; rc == 0 && i < sizeof mounts / sizeof mounts[0]; i++)
     rc = mounts[i](app, a);
   /* Routes already added stay (a route cannot be taken back); they refuse

@@ -20,8 +20,11 @@
 #define CODA_ADMIN_ADMIN_H
 
 #include "coda.h"
+#include "common/metrics.h"
 
 #include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
 
 #define CODA__ADMIN_TOKEN_MAX 128
 #define CODA__ADMIN_COOKIE "coda_admin"
@@ -34,7 +37,35 @@ typedef struct coda__admin {
   char csrf[65]; /* 32 random bytes in hex, made at mount */
   int generated; /* the token was made here, not given */
   int closed;    /* a mount failed: every request is refused */
+  /* coda_admin_actions_total{action} (NULL when the registry could not
+   * take it: the actions are then not counted). */
+  coda__metric *actions;
+  /* The overview's rates: the fleet's processed and failed totals at the
+   * last sample, and the rates between the two last samples. Loops call
+   * the overview at once, so `mu` guards these. */
+  uv_mutex_t mu;
+  int64_t sample_at;
+  long sample_processed, sample_failed;
+  double rate_processed, rate_failed;
 } coda__admin;
+
+/* The actions of the API, the values of coda_admin_actions_total's label. */
+typedef enum {
+  CODA__ADMIN_ACT_RETRY = 0,
+  CODA__ADMIN_ACT_CANCEL,
+  CODA__ADMIN_ACT_DELETE,
+  CODA__ADMIN_ACT_RETRY_ALL,
+  CODA__ADMIN_ACT_DELETE_ALL,
+  CODA__ADMIN_ACT_PAUSE,
+  CODA__ADMIN_ACT_RESUME,
+  CODA__ADMIN_ACT_COUNT_
+} coda__admin_action;
+
+/* Counts one action carried out (coda_admin_actions_total{action}). Any
+ * thread. */
+void coda__admin_count(coda__admin *a, coda__admin_action action);
+/* How many actions of that kind were counted (tests, summaries). */
+uint64_t coda__admin_counted(coda__admin *a, coda__admin_action action);
 
 /* What a route needs besides the token. */
 enum {
@@ -51,11 +82,14 @@ coda__admin *coda__admin_of(const coda_app *app);
  * returns 0 at once. */
 int coda__admin_guard(coda__admin *a, coda_req *req, coda_res *res, unsigned need);
 
+/* The app's task store: "memory", "sqlite", "redis", or "none" (api.c). */
+const char *coda__admin_store_name(coda_app *app);
+
 /* "PEER (bearer)" or "PEER (cookie)": who asked, for the action log. */
 const char *coda__admin_who(coda_req *req, char *buf, size_t cap);
 
-/* Answers {"error": msg} with `status`. Returns 0 (a handler's success: the
- * error is the answer). */
+/* Answers {"error": msg} with `status` (msg is escaped: it may hold
+ * anything). Returns 0 (a handler's success: the error is the answer). */
 int coda__admin_error(coda_res *res, int status, const char *msg);
 
 /* Constant-time equality of a secret of `len` bytes with `given` (any
@@ -65,5 +99,8 @@ int coda__admin_secret_eq(const char *secret, size_t len, const char *given, siz
 /* The pieces of the surface mount their routes through these (admin.c
  * calls each); every handler starts with coda__admin_guard(). */
 int coda__admin_session_mount(coda_app *app, coda__admin *a);
+int coda__admin_metrics_mount(coda_app *app, coda__admin *a); /* GET /metrics */
+int coda__admin_api_mount(coda_app *app, coda__admin *a);     /* api.c: views, queues */
+int coda__admin_tasks_mount(coda_app *app, coda__admin *a);   /* api_tasks.c: tasks */
 
 #endif /* CODA_ADMIN_ADMIN_H */

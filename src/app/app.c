@@ -24,6 +24,89 @@
 
 #define LOG_RING_BYTES (1u << 20)
 
+/* ---- metrics ----------------------------------------------------------- */
+
+/* Known methods keep their name, anything else is OTHER: a client cannot
+ * grow the label set by inventing methods. */
+static const char *const metric_methods[] = {"GET",     "HEAD",    "POST",  "PUT",
+                                             "DELETE",  "PATCH",   "OPTIONS", "CONNECT",
+                                             "TRACE",   "OTHER",   NULL};
+static const char *const metric_classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx", NULL};
+/* Patterns the HTTP families keep apart (the rest count as "other"). */
+#define METRIC_ROUTES 64
+/* HTTP durations: from 0.5 ms (a keep-alive /plain) to 10 s. */
+static const double http_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                      0.05,   0.1,   0.25,   0.5,   1,    2.5,  10};
+
+static void build_info(void *data, coda__buf *out) {
+  (void)data;
+  const char *names[] = {"version"}, *values[] = {coda_version()};
+  coda__metrics_head(out, "coda_build_info", "The coda library serving: 1, with its version.",
+                     "gauge");
+  coda__metrics_sample(out, "coda_build_info", 1, names, values, 1);
+}
+
+static int metrics_init(coda_app *app) {
+  app->metrics = coda__metrics_new();
+  if (!app->metrics)
+    return CODA_ENOMEM;
+  coda__metric_label req[] = {
+      {"method", metric_methods, 0}, {"route", NULL, METRIC_ROUTES}, {"status", metric_classes, 0}};
+  app->http_requests = coda__metrics_counter(
+      app->metrics, "coda_http_requests_total",
+      "HTTP responses by method, route pattern (\"none\": no route matched) and status class.",
+      3, req);
+  app->http_duration = coda__metrics_histogram(
+      app->metrics, "coda_http_request_duration_seconds",
+      "Time from a complete request to its response queued for writing, by route pattern.", 1,
+      &req[1], http_buckets, (int)(sizeof http_buckets / sizeof http_buckets[0]));
+  if (!app->http_requests || !app->http_duration ||
+      coda__metrics_add_collector(app->metrics, build_info, NULL) != 0)
+    return CODA_ENOMEM;
+  /* "none" takes the first slot of both families. */
+  coda__metric_intern(app->http_requests, 1, "none");
+  coda__metric_intern(app->http_duration, 0, "none");
+  return 0;
+}
+
+static int method_slot(const char *m, size_t len) {
+  for (int i = 0; metric_methods[i + 1]; i++)
+    if (strlen(metric_methods[i]) == len && memcmp(metric_methods[i], m, len) == 0)
+      return i;
+  return (int)(sizeof metric_methods / sizeof metric_methods[0]) - 2; /* OTHER */
+}
+
+void coda__app_count_response(coda_app *app, const coda_req *req, int status) {
+  if (!coda__metrics_on(app->metrics))
+    return;
+  const coda__route *rt = req->match.route;
+  int cls = status / 100 - 1;
+  int slots[3] = {method_slot(req->method, req->head->method.len), rt ? rt->metric_route : 0,
+                  cls < 0 ? 0 : cls > 4 ? 4 : cls};
+  coda__metric_add(app->http_requests, coda__metric_series(app->http_requests, slots), 1);
+  uint64_t ns = uv_hrtime() - req->metrics_t0;
+  int route = rt ? rt->metric_route_duration : 0;
+  coda__metric_observe_ns(app->http_duration, coda__metric_series(app->http_duration, &route),
+                          ns);
+}
+
+int coda_app_metrics_text(coda_app *app, char **out, size_t *len) {
+  if (!app || !out)
+    return CODA_EINVAL;
+  coda__buf b = {0};
+  int rc = coda__metrics_render(app->metrics, &b);
+  if (rc == 0)
+    rc = coda__buf_append(&b, "", 1); /* a NUL, not counted */
+  if (rc != 0) {
+    coda__buf_free(&b);
+    return CODA_ENOMEM;
+  }
+  *out = b.base;
+  if (len)
+    *len = b.len - 1;
+  return 0;
+}
+
 static const coda__options default_options = {
 #define CODA__OPTION_DEFAULT(name, field, def, min, max) .field = (def),
     CODA_OPTION_MAP(CODA__OPTION_DEFAULT)
@@ -42,6 +125,10 @@ coda_app *coda_app_new(void) {
     return NULL;
   }
   coda_app_listen(app, "127.0.0.1:8000");
+  if (metrics_init(app) != 0) {
+    coda_app_free(app);
+    return NULL;
+  }
   return app;
 }
 
@@ -61,6 +148,7 @@ int coda_app_free(coda_app *app) {
   free(app->middleware);
   free(app->listen_host);
   coda__logger_free(&app->logger);
+  coda__metrics_free(app->metrics);
   free(app);
   return 0;
 }
@@ -170,7 +258,14 @@ int coda_app_route(coda_app *app, const char *method, const char *pattern,
                    coda_handler handler, void *user) {
   if (atomic_load(&app->running))
     return CODA_ESTATE;
-  return coda__router_add(app->router, method, pattern, handler, user);
+  int rc = coda__router_add(app->router, method, pattern, handler, user);
+  coda__route *rt = rc == 0 ? coda__router_find(app->router, method, pattern) : NULL;
+  if (rt) {
+    /* The pattern, never the path: the label set is the routes'. */
+    rt->metric_route = coda__metric_intern(app->http_requests, 1, pattern);
+    rt->metric_route_duration = coda__metric_intern(app->http_duration, 0, pattern);
+  }
+  return rc;
 }
 
 int coda_app_use(coda_app *app, coda_middleware middleware, void *user) {
@@ -297,6 +392,7 @@ int coda__app_dispatch(void *data, coda__conn *c, void *exchange, const coda__re
   coda_res *res = &x->res;
   coda__req_begin(req, app, c, r);
   coda__res_reset(res, app, c, r->id);
+  req->metrics_t0 = coda__metrics_on(app->metrics) ? uv_hrtime() : 0;
   int rc = run_handlers(app, req, res);
   if (res->streaming)
     return CODA__STREAMING;
@@ -429,6 +525,7 @@ int coda_app_bind(coda_app *app) {
     app->ext.enter(app->ext.data); /* a task worker process never gets past this */
   if (atomic_load(&app->server))
     return 0;
+  coda__metrics_enable(app->metrics, (int)app->opt.metrics);
   coda__server_config cfg;
   server_config(app, &cfg);
   coda__server_hooks hooks = {app, sizeof(coda__exchange), coda__app_dispatch,

@@ -13,6 +13,7 @@
 
 #include "coda.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "server/server.h"
 
 #include <stdatomic.h>
@@ -100,6 +101,11 @@ struct coda_app {
   atomic_int running;
   atomic_long failed_requests; /* handler failures, for the summary log */
   atomic_long busy_requests;   /* 503 answers (full queue, store down) */
+  /* Every layer's metric families (common/metrics.h); made with the app,
+   * counting switched by CODA_OPT_METRICS when the app binds. */
+  coda__metrics *metrics;
+  coda__metric *http_requests; /* method, route, status class */
+  coda__metric *http_duration; /* route */
 };
 
 /* Installs the upper layer's extension (one per app). CODA_EEXIST if one

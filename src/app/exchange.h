@@ -45,6 +45,7 @@ struct coda_req {
   const char *param_values[CODA__MAX_PARAMS];
   uint64_t id;
   int is_head;
+  uint64_t metrics_t0; /* uv_hrtime() at dispatch, for the duration metric */
 };
 
 struct coda_res {
@@ -120,6 +121,11 @@ void coda__res_abandon(coda_res *res);
  * then the error handler if needed, then writes the response (or starts
  * the stream, or gates it). */
 int coda__app_dispatch(void *app, coda__conn *c, void *exchange, const coda__request *r);
+
+/* Counts a response that leaves (written or streamed) in the HTTP
+ * metrics: by method, route pattern and status class, and its duration
+ * since dispatch. Loop thread. */
+void coda__app_count_response(coda_app *app, const coda_req *req, int status);
 
 /* The server's release hook. */
 void coda__app_release(void *app, void *exchange);

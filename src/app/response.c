@@ -282,6 +282,7 @@ int coda__res_commit(coda_res *res) {
   if (rc == 0)
     rc = coda__conn_mark_response(c, res->written_cb, res->written_arg);
   coda__conn_access_log(c, res->status);
+  coda__app_count_response(res->app, req, res->status);
   ext_committed(res, rc == 0);
   return rc;
 }
@@ -334,6 +335,7 @@ coda_stream *coda_res_stream(coda_res *res) {
   }
   x->stream = (coda_stream){c, res, chunked, x->req.is_head};
   coda__conn_access_log(c, res->status);
+  coda__app_count_response(res->app, &x->req, res->status);
   return &x->stream;
 }
 

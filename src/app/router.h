@@ -28,6 +28,10 @@ typedef struct coda__route {
   void *user;
   void *ext; /* the upper layer's data for this route (its declared tasks),
                owned by that layer; coda__app_ext.route runs when it is set */
+  /* The pattern's slot in the app's HTTP metric families (app.c), so that
+   * counting a request never looks the pattern up. */
+  int metric_route;
+  int metric_route_duration;
 } coda__route;
 
 typedef struct coda__param {

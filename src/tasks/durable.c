@@ -463,6 +463,7 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
   } else if (t->attempt >= t->max_attempts) {
     r->state = CODA_STATE_DEAD;
     coda__stat_add(e, t->executor, CODA_STAT_DEAD, 1);
+    coda__task_metrics_outcome(t->def, t->executor, CODA__OUTCOME_DEAD);
     CODA__LOG(e->app, CODA_LOG_ERROR, "task %s (id %llu) is dead after %d attempts: %s",
               t->def->name, (unsigned long long)t->id, t->attempt,
               message ? message : "failed");
@@ -471,6 +472,7 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
     int64_t wait = coda__durable_backoff(d, t->def, t->attempt);
     r->run_at = now + wait;
     coda__stat_add(e, t->executor, CODA_STAT_RETRIED, 1);
+    coda__task_metrics_outcome(t->def, t->executor, CODA__OUTCOME_RETRIED);
     CODA__LOG(e->app, CODA_LOG_WARN,
               "task %s (id %llu): attempt %d of %d failed; retry in %lld ms",
               t->def->name, (unsigned long long)t->id, t->attempt, t->max_attempts,

@@ -52,6 +52,7 @@ int coda_task_def_queue(coda_task_def *def, const char *queue) {
     return CODA_ENOMEM;
   free(def->queue);
   def->queue = copy;
+  coda__task_metrics_def(def);
   return 0;
 }
 
@@ -478,6 +479,10 @@ void coda__lease_expire_due(coda__durable *d) {
       coda__lease_mark_lost(d, cx->items[i].id, cx->items[i].lease);
       int dead = cx->items[i].attempts >= cx->items[i].max_attempts;
       coda__stat_add(d->engine, ex[i], dead ? CODA_STAT_DEAD : CODA_STAT_RETRIED, 1);
+      const char *name = cx->items[i].name;
+      coda_task_def *def = name ? coda__engine_find(d->engine, name) : NULL;
+      if (def)
+        coda__task_metrics_outcome(def, ex[i], dead ? CODA__OUTCOME_DEAD : CODA__OUTCOME_RETRIED);
     }
     if (cx->n == EXPIRE_MAX)
       d->next_expire = now; /* more may have expired */

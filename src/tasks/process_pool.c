@@ -282,8 +282,10 @@ static void on_worker_exit(uv_process_t *proc, int64_t status, int signo) {
              "process worker %d ended (%s %d)%s; replacing it", (int)proc->pid,
              signo ? "signal" : "status", signo ? signo : (int)status,
              w->ready ? "" : " before it was ready (the replacement waits)");
-  if (!p->stopping)
+  if (!p->stopping) {
     coda__stat_add(p->engine, CODA_EXEC_PROCESS, CODA_STAT_RESTARTED, 1);
+    coda__metric_add(p->engine->m_restarts, 0, 1);
+  }
   w->killed_for_timeout = 0;
   w->killed_for_cancel = 0;
   close_worker(w);

@@ -831,8 +831,11 @@ static void store_main(void *arg) {
     uv_mutex_lock(&d->id_mu);
     int refill = d->refill;
     uv_mutex_unlock(&d->id_mu);
-    if (!coda__queue_empty(&batch) || refill)
+    if (!coda__queue_empty(&batch) || refill) {
+      uint64_t t0 = uv_hrtime();
       write_batch(d, &batch);
+      coda__task_metrics_batch(d->engine, uv_hrtime() - t0);
+    }
     if (stop) {
       uv_mutex_lock(&d->mu);
       int more = !coda__queue_empty(&d->ops);

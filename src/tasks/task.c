@@ -169,6 +169,7 @@ coda__engine *coda__engine_of(coda_app *app) {
     free(e);
     return NULL;
   }
+  coda__task_metrics_init(e);
   return e;
 }
 
@@ -326,6 +327,7 @@ coda_task_def *coda_app_task(coda_app *app, const char *name, coda_task_fn fn,
   d->executor = resolve_executor(executor);
   d->engine = e;
   e->defs[e->ndefs++] = d;
+  coda__task_metrics_def(d);
   return d;
 }
 
@@ -347,7 +349,7 @@ void coda_app_on_task_error(coda_app *app, coda_task_error_hook hook, void *user
 /* ---- creating tasks ---------------------------------------------------- */
 
 /* Takes a slot in the executor's bounded queue. */
-static int reserve(coda__engine *e, coda_executor ex) {
+static int reserve(coda__engine *e, coda_task_def *def, coda_executor ex) {
   const coda__options *o = &e->app->opt;
   long cap = ex == CODA_EXEC_LOOP     ? o->loop_queue
              : ex == CODA_EXEC_THREAD ? o->thread_queue
@@ -355,6 +357,7 @@ static int reserve(coda__engine *e, coda_executor ex) {
   if (atomic_fetch_add_explicit(&e->reserved[ex], 1, memory_order_relaxed) >= cap) {
     atomic_fetch_sub_explicit(&e->reserved[ex], 1, memory_order_relaxed);
     coda__stat_add(e, ex, CODA_STAT_REJECTED, 1);
+    coda__task_metrics_outcome(def, ex, CODA__OUTCOME_REJECTED);
     return CODA_EFULL;
   }
   coda__stat_add(e, ex, CODA_STAT_QUEUED, 1);
@@ -486,7 +489,7 @@ int coda__task_new(coda__engine *e, coda_task_def *def, unsigned flags, const ch
   int rc = measure_args(fmt, ap, &nargs, &bytes);
   if (rc)
     return rc;
-  if ((rc = reserve(e, def->executor)) != 0)
+  if ((rc = reserve(e, def, def->executor)) != 0)
     return rc;
   coda_task *t = task_alloc(def, nargs, bytes);
   if (!t) {
@@ -504,7 +507,7 @@ int coda__task_new(coda__engine *e, coda_task_def *def, unsigned flags, const ch
 
 int coda__task_clone(const coda_task *src, coda_task **out) {
   coda__engine *e = src->def->engine;
-  int rc = reserve(e, src->executor);
+  int rc = reserve(e, src->def, src->executor);
   if (rc)
     return rc;
   coda_task *t = task_alloc(src->def, src->nargs, src->wire_len);
@@ -572,6 +575,7 @@ void coda__task_reject(coda_task *t) {
   coda__engine *e = t->def->engine;
   coda__stat_add(e, t->executor, CODA_STAT_QUEUED, -1);
   coda__stat_add(e, t->executor, CODA_STAT_REJECTED, 1);
+  coda__task_metrics_outcome(t->def, t->executor, CODA__OUTCOME_REJECTED);
   unreserve(t);
   task_free(t);
 }
@@ -592,6 +596,7 @@ static void drop(coda_task *t, const char *why, int final) {
     coda__durable_abandon(t, final ? why : NULL);
   coda__stat_add(e, t->executor, CODA_STAT_QUEUED, -1);
   coda__stat_add(e, t->executor, CODA_STAT_DROPPED, 1);
+  coda__task_metrics_outcome(t->def, t->executor, CODA__OUTCOME_DROPPED);
   char from[40];
   CODA__LOG(e->app, CODA_LOG_WARN, "task %s (id %llu, %s, %s) dropped: %s", t->def->name,
             (unsigned long long)t->id, coda_executor_name(t->executor),
@@ -625,6 +630,7 @@ void coda__task_begin(coda_task *t) {
   coda__stat_add(e, t->executor, CODA_STAT_QUEUED, -1);
   coda__stat_add(e, t->executor, CODA_STAT_RUNNING, 1);
   t->started_ns = uv_hrtime();
+  coda__task_metrics_began(t);
   if (t->durable)
     coda__durable_began(t);
   if (t->def->timeout_ms > 0)
@@ -646,7 +652,8 @@ static void log_failure(coda_task *t, const char *what, const char *message) {
 
 void coda__task_report(coda_task *t, coda_task_stat_kind kind, const char *message) {
   int expected = 0;
-  if (!atomic_compare_exchange_strong(&t->reported, &expected, 1))
+  /* `reported` keeps the kind (never 0 here), for the outcome metric. */
+  if (!atomic_compare_exchange_strong(&t->reported, &expected, (int)kind))
     return;
   coda__stat_add(t->def->engine, t->executor, kind, 1);
   if (kind == CODA_STAT_TIMED_OUT)
@@ -662,13 +669,18 @@ void coda__task_finish(coda_task *t, int rc, const char *message) {
   const char *why = NULL;
   if (failed)
     why = message ? message : t->error ? t->error : coda__describe_rc(rc, described, sizeof described);
+  int reported = atomic_load(&t->reported);
   if (failed) {
     coda__stat_add(e, t->executor, CODA_STAT_FAILED, 1);
-    if (!atomic_load(&t->reported))
+    if (!reported)
       log_failure(t, "failed", why);
   } else {
     coda__stat_add(e, t->executor, CODA_STAT_SUCCEEDED, 1);
   }
+  coda__task_metrics_ended(t, !failed                            ? CODA__OUTCOME_SUCCEEDED
+                              : reported == CODA_STAT_TIMED_OUT ? CODA__OUTCOME_TIMED_OUT
+                              : reported == CODA_STAT_CRASHED   ? CODA__OUTCOME_CRASHED
+                                                                : CODA__OUTCOME_FAILED);
   coda_tasks *run = t->run;
   if (t->durable && t->orphaned) {
     /* Finished by its timeout, still held by its code until
@@ -690,6 +702,8 @@ void coda__task_finish(coda_task *t, int rc, const char *message) {
 
 static void submit(coda_task *t) {
   coda__engine *e = t->def->engine;
+  if (!t->due_ns && coda__metrics_on(e->app->metrics))
+    t->due_ns = uv_hrtime(); /* its queue wait starts */
   int rc = CODA_ESTATE;
   switch (t->executor) {
   case CODA_EXEC_LOOP: {

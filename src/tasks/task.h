@@ -73,6 +73,9 @@ struct coda_task_def {
   char *queue; /* durable: the queue its tasks are claimed from (NULL: "default") */
   atomic_long outstanding; /* added and not finished, for the shutdown report */
   coda__engine *engine;
+  /* Its slots in the engine's metric families (task_metrics.c), set at
+   * configuration time so that counting never looks a name up. */
+  int metric_task, metric_queue, metric_task_duration, metric_queue_wait;
 };
 
 struct coda_task {
@@ -84,6 +87,7 @@ struct coda_task {
   uint64_t id;
   uint64_t request_id;
   uint64_t started_ns;
+  uint64_t due_ns;      /* when it could first start (submitted), for the queue wait */
   uint64_t deadline_ns; /* 0: none */
   atomic_int cancelled;
   atomic_int reported; /* a timeout or crash was already reported */
@@ -210,7 +214,43 @@ struct coda__engine {
   coda__thread_pool *left_threads; /* stopped with tasks still running */
   coda__process_pool *left_procs;  /* stopped, kept for left_threads */
   struct coda__scheduler *scheduler; /* periodic tasks (schedule.c), or NULL */
+  /* Metric families in the app's registry (task_metrics.c); NULL if they
+   * could not be made (counting into them is then a no-op). */
+  coda__metric *m_tasks;     /* task, queue, executor, outcome */
+  coda__metric *m_duration;  /* task, executor */
+  coda__metric *m_wait;      /* queue */
+  coda__metric *m_batch;     /* store batches */
+  coda__metric *m_restarts;  /* PROCESS workers replaced */
 };
+
+/* What ended a task, for coda_tasks_total{outcome}: an attempt ends
+ * SUCCEEDED, FAILED, TIMED_OUT or CRASHED; a failed durable attempt is
+ * then RETRIED or DEAD; REJECTED and DROPPED never ran. */
+typedef enum {
+  CODA__OUTCOME_SUCCEEDED = 0,
+  CODA__OUTCOME_FAILED,
+  CODA__OUTCOME_TIMED_OUT,
+  CODA__OUTCOME_CRASHED,
+  CODA__OUTCOME_RETRIED,
+  CODA__OUTCOME_DEAD,
+  CODA__OUTCOME_REJECTED,
+  CODA__OUTCOME_DROPPED,
+} coda__task_outcome;
+
+/* task_metrics.c. Registers the engine's families and its collector
+ * (configuration time, once per engine). */
+void coda__task_metrics_init(coda__engine *e);
+/* Takes a definition's label slots (its name, its queue); again after
+ * coda_task_def_queue(). Configuration time. */
+void coda__task_metrics_def(coda_task_def *def);
+/* Counts one outcome of a task of `def` on executor `ex`. Any thread. */
+void coda__task_metrics_outcome(coda_task_def *def, coda_executor ex, coda__task_outcome o);
+/* A task starts: its queue wait (due to now). Its thread. */
+void coda__task_metrics_began(coda_task *t);
+/* An attempt ended: its outcome and duration. Any thread. */
+void coda__task_metrics_ended(coda_task *t, coda__task_outcome o);
+/* A store batch took `ns` (the store thread). */
+void coda__task_metrics_batch(coda__engine *e, uint64_t ns);
 
 /* The app's engine, made on first use (a configuration call: one thread,
  * before coda_app_run()), which installs it as the app's extension and a
