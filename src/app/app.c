@@ -84,8 +84,8 @@ void coda__app_count_response(coda_app *app, const coda_req *req, int status) {
     return;
   const coda__route *rt = req->match.route;
   int cls = status < 200 ? 0 : status >= 500 ? 4 : status / 100 - 1; /* 1xx..5xx */
-  int slots[3] = {method_slot(req->method, req->head->method.len), rt ? rt->metric_route : 0,
-                  cls};
+  int slots[3] = {method_slot(req->method, req->head->method.len),
+                  rt ? rt->metric_route : 0, cls};
   coda__metric_add(app->http_requests, coda__metric_series(app->http_requests, slots), 1);
   uint64_t ns = uv_hrtime() - req->metrics_t0;
   int route = rt ? rt->metric_route_duration : 0;
