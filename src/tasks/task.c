@@ -677,7 +677,7 @@ void coda__task_finish(coda_task *t, int rc, const char *message) {
   } else {
     coda__stat_add(e, t->executor, CODA_STAT_SUCCEEDED, 1);
   }
-  coda__task_metrics_ended(t, !failed                            ? CODA__OUTCOME_SUCCEEDED
+  coda__task_metrics_ended(t, !failed                           ? CODA__OUTCOME_SUCCEEDED
                               : reported == CODA_STAT_TIMED_OUT ? CODA__OUTCOME_TIMED_OUT
                               : reported == CODA_STAT_CRASHED   ? CODA__OUTCOME_CRASHED
                                                                 : CODA__OUTCOME_FAILED);

@@ -20,8 +20,9 @@
 #define METRIC_QUEUES 8
 
 static const char *const executors[] = {"loop", "thread", "process", NULL};
-static const char *const outcomes[] = {"succeeded", "failed", "timed_out", "crashed", "retried",
-                                       "dead",      "rejected", "dropped", NULL};
+static const char *const outcomes[] = {"succeeded", "failed",  "timed_out",
+                                       "crashed",   "retried", "dead",
+                                       "rejected",  "dropped", NULL};
 /* Attempts: from a millisecond (a LOOP task) to ten minutes (a report). */
 static const double task_buckets[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1,
                                       2.5,   5,     10,   30,   60,  300, 600};
@@ -43,37 +44,41 @@ static const double batch_buckets[] = {0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.0
 static void tasks_collect(void *data, coda__buf *out) {
   coda__engine *e = data;
   coda__durable *d = e->durable;
-  coda__metrics_head(out, "coda_store_up",
-                     "1 when the task store's last write succeeded (0: it fails, durable adds "
-                     "are answered 503); absent without a store.",
-                     "gauge");
+  coda__metrics_head(
+      out, "coda_store_up",
+      "1 when the task store's last write succeeded (0: it fails, durable adds "
+      "are answered 503); absent without a store.",
+      "gauge");
   if (d)
-    coda__metrics_sample(out, "coda_store_up", 0, NULL, NULL, atomic_load(&d->faulted) ? 0 : 1);
+    coda__metrics_sample(out, "coda_store_up", 0, NULL, NULL,
+                         atomic_load(&d->faulted) ? 0 : 1);
 }
 
 void coda__task_metrics_init(coda__engine *e) {
   coda__metrics *m = e->app->metrics;
-  coda__metric_label task = {"task", NULL, METRIC_TASKS}, queue = {"queue", NULL, METRIC_QUEUES},
+  coda__metric_label task = {"task", NULL, METRIC_TASKS},
+                     queue = {"queue", NULL, METRIC_QUEUES},
                      ex = {"executor", executors, 0}, outcome = {"outcome", outcomes, 0};
-  e->m_tasks = coda__metrics_counter(
-      m, "coda_tasks_total",
-      "Task outcomes: an attempt ends succeeded, failed, timed_out or crashed; a failed durable "
-      "attempt is then retried or dead; rejected (queue full) and dropped tasks never ran.",
-      4, (coda__metric_label[]){task, queue, ex, outcome});
-  e->m_duration = coda__metrics_histogram(m, "coda_task_duration_seconds",
-                                          "Task attempts, from start to end.", 2,
-                                          (coda__metric_label[]){task, ex}, task_buckets,
-                                          NBUCKETS(task_buckets));
+  e->m_tasks = coda__metrics_counter(m, "coda_tasks_total",
+                                     "Task outcomes: an attempt ends succeeded, failed, "
+                                     "timed_out or crashed; a failed durable "
+                                     "attempt is then retried or dead; rejected (queue "
+                                     "full) and dropped tasks never ran.",
+                                     4, (coda__metric_label[]){task, queue, ex, outcome});
+  e->m_duration = coda__metrics_histogram(
+      m, "coda_task_duration_seconds", "Task attempts, from start to end.", 2,
+      (coda__metric_label[]){task, ex}, task_buckets, NBUCKETS(task_buckets));
   e->m_wait = coda__metrics_histogram(
       m, "coda_task_queue_wait_seconds",
-      "From when a task was due (its response written, or its run_at) to its start.", 1, &queue,
-      wait_buckets, NBUCKETS(wait_buckets));
+      "From when a task was due (its response written, or its run_at) to its start.", 1,
+      &queue, wait_buckets, NBUCKETS(wait_buckets));
   e->m_batch = coda__metrics_histogram(
       m, "coda_store_batch_duration_seconds",
       "One group commit of the store thread (begin to commit, fsync included).", 0, NULL,
       batch_buckets, NBUCKETS(batch_buckets));
-  e->m_restarts = coda__metrics_counter(m, "coda_process_restarts_total",
-                                        "PROCESS workers replaced after they ended.", 0, NULL);
+  e->m_restarts =
+      coda__metrics_counter(m, "coda_process_restarts_total",
+                            "PROCESS workers replaced after they ended.", 0, NULL);
   coda__metrics_add_collector(m, tasks_collect, e);
 }
 
@@ -91,7 +96,8 @@ static int executor_slot(coda_executor ex) {
   return ex == CODA_EXEC_LOOP ? 0 : ex == CODA_EXEC_PROCESS ? 2 : 1;
 }
 
-void coda__task_metrics_outcome(coda_task_def *def, coda_executor ex, coda__task_outcome o) {
+void coda__task_metrics_outcome(coda_task_def *def, coda_executor ex,
+                                coda__task_outcome o) {
   coda__metric *f = def->engine->m_tasks;
   if (!f || !coda__metrics_on(f->m))
     return;
