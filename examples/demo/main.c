@@ -44,7 +44,7 @@ static const char index_body[] =
     "{\"method\":\"POST\",\"path\":\"/upload\",\"does\":\"202, saves the body, processes it in a task\"},"
     "{\"method\":\"POST\",\"path\":\"/orders\",\"does\":\"201, then a webhook POST to the given URL\"},"
     "{\"method\":\"POST\",\"path\":\"/echo\",\"does\":\"the request body back, verbatim\"},"
-    "{\"method\":\"POST\",\"path\":\"/reports\",\"does\":\"202 + Location, a durable report task that fails twice, then succeeds\"},"
+    "{\"method\":\"POST\",\"path\":\"/reports\",\"does\":\"202 + Location, a durable report task that fails twice, then succeeds (max_attempts: 2 leaves it dead)\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks/{id}\",\"does\":\"a durable task's state, attempts, progress, result\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks?state=dead\",\"does\":\"durable tasks in one state, by id (after=, limit=)\"},"
     "{\"method\":\"GET\",\"path\":\"/tasks?name=tick\",\"does\":\"the runs of the periodic tick task and their due times, by id (state=, after=, limit=)\"},"
@@ -143,22 +143,29 @@ static int deliver_webhook_task(coda_task *t) {
 
 /* A durable report: fails on its first two attempts (a flaky upstream),
  * so the retries show in the log and in GET /tasks/{id}; then builds the
- * "report" in five steps, reporting progress, and stores a result. */
+ * "report" in five steps, reporting progress, and stores a result. With
+ * max_attempts 1 or 2 it ends dead, and a retry from the dashboard or
+ * coda-admin (one more attempt) makes it succeed. The error names the
+ * report: whatever the client sent, which the dashboard must show as text. */
 static int build_report_task(coda_task *t) {
   const char *name = coda_task_str(t, 0);
   int attempt = coda_task_attempt(t);
   coda_log(app, CODA_LOG_INFO, "[Report] %s: attempt %d (task %llu)", name, attempt,
            (unsigned long long)coda_task_id(t));
   if (attempt <= 2)
-    return coda_task_fail(t, "upstream unavailable (attempt %d)", attempt);
+    return coda_task_fail(t, "upstream unavailable (attempt %d) for report %s", attempt, name);
   for (int step = 1; step <= 5; step++) {
     struct timespec ts = {0, 200 * 1000000L};
     nanosleep(&ts, NULL);
     coda_task_progress(t, step / 5.0);
   }
-  char result[256];
-  int n = snprintf(result, sizeof result, "{\"report\":\"%s\",\"rows\":%d}", name, 42);
-  coda_task_set_result(t, result, (size_t)n);
+  json_t *out = json_pack("{s:s, s:i}", "report", name, "rows", 42);
+  char *result = out ? json_dumps(out, JSON_COMPACT) : NULL;
+  json_decref(out);
+  if (!result)
+    return coda_task_fail(t, "out of memory");
+  coda_task_set_result(t, result, strlen(result));
+  free(result);
   coda_log(app, CODA_LOG_INFO, "[Report] %s: done", name);
   return 0;
 }
@@ -288,17 +295,26 @@ static int post_orders(coda_req *req, coda_res *res, void *user) {
   return rc;
 }
 
-/* POST /reports {"name": "..."}: the task is in the store before the 202
- * leaves; the client follows Location. An Idempotency-Key header makes a
- * retried POST return the first task instead of starting a second one. */
+/* POST /reports {"name": "...", "max_attempts": N}: the task is in the
+ * store before the 202 leaves; the client follows Location. An
+ * Idempotency-Key header makes a retried POST return the first task
+ * instead of starting a second one. max_attempts (1-100, default the
+ * definition's 5) below 3 makes a task that ends dead. */
 static int post_reports(coda_req *req, coda_res *res, void *user) {
   (void)user;
   size_t len;
   const char *body = coda_req_body(req, &len);
   json_t *in = json_loadb(body, len, 0, NULL);
   const char *name = in ? json_string_value(json_object_get(in, "name")) : NULL;
+  json_t *max = in ? json_object_get(in, "max_attempts") : NULL;
+  if (max && (!json_is_integer(max) || json_integer_value(max) < 1 ||
+              json_integer_value(max) > 100)) {
+    json_decref(in);
+    return coda_res_json_text(res, 422, "{\"error\":\"max_attempts: 1 to 100\"}");
+  }
   coda_task_opts opts = CODA_TASK_OPTS_INIT(.flags = CODA_TASK_DURABLE,
-                         .key = coda_req_header(req, "Idempotency-Key"));
+                         .key = coda_req_header(req, "Idempotency-Key"),
+                         .max_attempts = max ? (int)json_integer_value(max) : 0);
   int rc = coda_res_add_task_opts(res, report_def, &opts, "s", name ? name : "monthly");
   json_decref(in);
   if (rc)

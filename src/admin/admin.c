@@ -201,6 +201,7 @@ static int (*const mounts[])(coda_app *, coda__admin *) = {
     coda__admin_metrics_mount,
     coda__admin_api_mount,
     coda__admin_tasks_mount,
+    coda__admin_dashboard_mount,
 };
 
 /* The label values of coda_admin_actions_total, by coda__admin_action. */

@@ -102,5 +102,6 @@ int coda__admin_session_mount(coda_app *app, coda__admin *a);
 int coda__admin_metrics_mount(coda_app *app, coda__admin *a); /* GET /metrics */
 int coda__admin_api_mount(coda_app *app, coda__admin *a);     /* api.c: views, queues */
 int coda__admin_tasks_mount(coda_app *app, coda__admin *a);   /* api_tasks.c: tasks */
+int coda__admin_dashboard_mount(coda_app *app, coda__admin *a); /* dashboard.c */
 
 #endif /* CODA_ADMIN_ADMIN_H */

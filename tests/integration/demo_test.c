@@ -306,7 +306,7 @@ TEST(demo_durable_report_retries_and_survives_a_restart) {
       tc_sleep_ms(10);
   }
   CHECK(strncmp(state, "failed\"", 7) == 0);
-  CHECK(strstr(buf, "\"error\":\"upstream unavailable (attempt 1)\"") != NULL);
+  CHECK(strstr(buf, "\"error\":\"upstream unavailable (attempt 1) for report q3\"") != NULL);
   CHECK_EQ_INT(demo_stop(&d, SIGTERM, 5000), 0);
   /* A new process on the same store finishes the job. */
   REQUIRE(demo_start(&d) == 0);
