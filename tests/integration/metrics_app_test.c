@@ -228,5 +228,49 @@ TEST(metrics_off_counts_nothing) {
   CHECK_EQ_INT(tc_app_free(app, 10000), 0);
 }
 
+/* The queues' gauges come from the store's own counts: tasks added to a
+ * queue this app does not serve stay queued, and the oldest one ages. */
+TEST(queue_gauges_follow_the_store) {
+  coda_app *app = coda_app_new();
+  REQUIRE(app);
+  coda_task_def *def = coda_app_task(app, "parked", ok_task, CODA_EXEC_THREAD);
+  REQUIRE(def);
+  CHECK_EQ_INT(coda_task_def_durable(def, 1), 0);
+  CHECK_EQ_INT(coda_task_def_queue(def, "parked-queue"), 0);
+  CHECK_EQ_INT(coda_app_store(app, "memory"), 0);
+  CHECK_EQ_INT(coda_app_queues(app, "default"), 0);
+  test_server ts;
+  REQUIRE(ts_start(&ts, app) == 0);
+  char buf[1024]; /* answered: the services (the store) have started */
+  CHECK_EQ_INT(tc_get(ts.port, "/", buf, sizeof buf, 5000), 404);
+  for (int i = 0; i < 3; i++)
+    CHECK_EQ_INT(coda_app_enqueue(app, def, NULL, "i", (int64_t)i), 0);
+  CHECK_EQ_INT(coda_app_store_sync(app), 0);
+  CHECK(wait_sample(app, "coda_queue_tasks{queue=\"parked-queue\",state=\"queued\"}", 3,
+                    5000) == 3);
+  /* Aging: the gauge is read from the oldest due time, now. */
+  uint64_t end = tc_now_ms() + 5000;
+  double age = 0;
+  while (age < 0.05 && tc_now_ms() < end) {
+    char *text = metrics(app);
+    age = text ? sample(text, "coda_queue_oldest_age_seconds{queue=\"parked-queue\"}") : -1;
+    free(text);
+    tc_sleep_ms(10);
+  }
+  CHECK(age >= 0.05 && age < 60);
+  char *text = metrics(app);
+  REQUIRE(text);
+  CHECK(sample(text, "coda_queue_tasks{queue=\"parked-queue\",state=\"running\"}") == 0);
+  CHECK(sample(text, "coda_queue_tasks{queue=\"parked-queue\",state=\"scheduled\"}") == 0);
+  /* One family's samples stay together (the text format's rule). */
+  const char *first = strstr(text, "coda_queue_tasks{");
+  const char *age_head = strstr(text, "# TYPE coda_queue_oldest_age_seconds");
+  CHECK(first && age_head && first < age_head &&
+        strstr(age_head, "coda_queue_tasks{") == NULL);
+  free(text);
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  CHECK_EQ_INT(tc_app_free(app, 10000), 0);
+}
+
 RUN_TESTS(metrics_app, TEST_CASE(layers_count_requests_and_task_outcomes),
-          TEST_CASE(metrics_off_counts_nothing))
+          TEST_CASE(metrics_off_counts_nothing), TEST_CASE(queue_gauges_follow_the_store))
