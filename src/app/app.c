@@ -28,21 +28,21 @@
 
 /* Known methods keep their name, anything else is OTHER: a client cannot
  * grow the label set by inventing methods. */
-static const char *const metric_methods[] = {"GET",     "HEAD",    "POST",  "PUT",
-                                             "DELETE",  "PATCH",   "OPTIONS", "CONNECT",
-                                             "TRACE",   "OTHER",   NULL};
+static const char *const metric_methods[] = {"GET",    "HEAD",  "POST",    "PUT",
+                                             "DELETE", "PATCH", "OPTIONS", "CONNECT",
+                                             "TRACE",  "OTHER", NULL};
 static const char *const metric_classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx", NULL};
 /* Patterns the HTTP families keep apart (the rest count as "other"). */
 #define METRIC_ROUTES 64
 /* HTTP durations: from 0.5 ms (a keep-alive /plain) to 10 s. */
-static const double http_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                      0.05,   0.1,   0.25,   0.5,   1,    2.5,  10};
+static const double http_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                      0.1,    0.25,  0.5,    1,     2.5,  10};
 
 static void build_info(void *data, coda__buf *out) {
   (void)data;
   const char *names[] = {"version"}, *values[] = {coda_version()};
-  coda__metrics_head(out, "coda_build_info", "The coda library serving: 1, with its version.",
-                     "gauge");
+  coda__metrics_head(out, "coda_build_info",
+                     "The coda library serving: 1, with its version.", "gauge");
   coda__metrics_sample(out, "coda_build_info", 1, names, values, 1);
 }
 
@@ -50,16 +50,19 @@ static int metrics_init(coda_app *app) {
   app->metrics = coda__metrics_new();
   if (!app->metrics)
     return CODA_ENOMEM;
-  coda__metric_label req[] = {
-      {"method", metric_methods, 0}, {"route", NULL, METRIC_ROUTES}, {"status", metric_classes, 0}};
-  app->http_requests = coda__metrics_counter(
-      app->metrics, "coda_http_requests_total",
-      "HTTP responses by method, route pattern (\"none\": no route matched) and status class.",
-      3, req);
+  coda__metric_label req[] = {{"method", metric_methods, 0},
+                              {"route", NULL, METRIC_ROUTES},
+                              {"status", metric_classes, 0}};
+  app->http_requests =
+      coda__metrics_counter(app->metrics, "coda_http_requests_total",
+                            "HTTP responses by method, route pattern (\"none\": no route "
+                            "matched) and status class.",
+                            3, req);
   app->http_duration = coda__metrics_histogram(
       app->metrics, "coda_http_request_duration_seconds",
-      "Time from a complete request to its response queued for writing, by route pattern.", 1,
-      &req[1], http_buckets, (int)(sizeof http_buckets / sizeof http_buckets[0]));
+      "Time from a complete request to its response queued for writing, by route "
+      "pattern.",
+      1, &req[1], http_buckets, (int)(sizeof http_buckets / sizeof http_buckets[0]));
   if (!app->http_requests || !app->http_duration ||
       coda__metrics_add_collector(app->metrics, build_info, NULL) != 0)
     return CODA_ENOMEM;
@@ -80,14 +83,14 @@ void coda__app_count_response(coda_app *app, const coda_req *req, int status) {
   if (!coda__metrics_on(app->metrics))
     return;
   const coda__route *rt = req->match.route;
-  int cls = status / 100 - 1;
-  int slots[3] = {method_slot(req->method, req->head->method.len), rt ? rt->metric_route : 0,
-                  cls < 0 ? 0 : cls > 4 ? 4 : cls};
+  int cls = status < 200 ? 0 : status >= 500 ? 4 : status / 100 - 1; /* 1xx..5xx */
+  int slots[3] = {method_slot(req->method, req->head->method.len),
+                  rt ? rt->metric_route : 0, cls};
   coda__metric_add(app->http_requests, coda__metric_series(app->http_requests, slots), 1);
   uint64_t ns = uv_hrtime() - req->metrics_t0;
   int route = rt ? rt->metric_route_duration : 0;
-  coda__metric_observe_ns(app->http_duration, coda__metric_series(app->http_duration, &route),
-                          ns);
+  coda__metric_observe_ns(app->http_duration,
+                          coda__metric_series(app->http_duration, &route), ns);
 }
 
 int coda_app_metrics_text(coda_app *app, char **out, size_t *len) {

@@ -95,9 +95,10 @@ static int label_init(coda__metric *f, int i, const coda__metric_label *l) {
   return 0;
 }
 
-static coda__metric *family_new(coda__metrics *m, coda__metric_type type, const char *name,
-                                const char *help, int nlabels, const coda__metric_label *labels,
-                                const double *bounds, int nbounds) {
+static coda__metric *family_new(coda__metrics *m, coda__metric_type type,
+                                const char *name, const char *help, int nlabels,
+                                const coda__metric_label *labels, const double *bounds,
+                                int nbounds) {
   if (!m || nlabels < 0 || nlabels > CODA__METRIC_MAX_LABELS || nbounds < 0 ||
       nbounds > CODA__METRIC_MAX_BUCKETS)
     return NULL;
@@ -146,13 +147,16 @@ coda__metric *coda__metrics_counter(coda__metrics *m, const char *name, const ch
   return family_new(m, CODA__METRIC_COUNTER, name, help, nlabels, labels, NULL, 0);
 }
 
-coda__metric *coda__metrics_histogram(coda__metrics *m, const char *name, const char *help,
-                                      int nlabels, const coda__metric_label *labels,
+coda__metric *coda__metrics_histogram(coda__metrics *m, const char *name,
+                                      const char *help, int nlabels,
+                                      const coda__metric_label *labels,
                                       const double *bounds, int nbounds) {
-  return family_new(m, CODA__METRIC_HISTOGRAM, name, help, nlabels, labels, bounds, nbounds);
+  return family_new(m, CODA__METRIC_HISTOGRAM, name, help, nlabels, labels, bounds,
+                    nbounds);
 }
 
-int coda__metrics_add_collector(coda__metrics *m, coda__metrics_collect_fn fn, void *data) {
+int coda__metrics_add_collector(coda__metrics *m, coda__metrics_collect_fn fn,
+                                void *data) {
   if (!m || m->ncollectors == CODA__METRICS_COLLECTORS)
     return CODA_ELIMIT;
   m->collectors[m->ncollectors].fn = fn;
@@ -314,7 +318,8 @@ int coda__metrics_escape(coda__buf *out, const char *value, int help) {
   return rc;
 }
 
-int coda__metrics_head(coda__buf *out, const char *name, const char *help, const char *type) {
+int coda__metrics_head(coda__buf *out, const char *name, const char *help,
+                       const char *type) {
   int rc = coda__buf_append_lit(out, "# HELP ");
   rc = rc ? rc : coda__buf_append(out, name, strlen(name));
   rc = rc ? rc : coda__buf_append_lit(out, " ");
@@ -344,7 +349,8 @@ static int append_number(coda__buf *out, double v) {
 
 /* name{names[i]="values[i]",...,extra="extra_value"} for sample lines. */
 static int append_labels(coda__buf *out, int n, const char *const *names,
-                         const char *const *values, const char *extra, const char *extra_value) {
+                         const char *const *values, const char *extra,
+                         const char *extra_value) {
   if (n == 0 && !extra)
     return 0;
   int rc = coda__buf_append_lit(out, "{");
@@ -373,8 +379,9 @@ static int sample(coda__buf *out, const char *name, const char *suffix, int n,
   return rc ? rc : coda__buf_append_lit(out, "\n");
 }
 
-int coda__metrics_sample(coda__buf *out, const char *name, int nlabels, const char *const *names,
-                         const char *const *values, double value) {
+int coda__metrics_sample(coda__buf *out, const char *name, int nlabels,
+                         const char *const *names, const char *const *values,
+                         double value) {
   return sample(out, name, "", nlabels, names, values, NULL, NULL, value);
 }
 
@@ -384,16 +391,18 @@ static int series_labels(const coda__metric *f, size_t series, const char **valu
   for (int i = f->nlabels - 1; i >= 0; i--) {
     int v = (int)(series % (size_t)f->radix[i]);
     series /= (size_t)f->radix[i];
-    values[i] = f->interned[i] ? atomic_load_explicit(&f->interned[i][v], memory_order_acquire)
-                               : f->labels[i].values[v];
+    values[i] = f->interned[i]
+                    ? atomic_load_explicit(&f->interned[i][v], memory_order_acquire)
+                    : f->labels[i].values[v];
     if (!values[i])
       return 0;
   }
   return 1;
 }
 
-static int render_histogram(coda__buf *out, const coda__metric *f, int n, const char **names,
-                            const char **values, const uint64_t *cells) {
+static int render_histogram(coda__buf *out, const coda__metric *f, int n,
+                            const char **names, const char **values,
+                            const uint64_t *cells) {
   uint64_t cumulative = 0;
   int rc = 0;
   for (int b = 0; b <= f->nbounds && rc == 0; b++) {
@@ -408,7 +417,8 @@ static int render_histogram(coda__buf *out, const coda__metric *f, int n, const 
   double sum = (double)cells[f->nbounds + 1] / 1e9;
   rc = rc ? rc : sample(out, f->name, "_sum", n, names, values, NULL, NULL, sum);
   return rc ? rc
-            : sample(out, f->name, "_count", n, names, values, NULL, NULL, (double)cumulative);
+            : sample(out, f->name, "_count", n, names, values, NULL, NULL,
+                     (double)cumulative);
 }
 
 static int render_family(coda__buf *out, const coda__metric *f, const uint64_t *sum) {
@@ -422,7 +432,8 @@ static int render_family(coda__buf *out, const coda__metric *f, const uint64_t *
     if (series_count(f, cells) == 0 || !series_labels(f, s, values))
       continue; /* never counted: no series, as with any client library */
     if (f->type == CODA__METRIC_COUNTER)
-      rc = sample(out, f->name, "", f->nlabels, names, values, NULL, NULL, (double)cells[0]);
+      rc = sample(out, f->name, "", f->nlabels, names, values, NULL, NULL,
+                  (double)cells[0]);
     else
       rc = render_histogram(out, f, f->nlabels, names, values, cells);
   }

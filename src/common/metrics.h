@@ -35,7 +35,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define CODA__METRICS_SHARDS 128     /* threads with a shard of their own */
+#define CODA__METRICS_SHARDS 128 /* threads with a shard of their own */
 #define CODA__METRIC_MAX_LABELS 4
 #define CODA__METRIC_MAX_BUCKETS 16
 
@@ -108,7 +108,6 @@ struct coda__metrics {
   int ncollectors;
 };
 
-
 /* A new empty registry, or NULL. Counting is on (coda__metrics_enable). */
 coda__metrics *coda__metrics_new(void);
 /* Frees the registry and its shards. No thread may count into it any more. */
@@ -126,12 +125,14 @@ static inline int coda__metrics_on(const coda__metrics *m) { return m && m->on; 
  * frozen or full, a name is taken, or out of memory. */
 coda__metric *coda__metrics_counter(coda__metrics *m, const char *name, const char *help,
                                     int nlabels, const coda__metric_label *labels);
-coda__metric *coda__metrics_histogram(coda__metrics *m, const char *name, const char *help,
-                                      int nlabels, const coda__metric_label *labels,
+coda__metric *coda__metrics_histogram(coda__metrics *m, const char *name,
+                                      const char *help, int nlabels,
+                                      const coda__metric_label *labels,
                                       const double *bounds, int nbounds);
 
 /* Adds a collector (at most 8). 0, CODA_ELIMIT. Configuration time. */
-int coda__metrics_add_collector(coda__metrics *m, coda__metrics_collect_fn fn, void *data);
+int coda__metrics_add_collector(coda__metrics *m, coda__metrics_collect_fn fn,
+                                void *data);
 
 /* The slot of `value` for interned label `label` of f: interned on first
  * sight (a mutex, once per value), then found without a lock. Once the
@@ -162,7 +163,8 @@ static inline coda__metric_shard *coda__metrics_shard(coda__metrics *m, uint64_t
   return coda__metrics_shard_slow(m);
 }
 
-static inline void coda__metric_cell_add(const coda__metric_shard *sh, size_t i, uint64_t n) {
+static inline void coda__metric_cell_add(const coda__metric_shard *sh, size_t i,
+                                         uint64_t n) {
   coda__metric_cell *c = sh->cells + i;
   if (sh->shared)
     atomic_fetch_add_explicit(c, n, memory_order_relaxed);
@@ -189,11 +191,13 @@ int coda__metrics_render(coda__metrics *m, coda__buf *out);
 /* -- for collectors -- */
 
 /* "# HELP name help\n# TYPE name type\n", help escaped. */
-int coda__metrics_head(coda__buf *out, const char *name, const char *help, const char *type);
+int coda__metrics_head(coda__buf *out, const char *name, const char *help,
+                       const char *type);
 /* One sample line: name{l1="v1",...} value, values escaped ("\\", "\"",
  * "\n"). nlabels may be 0. */
-int coda__metrics_sample(coda__buf *out, const char *name, int nlabels, const char *const *names,
-                         const char *const *values, double value);
+int coda__metrics_sample(coda__buf *out, const char *name, int nlabels,
+                         const char *const *names, const char *const *values,
+                         double value);
 /* Appends a label value escaped per the text format. */
 int coda__metrics_escape(coda__buf *out, const char *value, int help);
 

@@ -41,7 +41,9 @@ int coda__traceparent_valid(const char *v) {
 
 /* The request a run's durable tasks come from: its traceparent, and its
  * method with the pattern of the route that matched (never the raw path:
- * that may hold ids or tokens). Out of memory, they are not recorded. */
+ * that may hold ids or tokens). Out of memory, they are not recorded.
+ * Noted when the first durable task is added: no copy for a response
+ * of in-memory tasks. */
 static void note_origin(coda_res *res, coda_tasks *run) {
   if (!res->conn)
     return;
@@ -62,7 +64,6 @@ static coda_tasks *res_run(coda_res *res) {
     if (run) {
       run->loop = res_loop(res, e);
       run->request_id = res->request_id;
-      note_origin(res, run);
     }
     res->ext = run;
   }
@@ -82,6 +83,9 @@ static int res_add(coda_res *res, coda_task_def *def, coda_task_opts *opts, cons
   coda_tasks *run = res_run(res);
   if (!run)
     return CODA_ENOMEM;
+  /* Only durable tasks keep it: no copy for a response of in-memory ones. */
+  if (((o.flags & CODA_TASK_DURABLE) || def->durable) && !run->origin_set)
+    note_origin(res, run);
   if ((rc = coda__run_add(run, def, &o, fmt, ap)) == 0)
     coda__opts_write_id(opts, o.id);
   return rc;
@@ -127,6 +131,8 @@ int coda_res_attach_tasks(coda_res *res, coda_tasks *list) {
   if (!run)
     return CODA_ENOMEM;
   for (int i = 0; i < list->n; i++) {
+    if (list->tasks[i]->durable && !run->origin_set)
+      note_origin(res, run);
     int rc = coda__run_append(run, list->tasks[i]);
     if (rc) {
       list->next = i; /* what was not moved is dropped by the free */
@@ -183,6 +189,8 @@ static int ext_route(void *data, coda_res *res, void *route_ext) {
     int rc = coda__task_clone(templates->tasks[i], &t);
     if (rc)
       return rc;
+    if (t->durable && !run->origin_set)
+      note_origin(res, run);
     if ((rc = coda__run_append(run, t)) != 0) {
       coda__task_drop(t, "out of memory");
       return rc;

@@ -482,7 +482,8 @@ void coda__lease_expire_due(coda__durable *d) {
       const char *name = cx->items[i].name;
       coda_task_def *def = name ? coda__engine_find(d->engine, name) : NULL;
       if (def)
-        coda__task_metrics_outcome(def, ex[i], dead ? CODA__OUTCOME_DEAD : CODA__OUTCOME_RETRIED);
+        coda__task_metrics_outcome(def, ex[i],
+                                   dead ? CODA__OUTCOME_DEAD : CODA__OUTCOME_RETRIED);
     }
     if (cx->n == EXPIRE_MAX)
       d->next_expire = now; /* more may have expired */

@@ -711,7 +711,7 @@ void coda__task_finish(coda_task *t, int rc, const char *message) {
   } else {
     coda__stat_add(e, t->executor, CODA_STAT_SUCCEEDED, 1);
   }
-  coda__task_metrics_ended(t, !failed                            ? CODA__OUTCOME_SUCCEEDED
+  coda__task_metrics_ended(t, !failed                           ? CODA__OUTCOME_SUCCEEDED
                               : reported == CODA_STAT_TIMED_OUT ? CODA__OUTCOME_TIMED_OUT
                               : reported == CODA_STAT_CRASHED   ? CODA__OUTCOME_CRASHED
                                                                 : CODA__OUTCOME_FAILED);
@@ -825,6 +825,7 @@ static int replace_str(char **at, const char *value) {
 }
 
 int coda__tasks_set_origin(coda_tasks *run, const char *trace, const char *origin) {
+  run->origin_set = 1;
   if (replace_str(&run->trace, trace) != 0 || replace_str(&run->origin, origin) != 0)
     return CODA_ENOMEM;
   return 0;

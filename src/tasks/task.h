@@ -168,6 +168,7 @@ struct coda_tasks {
   /* The request's traceparent and "METHOD /pattern" (owned, NULL: none),
    * copied into each durable task appended (coda__tasks_set_origin). */
   char *trace, *origin;
+  int origin_set; /* set once (by the response path or a caller) */
   coda_task *inline_tasks[4];
 };
 
@@ -215,11 +216,11 @@ struct coda__engine {
   struct coda__scheduler *scheduler; /* periodic tasks (schedule.c), or NULL */
   /* Metric families in the app's registry (task_metrics.c); NULL if they
    * could not be made (counting into them is then a no-op). */
-  coda__metric *m_tasks;     /* task, queue, executor, outcome */
-  coda__metric *m_duration;  /* task, executor */
-  coda__metric *m_wait;      /* queue */
-  coda__metric *m_batch;     /* store batches */
-  coda__metric *m_restarts;  /* PROCESS workers replaced */
+  coda__metric *m_tasks;    /* task, queue, executor, outcome */
+  coda__metric *m_duration; /* task, executor */
+  coda__metric *m_wait;     /* queue */
+  coda__metric *m_batch;    /* store batches */
+  coda__metric *m_restarts; /* PROCESS workers replaced */
 };
 
 /* What ended a task, for coda_tasks_total{outcome}: an attempt ends
@@ -243,7 +244,8 @@ void coda__task_metrics_init(coda__engine *e);
  * coda_task_def_queue(). Configuration time. */
 void coda__task_metrics_def(coda_task_def *def);
 /* Counts one outcome of a task of `def` on executor `ex`. Any thread. */
-void coda__task_metrics_outcome(coda_task_def *def, coda_executor ex, coda__task_outcome o);
+void coda__task_metrics_outcome(coda_task_def *def, coda_executor ex,
+                                coda__task_outcome o);
 /* A task starts: its queue wait (due to now). Its thread. */
 void coda__task_metrics_began(coda_task *t);
 /* An attempt ended: its outcome and duration. Any thread. */

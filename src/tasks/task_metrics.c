@@ -20,8 +20,9 @@
 #define METRIC_QUEUES 8
 
 static const char *const executors[] = {"loop", "thread", "process", NULL};
-static const char *const outcomes[] = {"succeeded", "failed", "timed_out", "crashed", "retried",
-                                       "dead",      "rejected", "dropped", NULL};
+static const char *const outcomes[] = {"succeeded", "failed",  "timed_out",
+                                       "crashed",   "retried", "dead",
+                                       "rejected",  "dropped", NULL};
 /* Attempts: from a millisecond (a LOOP task) to ten minutes (a report). */
 static const double task_buckets[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1,
                                       2.5,   5,     10,   30,   60,  300, 600};
@@ -32,48 +33,113 @@ static const double batch_buckets[] = {0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.0
 
 #define NBUCKETS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-/* Gauges asked at scrape time, on the scraping thread.
- *
- * The queues' gauges, coda_queue_tasks{queue,state} (queued, scheduled,
- * running, ... as coda_queue_info.counts) and
- * coda_queue_oldest_age_seconds{queue} (now - oldest_due_at), belong here
- * too: they come from coda_app_queue_stats(), which the store's summary
- * (ops branch) provides; nothing cheaper exists before it (listing tasks
- * scans the store). */
+/* The queues' gauges, from the store's summary (coda_app_queue_stats():
+ * counts kept by the store, no scan on Redis). Each family's samples must
+ * stay together, so they are gathered in two buffers and appended after
+ * their heads. At most METRIC_GAUGE_QUEUES queues get their own series:
+ * the rest are added up under queue="other", so the labels stay bounded
+ * whatever names the store holds. */
+#define METRIC_GAUGE_QUEUES 64
+
+typedef struct queue_gauges {
+  coda__buf tasks, age;
+  int n;
+  int64_t now;
+  long other[CODA_STATE_CANCELLED + 2]; /* by state, then scheduled */
+  int64_t other_oldest;
+  int other_used;
+} queue_gauges;
+
+static void queue_samples(queue_gauges *g, const char *queue, const long *counts,
+                          long scheduled, int64_t oldest) {
+  static const char *const names[] = {"queue", "state"};
+  for (int st = 0; st <= CODA_STATE_CANCELLED + 1; st++) {
+    const char *values[] = {queue, st <= CODA_STATE_CANCELLED
+                                       ? coda_task_state_name((coda_task_state)st)
+                                       : "scheduled"};
+    coda__metrics_sample(&g->tasks, "coda_queue_tasks", 2, names, values,
+                         (double)(st <= CODA_STATE_CANCELLED ? counts[st] : scheduled));
+  }
+  double age = oldest > 0 && g->now > oldest ? (double)(g->now - oldest) / 1000.0 : 0.0;
+  coda__metrics_sample(&g->age, "coda_queue_oldest_age_seconds", 1, names, &queue, age);
+}
+
+static int on_queue(const coda_queue_info *q, void *user) {
+  queue_gauges *g = user;
+  if (g->n++ < METRIC_GAUGE_QUEUES) {
+    queue_samples(g, q->name, q->counts, q->scheduled, q->oldest_due_at);
+    return 0;
+  }
+  g->other_used = 1;
+  for (int st = 0; st <= CODA_STATE_CANCELLED; st++)
+    g->other[st] += q->counts[st];
+  g->other[CODA_STATE_CANCELLED + 1] += q->scheduled;
+  if (q->oldest_due_at > 0 && (g->other_oldest == 0 || q->oldest_due_at < g->other_oldest))
+    g->other_oldest = q->oldest_due_at;
+  return 0;
+}
+
+static void queue_gauges_collect(coda__engine *e, coda__buf *out) {
+  queue_gauges g = {.now = coda__unix_ms()};
+  if (coda_app_queue_stats(e->app, on_queue, &g) >= 0) {
+    if (g.other_used)
+      queue_samples(&g, "other", g.other, g.other[CODA_STATE_CANCELLED + 1], g.other_oldest);
+    coda__metrics_head(out, "coda_queue_tasks",
+                       "Durable tasks in the store by queue and state (scheduled: queued or "
+                       "failed, waiting for a later run_at; also counted in their state).",
+                       "gauge");
+    coda__buf_append(out, g.tasks.base, g.tasks.len);
+    coda__metrics_head(out, "coda_queue_oldest_age_seconds",
+                       "How long the oldest due, unclaimed task of the queue has waited "
+                       "since it was due (0: none waits).",
+                       "gauge");
+    coda__buf_append(out, g.age.base, g.age.len);
+  }
+  coda__buf_free(&g.tasks);
+  coda__buf_free(&g.age);
+}
+
+/* Gauges asked at scrape time, on the scraping thread. */
 static void tasks_collect(void *data, coda__buf *out) {
   coda__engine *e = data;
   coda__durable *d = e->durable;
-  coda__metrics_head(out, "coda_store_up",
-                     "1 when the task store's last write succeeded (0: it fails, durable adds "
-                     "are answered 503); absent without a store.",
-                     "gauge");
-  if (d)
-    coda__metrics_sample(out, "coda_store_up", 0, NULL, NULL, atomic_load(&d->faulted) ? 0 : 1);
+  coda__metrics_head(
+      out, "coda_store_up",
+      "1 when the task store's last write succeeded (0: it fails, durable adds "
+      "are answered 503); absent without a store.",
+      "gauge");
+  if (d) {
+    coda__metrics_sample(out, "coda_store_up", 0, NULL, NULL,
+                         atomic_load(&d->faulted) ? 0 : 1);
+    queue_gauges_collect(e, out);
+  }
 }
 
 void coda__task_metrics_init(coda__engine *e) {
   coda__metrics *m = e->app->metrics;
-  coda__metric_label task = {"task", NULL, METRIC_TASKS}, queue = {"queue", NULL, METRIC_QUEUES},
+  coda__metric_label task = {"task", NULL, METRIC_TASKS},
+                     queue = {"queue", NULL, METRIC_QUEUES},
                      ex = {"executor", executors, 0}, outcome = {"outcome", outcomes, 0};
-  e->m_tasks = coda__metrics_counter(
-      m, "coda_tasks_total",
-      "Task outcomes: an attempt ends succeeded, failed, timed_out or crashed; a failed durable "
-      "attempt is then retried or dead; rejected (queue full) and dropped tasks never ran.",
-      4, (coda__metric_label[]){task, queue, ex, outcome});
-  e->m_duration = coda__metrics_histogram(m, "coda_task_duration_seconds",
-                                          "Task attempts, from start to end.", 2,
-                                          (coda__metric_label[]){task, ex}, task_buckets,
-                                          NBUCKETS(task_buckets));
+  e->m_tasks = coda__metrics_counter(m, "coda_tasks_total",
+                                     "Task outcomes: an attempt ends succeeded, failed, "
+                                     "timed_out or crashed; a failed durable "
+                                     "attempt is then retried or dead; rejected (queue "
+                                     "full) and dropped tasks never ran.",
+                                     4, (coda__metric_label[]){task, queue, ex, outcome});
+  e->m_duration = coda__metrics_histogram(
+      m, "coda_task_duration_seconds", "Task attempts, from start to end.", 2,
+      (coda__metric_label[]){task, ex}, task_buckets, NBUCKETS(task_buckets));
   e->m_wait = coda__metrics_histogram(
       m, "coda_task_queue_wait_seconds",
-      "From when a task was due (its response written, or its run_at) to its start.", 1, &queue,
-      wait_buckets, NBUCKETS(wait_buckets));
+      "From when a task was due (its response written, or its run_at) to its start.", 1,
+      &queue, wait_buckets, NBUCKETS(wait_buckets));
   e->m_batch = coda__metrics_histogram(
       m, "coda_store_batch_duration_seconds",
       "One group commit of the store thread (begin to commit, fsync included).", 0, NULL,
       batch_buckets, NBUCKETS(batch_buckets));
-  e->m_restarts = coda__metrics_counter(m, "coda_process_restarts_total",
-                                        "PROCESS workers replaced after they ended.", 0, NULL);
+  e->m_restarts =
+      coda__metrics_counter(m, "coda_process_restarts_total",
+                            "PROCESS workers replaced after they ended.", 0, NULL);
   coda__metrics_add_collector(m, tasks_collect, e);
 }
 
@@ -91,7 +157,8 @@ static int executor_slot(coda_executor ex) {
   return ex == CODA_EXEC_LOOP ? 0 : ex == CODA_EXEC_PROCESS ? 2 : 1;
 }
 
-void coda__task_metrics_outcome(coda_task_def *def, coda_executor ex, coda__task_outcome o) {
+void coda__task_metrics_outcome(coda_task_def *def, coda_executor ex,
+                                coda__task_outcome o) {
   coda__metric *f = def->engine->m_tasks;
   if (!f || !coda__metrics_on(f->m))
     return;

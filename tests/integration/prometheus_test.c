@@ -37,7 +37,8 @@
  * and is tried again on another port. */
 static int free_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t len = sizeof a;
   int port = -1;
   if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
@@ -67,7 +68,8 @@ static pid_t start_prometheus(const char *dir, int port, const char *log) {
     dup2(fd, 1);
     dup2(fd, 2);
   }
-  execl(PROMETHEUS, PROMETHEUS, config, storage, listen, "--log.level=warn", (char *)NULL);
+  execl(PROMETHEUS, PROMETHEUS, config, storage, listen, "--log.level=warn",
+        (char *)NULL);
   _exit(127);
 }
 
@@ -129,7 +131,8 @@ static double query(int port, const char *promql) {
   CURL *c = curl_easy_init();
   char *q = c ? curl_easy_escape(c, promql, 0) : NULL;
   char url[1024];
-  snprintf(url, sizeof url, "http://127.0.0.1:%d/api/v1/query?query=%s", port, q ? q : "");
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/api/v1/query?query=%s", port,
+           q ? q : "");
   curl_free(q);
   if (c)
     curl_easy_cleanup(c);
@@ -190,20 +193,21 @@ static void scrape_and_query(int prom_port, int demo_port) {
   for (int i = 0; i < NTASKS; i++)
     ok += tc_get(demo_port, "/trivial", buf, sizeof buf, 5000) == 200;
   CHECK_EQ_INT(ok, NTASKS);
-  double v =
-      wait_value(prom_port, "sum(coda_tasks_total{outcome=\"succeeded\"})", NTASKS, 60000);
+  double v = wait_value(prom_port, "sum(coda_tasks_total{outcome=\"succeeded\"})", NTASKS,
+                        60000);
   if (v != NTASKS)
     fprintf(stderr, "  sum(coda_tasks_total{outcome=\"succeeded\"}) = %g, want %d\n", v,
             NTASKS);
   CHECK(v == NTASKS);
-  CHECK(wait_value(prom_port, "sum(coda_tasks_total{task=\"trivial\",executor=\"thread\"})",
-                   NTASKS, 10000) == NTASKS);
+  CHECK(wait_value(prom_port,
+                   "sum(coda_tasks_total{task=\"trivial\",executor=\"thread\"})", NTASKS,
+                   10000) == NTASKS);
   CHECK(wait_value(prom_port,
                    "sum(coda_http_requests_total{method=\"GET\",route=\"/trivial\","
                    "status=\"2xx\"})",
                    NTASKS, 10000) == NTASKS);
-  CHECK(wait_value(prom_port, "sum(coda_task_duration_seconds_count{task=\"trivial\"})", NTASKS,
-                   10000) == NTASKS);
+  CHECK(wait_value(prom_port, "sum(coda_task_duration_seconds_count{task=\"trivial\"})",
+                   NTASKS, 10000) == NTASKS);
   CHECK(wait_value(prom_port, "coda_build_info", 1, 10000) == 1);
   /* Without the token the demo refuses a scrape. */
   CHECK_EQ_INT(tc_get(demo_port, "/metrics", buf, sizeof buf, 5000), 401);
@@ -212,7 +216,8 @@ static void scrape_and_query(int prom_port, int demo_port) {
 TEST(prometheus_scrapes_the_demo) {
   struct stat st;
   if (stat(PROMETHEUS, &st) != 0) {
-    fprintf(stderr, "  %s is missing: run scripts/deps (the test needs the real server)\n",
+    fprintf(stderr,
+            "  %s is missing: run scripts/deps (the test needs the real server)\n",
             PROMETHEUS);
     CHECK(0 && "prometheus installed");
     return;
@@ -222,10 +227,12 @@ TEST(prometheus_scrapes_the_demo) {
   char demo_log[300], prom_log[300];
   snprintf(demo_log, sizeof demo_log, "%s/demo.log", dir);
   snprintf(prom_log, sizeof prom_log, "%s/prometheus.log", dir);
-  char *argv[] = {CODA_DEMO_PATH, "--listen", "127.0.0.1:0", "--threads", "2", "--store",
-                  "memory", "--tick", "0", "--quiet", "--admin-token", TOKEN, NULL};
+  char *argv[] = {CODA_DEMO_PATH,  "--listen", "127.0.0.1:0", "--threads", "2",
+                  "--store",       "memory",   "--tick",      "0",         "--quiet",
+                  "--admin-token", TOKEN,      NULL};
   tc_node demo;
-  int rc = tc_node_start_logged(&demo, argv, demo_log, "listening on http://127.0.0.1:", 20000);
+  int rc = tc_node_start_logged(&demo, argv, demo_log,
+                                "listening on http://127.0.0.1:", 20000);
   CHECK_EQ_INT(rc, 0);
   pid_t prom = -1;
   int prom_port = -1;

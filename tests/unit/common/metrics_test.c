@@ -26,8 +26,8 @@ TEST(counter_renders_help_type_and_series) {
   coda__metrics *m = coda__metrics_new();
   REQUIRE(m);
   coda__metric_label labels[] = {{"method", methods, 0}, {"route", NULL, 4}};
-  coda__metric *f = coda__metrics_counter(m, "coda_test_total", "Requests \\ served\nby x",
-                                          2, labels);
+  coda__metric *f =
+      coda__metrics_counter(m, "coda_test_total", "Requests \\ served\nby x", 2, labels);
   REQUIRE(f);
   int route = coda__metric_intern(f, 1, "/users/{id}");
   CHECK_EQ_INT(route, 0);
@@ -131,7 +131,8 @@ TEST(shards_merge_at_scrape) {
   coda__metric_label l = {"kind", kinds, 0};
   static const double bounds[] = {0.00001};
   worker_arg a = {m, coda__metrics_counter(m, "coda_s_total", "s", 1, &l),
-                  coda__metrics_histogram(m, "coda_h_seconds", "h", 0, NULL, bounds, 1), 1};
+                  coda__metrics_histogram(m, "coda_h_seconds", "h", 0, NULL, bounds, 1),
+                  1};
   REQUIRE(a.f && a.h);
   enum { N = CODA__METRICS_SHARDS + 8 };
   uv_thread_t th[N];
@@ -148,7 +149,8 @@ TEST(shards_merge_at_scrape) {
   snprintf(want, sizeof want, "coda_s_total{kind=\"b\"} %lld\n", (long long)N * 100000);
   CHECK(strstr(text, want) != NULL);
   CHECK(strstr(text, "kind=\"a\"") == NULL); /* never counted: not shown */
-  snprintf(want, sizeof want, "coda_h_seconds_bucket{le=\"1e-05\"} %lld\n", (long long)N * 10001);
+  snprintf(want, sizeof want, "coda_h_seconds_bucket{le=\"1e-05\"} %lld\n",
+           (long long)N * 10001);
   CHECK(strstr(text, want) != NULL);
   free(text);
   coda__metrics_free(m);
@@ -185,7 +187,8 @@ TEST(collectors_follow_the_families) {
   CHECK_EQ_INT(coda__metrics_add_collector(m, gauges, "q\"1"), 0);
   char *text = render(m);
   REQUIRE(text);
-  CHECK_EQ_STR(text, "# HELP coda_g g\n# TYPE coda_g gauge\ncoda_g{queue=\"q\\\"1\"} 1.5\n");
+  CHECK_EQ_STR(text,
+               "# HELP coda_g g\n# TYPE coda_g gauge\ncoda_g{queue=\"q\\\"1\"} 1.5\n");
   free(text);
   coda__metrics_free(m);
 }
