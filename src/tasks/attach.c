@@ -57,6 +57,18 @@ static void note_origin(coda_res *res, coda_tasks *run) {
                          route && req->method ? origin : NULL);
 }
 
+/* In-memory tasks keep the request's traceparent too (their log lines,
+ * coda_task_traceparent()), but only a request that carries a valid one
+ * costs a copy: without tracing, nothing is allocated. */
+static void note_trace(coda_res *res, coda_tasks *run) {
+  if (!res->conn || run->trace)
+    return;
+  const coda_req *req = &((coda__exchange *)coda__conn_exchange(res->conn))->req;
+  const char *trace = coda_req_header(req, "traceparent");
+  if (coda__traceparent_valid(trace))
+    run->trace = strdup(trace); /* out of memory: not kept */
+}
+
 static coda_tasks *res_run(coda_res *res) {
   if (!res->ext) {
     coda__engine *e = coda__engine_peek(res->app);
@@ -86,6 +98,8 @@ static int res_add(coda_res *res, coda_task_def *def, coda_task_opts *opts, cons
   /* Only durable tasks keep it: no copy for a response of in-memory ones. */
   if (((o.flags & CODA_TASK_DURABLE) || def->durable) && !run->origin_set)
     note_origin(res, run);
+  else if (!run->origin_set)
+    note_trace(res, run);
   if ((rc = coda__run_add(run, def, &o, fmt, ap)) == 0)
     coda__opts_write_id(opts, o.id);
   return rc;
