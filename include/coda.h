@@ -134,7 +134,9 @@ typedef struct coda_stream coda_stream;
   X(CANCEL_GRACE_MS, cancel_grace_ms, 5000, 1, 86400000) /* coda_task_cancel(): how long \
                           a running PROCESS task has to stop before its worker is killed */ \
   X(METRICS, metrics, 1, 0, 1)                  /* 1: count the Prometheus metrics of  \
-                          coda_app_metrics_text(); 0: count nothing */
+                          coda_app_metrics_text(); 0: count nothing */                   \
+  X(LOG_FORMAT, log_format, 0, 0, 1)            /* 0: uvicorn-style text lines; 1: one  \
+                          JSON object per line (docs/operations.md, "JSON logs") */
 
 typedef enum {
   CODA_OPT_NONE_ = 0,
@@ -216,7 +218,13 @@ CODA_API int coda_app_bind(coda_app *app);
 CODA_API void coda_app_stop(coda_app *app);
 
 /** Writes a log line at the given level through coda's logger (one writer
- *  thread, never blocks the caller on I/O). Thread-safe. */
+ *  thread, never blocks the caller on I/O). Thread-safe. With app NULL the
+ *  line goes straight to stderr. The line is "LEVEL:    message", or with
+ *  CODA_OPT_LOG_FORMAT 1 a JSON object {"time", "level", "message", ...}
+ *  which, logged from a running task, also carries its "task_id", "task",
+ *  "attempt", "request_id" and "trace_id"/"span_id" (of the traceparent
+ *  of the request that added it). The format of app-NULL lines is the last
+ *  one set by any app of the process. */
 CODA_API void coda_log(coda_app *app, coda_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -585,6 +593,14 @@ CODA_API coda_executor coda_task_executor(const coda_task *t);
 CODA_API uint64_t coda_task_id(const coda_task *t);
 /** The id of the request whose response the task follows (coda_req_id). */
 CODA_API uint64_t coda_task_request_id(const coda_task *t);
+
+/** The W3C `traceparent` header of the request that added the task
+ *  ("00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>"), or NULL when
+ *  that request had none, or one that is not valid (coda never makes one
+ *  up). A durable task keeps it in the store, so a worker in another
+ *  process or on another machine sees it too. Valid while the task runs;
+ *  any thread that holds the task. */
+CODA_API const char *coda_task_traceparent(const coda_task *t);
 /** The app the task belongs to (NULL-safe for coda_log in a worker). */
 CODA_API coda_app *coda_task_app(const coda_task *t);
 /** The loop (uv_loop_t *) of a LOOP task. NULL elsewhere. */

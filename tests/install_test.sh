@@ -18,6 +18,13 @@ cc -std=c11 -o "$tmp/hello-pc" "$src/examples/hello/main.c" $(pkg-config --cflag
 cmake -S "$src/examples/hello" -B "$tmp/hello-build" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
 cmake --build "$tmp/hello-build" >/dev/null
 "$tmp/hello-build/hello" --check | grep -q '^coda 0\.1\.' || { echo "CMake build: wrong output"; exit 1; }
+# coda-admin, the admin API's command line, is installed with the library
+# and runs from there.
+test -x "$tmp/prefix/bin/coda-admin" || { echo "coda-admin is not installed"; exit 1; }
+"$tmp/prefix/bin/coda-admin" --version | grep -q '^coda-admin 0\.1\.' ||
+  { echo "installed coda-admin: wrong --version"; exit 1; }
+"$tmp/prefix/bin/coda-admin" --help | grep -q 'retry-dead' ||
+  { echo "installed coda-admin: no usage"; exit 1; }
 # Only the public API is exported from the shared library.
 if nm -D --defined-only "$libdir/libcoda.so" | awk '{print $3}' | grep -v '^coda_' | grep -q .; then
   echo "libcoda.so exports symbols outside coda_*:"

@@ -2,7 +2,7 @@
  * coda-demo - the seeds' examples in C, and the program `make run` starts.
  *
  *   coda-demo [--listen HOST:PORT] [--threads N] [--store memory|sqlite:PATH] [--quiet]
- *             [--queues a,b] [--tick MS]
+ *             [--queues a,b] [--tick MS] [--admin-token T] [--log-format text|json]
  *   coda-demo --worker --store URI [--queues a,b]
  *
  * A worker serves no HTTP: it registers the same task definitions (it must
@@ -32,6 +32,11 @@ static coda_task_def *tick_def, *trivial_def, *email_def, *cpu_def, *profile_def
 
 static const char plain_body[] = "{\"status\":\"ok\"}";
 static const char queued_body[] = "{\"status\":\"queued\"}";
+/* The seeds' bodies, byte for byte (Starlette's JSONResponse spacing). */
+static const char thread_body[] =
+    "{\"status\": \"queued\", \"message\": \"Email is sending in background\"}";
+static const char process_body[] =
+    "{\"status\": \"queued\", \"message\": \"Heavy calculation started\"}";
 
 static const char index_body[] =
     "{\"name\":\"coda-demo\",\"routes\":["
@@ -198,17 +203,13 @@ static int get_thread(coda_req *req, coda_res *res, void *user) {
   (void)user;
   const char *to = coda_req_query(req, "email");
   int rc = coda_res_add_task(res, email_def, "si", to ? to : "user@example.com", (int64_t)2000);
-  return rc ? rc
-            : coda_res_json_text(res, 200,
-                                 "{\"message\":\"Email task started in a thread\"}");
+  return rc ? rc : static_json(res, 200, thread_body, sizeof thread_body - 1);
 }
 
 static int get_process(coda_req *req, coda_res *res, void *user) {
   (void)req, (void)user;
   int rc = coda_res_add_task(res, cpu_def, "i", (int64_t)101);
-  return rc ? rc
-            : coda_res_json_text(res, 200,
-                                 "{\"message\":\"CPU task started in a separate process\"}");
+  return rc ? rc : static_json(res, 200, process_body, sizeof process_body - 1);
 }
 
 /* POST /register {"email": "..."}: 201 now; email, profile and admin note
@@ -425,6 +426,7 @@ static void usage(const char *argv0) {
       stderr,
       "usage: %s [--listen HOST:PORT] [--threads N] [--store URI] [--queues a,b] "
       "[--quiet] [--tick MS] [--admin-token TOKEN] [--no-metrics]\n"
+      "          [--log-format text|json]\n"
       "       %s --worker --store URI [--queues a,b] [--threads N]\n"
       "  --listen   address to serve on (default 127.0.0.1:8000; port 0 = any)\n"
       "  --threads  event loops, one per thread (default: one per core)\n"
@@ -437,7 +439,9 @@ static void usage(const char *argv0) {
       "  --tick     the periodic tick task's interval in ms (default 1000; 0: off)\n"
       "  --admin-token  the token of /metrics, the dashboard (/coda/) and the admin API\n"
       "             (default $CODA_ADMIN_TOKEN, else a new one, printed with the link)\n"
-      "  --no-metrics  count no metrics (CODA_OPT_METRICS 0; for bench/metrics.sh)\n",
+      "  --no-metrics  count no metrics (CODA_OPT_METRICS 0; for bench/metrics.sh)\n"
+      "  --log-format  text: uvicorn-style lines (default); json: one JSON object per line\n"
+      "             with time, level, message, and request, task and trace ids\n",
       argv0, argv0);
 }
 
@@ -503,7 +507,7 @@ int main(int argc, char **argv) {
   const char *queues = NULL;
   const char *admin_token = getenv("CODA_ADMIN_TOKEN");
   long threads = 0;
-  int access_log = 1, worker = 0, metrics = 1;
+  int access_log = 1, worker = 0, metrics = 1, log_json = 0;
   long tick_ms = 1000;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
@@ -522,6 +526,9 @@ int main(int argc, char **argv) {
       tick_ms = strtol(argv[++i], NULL, 10);
     } else if (strcmp(argv[i], "--admin-token") == 0 && i + 1 < argc) {
       admin_token = argv[++i];
+    } else if (strcmp(argv[i], "--log-format") == 0 && i + 1 < argc &&
+               (strcmp(argv[i + 1], "text") == 0 || strcmp(argv[i + 1], "json") == 0)) {
+      log_json = strcmp(argv[++i], "json") == 0;
     } else if (strcmp(argv[i], "--no-metrics") == 0) {
       metrics = 0;
     } else {
@@ -534,7 +541,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "coda-demo: out of memory\n");
     return 1;
   }
-  int rc = register_tasks();
+  /* Before coda_app_worker(): the format is the server's to pass on. */
+  int rc = coda_app_set(app, CODA_OPT_LOG_FORMAT, log_json);
+  if (rc == 0)
+    rc = register_tasks();
   if (rc == 0)
     coda_app_worker(app); /* a process worker stops here */
   if (rc == 0)

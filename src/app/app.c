@@ -201,6 +201,12 @@ int coda_app_set(coda_app *app, coda_option opt, long value) {
   if (atomic_load(&app->running))
     return CODA_ESTATE;
   *(long *)((char *)&app->opt + info->offset) = value;
+  if (opt == CODA_OPT_LOG_FORMAT) {
+    /* Set before the logger runs (the app is not running): no line is
+     * being formatted with the old value. */
+    app->logger.format = (int)value;
+    coda__log_set_default_format((int)value);
+  }
   return 0;
 }
 
@@ -517,6 +523,7 @@ static void server_config(coda_app *app, coda__server_config *cfg) {
   cfg->write_high_water = (size_t)o->write_high_water;
   cfg->send_buffer = (int)o->send_buffer;
   cfg->access_log = (int)o->access_log;
+  cfg->log_format = (int)o->log_format;
   cfg->handle_signals = (int)o->handle_signals;
   cfg->log_level = o->log_level;
   cfg->logger = &app->logger;

@@ -22,6 +22,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define READ_BUF_MIN 16384
 #define READ_BUF_SHRINK 65536 /* a buffer grown past this shrinks when idle */
@@ -463,6 +464,45 @@ static size_t redact_target(char *out, const char *t, size_t tlen) {
   return len;
 }
 
+/* The JSON form of an access log line: {"time", "level", "message",
+ * "method", "path", "status", "peer", "request_id", "duration_ms"}. The
+ * path is escaped after redaction, so no token reaches it either. */
+static void access_log_json(coda__conn *c, int status, const char *method, int mlen,
+                            const char *target, int tlen) {
+  coda__loop *loop = c->loop;
+  /* Escaping makes a byte at most 6; the rest is bounded. */
+  size_t need = 6 * (2 * (size_t)tlen + 2 * (size_t)mlen + strlen(c->peer)) + 256;
+  if (coda__buf_reserve(&loop->log, need + (size_t)tlen) != 0)
+    return;
+  char *line = loop->log.base + loop->log.len;
+  char *redacted = line + need; /* scratch past the line, in the same reserve */
+  size_t rlen = redact_target(redacted, target, (size_t)tlen);
+  char when[25];
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  coda__log_time(when, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+  size_t n = (size_t)snprintf(line, need,
+                              "{\"time\":\"%s\",\"level\":\"info\",\"message\":\"", when);
+  n += coda__json_escape(line + n, need - n, method, (size_t)mlen, NULL);
+  line[n++] = ' ';
+  n += coda__json_escape(line + n, need - n, redacted, rlen, NULL);
+  n += (size_t)snprintf(line + n, need - n, " %d\",\"method\":\"", status);
+  n += coda__json_escape(line + n, need - n, method, (size_t)mlen, NULL);
+  n += (size_t)snprintf(line + n, need - n, "\",\"path\":\"");
+  n += coda__json_escape(line + n, need - n, redacted, rlen, NULL);
+  n += (size_t)snprintf(line + n, need - n, "\",\"status\":%d,\"peer\":\"", status);
+  n += coda__json_escape(line + n, need - n, c->peer, strlen(c->peer), NULL);
+  line[n++] = '"';
+  if (c->head_base && c->request_id)
+    n += (size_t)snprintf(line + n, need - n, ",\"request_id\":\"%llu\"",
+                          (unsigned long long)c->request_id);
+  if (c->head_base && c->dispatch_ns)
+    n += (size_t)snprintf(line + n, need - n, ",\"duration_ms\":%.3f",
+                          (double)(uv_hrtime() - c->dispatch_ns) / 1e6);
+  n += (size_t)snprintf(line + n, need - n, "}\n");
+  loop->log.len += n < need ? n : need;
+}
+
 void coda__conn_access_log(coda__conn *c, int status) {
   coda__loop *loop = c->loop;
   if (!conn_cfg(c)->access_log)
@@ -475,6 +515,10 @@ void coda__conn_access_log(coda__conn *c, int status) {
     target = c->head_base + c->head.target.off;
     tlen = (int)c->head.target.len;
     minor = c->head.version_minor;
+  }
+  if (conn_cfg(c)->log_format == CODA__LOG_JSON) {
+    access_log_json(c, status, method, mlen, target, tlen);
+    return;
   }
   size_t need = (size_t)tlen + (size_t)mlen + strlen(c->peer) + 96;
   if (coda__buf_reserve(&loop->log, need) != 0)
@@ -593,6 +637,9 @@ static void dispatch(coda__conn *c, char *start, size_t end) {
                      ((uint64_t)loop->index << 48) | ++loop->next_request};
   atomic_fetch_add_explicit(&loop->requests, 1, memory_order_relaxed);
   c->head_base = start;
+  c->request_id = r.id;
+  if (loop->server->cfg.access_log && loop->server->cfg.log_format == CODA__LOG_JSON)
+    c->dispatch_ns = uv_hrtime();
   c->dispatching = 1;
   int rc = hooks->dispatch(hooks->data, c, c->exchange, &r);
   c->dispatching = 0;

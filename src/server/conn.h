@@ -76,6 +76,8 @@ struct coda__conn {
   coda__http_head head;
   coda__http_field *fields;
   const char *head_base; /* the dispatched request's head, for the log */
+  uint64_t request_id;   /* the dispatched request's id, for the JSON log */
+  uint64_t dispatch_ns;  /* uv_hrtime() at its dispatch (JSON log only) */
   /* Flags. */
   unsigned keep_alive : 1;
   unsigned continue_sent : 1;

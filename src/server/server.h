@@ -60,6 +60,7 @@ typedef struct coda__server_config {
   size_t write_high_water;
   int send_buffer; /* SO_SNDBUF of each connection, 0: the kernel's */
   int access_log;
+  int log_format; /* CODA__LOG_TEXT or CODA__LOG_JSON (the access log's lines) */
   int handle_signals;
   long log_level;
   coda__logger *logger;

@@ -165,7 +165,7 @@ _Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones"
   "local function record(id)\n"                                                          \
   "  return {id, redis.call('HGET', KEYS[1], id), redis.call('HGET', KEYS[2], id),\n"    \
   "    redis.call('HGET', KEYS[3], id), redis.call('HGET', KEYS[4], id),\n"              \
-  "    redis.call('HGET', KEYS[5], id)}\n"                                               \
+  "    redis.call('HGET', KEYS[5], id), redis.call('HGET', KEYS[20], id)}\n"             \
   "end\n"
 
 /* A batch. KEYS: the fixed ones, then {N}:w:Q and {N}:qi:Q for each known
@@ -1097,9 +1097,15 @@ static int parse_record(const redisReply *t, int with_outcome, coda__task_record
         r->n_errors = coda__errors_from_json(e->str, e->len, &errors);
       r->errors = errors;
     }
-  } else if (t->element[5]->type == REDIS_REPLY_STRING) {
-    r->args = t->element[5]->str;
-    r->args_len = t->element[5]->len;
+  } else {
+    if (t->element[5]->type == REDIS_REPLY_STRING) {
+      r->args = t->element[5]->str;
+      r->args_len = t->element[5]->len;
+    }
+    /* A claim's record also has the traceparent (record() in LUA_COMMON):
+     * the attempt's log lines carry it wherever it runs. */
+    if (t->elements > 6)
+      r->trace = str_or_null(t->element[6]);
   }
   return 0;
 }

@@ -79,7 +79,7 @@ enum {
 
 /* What claim and expire return, in this order (read_claimed()). */
 #define CLAIMED_COLUMNS                                                                  \
-  "id,name,key,args,attempts,max_attempts,created_at,run_at,progress,token,queue"
+  "id,name,key,args,attempts,max_attempts,created_at,run_at,progress,token,queue,trace"
 #define NOT_PAUSED "queue NOT IN (SELECT name FROM coda_queues WHERE paused=1)"
 /* What get, list and find read (read_record()). */
 #define RECORD_COLUMNS                                                                   \
@@ -779,6 +779,7 @@ static void read_claimed(sqlite3_stmt *st, coda__task_record *r) {
   r->progress = sqlite3_column_double(st, 8);
   r->lease = (uint64_t)sqlite3_column_int64(st, 9);
   r->queue = (const char *)sqlite3_column_text(st, 10);
+  r->trace = (const char *)sqlite3_column_text(st, 11); /* for the attempt's log lines */
 }
 
 /* Steps a claim or expire statement (bound), handing each row to fn.

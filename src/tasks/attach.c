@@ -10,6 +10,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The engine's state on the loop serving this response (NULL when the
  * loop has none: the engine was made after the server started). */
@@ -17,17 +18,25 @@ static coda__task_loop *res_loop(const coda_res *res, const coda__engine *e) {
   return coda__loop_slot(coda__conn_loop(res->conn), e->loop_slot);
 }
 
-/* A traceparent worth keeping: printable ASCII of a sane length (W3C's is
- * 55 characters; later versions may add fields). Anything else is not
- * stored: it reaches an operator's screen. */
-#define TRACE_MAX 256
+/* A W3C traceparent (Trace Context, level 1) coda keeps: version "00",
+ * then a 32-digit trace id and a 16-digit parent id, neither all zeros,
+ * and 2 digits of flags, all lowercase hex: exactly 55 characters. Any
+ * other header is not kept (never repaired, and no id is made up): it
+ * reaches operators' screens and other processes' logs. */
+static int hex_run(const char *p, size_t n) {
+  int nonzero = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+      return -1;
+    nonzero |= p[i] != '0';
+  }
+  return nonzero;
+}
 
-static int valid_trace(const char *v) {
-  size_t n = 0;
-  for (; v[n]; n++)
-    if (n == TRACE_MAX || v[n] < 0x21 || v[n] > 0x7e)
-      return 0;
-  return n > 0;
+int coda__traceparent_valid(const char *v) {
+  return v && strlen(v) == 55 && v[0] == '0' && v[1] == '0' && v[2] == '-' &&
+         v[35] == '-' && v[52] == '-' && hex_run(v + 3, 32) == 1 &&
+         hex_run(v + 36, 16) == 1 && hex_run(v + 53, 2) >= 0;
 }
 
 /* The request a run's durable tasks come from: its traceparent, and its
@@ -44,8 +53,20 @@ static void note_origin(coda_res *res, coda_tasks *run) {
   char origin[300];
   if (route && req->method)
     snprintf(origin, sizeof origin, "%s %s", req->method, route->pattern);
-  coda__tasks_set_origin(run, trace && valid_trace(trace) ? trace : NULL,
+  coda__tasks_set_origin(run, coda__traceparent_valid(trace) ? trace : NULL,
                          route && req->method ? origin : NULL);
+}
+
+/* In-memory tasks keep the request's traceparent too (their log lines,
+ * coda_task_traceparent()), but only a request that carries a valid one
+ * costs a copy: without tracing, nothing is allocated. */
+static void note_trace(coda_res *res, coda_tasks *run) {
+  if (!res->conn || run->trace)
+    return;
+  const coda_req *req = &((coda__exchange *)coda__conn_exchange(res->conn))->req;
+  const char *trace = coda_req_header(req, "traceparent");
+  if (coda__traceparent_valid(trace))
+    run->trace = strdup(trace); /* out of memory: not kept */
 }
 
 static coda_tasks *res_run(coda_res *res) {
@@ -77,6 +98,8 @@ static int res_add(coda_res *res, coda_task_def *def, coda_task_opts *opts, cons
   /* Only durable tasks keep it: no copy for a response of in-memory ones. */
   if (((o.flags & CODA_TASK_DURABLE) || def->durable) && !run->origin_set)
     note_origin(res, run);
+  else if (!run->origin_set)
+    note_trace(res, run);
   if ((rc = coda__run_add(run, def, &o, fmt, ap)) == 0)
     coda__opts_write_id(opts, o.id);
   return rc;

@@ -451,9 +451,9 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
     /* An operator asked it to stop: not retried (the store would write
      * it so anyway, store.h version 3). */
     r->state = CODA_STATE_CANCELLED;
-    CODA__LOG(e->app, CODA_LOG_WARN, "task %s (id %llu) is cancelled (attempt %d): %s",
-              t->def->name, (unsigned long long)t->id, t->attempt,
-              message ? message : "failed");
+    coda__task_log(t, CODA_LOG_WARN, "task %s (id %llu) is cancelled (attempt %d): %s",
+                   t->def->name, (unsigned long long)t->id, t->attempt,
+                   message ? message : "failed");
   } else if (!failed) {
     r->state = CODA_STATE_SUCCEEDED;
     op->result = t->result;
@@ -464,19 +464,19 @@ static void record_outcome(coda_task *t, int failed, const char *message) {
     r->state = CODA_STATE_DEAD;
     coda__stat_add(e, t->executor, CODA_STAT_DEAD, 1);
     coda__task_metrics_outcome(t->def, t->executor, CODA__OUTCOME_DEAD);
-    CODA__LOG(e->app, CODA_LOG_ERROR, "task %s (id %llu) is dead after %d attempts: %s",
-              t->def->name, (unsigned long long)t->id, t->attempt,
-              message ? message : "failed");
+    coda__task_log(t, CODA_LOG_ERROR, "task %s (id %llu) is dead after %d attempts: %s",
+                   t->def->name, (unsigned long long)t->id, t->attempt,
+                   message ? message : "failed");
   } else {
     r->state = CODA_STATE_FAILED;
     int64_t wait = coda__durable_backoff(d, t->def, t->attempt);
     r->run_at = now + wait;
     coda__stat_add(e, t->executor, CODA_STAT_RETRIED, 1);
     coda__task_metrics_outcome(t->def, t->executor, CODA__OUTCOME_RETRIED);
-    CODA__LOG(e->app, CODA_LOG_WARN,
-              "task %s (id %llu): attempt %d of %d failed; retry in %lld ms",
-              t->def->name, (unsigned long long)t->id, t->attempt, t->max_attempts,
-              (long long)wait);
+    coda__task_log(t, CODA_LOG_WARN,
+                   "task %s (id %llu): attempt %d of %d failed; retry in %lld ms",
+                   t->def->name, (unsigned long long)t->id, t->attempt, t->max_attempts,
+                   (long long)wait);
   }
   if (failed && message)
     r->error = op->error = strdup(message);

@@ -43,7 +43,11 @@ static void on_timeout(uv_timer_t *timer) {
 
 static void run_task(coda__task_loop *tl, coda_task *t) {
   coda__task_begin(t);
+  coda__log_fields f;
+  coda__task_log_fields(t, &f);
+  const coda__log_fields *outer = coda__log_scope(&f);
   int rc = t->def->fn(t);
+  coda__log_scope(outer);
   if (rc != CODA_PENDING) {
     if (t->deadline_ns && uv_hrtime() > t->deadline_ns)
       coda__task_report(t, CODA_STAT_TIMED_OUT, "blocked its loop past its timeout");

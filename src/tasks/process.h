@@ -64,6 +64,7 @@ typedef struct coda__task_msg {
   uint64_t request_id;
   const char *name;
   size_t name_len;
+  const char *trace; /* NUL-terminated in the payload, NULL: none */
   const void *args; /* args.c's encoding */
   size_t args_len;
 } coda__task_msg;

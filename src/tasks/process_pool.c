@@ -560,14 +560,19 @@ static char **worker_env(void) {
   int n = 0;
   while (environ[n])
     n++;
-  char **env = calloc((size_t)n + 2, sizeof *env);
+  char **env = calloc((size_t)n + 3, sizeof *env);
   if (!env)
     return NULL;
   int k = 0;
   for (int i = 0; i < n; i++)
-    if (strncmp(environ[i], "CODA_WORKER_FD=", 15) != 0)
+    if (strncmp(environ[i], "CODA_WORKER_FD=", 15) != 0 &&
+        strncmp(environ[i], "CODA_WORKER_LOG=", 16) != 0)
       env[k++] = environ[i];
-  env[k] = "CODA_WORKER_FD=3";
+  env[k++] = "CODA_WORKER_FD=3";
+  /* A worker stops in coda_app_worker(), before the program sets its
+   * options: it learns the log format from here. */
+  if (coda__log_default_format() == CODA__LOG_JSON)
+    env[k] = "CODA_WORKER_LOG=json";
   return env;
 }
 

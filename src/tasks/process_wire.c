@@ -61,6 +61,11 @@ int coda__wire_put_task(coda__buf *b, const coda_task *t, const coda_task *after
   put(b, &t->request_id, 8, &rc);
   put(b, &nlen, 2, &rc);
   put(b, t->def->name, nlen, &rc);
+  /* The traceparent with its NUL (0: none), for the worker's log lines. */
+  const char *trace = coda_task_traceparent(t);
+  uint8_t tlen = trace && strlen(trace) < 255 ? (uint8_t)(strlen(trace) + 1) : 0;
+  put(b, &tlen, 1, &rc);
+  put(b, trace ? trace : "", tlen, &rc);
   if (rc == 0)
     rc = coda__args_encode(t->args, t->nargs, b);
   return end(b, start, rc);
@@ -157,6 +162,11 @@ int coda__wire_get_task(const char *payload, size_t len, coda__task_msg *m) {
   TAKE(&r, nlen);
   m->name = take(&r, nlen);
   m->name_len = nlen;
+  uint8_t tlen = 0;
+  TAKE(&r, tlen);
+  m->trace = tlen ? take(&r, tlen) : NULL;
+  if (m->trace && m->trace[tlen - 1] != '\0')
+    r.bad = 1;
   m->durable = durable != 0;
   m->skip = skip != 0;
   m->delivered = delivered != 0;

@@ -115,6 +115,8 @@ static int rebuild_task(coda__engine *e, const coda__task_msg *m, coda_task *t,
   t->durable = m->durable;
   t->delivered = m->delivered;
   t->request_id = m->request_id;
+  /* In the payload: this copy of a task is never freed by task_free(). */
+  t->trace = (char *)m->trace;
   t->executor = CODA_EXEC_PROCESS;
   if (m->name_len >= sizeof name)
     return -1;
@@ -225,7 +227,11 @@ static void run_one(coda__engine *e, const char *payload, size_t len, outcomes *
   } else if (m.skip && failed_recently(recent, m.after)) {
     done->skipped = 1; /* a skipped task counts as failed for the next */
   } else {
+    coda__log_fields f;
+    coda__task_log_fields(t, &f);
+    const coda__log_fields *outer = coda__log_scope(&f);
     int rc = t->def->fn(t);
+    coda__log_scope(outer);
     done->rc = rc > 0 ? 0 : rc;
     why = t->error;
   }
@@ -284,6 +290,10 @@ int coda_app_worker(coda_app *app) {
     return 0;
   int n = atoi(fd);
   unsetenv("CODA_WORKER_FD");
+  const char *log = getenv("CODA_WORKER_LOG");
+  if (log && strcmp(log, "json") == 0)
+    coda_app_set(app, CODA_OPT_LOG_FORMAT, CODA__LOG_JSON);
+  unsetenv("CODA_WORKER_LOG");
   coda__process_worker_main(coda__engine_of(app), n);
   return 0; /* not reached */
 }

@@ -594,6 +594,10 @@ static void on_claimed(void *user, const coda__task_record *r) {
   t->progress = r->progress;
   if (r->key)
     t->key = strdup(r->key);
+  /* The request's traceparent, kept by the store (version 3), for this
+   * attempt's log lines and coda_task_traceparent(), wherever it runs. */
+  if (r->trace && *r->trace)
+    t->trace = strdup(r->trace);
   coda__queue_insert_tail(&cx->tasks, &t->link);
 }
 

@@ -584,10 +584,44 @@ void coda__task_reject(coda_task *t) {
  * added outside any request (coda_app_enqueue, or an attempt read back
  * from the store, which keeps no request) "no request". */
 static const char *origin(const coda_task *t, char *buf, size_t cap) {
-  if (!t->request_id)
+  const char *trace = coda_task_traceparent(t);
+  if (!t->request_id && !trace)
     return "no request";
-  snprintf(buf, cap, "request %llu", (unsigned long long)t->request_id);
+  int n = t->request_id
+              ? snprintf(buf, cap, "request %llu", (unsigned long long)t->request_id)
+              : snprintf(buf, cap, "no request");
+  /* The trace id alone (the request's own span is in the JSON lines). */
+  if (trace && n > 0 && (size_t)n < cap)
+    snprintf(buf + n, cap - (size_t)n, ", trace %.32s", trace + 3);
   return buf;
+}
+
+const char *coda_task_traceparent(const coda_task *t) {
+  if (!t)
+    return NULL;
+  /* Durable tasks keep their own copy (it goes to the store and comes
+   * back with a claim); the others share their run's. */
+  return t->trace ? t->trace : t->run ? t->run->trace : NULL;
+}
+
+void coda__task_log_fields(const coda_task *t, coda__log_fields *f) {
+  *f = (coda__log_fields){.request_id = t->request_id,
+                          .task_id = t->id,
+                          .task_name = t->def ? t->def->name : NULL,
+                          .attempt = t->attempt ? t->attempt : 1,
+                          .trace = coda_task_traceparent(t)};
+}
+
+void coda__task_log(const coda_task *t, coda_log_level level, const char *fmt, ...) {
+  coda_app *app = t->def->engine->app;
+  if ((long)level < app->opt.log_level)
+    return;
+  coda__log_fields f;
+  coda__task_log_fields(t, &f);
+  va_list ap;
+  va_start(ap, fmt);
+  coda__logv_fields(&app->logger, app->opt.log_level, level, &f, fmt, ap);
+  va_end(ap);
 }
 
 static void drop(coda_task *t, const char *why, int final) {
@@ -597,10 +631,10 @@ static void drop(coda_task *t, const char *why, int final) {
   coda__stat_add(e, t->executor, CODA_STAT_QUEUED, -1);
   coda__stat_add(e, t->executor, CODA_STAT_DROPPED, 1);
   coda__task_metrics_outcome(t->def, t->executor, CODA__OUTCOME_DROPPED);
-  char from[40];
-  CODA__LOG(e->app, CODA_LOG_WARN, "task %s (id %llu, %s, %s) dropped: %s", t->def->name,
-            (unsigned long long)t->id, coda_executor_name(t->executor),
-            origin(t, from, sizeof from), why);
+  char from[96];
+  coda__task_log(t, CODA_LOG_WARN, "task %s (id %llu, %s, %s) dropped: %s", t->def->name,
+                 (unsigned long long)t->id, coda_executor_name(t->executor),
+                 origin(t, from, sizeof from), why);
   unreserve(t);
   task_free(t);
 }
@@ -640,12 +674,12 @@ void coda__task_begin(coda_task *t) {
 static void log_failure(coda_task *t, const char *what, const char *message) {
   coda__engine *e = t->def->engine;
   uint64_t ms = (uv_hrtime() - t->started_ns) / 1000000u;
-  char from[40];
-  CODA__LOG(e->app, CODA_LOG_ERROR,
-            "task %s (id %llu, %s executor, %s, attempt %d) %s after %llu ms: %s",
-            t->def->name, (unsigned long long)t->id, coda_executor_name(t->executor),
-            origin(t, from, sizeof from), t->attempt ? t->attempt : 1, what,
-            (unsigned long long)ms, message ? message : "no message");
+  char from[96];
+  coda__task_log(t, CODA_LOG_ERROR,
+                 "task %s (id %llu, %s executor, %s, attempt %d) %s after %llu ms: %s",
+                 t->def->name, (unsigned long long)t->id, coda_executor_name(t->executor),
+                 origin(t, from, sizeof from), t->attempt ? t->attempt : 1, what,
+                 (unsigned long long)ms, message ? message : "no message");
   if (e->hook)
     e->hook(t, message ? message : what, e->hook_user);
 }

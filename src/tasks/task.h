@@ -375,6 +375,18 @@ int coda__task_template(coda_task_def *def, unsigned flags, const char *fmt, va_
                         coda_task **out);
 void coda__task_free_template(coda_task *t);
 
+/* 1 if v is a W3C traceparent coda keeps (version 00, lowercase hex, ids
+ * not all zero), else 0 (NULL too). */
+int coda__traceparent_valid(const char *v);
+
+/* What a log line about t carries in the JSON format: its id, name,
+ * attempt, request id and traceparent. */
+void coda__task_log_fields(const coda_task *t, coda__log_fields *f);
+/* coda_log() through t's app, with t's fields (a line about a task logged
+ * outside its run: failure, drop, death). Any thread. */
+void coda__task_log(const coda_task *t, coda_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Response side (attach.c): the app's extension hooks (app.h). */
 extern const coda__app_ext coda__tasks_ext;
 /* Drops the run's durable tasks that are not in the store (their write

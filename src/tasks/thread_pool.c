@@ -127,7 +127,11 @@ static coda_task *take(coda__thread_pool *p, worker_slot *slot, int *signals) {
 static void run(coda__thread_pool *p, worker_slot *slot, coda_task *t, int signals) {
   uv_mutex_unlock(&p->mu);
   wake(p, signals);
+  coda__log_fields f;
+  coda__task_log_fields(t, &f);
+  coda__log_scope(&f); /* its coda_log() lines say which task they come from */
   int rc = t->def->fn(t);
+  coda__log_scope(NULL);
   uv_mutex_lock(&p->mu);
   p->running[slot->index] = NULL;
   p->busy--;

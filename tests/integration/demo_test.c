@@ -208,8 +208,13 @@ TEST(demo_runs_the_seeds_tasks_after_the_response) {
   tc_send_str(fd, "GET /thread/?email=seed@example.com HTTP/1.1\r\nHost: x\r\n\r\n");
   REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
   CHECK(tc_now_ms() - t0 < 500); /* the 2 s email runs after */
+  /* The seeds' bodies, byte for byte. */
+  CHECK(strstr(buf, "\r\n\r\n{\"status\": \"queued\", \"message\": \"Email is sending in "
+                    "background\"}") != NULL);
   tc_send_str(fd, "GET /process/ HTTP/1.1\r\nHost: x\r\n\r\n");
   REQUIRE(tc_read_response(fd, buf, sizeof buf) > 0);
+  CHECK(strstr(buf, "\r\n\r\n{\"status\": \"queued\", \"message\": \"Heavy calculation "
+                    "started\"}") != NULL);
   CHECK(tc_now_ms() - t0 < 1000);
   const char *reg = "{\"email\":\"alice@example.com\"}";
   char req[512];
