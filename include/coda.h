@@ -1070,7 +1070,10 @@ CODA_API const char *coda_app_admin_token(const coda_app *app);
  *  their table count as "other"):
  *  - coda_http_requests_total{method,route,status}: route is the matched
  *    pattern ("/tasks/{id}"), "none" when no route matched; status is the
- *    class (2xx..5xx). coda_http_request_duration_seconds{route}: from the
+ *    class (2xx..5xx). Requests the server answers itself (400 for a
+ *    malformed head, 408, 413, 431, ...) count with route "none" and, when
+ *    the head did not parse, method OTHER.
+ *    coda_http_request_duration_seconds{route}: from the
  *    complete request to its response queued for writing.
  *  - coda_tasks_total{task,queue,executor,outcome}: an attempt ends
  *    succeeded, failed, timed_out or crashed; a failed durable attempt is

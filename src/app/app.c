@@ -79,13 +79,27 @@ static int method_slot(const char *m, size_t len) {
   return (int)(sizeof metric_methods / sizeof metric_methods[0]) - 2; /* OTHER */
 }
 
+static int status_class(int status) {
+  return status < 200 ? 0 : status >= 500 ? 4 : status / 100 - 1; /* 1xx..5xx */
+}
+
+/* The server's own answers (400, 408, 413, 431, ...): counted with no
+ * route ("none"), the method as far as it was parsed (else OTHER). */
+static void count_rejected(void *data, const char *method, size_t method_len, int status) {
+  coda_app *app = data;
+  if (!coda__metrics_on(app->metrics))
+    return;
+  int slots[3] = {method ? method_slot(method, method_len) : method_slot("", 0), 0,
+                  status_class(status)};
+  coda__metric_add(app->http_requests, coda__metric_series(app->http_requests, slots), 1);
+}
+
 void coda__app_count_response(coda_app *app, const coda_req *req, int status) {
   if (!coda__metrics_on(app->metrics))
     return;
   const coda__route *rt = req->match.route;
-  int cls = status < 200 ? 0 : status >= 500 ? 4 : status / 100 - 1; /* 1xx..5xx */
   int slots[3] = {method_slot(req->method, req->head->method.len),
-                  rt ? rt->metric_route : 0, cls};
+                  rt ? rt->metric_route : 0, status_class(status)};
   coda__metric_add(app->http_requests, coda__metric_series(app->http_requests, slots), 1);
   uint64_t ns = uv_hrtime() - req->metrics_t0;
   int route = rt ? rt->metric_route_duration : 0;
@@ -539,7 +553,7 @@ int coda_app_bind(coda_app *app) {
   coda__server_config cfg;
   server_config(app, &cfg);
   coda__server_hooks hooks = {app, sizeof(coda__exchange), coda__app_dispatch,
-                              coda__app_release};
+                              coda__app_release, count_rejected};
   coda__server *s;
   int rc = coda__server_new(&cfg, &hooks, app->services, app->nservices, &s);
   if (rc == 0)

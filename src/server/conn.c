@@ -543,6 +543,12 @@ static void error_response(coda__conn *c, int status) {
   size_t dlen;
   const char *date = coda__conn_date(c, &dlen);
   int rc = coda__http_error_response(coda__conn_out(c), status, date, dlen);
+  const coda__server_hooks *hooks = &c->loop->server->hooks;
+  if (hooks->rejected) {
+    int parsed = c->head_base && c->head.method.len > 0;
+    hooks->rejected(hooks->data, parsed ? c->head_base + c->head.method.off : NULL,
+                    parsed ? c->head.method.len : 0, status);
+  }
   c->head_base = NULL;
   coda__conn_access_log(c, status);
   c->keep_alive = 0;

@@ -98,6 +98,11 @@ typedef struct coda__server_hooks {
   /* The connection closed: release what the exchange holds (a borrowed
    * body). Loop thread. May be NULL. */
   void (*release)(void *data, void *exchange);
+  /* The server answered a request itself, never dispatched (a malformed
+   * or oversized head, a body or header timeout): `status` is its 4xx or
+   * 5xx; method and its length as parsed, or NULL when the head did not
+   * get that far. Loop thread. May be NULL. */
+  void (*rejected)(void *data, const char *method, size_t method_len, int status);
 } coda__server_hooks;
 
 /* A service: the task engine, a store's link, later a metrics exporter.

@@ -228,6 +228,26 @@ TEST(metrics_off_counts_nothing) {
   CHECK_EQ_INT(tc_app_free(app, 10000), 0);
 }
 
+/* Requests the server answers itself, never routed (a malformed head, a
+ * head too large), are counted too: a flood of them is seen. */
+TEST(server_answers_are_counted) {
+  coda_app *app = make_app(1);
+  REQUIRE(app);
+  test_server ts;
+  REQUIRE(ts_start(&ts, app) == 0);
+  CHECK_EQ_INT(raw_status(ts.port, "GET /items/1 HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"),
+               400);
+  CHECK_EQ_INT(raw_status(ts.port, "\x01\x02 garbage\r\n\r\n"), 400);
+  char big[12000];
+  snprintf(big, sizeof big, "GET /items/1 HTTP/1.1\r\nHost: x\r\nX-Big: %09000d\r\n\r\n", 0);
+  CHECK_EQ_INT(raw_status(ts.port, big), 431);
+  /* A head that did not parse has no method to trust: OTHER. */
+  CHECK(wait_sample(app, "coda_http_requests_total{method=\"OTHER\",route=\"none\",status=\"4xx\"}",
+                    3, 5000) == 3);
+  CHECK_EQ_INT(ts_stop(&ts), 0);
+  CHECK_EQ_INT(tc_app_free(app, 10000), 0);
+}
+
 /* The queues' gauges come from the store's own counts: tasks added to a
  * queue this app does not serve stay queued, and the oldest one ages. */
 TEST(queue_gauges_follow_the_store) {
@@ -273,4 +293,5 @@ TEST(queue_gauges_follow_the_store) {
 }
 
 RUN_TESTS(metrics_app, TEST_CASE(layers_count_requests_and_task_outcomes),
-          TEST_CASE(metrics_off_counts_nothing), TEST_CASE(queue_gauges_follow_the_store))
+          TEST_CASE(metrics_off_counts_nothing), TEST_CASE(server_answers_are_counted),
+          TEST_CASE(queue_gauges_follow_the_store))
