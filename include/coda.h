@@ -1037,8 +1037,8 @@ CODA_API int coda_task_set_result(coda_task *t, const void *data, size_t len);
  * of these routes needs the admin token, whoever asks (loopback included:
  * behind a reverse proxy every peer is loopback): `Authorization: Bearer
  * TOKEN`, or the cookie set by opening /coda/?token=TOKEN (HttpOnly,
- * SameSite=Strict; the answer is a redirect that drops the token from the
- * address). Actions are POST; by cookie they also need the CSRF token the
+ * SameSite=Strict, Path=/coda; the answer is a redirect that drops the
+ * token from the address). Actions are POST; by cookie they also need the CSRF token the
  * dashboard reads from /coda/api/session. docs/operations.md has the rules.
  *
  *   coda_app_admin(app, NULL);      // token from $CODA_ADMIN_TOKEN, or made up
@@ -1047,8 +1047,9 @@ CODA_API int coda_task_set_result(coda_task *t, const void *data, size_t len);
  */
 
 /** Mounts the admin surface (configuration time, before coda_app_run()).
- *  `token`: at least 16 characters, visible ASCII but for `"`, `,`, `;`, `\`
- *  (CODA_EINVAL otherwise); NULL or "": the environment's CODA_ADMIN_TOKEN,
+ *  `token`: 16 to 128 characters among A-Z a-z 0-9 - . _ ~ (nothing a link,
+ *  a header or a cookie must escape; `openssl rand -hex 32` makes one), else
+ *  CODA_EINVAL; NULL or "": the environment's CODA_ADMIN_TOKEN,
  *  and without it 32 random bytes as 64 hex digits. CODA_EEXIST if mounted
  *  already, CODA_ESTATE while the app runs. */
 CODA_API int coda_app_admin(coda_app *app, const char *token);

@@ -438,6 +438,7 @@ static void usage(const char *argv0) {
       "  --quiet    no access log\n"
       "  --tick     the periodic tick task's interval in ms (default 1000; 0: off)\n"
       "  --admin-token  the token of /metrics, the dashboard (/coda/) and the admin API\n"
+      "             (visible in `ps`: prefer the environment's CODA_ADMIN_TOKEN)\n"
       "             (default $CODA_ADMIN_TOKEN, else a new one, printed with the link)\n"
       "  --no-metrics  count no metrics (CODA_OPT_METRICS 0; for bench/metrics.sh)\n"
       "  --log-format  text: uvicorn-style lines (default); json: one JSON object per line\n"
@@ -563,8 +564,7 @@ int main(int argc, char **argv) {
   if (rc == 0 && !worker)
     rc = register_routes();
   if (rc == 0 && !worker && (rc = coda_app_admin(app, admin_token)) != 0)
-    fprintf(stderr, "coda-demo: admin token: at least 16 characters, visible ASCII but "
-                    "for \" , ; \\\n");
+    fprintf(stderr, "coda-demo: admin token: 16 to 128 characters of A-Z a-z 0-9 - . _ ~\n");
   if (rc == 0 && tick_ms > 0 && (rc = coda_app_every(app, tick_def, tick_ms)) != 0)
     fprintf(stderr, "coda-demo: --tick %ld: at least 10 ms, or 0 for none\n", tick_ms);
   /* Bound now (every configuration call is made: the server is built from

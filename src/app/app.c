@@ -12,6 +12,7 @@
 #include "app/exchange.h"
 #include "app/router.h"
 #include "common/error.h"
+#include "http/path.h"
 #include "http/response.h"
 
 #include <arpa/inet.h>
@@ -382,6 +383,15 @@ int coda_next_call(coda_next *next) {
  * at) is an ERROR line each time; back-pressure (503: a full queue, a store
  * that cannot write) is expected under load, so the first is a WARN line
  * and the rest are counted and summarised at most once a second. */
+/* The request-target as a log line may show it: at most cap - 1 bytes,
+ * a `token` parameter's value redacted as in the access log. */
+static const char *loggable_target(const coda_req *req, char *buf, size_t cap) {
+  size_t n = strlen(req->target);
+  n = n < cap - 1 ? n : cap - 1;
+  buf[coda__http_redact_target(buf, req->target, n)] = '\0';
+  return buf;
+}
+
 static void log_failure(coda_app *app, const coda_req *req, int rc) {
   char why[64];
   if (rc == CODA_EFULL || rc == CODA_ESTORE) {
@@ -390,15 +400,19 @@ static void log_failure(coda_app *app, const coda_req *req, int rc) {
     uint64_t now = uv_hrtime() / 1000000;
     if (n == 1 || now - last_ms >= 1000) {
       last_ms = now;
+      char target[512];
       CODA__LOG(app, CODA_LOG_WARN,
                 "busy: \"%s %s\" request %llu answered 503 (%s); %ld such answers so far",
-                req->method, req->target, (unsigned long long)req->id, coda_strerror(rc), n);
+                req->method, loggable_target(req, target, sizeof target),
+                (unsigned long long)req->id, coda_strerror(rc), n);
     }
     return;
   }
   atomic_fetch_add(&app->failed_requests, 1);
+  char target[512];
   CODA__LOG(app, CODA_LOG_ERROR, "handler failed: \"%s %s\" request %llu: %s", req->method,
-            req->target, (unsigned long long)req->id, coda__describe_rc(rc, why, sizeof why));
+            loggable_target(req, target, sizeof target), (unsigned long long)req->id,
+            coda__describe_rc(rc, why, sizeof why));
 }
 
 static int run_handlers(coda_app *app, coda_req *req, coda_res *res) {

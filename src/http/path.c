@@ -68,3 +68,54 @@ void coda__path_normalize(char *dst, const char *src, size_t n) {
   dst[o] = '\0';
   remove_dot_segments(dst);
 }
+
+/* Whether the query parameter name k (klen bytes, percent-encoded) decodes
+ * to `name`; '+' is a space, as coda_req_query() decodes it. */
+static int name_is(const char *k, size_t klen, const char *name) {
+  size_t i = 0;
+  for (; *name; name++) {
+    if (i >= klen)
+      return 0;
+    int c = (unsigned char)k[i];
+    if (c == '%' && i + 2 < klen && coda__hex_value(k[i + 1]) >= 0 &&
+        coda__hex_value(k[i + 2]) >= 0) {
+      c = coda__hex_value(k[i + 1]) * 16 + coda__hex_value(k[i + 2]);
+      i += 3;
+    } else {
+      c = c == '+' ? ' ' : c;
+      i++;
+    }
+    if (c != (unsigned char)*name)
+      return 0;
+  }
+  return i == klen;
+}
+
+size_t coda__http_redact_target(char *out, const char *t, size_t tlen) {
+  static const char hide[] = "REDACTED";
+  const char *q = memchr(t, '?', tlen);
+  size_t len = q ? (size_t)(q - t) + 1 : tlen;
+  memcpy(out, t, len);
+  for (size_t i = len; i < tlen;) {
+    const char *amp = memchr(t + i, '&', tlen - i);
+    size_t plen = amp ? (size_t)(amp - (t + i)) : tlen - i;
+    const char *eq = memchr(t + i, '=', plen);
+    size_t klen = eq ? (size_t)(eq - (t + i)) : plen;
+    if (eq && name_is(t + i, klen, "token")) {
+      size_t vlen = plen - klen - 1;
+      size_t keep = vlen < sizeof hide - 1 ? vlen : sizeof hide - 1;
+      memcpy(out + len, t + i, klen + 1);
+      memcpy(out + len + klen + 1, hide, keep);
+      len += klen + 1 + keep;
+    } else {
+      memcpy(out + len, t + i, plen);
+      len += plen;
+    }
+    i += plen;
+    if (amp) {
+      out[len++] = '&';
+      i++;
+    }
+  }
+  return len;
+}

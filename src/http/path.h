@@ -22,4 +22,12 @@ void coda__path_normalize(char *dst, const char *src, size_t n);
 /* The value of a hex digit, or -1. */
 int coda__hex_value(int c);
 
+/* Copies a request-target to `out` (room for tlen bytes) with the value of
+ * every query parameter whose name is `token` (percent-encoded or not:
+ * "%74oken" is the same name to a decoder) replaced by "REDACTED", cut to
+ * the value's length: a secret passed in a link, such as the admin
+ * dashboard's, stays out of every log line. Returns the bytes written,
+ * never more than tlen. */
+size_t coda__http_redact_target(char *out, const char *t, size_t tlen);
+
 #endif /* CODA_HTTP_PATH_H */

@@ -18,6 +18,7 @@
  */
 #include "server/conn.h"
 
+#include "http/path.h"
 #include "http/response.h"
 
 #include <stdlib.h>
@@ -431,39 +432,6 @@ static int grow_rbuf(coda__conn *c, size_t need) {
 
 /* ---- access log ------------------------------------------------------ */
 
-/* Copies a request-target to `out` (room for tlen bytes), with the value of
- * every query parameter named `token` replaced by "REDACTED" (never longer
- * than the value it replaces, or left as it is): secrets passed in a link,
- * such as the admin dashboard's, stay out of the access log. */
-static size_t redact_target(char *out, const char *t, size_t tlen) {
-  memcpy(out, t, tlen);
-  const char *q = memchr(t, '?', tlen);
-  if (!q)
-    return tlen;
-  size_t len = (size_t)(q - t) + 1, i = len;
-  while (i < tlen) {
-    const char *amp = memchr(t + i, '&', tlen - i);
-    size_t plen = amp ? (size_t)(amp - (t + i)) : tlen - i;
-    static const char key[] = "token=", hide[] = "REDACTED";
-    if (plen >= sizeof key - 1 && memcmp(t + i, key, sizeof key - 1) == 0) {
-      size_t vlen = plen - (sizeof key - 1);
-      size_t keep = vlen < sizeof hide - 1 ? vlen : sizeof hide - 1;
-      memcpy(out + len, key, sizeof key - 1);
-      memcpy(out + len + sizeof key - 1, hide, keep);
-      len += sizeof key - 1 + keep;
-    } else {
-      memcpy(out + len, t + i, plen);
-      len += plen;
-    }
-    i += plen;
-    if (amp) {
-      out[len++] = '&';
-      i++;
-    }
-  }
-  return len;
-}
-
 /* The JSON form of an access log line: {"time", "level", "message",
  * "method", "path", "status", "peer", "request_id", "duration_ms"}. The
  * path is escaped after redaction, so no token reaches it either. */
@@ -476,7 +444,7 @@ static void access_log_json(coda__conn *c, int status, const char *method, int m
     return;
   char *line = loop->log.base + loop->log.len;
   char *redacted = line + need; /* scratch past the line, in the same reserve */
-  size_t rlen = redact_target(redacted, target, (size_t)tlen);
+  size_t rlen = coda__http_redact_target(redacted, target, (size_t)tlen);
   char when[25];
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -527,7 +495,7 @@ void coda__conn_access_log(coda__conn *c, int status) {
   int n = snprintf(line, need, "INFO:     %s - \"%.*s ", c->peer, mlen, method);
   if (n <= 0 || (size_t)n >= need)
     return;
-  size_t len = (size_t)n + redact_target(line + n, target, (size_t)tlen);
+  size_t len = (size_t)n + coda__http_redact_target(line + n, target, (size_t)tlen);
   n = snprintf(line + len, need - len, " HTTP/1.%d\" %d %s\n", minor, status,
                coda__http_reason(status));
   if (n > 0)

@@ -118,9 +118,12 @@ async function main() {
 
     await page.goto(base + '/coda/?token=' + encodeURIComponent(TOKEN));
     check(page.url() === base + '/coda/', 'the ?token= link logs in and leaves the address bar (' + page.url() + ')');
-    const cookies = await context.cookies(base);
+    const cookies = await context.cookies(base + '/coda/');
     const cookie = cookies.find((c) => c.name === 'coda_admin');
-    check(cookie && cookie.httpOnly && cookie.sameSite === 'Strict', 'the cookie is HttpOnly, SameSite=Strict');
+    check(cookie && cookie.httpOnly && cookie.sameSite === 'Strict' && cookie.path === '/coda',
+          'the cookie is HttpOnly, SameSite=Strict, Path=/coda');
+    check(!(await context.cookies(base + '/plain')).some((c) => c.name === 'coda_admin'),
+          'the cookie is not sent to the application\'s own routes');
 
     /* The overview: counts, and the graph once a few seconds of deltas are in
      * (the demo's periodic tick task is processed every second). */

@@ -116,7 +116,7 @@ TEST(dashboard_link_sets_a_strict_cookie) {
   start();
   char buf[4096];
   CHECK_EQ_INT(tc_get(ts.port, "/coda/api/session?token=" TOKEN, buf, sizeof buf, 5000), 303);
-  CHECK(strstr(buf, "Set-Cookie: coda_admin=" TOKEN "; Path=/; HttpOnly; SameSite=Strict") !=
+  CHECK(strstr(buf, "Set-Cookie: coda_admin=" TOKEN "; Path=/coda; HttpOnly; SameSite=Strict") !=
         NULL);
   CHECK(strstr(buf, "Location: /coda/api/session\r\n") != NULL);
   CHECK_EQ_INT(tc_get(ts.port, "/coda/api/session?token=wrong-token-0123456789", buf, sizeof buf,
@@ -165,6 +165,8 @@ TEST(mount_checks_the_token) {
   CHECK(coda_app_admin_token(app) == NULL);
   CHECK_EQ_INT(coda_app_admin(app, "short"), CODA_EINVAL);
   CHECK_EQ_INT(coda_app_admin(app, "has a space in it, 1234"), CODA_EINVAL);
+  CHECK_EQ_INT(coda_app_admin(app, "base64+like/token=0123"), CODA_EINVAL); /* + / = need escaping */
+  CHECK_EQ_INT(coda_app_admin(app, "amp&in-the-token-0123"), CODA_EINVAL);
   CHECK(coda_app_admin_token(app) == NULL);
   unsetenv("CODA_ADMIN_TOKEN");
   CHECK_EQ_INT(coda_app_admin(app, NULL), 0);
@@ -252,6 +254,9 @@ static void demo_log_case(int given) {
   char path[512], buf[4096], head[512];
   snprintf(path, sizeof path, "/coda/api/session?token=%s", token);
   CHECK_EQ_INT(tc_get(n.port, path, buf, sizeof buf, 5000), 303);
+  /* Only the literal spelling logs in; an encoded one is redacted all the same. */
+  snprintf(path, sizeof path, "/coda/api/session?%%74oken=%s", token);
+  CHECK_EQ_INT(tc_get(n.port, path, buf, sizeof buf, 5000), 401);
   int fd = tc_connect(n.port, 5000);
   REQUIRE(fd >= 0);
   snprintf(head, sizeof head,
@@ -262,9 +267,10 @@ static void demo_log_case(int given) {
   close(fd);
   /* Wait for both access log lines (the log has its own writer thread). */
   int64_t deadline = now_ms() + 10000;
-  while (count_in_file(log, "\"GET /coda/api/session") < 2 && now_ms() < deadline)
+  while (count_in_file(log, "\"GET /coda/api/session") < 3 && now_ms() < deadline)
     usleep(10000);
-  CHECK_EQ_INT(count_in_file(log, "\"GET /coda/api/session") , 2);
+  CHECK_EQ_INT(count_in_file(log, "\"GET /coda/api/session"), 3);
+  CHECK_EQ_INT(count_in_file(log, "GET /coda/api/session?%74oken=REDACTED HTTP/1.1\" 401"), 1);
   CHECK_EQ_INT(count_in_file(log, "GET /coda/api/session?token=REDACTED HTTP/1.1\" 303"), 1);
   /* The token appears only in the link printed at start, when made up. */
   CHECK_EQ_INT(count_in_file(log, token), given ? 0 : 1);
