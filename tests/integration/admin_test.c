@@ -16,7 +16,7 @@
  */
 #include "admin/admin.h"
 #include "harness.h"
-#include "redis_server.h"
+#include "stores.h"
 #include "test.h"
 
 #include <inttypes.h>
@@ -34,12 +34,6 @@
 #define WAIT_MS 20000
 #define HOUR_MS 3600000L
 
-static tc_redis redis;
-static int redis_up;
-static char tmpdir[64];
-static int seq;
-static const char *stores[3];
-static int nstores;
 static const char *current; /* the store of the case running, for messages */
 static int with_tick; /* the fixture schedules "tick" (its catch-up task runs at start) */
 
@@ -87,17 +81,10 @@ static int h_add(coda_req *req, coda_res *res, void *user) {
   return coda_res_body(res, body, strlen(body));
 }
 
+static tc_stores st; /* the stores every case runs on */
+
 static void store_uri(const char *kind, char *uri, size_t cap) {
-  int n = ++seq;
-  if (strcmp(kind, "sqlite") == 0) {
-    snprintf(uri, cap, "sqlite:%s/admin-%d.db", tmpdir, n);
-  } else if (strcmp(kind, "redis") == 0) {
-    char suffix[64];
-    snprintf(suffix, sizeof suffix, "/0?prefix=admin%d", n);
-    tc_redis_uri(&redis, uri, cap, suffix);
-  } else {
-    snprintf(uri, cap, "memory");
-  }
+  tc_stores_uri(&st, kind, uri, cap);
 }
 
 static int fixture_start(fixture *f, const char *kind) {
@@ -268,8 +255,8 @@ static uint64_t dead_task(fixture *f, const char *what) {
 }
 
 #define FOR_EACH_STORE(f)                                                                \
-  for (int store_i = 0; store_i < nstores; store_i++)                                    \
-    for (int once = (fixture_start(&(f), stores[store_i]) == 0 ? 1 : -1); once != 0;     \
+  for (int store_i = 0; store_i < st.n; store_i++)                                    \
+    for (int once = (fixture_start(&(f), st.kinds[store_i]) == 0 ? 1 : -1); once != 0;     \
          once = 0, fixture_stop(&(f)))                                                   \
       if (once < 0) {                                                                    \
         CHECK(!"fixture started");                                                       \
@@ -764,25 +751,11 @@ TEST(no_store_means_empty_views) {
   fixture_stop(&f);
 }
 
-static int wants(const char *list, const char *name) {
-  return !list || strstr(list, name) != NULL;
-}
-
 int main(void) {
-  const char *list = getenv("CODA_ADMIN_STORES");
-  if (wants(list, "memory"))
-    stores[nstores++] = "memory";
-  if (wants(list, "sqlite"))
-    stores[nstores++] = "sqlite";
-  if (wants(list, "redis")) {
-    if (tc_redis_start(&redis, NULL) != 0)
-      return 1;
-    redis_up = 1;
-    stores[nstores++] = "redis";
-  }
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/coda-admin-XXXXXX");
-  if (!mkdtemp(tmpdir))
+  if (tc_stores_open(&st, "CODA_ADMIN_STORES", "admin") != 0) {
+    tc_stores_close(&st);
     return 1;
+  }
   static const test__case cases[] = {
       TEST_CASE(views_have_their_shape),
       TEST_CASE(tasks_are_paged_and_filtered),
@@ -792,8 +765,6 @@ int main(void) {
       TEST_CASE(no_store_means_empty_views),
   };
   int rc = test__run("admin", cases, sizeof cases / sizeof cases[0]);
-  if (redis_up)
-    tc_redis_remove(&redis);
-  tc_remove_tree(tmpdir);
+  tc_stores_close(&st);
   return rc;
 }

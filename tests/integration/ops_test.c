@@ -13,7 +13,7 @@
  * CODA_OPS_STORES=memory,sqlite,redis picks the stores (default: all).
  */
 #include "harness.h"
-#include "redis_server.h"
+#include "stores.h"
 #include "tasks/durable.h"
 #include "test.h"
 
@@ -29,10 +29,6 @@
 #define WAIT_MS 20000
 #define GRACE_MS 300
 
-static tc_redis redis;
-static int redis_up;
-static char tmpdir[PATH_MAX];
-static int prefix_seq;
 
 /* ---- tasks -------------------------------------------------------------------- */
 
@@ -87,22 +83,13 @@ typedef struct fixture {
   int started;
 } fixture;
 
-static const char *stores[3];
-static int nstores;
 static const char *current_store;
 
 /* A new store URI of the kind `kind` (each case its own file or prefix). */
+static tc_stores st; /* the stores every case runs on */
+
 static void store_uri(const char *kind, char *uri, size_t cap) {
-  int seq = ++prefix_seq;
-  if (strcmp(kind, "sqlite") == 0) {
-    snprintf(uri, cap, "sqlite:%s/ops-%d.db", tmpdir, seq);
-  } else if (strcmp(kind, "redis") == 0) {
-    char suffix[64];
-    snprintf(suffix, sizeof suffix, "/0?prefix=ops%d", seq);
-    tc_redis_uri(&redis, uri, cap, suffix);
-  } else {
-    snprintf(uri, cap, "memory");
-  }
+  tc_stores_uri(&st, kind, uri, cap);
 }
 
 static int h_add(coda_req *req, coda_res *res, void *user) {
@@ -499,10 +486,10 @@ static void origin_and_args(fixture *f) {
 }
 
 static void run_on_stores(void (*fn)(fixture *), int process_workers) {
-  for (int i = 0; i < nstores; i++) {
+  for (int i = 0; i < st.n; i++) {
     char uri[PATH_MAX + 64];
-    current_store = stores[i];
-    store_uri(stores[i], uri, sizeof uri);
+    current_store = st.kinds[i];
+    store_uri(st.kinds[i], uri, sizeof uri);
     fixture f;
     int ok = fixture_start(&f, uri, process_workers) == 0;
     CHECK(ok);
@@ -530,10 +517,10 @@ TEST(a_request_s_origin_and_arguments_are_kept) { run_on_stores(origin_and_args,
 
 TEST(bulk_actions_touch_one_queue_and_stats_count) {
   (void)bulk_case;
-  for (int i = 0; i < nstores; i++) {
+  for (int i = 0; i < st.n; i++) {
     char uri[PATH_MAX + 64];
-    current_store = stores[i];
-    store_uri(stores[i], uri, sizeof uri);
+    current_store = st.kinds[i];
+    store_uri(st.kinds[i], uri, sizeof uri);
     fixture f;
     memset(&f, 0, sizeof f);
     /* fixture_start() with two more definitions, in queues a and b. */
@@ -563,7 +550,7 @@ TEST(bulk_actions_touch_one_queue_and_stats_count) {
 
 /* Two apps on one Redis are two nodes, each seen from the other. */
 TEST(nodes_of_a_fleet_are_listed) {
-  if (!redis_up) {
+  if (!st.redis_up) {
     fprintf(stderr, "  (redis not in CODA_OPS_STORES: skipped)\n");
     return;
   }
@@ -590,7 +577,7 @@ TEST(nodes_of_a_fleet_are_listed) {
 /* A task running in another process of the fleet hears of its cancel at
  * that process's next lease renewal (store.h: renew() reports 2). */
 TEST(a_cancel_reaches_a_task_running_elsewhere) {
-  if (!redis_up) {
+  if (!st.redis_up) {
     fprintf(stderr, "  (redis not in CODA_OPS_STORES: skipped)\n");
     return;
   }
@@ -625,29 +612,15 @@ TEST(a_cancel_reaches_a_task_running_elsewhere) {
   fixture_stop(&adder);
 }
 
-static int wants(const char *list, const char *name) {
-  return !list || strstr(list, name) != NULL;
-}
-
 int main(void) {
   coda_app *registry = coda_app_new();
   register_tasks(registry);
   coda_app_worker(registry); /* a PROCESS worker stops here */
   coda_app_free(registry);
-  const char *list = getenv("CODA_OPS_STORES");
-  if (wants(list, "memory"))
-    stores[nstores++] = "memory";
-  if (wants(list, "sqlite"))
-    stores[nstores++] = "sqlite";
-  if (wants(list, "redis")) {
-    if (tc_redis_start(&redis, NULL) != 0)
-      return 1;
-    redis_up = 1;
-    stores[nstores++] = "redis";
-  }
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/coda-ops-XXXXXX");
-  if (!mkdtemp(tmpdir))
+  if (tc_stores_open(&st, "CODA_OPS_STORES", "ops") != 0) {
+    tc_stores_close(&st);
     return 1;
+  }
   static const test__case cases[] = {
       TEST_CASE(a_dead_task_retried_succeeds),
       TEST_CASE(a_cancelled_scheduled_task_never_runs),
@@ -661,8 +634,6 @@ int main(void) {
       TEST_CASE(a_cancel_reaches_a_task_running_elsewhere),
   };
   int rc = test__run("ops", cases, sizeof cases / sizeof cases[0]);
-  if (redis_up)
-    tc_redis_remove(&redis);
-  tc_remove_tree(tmpdir);
+  tc_stores_close(&st);
   return rc;
 }
