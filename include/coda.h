@@ -874,7 +874,19 @@ typedef struct coda_task_filter {
   uint64_t after_id; /* ids above this one: 0 from the first, else the last id of
                         the previous page */
   int limit;         /* at most this many; 0: no limit */
+  /* Added later (read only when the caller's size has them). A bound on
+   * the work of one call, for callers on an event loop: at most `budget`
+   * rows are read from the store (0: no bound). When it runs out before
+   * the end, the call returns what matched so far (maybe nothing) and sets
+   * *next_after to the last id it examined: pass that as after_id to go
+   * on. *next_after is 0 when the listing reached its end or its limit, or
+   * fn stopped it. A budget needs next_after (CODA_EINVAL otherwise). */
+  int budget;
+  uint64_t *next_after;
 } coda_task_filter;
+
+/** A budget for coda_task_filter: what the admin API reads per request. */
+#define CODA_TASK_FIND_BUDGET 5000
 
 /** coda_task_filter f = CODA_TASK_FILTER_INIT(.name = "tick", .limit = 50); */
 #define CODA_TASK_FILTER_INIT(...) {.size = sizeof(coda_task_filter), __VA_ARGS__}
@@ -890,8 +902,11 @@ typedef struct coda_task_filter {
  *  (SQLite: by name through an index, otherwise a scan, for operators, not
  *  for a hot path); tasks alive in this process show their state as
  *  coda_task_get() does, as for coda_task_list(). The strings of the
- *  filter are borrowed for the call. Returns how many fn got, CODA_EINVAL
- *  for a bad filter (no size, an unknown state bit, a negative limit), or
+ *  filter are borrowed for the call. Without a budget, one call reads
+ *  every row it needs, however many that is: set one (CODA_TASK_FIND_BUDGET)
+ *  on an event loop. Returns how many fn got, CODA_EINVAL
+ *  for a bad filter (no size, an unknown state bit, a negative limit or
+ *  budget, a budget without next_after), or
  *  another CODA_E* code. coda_task_list() is this with one state. */
 CODA_API int coda_task_find(coda_app *app, const coda_task_filter *filter,
                             coda_task_list_fn fn, void *user);

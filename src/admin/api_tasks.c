@@ -5,7 +5,8 @@
  *
  * Loop threads run every handler, behind coda__admin_guard(). A listing
  * reads the store through coda_task_find(), one page (plus one task, to
- * know whether another page follows); "scheduled" is not a state of the
+ * know whether another page follows) within CODA_TASK_FIND_BUDGET rows read
+ * (a short page then); "scheduled" is not a state of the
  * store but a view (queued or failed, due later), filtered here.
  */
 #include "admin/api.h"
@@ -233,10 +234,14 @@ static int get_tasks(coda_req *req, coda_res *res, void *user) {
     bits =
         p.states | CODA_STATE_BIT(CODA_STATE_QUEUED) | CODA_STATE_BIT(CODA_STATE_FAILED);
   const char *queue = coda_req_query(req, "queue"), *name = coda_req_query(req, "name");
+  /* On the event loop: a bounded read of the store, so a page may be short
+   * (even empty) with a next_after, where the budget ran out. */
+  uint64_t resume = 0;
   coda_task_filter f =
       CODA_TASK_FILTER_INIT(.states = bits, .queue = queue && *queue ? queue : NULL,
                             .name = name && *name ? name : NULL, .after_id = after_id,
-                            .limit = p.scheduled_only ? 0 : p.limit + 1);
+                            .limit = p.scheduled_only ? 0 : p.limit + 1,
+                            .budget = CODA_TASK_FIND_BUDGET, .next_after = &resume);
   if (!(p.arr = json_array()))
     return CODA_ENOMEM;
   int rc = coda_task_find(a->app, &f, add_task, &p);
@@ -244,7 +249,8 @@ static int get_tasks(coda_req *req, coda_res *res, void *user) {
     json_decref(p.arr);
     return coda__admin_fail(res, rc, "no task store");
   }
-  json_t *next = p.more ? coda__admin_id(p.last_id) : json_null();
+  json_t *next = p.more ? coda__admin_id(p.last_id) : resume ? coda__admin_id(resume)
+                                                              : json_null();
   return coda__admin_reply(res, 200,
                            json_pack("{s:o,s:o}", "tasks", p.arr, "next_after", next));
 }

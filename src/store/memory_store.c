@@ -3,8 +3,9 @@
  * retries with backoff, delayed tasks, idempotency keys, status by id)
  * without a file: everything is lost with the process.
  *
- * Layout: a map of entries by id, a list of the
- * entries waiting to be claimed (queued or failed, not claimed), and a
+ * Layout: a map of entries by id, the ids in increasing order (for
+ * find(): a page costs a binary search and a walk, never a sort of every
+ * entry), a list of the entries waiting to be claimed (queued or failed, not claimed), and a
  * FIFO of finished ones (succeeded or dead), in the order they finished,
  * of which the oldest are forgotten past MAX_FINISHED, so memory stays
  * bounded under any load, and past their retention (purge).
@@ -60,6 +61,14 @@ typedef struct memory_store {
   coda__store base;
   uv_mutex_t mu;
   coda__idmap entries; /* id -> entry */
+  /* Every id of entries, increasing, plus ids forgotten since the last
+   * compaction (find() skips those: they are no longer in entries). Ids
+   * mostly come in increasing order (blocks of reserve_ids), so an add is
+   * an append; a key's derived id is inserted in place. Forgetting leaves
+   * the id, so a purge of many shifts nothing; order_add() compacts once
+   * the forgotten outnumber the kept. */
+  uint64_t *order;
+  size_t norder, order_cap;
   coda__queue waiting;
   coda__queue claimed;
   coda__queue finished;
@@ -143,6 +152,7 @@ static void memory_close(coda__store *base) {
   memory_store *s = (memory_store *)base;
   coda__idmap_each(&s->entries, free_entry_value);
   coda__idmap_free(&s->entries);
+  free(s->order);
   uv_mutex_destroy(&s->mu);
   free(s->added);
   free(s->ended);
@@ -236,6 +246,50 @@ static queue_totals *totals_of(memory_store *s, const char *queue) {
   return &s->totals[s->ntotals++];
 }
 
+/* The index in s->order of the first id above `id`. */
+static size_t order_after(const memory_store *s, uint64_t id) {
+  size_t lo = 0, hi = s->norder;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (s->order[mid] <= id)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/* Drops the forgotten ids from s->order: O(n), once per as many forgets. */
+static void order_compact(memory_store *s) {
+  size_t kept = 0;
+  for (size_t i = 0; i < s->norder; i++)
+    if (coda__idmap_get(&s->entries, s->order[i]))
+      s->order[kept++] = s->order[i];
+  s->norder = kept;
+}
+
+/* Puts id in s->order (it may be there already, forgotten and added
+ * again). 0, or CODA_ENOMEM with nothing changed. */
+static int order_add(memory_store *s, uint64_t id) {
+  if (s->norder > 64 && s->norder > 2 * s->entries.live)
+    order_compact(s);
+  size_t at = s->norder && s->order[s->norder - 1] < id ? s->norder : order_after(s, id);
+  if (at > 0 && s->order[at - 1] == id)
+    return 0;
+  if (s->norder == s->order_cap) {
+    size_t cap = s->order_cap ? s->order_cap * 2 : 1024;
+    uint64_t *p = realloc(s->order, cap * sizeof *p);
+    if (!p)
+      return CODA_ENOMEM;
+    s->order = p;
+    s->order_cap = cap;
+  }
+  memmove(s->order + at + 1, s->order + at, (s->norder - at) * sizeof *s->order);
+  s->order[at] = id;
+  s->norder++;
+  return 0;
+}
+
 static int memory_enqueue(coda__store *base, const coda__task_record *r, int owned,
                           int64_t lease_until) {
   memory_store *s = (memory_store *)base;
@@ -249,7 +303,8 @@ static int memory_enqueue(coda__store *base, const coda__task_record *r, int own
       snprintf(s->err, sizeof s->err, "memory store: id taken by another key");
     goto out;
   }
-  entry *e = reserve_undo(s) == 0 ? calloc(1, sizeof *e) : NULL;
+  /* An id left in order by a failure below is skipped like a forgotten one. */
+  entry *e = reserve_undo(s) == 0 && order_add(s, r->id) == 0 ? calloc(1, sizeof *e) : NULL;
   if (!e) {
     rc = CODA_ENOMEM;
     goto out;
@@ -496,8 +551,14 @@ static int in_queue(const entry *e, const char *queue) {
   return strcmp(e->r.queue ? e->r.queue : "default", queue) == 0;
 }
 
+static int state_matches(const entry *e, const coda__task_filter *f) {
+  if (f->states)
+    return (f->states >> e->r.state & 1) != 0;
+  return f->state < 0 || (int)e->r.state == f->state;
+}
+
 static int matches(const entry *e, const coda__task_filter *f) {
-  return e->r.id > f->after_id && (f->state < 0 || (int)e->r.state == f->state) &&
+  return e->r.id > f->after_id && state_matches(e, f) &&
          (!f->name || strcmp(e->r.name, f->name) == 0) &&
          (!f->queue || in_queue(e, f->queue));
 }
@@ -520,27 +581,24 @@ static void collect(void *value, void *user) {
   cx->found[cx->n++] = e;
 }
 
-static int by_id(const void *a, const void *b) {
-  uint64_t x = (*(entry *const *)a)->r.id, y = (*(entry *const *)b)->r.id;
-  return x < y ? -1 : x > y;
-}
-
-/* A scan of every entry: for operators, not for a hot path. */
+/* A walk of the ids from after_id: O(rows given + rows skipped), under mu
+ * (the caller bounds what it asks for: coda_task_find() reads pages). */
 static int memory_find(coda__store *base, const coda__task_filter *f,
                        coda_task_list_fn fn, void *user) {
   memory_store *s = (memory_store *)base;
-  list_ctx cx = {.f = f};
   coda__info_list out = {0};
-  size_t limit = f->limit > 0 ? (size_t)f->limit : SIZE_MAX;
+  int nomem = 0;
+  size_t limit = f->limit > 0 ? (size_t)f->limit : SIZE_MAX, n = 0;
   uv_mutex_lock(&s->mu);
-  coda__idmap_each_user(&s->entries, collect, &cx);
-  if (!cx.nomem && cx.n > 1)
-    qsort(cx.found, cx.n, sizeof *cx.found, by_id);
-  for (size_t i = 0; !cx.nomem && i < cx.n && i < limit; i++)
-    cx.nomem = coda__info_list_add(&out, &cx.found[i]->r) != 0;
+  for (size_t i = order_after(s, f->after_id); !nomem && n < limit && i < s->norder; i++) {
+    entry *e = coda__idmap_get(&s->entries, s->order[i]);
+    if (!e || !matches(e, f))
+      continue;
+    nomem = coda__info_list_add(&out, &e->r) != 0;
+    n++;
+  }
   uv_mutex_unlock(&s->mu);
-  free(cx.found);
-  if (cx.nomem) {
+  if (nomem) {
     coda__info_list_deliver(&out, NULL, NULL);
     return CODA_ENOMEM;
   }

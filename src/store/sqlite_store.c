@@ -211,7 +211,7 @@ typedef struct sqlite_store {
   sqlite3_stmt *st[ST_COUNT_];
   sqlite3_stmt *get;
   sqlite3_stmt *list;
-  sqlite3_stmt *find[8]; /* by which filters are set (find_shape), made on first use */
+  sqlite3_stmt *find[16]; /* by which filters are set (find_shape), made on first use */
   int queue_column; /* find: 1 the table has a queue column, -1 not, 0 not known yet */
   uv_mutex_t read_mu;
   int lock_fd;
@@ -574,7 +574,7 @@ static void sqlite_close(coda__store *base) {
     sqlite3_finalize(s->st[i]);
   sqlite3_finalize(s->get);
   sqlite3_finalize(s->list);
-  for (int i = 0; i < 8; i++)
+  for (int i = 0; i < (int)(sizeof s->find / sizeof *s->find); i++)
     sqlite3_finalize(s->find[i]);
   sqlite3_close(s->rdb);
   sqlite3_close(s->db);
@@ -1025,7 +1025,7 @@ static int sqlite_list(coda__store *base, coda_task_state state, uint64_t after_
 
 /* ---- find (version 2) -------------------------------------------------------- */
 
-enum { FIND_STATE = 1, FIND_NAME = 2, FIND_QUEUE = 4 };
+enum { FIND_STATE = 1, FIND_NAME = 2, FIND_QUEUE = 4, FIND_STATES = 8 };
 
 /* Whether the table has a queue column (the queues' schema): until it
  * does, every task is in "default". Under read_mu. */
@@ -1054,7 +1054,9 @@ static sqlite3_stmt *find_statement(sqlite_store *s, int shape) {
   snprintf(q, sizeof q,
            "SELECT " RECORD_COLUMNS " FROM coda_tasks WHERE id>?1%s%s%s "
            "ORDER BY id LIMIT ?5",
-           shape & FIND_STATE ? " AND state=?2" : "",
+           shape & FIND_STATES  ? " AND ((1<<state)&?2)!=0"
+           : shape & FIND_STATE ? " AND state=?2"
+                                : "",
            shape & FIND_NAME ? " AND name=?3" : "",
            shape & FIND_QUEUE ? " AND coalesce(queue,'default')=?4" : "");
   if (sqlite3_prepare_v3(s->rdb, q, -1, SQLITE_PREPARE_PERSISTENT, &s->find[shape],
@@ -1086,7 +1088,8 @@ static int sqlite_find(coda__store *base, const coda__task_filter *f,
   coda__info_list out = {0};
   int rc = SQLITE_DONE;
   uv_mutex_lock(&s->read_mu);
-  int shape = (f->state >= 0 ? FIND_STATE : 0) | (f->name ? FIND_NAME : 0);
+  int shape = (f->states ? FIND_STATES : f->state >= 0 ? FIND_STATE : 0) |
+              (f->name ? FIND_NAME : 0);
   int none = 0; /* no row can match */
   if (f->queue && has_queue_column(s))
     shape |= FIND_QUEUE;
@@ -1097,7 +1100,9 @@ static int sqlite_find(coda__store *base, const coda__task_filter *f,
     rc = SQLITE_ERROR;
   } else if (st) {
     sqlite3_bind_int64(st, 1, (sqlite3_int64)f->after_id);
-    if (shape & FIND_STATE)
+    if (shape & FIND_STATES)
+      sqlite3_bind_int64(st, 2, (sqlite3_int64)f->states);
+    else if (shape & FIND_STATE)
       sqlite3_bind_int(st, 2, f->state);
     if (shape & FIND_NAME)
       sqlite3_bind_text(st, 3, f->name, -1, SQLITE_STATIC);

@@ -119,6 +119,11 @@ typedef struct coda__task_filter {
   const char *name;
   uint64_t after_id;  /* ids above this one, increasing */
   int limit;
+  /* Version 3: CODA_STATE_BIT()s of the states wanted, 0: as `state` says.
+   * A store may ignore it (Redis does): the engine reads such a filter with
+   * state -1 and checks each row's state itself, so ignoring it costs only
+   * rows read for nothing. */
+  unsigned states;
 } coda__task_filter;
 
 /* Called by claim() for each task it claimed; the record lives for the

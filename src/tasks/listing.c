@@ -10,6 +10,11 @@
  * queue never change, so they are matched here; its state is matched as
  * it is when it is delivered.
  *
+ * A budget (coda_task_filter.budget) bounds the rows read from the store
+ * in one call, so that a listing of rare states among many tasks cannot
+ * hold an event loop for seconds: when it runs out, the call ends at the
+ * last row it read (after_id), live tasks above it left to the next call.
+ *
  * Any thread; it takes the durable registry lock (reg_mu) only to copy
  * what it needs, never while it reads the store or calls the caller.
  */
@@ -36,6 +41,9 @@ typedef struct list_merge {
   size_t nlive, next_live, cap;
   uint64_t after_id;
   int delivered, limit, stopped, nomem;
+  int budget;   /* rows to read from the store at most, 0: no bound */
+  int examined; /* rows read from the store so far */
+  int budget_out; /* it ran out before the end: the listing stops at after_id */
   int rc; /* a failed read of a live task */
   coda_task_list_fn fn;
   void *user;
@@ -123,6 +131,7 @@ static int is_live_now(coda__durable *d, uint64_t id) {
 static int on_stored(const coda_task_info *info, void *user) {
   list_merge *m = user;
   m->after_id = info->id;
+  m->examined++;
   deliver_live_below(m, info->id + 1, info->id);
   int in_snapshot = m->next_live > 0 && m->live[m->next_live - 1].id == info->id;
   if (m->stopped || in_snapshot)
@@ -145,8 +154,10 @@ static int read_page(list_merge *m, int page) {
     if (m->states == CODA_STATE_BIT(i))
       state = i;
   if (s->m->version >= 2 && s->m->find) {
-    /* A set of several states is read as "any" and sorted out here. */
+    /* A set of several states is passed as such: a store that ignores it
+     * (states is version 3) reads "any", sorted out here (on_stored). */
     coda__task_filter f = {.state = state,
+                           .states = state < 0 && m->states != ANY_STATES ? m->states : 0,
                            .queue = m->queue,
                            .name = m->name,
                            .after_id = m->after_id,
@@ -177,11 +188,18 @@ static int merge(list_merge *m) {
   while (!m->stopped) {
     size_t ahead = m->nlive - m->next_live;
     int page = ahead > (size_t)(INT_MAX - want) ? INT_MAX : want + (int)ahead;
+    if (m->budget > 0 && page > m->budget - m->examined)
+      page = m->budget - m->examined;
     rc = read_page(m, page);
     if (rc < page)
       break;
+    if (m->budget > 0 && m->examined >= m->budget && !m->stopped) {
+      /* The rest is the next call's: live tasks above after_id too. */
+      m->budget_out = 1;
+      break;
+    }
   }
-  if (rc >= 0)
+  if (rc >= 0 && !m->budget_out)
     deliver_live_below(m, UINT64_MAX, 0);
   free(m->live);
   return rc < 0 ? rc : m->rc ? m->rc : m->delivered;
@@ -199,7 +217,8 @@ static int filter_read(const coda_task_filter *in, coda_task_filter *out) {
     return CODA_EINVAL; /* not made with CODA_TASK_FILTER_INIT */
   memcpy(out, in, in->size < sizeof *out ? in->size : sizeof *out);
   out->size = sizeof *out;
-  if ((out->states & ~ANY_STATES) || out->limit < 0)
+  if ((out->states & ~ANY_STATES) || out->limit < 0 || out->budget < 0 ||
+      (out->budget > 0 && !out->next_after))
     return CODA_EINVAL;
   return 0;
 }
@@ -209,6 +228,8 @@ int coda_task_find(coda_app *app, const coda_task_filter *filter, coda_task_list
   coda_task_filter f;
   if (!app || !fn || filter_read(filter, &f) != 0)
     return CODA_EINVAL;
+  if (f.next_after)
+    *f.next_after = 0;
   coda__engine *e = coda__engine_peek(app);
   coda__durable *d = e ? e->durable : NULL;
   if (!d)
@@ -220,9 +241,13 @@ int coda_task_find(coda_app *app, const coda_task_filter *filter, coda_task_list
                   .queue = f.queue,
                   .after_id = f.after_id,
                   .limit = f.limit,
+                  .budget = f.budget,
                   .fn = fn,
                   .user = user};
-  return merge(&m);
+  int rc = merge(&m);
+  if (rc >= 0 && m.budget_out)
+    *f.next_after = m.after_id;
+  return rc;
 }
 
 int coda_task_list(coda_app *app, coda_task_state state, uint64_t after_id, int limit,

@@ -658,11 +658,21 @@
     return {name: VIEWS[parts[0]] ? parts[0] : 'overview', params: params};
   }
 
+  /* The poll in flight, if any: a new one waits for it to answer, so a slow
+   * server (a long listing) is never sent a second request on top. */
+  var pending = null;
+
   function refresh() {
     if (!route || !route.update) return;
     var serial = routeSerial;
     var p = route.update(serial);
     if (p && p.catch) p.catch(function (e) { if (serial === routeSerial) failure(e); });
+    if (p && p.then) {
+      var mine = p.then(null, function () {}).then(function () {
+        if (pending === mine) pending = null;
+      });
+      pending = mine;
+    }
   }
 
   function schedule() {
@@ -670,7 +680,7 @@
     if (!route || !route.period) return;
     updateTimer = setTimeout(function tick() {
       /* Not while the operator is deciding: the rows would move under the click. */
-      if (!dialog.open && !document.hidden) refresh();
+      if (!dialog.open && !document.hidden && !pending) refresh();
       updateTimer = setTimeout(tick, route.period);
     }, route.period);
   }
