@@ -787,9 +787,44 @@ static void release_unstarted(coda__durable *d) {
 
 /* ---- the store thread ------------------------------------------------------- */
 
+/* After a batch someone waited for (an add, a held response, a sync), the
+ * store thread watches for the next operation for up to STORE_SPIN_NS
+ * before it sleeps: a caller that adds one task at a time, each
+ * acknowledged, pushes its next one within microseconds of being woken,
+ * and a thread asleep on the condition would add a wake-up to every add's
+ * latency. Outcomes alone do not spin (nobody waits for them), and the
+ * spin ends at the first push, so an idle store thread costs nothing. */
+#define STORE_SPIN_NS 50000u
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* Called under d->mu with d->ops empty; returns with it held, once an
+ * operation was pushed or STORE_SPIN_NS passed. (A caller waiting for its batch does not
+ * spin likewise: measured on 2 cores, a third busy thread beside the store
+ * thread and redis-server made every add slower.) */
+static void spin_for_ops(coda__durable *d) {
+  unsigned seen = atomic_load_explicit(&d->pushed, memory_order_relaxed);
+  uv_mutex_unlock(&d->mu);
+  uint64_t until = uv_hrtime() + STORE_SPIN_NS;
+  for (unsigned i = 0; atomic_load_explicit(&d->pushed, memory_order_acquire) == seen;
+       i++) {
+    cpu_relax();
+    if ((i & 15) == 15 && uv_hrtime() >= until)
+      break;
+  }
+  uv_mutex_lock(&d->mu);
+}
+
 static void store_main(void *arg) {
   coda__durable *d = arg;
   coda__queue batch;
+  int spin = 0; /* the last turn wrote a batch that someone waited for */
   for (;;) {
     coda__queue_init(&batch);
     uv_mutex_lock(&d->mu);
@@ -802,6 +837,11 @@ static void store_main(void *arg) {
       int64_t wait = next - now_ms();
       if (wait <= 0)
         break;
+      if (spin) { /* then look again: ops, stop, and the clock moved */
+        spin = 0;
+        spin_for_ops(d);
+        continue;
+      }
       uv_cond_timedwait(&d->cond, &d->mu, (uint64_t)wait * 1000000u);
     }
     if (d->kick) {
@@ -832,6 +872,7 @@ static void store_main(void *arg) {
     int refill = d->refill;
     uv_mutex_unlock(&d->id_mu);
     if (!coda__queue_empty(&batch) || refill) {
+      spin = !only_outcomes(&batch);
       uint64_t t0 = uv_hrtime();
       write_batch(d, &batch);
       coda__task_metrics_batch(d->engine, uv_hrtime() - t0);
