@@ -148,24 +148,24 @@ _Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones"
   "    m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10])\n"                   \
   "  if m[11] then v = v .. string.format(' %.0f', m[11]) end\n"                         \
   "  redis.call('HSET', KEYS[1], id, v)\n"                                               \
+  "  return v\n"                                                                         \
   "end\n"                                                                                \
-  "local function cnt(id, st, d)\n"                                                      \
-  "  local q = redis.call('HGET', KEYS[4], id)\n"                                        \
+  "local function cnt(q, st, d)\n"                                                       \
   "  if q then redis.call('HINCRBY', KEYS[18], q .. ':' .. st, d) end\n"                 \
   "end\n"                                                                                \
-  "local function move(id, m, st)\n"                                                     \
+  "local function move(id, m, st, q)\n"                                                  \
   "  if m[1] ~= st then\n"                                                               \
   "    redis.call('ZREM', KEYS[12 + m[1]], id)\n"                                        \
   "    redis.call('ZADD', KEYS[12 + st], 0, id)\n"                                       \
-  "    cnt(id, m[1], -1)\n"                                                              \
-  "    cnt(id, st, 1)\n"                                                                 \
+  "    if q == nil then q = redis.call('HGET', KEYS[4], id) end\n"                       \
+  "    cnt(q, m[1], -1)\n"                                                               \
+  "    cnt(q, st, 1)\n"                                                                  \
   "    m[1] = st\n"                                                                      \
   "  end\n"                                                                              \
   "end\n"                                                                                \
-  "local function record(id)\n"                                                          \
-  "  return {id, redis.call('HGET', KEYS[1], id), redis.call('HGET', KEYS[2], id),\n"    \
-  "    redis.call('HGET', KEYS[3], id), redis.call('HGET', KEYS[4], id),\n"              \
-  "    redis.call('HGET', KEYS[5], id)}\n"                                               \
+  "local function record(id, v, q)\n"                                                    \
+  "  return {id, v, redis.call('HGET', KEYS[2], id), redis.call('HGET', KEYS[3], id),\n" \
+  "    q, redis.call('HGET', KEYS[5], id)}\n"                                            \
   "end\n"
 
 /* A batch. KEYS: the fixed ones, then {N}:w:Q and {N}:qi:Q for each known
@@ -200,7 +200,7 @@ static const char commit_lua[] = LUA_COMMON
     "for j = 1, nn do N[ARGV[a + j]] = KEYS[" LUA_DYN " + 2 * nq + j] end\n"
     "local nonce = tonumber(ARGV[a + nn + 1])\n"
     "local first = a + nn + 2\n"
-    "local dup, mine, addq = {}, {}, nil\n"
+    "local dup, mine, addq, FQ = {}, {}, nil, {}\n"
     "local i = first\n"
     "while i <= #ARGV do\n"
     "  local op, id = ARGV[i], ARGV[i + 1]\n"
@@ -221,6 +221,7 @@ static const char commit_lua[] = LUA_COMMON
     "    end\n"
     "    local q = redis.call('HGET', KEYS[4], id)\n"
     "    if q and not W[q] then return redis.error_reply('CODASTALE') end\n"
+    "    if q then FQ[id] = q end\n"
     "    i = i + 13\n"
     "  else\n"
     "    i = i + 4\n"
@@ -260,7 +261,7 @@ static const char commit_lua[] = LUA_COMMON
     "      redis.call('ZADD', KEYS[12 + m[1]], 0, id)\n"
     "      redis.call('ZADD', QI[q], 0, id)\n"
     "      redis.call('ZADD', N[ARGV[i + 2]], 0, id)\n"
-    "      redis.call('SADD', KEYS[10], q)\n"
+    "      if q ~= addq then redis.call('SADD', KEYS[10], q) end\n"
     "      if owned then redis.call('ZADD', KEYS[8], m[9], id)\n"
     "      else redis.call('ZADD', W[q], m[5], id) end\n"
     "      new = new + 1\n"
@@ -270,13 +271,13 @@ static const char commit_lua[] = LUA_COMMON
     "    local m = getm(id)\n"
     "    local token = tonumber(ARGV[i + 12])\n"
     "    if holds(m, token) then\n"
-    "      local q = redis.call('HGET', KEYS[4], id)\n"
+    "      local q = FQ[id] or redis.call('HGET', KEYS[4], id)\n"
     "      redis.call('ZREM', KEYS[8], id)\n"
     "      redis.call('ZREM', KEYS[9], id)\n"
     "      if q and W[q] then redis.call('ZREM', W[q], id) end\n"
     "      local st = tonumber(ARGV[i + 2])\n"
     "      if st == 3 and redis.call('HEXISTS', KEYS[23], id) == 1 then st = 5 end\n"
-    "      move(id, m, st)\n"
+    "      move(id, m, st, q)\n"
     "      if q then redis.call('HINCRBY', KEYS[19], q .. (st == 2 and ':p' or ':f'), 1) "
     "end\n"
     "      if st ~= 2 then\n"
@@ -338,13 +339,14 @@ static const char claim_lua[] = LUA_COMMON
     "      redis.call('ZREM', KEYS[" LUA_DYN " + i], id)\n"
     "      local m = getm(id)\n"
     "      if m then\n"
-    "        move(id, m, 1)\n"
+    "        local q = redis.call('HGET', KEYS[4], id)\n"
+    "        move(id, m, 1, q)\n"
     "        m[2] = m[2] + 1\n"
     "        m[8] = m[8] + 1\n"
     "        m[9] = lease\n"
-    "        putm(id, m)\n"
+    "        local v = putm(id, m)\n"
     "        redis.call('ZADD', KEYS[8], lease, id)\n"
-    "        out[#out + 1] = record(id)\n"
+    "        out[#out + 1] = record(id, v, q)\n"
     "        n = n + 1\n"
     "      end\n"
     "    end\n"
@@ -363,9 +365,9 @@ static const char expire_lua[] =
                "  if m and m[1] == 1 then\n"
                "    m[8] = m[8] + 1\n"
                "    m[9] = tonumber(ARGV[2])\n"
-               "    putm(id, m)\n"
+               "    local v = putm(id, m)\n"
                "    redis.call('ZADD', KEYS[8], m[9], id)\n"
-               "    out[#out + 1] = record(id)\n"
+               "    out[#out + 1] = record(id, v, redis.call('HGET', KEYS[4], id))\n"
                "  else\n"
                "    redis.call('ZREM', KEYS[8], id)\n"
                "  end\n"
@@ -487,12 +489,12 @@ static const char release_lua[] =
                "  m[9] = 0\n"
                "  if redis.call('HEXISTS', KEYS[23], id) == 1 then\n"
                "    local t = redis.call('TIME')\n"
-               "    move(id, m, 5)\n"
+               "    move(id, m, 5, h[3])\n"
                "    m[7] = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
                "    putm(id, m)\n"
                "    redis.call('ZADD', KEYS[9], m[7], id)\n"
                "  else\n"
-               "    move(id, m, m[2] > 0 and 3 or 0)\n"
+               "    move(id, m, m[2] > 0 and 3 or 0, h[3])\n"
                "    putm(id, m)\n"
                "    redis.call('ZADD', W[h[3]], m[5], id)\n"
                "  end\n"
