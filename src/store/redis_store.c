@@ -157,11 +157,11 @@ _Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones"
   "local function putm(id, m)\n"                                                         \
   "  local v\n"                                                                          \
   "  if m[11] then\n"                                                                    \
-  "    v = 'B' .. struct.pack('<ddddddddddd', m[1], m[2], m[3], m[4], m[5], m[6], m[7],\n" \
-  "      m[8], m[9], m[10], m[11])\n"                                                    \
+  "    v = 'B' .. struct.pack('<ddddddddddd', m[1], m[2], m[3], m[4], m[5], m[6],\n"     \
+  "      m[7], m[8], m[9], m[10], m[11])\n"                                              \
   "  else\n"                                                                             \
-  "    v = 'B' .. struct.pack('<dddddddddd', m[1], m[2], m[3], m[4], m[5], m[6], m[7],\n" \
-  "      m[8], m[9], m[10])\n"                                                           \
+  "    v = 'B' .. struct.pack('<dddddddddd', m[1], m[2], m[3], m[4], m[5], m[6],\n"      \
+  "      m[7], m[8], m[9], m[10])\n"                                                     \
   "  end\n"                                                                              \
   "  redis.call('HSET', KEYS[1], id, v)\n"                                               \
   "  return v\n"                                                                         \
