@@ -330,10 +330,14 @@ static void keep_unknown_hold(coda__durable *d, coda__hold *h) {
 }
 
 /* Hands each written operation on, in the order written. rc
- * CODA__STORE_UNKNOWN: the batch may or may not have been written. */
+ * CODA__STORE_UNKNOWN: the batch may or may not have been written. Wakes
+ * the callers of coda_app_store_sync() only when the batch held a sync op:
+ * a caller who adds a task then syncs is waiting already while the add
+ * alone is written, and a wake-up for nothing would cost it a sleep more. */
 static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) {
   coda__engine *e = d->engine;
   int unknown = rc == CODA__STORE_UNKNOWN;
+  int synced = 0;
   while (!coda__queue_empty(batch)) {
     coda__queue *q = coda__queue_head(batch);
     coda__queue_remove(q);
@@ -393,12 +397,15 @@ static void complete(coda__durable *d, coda__queue *batch, int rc, int64_t now) 
       uv_mutex_lock(&d->mu);
       ((coda__sync_op *)op)->done = 1;
       uv_mutex_unlock(&d->mu);
+      synced = 1;
       break;
     case CODA__OP_PAUSE: /* taken out of every batch before it is written */
     case CODA__OP_ADMIN:
       break;
     }
   }
+  if (!synced) /* pause and admin ops wake their callers themselves */
+    return;
   uv_mutex_lock(&d->mu);
   uv_cond_broadcast(&d->synced);
   uv_mutex_unlock(&d->mu);
