@@ -139,7 +139,11 @@ _Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones"
 
 /* ---- scripts --------------------------------------------------------------- */
 
-/* Shared by every script: the meta string of a task, read and written. */
+/* Shared by every script: the meta string of a task, read and written;
+ * the counters of tasks by queue and state (cnt, bump). A script that
+ * moves many tasks (commit, claim) sets DELTA to {} and calls
+ * apply_deltas() before it returns: a counter then takes one HINCRBY per
+ * batch, not one or two per task. Any other script writes them at once. */
 #define LUA_COMMON                                                                       \
   "local function getm(id)\n"                                                            \
   "  local v = redis.call('HGET', KEYS[1], id)\n"                                        \
@@ -166,8 +170,23 @@ _Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones"
   "  redis.call('HSET', KEYS[1], id, v)\n"                                               \
   "  return v\n"                                                                         \
   "end\n"                                                                                \
+  "local DELTA = nil\n"                                                                  \
+  "local function bump(key, f, d)\n"                                                     \
+  "  if not DELTA then redis.call('HINCRBY', key, f, d) return end\n"                    \
+  "  local t = DELTA[key]\n"                                                             \
+  "  if not t then t = {} DELTA[key] = t end\n"                                          \
+  "  t[f] = (t[f] or 0) + d\n"                                                           \
+  "end\n"                                                                                \
+  "local function apply_deltas()\n"                                                      \
+  "  for key, t in pairs(DELTA) do\n"                                                    \
+  "    for f, d in pairs(t) do\n"                                                        \
+  "      if d ~= 0 then redis.call('HINCRBY', key, f, d) end\n"                          \
+  "    end\n"                                                                            \
+  "  end\n"                                                                              \
+  "  DELTA = nil\n"                                                                      \
+  "end\n"                                                                                \
   "local function cnt(q, st, d)\n"                                                       \
-  "  if q then redis.call('HINCRBY', KEYS[18], q .. ':' .. st, d) end\n"                 \
+  "  if q then bump(KEYS[18], q .. ':' .. st, d) end\n"                                  \
   "end\n"                                                                                \
   "local function move(id, m, st, q)\n"                                                  \
   "  if m[1] ~= st then\n"                                                               \
@@ -244,6 +263,7 @@ static const char commit_lua[] = LUA_COMMON
     "  end\n"
     "end\n"
     "if addq then redis.call('SADD', KEYS[10], addq) end\n"
+    "DELTA = {}\n"
     "local new, dups, refused = 0, {}, {}\n"
     "local function holds(m, token)\n"
     "  return m and m[1] == 1 and m[8] == token\n"
@@ -266,7 +286,7 @@ static const char commit_lua[] = LUA_COMMON
     "      redis.call('HSET', KEYS[2], id, ARGV[i + 2])\n"
     "      if ARGV[i + 3] == '1' then redis.call('HSET', KEYS[3], id, ARGV[i + 4]) end\n"
     "      redis.call('HSET', KEYS[4], id, q)\n"
-    "      redis.call('HINCRBY', KEYS[18], q .. ':' .. m[1], 1)\n"
+    "      cnt(q, m[1], 1)\n"
     "      if ARGV[i + 13] ~= '' then redis.call('HSET', KEYS[20], id, ARGV[i + 13]) "
     "end\n"
     "      if ARGV[i + 14] ~= '' then redis.call('HSET', KEYS[21], id, ARGV[i + 14]) "
@@ -294,7 +314,7 @@ static const char commit_lua[] = LUA_COMMON
     "      local st = tonumber(ARGV[i + 2])\n"
     "      if st == 3 and redis.call('HEXISTS', KEYS[23], id) == 1 then st = 5 end\n"
     "      move(id, m, st, q)\n"
-    "      if q then redis.call('HINCRBY', KEYS[19], q .. (st == 2 and ':p' or ':f'), 1) "
+    "      if q then bump(KEYS[19], q .. (st == 2 and ':p' or ':f'), 1) "
     "end\n"
     "      if st ~= 2 then\n"
     "        local e = redis.call('HGET', KEYS[24], id)\n"
@@ -336,6 +356,7 @@ static const char commit_lua[] = LUA_COMMON
     "    i = i + 4\n"
     "  end\n"
     "end\n"
+    "apply_deltas()\n"
     "return {new, dups, refused}\n";
 
 /* KEYS: the fixed ones, then {N}:w:Q of each served queue in order of
@@ -346,13 +367,17 @@ static const char claim_lua[] = LUA_COMMON
     "local nq = tonumber(ARGV[4])\n"
     "local out = {redis.call('SCARD', KEYS[10])}\n"
     "local n = 0\n"
+    "DELTA = {}\n"
     "for i = 1, nq do\n"
     "  if n >= max then break end\n"
     "  if redis.call('SISMEMBER', KEYS[11], ARGV[4 + i]) == 0 then\n"
     "    local ids = redis.call('ZRANGEBYSCORE', KEYS[" LUA_DYN " + i], '-inf', now, "
     "'LIMIT', 0, max - n)\n"
+    /* the first #ids by rank: those, in one command */
+    "    if #ids > 0 then redis.call('ZREMRANGEBYRANK', KEYS[" LUA_DYN
+    " + i], 0, #ids - 1) "
+    "end\n"
     "    for _, id in ipairs(ids) do\n"
-    "      redis.call('ZREM', KEYS[" LUA_DYN " + i], id)\n"
     "      local m = getm(id)\n"
     "      if m then\n"
     "        local q = redis.call('HGET', KEYS[4], id)\n"
@@ -368,6 +393,7 @@ static const char claim_lua[] = LUA_COMMON
     "    end\n"
     "  end\n"
     "end\n"
+    "apply_deltas()\n"
     "return out\n";
 
 /* KEYS: the fixed ones. ARGV: now, lease_until, max. Returns records. */
