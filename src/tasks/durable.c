@@ -201,6 +201,7 @@ static int push_op(coda__durable *d, coda__store_op *op) {
   int stopping = d->stop;
   if (!stopping) {
     coda__queue_insert_tail(&d->ops, &op->link);
+    atomic_fetch_add_explicit(&d->pushed, 1, memory_order_release);
     if (!d->coalescing || !coda__op_is_outcome(op))
       uv_cond_signal(&d->cond);
   }
@@ -296,6 +297,7 @@ int coda_app_store_sync(coda_app *app) {
     return 0;
   }
   coda__queue_insert_tail(&d->ops, &op.op.link);
+  atomic_fetch_add_explicit(&d->pushed, 1, memory_order_release);
   uv_cond_signal(&d->cond);
   while (!op.done)
     uv_cond_wait(&d->synced, &d->mu);

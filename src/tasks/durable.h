@@ -120,6 +120,9 @@ struct coda__durable {
   uv_cond_t cond;   /* work arrived, or stop */
   uv_cond_t synced; /* a batch ended */
   coda__queue ops;
+  /* Bumped (under mu) by every push to ops, read without mu: the store
+   * thread's brief spin after a batch watches it (store_thread.c). */
+  atomic_uint pushed;
   int stop;
   int coalescing; /* the store thread gathers outcomes: they need no wake-up */
   int kick;       /* claim now (the loops just became ready) */

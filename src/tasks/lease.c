@@ -123,6 +123,7 @@ int coda_app_queue_pause(coda_app *app, const char *queue, int paused) {
     return CODA_ESTATE;
   }
   coda__queue_insert_tail(&d->ops, &op.op.link);
+  atomic_fetch_add_explicit(&d->pushed, 1, memory_order_release);
   uv_cond_signal(&d->cond);
   while (!op.done)
     uv_cond_wait(&d->synced, &d->mu);

@@ -120,6 +120,7 @@ static long run_admin(coda_app *app, coda__admin_op *a) {
     return CODA_ESTATE;
   }
   coda__queue_insert_tail(&d->ops, &a->op.link);
+  atomic_fetch_add_explicit(&d->pushed, 1, memory_order_release);
   uv_cond_signal(&d->cond);
   while (!a->done)
     uv_cond_wait(&d->synced, &d->mu);

@@ -18,7 +18,9 @@
  *    and the first reads its outcome back;
  *  - a task whose name the claiming app does not know is marked dead under
  *    the claim's token (a fenced store refuses any other), and every app
- *    reads it dead.
+ *    reads it dead;
+ *  - a task whose meta an older coda wrote as text is read back as it was,
+ *    claimed and run, and its meta is binary once written again.
  */
 #include "harness.h"
 #include "redis_server.h"
@@ -291,12 +293,68 @@ TEST(a_task_the_claiming_app_does_not_know_is_marked_dead_under_its_claim) {
   node_stop(&a, 0);
 }
 
+/* ---- 4. meta written as text by an older coda ------------------------------------- */
+
+/* The stored meta of task `id` under prefix "legacy" (a reply to free). */
+static redisReply *legacy_meta(uint64_t id) {
+  return tc_redis_cmd(&redis, "HGET {legacy}:meta %016" PRIx64, id);
+}
+
+TEST(a_task_whose_meta_an_older_coda_wrote_as_text_is_read_and_run) {
+  REQUIRE(redis_up);
+  node a, b;
+  for (int i = 0; i < NAPPS; i++)
+    atomic_store(&runs[i], 0);
+  REQUIRE(node_start(&a, 0, "legacy", "web", 0) == 0); /* not "default": it waits */
+  uint64_t id = enqueue_key(&a, a.note, NULL);
+  REQUIRE(id != 0);
+  REQUIRE(coda_app_store_sync(a.app) == 0);
+  coda_task_info *info = NULL;
+  CHECK(coda_task_get(a.app, id, &info) == 0);
+  REQUIRE(info);
+  redisReply *r = legacy_meta(id);
+  CHECK(r && r->type == REDIS_REPLY_STRING && r->len > 0 && r->str[0] == 'B');
+  freeReplyObject(r);
+  /* As an older coda wrote it: numbers in text, no nonce. */
+  char text[256];
+  snprintf(text, sizeof text, "0 0 %d %" PRId64 " %" PRId64 " 0 0 0 0 0.25",
+           info->max_attempts, info->created_at, info->run_at);
+  r = tc_redis_cmd(&redis, "HSET {legacy}:meta %016" PRIx64 " %s", id, text);
+  CHECK(r && r->type == REDIS_REPLY_INTEGER);
+  freeReplyObject(r);
+  coda_task_info *back = NULL;
+  CHECK(coda_task_get(a.app, id, &back) == 0);
+  if (back) {
+    CHECK_EQ_INT(back->state, CODA_STATE_QUEUED);
+    CHECK_EQ_INT(back->max_attempts, info->max_attempts);
+    CHECK(back->created_at == info->created_at && back->run_at == info->run_at);
+    CHECK(back->progress == 0.25);
+  }
+  coda_task_info_free(back);
+  coda_task_info_free(info);
+  if (node_start(&b, 1, "legacy", NULL, 0) != 0) { /* serves "default" */
+    node_stop(&a, 0);
+    REQUIRE(0);
+  }
+  CHECK(wait_state(a.app, id, CODA_STATE_SUCCEEDED, 10000, &info) == 0);
+  if (info)
+    CHECK_EQ_INT(info->attempts, 1);
+  coda_task_info_free(info);
+  CHECK_EQ_INT(total_runs(), 1);
+  r = legacy_meta(id);
+  CHECK(r && r->type == REDIS_REPLY_STRING && r->len > 0 && r->str[0] == 'B');
+  freeReplyObject(r);
+  node_stop(&b, 1);
+  node_stop(&a, 0);
+}
+
 int main(void) {
   redis_up = tc_redis_start(&redis, NULL) == 0;
   static const test__case cases[] = {
       TEST_CASE(an_idempotency_key_holds_across_two_apps_on_one_redis),
       TEST_CASE(a_task_in_a_queue_one_app_does_not_serve_runs_on_the_other),
       TEST_CASE(a_task_the_claiming_app_does_not_know_is_marked_dead_under_its_claim),
+      TEST_CASE(a_task_whose_meta_an_older_coda_wrote_as_text_is_read_and_run),
   };
   int rc = test__run("redis_store", cases, sizeof cases / sizeof cases[0]);
   tc_redis_remove(&redis);
