@@ -22,6 +22,8 @@ int coda__buf_reserve(coda__buf *b, size_t n);
 
 /* Appends n bytes: 0 or CODA_ENOMEM (the buffer is then unchanged). */
 static inline int coda__buf_append(coda__buf *b, const void *p, size_t n) {
+  if (n == 0) /* p may then be NULL (an empty buffer's base), which memcpy may not get */
+    return 0;
   if (b->cap - b->len < n && coda__buf_reserve(b, n) != 0)
     return CODA_ENOMEM;
   memcpy(b->base + b->len, p, n);
