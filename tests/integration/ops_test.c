@@ -386,7 +386,12 @@ static void bulk_and_stats(fixture *f, coda_task_def *in_a, coda_task_def *in_b)
   CHECK_EQ_INT(qa->counts[CODA_STATE_DEAD], 0);
   CHECK_EQ_INT(qa->counts[CODA_STATE_QUEUED], 2);
   CHECK_EQ_INT(qa->scheduled, 1);
-  CHECK(qa->oldest_due_at > 0 && qa->oldest_due_at <= (int64_t)time(NULL) * 1000 + 1000);
+  int64_t now_ms = (int64_t)time(NULL) * 1000 + 1000;
+  if (!(qa->oldest_due_at > 0 && qa->oldest_due_at <= now_ms))
+    fprintf(stderr, "  [%s] oldest due %lld, now about %lld, task %llu is %d\n", current_store,
+            (long long)qa->oldest_due_at, (long long)now_ms, (unsigned long long)due,
+            (int)state_of(f, due));
+  CHECK(qa->oldest_due_at > 0 && qa->oldest_due_at <= now_ms);
   CHECK_EQ_INT(qa->processed, 3);
   CHECK_EQ_INT(qa->failed, 3);
   CHECK_EQ_INT(qb->counts[CODA_STATE_DEAD], 0);
