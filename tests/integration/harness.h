@@ -89,6 +89,10 @@ int tc_count(const char *hay, const char *needle);
 
 /* Milliseconds of a monotonic clock. */
 uint64_t tc_now_ms(void);
+/* The wall clock in ms, exact: time(NULL) reads a coarse clock that can lag
+ * the stores' CLOCK_REALTIME by a tick, so a bound built on it can be
+ * crossed by a task added just before. */
+uint64_t tc_wall_ms(void);
 
 /* Sleeps ms milliseconds. */
 void tc_sleep_ms(int ms);

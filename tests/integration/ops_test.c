@@ -386,7 +386,7 @@ static void bulk_and_stats(fixture *f, coda_task_def *in_a, coda_task_def *in_b)
   CHECK_EQ_INT(qa->counts[CODA_STATE_DEAD], 0);
   CHECK_EQ_INT(qa->counts[CODA_STATE_QUEUED], 2);
   CHECK_EQ_INT(qa->scheduled, 1);
-  int64_t now_ms = (int64_t)time(NULL) * 1000 + 1000;
+  int64_t now_ms = (int64_t)tc_wall_ms() + 1000;
   if (!(qa->oldest_due_at > 0 && qa->oldest_due_at <= now_ms))
     fprintf(stderr, "  [%s] oldest due %lld, now about %lld, task %llu is %d\n", current_store,
             (long long)qa->oldest_due_at, (long long)now_ms, (unsigned long long)due,
@@ -432,7 +432,7 @@ typedef struct schedules_seen {
 
 static int on_schedule(const coda_schedule_info *sc, void *user) {
   schedules_seen *s = user;
-  int64_t now = (int64_t)time(NULL) * 1000;
+  int64_t now = (int64_t)tc_wall_ms();
   s->n++;
   if (strcmp(sc->task, "tick") == 0 && sc->every_ms == 3600000 && !sc->cron &&
       sc->next_run > now && sc->next_run <= now + 3600000 + 1000 && sc->last_run > 0 &&
