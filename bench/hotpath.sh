@@ -30,6 +30,7 @@
 # Env:   DURATION  seconds per measured run (default 10)
 #        ROUNDS    rounds; the median of each figure is reported (default 3)
 #        BUILD     build directory holding coda-demo (default build)
+#        DEMO_FLAGS more coda-demo flags for both servers, e.g. "--threads 1" (default none)
 #        RAW       if set, a directory that receives every wrk output and server log
 # Exit status: 0 when every run completed cleanly (the targets do not count), 1 when a
 # server failed, wrk saw socket errors or non-2xx responses, or access log lines were lost.
@@ -202,8 +203,10 @@ echo "coda-demo hot path: GET /plain and GET /trivial, wrk -t1 -c$CONNECTIONS, $
 echo "$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}'), $coda, $(nproc) CPUs"
 echo
 
-start_demo log
-start_demo quiet --quiet
+# shellcheck disable=SC2086 # DEMO_FLAGS: words
+start_demo log ${DEMO_FLAGS:-}
+# shellcheck disable=SC2086
+start_demo quiet --quiet ${DEMO_FLAGS:-}
 for ((round = 1; round <= ROUNDS; round++)); do
   echo "round $round of $ROUNDS ..." >&2
   for name in log quiet; do

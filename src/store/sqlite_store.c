@@ -39,7 +39,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
+#define QUEUE_CACHE 16 /* queues a batch sums totals for (more: written at once) */
 /* How long a write waits for a lock another program holds before the batch
  * fails (and its responses become 503): a client is waiting meanwhile. */
 #define BUSY_TIMEOUT_MS 1000
@@ -81,6 +82,8 @@ enum {
 #define CLAIMED_COLUMNS                                                                  \
   "id,name,key,args,attempts,max_attempts,created_at,run_at,progress,token,queue,trace"
 #define NOT_PAUSED "queue NOT IN (SELECT name FROM coda_queues WHERE paused=1)"
+/* Finished tasks (succeeded, dead, cancelled) as equalities, not IN: see schema_v5. */
+#define DONE_STATES "(state=2 OR state=4 OR state=5)"
 /* What get, list and find read (read_record()). */
 #define RECORD_COLUMNS                                                                   \
   "id,name,key,state,attempts,max_attempts,created_at,run_at,started_at,finished_at,"    \
@@ -129,7 +132,7 @@ static const char *const sql[ST_COUNT_] = {
     [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
     [ST_PURGE] =
         "DELETE FROM coda_tasks WHERE id IN (SELECT id FROM coda_tasks "
-        "WHERE state IN (2,4,5) AND finished_at<?1 ORDER BY finished_at LIMIT ?2)",
+        "WHERE " DONE_STATES " AND finished_at<?1 ORDER BY finished_at LIMIT ?2)",
     [ST_QUEUE_KNOWN] = "INSERT INTO coda_queues(name) VALUES(?1) ON CONFLICT DO NOTHING",
     [ST_FINISH_READ] = "SELECT cancel_req,errors,queue FROM coda_tasks WHERE id=?1 AND "
                        "token=?2 AND owned=1",
@@ -204,6 +207,16 @@ static const char *const schema_v4 =
     "CREATE INDEX coda_tasks_done ON coda_tasks(finished_at) WHERE state IN (2,4,5);"
     "CREATE INDEX IF NOT EXISTS coda_tasks_queue_state ON coda_tasks(queue, state);";
 
+/* Version 5: the same index of finished tasks, its predicate written as
+ * equalities. SQLite evaluates a partial index's predicate at every write
+ * of a row (old and new), and `state IN (2,4,5)` (three values or more)
+ * built a temporary b-tree each time: 4 us more per task on the durable
+ * path, every add and every finish. The purge's WHERE names the same term,
+ * so it still uses the index. */
+static const char *const schema_v5 =
+    "DROP INDEX IF EXISTS coda_tasks_done;"
+    "CREATE INDEX coda_tasks_done ON coda_tasks(finished_at) WHERE " DONE_STATES ";";
+
 typedef struct sqlite_store {
   coda__store base;
   sqlite3 *db;
@@ -234,6 +247,17 @@ typedef struct sqlite_store {
   int nserved;
   coda__lease *refused;
   int nrefused, refused_cap;
+  /* Per batch, not per task: each queue's processed and failed totals of
+   * the batch's finishes, written at commit (dropped by a rollback, as the
+   * finishes are); and the queues whose coda_queues row is known to exist
+   * (forgotten at a rollback, which may have undone the insert). */
+  struct queue_total {
+    char name[128];
+    long processed, failed;
+  } totals[QUEUE_CACHE];
+  int ntotals;
+  char known[QUEUE_CACHE][128];
+  int nknown, next_known;
   /* The heartbeat's connection and statement, under renew_mu. */
   sqlite3 *hdb;
   sqlite3_stmt *renew;
@@ -440,6 +464,10 @@ static int migrate(sqlite_store *s, const char *path) {
   case 3:
     if (rc == 0)
       rc = migrate_v4(s);
+    /* fall through */
+  case 4:
+    if (rc == 0)
+      rc = exec(s, schema_v5, "indexing finished tasks");
     break;
   }
   char set[64];
@@ -637,6 +665,56 @@ static int sqlite_recover(coda__store *base, int64_t now) {
   return sqlite3_changes(s->db);
 }
 
+/* A queue's row in coda_queues (for queue_stats()), inserted once per
+ * name while no rollback intervenes, not at every add. */
+static int note_queue(sqlite_store *s, const char *queue) {
+  for (int i = 0; i < s->nknown; i++)
+    if (strcmp(s->known[i], queue) == 0)
+      return 0;
+  sqlite3_stmt *known = s->st[ST_QUEUE_KNOWN];
+  sqlite3_bind_text(known, 1, queue, -1, SQLITE_STATIC);
+  int rc = step_done(s, known, "writing a task's queue");
+  if (rc == 0 && strlen(queue) < sizeof s->known[0]) {
+    int at = s->nknown < QUEUE_CACHE ? s->nknown++ : s->next_known++ % QUEUE_CACHE;
+    snprintf(s->known[at], sizeof s->known[0], "%s", queue);
+  }
+  return rc;
+}
+
+static int write_total(sqlite_store *s, const char *queue, long processed, long failed) {
+  sqlite3_stmt *st = s->st[ST_QUEUE_TOTALS];
+  sqlite3_bind_text(st, 1, queue, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, processed);
+  sqlite3_bind_int64(st, 3, failed);
+  return step_done(s, st, "counting tasks' ends");
+}
+
+/* One finish in its queue's totals of this batch (commit() writes them);
+ * a name too long or a seventeenth queue is written at once. */
+static int add_total(sqlite_store *s, const char *queue, int succeeded) {
+  for (int i = 0; i < s->ntotals; i++)
+    if (strcmp(s->totals[i].name, queue) == 0) {
+      s->totals[i].processed += succeeded;
+      s->totals[i].failed += !succeeded;
+      return 0;
+    }
+  if (s->ntotals == QUEUE_CACHE || strlen(queue) >= sizeof s->totals[0].name)
+    return write_total(s, queue, succeeded, !succeeded);
+  struct queue_total *t = &s->totals[s->ntotals++];
+  snprintf(t->name, sizeof t->name, "%s", queue);
+  t->processed = succeeded;
+  t->failed = !succeeded;
+  return 0;
+}
+
+static int write_totals(sqlite_store *s) {
+  int rc = 0;
+  for (int i = 0; rc == 0 && i < s->ntotals; i++)
+    rc = write_total(s, s->totals[i].name, s->totals[i].processed, s->totals[i].failed);
+  s->ntotals = 0;
+  return rc;
+}
+
 static int sqlite_begin(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
   if (s->max_bytes) {
@@ -646,6 +724,7 @@ static int sqlite_begin(coda__store *base) {
     s->full = pages * s->page_size >= s->max_bytes;
   }
   s->nrefused = 0;
+  s->ntotals = 0;
   return step_done(s, s->st[ST_BEGIN], "beginning a batch");
 }
 
@@ -659,7 +738,12 @@ static void end_lazy(sqlite_store *s) {
 
 static int sqlite_commit(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
-  int rc = step_done(s, s->st[ST_COMMIT], "committing a batch");
+  int rc = write_totals(s);
+  if (rc) { /* the engine rolls the batch back */
+    end_lazy(s);
+    return rc;
+  }
+  rc = step_done(s, s->st[ST_COMMIT], "committing a batch");
   end_lazy(s);
   return rc;
 }
@@ -688,6 +772,8 @@ static void sqlite_rollback(coda__store *base) {
     sqlite3_reset(s->st[ST_ROLLBACK]);
   }
   s->nrefused = 0;
+  s->ntotals = 0;
+  s->nknown = 0;
   end_lazy(s);
 }
 
@@ -748,11 +834,8 @@ static int sqlite_enqueue(coda__store *base, const coda__task_record *r, int own
   bind_text_or_null(st, 14, r->origin);
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
-  if (rc == SQLITE_DONE) {
-    sqlite3_stmt *known = s->st[ST_QUEUE_KNOWN]; /* for queue_stats() */
-    sqlite3_bind_text(known, 1, queue, -1, SQLITE_STATIC);
-    return step_done(s, known, "writing a task's queue");
-  }
+  if (rc == SQLITE_DONE)
+    return note_queue(s, queue);
   if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
     if (same_key(s, r->id, r->key))
       return CODA_EEXIST;
@@ -869,11 +952,7 @@ static int finish_extras(sqlite_store *s, const coda__task_record *r, int *held,
     ok = coda__errors_push(&list, &len, r->attempts, r->finished_at, r->error) == 0;
   *errors = ok && len ? coda__errors_to_json(list, len) : NULL;
   coda__errors_free(list, len);
-  st = s->st[ST_QUEUE_TOTALS];
-  sqlite3_bind_text(st, 1, queue, -1, SQLITE_TRANSIENT);
-  sqlite3_bind_int(st, 2, *state == CODA_STATE_SUCCEEDED);
-  sqlite3_bind_int(st, 3, *state != CODA_STATE_SUCCEEDED);
-  return step_done(s, st, "counting a task's end");
+  return add_total(s, queue, *state == CODA_STATE_SUCCEEDED);
 }
 
 static int sqlite_finish(coda__store *base, const coda__task_record *r) {

@@ -805,7 +805,9 @@ static void release_unstarted(coda__durable *d) {
  * and a thread asleep on the condition would add a wake-up to every add's
  * latency. Outcomes alone do not spin (nobody waits for them), and the
  * spin ends at the first push, so an idle store thread costs nothing. */
+#ifndef STORE_SPIN_NS
 #define STORE_SPIN_NS 50000u
+#endif
 
 static void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
