@@ -843,15 +843,22 @@ static void link_drop(conn *l) {
  * that then fails to come (timeout, broken link) leaves its effect
  * unknown, where a command not sent whole was never run. The argument
  * vector is on the heap: a batch has millions of arguments. */
-static redisReply *link_command_sent(redis_store *s, conn *l, const args *a, int *sent) {
+/* Queues command `a` in l's output buffer (sent with the next write): 0,
+ * or CODA_ENOMEM. */
+static int link_append(conn *l, const args *a) {
   const char **v = malloc((size_t)(a->n ? a->n : 1) * sizeof *v);
-  int done = 0, ok = v != NULL;
-  if (sent)
-    *sent = 0;
+  int ok = v != NULL;
   for (int i = 0; ok && i < a->n; i++)
     v[i] = a->bytes.base + a->off[i];
   ok = ok && redisAppendCommandArgv(l->c, a->n, v, a->len) == REDIS_OK;
   free(v);
+  return ok ? 0 : CODA_ENOMEM;
+}
+
+static redisReply *link_command_sent(redis_store *s, conn *l, const args *a, int *sent) {
+  int done = 0, ok = link_append(l, a) == 0;
+  if (sent)
+    *sent = 0;
   while (ok && !done)
     ok = redisBufferWrite(l->c, &done) == REDIS_OK;
   if (sent)
@@ -975,6 +982,16 @@ static int reply_error_code(const redisReply *r) {
  * when the call was sent and no reply came (only for the commit, which
  * tells the engine; for the rest an error: a claim that landed unseen
  * comes back through expire()). */
+/* The EVALSHA command of script `which` into *a. */
+static int script_args(const conn *l, int which, const args *keys, const args *argv,
+                       args *a) {
+  int rc = args_str(a, "EVALSHA");
+  rc = rc ? rc : args_str(a, l->sha[which]);
+  rc = rc ? rc : args_fmt(a, "%d", keys->n);
+  rc = rc ? rc : args_all(a, keys);
+  return rc ? rc : args_all(a, argv);
+}
+
 static int run_script_sent(redis_store *s, conn *l, int which, const args *keys,
                            const args *argv, redisReply **out) {
   *out = NULL;
@@ -982,11 +999,7 @@ static int run_script_sent(redis_store *s, conn *l, int which, const args *keys,
   if (rc)
     return rc;
   args a = {0};
-  rc = args_str(&a, "EVALSHA");
-  rc = rc ? rc : args_str(&a, l->sha[which]);
-  rc = rc ? rc : args_fmt(&a, "%d", keys->n);
-  rc = rc ? rc : args_all(&a, keys);
-  rc = rc ? rc : args_all(&a, argv);
+  rc = script_args(l, which, keys, argv, &a);
   if (rc) {
     args_free(&a);
     set_err(s, "redis store: out of memory");
@@ -2381,6 +2394,37 @@ static char *task_field(redis_store *s, conn *l, int key, const char *idhex, int
  * another queue is left alone: CODA_ESTATE). The task's queue and name
  * are read first (the script needs their keys); if they changed
  * meanwhile, once more. */
+/* The KEYS and ARGV of one admin_lua call on task `idhex` of queue `q`
+ * and name `name` (as read just before: the script checks them). */
+static int admin_args(const redis_store *s, char op, const char *idhex, int64_t now,
+                      const char *q, const char *name, int state, args *keys, args *argv) {
+  int rc = fixed_keys(s, keys);
+  rc = rc ? rc : key_of(s, keys, "w:", q ? q : "");
+  rc = rc ? rc : key_of(s, keys, "qi:", q ? q : "");
+  rc = rc ? rc : key_of(s, keys, "n:", name ? name : "");
+  rc = rc ? rc : args_push(argv, &op, 1);
+  rc = rc ? rc : args_str(argv, idhex);
+  rc = rc ? rc : args_i64(argv, now);
+  rc = rc ? rc : args_str(argv, q ? q : "");
+  rc = rc ? rc : args_str(argv, name ? name : "");
+  return rc ? rc : state < 0 ? args_str(argv, "-") : args_i64(argv, state);
+}
+
+/* admin_lua's reply: 0, 1, CODA_ENOTFOUND, CODA_ESTATE or CODA_ESTORE. */
+static int admin_result(redis_store *s, const redisReply *r) {
+  long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -3;
+  if (v == -3)
+    set_err(s, "redis store: unexpected reply to an action");
+  return v == -1            ? CODA_ENOTFOUND
+         : v == -2          ? CODA_ESTATE
+         : v == 0 || v == 1 ? (int)v
+                            : CODA_ESTORE;
+}
+
+static int is_stale(const redisReply *r) {
+  return r && r->type == REDIS_REPLY_ERROR && strstr(r->str, "CODASTALE") != NULL;
+}
+
 static int admin_one(redis_store *s, char op, uint64_t id, int64_t now, int state,
                      const char *queue) {
   char idhex[24];
@@ -2393,16 +2437,7 @@ static int admin_one(redis_store *s, char op, uint64_t id, int64_t now, int stat
       rc = CODA_ESTATE;
     args keys = {0}, argv = {0};
     if (rc == 0)
-      rc = fixed_keys(s, &keys);
-    rc = rc ? rc : key_of(s, &keys, "w:", q ? q : "");
-    rc = rc ? rc : key_of(s, &keys, "qi:", q ? q : "");
-    rc = rc ? rc : key_of(s, &keys, "n:", name ? name : "");
-    rc = rc ? rc : args_push(&argv, &op, 1);
-    rc = rc ? rc : args_str(&argv, idhex);
-    rc = rc ? rc : args_i64(&argv, now);
-    rc = rc ? rc : args_str(&argv, q ? q : "");
-    rc = rc ? rc : args_str(&argv, name ? name : "");
-    rc = rc ? rc : state < 0 ? args_str(&argv, "-") : args_i64(&argv, state);
+      rc = admin_args(s, op, idhex, now, q, name, state, &keys, &argv);
     free(q);
     free(name);
     redisReply *r = NULL;
@@ -2410,16 +2445,9 @@ static int admin_one(redis_store *s, char op, uint64_t id, int64_t now, int stat
       rc = run_script(s, &s->main, S_ADMIN, &keys, &argv, &r);
     args_free(&keys);
     args_free(&argv);
-    int stale = rc && r && r->type == REDIS_REPLY_ERROR && strstr(r->str, "CODASTALE");
-    if (rc == 0) {
-      long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -3;
-      rc = v == -1            ? CODA_ENOTFOUND
-           : v == -2          ? CODA_ESTATE
-           : v == 0 || v == 1 ? (int)v
-                              : CODA_ESTORE;
-      if (v == -3)
-        set_err(s, "redis store: unexpected reply to an action");
-    }
+    int stale = rc && is_stale(r);
+    if (rc == 0)
+      rc = admin_result(s, r);
     if (r)
       freeReplyObject(r);
     if (!stale)
@@ -2441,8 +2469,113 @@ static int redis_remove(coda__store *base, uint64_t id) {
   return admin_one((redis_store *)base, 'D', id, 0, -1, NULL);
 }
 
+/* The reply of a pipelined command, or NULL (the link dropped). */
+static redisReply *pipe_reply(redis_store *s, conn *l) {
+  void *r = NULL;
+  if (redisGetReply(l->c, &r) != REDIS_OK) {
+    set_err(s, "redis %s:%d: %s", s->host, s->port, l->c->errstr);
+    link_drop(l);
+    return NULL;
+  }
+  return r;
+}
+
+#ifndef BULK_CHUNK
+#define BULK_CHUNK 256 /* tasks per two round trips; a smaller one: tests of the boundary */
+#endif
+
+/* One chunk of bulk(): ids[at..at+m) of reply `ids`. Two round trips: the
+ * tasks' queues and names (two HMGETs), then one admin_lua call each, all
+ * pipelined. A task that changed in between (CODASTALE), a script the
+ * server lost (NOSCRIPT) or a reply too short goes through admin_one().
+ * Adds to *n what it applied; 0 or < 0. */
+static int bulk_chunk(redis_store *s, char op, int state, const char *queue, int64_t now,
+                      const redisReply *ids, size_t at, size_t m, long *n) {
+  args hq = {0}, hn = {0}, cmd = {0}, keys = {0}, argv = {0};
+  int rc = args_str(&hq, "HMGET");
+  rc = rc ? rc : args_str(&hq, s->keys[K_QUEUE]);
+  rc = rc ? rc : args_str(&hn, "HMGET");
+  rc = rc ? rc : args_str(&hn, s->keys[K_NAME]);
+  for (size_t i = at; rc == 0 && i < at + m; i++) {
+    rc = args_push(&hq, ids->element[i]->str, ids->element[i]->len);
+    rc = rc ? rc : args_push(&hn, ids->element[i]->str, ids->element[i]->len);
+  }
+  rc = rc ? rc : link_append(&s->main, &hq);
+  rc = rc ? rc : link_append(&s->main, &hn);
+  args_free(&hq);
+  args_free(&hn);
+  if (rc) {
+    link_drop(&s->main); /* what was queued is out of step */
+    return rc;
+  }
+  redisReply *qs = pipe_reply(s, &s->main);
+  redisReply *ns = qs ? pipe_reply(s, &s->main) : NULL;
+  if (!qs || !ns || qs->type != REDIS_REPLY_ARRAY || ns->type != REDIS_REPLY_ARRAY ||
+      qs->elements != m || ns->elements != m) {
+    if (qs && ns)
+      set_err(s, "redis store: unexpected reply to HMGET");
+    rc = CODA_ESTORE;
+  }
+  /* One call per task of this queue; the others are counted as skipped. */
+  unsigned char *sent = rc ? NULL : calloc(m, 1);
+  if (!rc && !sent)
+    rc = CODA_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < m; i++) {
+    const redisReply *q = qs->element[i], *name = ns->element[i];
+    if (q->type != REDIS_REPLY_STRING || (queue && strcmp(q->str, queue) != 0))
+      continue; /* gone, or another queue */
+    args_reset(&keys);
+    args_reset(&argv);
+    args_reset(&cmd);
+    rc = admin_args(s, op, ids->element[at + i]->str, now, q->str,
+                    name->type == REDIS_REPLY_STRING ? name->str : "", state, &keys, &argv);
+    rc = rc ? rc : script_args(&s->main, S_ADMIN, &keys, &argv, &cmd);
+    rc = rc ? rc : link_append(&s->main, &cmd);
+    sent[i] = rc == 0;
+  }
+  args_free(&keys);
+  args_free(&argv);
+  args_free(&cmd);
+  if (rc == CODA_ENOMEM)
+    link_drop(&s->main);
+  /* Every reply is read (the link stays in step), then the redos. */
+  redisReply **r = rc ? NULL : calloc(m, sizeof *r);
+  if (!rc && !r) {
+    rc = CODA_ENOMEM;
+    link_drop(&s->main);
+  }
+  for (size_t i = 0; rc == 0 && i < m; i++)
+    if (sent[i] && !(r[i] = pipe_reply(s, &s->main)))
+      rc = CODA_ESTORE;
+  for (size_t i = 0; rc == 0 && i < m; i++) {
+    if (!sent[i])
+      continue;
+    int one = r[i]->type == REDIS_REPLY_ERROR &&
+                      (is_stale(r[i]) || strncmp(r[i]->str, "NOSCRIPT", 8) == 0)
+                  ? admin_one(s, op, parse_id(ids->element[at + i]), now, state, queue)
+              : r[i]->type == REDIS_REPLY_ERROR ? (set_err(s, "redis: %s", r[i]->str),
+                                                   reply_error_code(r[i]))
+                                                : admin_result(s, r[i]);
+    if (one == 0)
+      (*n)++;
+    else if (one != CODA_ENOTFOUND && one != CODA_ESTATE)
+      rc = one;
+  }
+  for (size_t i = 0; r && i < m; i++)
+    if (r[i])
+      freeReplyObject(r[i]);
+  free(r);
+  free(sent);
+  if (qs)
+    freeReplyObject(qs);
+  if (ns)
+    freeReplyObject(ns);
+  return rc;
+}
+
 /* The tasks in `state` (its index, read whole: an operator's action), one
- * action each: how many it applied to, or < 0. */
+ * action each, BULK_CHUNK tasks per two round trips: how many it applied
+ * to, or < 0. */
 static long bulk(redis_store *s, char op, coda_task_state state, const char *queue,
                  int64_t now) {
   if ((int)state < 0 || state > CODA_STATE_CANCELLED)
@@ -2456,17 +2589,13 @@ static long bulk(redis_store *s, char op, coda_task_state state, const char *que
   if (!ids)
     return CODA_ESTORE;
   long n = 0;
-  for (size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; i++) {
-    rc = admin_one(s, op, parse_id(ids->element[i]), now, (int)state, queue);
-    if (rc == 0)
-      n++;
-    else if (rc != CODA_ENOTFOUND && rc != CODA_ESTATE) {
-      n = rc;
-      break;
-    }
+  size_t total = ids->type == REDIS_REPLY_ARRAY ? ids->elements : 0;
+  for (size_t at = 0; rc == 0 && at < total; at += BULK_CHUNK) {
+    size_t m = total - at < BULK_CHUNK ? total - at : BULK_CHUNK;
+    rc = bulk_chunk(s, op, (int)state, queue, now, ids, at, m, &n);
   }
   freeReplyObject(ids);
-  return n;
+  return rc ? rc : n;
 }
 
 static long redis_retry_all(coda__store *base, coda_task_state state, const char *queue,
@@ -2477,17 +2606,6 @@ static long redis_retry_all(coda__store *base, coda_task_state state, const char
 static long redis_remove_all(coda__store *base, coda_task_state state,
                              const char *queue) {
   return bulk((redis_store *)base, 'D', state, queue, 0);
-}
-
-/* The reply of a pipelined command, or NULL (the link dropped). */
-static redisReply *pipe_reply(redis_store *s, conn *l) {
-  void *r = NULL;
-  if (redisGetReply(l->c, &r) != REDIS_OK) {
-    set_err(s, "redis %s:%d: %s", s->host, s->port, l->c->errstr);
-    link_drop(l);
-    return NULL;
-  }
-  return r;
 }
 
 static long long hash_number(const redisReply *h, const char *field) {
