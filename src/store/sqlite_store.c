@@ -715,6 +715,45 @@ static int write_totals(sqlite_store *s) {
   return rc;
 }
 
+/* The statements run once per task or more often (an add, an end,
+ * progress), which must not build a temporary b-tree, a sorter or an
+ * automatic index at each run: an IN list of three values or more in a
+ * partial index's predicate does (schema_v5), and so do RETURNING and a
+ * subquery. The claim (once per batch) and the renewal (once per lease
+ * period) are left out. */
+static const int per_task[] = {ST_INSERT,      ST_FINISH,          ST_FINISH_READ,
+                               ST_PROGRESS,    ST_PROGRESS_LEASED, ST_QUEUE_TOTALS,
+                               ST_QUEUE_KNOWN};
+
+int coda__sqlite_store_check_plans(coda__store *base, char *why, size_t cap) {
+  sqlite_store *s = (sqlite_store *)base;
+  for (size_t i = 0; i < sizeof per_task / sizeof per_task[0]; i++) {
+    char q[2048];
+    snprintf(q, sizeof q, "EXPLAIN %s", sqlite3_sql(s->st[per_task[i]]));
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, q, -1, &st, NULL) != SQLITE_OK) {
+      snprintf(why, cap, "EXPLAIN of %.200s: %s", q + 8, sqlite3_errmsg(s->db));
+      return CODA_ESTORE;
+    }
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      const char *op = (const char *)sqlite3_column_text(st, 1);
+      if (op && (strcmp(op, "OpenEphemeral") == 0 || strcmp(op, "SorterOpen") == 0 ||
+                 strcmp(op, "OpenAutoindex") == 0)) {
+        snprintf(why, cap, "%s in: %.300s", op, q + 8);
+        sqlite3_finalize(st);
+        return CODA_ESTATE;
+      }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+      snprintf(why, cap, "EXPLAIN of %.200s failed", q + 8);
+      return CODA_ESTORE;
+    }
+  }
+  return 0;
+}
+
 static int sqlite_begin(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
   if (s->max_bytes) {

@@ -423,6 +423,20 @@ static void check_claim_respects_max_and_leases(coda__store *s) {
   CHECK_EQ_INT(claim_count(s, T0 + LEASE_MS - 1, 10), 0);
 }
 
+/* The SQLite store's per-task statements build no temporary b-tree at
+ * each run (schema 4's `state IN (2,4,5)` index predicate did: 4 us more
+ * per task), on a new file. */
+TEST(sqlite_per_task_statements_build_no_temporary_tables) {
+  coda__store *s;
+  REQUIRE(open_store(1, &s) == 0);
+  char why[512] = "";
+  int rc = coda__sqlite_store_check_plans(s, why, sizeof why);
+  if (rc)
+    fprintf(stderr, "  %s\n", why);
+  CHECK_EQ_INT(rc, 0);
+  s->m->close(s);
+}
+
 TEST(claim_takes_only_due_unowned_tasks) {
   on_each_store(check_claim_takes_due_unowned_tasks);
 }
@@ -2056,6 +2070,7 @@ int main(void) {
       TEST_CASE(enqueue_then_get_round_trips_every_field),
       TEST_CASE(enqueue_of_a_taken_id_is_a_duplicate_only_with_the_same_key),
       TEST_CASE(rollback_forgets_the_whole_batch),
+      TEST_CASE(sqlite_per_task_statements_build_no_temporary_tables),
       TEST_CASE(claim_takes_only_due_unowned_tasks),
       TEST_CASE(claim_respects_max_and_leases),
       TEST_CASE(finish_records_the_outcome),
