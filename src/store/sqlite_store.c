@@ -262,6 +262,14 @@ typedef struct sqlite_store {
   sqlite3 *hdb;
   sqlite3_stmt *renew;
   uv_mutex_t renew_mu;
+  /* Turns at the write lock (turn_mu, turn_cond): the store thread marks
+   * its batches (writing) and starts none while a renewal waits, so a
+   * store thread committing back to back cannot starve the heartbeat
+   * (SQLite's busy handler polls with sleeps and lost every time: "renewing
+   * 73 leases failed: database is locked", and leases not renewed expire). */
+  uv_mutex_t turn_mu;
+  uv_cond_t turn_cond;
+  int writing, renew_waiting;
   /* Version 3: this process's node record (node_mu), and the queue
    * statistics' statements on rdb (read_mu). */
   uv_mutex_t node_mu;
@@ -588,6 +596,8 @@ static void sqlite_close(coda__store *base) {
   sqlite3_finalize(s->renew);
   sqlite3_close(s->hdb);
   uv_mutex_destroy(&s->renew_mu);
+  uv_cond_destroy(&s->turn_cond);
+  uv_mutex_destroy(&s->turn_mu);
   uv_mutex_destroy(&s->node_mu);
   coda__node_table_free(&s->nodes);
   sqlite3_finalize(s->stats_queues);
@@ -622,6 +632,8 @@ int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
   s->lock_fd = -1;
   uv_mutex_init(&s->read_mu);
   uv_mutex_init(&s->renew_mu);
+  uv_mutex_init(&s->turn_mu);
+  uv_cond_init(&s->turn_cond);
   uv_mutex_init(&s->node_mu);
   uv_mutex_init(&s->ckpt_mu);
   uv_cond_init(&s->ckpt_cond);
@@ -715,6 +727,54 @@ static int write_totals(sqlite_store *s) {
   return rc;
 }
 
+/* The statements run once per task or more often (an add, an end,
+ * progress), which must not build a temporary b-tree, a sorter or an
+ * automatic index at each run: an IN list of three values or more in a
+ * partial index's predicate does (schema_v5), and so do RETURNING and a
+ * subquery. The claim (once per batch) and the renewal (once per lease
+ * period) are left out. */
+static const int per_task[] = {ST_INSERT,      ST_FINISH,          ST_FINISH_READ,
+                               ST_PROGRESS,    ST_PROGRESS_LEASED, ST_QUEUE_TOTALS,
+                               ST_QUEUE_KNOWN};
+
+int coda__sqlite_store_check_plans(coda__store *base, char *why, size_t cap) {
+  sqlite_store *s = (sqlite_store *)base;
+  for (size_t i = 0; i < sizeof per_task / sizeof per_task[0]; i++) {
+    char q[2048];
+    snprintf(q, sizeof q, "EXPLAIN %s", sqlite3_sql(s->st[per_task[i]]));
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, q, -1, &st, NULL) != SQLITE_OK) {
+      snprintf(why, cap, "EXPLAIN of %.200s: %s", q + 8, sqlite3_errmsg(s->db));
+      return CODA_ESTORE;
+    }
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      const char *op = (const char *)sqlite3_column_text(st, 1);
+      if (op && (strcmp(op, "OpenEphemeral") == 0 || strcmp(op, "SorterOpen") == 0 ||
+                 strcmp(op, "OpenAutoindex") == 0)) {
+        snprintf(why, cap, "%s in: %.300s", op, q + 8);
+        sqlite3_finalize(st);
+        return CODA_ESTATE;
+      }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+      snprintf(why, cap, "EXPLAIN of %.200s failed", q + 8);
+      return CODA_ESTORE;
+    }
+  }
+  return 0;
+}
+
+/* The store thread's batch ended (committed or rolled back): a waiting
+ * renewal goes first. */
+static void end_turn(sqlite_store *s) {
+  uv_mutex_lock(&s->turn_mu);
+  s->writing = 0;
+  uv_cond_broadcast(&s->turn_cond);
+  uv_mutex_unlock(&s->turn_mu);
+}
+
 static int sqlite_begin(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
   if (s->max_bytes) {
@@ -725,7 +785,15 @@ static int sqlite_begin(coda__store *base) {
   }
   s->nrefused = 0;
   s->ntotals = 0;
-  return step_done(s, s->st[ST_BEGIN], "beginning a batch");
+  uv_mutex_lock(&s->turn_mu);
+  while (s->renew_waiting)
+    uv_cond_wait(&s->turn_cond, &s->turn_mu);
+  s->writing = 1;
+  uv_mutex_unlock(&s->turn_mu);
+  int rc = step_done(s, s->st[ST_BEGIN], "beginning a batch");
+  if (rc)
+    end_turn(s);
+  return rc;
 }
 
 static void end_lazy(sqlite_store *s) {
@@ -745,6 +813,8 @@ static int sqlite_commit(coda__store *base) {
   }
   rc = step_done(s, s->st[ST_COMMIT], "committing a batch");
   end_lazy(s);
+  if (rc == 0)
+    end_turn(s); /* else the engine rolls back, which ends it */
   return rc;
 }
 
@@ -775,6 +845,7 @@ static void sqlite_rollback(coda__store *base) {
   s->ntotals = 0;
   s->nknown = 0;
   end_lazy(s);
+  end_turn(s);
 }
 
 static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v) {
@@ -1249,6 +1320,11 @@ static int sqlite_renew(coda__store *base, const coda__lease *l, int n,
                         int64_t lease_until, unsigned char *lost) {
   sqlite_store *s = (sqlite_store *)base;
   uv_mutex_lock(&s->renew_mu);
+  uv_mutex_lock(&s->turn_mu); /* the store thread's batch ends, no next one starts */
+  s->renew_waiting++;
+  while (s->writing)
+    uv_cond_wait(&s->turn_cond, &s->turn_mu);
+  uv_mutex_unlock(&s->turn_mu);
   int rc = sqlite3_exec(s->hdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
                ? 0
                : fail(s, s->hdb, "renewing leases");
@@ -1272,6 +1348,10 @@ static int sqlite_renew(coda__store *base, const coda__lease *l, int n,
     rc = fail(s, s->hdb, "renewing leases");
   if (rc)
     sqlite3_exec(s->hdb, "ROLLBACK", NULL, NULL, NULL);
+  uv_mutex_lock(&s->turn_mu);
+  s->renew_waiting--;
+  uv_cond_broadcast(&s->turn_cond);
+  uv_mutex_unlock(&s->turn_mu);
   uv_mutex_unlock(&s->renew_mu);
   return rc;
 }

@@ -324,6 +324,11 @@ int coda__store_open(const char *uri, long max_bytes, coda__store **out, char *e
 coda__store *coda__memory_store_open(void);
 int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
                             char *err, size_t errlen);
+/* 0 when none of the SQLite store's per-task statements builds a temporary
+ * b-tree, sorter or automatic index at each run (EXPLAIN of each); else
+ * CODA_ESTATE (or CODA_ESTORE) with the statement and the opcode in why.
+ * For tests: such a statement once cost 4 us per task. */
+int coda__sqlite_store_check_plans(coda__store *s, char *why, size_t cap);
 /* uri: redis://HOST:PORT[/DB][?prefix=NAME&replicas=N]. Connects, checks
  * maxmemory-policy (refused unless it cannot evict coda's keys) and loads
  * the scripts: CODA_ESTORE with the reason in err on any failure. */

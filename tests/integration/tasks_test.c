@@ -554,7 +554,10 @@ TEST(a_process_task_returning_minus_1000_failed_and_was_not_skipped) {
   REQUIRE(journal_wait("after-minus process", 5000));
   journal_read(buf, sizeof buf);
   CHECK(strstr(buf, "minus thousand m\n") != NULL);
-  for (int i = 0; i < 200 && stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED) == failed; i++)
+  /* Counted, then logged and handed to the hook: wait for both. */
+  for (int i = 0; i < 200 && (stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED) == failed ||
+                              !hook_says("minus_thousand_process", "-1000"));
+       i++)
     tc_sleep_ms(5);
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_FAILED) - failed, 1);
   CHECK_EQ_INT(stat_of(CODA_EXEC_PROCESS, CODA_STAT_DROPPED) - dropped, 0);
