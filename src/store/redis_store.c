@@ -2486,8 +2486,9 @@ static redisReply *pipe_reply(redis_store *s, conn *l) {
 
 /* One chunk of bulk(): ids[at..at+m) of reply `ids`. Two round trips: the
  * tasks' queues and names (two HMGETs), then one admin_lua call each, all
- * pipelined. A task that changed in between (CODASTALE), a script the
- * server lost (NOSCRIPT) or a reply too short goes through admin_one().
+ * pipelined. A task that changed in between (CODASTALE) or a script the
+ * server lost (NOSCRIPT) goes through admin_one(). An error stops the
+ * bulk action: what the chunk applied before it stays applied.
  * Adds to *n what it applied; 0 or < 0. */
 static int bulk_chunk(redis_store *s, char op, int state, const char *queue, int64_t now,
                       const redisReply *ids, size_t at, size_t m, long *n) {

@@ -775,8 +775,9 @@ static void end_turn(sqlite_store *s) {
   uv_mutex_unlock(&s->turn_mu);
 }
 
-static int sqlite_begin(coda__store *base) {
-  sqlite_store *s = (sqlite_store *)base;
+static void end_lazy(sqlite_store *s);
+
+static int begin_batch(sqlite_store *s) {
   if (s->max_bytes) {
     sqlite3_stmt *st = s->st[ST_PAGES];
     long pages = sqlite3_step(st) == SQLITE_ROW ? (long)sqlite3_column_int64(st, 0) : 0;
@@ -796,25 +797,39 @@ static int sqlite_begin(coda__store *base) {
   return rc;
 }
 
+static int sqlite_begin(coda__store *base) {
+  sqlite_store *s = (sqlite_store *)base;
+  end_lazy(s); /* if a failed lazy batch left it at NORMAL */
+  if (s->lazy) {
+    snprintf(s->err, sizeof s->err,
+             "sqlite store: cannot return to synchronous=FULL: %s", sqlite3_errmsg(s->db));
+    return CODA_ESTORE;
+  }
+  return begin_batch(s);
+}
+
+/* Back to synchronous=FULL after a lazy batch. SQLite refuses that change
+ * inside a transaction ("Safety level may not be changed inside a
+ * transaction"), so after a failed commit it waits for the rollback; until
+ * it took, `lazy` stays set, and sqlite_begin() refuses a durable batch
+ * rather than commit it without an fsync. */
 static void end_lazy(sqlite_store *s) {
-  if (!s->lazy)
+  if (!s->lazy || !sqlite3_get_autocommit(s->db))
     return;
-  s->lazy = 0;
-  sqlite3_step(s->st[ST_SYNC_FULL]);
+  int rc = sqlite3_step(s->st[ST_SYNC_FULL]);
   sqlite3_reset(s->st[ST_SYNC_FULL]);
+  if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+    s->lazy = 0;
 }
 
 static int sqlite_commit(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
   int rc = write_totals(s);
-  if (rc) { /* the engine rolls the batch back */
+  rc = rc ? rc : step_done(s, s->st[ST_COMMIT], "committing a batch");
+  if (rc == 0) { /* else the engine rolls back, which ends both */
     end_lazy(s);
-    return rc;
+    end_turn(s);
   }
-  rc = step_done(s, s->st[ST_COMMIT], "committing a batch");
-  end_lazy(s);
-  if (rc == 0)
-    end_turn(s); /* else the engine rolls back, which ends it */
   return rc;
 }
 
@@ -827,7 +842,7 @@ static int sqlite_begin_lazy(coda__store *base) {
   sqlite3_step(s->st[ST_SYNC_NORMAL]);
   sqlite3_reset(s->st[ST_SYNC_NORMAL]);
   s->lazy = 1;
-  int rc = sqlite_begin(base);
+  int rc = begin_batch(s);
   if (rc)
     end_lazy(s);
   return rc;
@@ -1320,14 +1335,25 @@ static int sqlite_renew(coda__store *base, const coda__lease *l, int n,
                         int64_t lease_until, unsigned char *lost) {
   sqlite_store *s = (sqlite_store *)base;
   uv_mutex_lock(&s->renew_mu);
-  uv_mutex_lock(&s->turn_mu); /* the store thread's batch ends, no next one starts */
+  /* The store thread's batch ends, and no next one starts; a batch that
+   * does not end within the busy timeout (a stalled disk) fails the
+   * renewal, as SQLite's own lock would, and the heartbeat goes on. */
+  uv_mutex_lock(&s->turn_mu);
   s->renew_waiting++;
-  while (s->writing)
-    uv_cond_wait(&s->turn_cond, &s->turn_mu);
+  uint64_t until = uv_hrtime() + (uint64_t)BUSY_TIMEOUT_MS * 1000000u;
+  for (uint64_t now = uv_hrtime(); s->writing && now < until; now = uv_hrtime())
+    uv_cond_timedwait(&s->turn_cond, &s->turn_mu, until - now);
+  int busy = s->writing;
   uv_mutex_unlock(&s->turn_mu);
-  int rc = sqlite3_exec(s->hdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
-               ? 0
-               : fail(s, s->hdb, "renewing leases");
+  int rc = 0;
+  if (busy) {
+    snprintf(s->err, sizeof s->err,
+             "sqlite store: renewing leases: the store thread's batch took over %d ms",
+             BUSY_TIMEOUT_MS);
+    rc = CODA_ESTORE;
+  } else if (sqlite3_exec(s->hdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+    rc = fail(s, s->hdb, "renewing leases");
+  }
   for (int i = 0; rc == 0 && i < n; i++) {
     sqlite3_bind_int64(s->renew, 1, lease_until);
     sqlite3_bind_int64(s->renew, 2, (sqlite3_int64)l[i].id);
@@ -1346,7 +1372,7 @@ static int sqlite_renew(coda__store *base, const coda__lease *l, int n,
   }
   if (rc == 0 && sqlite3_exec(s->hdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
     rc = fail(s, s->hdb, "renewing leases");
-  if (rc)
+  if (rc && !sqlite3_get_autocommit(s->hdb))
     sqlite3_exec(s->hdb, "ROLLBACK", NULL, NULL, NULL);
   uv_mutex_lock(&s->turn_mu);
   s->renew_waiting--;
