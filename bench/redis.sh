@@ -69,7 +69,7 @@ die() { echo "bench/redis.sh: $*" >&2; exit 1; }
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 for v in N DURATION RATE CONNECTIONS ROUNDS; do [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v: a positive integer"; done
 
-for tool in redis-server redis-cli wrk curl taskset python3; do
+for tool in redis-server redis-cli redis-benchmark wrk curl taskset python3; do
   command -v "$tool" >/dev/null || die "$tool not found (scripts/deps bench installs it)"
 done
 bench_bin=$BUILD/bench/redis_bench durable_bin=$BUILD/bench/durable_bench latency=$BUILD/bench/latency
@@ -164,6 +164,7 @@ medians() {
 # (us per sync) and the phase figures NAME_redis_us, NAME_machine.
 enqueue_run() {
   local name=$1 batch=$2 out=$tmp/enqueue-$1.txt
+  redis-cli -p "$port" config resetstat >/dev/null
   phase_start
   "$bench_bin" enqueue --store "$store" --n "$N" --batch "$batch" >"$out" 2>&1 ||
     problem "enqueue ($name): $(tail -n 3 "$out")"
@@ -174,8 +175,24 @@ enqueue_run() {
   keep "${name}_redis_us" "$ph_redis_us"
   keep "${name}_redis" "$ph_redis"
   keep "${name}_machine" "$ph_machine"
+  keep "${name}_script_us" "$(script_us)"
   echo "  $(grep '^coda enqueue' "$out" || echo "$name: no result"); redis-server ${ph_redis}% of a" \
     "core, ${ph_redis_us} us CPU per task; machine busy ${ph_machine}% (of 200)" >&2
+}
+
+# script_us: Redis's own time per script call since the last CONFIG RESETSTAT (INFO
+# commandstats, EVALSHA and EVAL together), in us.
+script_us() {
+  redis-cli -p "$port" info commandstats | tr -d '\r' | awk -F'[=,]' \
+    '/^cmdstat_(evalsha|eval):/ {calls += $2; usec += $4} END {if (calls) printf "%.1f", usec / calls}'
+}
+
+# round_trip: bare round trips per second of one client that waits for each reply (PING,
+# redis-benchmark -c 1): what any "one add at a time" producer pays per add on top of the
+# add's own time in Redis. Sets rt_per_s, the median over rounds.
+round_trip() {
+  keep rt_per_s "$(redis-benchmark -p "$port" -c 1 -n 20000 -q -t ping 2>/dev/null | tr '\r' '\n' |
+    awk '/^PING_MBULK:/ {printf "%.0f", $2}')"
 }
 
 # ---- 2. process -----------------------------------------------------------------------------
@@ -214,6 +231,7 @@ coda_round() {
   enqueue_run bulk 1000
   flush
   enqueue_run enq 1
+  round_trip
   if part process; then
     echo "round $1: coda workers ..." >&2
     process_run 1
@@ -305,9 +323,14 @@ fi
 # ---- 5. the peers ---------------------------------------------------------------------------
 
 peer_rows=()
-peers_install() {
+# Where BullMQ's node_modules are: beside their run.sh, or its cache folder when that one
+# is read-only (as their run.sh chooses).
+find_node_dir() {
   node_dir=$PEERS_DIR/node
   [[ -f $node_dir/node_modules/bullmq/package.json ]] || node_dir=${XDG_CACHE_HOME:-$HOME/.cache}/coda-peers-node
+}
+peers_install() {
+  find_node_dir
   local missing=() p
   for p in $PEERS; do
     case $p in
@@ -322,7 +345,7 @@ peers_install() {
     echo "installing what ${missing[*]} need (their run.sh, N=100) ..." >&2
     env -u APPENDFSYNC N=100 RQ_N=100 "$PEERS_DIR/run.sh" "${missing[@]}" >"$tmp/peers-install.log" 2>&1 ||
       echo "  (their run.sh exited with status $?; each peer is tried below)" >&2
-    [[ -f $node_dir/node_modules/bullmq/package.json ]] || node_dir=${XDG_CACHE_HOME:-$HOME/.cache}/coda-peers-node
+    find_node_dir # their run.sh may have installed beside itself
   fi
 }
 
@@ -437,6 +460,12 @@ row "target" "coda" "against" "ratio" "target" "result"
 if [[ -n $bull_enq ]]; then
   part enqueue && row "enqueue/s vs BullMQ" "$(or0 enq)" "$bull_enq" "$(ratio "$(or0 enq)" "$bull_enq")" ">= 2x" \
     "$(verdict "$(or0 enq) >= 2 * $bull_enq")"
+  # One add at a time cannot beat one bare round trip plus the add's own time in Redis.
+  part enqueue && [[ -n ${rt_per_s:-} && -n ${enq_script_us:-} ]] &&
+    row "  ceiling here: 1 / (round trip + add script)" \
+      "$(awk -v rt="$rt_per_s" -v sc="$enq_script_us" 'BEGIN {printf "%.0f", 1e6 / (1e6 / rt + sc)}')" \
+      "$((2 * bull_enq))" "-" "(2x BullMQ)" \
+      "$(verdict "1e6 / (1e6 / $rt_per_s + $enq_script_us) >= 2 * $bull_enq" | sed 's/^MET/reachable/; s/^NOT MET/above the ceiling/')"
   part enqueue && row "bulk/s vs BullMQ (reported)" "$(or0 bulk)" "$bull_bulk" "$(ratio "$(or0 bulk)" "$bull_bulk")" "-" "-"
   part process && row "process/s (2 workers) vs BullMQ" "$(or0 proc_2)" "$bull_proc" \
     "$(ratio "$(or0 proc_2)" "$bull_proc")" ">= 2x" "$(verdict "$(or0 proc_2) >= 2 * $bull_proc")"
@@ -467,8 +496,11 @@ for p in $PEERS; do
     echo "  every round ($p enqueue bulk process): $(get "peer_all_${p//-/_}")"
 done
 part enqueue && echo "  enqueue detail: one at a time, add+sync p50 ${enq_p50:-?} us, p99 ${enq_p99:-?} us," \
-  "redis-server ${enq_redis_us:-?} us CPU per task (${enq_redis:-?}% of a core); bulk: per 1,000 p50" \
-  "${bulk_p50:-?} us, redis-server ${bulk_redis_us:-?} us CPU per task (${bulk_redis:-?}% of a core)"
+  "redis-server ${enq_redis_us:-?} us CPU per task (${enq_redis:-?}% of a core), the add script" \
+  "${enq_script_us:-?} us in Redis per call, a bare round trip (PING, one client)" \
+  "$(awk -v r="${rt_per_s:-0}" 'BEGIN {if (r) printf "%.1f us = %d/s", 1e6 / r, r; else print "?"}');" \
+  "bulk: per 1,000 p50 ${bulk_p50:-?} us, redis-server ${bulk_redis_us:-?} us CPU per task" \
+  "(${bulk_redis:-?}% of a core)"
 part process && echo "  process detail: redis-server CPU per task over each phase (start-up and" \
   "0.5 s settle included): 1 worker ${proc_1_redis_us:-?} us, 2 workers ${proc_2_redis_us:-?} us;" \
   "machine busy ${proc_1_machine:-?}% / ${proc_2_machine:-?}% of 200"
