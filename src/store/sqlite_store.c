@@ -56,8 +56,6 @@ enum {
   ST_COMMIT,
   ST_ROLLBACK,
   ST_PAGES,
-  ST_SYNC_NORMAL,
-  ST_SYNC_FULL,
   ST_PURGE,
   ST_CLAIM_QUEUE,
   ST_NEXT_DUE_QUEUE,
@@ -128,8 +126,6 @@ static const char *const sql[ST_COUNT_] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_PAGES] = "PRAGMA page_count",
-    [ST_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
-    [ST_SYNC_FULL] = "PRAGMA synchronous=FULL",
     [ST_PURGE] =
         "DELETE FROM coda_tasks WHERE id IN (SELECT id FROM coda_tasks "
         "WHERE " DONE_STATES " AND finished_at<?1 ORDER BY finished_at LIMIT ?2)",
@@ -766,6 +762,16 @@ int coda__sqlite_store_check_plans(coda__store *base, char *why, size_t cap) {
   return 0;
 }
 
+int coda__sqlite_store_synchronous(coda__store *base) {
+  sqlite_store *s = (sqlite_store *)base;
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(s->db, "PRAGMA synchronous", -1, &st, NULL) != SQLITE_OK)
+    return -1;
+  int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+  sqlite3_finalize(st);
+  return v;
+}
+
 /* The store thread's batch ended (committed or rolled back): a waiting
  * renewal goes first. */
 static void end_turn(sqlite_store *s) {
@@ -776,6 +782,16 @@ static void end_turn(sqlite_store *s) {
 }
 
 static void end_lazy(sqlite_store *s);
+
+/* PRAGMA synchronous=LEVEL, prepared anew each time: SQLite applies this
+ * pragma when it compiles the statement, not when it runs it, so a cached
+ * statement stepped again changes nothing unless something expired it in
+ * between (a lazy batch was then written with an fsync, or not, by chance). */
+static int set_synchronous(sqlite_store *s, const char *level) {
+  char q[40];
+  snprintf(q, sizeof q, "PRAGMA synchronous=%s", level);
+  return sqlite3_exec(s->db, q, NULL, NULL, NULL);
+}
 
 static int begin_batch(sqlite_store *s) {
   if (s->max_bytes) {
@@ -814,11 +830,7 @@ static int sqlite_begin(coda__store *base) {
  * it took, `lazy` stays set, and sqlite_begin() refuses a durable batch
  * rather than commit it without an fsync. */
 static void end_lazy(sqlite_store *s) {
-  if (!s->lazy || !sqlite3_get_autocommit(s->db))
-    return;
-  int rc = sqlite3_step(s->st[ST_SYNC_FULL]);
-  sqlite3_reset(s->st[ST_SYNC_FULL]);
-  if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+  if (s->lazy && sqlite3_get_autocommit(s->db) && set_synchronous(s, "FULL") == SQLITE_OK)
     s->lazy = 0;
 }
 
@@ -839,9 +851,9 @@ static int sqlite_commit(coda__store *base) {
  * the batch, which only runs its tasks again. */
 static int sqlite_begin_lazy(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
-  sqlite3_step(s->st[ST_SYNC_NORMAL]);
-  sqlite3_reset(s->st[ST_SYNC_NORMAL]);
-  s->lazy = 1;
+  end_lazy(s); /* if a failed lazy batch left it at NORMAL */
+  /* When NORMAL cannot be set, the batch is written as a durable one. */
+  s->lazy = set_synchronous(s, "NORMAL") == SQLITE_OK;
   int rc = begin_batch(s);
   if (rc)
     end_lazy(s);

@@ -329,6 +329,10 @@ int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
  * CODA_ESTATE (or CODA_ESTORE) with the statement and the opcode in why.
  * For tests: such a statement once cost 4 us per task. */
 int coda__sqlite_store_check_plans(coda__store *s, char *why, size_t cap);
+/* The connection's PRAGMA synchronous now (2: FULL, each commit fsync'd;
+ * 1: NORMAL, during a lazy batch), or -1 when it cannot be read. Call it
+ * from the thread that owns the store, between batches. For tests. */
+int coda__sqlite_store_synchronous(coda__store *s);
 /* uri: redis://HOST:PORT[/DB][?prefix=NAME&replicas=N]. Connects, checks
  * maxmemory-policy (refused unless it cannot evict coda's keys) and loads
  * the scripts: CODA_ESTORE with the reason in err on any failure. */

@@ -27,6 +27,9 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <uv.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -504,6 +507,62 @@ TEST(sqlite_renewals_are_not_starved_by_back_to_back_batches) {
   if (worst >= 500)
     fprintf(stderr, "  the slowest renewal took %llu ms\n", (unsigned long long)worst);
   CHECK(worst < 500);
+  s->m->close(s);
+}
+
+/* A lazy batch runs at synchronous=NORMAL (it did not: the cached PRAGMA
+ * statement, stepped again, changed nothing, as SQLite applies it when it
+ * compiles it), and when its COMMIT fails for real (RLIMIT_FSIZE stops the
+ * WAL file from growing: write() fails with EFBIG, "disk I/O error") the
+ * connection is back at FULL once rolled back, so the durable batches
+ * after it are fsync'd again. The failed batch's tasks are gone, the next
+ * batch's are written. (SQLite rolls an I/O error back itself; a failure
+ * that leaves the transaction open, which 3521e32 handles, is not made
+ * here.) */
+TEST(sqlite_a_failed_lazy_commit_leaves_later_commits_fsynced) {
+  char uri[512], wal[512], err[512] = "";
+  snprintf(uri, sizeof uri, "sqlite:%s/fsize.db", store_dir);
+  snprintf(wal, sizeof wal, "%s/fsize.db-wal", store_dir);
+  coda__store *s;
+  REQUIRE(coda__store_open(uri, 0, &s, err, sizeof err) == 0);
+  REQUIRE(add(s, 1, NULL, T0, 0) == 0);
+  CHECK_EQ_INT(coda__sqlite_store_synchronous(s), 2);
+
+  /* 100 tasks of 8 KiB: about 800 KiB, under SQLite's 2 MiB page cache,
+   * so nothing reaches the WAL before the COMMIT. */
+  static unsigned char big[8192];
+  memset(big, 'x', sizeof big);
+  REQUIRE(s->m->begin_lazy(s) == 0);
+  CHECK_EQ_INT(coda__sqlite_store_synchronous(s), 1);
+  for (uint64_t id = 100; id < 200; id++) {
+    coda__task_record r = task(id, NULL, T0);
+    r.args = big;
+    r.args_len = sizeof big;
+    REQUIRE(s->m->enqueue(s, &r, 0, 0) == 0);
+  }
+  struct stat st;
+  REQUIRE(stat(wal, &st) == 0);
+  struct rlimit was, lim;
+  REQUIRE(getrlimit(RLIMIT_FSIZE, &was) == 0);
+  lim = was;
+  lim.rlim_cur = (rlim_t)st.st_size + 4096;
+  void (*xfsz)(int) = signal(SIGXFSZ, SIG_IGN); /* EFBIG, not a signal */
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+  int rc = s->m->commit(s);
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &was) == 0);
+  signal(SIGXFSZ, xfsz);
+  CHECK(rc != 0);
+  if (rc)
+    fprintf(stderr, "  the commit failed as it should: %s\n", s->m->errmsg(s));
+  s->m->rollback(s);
+  CHECK_EQ_INT(coda__sqlite_store_synchronous(s), 2);
+
+  CHECK_EQ_INT(add(s, 2, NULL, T0, 0), 0);
+  CHECK_EQ_INT(coda__sqlite_store_synchronous(s), 2);
+  CHECK_EQ_INT(state_of(s, 1), CODA_STATE_QUEUED);
+  CHECK_EQ_INT(state_of(s, 2), CODA_STATE_QUEUED);
+  CHECK_EQ_INT(state_of(s, 100), CODA_ENOTFOUND);
+  CHECK_EQ_INT(state_of(s, 199), CODA_ENOTFOUND);
   s->m->close(s);
 }
 
@@ -2142,6 +2201,7 @@ int main(void) {
       TEST_CASE(rollback_forgets_the_whole_batch),
       TEST_CASE(sqlite_per_task_statements_build_no_temporary_tables),
       TEST_CASE(sqlite_renewals_are_not_starved_by_back_to_back_batches),
+      TEST_CASE(sqlite_a_failed_lazy_commit_leaves_later_commits_fsynced),
       TEST_CASE(claim_takes_only_due_unowned_tasks),
       TEST_CASE(claim_respects_max_and_leases),
       TEST_CASE(finish_records_the_outcome),
