@@ -2488,8 +2488,9 @@ static redisReply *pipe_reply(redis_store *s, conn *l) {
  * tasks' queues and names (two HMGETs), then one admin_lua call each, all
  * pipelined. A task that changed in between (CODASTALE) or a script the
  * server lost (NOSCRIPT) goes through admin_one(). An error stops the
- * bulk action: what the chunk applied before it stays applied.
- * Adds to *n what it applied; 0 or < 0. */
+ * bulk action after this chunk: every call of the chunk was sent, so each
+ * reply is still read and each one applied is counted in *n (bulk() puts
+ * the count in the error). Adds to *n what it applied; 0 or < 0. */
 static int bulk_chunk(redis_store *s, char op, int state, const char *queue, int64_t now,
                       const redisReply *ids, size_t at, size_t m, long *n) {
   args hq = {0}, hn = {0}, cmd = {0}, keys = {0}, argv = {0};
@@ -2548,19 +2549,25 @@ static int bulk_chunk(redis_store *s, char op, int state, const char *queue, int
   for (size_t i = 0; rc == 0 && i < m; i++)
     if (sent[i] && !(r[i] = pipe_reply(s, &s->main)))
       rc = CODA_ESTORE;
-  for (size_t i = 0; rc == 0 && i < m; i++) {
-    if (!sent[i])
+  for (size_t i = 0; r && i < m; i++) {
+    if (!sent[i] || !r[i])
       continue;
-    int one = r[i]->type == REDIS_REPLY_ERROR &&
-                      (is_stale(r[i]) || strncmp(r[i]->str, "NOSCRIPT", 8) == 0)
-                  ? admin_one(s, op, parse_id(ids->element[at + i]), now, state, queue)
-              : r[i]->type == REDIS_REPLY_ERROR ? (set_err(s, "redis: %s", r[i]->str),
-                                                   reply_error_code(r[i]))
-                                                : admin_result(s, r[i]);
+    int redo = r[i]->type == REDIS_REPLY_ERROR &&
+               (is_stale(r[i]) || strncmp(r[i]->str, "NOSCRIPT", 8) == 0);
+    if (redo && rc)
+      continue; /* no new command after an error */
+    int one;
+    if (redo)
+      one = admin_one(s, op, parse_id(ids->element[at + i]), now, state, queue);
+    else if (r[i]->type != REDIS_REPLY_ERROR)
+      one = admin_result(s, r[i]);
+    else if ((one = reply_error_code(r[i])) != CODA_ENOTFOUND && one != CODA_ESTATE &&
+             rc == 0)
+      set_err(s, "redis: %s", r[i]->str);
     if (one == 0)
       (*n)++;
-    else if (one != CODA_ENOTFOUND && one != CODA_ESTATE)
-      rc = one;
+    else if (one != CODA_ENOTFOUND && one != CODA_ESTATE && rc == 0)
+      rc = one; /* the first error's message stays */
   }
   for (size_t i = 0; r && i < m; i++)
     if (r[i])
@@ -2596,6 +2603,11 @@ static long bulk(redis_store *s, char op, coda_task_state state, const char *que
     rc = bulk_chunk(s, op, (int)state, queue, now, ids, at, m, &n);
   }
   freeReplyObject(ids);
+  if (rc && n > 0) {
+    char why[ERR_LEN];
+    snprintf(why, sizeof why, "%s", tl_err);
+    set_err(s, "%.400s (%ld of the %zu tasks had been changed before)", why, n, total);
+  }
   return rc ? rc : n;
 }
 
