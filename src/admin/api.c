@@ -56,6 +56,9 @@ int coda__admin_fail(coda_res *res, int rc, const char *state_msg) {
   case CODA_ESTORE:
     coda_res_header(res, "Retry-After", "1");
     return coda__admin_error(res, 503, "the task store failed (see the server's log)");
+  case CODA_ETIMEDOUT: /* its file locked by another writer past the busy timeout */
+    coda_res_header(res, "Retry-After", "1");
+    return coda__admin_error(res, 503, "the task store is busy: try again");
   default:
     return coda__admin_error(res, 500, coda_strerror(rc));
   }

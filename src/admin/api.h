@@ -10,9 +10,12 @@
  * number cannot hold.
  *
  * Threads: the handlers run on the event loop of their request. The views
- * read the store from there (as coda_task_get() does); the actions wait
- * for the store thread to write them (one write, milliseconds), which
- * holds that loop meanwhile: they are operators' clicks, not traffic.
+ * read the store from there (as coda_task_get() does). The actions are
+ * written by the store thread while the loop goes on serving: their
+ * response is deferred (coda__res_defer()) and answered from the loop's
+ * inbox once written (api_tasks.c), since a bulk one may take seconds and
+ * even one write waits for the batch being written. Pause and resume
+ * still wait on the loop (one small write).
  */
 #ifndef CODA_ADMIN_API_H
 #define CODA_ADMIN_API_H
@@ -36,7 +39,8 @@ int coda__admin_reply(coda_res *res, int status, json_t *value);
 
 /* Answers a CODA_E* code of the engine as the API's error: 400 for
  * CODA_EINVAL, 404 CODA_ENOTFOUND, 409 CODA_ESTATE (`state_msg`), 503
- * CODA_ESTORE, 500 otherwise. Returns 0. */
+ * CODA_ESTORE and CODA_ETIMEDOUT (a store busy past its timeout), 500
+ * otherwise. Returns 0. */
 int coda__admin_fail(coda_res *res, int rc, const char *state_msg);
 
 /* 501 {"error":"not implemented yet"}: the store lacks the operators'

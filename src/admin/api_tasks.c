@@ -10,6 +10,8 @@
  * store but a view (queued or failed, due later), filtered here.
  */
 #include "admin/api.h"
+#include "app/exchange.h"
+#include "tasks/task.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -291,6 +293,142 @@ static const action task_actions[] = {
                                 "the task is running: cancel it first"},
 };
 
+/* The engine's kind of each action of the API. */
+static const coda__admin_kind store_kind[] = {
+    [CODA__ADMIN_ACT_RETRY] = CODA__ADMIN_RETRY,
+    [CODA__ADMIN_ACT_CANCEL] = CODA__ADMIN_CANCEL,
+    [CODA__ADMIN_ACT_DELETE] = CODA__ADMIN_DELETE,
+    [CODA__ADMIN_ACT_RETRY_ALL] = CODA__ADMIN_RETRY_ALL,
+    [CODA__ADMIN_ACT_DELETE_ALL] = CODA__ADMIN_DELETE_ALL,
+};
+
+static int is_bulk(coda__admin_action kind) {
+  return kind == CODA__ADMIN_ACT_RETRY_ALL || kind == CODA__ADMIN_ACT_DELETE_ALL;
+}
+
+static const char *bulk_state_msg(coda__admin_action kind) {
+  return kind == CODA__ADMIN_ACT_RETRY_ALL
+             ? "state: one of dead, failed, cancelled"
+             : "state: one of queued, succeeded, failed, dead, cancelled";
+}
+
+/* Logs a written action and answers what the store said (rc: the
+ * engine's answer, a count for the bulk forms). */
+static int answer(coda__admin *a, coda_req *req, coda_res *res, coda__admin_action kind,
+                  const char *what, uint64_t id, long rc) {
+  coda__admin_action_log(a, req, kind, what, rc);
+  if (is_bulk(kind)) {
+    if (rc == CODA_EINVAL)
+      return coda__admin_error(res, 400, bulk_state_msg(kind));
+    if (rc < 0)
+      return coda__admin_fail(res, (int)rc, "no task store");
+    return coda__admin_reply(res, 200, json_pack("{s:I}", "count", (json_int_t)rc));
+  }
+  if (rc < 0)
+    return coda__admin_fail(res, (int)rc, task_actions[kind].state_msg);
+  json_t *o = json_pack("{s:o,s:b}", "id", coda__admin_id(id), "ok", 1);
+  /* cancel of a running task: asked, the attempt decides (coda.h). */
+  if (o && kind == CODA__ADMIN_ACT_CANCEL)
+    json_object_set_new(o, "cancel_requested", json_boolean(rc == 1));
+  return coda__admin_reply(res, 200, o);
+}
+
+/* An action the store thread writes while this loop goes on serving: a
+ * bulk one may take seconds, and even one write waits for the batch being
+ * written. The response is deferred and answered from the loop's inbox. */
+typedef struct pending {
+  coda__admin_op op; /* first: on_done() gets &op */
+  coda__inbox_msg msg;
+  coda__task_loop *loop;
+  coda__admin *admin;
+  coda_req *req; /* the exchange stays while the response is deferred */
+  coda_res *res;
+  coda__admin_action kind;
+  char queue[72];
+  char what[160];
+} pending;
+
+static void on_answer(coda__inbox_msg *m, int cancelled) {
+  pending *p = coda__container_of(m, pending, msg);
+  if (cancelled) { /* the loop ended: nobody to answer (ops.c logged it) */
+    coda__res_abandon(p->res);
+  } else {
+    int rc = answer(p->admin, p->req, p->res, p->kind, p->what, p->op.id, p->op.count);
+    coda__res_resume(p->res, rc < 0 ? rc : 0);
+  }
+  free(p);
+}
+
+/* Store thread: the action is written. */
+static void on_written(coda__admin_op *op) {
+  pending *p = (pending *)op;
+  if (coda__task_loop_post(p->loop, &p->msg, on_answer) != 0) {
+    coda__res_abandon(p->res);
+    free(p);
+  }
+}
+
+/* Starts the action on the store thread and defers the answer: 0. Else
+ * nothing started: CODA_EINVAL (a bulk form's state), CODA_ESTATE (no
+ * store thread, or no engine state on this loop: the waiting form then),
+ * CODA_ENOMEM. */
+static int start(coda__admin *a, coda_req *req, coda_res *res, coda__admin_action kind,
+                 const coda__admin_op *op, const char *what) {
+  coda__task_loop *loop = coda__res_task_loop(res);
+  if (!loop)
+    return CODA_ESTATE;
+  pending *p = calloc(1, sizeof *p);
+  if (!p)
+    return CODA_ENOMEM;
+  p->op = *op;
+  p->op.on_done = on_written;
+  if (op->queue) {
+    snprintf(p->queue, sizeof p->queue, "%s", op->queue);
+    p->op.queue = p->queue;
+  }
+  snprintf(p->what, sizeof p->what, "%s", what);
+  p->loop = loop;
+  p->admin = a;
+  p->req = req;
+  p->res = res;
+  p->kind = kind;
+  /* Deferred first: the answer is posted to this loop, which runs it
+   * only after this handler has returned. */
+  int rc = coda__res_defer(res, 1);
+  rc = rc ? rc : coda__ops_admin_start(a->app, &p->op);
+  if (rc) {
+    coda__res_defer(res, 0);
+    free(p);
+  }
+  return rc;
+}
+
+/* The waiting form, where no store thread runs yet. */
+static long run_waiting(coda_app *app, const coda__admin_op *op) {
+  switch (op->what) {
+  case CODA__ADMIN_RETRY:
+    return coda_task_retry(app, op->id);
+  case CODA__ADMIN_CANCEL:
+    return coda_task_cancel(app, op->id);
+  case CODA__ADMIN_DELETE:
+    return coda_task_delete(app, op->id);
+  case CODA__ADMIN_RETRY_ALL:
+    return coda_tasks_retry_all(app, op->state, op->queue);
+  case CODA__ADMIN_DELETE_ALL:
+    return coda_tasks_delete_all(app, op->state, op->queue);
+  }
+  return CODA_EINVAL;
+}
+
+static int act(coda__admin *a, coda_req *req, coda_res *res, coda__admin_action kind,
+               const coda__admin_op *op, const char *what) {
+  int rc = start(a, req, res, kind, op, what);
+  if (rc == 0)
+    return 0; /* answered once written */
+  long n = rc == CODA_ESTATE ? run_waiting(a->app, op) : rc;
+  return answer(a, req, res, kind, what, op->id, n);
+}
+
 static int task_action(coda_req *req, coda_res *res, coda__admin *a,
                        coda__admin_action kind) {
   if (coda__admin_guard(a, req, res, CODA__ADMIN_ACTION))
@@ -303,20 +441,10 @@ static int task_action(coda_req *req, coda_res *res, coda__admin *a,
     return coda__admin_error(res, 404, "unknown task");
   if (!CODA__ADMIN_STORE_HAS(d, retry))
     return coda__admin_not_ready(res);
-  const action *act = &task_actions[kind];
-  int rc = kind == CODA__ADMIN_ACT_RETRY    ? coda_task_retry(a->app, id)
-           : kind == CODA__ADMIN_ACT_CANCEL ? coda_task_cancel(a->app, id)
-                                            : coda_task_delete(a->app, id);
   char what[64];
-  snprintf(what, sizeof what, "%s task %" PRIu64, act->name, id);
-  coda__admin_action_log(a, req, kind, what, rc);
-  if (rc < 0)
-    return coda__admin_fail(res, rc, act->state_msg);
-  json_t *o = json_pack("{s:o,s:b}", "id", coda__admin_id(id), "ok", 1);
-  /* cancel of a running task: asked, the attempt decides (coda.h). */
-  if (o && kind == CODA__ADMIN_ACT_CANCEL)
-    json_object_set_new(o, "cancel_requested", json_boolean(rc == 1));
-  return coda__admin_reply(res, 200, o);
+  snprintf(what, sizeof what, "%s task %" PRIu64, task_actions[kind].name, id);
+  coda__admin_op op = {.what = store_kind[kind], .id = id};
+  return act(a, req, res, kind, &op, what);
 }
 
 static int post_retry(coda_req *req, coda_res *res, void *user) {
@@ -340,10 +468,7 @@ static int bulk(coda_req *req, coda_res *res, coda__admin *a, coda__admin_action
   int retry = kind == CODA__ADMIN_ACT_RETRY_ALL;
   if (!state || parse_states(state, &bits) != 0 || bits == 0 || (bits & SCHEDULED_ONLY) ||
       (bits & (bits - 1)) != 0)
-    return coda__admin_error(
-        res, 400,
-        retry ? "state: one of dead, failed, cancelled"
-              : "state: one of queued, succeeded, failed, dead, cancelled");
+    return coda__admin_error(res, 400, bulk_state_msg(kind));
   coda_task_state st = (coda_task_state)__builtin_ctz(bits);
   if (queue && !*queue)
     queue = NULL;
@@ -357,21 +482,12 @@ static int bulk(coda_req *req, coda_res *res, coda__admin *a, coda__admin_action
     return coda__admin_fail(res, CODA_ESTATE, "no task store");
   if (!CODA__ADMIN_STORE_HAS(d, retry_all))
     return coda__admin_not_ready(res);
-  long n = retry ? coda_tasks_retry_all(a->app, st, queue)
-                 : coda_tasks_delete_all(a->app, st, queue);
   char what[160];
   snprintf(what, sizeof what, "%s every %s task of %s%s", retry ? "retry" : "delete",
            coda_task_state_name(st), queue ? "queue " : "every queue",
            queue ? coda__admin_log_name(queue, safe, sizeof safe) : "");
-  coda__admin_action_log(a, req, kind, what, n);
-  if (n == CODA_EINVAL)
-    return coda__admin_error(
-        res, 400,
-        retry ? "state: one of dead, failed, cancelled"
-              : "state: one of queued, succeeded, failed, dead, cancelled");
-  if (n < 0)
-    return coda__admin_fail(res, (int)n, "no task store");
-  return coda__admin_reply(res, 200, json_pack("{s:I}", "count", (json_int_t)n));
+  coda__admin_op op = {.what = store_kind[kind], .state = st, .queue = queue};
+  return act(a, req, res, kind, &op, what);
 }
 
 static int post_retry_all(coda_req *req, coda_res *res, void *user) {

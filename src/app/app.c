@@ -433,6 +433,8 @@ int coda__app_dispatch(void *data, coda__conn *c, void *exchange, const coda__re
   int rc = run_handlers(app, req, res);
   if (res->streaming)
     return CODA__STREAMING;
+  if (res->deferred) /* its layer answers later, whatever rc says */
+    return CODA__GATED;
   if (rc < 0) {
     log_failure(app, req, rc);
     coda__app_fail_response(app, req, res, rc);

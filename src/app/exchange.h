@@ -63,7 +63,8 @@ struct coda_res {
   coda__written_cb written_cb;
   void *written_arg;
   int streaming;
-  void *ext; /* the upper layer's state for this response (its tasks) */
+  int deferred; /* coda__res_defer(): answered later by coda__res_resume() */
+  void *ext;    /* the upper layer's state for this response (its tasks) */
 };
 
 struct coda_stream {
@@ -111,6 +112,16 @@ int coda__res_commit(coda_res *res);
  * CODA_ESTORE). On a connection that closed meanwhile, nothing is written
  * and the extension hears committed(queued 0). Loop thread. */
 void coda__res_resume(coda_res *res, int rc);
+
+/* For a layer above the app whose handler answers later (the admin API,
+ * while the store thread writes an operator's action): the response is
+ * held as a gated one once the handler returns, and the layer calls
+ * coda__res_resume() on the loop thread (or coda__res_abandon()) exactly
+ * once, with the response built meanwhile. CODA_ESTATE when the response
+ * holds tasks or streams (their gate would be skipped). on 0 takes it back
+ * (the work could not start; the handler answers now). Loop thread, from
+ * the handler. */
+int coda__res_defer(coda_res *res, int on);
 
 /* The loop ended while the response was gated: nothing will answer it.
  * Its written callback hears "failed" and the connection is freed. Any

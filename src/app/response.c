@@ -40,7 +40,15 @@ void coda__res_reset(coda_res *res, coda_app *app, coda__conn *conn, uint64_t re
   res->written_cb = NULL;
   res->written_arg = NULL;
   res->streaming = 0;
+  res->deferred = 0;
   res->ext = NULL; /* handed on by commit, or by the failure path */
+}
+
+int coda__res_defer(coda_res *res, int on) {
+  if (on && (res->ext || res->streaming))
+    return CODA_ESTATE;
+  res->deferred = on != 0;
+  return 0;
 }
 
 int coda__res_on_written(coda_res *res, coda__written_cb cb, void *arg) {

@@ -69,6 +69,11 @@ static void note_trace(coda_res *res, coda_tasks *run) {
     run->trace = strdup(trace); /* out of memory: not kept */
 }
 
+coda__task_loop *coda__res_task_loop(const coda_res *res) {
+  coda__engine *e = coda__engine_peek(res->app);
+  return e ? res_loop(res, e) : NULL;
+}
+
 static coda_tasks *res_run(coda_res *res) {
   if (!res->ext) {
     coda__engine *e = coda__engine_peek(res->app);

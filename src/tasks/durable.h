@@ -100,9 +100,13 @@ typedef struct coda__admin_op {
   coda__admin_kind what;
   uint64_t id;
   coda_task_state state;
-  const char *queue; /* the caller's, which waits */
+  const char *queue; /* the caller's, kept until the action is written */
   long count;        /* the bulk forms' result */
   int done;          /* under mu */
+  /* Set by coda__ops_admin_start(): called on the store thread once the
+   * action is written (count and op.rc set) instead of waking a waiter;
+   * it may free the op. */
+  void (*on_done)(struct coda__admin_op *a);
 } coda__admin_op;
 
 typedef struct coda__sync_op {
@@ -223,6 +227,12 @@ void coda__lease_mark_lost(coda__durable *d, uint64_t id, uint64_t below);
 /* Store thread: takes the admin ops out of `batch` and writes them, each
  * alone, waking their callers. */
 void coda__ops_write_admin(coda__durable *d, coda__queue *batch);
+/* Queues an operator's action (what, id, state, queue set; on_done set)
+ * for the store thread and returns at once: on_done follows on the store
+ * thread. CODA_EINVAL for a bulk form's state (as coda_tasks_retry_all()),
+ * CODA_ESTATE when no store thread runs (nothing queued: the caller may
+ * use the waiting form). Any thread. */
+int coda__ops_admin_start(coda_app *app, coda__admin_op *a);
 /* The running task of this id, if alive here, is asked to stop
  * (coda_task_cancelled(), a PROCESS worker told at once and killed after
  * the grace period). Any thread but the registry lock's holder. */

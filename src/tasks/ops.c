@@ -7,11 +7,13 @@
  * Threads: the public actions run on the caller's thread and wait for the
  * store thread, which writes each one alone outside any batch, as it does
  * a pause (store.h version 3); before the app runs they call the store
- * directly (it is only ours then). The views read the store from the
- * caller's thread (the store serialises them as it does get()). The node
- * beat runs on the heartbeat thread. Must never: hold reg_mu while it
- * calls the store, or be called from an event loop or a task of this app
- * (an action blocks for a store write).
+ * directly (it is only ours then). coda__ops_admin_start() queues one
+ * without waiting (the admin API, on an event loop: its on_done runs on
+ * the store thread). The views read the store from the caller's thread
+ * (the store serialises them as it does get()). The node beat runs on the
+ * heartbeat thread. Must never: hold reg_mu while it calls the store, or
+ * wait for an action on an event loop or in a task of this app (an action
+ * blocks for a store write, however long a bulk one takes).
  */
 #include "tasks/durable.h"
 
@@ -92,9 +94,13 @@ void coda__ops_write_admin(coda__durable *d, coda__queue *batch) {
     uv_mutex_lock(&d->mu);
     a->count = rc;
     a->op.rc = rc < 0 ? (int)rc : (int)(rc > 1 ? 0 : rc);
+    void (*on_done)(coda__admin_op *) = a->on_done;
     a->done = 1;
     uv_mutex_unlock(&d->mu);
-    any = 1;
+    if (on_done)
+      on_done(a); /* nobody waits for it; it may be freed now */
+    else
+      any = 1;
   }
   if (!any)
     return;
@@ -103,29 +109,53 @@ void coda__ops_write_admin(coda__durable *d, coda__queue *batch) {
   uv_mutex_unlock(&d->mu);
 }
 
-/* Queues the action for the store thread and waits for it. */
-static long run_admin(coda_app *app, coda__admin_op *a) {
+static int valid_bulk_state(coda_task_state state, int retry);
+
+static coda__durable *admin_durable(coda_app *app) {
   coda__durable *d = app_durable(app);
-  if (!d || d->store->m->version < 3 || !d->store->m->retry)
+  return d && d->store->m->version >= 3 && d->store->m->retry ? d : NULL;
+}
+
+/* Hands the action to the store thread; called with d->mu held. */
+static int queue_admin(coda__durable *d, coda__admin_op *a) {
+  if (d->stop)
     return CODA_ESTATE;
   a->op.kind = CODA__OP_ADMIN;
+  coda__queue_insert_tail(&d->ops, &a->op.link);
+  atomic_fetch_add_explicit(&d->pushed, 1, memory_order_release);
+  uv_cond_signal(&d->cond);
+  return 0;
+}
+
+/* Queues the action for the store thread and waits for it. */
+static long run_admin(coda_app *app, coda__admin_op *a) {
+  coda__durable *d = admin_durable(app);
+  if (!d)
+    return CODA_ESTATE;
   if (!atomic_load(&d->running)) { /* before the run: the store is only ours */
     long rc = apply_admin(d, a, now_ms());
     log_admin(d, a, rc);
     return rc;
   }
   uv_mutex_lock(&d->mu);
-  if (d->stop) {
-    uv_mutex_unlock(&d->mu);
-    return CODA_ESTATE;
-  }
-  coda__queue_insert_tail(&d->ops, &a->op.link);
-  atomic_fetch_add_explicit(&d->pushed, 1, memory_order_release);
-  uv_cond_signal(&d->cond);
-  while (!a->done)
+  int rc = queue_admin(d, a);
+  while (rc == 0 && !a->done)
     uv_cond_wait(&d->synced, &d->mu);
   uv_mutex_unlock(&d->mu);
-  return a->count;
+  return rc ? rc : a->count;
+}
+
+int coda__ops_admin_start(coda_app *app, coda__admin_op *a) {
+  if ((a->what == CODA__ADMIN_RETRY_ALL || a->what == CODA__ADMIN_DELETE_ALL) &&
+      !valid_bulk_state(a->state, a->what == CODA__ADMIN_RETRY_ALL))
+    return CODA_EINVAL;
+  coda__durable *d = admin_durable(app);
+  if (!d || !a->on_done || !atomic_load(&d->running))
+    return CODA_ESTATE;
+  uv_mutex_lock(&d->mu);
+  int rc = queue_admin(d, a);
+  uv_mutex_unlock(&d->mu);
+  return rc;
 }
 
 int coda_task_retry(coda_app *app, uint64_t id) {

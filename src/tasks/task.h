@@ -392,6 +392,10 @@ extern const coda__app_ext coda__tasks_ext;
 /* Drops the run's durable tasks that are not in the store (their write
  * failed), so that what remains can still run. */
 void coda__run_drop_unstored(coda_tasks *run);
+/* The engine's state on the loop serving this response, where
+ * coda__task_loop_post() reaches it from another thread; NULL when there
+ * is none (no engine, or one made after the server started). Loop thread. */
+coda__task_loop *coda__res_task_loop(const coda_res *res);
 
 coda__thread_pool *coda__thread_pool_new(coda__engine *e, int nthreads);
 /* 0, or CODA_ESTATE once stopped (the caller drops the task). */

@@ -22,6 +22,8 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
+#include <poll.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +60,7 @@ typedef struct fixture {
   test_server ts;
   coda_task_def *ok, *bad, *mailer, *tick, *raw;
   int started;
+  char uri[512]; /* of its store */
 } fixture;
 
 /* POST /add/{what}: one durable task of `what` (bad, mailer, later: an ok
@@ -90,8 +93,8 @@ static void store_uri(const char *kind, char *uri, size_t cap) {
 static int fixture_start(fixture *f, const char *kind) {
   memset(f, 0, sizeof *f);
   current = kind;
-  char uri[512];
-  store_uri(kind, uri, sizeof uri);
+  char *uri = f->uri;
+  store_uri(kind, f->uri, sizeof f->uri);
   coda_app *app = f->app = coda_app_new();
   if (!app)
     return -1;
@@ -713,6 +716,69 @@ TEST(actions_without_credentials_change_nothing) {
   FOR_EACH_STORE(f) refusals_of(&f);
 }
 
+/* An action does not hold the event loop while the store writes it. A
+ * second SQLite connection (as an operator's sqlite3 shell) holds the
+ * file's write lock, so the store thread waits for it to delete a
+ * succeeded task; meanwhile, on the
+ * server's one event loop, another request is answered at once, and the
+ * action's own answer comes only once the lock is let go. (Before, the
+ * handler waited on the loop for the store thread: nothing else on that
+ * loop was answered until the busy timeout.) */
+TEST(an_action_does_not_hold_the_event_loop) {
+  int have = 0;
+  for (int i = 0; i < st.n; i++)
+    have |= strcmp(st.kinds[i], "sqlite") == 0;
+  if (!have) {
+    fprintf(stderr, "  sqlite not among the stores: nothing to check\n");
+    return;
+  }
+  fixture f;
+  REQUIRE(fixture_start(&f, "sqlite") == 0);
+  /* A succeeded task: deleting it is a write, which must wait for the lock. */
+  uint64_t done = add(&f, "ok");
+  REQUIRE(done != 0);
+  REQUIRE(wait_state(&f, done, CODA_STATE_SUCCEEDED));
+  sqlite3 *db = NULL;
+  REQUIRE(sqlite3_open(f.uri + strlen("sqlite:"), &db) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+
+  int act = tc_connect(f.ts.port, 10000);
+  REQUIRE(act >= 0);
+  REQUIRE(tc_send_str(act, "POST /coda/api/tasks/delete?state=succeeded HTTP/1.1\r\n"
+                           "Host: x\r\nContent-Length: 0\r\n" BEARER "\r\n") == 0);
+  /* The loop answers another request while the action waits for the lock
+   * (a 404: nothing of the store is read). */
+  char buf[4096];
+  uint64_t t0 = tc_now_ms();
+  CHECK_EQ_INT(tc_get(f.ts.port, "/nothing-here", buf, sizeof buf, 10000), 404);
+  uint64_t took = tc_now_ms() - t0;
+  /* ... and the action has not been answered: the lock is still held. */
+  struct pollfd p = {.fd = act, .events = POLLIN};
+  int early = poll(&p, 1, 0);
+  if (early != 0 || took >= 1000)
+    fprintf(stderr, "  the other request took %llu ms; the action answered before: %d\n",
+            (unsigned long long)took, early);
+  CHECK_EQ_INT(early, 0);
+
+  REQUIRE(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+  size_t n = tc_read_response(act, buf, sizeof buf);
+  CHECK(n > 0);
+  /* 200 once the lock went in time; 503 if the store's busy timeout came
+   * first (a very slow machine). Either way the action was answered. */
+  int status = n ? tc_status(buf) : -1;
+  if (getenv("ADMIN_TEST_LOG"))
+    fprintf(stderr, "  the action: %d after %llu ms\n", status,
+            (unsigned long long)(tc_now_ms() - t0));
+  CHECK(status == 200 || status == 503);
+  if (status == 200)
+    CHECK_EQ_INT(state_of(&f, done), (coda_task_state)-1); /* deleted */
+  close(act);
+  sqlite3_close(db);
+  /* The server goes on after it. */
+  CHECK_EQ_INT(tc_get(f.ts.port, "/nothing-here", buf, sizeof buf, 10000), 404);
+  fixture_stop(&f);
+}
+
 /* Without a task store the views are empty and actions find nothing. */
 TEST(no_store_means_empty_views) {
   coda_app *app = coda_app_new();
@@ -763,6 +829,7 @@ int main(void) {
       TEST_CASE(actions_by_bearer_change_the_store),
       TEST_CASE(actions_without_credentials_change_nothing),
       TEST_CASE(no_store_means_empty_views),
+      TEST_CASE(an_action_does_not_hold_the_event_loop),
   };
   int rc = test__run("admin", cases, sizeof cases / sizeof cases[0]);
   tc_stores_close(&st);
