@@ -142,10 +142,13 @@ static const char *const sql[ST_COUNT_] = {
     [ST_CANCEL_RUNNING] = "UPDATE coda_tasks SET cancel_req=1 WHERE id=?1 AND state=1",
     [ST_REMOVE] = "DELETE FROM coda_tasks WHERE id=?1 AND state<>1",
     [ST_EXISTS] = "SELECT 1 FROM coda_tasks WHERE id=?1",
-    [ST_RETRY_ALL] = RETRY_SET "WHERE state=?1 AND owned=0 AND state IN (3,4,5) AND "
-                               "(?3 IS NULL OR queue=?3)",
-    [ST_REMOVE_ALL] = "DELETE FROM coda_tasks WHERE state=?1 AND state<>1 AND "
-                      "(?2 IS NULL OR queue=?2)",
+    /* The bulk forms, BULK_ROWS tasks after id ?4 per statement (bulk()). */
+    [ST_RETRY_ALL] = RETRY_SET "WHERE id IN (SELECT id FROM coda_tasks WHERE id>?4 AND "
+                               "state=?1 AND owned=0 AND state IN (3,4,5) AND "
+                               "(?3 IS NULL OR queue=?3) ORDER BY id LIMIT ?5) RETURNING id",
+    [ST_REMOVE_ALL] = "DELETE FROM coda_tasks WHERE id IN (SELECT id FROM coda_tasks WHERE "
+                      "id>?4 AND state=?1 AND state<>1 AND (?3 IS NULL OR queue=?3) "
+                      "ORDER BY id LIMIT ?5) RETURNING id",
 };
 
 /* Version 1. Tasks waiting for a claim are the only ones in the partial
@@ -1530,23 +1533,67 @@ static int sqlite_remove(coda__store *base, uint64_t id) {
   return n < 0 ? (int)n : n ? 0 : unchanged(s, id);
 }
 
+#ifndef BULK_ROWS
+#define BULK_ROWS 500 /* tasks per transaction of a bulk action; smaller: tests */
+#endif
+
+/* A bulk action, BULK_ROWS tasks per transaction in order of id, each
+ * transaction a turn at the write lock like a batch: a renewal waiting
+ * goes between two (one statement over every dead task of a large store
+ * held the lock for seconds, and leases lapsed behind it). What committed
+ * stays when a later transaction fails; the error says how many. */
+static long bulk(sqlite_store *s, int which, coda_task_state state, const char *queue,
+                 int64_t now, const char *what) {
+  sqlite3_stmt *st = s->st[which];
+  long total = 0;
+  int64_t last = 0;
+  for (;;) {
+    int rc = begin_batch(s);
+    long n = 0;
+    if (rc == 0) {
+      sqlite3_bind_int(st, 1, (int)state);
+      sqlite3_bind_int64(st, 2, now);
+      bind_text_or_null(st, 3, queue);
+      sqlite3_bind_int64(st, 4, last);
+      sqlite3_bind_int(st, 5, BULK_ROWS);
+      int step;
+      while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        last = id > last ? id : last;
+        n++;
+      }
+      sqlite3_reset(st);
+      sqlite3_clear_bindings(st);
+      rc = step == SQLITE_DONE ? 0 : fail(s, s->db, what);
+      rc = rc ? rc : step_done(s, s->st[ST_COMMIT], what);
+      if (rc)
+        sqlite_rollback(&s->base);
+      else
+        end_turn(s);
+    }
+    if (rc) {
+      if (total > 0) {
+        char why[sizeof s->err];
+        snprintf(why, sizeof why, "%s", s->err);
+        snprintf(s->err, sizeof s->err, "%.400s (%ld tasks had been changed before)", why,
+                 total);
+      }
+      return rc;
+    }
+    total += n;
+    if (n < BULK_ROWS)
+      return total;
+  }
+}
+
 static long sqlite_retry_all(coda__store *base, coda_task_state state, const char *queue,
                              int64_t now) {
-  sqlite_store *s = (sqlite_store *)base;
-  sqlite3_stmt *st = s->st[ST_RETRY_ALL];
-  sqlite3_bind_int(st, 1, (int)state);
-  sqlite3_bind_int64(st, 2, now);
-  bind_text_or_null(st, 3, queue);
-  return run_action(s, st, "retrying tasks");
+  return bulk((sqlite_store *)base, ST_RETRY_ALL, state, queue, now, "retrying tasks");
 }
 
 static long sqlite_remove_all(coda__store *base, coda_task_state state,
                               const char *queue) {
-  sqlite_store *s = (sqlite_store *)base;
-  sqlite3_stmt *st = s->st[ST_REMOVE_ALL];
-  sqlite3_bind_int(st, 1, (int)state);
-  bind_text_or_null(st, 2, queue);
-  return run_action(s, st, "deleting tasks");
+  return bulk((sqlite_store *)base, ST_REMOVE_ALL, state, queue, 0, "deleting tasks");
 }
 
 typedef struct queue_rows {

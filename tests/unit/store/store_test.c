@@ -2062,6 +2062,61 @@ static void check_v3_bulk(coda__store *s) {
   CHECK_EQ_INT(state_of(s, 4), CODA_ENOTFOUND);
 }
 
+/* Leases of many claimed tasks, by id - BULK_FIRST. */
+#define BULK_N 1300 /* over two of SQLite's transactions of 500 and five of Redis's chunks */
+#define BULK_FIRST 10000
+typedef struct many_claims {
+  uint64_t lease[BULK_N];
+  int n;
+} many_claims;
+
+static void on_many(void *user, const coda__task_record *r) {
+  many_claims *m = user;
+  if (r->id >= BULK_FIRST && r->id < BULK_FIRST + BULK_N)
+    m->lease[r->id - BULK_FIRST] = r->lease;
+  m->n++;
+}
+
+/* The bulk forms over more tasks than one of their steps takes (SQLite
+ * writes them 500 per transaction, Redis 256 per pipeline): every one is
+ * done, once, and only those of the state and queue asked. */
+static void check_v3_bulk_many(coda__store *s) {
+  REQUIRE(s->m->begin(s) == 0);
+  for (uint64_t i = 0; i < BULK_N; i++) {
+    coda__task_record r = task(BULK_FIRST + i, NULL, T0);
+    r.queue = i % 3 == 2 ? "other" : "main"; /* 433 of them elsewhere */
+    r.max_attempts = 1;
+    REQUIRE(s->m->enqueue(s, &r, 0, 0) == 0);
+  }
+  REQUIRE(s->m->commit(s) == 0);
+  static many_claims m;
+  memset(&m, 0, sizeof m);
+  REQUIRE(s->m->begin(s) == 0);
+  REQUIRE(s->m->claim(s, T0, T0 + LEASE_MS, BULK_N, on_many, &m) == BULK_N);
+  REQUIRE(s->m->commit(s) == 0);
+  REQUIRE(s->m->begin(s) == 0);
+  for (uint64_t i = 0; i < BULK_N; i++) {
+    coda__task_record r = outcome(BULK_FIRST + i, m.lease[i], CODA_STATE_DEAD, T0 + 10);
+    r.error = "x";
+    REQUIRE(s->m->finish(s, &r) == 0);
+  }
+  REQUIRE(s->m->commit(s) == 0);
+  long in_main = BULK_N - BULK_N / 3;
+  CHECK_EQ_INT(s->m->retry_all(s, CODA_STATE_DEAD, "main", T0 + 2000), in_main);
+  CHECK_EQ_INT(s->m->retry_all(s, CODA_STATE_DEAD, "main", T0 + 2000), 0);
+  int wrong = 0;
+  for (uint64_t i = 0; i < BULK_N; i++)
+    wrong += state_of(s, BULK_FIRST + i) !=
+             (i % 3 == 2 ? CODA_STATE_DEAD : CODA_STATE_QUEUED);
+  CHECK_EQ_INT(wrong, 0);
+  CHECK_EQ_INT(s->m->remove_all(s, CODA_STATE_QUEUED, NULL), in_main);
+  CHECK_EQ_INT(s->m->remove_all(s, CODA_STATE_DEAD, NULL), BULK_N / 3);
+  wrong = 0;
+  for (uint64_t i = 0; i < BULK_N; i++)
+    wrong += state_of(s, BULK_FIRST + i) != CODA_ENOTFOUND;
+  CHECK_EQ_INT(wrong, 0);
+}
+
 typedef struct stats_seen {
   coda_queue_info q[4];
   char names[4][65];
@@ -2184,6 +2239,7 @@ TEST(v3_cancel_stops_waiting_tasks_and_asks_running_ones) {
 }
 TEST(v3_remove_deletes_any_task_but_a_running_one) { on_each_v3_store(check_v3_remove); }
 TEST(v3_bulk_actions_keep_to_their_state_and_queue) { on_each_v3_store(check_v3_bulk); }
+TEST(v3_bulk_actions_over_many_tasks_do_each_once) { on_each_v3_store(check_v3_bulk_many); }
 TEST(v3_error_history_and_queue_stats) { on_each_v3_store(check_v3_history_and_stats); }
 TEST(v3_nodes_beat_lapse_and_withdraw) { on_each_v3_store(check_v3_nodes); }
 
@@ -2245,6 +2301,7 @@ int main(void) {
       TEST_CASE(v3_cancel_stops_waiting_tasks_and_asks_running_ones),
       TEST_CASE(v3_remove_deletes_any_task_but_a_running_one),
       TEST_CASE(v3_bulk_actions_keep_to_their_state_and_queue),
+      TEST_CASE(v3_bulk_actions_over_many_tasks_do_each_once),
       TEST_CASE(v3_error_history_and_queue_stats),
       TEST_CASE(v3_nodes_beat_lapse_and_withdraw),
   };
