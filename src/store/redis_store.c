@@ -143,10 +143,42 @@ _Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones"
  * the counters of tasks by queue and state (cnt, bump). A script that
  * moves many tasks (commit, claim) sets DELTA to {} and calls
  * apply_deltas() before it returns: a counter then takes one HINCRBY per
- * batch, not one or two per task. Any other script writes them at once. */
+ * batch, not one or two per task. Any other script writes them at once.
+ * Likewise the writes (wr): with BUF set to {}, an HSET, ZADD, ZREM or
+ * HDEL waits in BUF, and flush() sends each key's with one variadic
+ * command (a redis.call per task and key cost more than the write
+ * itself), removals first: no op removes what it added itself, so that
+ * order keeps each op's effect. A script flushes before it reads what a
+ * buffered write may have changed. */
 #define LUA_COMMON                                                                       \
-  "local function getm(id)\n"                                                            \
-  "  local v = redis.call('HGET', KEYS[1], id)\n"                                        \
+  "local BUF, NBUF = nil, 0\n"                                                           \
+  "local function wr(cmd, key, a, b)\n"                                                  \
+  "  if not BUF then\n"                                                                  \
+  "    if b == nil then return redis.call(cmd, key, a) end\n"                            \
+  "    return redis.call(cmd, key, a, b)\n"                                              \
+  "  end\n"                                                                              \
+  "  local k = cmd .. ' ' .. key\n"                                                      \
+  "  local t = BUF[k]\n"                                                                 \
+  "  if not t then t = {c = cmd, k = key, n = 0} BUF[k] = t end\n"                       \
+  "  t.n = t.n + 1\n"                                                                    \
+  "  t[t.n] = a\n"                                                                       \
+  "  if b ~= nil then t.n = t.n + 1 t[t.n] = b end\n"                                    \
+  "  NBUF = NBUF + 1\n"                                                                  \
+  "end\n"                                                                                \
+  "local function send(t)\n"                                                             \
+  "  local step = (t.c == 'ZREM' or t.c == 'HDEL') and 500 or 1000\n"                    \
+  "  for i = 1, t.n, step do\n"                                                          \
+  "    redis.call(t.c, t.k, unpack(t, i, math.min(i + step - 1, t.n)))\n"                \
+  "  end\n"                                                                              \
+  "end\n"                                                                                \
+  "local function flush()\n"                                                             \
+  "  if not BUF or NBUF == 0 then return end\n"                                          \
+  "  for _, t in pairs(BUF) do if t.c == 'ZREM' or t.c == 'HDEL' then send(t) end end\n" \
+  "  for _, t in pairs(BUF) do if t.c ~= 'ZREM' and t.c ~= 'HDEL' then send(t) end "     \
+  "end\n"                                                                                \
+  "  BUF, NBUF = {}, 0\n"                                                                \
+  "end\n"                                                                                \
+  "local function decm(v)\n"                                                             \
   "  if not v then return nil end\n"                                                     \
   "  local m\n"                                                                          \
   "  if #v >= 81 and string.byte(v, 1) == 66 then\n"                                     \
@@ -158,6 +190,16 @@ _Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones"
   "  end\n"                                                                              \
   "  return m\n"                                                                         \
   "end\n"                                                                                \
+  "local function getm(id) return decm(redis.call('HGET', KEYS[1], id)) end\n"           \
+  "local function many(key, ids)\n"                                                      \
+  "  local out = {}\n"                                                                   \
+  "  for k = 1, #ids, 500 do\n"                                                          \
+  "    local part = {unpack(ids, k, math.min(k + 499, #ids))}\n"                         \
+  "    local vals = redis.call('HMGET', key, unpack(part))\n"                            \
+  "    for x = 1, #part do out[part[x]] = vals[x] end\n"                                 \
+  "  end\n"                                                                              \
+  "  return out\n"                                                                       \
+  "end\n"                                                                                \
   "local function putm(id, m)\n"                                                         \
   "  local v\n"                                                                          \
   "  if m[11] then\n"                                                                    \
@@ -167,7 +209,7 @@ _Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones"
   "    v = 'B' .. struct.pack('<dddddddddd', m[1], m[2], m[3], m[4], m[5], m[6],\n"      \
   "      m[7], m[8], m[9], m[10])\n"                                                     \
   "  end\n"                                                                              \
-  "  redis.call('HSET', KEYS[1], id, v)\n"                                               \
+  "  wr('HSET', KEYS[1], id, v)\n"                                                       \
   "  return v\n"                                                                         \
   "end\n"                                                                                \
   "local DELTA = nil\n"                                                                  \
@@ -190,8 +232,8 @@ _Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones"
   "end\n"                                                                                \
   "local function move(id, m, st, q)\n"                                                  \
   "  if m[1] ~= st then\n"                                                               \
-  "    redis.call('ZREM', KEYS[12 + m[1]], id)\n"                                        \
-  "    redis.call('ZADD', KEYS[12 + st], 0, id)\n"                                       \
+  "    wr('ZREM', KEYS[12 + m[1]], id)\n"                                                \
+  "    wr('ZADD', KEYS[12 + st], 0, id)\n"                                               \
   "    if q == nil then q = redis.call('HGET', KEYS[4], id) end\n"                       \
   "    cnt(q, m[1], -1)\n"                                                               \
   "    cnt(q, st, 1)\n"                                                                  \
@@ -235,13 +277,35 @@ static const char commit_lua[] = LUA_COMMON
     "for j = 1, nn do N[ARGV[a + j]] = KEYS[" LUA_DYN " + 2 * nq + j] end\n"
     "local nonce = tonumber(ARGV[a + nn + 1])\n"
     "local first = a + nn + 2\n"
-    "local dup, mine, addq, FQ = {}, {}, nil, {}\n"
+    "local eids, fids = {}, {}\n"
     "local i = first\n"
     "while i <= #ARGV do\n"
     "  local op, id = ARGV[i], ARGV[i + 1]\n"
     "  if op == 'E' then\n"
     "    if not W[ARGV[i + 5]] then return redis.error_reply('CODASTALE') end\n"
-    "    local m = getm(id)\n"
+    "    eids[#eids + 1] = id\n"
+    "    i = i + 16\n"
+    "  elseif op == 'F' then\n"
+    "    local st = tonumber(ARGV[i + 2])\n"
+    "    if st ~= 2 and st ~= 3 and st ~= 4 and st ~= 5 then\n"
+    "      return redis.error_reply('CODABADSTATE ' .. id)\n"
+    "    end\n"
+    "    fids[#fids + 1] = id\n"
+    "    i = i + 13\n"
+    "  else\n"
+    "    i = i + 4\n"
+    "  end\n"
+    "end\n"
+    "local EM, FQ = many(KEYS[1], eids), many(KEYS[4], fids)\n"
+    "for _, q in pairs(FQ) do\n"
+    "  if q and not W[q] then return redis.error_reply('CODASTALE') end\n"
+    "end\n"
+    "local dup, mine, addq = {}, {}, nil\n"
+    "i = first\n"
+    "while i <= #ARGV do\n"
+    "  local op, id = ARGV[i], ARGV[i + 1]\n"
+    "  if op == 'E' then\n"
+    "    local m = decm(EM[id])\n"
     "    if m then\n"
     "      local k = redis.call('HGET', KEYS[3], id)\n"
     "      if ARGV[i + 3] == '1' and k == ARGV[i + 4] then dup[id] = true\n"
@@ -250,13 +314,6 @@ static const char commit_lua[] = LUA_COMMON
     "    else addq = addq or ARGV[i + 5] end\n"
     "    i = i + 16\n"
     "  elseif op == 'F' then\n"
-    "    local st = tonumber(ARGV[i + 2])\n"
-    "    if st ~= 2 and st ~= 3 and st ~= 4 and st ~= 5 then\n"
-    "      return redis.error_reply('CODABADSTATE ' .. id)\n"
-    "    end\n"
-    "    local q = redis.call('HGET', KEYS[4], id)\n"
-    "    if q and not W[q] then return redis.error_reply('CODASTALE') end\n"
-    "    if q then FQ[id] = q end\n"
     "    i = i + 13\n"
     "  else\n"
     "    i = i + 4\n"
@@ -264,29 +321,20 @@ static const char commit_lua[] = LUA_COMMON
     "end\n"
     "if addq then redis.call('SADD', KEYS[10], addq) end\n"
     "DELTA = {}\n"
+    "BUF, NBUF = {}, 0\n"
     "local new, dups, refused = 0, {}, {}\n"
     "local function holds(m, token)\n"
     "  return m and m[1] == 1 and m[8] == token\n"
     "end\n"
-    /* A run of adds writes each key once per 500 tasks (HSET and ZADD take
-     * many pairs): one redis.call per task and key costs more than the
-     * write itself. Flushed before an outcome or a progress, which may
-     * read a task added just before it, and at the end. */
-    "local BUF, CMD = {}, {}\n"
-    "local function buf(cmd, key, a, b)\n"
-    "  local t = BUF[key]\n"
-    "  if not t then t = {} BUF[key] = t CMD[key] = cmd end\n"
-    "  t[#t + 1] = a\n"
-    "  t[#t + 1] = b\n"
-    "  if #t >= 1000 then redis.call(cmd, key, unpack(t)) BUF[key] = nil end\n"
-    "end\n"
-    "local function flush()\n"
-    "  for key, t in pairs(BUF) do redis.call(CMD[key], key, unpack(t)) end\n"
-    "  BUF = {}\n"
-    "end\n"
+    "local kind, MC, seen = nil, {}, {}\n"
     "i = first\n"
     "while i <= #ARGV do\n"
     "  local op, id = ARGV[i], ARGV[i + 1]\n"
+    "  if op ~= kind or NBUF >= 4000 or seen[id] then\n"
+    "    flush()\n"
+    "    kind, MC, seen = op, {}, {}\n"
+    "  end\n"
+    "  seen[id] = true\n"
     "  if op == 'E' then\n"
     "    if dup[id] then\n"
     "      dups[#dups + 1] = id\n"
@@ -298,46 +346,55 @@ static const char commit_lua[] = LUA_COMMON
     "      local m = {owned and 1 or 0, tonumber(ARGV[i + 10]), tonumber(ARGV[i + 7]),\n"
     "        tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9]), 0, 0, owned and 1 or 0,\n"
     "        owned and tonumber(ARGV[i + 12]) or 0, 0, nonce}\n"
-    "      buf('HSET', KEYS[1], id, 'B' .. struct.pack('<ddddddddddd', m[1], m[2], m[3], m[4],\n"
-    "        m[5], m[6], m[7], m[8], m[9], m[10], m[11]))\n"
-    "      buf('HSET', KEYS[2], id, ARGV[i + 2])\n"
-    "      if ARGV[i + 3] == '1' then buf('HSET', KEYS[3], id, ARGV[i + 4]) end\n"
-    "      buf('HSET', KEYS[4], id, q)\n"
+    "      putm(id, m)\n"
+    "      wr('HSET', KEYS[2], id, ARGV[i + 2])\n"
+    "      if ARGV[i + 3] == '1' then wr('HSET', KEYS[3], id, ARGV[i + 4]) end\n"
+    "      wr('HSET', KEYS[4], id, q)\n"
     "      cnt(q, m[1], 1)\n"
-    "      if ARGV[i + 13] ~= '' then buf('HSET', KEYS[20], id, ARGV[i + 13]) end\n"
-    "      if ARGV[i + 14] ~= '' then buf('HSET', KEYS[21], id, ARGV[i + 14]) end\n"
-    "      if ARGV[i + 15] ~= '0' then buf('HSET', KEYS[22], id, ARGV[i + 15]) end\n"
-    "      buf('HSET', KEYS[5], id, ARGV[i + 6])\n"
-    "      buf('ZADD', KEYS[12 + m[1]], 0, id)\n"
-    "      buf('ZADD', QI[q], 0, id)\n"
-    "      buf('ZADD', N[ARGV[i + 2]], 0, id)\n"
+    "      if ARGV[i + 13] ~= '' then wr('HSET', KEYS[20], id, ARGV[i + 13]) end\n"
+    "      if ARGV[i + 14] ~= '' then wr('HSET', KEYS[21], id, ARGV[i + 14]) end\n"
+    "      if ARGV[i + 15] ~= '0' then wr('HSET', KEYS[22], id, ARGV[i + 15]) end\n"
+    "      wr('HSET', KEYS[5], id, ARGV[i + 6])\n"
+    "      wr('ZADD', KEYS[12 + m[1]], 0, id)\n"
+    "      wr('ZADD', QI[q], 0, id)\n"
+    "      wr('ZADD', N[ARGV[i + 2]], 0, id)\n"
     "      if q ~= addq then redis.call('SADD', KEYS[10], q) end\n"
-    "      if owned then buf('ZADD', KEYS[8], m[9], id)\n"
-    "      else buf('ZADD', W[q], m[5], id) end\n"
+    "      if owned then wr('ZADD', KEYS[8], m[9], id)\n"
+    "      else wr('ZADD', W[q], m[5], id) end\n"
     "      new = new + 1\n"
     "    end\n"
     "    i = i + 16\n"
     "  elseif op == 'F' then\n"
-    "    flush()\n"
-    "    local m = getm(id)\n"
+    "    if MC[id] == nil then\n"
+    "      local ids, j = {}, i\n"
+    "      while j <= #ARGV and ARGV[j] == 'F' and #ids < 500 do\n"
+    "        local x = ARGV[j + 1]\n"
+    "        if (seen[x] and x ~= id) or MC[x] ~= nil then break end\n"
+    "        MC[x] = false\n"
+    "        ids[#ids + 1] = x\n"
+    "        j = j + 13\n"
+    "      end\n"
+    "      local vals = redis.call('HMGET', KEYS[1], unpack(ids))\n"
+    "      for x = 1, #ids do MC[ids[x]] = vals[x] end\n"
+    "    end\n"
+    "    local m = decm(MC[id])\n"
     "    local token = tonumber(ARGV[i + 12])\n"
     "    if holds(m, token) then\n"
     "      local q = FQ[id] or redis.call('HGET', KEYS[4], id)\n"
-    "      redis.call('ZREM', KEYS[8], id)\n"
-    "      redis.call('ZREM', KEYS[9], id)\n"
-    "      if q and W[q] then redis.call('ZREM', W[q], id) end\n"
+    "      wr('ZREM', KEYS[8], id)\n"
+    "      wr('ZREM', KEYS[9], id)\n"
+    "      if q and W[q] then wr('ZREM', W[q], id) end\n"
     "      local st = tonumber(ARGV[i + 2])\n"
     "      if st == 3 and redis.call('HEXISTS', KEYS[23], id) == 1 then st = 5 end\n"
     "      move(id, m, st, q)\n"
-    "      if q then bump(KEYS[19], q .. (st == 2 and ':p' or ':f'), 1) "
-    "end\n"
+    "      if q then bump(KEYS[19], q .. (st == 2 and ':p' or ':f'), 1) end\n"
     "      if st ~= 2 then\n"
     "        local e = redis.call('HGET', KEYS[24], id)\n"
     "        local list = e and cjson.decode(e) or {}\n"
     "        list[#list + 1] = {tonumber(ARGV[i + 3]), tonumber(ARGV[i + 6]),\n"
     "          ARGV[i + 8] == '1' and ARGV[i + 9] or ''}\n"
     "        while #list > 10 do table.remove(list, 1) end\n"
-    "        redis.call('HSET', KEYS[24], id, cjson.encode(list))\n"
+    "        wr('HSET', KEYS[24], id, cjson.encode(list))\n"
     "      end\n"
     "      m[2] = tonumber(ARGV[i + 3])\n"
     "      m[5] = tonumber(ARGV[i + 4])\n"
@@ -346,13 +403,12 @@ static const char commit_lua[] = LUA_COMMON
     "      m[9] = 0\n"
     "      m[10] = tonumber(ARGV[i + 7])\n"
     "      putm(id, m)\n"
-    "      if ARGV[i + 8] == '1' then redis.call('HSET', KEYS[6], id, ARGV[i + 9])\n"
-    "      else redis.call('HDEL', KEYS[6], id) end\n"
-    "      if ARGV[i + 10] == '1' then redis.call('HSET', KEYS[7], id, ARGV[i + 11])\n"
-    "      else redis.call('HDEL', KEYS[7], id) end\n"
-    "      if st == 3 and q and W[q] then redis.call('ZADD', W[q], m[5], id)\n"
-    "      elseif st == 2 or st == 4 or st == 5 then redis.call('ZADD', KEYS[9], m[7], "
-    "id) end\n"
+    "      if ARGV[i + 8] == '1' then wr('HSET', KEYS[6], id, ARGV[i + 9])\n"
+    "      else wr('HDEL', KEYS[6], id) end\n"
+    "      if ARGV[i + 10] == '1' then wr('HSET', KEYS[7], id, ARGV[i + 11])\n"
+    "      else wr('HDEL', KEYS[7], id) end\n"
+    "      if st == 3 and q and W[q] then wr('ZADD', W[q], m[5], id)\n"
+    "      elseif st == 2 or st == 4 or st == 5 then wr('ZADD', KEYS[9], m[7], id) end\n"
     "    else\n"
     "      refused[#refused + 1] = id\n"
     "      refused[#refused + 1] = ARGV[i + 12]\n"
@@ -385,31 +441,34 @@ static const char claim_lua[] = LUA_COMMON
     "local out = {redis.call('SCARD', KEYS[10])}\n"
     "local n = 0\n"
     "DELTA = {}\n"
+    "BUF, NBUF = {}, 0\n"
     "for i = 1, nq do\n"
     "  if n >= max then break end\n"
     "  if redis.call('SISMEMBER', KEYS[11], ARGV[4 + i]) == 0 then\n"
-    "    local ids = redis.call('ZRANGEBYSCORE', KEYS[" LUA_DYN " + i], '-inf', now, "
-    "'LIMIT', 0, max - n)\n"
-    /* the first #ids by rank: those, in one command */
-    "    if #ids > 0 then redis.call('ZREMRANGEBYRANK', KEYS[" LUA_DYN
-    " + i], 0, #ids - 1) "
-    "end\n"
-    "    for _, id in ipairs(ids) do\n"
-    "      local m = getm(id)\n"
-    "      if m then\n"
-    "        local q = redis.call('HGET', KEYS[4], id)\n"
-    "        move(id, m, 1, q)\n"
-    "        m[2] = m[2] + 1\n"
-    "        m[8] = m[8] + 1\n"
-    "        m[9] = lease\n"
-    "        local v = putm(id, m)\n"
-    "        redis.call('ZADD', KEYS[8], lease, id)\n"
-    "        out[#out + 1] = record(id, v, q)\n"
-    "        n = n + 1\n"
+    "    local ids = redis.call('ZRANGEBYSCORE', KEYS[" LUA_DYN
+    " + i], '-inf', now, 'LIMIT', 0, max - n)\n"
+    "    if #ids > 0 then\n"
+    "      redis.call('ZREMRANGEBYRANK', KEYS[" LUA_DYN " + i], 0, #ids - 1)\n"
+    "      local M, Q, NM = many(KEYS[1], ids), many(KEYS[4], ids), many(KEYS[2], ids)\n"
+    "      local K, A, T = many(KEYS[3], ids), many(KEYS[5], ids), many(KEYS[20], ids)\n"
+    "      for _, id in ipairs(ids) do\n"
+    "        local m = decm(M[id])\n"
+    "        if m then\n"
+    "          local q = Q[id]\n"
+    "          move(id, m, 1, q)\n"
+    "          m[2] = m[2] + 1\n"
+    "          m[8] = m[8] + 1\n"
+    "          m[9] = lease\n"
+    "          local v = putm(id, m)\n"
+    "          wr('ZADD', KEYS[8], lease, id)\n"
+    "          out[#out + 1] = {id, v, NM[id], K[id], q, A[id], T[id]}\n"
+    "          n = n + 1\n"
+    "        end\n"
     "      end\n"
     "    end\n"
     "  end\n"
     "end\n"
+    "flush()\n"
     "apply_deltas()\n"
     "return out\n";
 
@@ -2414,7 +2473,8 @@ static char *task_field(redis_store *s, conn *l, int key, const char *idhex, int
 /* The KEYS and ARGV of one admin_lua call on task `idhex` of queue `q`
  * and name `name` (as read just before: the script checks them). */
 static int admin_args(const redis_store *s, char op, const char *idhex, int64_t now,
-                      const char *q, const char *name, int state, args *keys, args *argv) {
+                      const char *q, const char *name, int state, args *keys,
+                      args *argv) {
   int rc = fixed_keys(s, keys);
   rc = rc ? rc : key_of(s, keys, "w:", q ? q : "");
   rc = rc ? rc : key_of(s, keys, "qi:", q ? q : "");
@@ -2498,7 +2558,8 @@ static redisReply *pipe_reply(redis_store *s, conn *l) {
 }
 
 #ifndef BULK_CHUNK
-#define BULK_CHUNK 256 /* tasks per two round trips; a smaller one: tests of the boundary */
+#define BULK_CHUNK                                                                       \
+  256 /* tasks per two round trips; a smaller one: tests of the boundary */
 #endif
 
 /* One chunk of bulk(): ids[at..at+m) of reply `ids`. Two round trips: the
@@ -2547,7 +2608,8 @@ static int bulk_chunk(redis_store *s, char op, int state, const char *queue, int
     args_reset(&argv);
     args_reset(&cmd);
     rc = admin_args(s, op, ids->element[at + i]->str, now, q->str,
-                    name->type == REDIS_REPLY_STRING ? name->str : "", state, &keys, &argv);
+                    name->type == REDIS_REPLY_STRING ? name->str : "", state, &keys,
+                    &argv);
     rc = rc ? rc : script_args(&s->main, S_ADMIN, &keys, &argv, &cmd);
     rc = rc ? rc : link_append(&s->main, &cmd);
     sent[i] = rc == 0;
