@@ -1149,6 +1149,54 @@ static void check_outcome_written_again_after_rollback(coda__store *s) {
   CHECK_EQ_INT(refused_count(s, out, 4), 1);
 }
 
+/* One batch that adds tasks and writes outcomes and progress of the same
+ * tasks applies its operations in order (the Redis scripts buffer writes
+ * per key and read ahead, which must not change what any of them sees):
+ * an owned task added then finished in the same batch ends succeeded; a
+ * failed attempt (a retry due later) applies, and the same outcome sent
+ * again in the batch is refused, since the claim it names has ended (the
+ * memory store, which has no undo, takes the very same outcome again as
+ * written: store.h); a progress between outcomes applies; the retry is
+ * claimed again when due. */
+static void check_mixed_batch_applies_in_order(coda__store *s) {
+  REQUIRE(add(s, 2, NULL, T0, 0) == 0);
+  REQUIRE(add(s, 3, NULL, T0, 0) == 0);
+  REQUIRE(add(s, 4, NULL, T0, 0) == 0);
+  claimed c = {0};
+  REQUIRE(claim(s, T0, 10, &c) == 3);
+  uint64_t l2 = lease_of(&c, 2), l3 = lease_of(&c, 3);
+  coda__task_record owned = task(1, NULL, T0);
+  owned.attempts = 1;
+  coda__task_record done1 = outcome(1, 1, CODA_STATE_SUCCEEDED, T0 + 10);
+  coda__task_record fail2 = outcome(2, l2, CODA_STATE_FAILED, T0 + 10);
+  fail2.run_at = T0 + 100;
+  fail2.error = "first";
+  coda__task_record done3 = outcome(3, l3, CODA_STATE_SUCCEEDED, T0 + 10);
+  coda__lease p4 = {4, lease_of(&c, 4)};
+  REQUIRE(s->m->begin(s) == 0);
+  REQUIRE(s->m->enqueue(s, &owned, 1, T0 + LEASE_MS) == 0);
+  REQUIRE(s->m->finish(s, &done1) == 0);
+  REQUIRE(s->m->finish(s, &fail2) == 0);
+  REQUIRE(s->m->progress_leased(s, &p4, 0.5) == 0);
+  REQUIRE(s->m->finish(s, &done3) == 0);
+  REQUIRE(s->m->finish(s, &fail2) == 0); /* again: the claim has ended */
+  REQUIRE(s->m->commit(s) == 0);
+  coda__lease out[4];
+  int refused = refused_count(s, out, 4);
+  if (strcmp(s->m->name, "memory") != 0) {
+    CHECK_EQ_INT(refused, 1);
+    CHECK(out[0].id == 2 && out[0].lease == l2);
+  }
+  CHECK_EQ_INT(state_of(s, 1), CODA_STATE_SUCCEEDED);
+  CHECK_EQ_INT(state_of(s, 2), CODA_STATE_FAILED);
+  CHECK(progress_of(s, 4) == 0.5);
+  CHECK_EQ_INT(state_of(s, 3), CODA_STATE_SUCCEEDED);
+  CHECK_EQ_INT(claim_count(s, T0 + 50, 10), 0);
+  claimed again = {0};
+  CHECK_EQ_INT(claim(s, T0 + 100, 10, &again), 1);
+  CHECK(again.n == 1 && again.t[0].id == 2 && again.t[0].attempts == 2);
+}
+
 /* paused(): every queue paused, by name, separated by commas. */
 static void check_paused_lists_the_paused_queues(coda__store *s) {
   char buf[64];
@@ -1164,6 +1212,8 @@ static void check_paused_lists_the_paused_queues(coda__store *s) {
   CHECK_EQ_INT(s->m->paused(s, buf, sizeof buf), 1);
   CHECK_EQ_STR(buf, "io");
 }
+
+TEST(v2_a_mixed_batch_applies_in_order) { on_each_v2_store(check_mixed_batch_applies_in_order); }
 
 TEST(v2_an_owned_enqueue_is_a_running_claim) {
   on_each_v2_store(check_owned_enqueue_is_a_claim);
@@ -2274,6 +2324,7 @@ int main(void) {
       TEST_CASE(v2_serve_and_pause_limit_claims),
       TEST_CASE(v2_find_filters_by_state_queue_and_name_with_paging),
       TEST_CASE(v2_an_owned_enqueue_is_a_running_claim),
+      TEST_CASE(v2_a_mixed_batch_applies_in_order),
       TEST_CASE(v2_token_zero_is_refused_like_any_stale_token),
       TEST_CASE(v2_an_outcome_rolled_back_is_written_again),
       TEST_CASE(v2_paused_lists_the_paused_queues),
