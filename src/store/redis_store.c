@@ -2685,7 +2685,8 @@ static long bulk(redis_store *s, char op, coda_task_state state, const char *que
   if (rc && n > 0) {
     char why[ERR_LEN];
     snprintf(why, sizeof why, "%s", tl_err);
-    set_err(s, "%.400s (%ld of the %zu tasks had been changed before)", why, n, total);
+    set_err(s, "%.400s (at least %ld of the %zu tasks had been changed before)", why, n,
+            total);
   }
   return rc ? rc : n;
 }

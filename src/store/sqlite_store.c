@@ -143,12 +143,14 @@ static const char *const sql[ST_COUNT_] = {
     [ST_REMOVE] = "DELETE FROM coda_tasks WHERE id=?1 AND state<>1",
     [ST_EXISTS] = "SELECT 1 FROM coda_tasks WHERE id=?1",
     /* The bulk forms, BULK_ROWS tasks after id ?4 per statement (bulk()). */
-    [ST_RETRY_ALL] = RETRY_SET "WHERE id IN (SELECT id FROM coda_tasks WHERE id>?4 AND "
-                               "state=?1 AND owned=0 AND state IN (3,4,5) AND "
-                               "(?3 IS NULL OR queue=?3) ORDER BY id LIMIT ?5) RETURNING id",
-    [ST_REMOVE_ALL] = "DELETE FROM coda_tasks WHERE id IN (SELECT id FROM coda_tasks WHERE "
-                      "id>?4 AND state=?1 AND state<>1 AND (?3 IS NULL OR queue=?3) "
-                      "ORDER BY id LIMIT ?5) RETURNING id",
+    [ST_RETRY_ALL] =
+        RETRY_SET "WHERE id IN (SELECT id FROM coda_tasks WHERE id>?4 AND "
+                  "state=?1 AND owned=0 AND state IN (3,4,5) AND "
+                  "(?3 IS NULL OR queue=?3) ORDER BY id LIMIT ?5) RETURNING id",
+    [ST_REMOVE_ALL] =
+        "DELETE FROM coda_tasks WHERE id IN (SELECT id FROM coda_tasks WHERE "
+        "id>?4 AND state=?1 AND state<>1 AND (?3 IS NULL OR queue=?3) "
+        "ORDER BY id LIMIT ?5) RETURNING id",
 };
 
 /* Version 1. Tasks waiting for a claim are the only ones in the partial
@@ -159,10 +161,10 @@ static const char *const schema_v1 =
     " name TEXT NOT NULL,"
     " key TEXT,"
     " args BLOB,"
-    " state INTEGER NOT NULL,"        /* coda_task_state */
-    " attempts INTEGER NOT NULL,"     /* attempts started */
+    " state INTEGER NOT NULL,"    /* coda_task_state */
+    " attempts INTEGER NOT NULL," /* attempts started */
     " max_attempts INTEGER NOT NULL,"
-    " created_at INTEGER NOT NULL,"   /* unix ms */
+    " created_at INTEGER NOT NULL," /* unix ms */
     " run_at INTEGER NOT NULL,"
     " started_at INTEGER NOT NULL DEFAULT 0,"
     " finished_at INTEGER NOT NULL DEFAULT 0,"
@@ -229,8 +231,8 @@ typedef struct sqlite_store {
   int lock_fd;
   long max_bytes; /* 0: no cap */
   long page_size;
-  int full;       /* at the cap when the batch began: new tasks refused */
-  int lazy;       /* this batch runs with synchronous=NORMAL */
+  int full; /* at the cap when the batch began: new tasks refused */
+  int lazy; /* this batch runs with synchronous=NORMAL */
   /* The checkpointer: its own thread and connection, so that copying the
    * WAL back into the file (and that fsync) never holds up a commit. */
   sqlite3 *cdb;
@@ -358,16 +360,18 @@ static int take_lock(sqlite_store *s, const char *path) {
     return CODA_ESTORE;
   }
   if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    snprintf(s->err, sizeof s->err,
-             "sqlite store: %.300s is in use by another process (or another app in this one)",
-             path);
+    snprintf(
+        s->err, sizeof s->err,
+        "sqlite store: %.300s is in use by another process (or another app in this one)",
+        path);
     return CODA_ESTORE;
   }
   return 0;
 }
 
 static int exec(sqlite_store *s, const char *text, const char *what) {
-  return sqlite3_exec(s->db, text, NULL, NULL, NULL) == SQLITE_OK ? 0 : fail(s, s->db, what);
+  return sqlite3_exec(s->db, text, NULL, NULL, NULL) == SQLITE_OK ? 0
+                                                                  : fail(s, s->db, what);
 }
 
 static int user_version(sqlite_store *s, int *v) {
@@ -450,8 +454,8 @@ static int migrate(sqlite_store *s, const char *path) {
     return 0;
   if (v > SCHEMA_VERSION) {
     snprintf(s->err, sizeof s->err,
-             "sqlite store: %.300s has schema version %d, newer than this coda (%d)", path, v,
-             SCHEMA_VERSION);
+             "sqlite store: %.300s has schema version %d, newer than this coda (%d)",
+             path, v, SCHEMA_VERSION);
     return CODA_ESTORE;
   }
   if ((rc = exec(s, "BEGIN IMMEDIATE", "migrating")) != 0)
@@ -538,8 +542,8 @@ static int configure(sqlite_store *s, const char *path, long max_bytes) {
   if ((rc = exec(s, "PRAGMA quick_check(1)", "checking the file")) != 0)
     return rc;
   for (int i = 0; i < ST_COUNT_; i++)
-    if (sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
-        SQLITE_OK)
+    if (sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                           NULL) != SQLITE_OK)
       return fail(s, s->db, "preparing statements");
   if ((rc = open_db(s, path, SQLITE_OPEN_READONLY, &s->rdb)) != 0)
     return rc;
@@ -621,8 +625,8 @@ static void sqlite_close(coda__store *base) {
   free(s);
 }
 
-int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out, char *err,
-                            size_t errlen) {
+int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
+                            char *err, size_t errlen) {
   *out = NULL;
   sqlite_store *s = calloc(1, sizeof *s);
   if (!s)
@@ -638,8 +642,9 @@ int coda__sqlite_store_open(const char *path, long max_bytes, coda__store **out,
   uv_cond_init(&s->ckpt_cond);
   int rc = 0;
   if (make_parent_dirs(path) != 0) {
-    snprintf(s->err, sizeof s->err, "sqlite store: cannot create the directory of %.300s: %s",
-             path, strerror(errno));
+    snprintf(s->err, sizeof s->err,
+             "sqlite store: cannot create the directory of %.300s: %s", path,
+             strerror(errno));
     rc = CODA_ESTORE;
   }
   if (rc == 0)
@@ -732,8 +737,8 @@ static int write_totals(sqlite_store *s) {
  * partial index's predicate does (schema_v5), and so do RETURNING and a
  * subquery. The claim (once per batch) and the renewal (once per lease
  * period) are left out. */
-static const int per_task[] = {ST_INSERT,      ST_FINISH,          ST_FINISH_READ,
-                               ST_PROGRESS,    ST_PROGRESS_LEASED, ST_QUEUE_TOTALS,
+static const int per_task[] = {ST_INSERT,     ST_FINISH,          ST_FINISH_READ,
+                               ST_PROGRESS,   ST_PROGRESS_LEASED, ST_QUEUE_TOTALS,
                                ST_QUEUE_KNOWN};
 
 int coda__sqlite_store_check_plans(coda__store *base, char *why, size_t cap) {
@@ -820,8 +825,8 @@ static int sqlite_begin(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
   end_lazy(s); /* if a failed lazy batch left it at NORMAL */
   if (s->lazy) {
-    snprintf(s->err, sizeof s->err,
-             "sqlite store: cannot return to synchronous=FULL: %s", sqlite3_errmsg(s->db));
+    snprintf(s->err, sizeof s->err, "sqlite store: cannot return to synchronous=FULL: %s",
+             sqlite3_errmsg(s->db));
     return CODA_ESTORE;
   }
   return begin_batch(s);
@@ -863,8 +868,6 @@ static int sqlite_begin_lazy(coda__store *base) {
   return rc;
 }
 
-
-
 static void sqlite_rollback(coda__store *base) {
   sqlite_store *s = (sqlite_store *)base;
   if (!sqlite3_get_autocommit(s->db)) {
@@ -895,8 +898,8 @@ static void bind_blob_or_null(sqlite3_stmt *st, int i, const void *p, size_t n) 
 /* Whether the row with this id has this key (the same idempotency key). */
 static int same_key(sqlite_store *s, uint64_t id, const char *key) {
   sqlite3_stmt *st;
-  if (sqlite3_prepare_v2(s->db, "SELECT key FROM coda_tasks WHERE id=?1", -1, &st, NULL) !=
-      SQLITE_OK)
+  if (sqlite3_prepare_v2(s->db, "SELECT key FROM coda_tasks WHERE id=?1", -1, &st,
+                         NULL) != SQLITE_OK)
     return 0;
   sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
   int same = 0;
@@ -913,7 +916,8 @@ static int sqlite_enqueue(coda__store *base, const coda__task_record *r, int own
   sqlite_store *s = (sqlite_store *)base;
   sqlite3_stmt *st = s->st[ST_INSERT];
   if (s->full) {
-    snprintf(s->err, sizeof s->err, "sqlite store: full (its cap is %ld bytes)", s->max_bytes);
+    snprintf(s->err, sizeof s->err, "sqlite store: full (its cap is %ld bytes)",
+             s->max_bytes);
     return CODA_ESTORE;
   }
   sqlite3_bind_int64(st, 1, (sqlite3_int64)r->id);
@@ -1173,9 +1177,8 @@ static int sqlite_get(coda__store *base, uint64_t id, coda_task_info **out) {
   return ret;
 }
 
-
-static int sqlite_list(coda__store *base, coda_task_state state, uint64_t after_id, int limit,
-                       coda_task_list_fn fn, void *user) {
+static int sqlite_list(coda__store *base, coda_task_state state, uint64_t after_id,
+                       int limit, coda_task_list_fn fn, void *user) {
   sqlite_store *s = (sqlite_store *)base;
   uv_mutex_lock(&s->read_mu);
   sqlite3_stmt *st = s->list;
@@ -1268,7 +1271,9 @@ static int sqlite_find(coda__store *base, const coda__task_filter *f,
   coda__info_list out = {0};
   int rc = SQLITE_DONE;
   uv_mutex_lock(&s->read_mu);
-  int shape = (f->states ? FIND_STATES : f->state >= 0 ? FIND_STATE : 0) |
+  int shape = (f->states       ? FIND_STATES
+               : f->state >= 0 ? FIND_STATE
+                               : 0) |
               (f->name ? FIND_NAME : 0);
   int none = 0; /* no row can match */
   if (f->queue && has_queue_column(s))
@@ -1300,7 +1305,9 @@ static int sqlite_find(coda__store *base, const coda__task_filter *f,
   return coda__info_list_deliver(&out, fn, user);
 }
 
-static const char *sqlite_errmsg(coda__store *base) { return ((sqlite_store *)base)->err; }
+static const char *sqlite_errmsg(coda__store *base) {
+  return ((sqlite_store *)base)->err;
+}
 
 static int sqlite_purge(coda__store *base, int64_t finished_before, int limit) {
   sqlite_store *s = (sqlite_store *)base;
@@ -1548,7 +1555,7 @@ static long bulk(sqlite_store *s, int which, coda_task_state state, const char *
   long total = 0;
   int64_t last = 0;
   for (;;) {
-    int rc = begin_batch(s);
+    int rc = sqlite_begin(&s->base); /* refused while not back at FULL */
     long n = 0;
     if (rc == 0) {
       sqlite3_bind_int(st, 1, (int)state);
