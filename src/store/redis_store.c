@@ -152,31 +152,32 @@ _Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones"
  * buffered write may have changed. */
 #define LUA_COMMON                                                                       \
   "local BUF, NBUF = nil, 0\n"                                                           \
+  "local function newbuf() return {ZREM = {}, HDEL = {}, HSET = {}, ZADD = {}} end\n"    \
   "local function wr(cmd, key, a, b)\n"                                                  \
   "  if not BUF then\n"                                                                  \
   "    if b == nil then return redis.call(cmd, key, a) end\n"                            \
   "    return redis.call(cmd, key, a, b)\n"                                              \
   "  end\n"                                                                              \
-  "  local k = cmd .. ' ' .. key\n"                                                      \
-  "  local t = BUF[k]\n"                                                                 \
-  "  if not t then t = {c = cmd, k = key, n = 0} BUF[k] = t end\n"                       \
-  "  t.n = t.n + 1\n"                                                                    \
-  "  t[t.n] = a\n"                                                                       \
-  "  if b ~= nil then t.n = t.n + 1 t[t.n] = b end\n"                                    \
+  "  local byk = BUF[cmd]\n"                                                             \
+  "  local t = byk[key]\n"                                                               \
+  "  if not t then t = {n = 0} byk[key] = t end\n"                                       \
+  "  local n = t.n + 1\n"                                                                \
+  "  t[n] = a\n"                                                                         \
+  "  if b ~= nil then n = n + 1 t[n] = b end\n"                                          \
+  "  t.n = n\n"                                                                          \
   "  NBUF = NBUF + 1\n"                                                                  \
   "end\n"                                                                                \
-  "local function send(t)\n"                                                             \
-  "  local step = (t.c == 'ZREM' or t.c == 'HDEL') and 500 or 1000\n"                    \
-  "  for i = 1, t.n, step do\n"                                                          \
-  "    redis.call(t.c, t.k, unpack(t, i, math.min(i + step - 1, t.n)))\n"                \
+  "local function send(cmd, step)\n"                                                     \
+  "  for key, t in pairs(BUF[cmd]) do\n"                                                 \
+  "    for i = 1, t.n, step do\n"                                                        \
+  "      redis.call(cmd, key, unpack(t, i, math.min(i + step - 1, t.n)))\n"              \
+  "    end\n"                                                                            \
   "  end\n"                                                                              \
   "end\n"                                                                                \
   "local function flush()\n"                                                             \
   "  if not BUF or NBUF == 0 then return end\n"                                          \
-  "  for _, t in pairs(BUF) do if t.c == 'ZREM' or t.c == 'HDEL' then send(t) end end\n" \
-  "  for _, t in pairs(BUF) do if t.c ~= 'ZREM' and t.c ~= 'HDEL' then send(t) end "     \
-  "end\n"                                                                                \
-  "  BUF, NBUF = {}, 0\n"                                                                \
+  "  send('ZREM', 500) send('HDEL', 500) send('HSET', 1000) send('ZADD', 1000)\n"        \
+  "  BUF, NBUF = newbuf(), 0\n"                                                          \
   "end\n"                                                                                \
   "local function decm(v)\n"                                                             \
   "  if not v then return nil end\n"                                                     \
@@ -194,7 +195,7 @@ _Static_assert(K_FIXED == 25, "LUA_DYN names the first key after the fixed ones"
   "local function many(key, ids)\n"                                                      \
   "  local out = {}\n"                                                                   \
   "  for k = 1, #ids, 500 do\n"                                                          \
-  "    local part = {unpack(ids, k, math.min(k + 499, #ids))}\n"                         \
+  "    local part = #ids <= 500 and ids or {unpack(ids, k, math.min(k + 499, #ids))}\n"  \
   "    local vals = redis.call('HMGET', key, unpack(part))\n"                            \
   "    for x = 1, #part do out[part[x]] = vals[x] end\n"                                 \
   "  end\n"                                                                              \
@@ -321,7 +322,8 @@ static const char commit_lua[] = LUA_COMMON
     "end\n"
     "if addq then redis.call('SADD', KEYS[10], addq) end\n"
     "DELTA = {}\n"
-    "BUF, NBUF = {}, 0\n"
+    /* a few ops write at once: the buffer's tables cost more than it saves */
+    "if #ARGV - first >= 48 then BUF, NBUF = newbuf(), 0 end\n"
     "local new, dups, refused = 0, {}, {}\n"
     "local function holds(m, token)\n"
     "  return m and m[1] == 1 and m[8] == token\n"
@@ -441,7 +443,6 @@ static const char claim_lua[] = LUA_COMMON
     "local out = {redis.call('SCARD', KEYS[10])}\n"
     "local n = 0\n"
     "DELTA = {}\n"
-    "BUF, NBUF = {}, 0\n"
     "for i = 1, nq do\n"
     "  if n >= max then break end\n"
     "  if redis.call('SISMEMBER', KEYS[11], ARGV[4 + i]) == 0 then\n"
@@ -449,6 +450,7 @@ static const char claim_lua[] = LUA_COMMON
     " + i], '-inf', now, 'LIMIT', 0, max - n)\n"
     "    if #ids > 0 then\n"
     "      redis.call('ZREMRANGEBYRANK', KEYS[" LUA_DYN " + i], 0, #ids - 1)\n"
+    "      if #ids > 2 and not BUF then BUF, NBUF = newbuf(), 0 end\n"
     "      local M, Q, NM = many(KEYS[1], ids), many(KEYS[4], ids), many(KEYS[2], ids)\n"
     "      local K, A, T = many(KEYS[3], ids), many(KEYS[5], ids), many(KEYS[20], ids)\n"
     "      for _, id in ipairs(ids) do\n"
