@@ -430,11 +430,16 @@ TEST(a_worker_cut_off_mid_task_loses_its_lease_and_its_late_outcome_is_refused) 
   tc_node a, b;
   REQUIRE(tc_node_start(&a, argv_a, NULL, log_cut, -1, 20000) == 0);
   live_pids[0] = a.pid;
-  /* A adds the task and runs it itself (it serves the queue; B is not up). */
+  /* A adds the task and runs it itself (it serves the queue; B is not up).
+   * The run (8 s) must outlast A's finding out, once cut off, that its
+   * lease ran out: a beat (a third of the 1 s lease), then the renewal's
+   * 2 s command timeout, after a cut that may come a second or more into
+   * the run on a loaded machine. With 4 s the run once ended first (one
+   * core kept busy), and the task was never told. */
   char buf[4096], body[4096];
   int fd = tc_connect(a.port, 5000);
   REQUIRE(fd >= 0);
-  tc_send_str(fd, "POST /jobs?n=1&ms=4000 HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\n\r\n");
+  tc_send_str(fd, "POST /jobs?n=1&ms=8000 HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\n\r\n");
   CHECK(tc_read_response(fd, buf, sizeof buf) > 0 && tc_status(buf) == 202);
   close(fd);
   const char *idp = tc_body(buf) ? strstr(tc_body(buf), "\"id\":") : NULL;
